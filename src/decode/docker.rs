@@ -1,0 +1,343 @@
+//! Docker's json-file format: `{"log":"…","stream":"stdout","time":"…"}` per line.
+//!
+//! A hand-written scanner rather than serde: it looks only for the three keys it
+//! needs, in any order, skips anything else (e.g. `attrs`), and in the common case —
+//! a `log` whose only escape is the final `\n` — returns a slice of the input with no
+//! copy. Any other escape is decoded into a reused scratch buffer.
+//!
+//! Docker appends `\n` to `log` only on a complete line or the last piece of a split
+//! one (moby `daemon/logger/copier.go`), so a piece without it is partial.
+
+use super::Malformed;
+use crate::event::time::{parse_rfc3339, Nanos};
+use crate::event::Stream;
+
+/// One decoded json-file line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DockerLine<'a> {
+    /// The unescaped `log` value without its trailing `\n`.
+    pub log: &'a [u8],
+    /// `log` ended in `\n`: this piece ends a message.
+    pub complete: bool,
+    /// `None` when the record had no (or an unknown) `stream`.
+    pub stream: Option<Stream>,
+    /// `None` when the record had no (or an unparsable) `time`.
+    pub time: Option<Nanos>,
+}
+
+/// Decodes one line (without its newline). `scratch` holds the unescaped `log` when
+/// it had escapes; it is cleared and reused, never shrunk.
+pub fn parse<'a>(line: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<DockerLine<'a>, Malformed> {
+    let mut p = Parser { s: line, i: 0 };
+    p.skip_ws();
+    p.expect(b'{')?;
+    let mut log: Option<RawString> = None;
+    let mut stream = None;
+    let mut time = None;
+    p.skip_ws();
+    if p.peek() == Some(b'}') {
+        return Err(Malformed);
+    }
+    loop {
+        p.skip_ws();
+        let key = p.string()?;
+        p.skip_ws();
+        p.expect(b':')?;
+        p.skip_ws();
+        match key.plain(line) {
+            Some(b"log") => log = Some(p.string()?),
+            Some(b"stream") => stream = Some(p.string()?),
+            Some(b"time") => time = Some(p.string()?),
+            _ => p.skip_value()?,
+        }
+        p.skip_ws();
+        match p.next() {
+            Some(b',') => continue,
+            Some(b'}') => break,
+            _ => return Err(Malformed),
+        }
+    }
+    p.skip_ws();
+    if p.i != line.len() {
+        return Err(Malformed);
+    }
+    let log = log.ok_or(Malformed)?;
+    let stream = stream.and_then(|s| s.plain(line)).and_then(Stream::from_bytes);
+    let time = time.and_then(|t| t.plain(line)).and_then(parse_rfc3339);
+    let (log, complete) = log.unescape(line, scratch)?;
+    Ok(DockerLine { log, complete, stream, time })
+}
+
+/// A string token: the bytes between its quotes, and whether any escape occurs.
+#[derive(Debug, Clone, Copy)]
+struct RawString {
+    start: usize,
+    end: usize,
+    /// Offset of the first backslash, if any.
+    first_escape: Option<usize>,
+}
+
+impl RawString {
+    /// The content when it has no escapes.
+    fn plain<'a>(&self, s: &'a [u8]) -> Option<&'a [u8]> {
+        match self.first_escape {
+            None => Some(&s[self.start..self.end]),
+            Some(_) => None,
+        }
+    }
+
+    /// The unescaped content without one trailing newline, and whether it had one.
+    fn unescape<'a>(&self, s: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<(&'a [u8], bool), Malformed> {
+        match self.first_escape {
+            None => Ok((&s[self.start..self.end], false)),
+            // The usual Docker line: the only escape is the final `\n`.
+            Some(e) if e + 2 == self.end && s[e + 1] == b'n' => Ok((&s[self.start..e], true)),
+            Some(e) => {
+                scratch.clear();
+                scratch.extend_from_slice(&s[self.start..e]);
+                unescape_into(&s[e..self.end], scratch)?;
+                let complete = scratch.last() == Some(&b'\n');
+                let len = scratch.len() - usize::from(complete);
+                Ok((&scratch[..len], complete))
+            }
+        }
+    }
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let c = self.peek()?;
+        self.i += 1;
+        Some(c)
+    }
+
+    fn expect(&mut self, c: u8) -> Result<(), Malformed> {
+        if self.next() == Some(c) {
+            Ok(())
+        } else {
+            Err(Malformed)
+        }
+    }
+
+    fn skip_ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+            self.i += 1;
+        }
+    }
+
+    /// Scans a string token; the cursor must be on its opening quote.
+    fn string(&mut self) -> Result<RawString, Malformed> {
+        self.expect(b'"')?;
+        let start = self.i;
+        let mut first_escape = None;
+        loop {
+            let rest = &self.s[self.i..];
+            let at = memchr::memchr2(b'"', b'\\', rest).ok_or(Malformed)?;
+            self.i += at;
+            if self.s[self.i] == b'"' {
+                let end = self.i;
+                self.i += 1;
+                return Ok(RawString { start, end, first_escape });
+            }
+            first_escape.get_or_insert(self.i);
+            self.i += 2; // the backslash and the escaped character
+            if self.i > self.s.len() {
+                return Err(Malformed);
+            }
+        }
+    }
+
+    /// Skips any JSON value without checking its inner grammar closely.
+    fn skip_value(&mut self) -> Result<(), Malformed> {
+        match self.peek().ok_or(Malformed)? {
+            b'"' => self.string().map(drop),
+            b'{' | b'[' => self.skip_nested(),
+            _ => {
+                let n = self.s[self.i..]
+                    .iter()
+                    .take_while(|c| !matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n'))
+                    .count();
+                if n == 0 {
+                    return Err(Malformed);
+                }
+                self.i += n;
+                Ok(())
+            }
+        }
+    }
+
+    fn skip_nested(&mut self) -> Result<(), Malformed> {
+        let mut depth = 0usize;
+        loop {
+            match self.peek().ok_or(Malformed)? {
+                b'"' => {
+                    self.string()?;
+                    continue;
+                }
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        self.i += 1;
+                        return Ok(());
+                    }
+                }
+                _ => {}
+            }
+            self.i += 1;
+        }
+    }
+}
+
+/// Decodes JSON string content starting at a backslash, appending to `out`.
+/// A lone UTF-16 surrogate becomes U+FFFD, as Go's decoder does.
+fn unescape_into(mut s: &[u8], out: &mut Vec<u8>) -> Result<(), Malformed> {
+    while !s.is_empty() {
+        let Some(at) = memchr::memchr(b'\\', s) else {
+            out.extend_from_slice(s);
+            break;
+        };
+        out.extend_from_slice(&s[..at]);
+        let esc = *s.get(at + 1).ok_or(Malformed)?;
+        s = &s[at + 2..];
+        let c = match esc {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                let (ch, used) = unicode_escape(s)?;
+                s = &s[used..];
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                continue;
+            }
+            _ => return Err(Malformed),
+        };
+        out.push(c);
+    }
+    Ok(())
+}
+
+/// Reads the 4 hex digits after `\u` (and a low surrogate's `\uXXXX` if one follows a
+/// high surrogate). Returns the character and how many bytes were used.
+fn unicode_escape(s: &[u8]) -> Result<(char, usize), Malformed> {
+    let hi = hex4(s)?;
+    if !(0xD800..0xE000).contains(&hi) {
+        return Ok((char::from_u32(hi).ok_or(Malformed)?, 4));
+    }
+    if hi < 0xDC00 && s.get(4..6) == Some(b"\\u") {
+        if let Ok(lo) = hex4(&s[6..]) {
+            if (0xDC00..0xE000).contains(&lo) {
+                let c = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+                return Ok((char::from_u32(c).ok_or(Malformed)?, 10));
+            }
+        }
+    }
+    Ok((char::REPLACEMENT_CHARACTER, 4))
+}
+
+fn hex4(s: &[u8]) -> Result<u32, Malformed> {
+    let digits = s.get(..4).ok_or(Malformed)?;
+    let mut v = 0u32;
+    for &c in digits {
+        let d = (c as char).to_digit(16).ok_or(Malformed)?;
+        v = v * 16 + d;
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(line: &str) -> (Vec<u8>, bool, Option<Stream>, Option<Nanos>) {
+        let mut scratch = Vec::new();
+        let d = parse(line.as_bytes(), &mut scratch).unwrap();
+        (d.log.to_vec(), d.complete, d.stream, d.time)
+    }
+
+    #[test]
+    fn the_usual_line_is_borrowed() {
+        let line = br#"{"log":"hello world\n","stream":"stderr","time":"2019-01-01T11:11:11.111111111Z"}"#;
+        let mut scratch = Vec::new();
+        let d = parse(line, &mut scratch).unwrap();
+        assert_eq!(d.log, b"hello world");
+        assert!(d.complete);
+        assert_eq!(d.stream, Some(Stream::Stderr));
+        assert!(d.time.is_some());
+        assert!(scratch.is_empty(), "no copy for the common case");
+    }
+
+    #[test]
+    fn any_field_order_and_extra_fields() {
+        let (log, complete, stream, time) = parse_ok(
+            r#" { "time" : "2019-01-01T11:11:11Z", "attrs":{"a":[1,{"b":"}"}]}, "n":-1.5e3, "t":true, "stream":"stdout", "log" : "x" } "#,
+        );
+        assert_eq!(log, b"x");
+        assert!(!complete, "no trailing newline: a partial piece");
+        assert_eq!(stream, Some(Stream::Stdout));
+        assert_eq!(time, Some(1_546_341_071_000_000_000));
+    }
+
+    #[test]
+    fn every_escape() {
+        let (log, complete, ..) =
+            parse_ok(r#"{"log":"q\" b\\ s\/ \b\f\r\t \u003cdiv\u003e \u0026 \u00e9 \ud83d\ude00 \u0000\n"}"#);
+        assert_eq!(log, "q\" b\\ s/ \u{8}\u{c}\r\t <div> & é 😀 \u{0}".as_bytes());
+        assert!(complete);
+    }
+
+    #[test]
+    fn lone_surrogates_become_replacement_characters() {
+        let (log, ..) = parse_ok(r#"{"log":"a\ud800b\udc00c\ud800\u0041"}"#);
+        assert_eq!(log, "a\u{FFFD}b\u{FFFD}c\u{FFFD}A".as_bytes());
+    }
+
+    #[test]
+    fn escaped_backslash_before_n_is_not_a_newline() {
+        let (log, complete, ..) = parse_ok(r#"{"log":"path C:\\n"}"#);
+        assert_eq!(log, b"path C:\\n");
+        assert!(!complete);
+    }
+
+    #[test]
+    fn a_lone_newline_completes_a_message() {
+        let (log, complete, ..) = parse_ok(r#"{"log":"\n","stream":"stdout","time":"2019-01-01T11:11:11Z"}"#);
+        assert_eq!(log, b"");
+        assert!(complete);
+    }
+
+    #[test]
+    fn missing_stream_and_time_still_decode() {
+        let (log, complete, stream, time) = parse_ok(r#"{"log":"only log\n"}"#);
+        assert_eq!((&log[..], complete, stream, time), (&b"only log"[..], true, None, None));
+        let (_, _, stream, time) = parse_ok(r#"{"log":"x\n","stream":"console","time":"yesterday"}"#);
+        assert_eq!((stream, time), (None, None));
+    }
+
+    #[test]
+    fn malformed_lines_are_rejected() {
+        for bad in [
+            "", "{", "{}", "[]", "not json", r#"{"log":1}"#, r#"{"stream":"stdout"}"#, r#"{"log":"x"} junk"#,
+            r#"{"log":"unterminated}"#, r#"{"log":"bad \q escape"}"#, r#"{"log":"\u12"}"#, r#"{"log":"x",}"#,
+            r#"{"log":"x" "stream":"stdout"}"#, r#"{"log":"x","a":}"#, r#"{"log":"x\"#, r#"{"a":{"b":[}"#,
+        ] {
+            let mut scratch = Vec::new();
+            assert!(parse(bad.as_bytes(), &mut scratch).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Decode: physical log lines → logical events.
+//!
+//! Owns the two container log formats ([`docker`] json-file and [`cri`]), per-file
+//! format detection, and reassembly of split lines ([`reassemble`]). It never does
+//! I/O and never panics on input: a line that fits neither format becomes a raw event
+//! (the line itself, counted as malformed), so one bad line never stops a file.
+//!
+//! [`FileDecoder`] is the stage's one entry point: feed it each line of one file (or
+//! one container's rotation set) with the line's offset and the time it was read, and
+//! it calls back with every finished event. Nothing here allocates per line; a split
+//! line is buffered until its last piece arrives.
+
+pub mod cri;
+pub mod docker;
+pub mod reassemble;
+
+use std::time::Duration;
+
+use crate::event::{Event, Nanos, Stream};
+pub use reassemble::{Fragment, Oversize, Reassembler};
+
+/// A line that is not of the expected format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("line is neither Docker json-file nor CRI")]
+pub struct Malformed;
+
+/// A container log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    Docker,
+    Cri,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Docker => "docker",
+            Format::Cri => "cri",
+        }
+    }
+}
+
+/// Which format to expect: detected per file from its first decodable line, or forced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FormatChoice {
+    #[default]
+    Auto,
+    Docker,
+    Cri,
+}
+
+/// 1 MiB: the CloudWatch Logs event limit and a sane ceiling for one log line.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeOptions {
+    pub format: FormatChoice,
+    pub max_message_bytes: usize,
+    pub oversize: Oversize,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        Self { format: FormatChoice::Auto, max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES, oversize: Oversize::Truncate }
+    }
+}
+
+/// What decoding saw; plain counters, summed into metrics per batch by the caller.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodeStats {
+    /// Physical lines fed in.
+    pub lines: u64,
+    /// Events emitted.
+    pub events: u64,
+    /// Events put together from more than one piece.
+    pub rejoined: u64,
+    /// Lines that fit no format, emitted raw.
+    pub malformed: u64,
+    /// Events cut at `max_message_bytes`.
+    pub truncated: u64,
+    /// Messages over `max_message_bytes` dropped by policy.
+    pub dropped_oversize: u64,
+    /// Unfinished messages emitted because the input ended or went quiet.
+    pub partial: u64,
+    /// Docker records without a usable `stream` (taken as stdout).
+    pub missing_stream: u64,
+    /// Records without a usable `time` (given the time they were read).
+    pub missing_time: u64,
+}
+
+impl DecodeStats {
+    pub fn add(&mut self, o: &DecodeStats) {
+        self.lines += o.lines;
+        self.events += o.events;
+        self.rejoined += o.rejoined;
+        self.malformed += o.malformed;
+        self.truncated += o.truncated;
+        self.dropped_oversize += o.dropped_oversize;
+        self.partial += o.partial;
+        self.missing_stream += o.missing_stream;
+        self.missing_time += o.missing_time;
+    }
+}
+
+/// Decodes the lines of one file, or of one container's files in rotation order.
+#[derive(Debug)]
+pub struct FileDecoder {
+    choice: FormatChoice,
+    format: Option<Format>,
+    max_message_bytes: usize,
+    oversize: Oversize,
+    scratch: Vec<u8>,
+    reassembler: Reassembler,
+    pub stats: DecodeStats,
+}
+
+impl FileDecoder {
+    pub fn new(opts: &DecodeOptions) -> Self {
+        let format = match opts.format {
+            FormatChoice::Auto => None,
+            FormatChoice::Docker => Some(Format::Docker),
+            FormatChoice::Cri => Some(Format::Cri),
+        };
+        Self {
+            choice: opts.format,
+            format,
+            max_message_bytes: opts.max_message_bytes,
+            oversize: opts.oversize,
+            scratch: Vec::new(),
+            reassembler: Reassembler::new(opts.max_message_bytes, opts.oversize),
+            stats: DecodeStats::default(),
+        }
+    }
+
+    /// The format in use, once known.
+    pub fn format(&self) -> Option<Format> {
+        self.format
+    }
+
+    /// Decodes one line (without its `\n`) that starts at `offset` in the input and
+    /// was read at `read_time`.
+    pub fn line<F: FnMut(&Event<'_>)>(&mut self, line: &[u8], offset: u64, read_time: Nanos, emit: &mut F) {
+        self.stats.lines += 1;
+        let format = match self.format {
+            Some(f) => f,
+            None => match self.detect(line) {
+                Some(f) => f,
+                None => return self.raw(line, read_time, false, emit),
+            },
+        };
+        let Self { scratch, reassembler, stats, .. } = self;
+        let decoded = match format {
+            Format::Docker => docker_fragment(line, scratch, stats, offset, read_time),
+            Format::Cri => cri::parse(line).map(|c| Fragment {
+                stream: c.stream,
+                time: c.time,
+                bytes: c.message,
+                last: c.complete,
+                offset,
+            }),
+        };
+        match decoded {
+            Ok(frag) => reassembler.push(frag, stats, emit),
+            Err(Malformed) => self.raw(line, read_time, false, emit),
+        }
+    }
+
+    /// A line longer than the reader's cap: its head is emitted raw and truncated.
+    pub fn overlong_line<F: FnMut(&Event<'_>)>(&mut self, head: &[u8], read_time: Nanos, emit: &mut F) {
+        self.stats.lines += 1;
+        self.raw(head, read_time, true, emit);
+    }
+
+    /// The input ended for good: emits unfinished messages as `partial`.
+    pub fn finish<F: FnMut(&Event<'_>)>(&mut self, emit: &mut F) {
+        let Self { reassembler, stats, .. } = self;
+        reassembler.flush_all(stats, emit);
+    }
+
+    /// Emits unfinished messages as `partial` once the follower has read everything in
+    /// the file and nothing new has arrived for `timeout`. `idle_at_eof` must count
+    /// only time spent caught up with the file's end: while unread bytes remain, the
+    /// continuation may be among them, so the follower passes `None` and nothing is cut.
+    pub fn flush_stale<F: FnMut(&Event<'_>)>(&mut self, idle_at_eof: Option<Duration>, timeout: Duration, emit: &mut F) -> bool {
+        match idle_at_eof {
+            Some(idle) if idle >= timeout && self.reassembler.has_pending() => {
+                self.finish(emit);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The offset a checkpoint may record when everything before `read_offset` has
+    /// been handed on: never past the first piece of an unfinished message.
+    pub fn checkpoint_offset(&self, read_offset: u64) -> u64 {
+        self.reassembler.oldest_pending_offset().map_or(read_offset, |o| o.min(read_offset))
+    }
+
+    pub fn pending_bytes(&self) -> usize {
+        self.reassembler.pending_bytes()
+    }
+
+    fn detect(&mut self, line: &[u8]) -> Option<Format> {
+        debug_assert_eq!(self.choice, FormatChoice::Auto);
+        let found = if line.trim_ascii_start().first() == Some(&b'{') {
+            docker::parse(line, &mut self.scratch).ok().map(|_| Format::Docker)
+        } else {
+            cri::parse(line).ok().map(|_| Format::Cri)
+        };
+        self.format = found;
+        found
+    }
+
+    fn raw<F: FnMut(&Event<'_>)>(&mut self, line: &[u8], read_time: Nanos, overlong: bool, emit: &mut F) {
+        self.stats.malformed += 1;
+        let over = line.len() > self.max_message_bytes;
+        if over && self.oversize == Oversize::Drop {
+            self.stats.dropped_oversize += 1;
+            return;
+        }
+        let message = if over { reassemble::cut_at_char_boundary(&line[..self.max_message_bytes]) } else { line };
+        let truncated = over || overlong;
+        self.stats.truncated += u64::from(truncated);
+        self.stats.events += 1;
+        emit(&Event { time: read_time, stream: Stream::Stdout, message, truncated, partial: false });
+    }
+}
+
+/// A Docker line as a fragment; the `log` may live in `scratch`.
+fn docker_fragment<'a>(
+    line: &'a [u8],
+    scratch: &'a mut Vec<u8>,
+    stats: &mut DecodeStats,
+    offset: u64,
+    read_time: Nanos,
+) -> Result<Fragment<'a>, Malformed> {
+    let d = docker::parse(line, scratch)?;
+    stats.missing_stream += u64::from(d.stream.is_none());
+    stats.missing_time += u64::from(d.time.is_none());
+    Ok(Fragment {
+        stream: d.stream.unwrap_or(Stream::Stdout),
+        time: d.time.unwrap_or(read_time),
+        bytes: d.log,
+        last: d.complete,
+        offset,
+    })
+}
+
+#[cfg(test)]
+mod tests;

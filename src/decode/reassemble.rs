@@ -1,0 +1,270 @@
+//! Puts split lines back together, per (file, stream).
+//!
+//! Docker and containerd cut every line longer than 16 KiB into pieces; the pieces of
+//! stdout and stderr interleave in one file. One [`Reassembler`] serves one file (or
+//! one container's rotation set, so a line cut across a rotation is rejoined) and keeps
+//! a separate pending message per stream, so interleaved pieces never mix.
+//!
+//! Pieces are joined as bytes, before any UTF-8 handling: a character cut between two
+//! pieces comes out whole. A single, complete piece is passed through borrowed, with no
+//! copy; only a split line is buffered, and its buffer is released when it is done, so
+//! a file that is idle holds no memory here.
+//!
+//! The merged size is capped at `max_message_bytes`: beyond it the message is cut (at a
+//! character boundary, `truncated`) or dropped whole, per [`Oversize`]. Either way the
+//! rest of its pieces are consumed, not buffered.
+//!
+//! Never flush a pending message just because time passed while its continuation may
+//! already be in the file unread: the caller decides when the input has really gone
+//! quiet (see `FileDecoder::flush_stale`) or ended (`flush_all`).
+
+use super::DecodeStats;
+use crate::event::{Event, Nanos, Stream};
+
+/// What to do with a message longer than `max_message_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Oversize {
+    /// Keep the first `max_message_bytes` (cut at a character boundary), flag it.
+    #[default]
+    Truncate,
+    /// Drop the whole message, counted.
+    Drop,
+}
+
+/// One physical line's worth of a message.
+#[derive(Debug, Clone, Copy)]
+pub struct Fragment<'a> {
+    pub stream: Stream,
+    pub time: Nanos,
+    pub bytes: &'a [u8],
+    /// This piece ends the message.
+    pub last: bool,
+    /// Where the line holding this piece starts in the input.
+    pub offset: u64,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    active: bool,
+    buf: Vec<u8>,
+    time: Nanos,
+    start_offset: u64,
+    pieces: u32,
+    overflowed: bool,
+}
+
+#[derive(Debug)]
+pub struct Reassembler {
+    max_message_bytes: usize,
+    oversize: Oversize,
+    pending: [Pending; 2],
+}
+
+impl Reassembler {
+    pub fn new(max_message_bytes: usize, oversize: Oversize) -> Self {
+        Self { max_message_bytes, oversize, pending: Default::default() }
+    }
+
+    /// Takes one piece; emits a message when `frag.last` completes one.
+    pub fn push<F: FnMut(&Event<'_>)>(&mut self, frag: Fragment<'_>, stats: &mut DecodeStats, emit: &mut F) {
+        let max = self.max_message_bytes;
+        let p = &mut self.pending[frag.stream.index()];
+        if !p.active {
+            if frag.last {
+                emit_whole(frag.bytes, frag.time, frag.stream, max, self.oversize, stats, emit);
+                return;
+            }
+            p.active = true;
+            p.time = frag.time;
+            p.start_offset = frag.offset;
+        }
+        p.pieces += 1;
+        append_capped(p, frag.bytes, max, self.oversize);
+        if frag.last {
+            finish(p, frag.stream, false, self.oversize, stats, emit);
+        }
+    }
+
+    /// Emits every unfinished message as `partial` (the input ended for good).
+    pub fn flush_all<F: FnMut(&Event<'_>)>(&mut self, stats: &mut DecodeStats, emit: &mut F) {
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let p = &mut self.pending[stream.index()];
+            if p.active {
+                finish(p, stream, true, self.oversize, stats, emit);
+            }
+        }
+    }
+
+    /// Where the oldest unfinished message starts: a checkpoint must not pass it.
+    pub fn oldest_pending_offset(&self) -> Option<u64> {
+        self.pending.iter().filter(|p| p.active).map(|p| p.start_offset).min()
+    }
+
+    pub fn has_pending(&self) -> bool {
+        self.pending.iter().any(|p| p.active)
+    }
+
+    /// Bytes held for unfinished messages.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.iter().map(|p| p.buf.len()).sum()
+    }
+}
+
+fn append_capped(p: &mut Pending, bytes: &[u8], max: usize, oversize: Oversize) {
+    if p.overflowed {
+        return;
+    }
+    let room = max - p.buf.len();
+    if bytes.len() <= room {
+        p.buf.extend_from_slice(bytes);
+        return;
+    }
+    p.overflowed = true;
+    match oversize {
+        Oversize::Truncate => p.buf.extend_from_slice(&bytes[..room]),
+        Oversize::Drop => p.buf = Vec::new(),
+    }
+}
+
+fn finish<F: FnMut(&Event<'_>)>(
+    p: &mut Pending,
+    stream: Stream,
+    partial: bool,
+    oversize: Oversize,
+    stats: &mut DecodeStats,
+    emit: &mut F,
+) {
+    let buf = std::mem::take(&mut p.buf);
+    let dropped = p.overflowed && oversize == Oversize::Drop;
+    if dropped {
+        stats.dropped_oversize += 1;
+    } else {
+        let message = if p.overflowed { cut_at_char_boundary(&buf) } else { &buf[..] };
+        stats.truncated += u64::from(p.overflowed);
+        stats.rejoined += u64::from(p.pieces > 1);
+        stats.partial += u64::from(partial);
+        stats.events += 1;
+        emit(&Event { time: p.time, stream, message, truncated: p.overflowed, partial });
+    }
+    *p = Pending::default();
+}
+
+fn emit_whole<F: FnMut(&Event<'_>)>(
+    bytes: &[u8],
+    time: Nanos,
+    stream: Stream,
+    max: usize,
+    oversize: Oversize,
+    stats: &mut DecodeStats,
+    emit: &mut F,
+) {
+    let over = bytes.len() > max;
+    if over && oversize == Oversize::Drop {
+        stats.dropped_oversize += 1;
+        return;
+    }
+    let message = if over { cut_at_char_boundary(&bytes[..max]) } else { bytes };
+    stats.truncated += u64::from(over);
+    stats.events += 1;
+    emit(&Event { time, stream, message, truncated: over, partial: false });
+}
+
+/// Drops an incomplete UTF-8 sequence left at the end by a byte cut.
+pub fn cut_at_char_boundary(b: &[u8]) -> &[u8] {
+    // Look back at most 3 bytes for the lead byte of the last character.
+    for back in 1..=b.len().min(4) {
+        let c = b[b.len() - back];
+        if c & 0xC0 == 0x80 {
+            continue; // continuation byte
+        }
+        let need = match c {
+            0x00..=0x7F => 1,
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => return b,
+        };
+        return if need > back { &b[..b.len() - back] } else { b };
+    }
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(max: usize, oversize: Oversize, frags: &[(Stream, &[u8], bool)]) -> (Vec<(Stream, Vec<u8>, bool)>, DecodeStats) {
+        let mut r = Reassembler::new(max, oversize);
+        let mut stats = DecodeStats::default();
+        let mut out = Vec::new();
+        for (i, &(stream, bytes, last)) in frags.iter().enumerate() {
+            let f = Fragment { stream, time: i as i64, bytes, last, offset: i as u64 * 100 };
+            r.push(f, &mut stats, &mut |e| out.push((e.stream, e.message.to_vec(), e.truncated)));
+        }
+        r.flush_all(&mut stats, &mut |e| out.push((e.stream, e.message.to_vec(), e.truncated)));
+        (out, stats)
+    }
+
+    use Stream::{Stderr as E, Stdout as O};
+
+    #[test]
+    fn interleaved_streams_never_mix() {
+        let (out, stats) = run(
+            1 << 20,
+            Oversize::Truncate,
+            &[(O, b"aa", false), (E, b"11", false), (O, b"bb", false), (E, b"22", true), (O, b"cc", true)],
+        );
+        assert_eq!(out, vec![(E, b"1122".to_vec(), false), (O, b"aabbcc".to_vec(), false)]);
+        assert_eq!(stats.rejoined, 2);
+    }
+
+    #[test]
+    fn a_character_cut_between_pieces_comes_out_whole() {
+        let (out, _) = run(1 << 20, Oversize::Truncate, &[(O, b"\xe6\x97", false), (O, b"\xa5", true)]);
+        assert_eq!(out[0].1, "日".as_bytes());
+    }
+
+    #[test]
+    fn oversize_truncates_at_a_character_boundary() {
+        let (out, stats) = run(5, Oversize::Truncate, &[(O, b"abc", false), (O, "d日e".as_bytes(), false), (O, b"f", true)]);
+        assert_eq!(out, vec![(O, b"abcd".to_vec(), true)]);
+        assert_eq!(stats.truncated, 1);
+        let (out, _) = run(3, Oversize::Truncate, &[(O, b"abcdef", true)]);
+        assert_eq!(out, vec![(O, b"abc".to_vec(), true)]);
+    }
+
+    #[test]
+    fn oversize_drop_consumes_the_rest_of_the_message() {
+        let (out, stats) = run(4, Oversize::Drop, &[(O, b"abc", false), (O, b"def", false), (O, b"g", true), (O, b"ok", true)]);
+        assert_eq!(out, vec![(O, b"ok".to_vec(), false)]);
+        assert_eq!(stats.dropped_oversize, 1);
+        let (out, stats) = run(4, Oversize::Drop, &[(O, b"abcdef", true)]);
+        assert!(out.is_empty());
+        assert_eq!(stats.dropped_oversize, 1);
+    }
+
+    #[test]
+    fn unfinished_messages_flush_as_partial() {
+        let mut r = Reassembler::new(100, Oversize::Truncate);
+        let mut stats = DecodeStats::default();
+        let f = |stream, offset| Fragment { stream, time: 7, bytes: b"x", last: false, offset };
+        r.push(f(E, 10), &mut stats, &mut |_| panic!("nothing complete yet"));
+        r.push(f(O, 20), &mut stats, &mut |_| panic!("nothing complete yet"));
+        assert_eq!(r.oldest_pending_offset(), Some(10));
+        let mut partial = Vec::new();
+        r.flush_all(&mut stats, &mut |e| partial.push((e.stream, e.partial, e.time)));
+        assert_eq!(partial, vec![(O, true, 7), (E, true, 7)]);
+        assert_eq!(r.oldest_pending_offset(), None);
+        assert_eq!(stats.partial, 2);
+    }
+
+    #[test]
+    fn cut_keeps_complete_characters() {
+        assert_eq!(cut_at_char_boundary(b"ab"), b"ab");
+        assert_eq!(cut_at_char_boundary("a日".as_bytes()), "a日".as_bytes());
+        assert_eq!(cut_at_char_boundary(&"a日".as_bytes()[..3]), b"a");
+        assert_eq!(cut_at_char_boundary(&"a😀".as_bytes()[..4]), b"a");
+        assert_eq!(cut_at_char_boundary(b""), b"");
+        assert_eq!(cut_at_char_boundary(b"\xff"), b"\xff");
+    }
+}

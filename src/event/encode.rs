@@ -1,0 +1,254 @@
+//! The event's JSON form:
+//! `{"time":"…","stream":"stdout","message":"…","truncated":true,"partial":true,"kubernetes":{…}}`
+//! followed by `\n`. `truncated` and `partial` appear only when true; `kubernetes` only
+//! for files whose path names a pod.
+//!
+//! Encoding appends to a caller-owned `Vec<u8>` and never allocates on its own. Invalid
+//! UTF-8 in a message becomes U+FFFD, so the output is always valid JSON.
+
+use super::time::TimeFormatter;
+use super::Event;
+
+/// How `message` is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MessageFormat {
+    /// Always a JSON string.
+    #[default]
+    String,
+    /// A message that is itself a JSON object is embedded as an object; anything
+    /// else is still a string.
+    Json,
+}
+
+/// Kubernetes metadata known from a log file's path.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KubeMeta {
+    pub namespace: String,
+    pub pod: String,
+    /// Unknown for a `/var/log/containers` link whose target is gone.
+    pub pod_uid: Option<String>,
+    pub container: String,
+    pub restart_count: Option<u32>,
+}
+
+impl KubeMeta {
+    /// The `,"kubernetes":{…}` fragment, built once per file and copied into each event.
+    pub fn json_fragment(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128);
+        out.extend_from_slice(b",\"kubernetes\":{\"namespace\":");
+        write_json_string(&mut out, self.namespace.as_bytes());
+        out.extend_from_slice(b",\"pod\":");
+        write_json_string(&mut out, self.pod.as_bytes());
+        if let Some(uid) = &self.pod_uid {
+            out.extend_from_slice(b",\"pod_uid\":");
+            write_json_string(&mut out, uid.as_bytes());
+        }
+        out.extend_from_slice(b",\"container\":");
+        write_json_string(&mut out, self.container.as_bytes());
+        if let Some(n) = self.restart_count {
+            out.extend_from_slice(b",\"restart_count\":");
+            out.extend_from_slice(n.to_string().as_bytes());
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+/// Writes events as JSON lines. Keep one per output: it caches the time prefix.
+#[derive(Debug, Default, Clone)]
+pub struct EventEncoder {
+    times: TimeFormatter,
+    message_format: MessageFormat,
+}
+
+impl EventEncoder {
+    pub fn new(message_format: MessageFormat) -> Self {
+        Self { times: TimeFormatter::default(), message_format }
+    }
+
+    /// Appends `event` as one JSON line. `kube` is a [`KubeMeta::json_fragment`], or
+    /// empty when the file has no Kubernetes metadata.
+    pub fn encode(&mut self, event: &Event<'_>, kube: &[u8], out: &mut Vec<u8>) {
+        out.reserve(event.message.len() + kube.len() + 80);
+        out.extend_from_slice(b"{\"time\":\"");
+        out.extend_from_slice(self.times.format(event.time));
+        out.extend_from_slice(b"\",\"stream\":\"");
+        out.extend_from_slice(event.stream.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"message\":");
+        match self.message_format {
+            MessageFormat::Json if is_json_object(event.message) => {
+                out.extend_from_slice(trim_ascii(event.message))
+            }
+            _ => write_json_string(out, event.message),
+        }
+        if event.truncated {
+            out.extend_from_slice(b",\"truncated\":true");
+        }
+        if event.partial {
+            out.extend_from_slice(b",\"partial\":true");
+        }
+        out.extend_from_slice(kube);
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+fn trim_ascii(b: &[u8]) -> &[u8] {
+    b.trim_ascii()
+}
+
+fn is_json_object(msg: &[u8]) -> bool {
+    let t = trim_ascii(msg);
+    t.first() == Some(&b'{')
+        && t.last() == Some(&b'}')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(t).is_ok()
+}
+
+/// Appends `s` as a JSON string literal, replacing invalid UTF-8 with U+FFFD.
+pub fn write_json_string(out: &mut Vec<u8>, s: &[u8]) {
+    out.push(b'"');
+    match std::str::from_utf8(s) {
+        Ok(_) => write_escaped(out, s),
+        Err(_) => {
+            for chunk in s.utf8_chunks() {
+                write_escaped(out, chunk.valid().as_bytes());
+                if !chunk.invalid().is_empty() {
+                    out.extend_from_slice("\u{FFFD}".as_bytes());
+                }
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// True when any byte of the word is `"`, `\` or a control character (< 0x20).
+#[inline]
+fn word_needs_escape(w: u64) -> bool {
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
+    (below_space | has_zero(w ^ (ONES * b'"' as u64)) | has_zero(w ^ (ONES * b'\\' as u64))) != 0
+}
+
+#[inline]
+fn byte_needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// Escapes valid UTF-8: copies clean runs whole, found eight bytes at a time.
+fn write_escaped(out: &mut Vec<u8>, s: &[u8]) {
+    let mut run_start = 0;
+    let mut i = 0;
+    while i < s.len() {
+        if i + 8 <= s.len() {
+            let w = u64::from_le_bytes(s[i..i + 8].try_into().unwrap());
+            if !word_needs_escape(w) {
+                i += 8;
+                continue;
+            }
+        }
+        let end = (i + 8).min(s.len());
+        while i < end {
+            let b = s[i];
+            if byte_needs_escape(b) {
+                out.extend_from_slice(&s[run_start..i]);
+                write_escape(out, b);
+                run_start = i + 1;
+            }
+            i += 1;
+        }
+    }
+    out.extend_from_slice(&s[run_start..]);
+}
+
+fn write_escape(out: &mut Vec<u8>, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match b {
+        b'"' => out.extend_from_slice(b"\\\""),
+        b'\\' => out.extend_from_slice(b"\\\\"),
+        b'\n' => out.extend_from_slice(b"\\n"),
+        b'\r' => out.extend_from_slice(b"\\r"),
+        b'\t' => out.extend_from_slice(b"\\t"),
+        0x08 => out.extend_from_slice(b"\\b"),
+        0x0c => out.extend_from_slice(b"\\f"),
+        _ => out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Stream;
+
+    fn encode(ev: Event<'_>, fmt: MessageFormat, kube: &[u8]) -> String {
+        let mut out = Vec::new();
+        EventEncoder::new(fmt).encode(&ev, kube, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn ev(msg: &[u8]) -> Event<'_> {
+        Event { time: 0, stream: Stream::Stdout, message: msg, truncated: false, partial: false }
+    }
+
+    #[test]
+    fn escapes_what_json_requires_and_nothing_else() {
+        let s = encode(ev("a\"b\\c\n\t\u{1}<>&é日😀/".as_bytes()), MessageFormat::String, b"");
+        assert_eq!(
+            s,
+            "{\"time\":\"1970-01-01T00:00:00.000000000Z\",\"stream\":\"stdout\",\"message\":\"a\\\"b\\\\c\\n\\t\\u0001<>&é日😀/\"}\n"
+        );
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["message"], "a\"b\\c\n\t\u{1}<>&é日😀/");
+    }
+
+    #[test]
+    fn escape_scan_finds_specials_at_every_position() {
+        for len in 0..40 {
+            for pos in 0..len {
+                for special in [b'"', b'\\', 0u8, 0x1f] {
+                    let mut msg = vec![b'x'; len];
+                    msg[pos] = special;
+                    let mut out = Vec::new();
+                    write_json_string(&mut out, &msg);
+                    let back: String = serde_json::from_slice(&out).unwrap();
+                    assert_eq!(back.as_bytes(), &msg[..]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn replaces_invalid_utf8() {
+        let s = encode(ev(b"ok \xff\xfe then \xe6\x97"), MessageFormat::String, b"");
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["message"], "ok \u{FFFD}\u{FFFD} then \u{FFFD}");
+    }
+
+    #[test]
+    fn flags_and_kubernetes_in_order() {
+        let meta = KubeMeta {
+            namespace: "ns".into(),
+            pod: "p".into(),
+            pod_uid: Some("u".into()),
+            container: "c".into(),
+            restart_count: Some(2),
+        };
+        let e = Event { truncated: true, partial: true, stream: Stream::Stderr, ..ev(b"m") };
+        assert_eq!(
+            encode(e, MessageFormat::String, &meta.json_fragment()),
+            "{\"time\":\"1970-01-01T00:00:00.000000000Z\",\"stream\":\"stderr\",\"message\":\"m\",\"truncated\":true,\"partial\":true,\"kubernetes\":{\"namespace\":\"ns\",\"pod\":\"p\",\"pod_uid\":\"u\",\"container\":\"c\",\"restart_count\":2}}\n"
+        );
+    }
+
+    #[test]
+    fn json_message_format_embeds_objects_only() {
+        let obj = encode(ev(br#" {"level":"info","n":1} "#), MessageFormat::Json, b"");
+        assert!(obj.contains(r#""message":{"level":"info","n":1}}"#), "{obj}");
+        for not_obj in [&b"[1,2]"[..], b"{broken", b"plain", b"{\"a\":1} trailing"] {
+            let s = encode(ev(not_obj), MessageFormat::Json, b"");
+            let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+            assert!(v["message"].is_string(), "{s}");
+        }
+    }
+}

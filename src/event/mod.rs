@@ -1,0 +1,57 @@
+//! The event: one logical log line, and its JSON form — the payload of every sink.
+//!
+//! An [`Event`] borrows its message from whoever produced it (the read buffer, or the
+//! reassembly buffer for a rejoined line), so producing one costs no allocation.
+//! [`encode::EventEncoder`] turns it into the stable wire format documented in the
+//! README: one JSON object per line.
+
+pub mod encode;
+pub mod time;
+
+pub use encode::{EventEncoder, KubeMeta, MessageFormat};
+pub use time::Nanos;
+
+/// Which output stream of the container wrote the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stream {
+    Stdout = 0,
+    Stderr = 1,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+
+    /// `stdout`/`stderr` as the runtimes write them.
+    pub fn from_bytes(b: &[u8]) -> Option<Stream> {
+        match b {
+            b"stdout" => Some(Stream::Stdout),
+            b"stderr" => Some(Stream::Stderr),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One logical log line, after reassembly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event<'a> {
+    /// When the runtime wrote the line (its first fragment for a rejoined line), or
+    /// when logferry read it if the line carried no usable time.
+    pub time: Nanos,
+    pub stream: Stream,
+    /// The line without its trailing newline. Raw bytes: usually UTF-8, but a raw
+    /// (malformed) line may be anything; the encoder repairs it.
+    pub message: &'a [u8],
+    /// The message was cut at `max_message_bytes`.
+    pub truncated: bool,
+    /// The input ended inside a split line; this is what had arrived.
+    pub partial: bool,
+}

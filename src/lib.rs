@@ -1,0 +1,16 @@
+//! logferry: a node-level log shipper for Kubernetes on AWS.
+//!
+//! The modules follow the data, one stage each (see `DESIGN.md` in the project's
+//! shared docs):
+//!
+//! - [`tail`]: finds container log files and reads them as lines;
+//! - [`decode`]: Docker json-file and CRI lines → events, split lines rejoined;
+//! - [`event`]: the event and its JSON form, the payload of every sink;
+//! - [`sink`]: where encoded events go;
+//! - [`replay`]: the `logferry replay` command, wiring the stages for a one-shot run.
+
+pub mod decode;
+pub mod event;
+pub mod replay;
+pub mod sink;
+pub mod tail;

@@ -1,0 +1,172 @@
+//! The `logferry` command line: parses flags, runs a command, prints the whole error
+//! chain and exits with a meaningful status.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use logferry::decode::{DecodeOptions, FormatChoice, Oversize, DEFAULT_MAX_MESSAGE_BYTES};
+use logferry::event::MessageFormat;
+use logferry::replay::{self, ReplayOptions};
+use logferry::sink::Target;
+
+/// Exit status when some inputs could not be read (the rest were processed).
+const EXIT_PARTIAL: u8 = 1;
+/// Exit status for a usage or configuration problem (sysexits' EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "logferry", version, about = "Ships Kubernetes container logs; replays log files locally.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Decode container log files (Docker or CRI, plain or .gz, files or directories)
+    /// and write one JSON event per logical line.
+    Replay(ReplayArgs),
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// Files or directories (walked recursively).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Where events go.
+    #[arg(long, value_enum, default_value_t = To::Stdout)]
+    to: To,
+    /// The output file for `--to file`.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// The log format; `auto` detects it per file from its first decodable line.
+    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+    format: FormatArg,
+    /// Decode only: count, write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// A rejoined message longer than this is truncated or dropped (see --oversize).
+    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    max_message_bytes: usize,
+    /// What to do with a message over --max-message-bytes.
+    #[arg(long, value_enum, default_value_t = OversizeArg::Truncate)]
+    oversize: OversizeArg,
+    /// `json` embeds a message that is a JSON object as an object.
+    #[arg(long, value_enum, default_value_t = MessageFormatArg::String)]
+    message_format: MessageFormatArg,
+    /// Draw a progress bar: `auto` when stderr is a terminal.
+    #[arg(long, value_enum, default_value_t = When::Auto)]
+    progress: When,
+    /// Print no summary.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum To {
+    Stdout,
+    File,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Auto,
+    Docker,
+    Cri,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OversizeArg {
+    Truncate,
+    Drop,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MessageFormatArg {
+    String,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum When {
+    Auto,
+    Always,
+    Never,
+}
+
+/// A problem with the command line itself, as opposed to a failure while running.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Replay(args) => run_replay(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("logferry: error: {err:#}");
+            if err.is::<UsageError>() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let output = match (args.dry_run, args.to, args.output) {
+        (true, _, _) => None,
+        (false, To::Stdout, None) => Some(Target::Stdout),
+        (false, To::Stdout, Some(_)) => {
+            return Err(UsageError("--output needs --to file".into()).into());
+        }
+        (false, To::File, Some(path)) => Some(Target::File(path)),
+        (false, To::File, None) => {
+            return Err(UsageError("--to file needs --output PATH".into()).into());
+        }
+    };
+    if args.max_message_bytes == 0 {
+        return Err(UsageError("--max-message-bytes must be at least 1".into()).into());
+    }
+    let opts = ReplayOptions {
+        paths: args.paths,
+        decode: DecodeOptions {
+            format: match args.format {
+                FormatArg::Auto => FormatChoice::Auto,
+                FormatArg::Docker => FormatChoice::Docker,
+                FormatArg::Cri => FormatChoice::Cri,
+            },
+            max_message_bytes: args.max_message_bytes,
+            oversize: match args.oversize {
+                OversizeArg::Truncate => Oversize::Truncate,
+                OversizeArg::Drop => Oversize::Drop,
+            },
+        },
+        message_format: match args.message_format {
+            MessageFormatArg::String => MessageFormat::String,
+            MessageFormatArg::Json => MessageFormat::Json,
+        },
+        output,
+        show_progress: match args.progress {
+            When::Auto => std::io::stderr().is_terminal(),
+            When::Always => true,
+            When::Never => false,
+        },
+    };
+    let summary = replay::replay(&opts).context("replay stopped")?;
+    for (path, why) in &summary.failures {
+        eprintln!("logferry: cannot read {}: {why}", path.display());
+    }
+    if !args.quiet {
+        eprintln!("{summary}");
+    }
+    Ok(if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_PARTIAL) })
+}

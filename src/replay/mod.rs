@@ -1,0 +1,244 @@
+//! Replay: push log files through decode → encode → a local sink, once, from start to
+//! end — "run my node's logs through it on my laptop and show me what would ship".
+//!
+//! Files are plain or gzipped, Docker or CRI; each container's rotation set is read as
+//! one stream ([`plan`]). An unreadable file is reported by name and skipped; the rest
+//! are still replayed. A failing output (disk full, closed pipe) stops the replay.
+
+pub mod plan;
+mod progress;
+
+use std::cell::Cell;
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::decode::{DecodeOptions, DecodeStats, FileDecoder};
+use crate::event::{time, Event, EventEncoder, KubeMeta, MessageFormat};
+use crate::sink::{JsonLines, SinkError, Target};
+use crate::tail::lines::{LineKind, LineReader};
+pub use plan::{FileSet, SourceFile};
+use progress::Progress;
+
+/// Output is handed to the sink in batches of about this size.
+const BATCH_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    pub paths: Vec<PathBuf>,
+    pub decode: DecodeOptions,
+    pub message_format: MessageFormat,
+    /// `None`: decode only (`--dry-run`).
+    pub output: Option<Target>,
+    pub show_progress: bool,
+}
+
+/// What a replay did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub files: usize,
+    pub sets: usize,
+    /// Bytes of log data decoded (after decompression).
+    pub bytes: u64,
+    /// Bytes read from disk (differs from `bytes` for `.gz` files).
+    pub disk_bytes: u64,
+    pub stats: DecodeStats,
+    pub elapsed: Duration,
+    /// Paths that could not be read (fully), with why.
+    pub failures: Vec<(PathBuf, String)>,
+}
+
+/// Replays every file under `opts.paths`. Read problems end up in
+/// [`Summary::failures`]; only an output failure is an `Err`.
+pub fn replay(opts: &ReplayOptions) -> Result<Summary, SinkError> {
+    let started = Instant::now();
+    let (sets, plan_errors) = plan::plan(&opts.paths);
+    let mut summary = Summary { sets: sets.len(), ..Summary::default() };
+    for e in plan_errors {
+        summary.failures.push((e.path, e.error.to_string()));
+    }
+    let sink = match &opts.output {
+        Some(target) => Some(JsonLines::open(target, true)?),
+        None => None,
+    };
+    let mut out = Output { encoder: EventEncoder::new(opts.message_format), batch: Vec::with_capacity(BATCH_BYTES * 2), sink };
+    let total: u64 = sets.iter().flat_map(|s| &s.files).map(|f| f.size).sum();
+    let mut progress = Progress::new(opts.show_progress, total);
+    for set in &sets {
+        replay_set(set, opts, &mut out, &mut progress, &mut summary)?;
+    }
+    out.finish()?;
+    progress.finish();
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+/// Encodes events into a batch and hands full batches to the sink.
+struct Output {
+    encoder: EventEncoder,
+    batch: Vec<u8>,
+    sink: Option<JsonLines>,
+}
+
+impl Output {
+    #[inline]
+    fn event(&mut self, ev: &Event<'_>, kube: &[u8]) {
+        if self.sink.is_some() {
+            self.encoder.encode(ev, kube, &mut self.batch);
+        }
+    }
+
+    #[inline]
+    fn ship_if_full(&mut self) -> Result<(), SinkError> {
+        if self.batch.len() >= BATCH_BYTES {
+            self.ship()?;
+        }
+        Ok(())
+    }
+
+    fn ship(&mut self) -> Result<(), SinkError> {
+        if let Some(sink) = &mut self.sink {
+            sink.write_batch(&self.batch)?;
+        }
+        self.batch.clear();
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.ship()?;
+        match &mut self.sink {
+            Some(sink) => sink.finish(),
+            None => Ok(()),
+        }
+    }
+}
+
+fn replay_set(
+    set: &FileSet,
+    opts: &ReplayOptions,
+    out: &mut Output,
+    progress: &mut Progress,
+    summary: &mut Summary,
+) -> Result<(), SinkError> {
+    let mut decoder = FileDecoder::new(&opts.decode);
+    let kube = set.kube.as_ref().map(KubeMeta::json_fragment).unwrap_or_default();
+    for file in &set.files {
+        summary.files += 1;
+        match replay_file(file, opts, &mut decoder, &kube, out, progress, summary) {
+            Ok(()) => {}
+            Err(FileError::Input(e)) => summary.failures.push((file.path.clone(), e.to_string())),
+            Err(FileError::Output(e)) => return Err(e),
+        }
+        progress.file_done(file.size);
+    }
+    decoder.finish(&mut |ev| out.event(ev, &kube));
+    summary.stats.add(&decoder.stats);
+    out.ship_if_full()
+}
+
+enum FileError {
+    Input(io::Error),
+    Output(SinkError),
+}
+
+impl From<SinkError> for FileError {
+    fn from(e: SinkError) -> Self {
+        FileError::Output(e)
+    }
+}
+
+/// Counts bytes read from disk, for progress on compressed files.
+struct Counted<R> {
+    inner: R,
+    count: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+fn open_input(file: &SourceFile, count: Rc<Cell<u64>>) -> io::Result<Box<dyn Read>> {
+    let counted = Counted { inner: File::open(&file.resolved)?, count };
+    Ok(if file.gzipped {
+        Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(128 * 1024, counted)))
+    } else {
+        Box::new(counted)
+    })
+}
+
+/// Lines longer than this are cut (a Docker line holds at most 16 KiB of `log`,
+/// escaped up to six times over, so only a non-container file gets near it).
+fn max_line(opts: &DecodeOptions) -> usize {
+    (opts.max_message_bytes + 64 * 1024).max(256 * 1024)
+}
+
+fn replay_file(
+    file: &SourceFile,
+    opts: &ReplayOptions,
+    decoder: &mut FileDecoder,
+    kube: &[u8],
+    out: &mut Output,
+    progress: &mut Progress,
+    summary: &mut Summary,
+) -> Result<(), FileError> {
+    let disk = Rc::new(Cell::new(0));
+    let input = open_input(file, disk.clone()).map_err(FileError::Input)?;
+    let mut reader = LineReader::new(input, max_line(&opts.decode), 0);
+    let mut read_time = time::now();
+    let mut seen = 0;
+    let result = loop {
+        let line = match reader.next_line() {
+            Ok(Some(line)) => line,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(FileError::Input(e)),
+        };
+        let emit = &mut |ev: &Event<'_>| out.event(ev, kube);
+        match line.kind {
+            LineKind::Overlong => decoder.overlong_line(line.bytes, read_time, emit),
+            LineKind::Complete | LineKind::Unterminated => decoder.line(line.bytes, line.offset, read_time, emit),
+        }
+        out.ship_if_full()?;
+        if reader.bytes_read() != seen {
+            seen = reader.bytes_read();
+            read_time = time::now();
+            progress.update(disk.get(), summary.stats.events + decoder.stats.events);
+        }
+    };
+    // A last line without a newline: the file ended for good, so it is a line.
+    if let Some(line) = reader.take_unterminated() {
+        decoder.line(line.bytes, line.offset, read_time, &mut |ev| out.event(ev, kube));
+    }
+    summary.bytes += reader.bytes_read();
+    summary.disk_bytes += disk.get();
+    result
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let s = &self.stats;
+        write!(f, "replayed {} files ({} streams): {} bytes", self.files, self.sets, self.bytes)?;
+        if self.disk_bytes != self.bytes {
+            write!(f, " ({} on disk)", self.disk_bytes)?;
+        }
+        writeln!(f, " in {:.3} s, {:.1} MB/s", secs, self.bytes as f64 / 1e6 / secs)?;
+        write!(
+            f,
+            "  events {}  lines {}  rejoined {}  malformed {}  truncated {}  dropped {}  partial {}",
+            s.events, s.lines, s.rejoined, s.malformed, s.truncated, s.dropped_oversize, s.partial
+        )?;
+        if s.missing_stream + s.missing_time > 0 {
+            write!(f, "  missing stream {}  missing time {}", s.missing_stream, s.missing_time)?;
+        }
+        if !self.failures.is_empty() {
+            write!(f, "\n  {} path(s) could not be read", self.failures.len())?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,84 @@
+//! Sink: where encoded events go.
+//!
+//! Events arrive already encoded as JSON lines (see `event::encode`), in batches; a
+//! sink writes a batch whole and says when it is durable. For now the local targets:
+//! standard output and a file (fsynced on [`JsonLines::finish`]).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Where JSON lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Stdout,
+    File(PathBuf),
+}
+
+/// Writes batches of JSON lines to stdout or a file.
+pub struct JsonLines {
+    out: Out,
+}
+
+enum Out {
+    Stdout(io::Stdout),
+    File(File, PathBuf),
+}
+
+/// A write that failed, with the destination named.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot open output file {path}: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("writing to {target} failed: {source}")]
+    Write { target: String, source: io::Error },
+}
+
+impl JsonLines {
+    /// Opens the target; a file is appended to, or emptied first when `truncate`.
+    pub fn open(target: &Target, truncate: bool) -> Result<Self, SinkError> {
+        let out = match target {
+            Target::Stdout => Out::Stdout(io::stdout()),
+            Target::File(path) => Out::File(open_file(path, truncate)?, path.clone()),
+        };
+        Ok(Self { out })
+    }
+
+    /// Writes one batch of whole lines.
+    pub fn write_batch(&mut self, batch: &[u8]) -> Result<(), SinkError> {
+        let r = match &mut self.out {
+            Out::Stdout(s) => s.lock().write_all(batch),
+            Out::File(f, _) => f.write_all(batch),
+        };
+        r.map_err(|source| self.write_error(source))
+    }
+
+    /// Flushes, and for a file fsyncs: after this returns, every batch is durable.
+    pub fn finish(&mut self) -> Result<(), SinkError> {
+        let r = match &mut self.out {
+            Out::Stdout(s) => s.lock().flush(),
+            Out::File(f, _) => f.flush().and_then(|()| f.sync_data()),
+        };
+        r.map_err(|source| self.write_error(source))
+    }
+
+    fn write_error(&self, source: io::Error) -> SinkError {
+        let target = match &self.out {
+            Out::Stdout(_) => "standard output".to_string(),
+            Out::File(_, p) => p.display().to_string(),
+        };
+        SinkError::Write { target, source }
+    }
+}
+
+fn open_file(path: &Path, truncate: bool) -> Result<File, SinkError> {
+    let mut opts = OpenOptions::new();
+    opts.create(true);
+    if truncate {
+        opts.write(true).truncate(true);
+    } else {
+        opts.append(true);
+    }
+    opts.open(path)
+        .map_err(|source| SinkError::Open { path: path.to_path_buf(), source })
+}

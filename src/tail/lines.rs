@@ -1,0 +1,243 @@
+//! Splits a byte stream into lines with large reads and no per-line allocation.
+//!
+//! [`LineReader`] reads 256 KiB at a time into one buffer and hands out slices of it,
+//! one line at a time, with each line's offset in the stream. A line longer than
+//! `max_line` is not buffered whole: its head is handed out as [`LineKind::Overlong`]
+//! and the rest is skipped up to the next newline, so memory stays bounded whatever
+//! the input. Reading on after the end of a growing file picks up appended data, so
+//! the same reader serves replay (ends for good) and following (ends for now).
+
+use std::io::{self, Read};
+
+/// Bytes asked of the source per read.
+pub const READ_SIZE: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineKind {
+    /// Ended by `\n` (not included).
+    Complete,
+    /// The first `max_line` bytes of a longer line; the rest is skipped.
+    Overlong,
+    /// What was left after the last newline when the input ended for good.
+    Unterminated,
+}
+
+#[derive(Debug)]
+pub struct Line<'a> {
+    pub bytes: &'a [u8],
+    /// Where the line starts in the stream.
+    pub offset: u64,
+    pub kind: LineKind,
+}
+
+#[derive(Debug)]
+pub struct LineReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    /// Unconsumed bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+    /// `buf[start..scanned]` is known to hold no newline.
+    scanned: usize,
+    /// Stream offset of `buf[start]`.
+    offset: u64,
+    max_line: usize,
+    /// Discarding the tail of an overlong line up to its newline.
+    skipping: bool,
+    bytes_read: u64,
+}
+
+impl<R: Read> LineReader<R> {
+    /// `start_offset` is the stream offset of the first byte `inner` will return.
+    pub fn new(inner: R, max_line: usize, start_offset: u64) -> Self {
+        Self {
+            inner,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            scanned: 0,
+            offset: start_offset,
+            max_line: max_line.max(1),
+            skipping: false,
+            bytes_read: 0,
+        }
+    }
+
+    /// The next complete line, or `None` when the source has no more for now.
+    pub fn next_line(&mut self) -> io::Result<Option<Line<'_>>> {
+        loop {
+            if let Some(pos) = memchr::memchr(b'\n', &self.buf[self.scanned..self.end]) {
+                let nl = self.scanned + pos;
+                let (start, offset) = (self.start, self.offset);
+                self.consume_to(nl + 1);
+                if std::mem::take(&mut self.skipping) {
+                    continue;
+                }
+                return Ok(Some(Line { bytes: &self.buf[start..nl], offset, kind: LineKind::Complete }));
+            }
+            self.scanned = self.end;
+            let pending = self.end - self.start;
+            if self.skipping && pending > 0 {
+                self.consume_to(self.end);
+            } else if pending >= self.max_line {
+                let (start, offset) = (self.start, self.offset);
+                self.skipping = true;
+                self.consume_to(self.end);
+                return Ok(Some(Line { bytes: &self.buf[start..start + self.max_line], offset, kind: LineKind::Overlong }));
+            }
+            if !self.fill()? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// At the end of input for good: what follows the last newline, if anything.
+    pub fn take_unterminated(&mut self) -> Option<Line<'_>> {
+        if self.end == self.start || self.skipping {
+            self.skipping = false;
+            self.consume_to(self.end);
+            return None;
+        }
+        let (start, end, offset) = (self.start, self.end, self.offset);
+        self.consume_to(end);
+        Some(Line { bytes: &self.buf[start..end], offset, kind: LineKind::Unterminated })
+    }
+
+    /// Stream offset of the first byte not yet handed out as part of a line.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Bytes read from the source so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+
+    /// Bytes read but not yet handed out (an incomplete last line).
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
+    fn consume_to(&mut self, to: usize) {
+        self.offset += (to - self.start) as u64;
+        self.start = to;
+        self.scanned = self.scanned.max(to);
+    }
+
+    /// Reads more; `false` at end of input. Moves an incomplete line to the front
+    /// first, and grows the buffer only while a line is longer than it.
+    fn fill(&mut self) -> io::Result<bool> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            self.scanned = 0;
+        } else if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.scanned -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() - self.end < READ_SIZE {
+            self.buf.resize(self.end + READ_SIZE, 0);
+        }
+        loop {
+            match self.inner.read(&mut self.buf[self.end..]) {
+                Ok(n) => {
+                    self.end += n;
+                    self.bytes_read += n as u64;
+                    return Ok(n > 0);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Returns at most `n` bytes per read, to cut lines at every possible place.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = self.1.min(out.len()).min(self.0.len());
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    fn all_lines(input: &[u8], chunk: usize, max_line: usize) -> Vec<(Vec<u8>, u64, LineKind)> {
+        let mut r = LineReader::new(Trickle(input, chunk), max_line, 0);
+        let mut out = Vec::new();
+        while let Some(l) = r.next_line().unwrap() {
+            out.push((l.bytes.to_vec(), l.offset, l.kind));
+        }
+        if let Some(l) = r.take_unterminated() {
+            out.push((l.bytes.to_vec(), l.offset, l.kind));
+        }
+        assert_eq!(r.offset(), input.len() as u64);
+        out
+    }
+
+    #[test]
+    fn lines_and_offsets_survive_any_read_size() {
+        let input = b"one\n\ntwo two\nthree\nlast";
+        for chunk in 1..input.len() + 1 {
+            assert_eq!(
+                all_lines(input, chunk, 1 << 20),
+                vec![
+                    (b"one".to_vec(), 0, LineKind::Complete),
+                    (b"".to_vec(), 4, LineKind::Complete),
+                    (b"two two".to_vec(), 5, LineKind::Complete),
+                    (b"three".to_vec(), 13, LineKind::Complete),
+                    (b"last".to_vec(), 19, LineKind::Unterminated),
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn overlong_lines_yield_their_head_and_skip_the_rest() {
+        let mut input = vec![b'x'; 3 * READ_SIZE];
+        input.extend_from_slice(b"\nnext\n");
+        let lines = all_lines(&input, 100_000, 1000);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].0.len(), 1000);
+        assert_eq!(lines[0].2, LineKind::Overlong);
+        assert_eq!(lines[1], (b"next".to_vec(), 3 * READ_SIZE as u64 + 1, LineKind::Complete));
+    }
+
+    #[test]
+    fn long_lines_under_the_cap_come_whole() {
+        let mut input = vec![b'y'; READ_SIZE * 2 + 17];
+        input.push(b'\n');
+        let lines = all_lines(&input, 7919, 1 << 22);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].0.len(), READ_SIZE * 2 + 17);
+    }
+
+    #[test]
+    fn reading_on_after_the_end_picks_up_appended_data() {
+        let mut r = LineReader::new(io::Cursor::new(b"a\nb".to_vec()), 100, 0);
+        assert_eq!(r.next_line().unwrap().unwrap().bytes, b"a");
+        assert!(r.next_line().unwrap().is_none());
+        assert_eq!(r.offset(), 2, "the incomplete line is not consumed");
+        let pos = r.get_ref().position();
+        r.get_mut().get_mut().extend_from_slice(b"c\n");
+        r.get_mut().set_position(pos);
+        let l = r.next_line().unwrap().unwrap();
+        assert_eq!((l.bytes, l.offset), (&b"bc"[..], 2));
+    }
+}
