@@ -31,7 +31,7 @@ pub fn parse<'a>(line: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<DockerLine<
     let mut p = Parser { s: line, i: 0 };
     p.skip_ws();
     p.expect(b'{')?;
-    let mut log: Option<RawString> = None;
+    let mut log: Option<LogValue> = None;
     let mut stream = None;
     let mut time = None;
     p.skip_ws();
@@ -45,7 +45,7 @@ pub fn parse<'a>(line: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<DockerLine<
         p.expect(b':')?;
         p.skip_ws();
         match key.plain(line) {
-            Some(b"log") => log = Some(p.string()?),
+            Some(b"log") => log = Some(p.log_string(&mut *scratch)?),
             Some(b"stream") => stream = Some(p.string()?),
             Some(b"time") => time = Some(p.string()?),
             _ => p.skip_value()?,
@@ -64,7 +64,11 @@ pub fn parse<'a>(line: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<DockerLine<
     let log = log.ok_or(Malformed)?;
     let stream = stream.and_then(|s| s.plain(line)).and_then(Stream::from_bytes);
     let time = time.and_then(|t| t.plain(line)).and_then(parse_rfc3339);
-    let (log, complete) = log.unescape(line, scratch)?;
+    let scratch: &'a Vec<u8> = scratch;
+    let (log, complete) = match log {
+        LogValue::Borrowed { start, end, newline } => (&line[start..end], newline),
+        LogValue::Scratch { newline } => (&scratch[..], newline),
+    };
     Ok(DockerLine { log, complete, stream, time })
 }
 
@@ -85,23 +89,15 @@ impl RawString {
             Some(_) => None,
         }
     }
+}
 
-    /// The unescaped content without one trailing newline, and whether it had one.
-    fn unescape<'a>(&self, s: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<(&'a [u8], bool), Malformed> {
-        match self.first_escape {
-            None => Ok((&s[self.start..self.end], false)),
-            // The usual Docker line: the only escape is the final `\n`.
-            Some(e) if e + 2 == self.end && s[e + 1] == b'n' => Ok((&s[self.start..e], true)),
-            Some(e) => {
-                scratch.clear();
-                scratch.extend_from_slice(&s[self.start..e]);
-                unescape_into(&s[e..self.end], scratch)?;
-                let complete = scratch.last() == Some(&b'\n');
-                let len = scratch.len() - usize::from(complete);
-                Ok((&scratch[..len], complete))
-            }
-        }
-    }
+/// Where the unescaped `log` lives, without its trailing newline.
+#[derive(Debug, Clone, Copy)]
+enum LogValue {
+    /// In the line itself: no escapes, or only the final `\n`.
+    Borrowed { start: usize, end: usize, newline: bool },
+    /// In the scratch buffer.
+    Scratch { newline: bool },
 }
 
 struct Parser<'a> {
@@ -156,6 +152,37 @@ impl Parser<'_> {
         }
     }
 
+    /// Scans the `log` string, the cursor on its opening quote. The usual value —
+    /// no escapes, or only the final `\n` — stays in the line; anything else is
+    /// unescaped into `scratch` in the same pass that finds its end.
+    fn log_string(&mut self, scratch: &mut Vec<u8>) -> Result<LogValue, Malformed> {
+        self.expect(b'"')?;
+        let start = self.i;
+        let mut at = start + memchr::memchr2(b'"', b'\\', &self.s[start..]).ok_or(Malformed)?;
+        if self.s[at] == b'"' {
+            self.i = at + 1;
+            return Ok(LogValue::Borrowed { start, end: at, newline: false });
+        }
+        if self.s.get(at + 1..at + 3) == Some(b"n\"") {
+            self.i = at + 3;
+            return Ok(LogValue::Borrowed { start, end: at, newline: true });
+        }
+        scratch.clear();
+        scratch.extend_from_slice(&self.s[start..at]);
+        while self.s[at] == b'\\' {
+            self.i = unescape_one(self.s, at, scratch)?;
+            let run = memchr::memchr2(b'"', b'\\', &self.s[self.i..]).ok_or(Malformed)?;
+            scratch.extend_from_slice(&self.s[self.i..self.i + run]);
+            at = self.i + run;
+        }
+        self.i = at + 1;
+        let newline = scratch.last() == Some(&b'\n');
+        if newline {
+            scratch.pop();
+        }
+        Ok(LogValue::Scratch { newline })
+    }
+
     /// Skips any JSON value without checking its inner grammar closely.
     fn skip_value(&mut self) -> Result<(), Malformed> {
         match self.peek().ok_or(Malformed)? {
@@ -198,38 +225,28 @@ impl Parser<'_> {
     }
 }
 
-/// Decodes JSON string content starting at a backslash, appending to `out`.
+/// Decodes the escape at `s[at]` (a backslash) onto `out`; returns where it ends.
 /// A lone UTF-16 surrogate becomes U+FFFD, as Go's decoder does.
-fn unescape_into(mut s: &[u8], out: &mut Vec<u8>) -> Result<(), Malformed> {
-    while !s.is_empty() {
-        let Some(at) = memchr::memchr(b'\\', s) else {
-            out.extend_from_slice(s);
-            break;
-        };
-        out.extend_from_slice(&s[..at]);
-        let esc = *s.get(at + 1).ok_or(Malformed)?;
-        s = &s[at + 2..];
-        let c = match esc {
-            b'"' => b'"',
-            b'\\' => b'\\',
-            b'/' => b'/',
-            b'b' => 0x08,
-            b'f' => 0x0c,
-            b'n' => b'\n',
-            b'r' => b'\r',
-            b't' => b'\t',
-            b'u' => {
-                let (ch, used) = unicode_escape(s)?;
-                s = &s[used..];
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-                continue;
-            }
-            _ => return Err(Malformed),
-        };
-        out.push(c);
-    }
-    Ok(())
+fn unescape_one(s: &[u8], at: usize, out: &mut Vec<u8>) -> Result<usize, Malformed> {
+    let c = match *s.get(at + 1).ok_or(Malformed)? {
+        b'"' => b'"',
+        b'\\' => b'\\',
+        b'/' => b'/',
+        b'b' => 0x08,
+        b'f' => 0x0c,
+        b'n' => b'\n',
+        b'r' => b'\r',
+        b't' => b'\t',
+        b'u' => {
+            let (ch, used) = unicode_escape(&s[at + 2..])?;
+            let mut buf = [0u8; 4];
+            out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+            return Ok(at + 2 + used);
+        }
+        _ => return Err(Malformed),
+    };
+    out.push(c);
+    Ok(at + 2)
 }
 
 /// Reads the 4 hex digits after `\u` (and a low surrogate's `\uXXXX` if one follows a

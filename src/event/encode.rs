@@ -106,7 +106,7 @@ fn is_json_object(msg: &[u8]) -> bool {
 /// Appends `s` as a JSON string literal, replacing invalid UTF-8 with U+FFFD.
 pub fn write_json_string(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
-    match std::str::from_utf8(s) {
+    match simdutf8::basic::from_utf8(s) {
         Ok(_) => write_escaped(out, s),
         Err(_) => {
             for chunk in s.utf8_chunks() {
@@ -136,30 +136,57 @@ fn byte_needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
 }
 
-/// Escapes valid UTF-8: copies clean runs whole, found eight bytes at a time.
+/// Escapes valid UTF-8, copying clean runs whole. The specials are found 16 bytes at
+/// a time with SSE2 (part of every x86-64 CPU), elsewhere 8 at a time in a `u64`.
 fn write_escaped(out: &mut Vec<u8>, s: &[u8]) {
     let mut run_start = 0;
     let mut i = 0;
+    #[cfg(target_arch = "x86_64")]
+    while i + 16 <= s.len() {
+        let mut mask = specials_mask16(&s[i..i + 16]);
+        while mask != 0 {
+            let j = i + mask.trailing_zeros() as usize;
+            out.extend_from_slice(&s[run_start..j]);
+            write_escape(out, s[j]);
+            run_start = j + 1;
+            mask &= mask - 1;
+        }
+        i += 16;
+    }
     while i < s.len() {
-        if i + 8 <= s.len() {
-            let w = u64::from_le_bytes(s[i..i + 8].try_into().unwrap());
-            if !word_needs_escape(w) {
-                i += 8;
-                continue;
-            }
+        if i + 8 <= s.len() && !word_needs_escape(u64::from_le_bytes(s[i..i + 8].try_into().unwrap())) {
+            i += 8;
+            continue;
         }
         let end = (i + 8).min(s.len());
         while i < end {
-            let b = s[i];
-            if byte_needs_escape(b) {
+            if byte_needs_escape(s[i]) {
                 out.extend_from_slice(&s[run_start..i]);
-                write_escape(out, b);
+                write_escape(out, s[i]);
                 run_start = i + 1;
             }
             i += 1;
         }
     }
     out.extend_from_slice(&s[run_start..]);
+}
+
+/// Bit `k` set when byte `k` of the 16 needs escaping.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn specials_mask16(block: &[u8]) -> u32 {
+    use std::arch::x86_64::*;
+    assert!(block.len() >= 16);
+    // SAFETY: SSE2 is part of the x86-64 baseline; the load reads 16 bytes that the
+    // assertion above proves are in bounds, and `loadu` has no alignment requirement.
+    unsafe {
+        let v = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
+        let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+        let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+        // v <= 0x1f (unsigned) exactly when min(v, 0x1f) == v.
+        let control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
+        _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
+    }
 }
 
 fn write_escape(out: &mut Vec<u8>, b: u8) {
