@@ -1,1 +1,8 @@
+//! logferry's integration tests, built as one binary (see `util` for the helpers).
 
+mod alloc;
+mod cli;
+mod golden;
+mod props;
+mod util;
+mod vectors;

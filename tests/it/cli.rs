@@ -1,0 +1,104 @@
+//! The `logferry replay` binary, end to end.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::util::{assert_same_lines, fixtures};
+
+fn logferry(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_logferry")).args(args).output().expect("the binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn replays_a_node_tree_in_rotation_order_with_metadata() {
+    let node = fixtures().join("node");
+    let out = logferry(&["replay", "--progress", "never", node.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let want = std::fs::read(fixtures().join("node.out")).unwrap();
+    assert_same_lines(&out.stdout, &want, "node tree");
+    let summary = stderr(&out);
+    assert!(summary.contains("replayed 6 files (4 streams)"), "{summary}");
+    assert!(summary.contains("malformed 0"), "{summary}");
+}
+
+#[test]
+fn the_containers_links_alone_resolve_to_pod_metadata() {
+    let links = fixtures().join("node/var/log/containers");
+    let out = logferry(&["replay", "-q", links.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first: serde_json::Value = serde_json::from_slice(out.stdout.split(|&c| c == b'\n').next().unwrap()).unwrap();
+    assert!(first["kubernetes"]["pod_uid"].is_string(), "{first}");
+}
+
+#[test]
+fn writes_to_a_file_and_dry_run_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("events.jsonl");
+    let input = fixtures().join("cri_containerd.log");
+    let out = logferry(&["replay", "-q", "--to", "file", "--output", out_path.to_str().unwrap(), input.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    let written = std::fs::read(&out_path).unwrap();
+    assert_eq!(written.iter().filter(|&&c| c == b'\n').count(), 13);
+
+    let dry = logferry(&["replay", "--dry-run", input.to_str().unwrap()]);
+    assert!(dry.status.success());
+    assert!(dry.stdout.is_empty());
+    assert!(stderr(&dry).contains("events 13"), "{}", stderr(&dry));
+}
+
+#[test]
+fn an_unreadable_path_is_named_and_the_rest_still_replayed() {
+    let missing = fixtures().join("does-not-exist.log");
+    let good = fixtures().join("cri_crio.log");
+    let out = logferry(&["replay", "-q", missing.to_str().unwrap(), good.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("cannot read") && stderr(&out).contains("does-not-exist.log"), "{}", stderr(&out));
+    assert_eq!(out.stdout.iter().filter(|&&c| c == b'\n').count(), 4);
+}
+
+#[test]
+fn a_corrupt_gzip_is_reported_and_what_it_held_before_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let gz = std::fs::read(
+        fixtures().join("node/var/log/pods/default_web-6d4cf56db6-x7k2p_1b4e28ba-2fa1-41d2-883f-0016d3cca427/nginx/0.log.20261121-095700.gz"),
+    )
+    .unwrap();
+    let bad = dir.path().join("0.log.20261121-095700.gz");
+    std::fs::write(&bad, &gz[..gz.len() - 12]).unwrap();
+    let out = logferry(&["replay", "-q", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("0.log.20261121-095700.gz"), "{}", stderr(&out));
+}
+
+#[test]
+fn usage_errors_exit_64() {
+    let input = fixtures().join("cri_crio.log");
+    let out = logferry(&["replay", "--to", "file", input.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr(&out).contains("--output"), "{}", stderr(&out));
+}
+
+#[test]
+fn oversize_drop_and_json_messages_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("app.log");
+    std::fs::write(
+        &input,
+        "2026-11-21T10:00:00Z stdout F {\"level\":\"info\",\"n\":1}\n2026-11-21T10:00:01Z stdout F 0123456789abcdef\n",
+    )
+    .unwrap();
+    let out = logferry(&["replay", "--message-format", "json", "--max-message-bytes", "30", "--oversize", "drop", input.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains(r#""message":{"level":"info","n":1}"#), "{text}");
+    assert_eq!(text.lines().count(), 2);
+    let out = logferry(&["replay", "-q", "--max-message-bytes", "10", input.to_str().unwrap()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains(r#""message":"0123456789","truncated":true"#), "{text}");
+    assert!(!Path::new(&input).with_extension("out").exists());
+}
