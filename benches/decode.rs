@@ -135,7 +135,7 @@ fn clock_text(r: &mut Rng) -> String {
 fn plain_message(r: &mut Rng) -> String {
     let len = r.between(60, 300);
     let mut s = format!(
-        "{} {:<5} [worker-{}] GET /api/v1/items/{} {} {}ms ",
+        "{} {:<5} [worker-{}] GET /api/v1/items/{} {} {}ms",
         clock_text(r),
         r.pick(LEVELS),
         r.below(16),
@@ -606,10 +606,6 @@ fn bench_encode(c: &mut Criterion, mixed: &LogFile) {
 fn benches(c: &mut Criterion) {
     let docker = log_file(Fmt::Docker, 1, FILE_BYTES, mixed_message);
     let cri = log_file(Fmt::Cri, 1, FILE_BYTES, mixed_message);
-    for (n,f) in [("docker",&docker),("cri",&cri), ("plain", &log_file(Fmt::Docker, 11, 4000, plain_message)), ("json", &log_file(Fmt::Docker, 12, 4000, json_message)), ("html", &log_file(Fmt::Docker, 13, 4000, html_message))] {
-        eprintln!("== {n}: {} bytes {} lines {} msgs {} split", f.data.len(), f.lines.len(), f.messages, f.split_messages);
-        for (l, _) in f.lines().take(6) { eprintln!("{}", String::from_utf8_lossy(&l[..l.len().min(400)])); }
-    }
     check_decodes("docker file", &docker);
     check_decodes("cri file", &cri);
     bench_docker_parse(c, &docker);

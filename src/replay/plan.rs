@@ -103,7 +103,7 @@ fn group(files: Vec<SourceFile>) -> Vec<FileSet> {
     }
     sets.into_values()
         .map(|mut files| {
-            files.sort_by(|a, b| order_key(&a.resolved).cmp(&order_key(&b.resolved)));
+            files.sort_by_key(|f| order_key(&f.resolved));
             // While the kubelet compresses, `X.<stamp>` and `X.<stamp>.gz` both exist
             // with the same content: read the plain one only.
             files.dedup_by(|later, earlier| {

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# End-to-end benchmark of `logferry replay` on a generated corpus.
+#
+# Usage: bash benches/replay.sh [--size-mb N] [--formats "docker cri"]
+#
+# For each format it:
+#   1. generates a corpus with benches/gen_corpus.py into bench-data/<format>-<N>
+#      (gitignored), or reuses it when bench-data/<format>-<N>/expected.json exists
+#      (gen_corpus.py writes that file last, so an interrupted run is regenerated);
+#   2. reads every file once so the timed runs read from the page cache, not the disk;
+#   3. checks correctness once: `replay --dry-run` (no -q) must report, in its summary
+#      on stderr, events == expected `messages`, rejoined == `split_messages`,
+#      lines == `fragments` and malformed == 0;
+#   4. times three runs of each mode under /usr/bin/time:
+#        dry-run: logferry replay -q --dry-run DIR/var/log/pods
+#        output:  logferry replay -q DIR/var/log/pods > /dev/null   (decode + encode + write)
+#
+# The table reports, per format and mode: the corpus's total_bytes; the best (lowest)
+# user+sys CPU seconds of the three runs; MB per CPU-second from that (MB = 1e6 bytes);
+# wall MB/s from the best wall time; and the highest peak RSS of the three runs (MiB).
+# Single-threaded work on a shared 2-core machine: CPU time is the steadier number,
+# wall time also shows interference from other load.
+set -euo pipefail
+
+size_mb=512
+formats="docker cri"
+while (($#)); do
+    case "$1" in
+        --size-mb) size_mb="${2:?--size-mb needs a value}"; shift 2 ;;
+        --size-mb=*) size_mb="${1#*=}"; shift ;;
+        --formats) formats="${2:?--formats needs a value}"; shift 2 ;;
+        --formats=*) formats="${1#*=}"; shift ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "replay.sh: unknown argument: $1 (see --help)" >&2; exit 64 ;;
+    esac
+done
+if ! [[ "$size_mb" =~ ^[0-9]+(\.[0-9]+)?$ ]]; then
+    echo "replay.sh: --size-mb must be a positive number, not '$size_mb'" >&2
+    exit 64
+fi
+for fmt in $formats; do
+    case "$fmt" in
+        docker|cri) ;;
+        *) echo "replay.sh: unknown format '$fmt' (docker, cri)" >&2; exit 64 ;;
+    esac
+done
+
+cd "$(dirname "$0")/.."
+bin=target/release/logferry
+timer=/usr/bin/time
+runs=3
+[[ -x "$timer" ]] || { echo "replay.sh: $timer (GNU time) is needed" >&2; exit 69; }
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+results="$tmp/results.tsv" # format mode bytes run user sys wall rss_kib
+
+# json_get FILE KEY: prints one top-level value of a JSON file.
+json_get() {
+    python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"
+}
+
+echo "== machine"
+cpu_model="$(grep -m1 -E '^(model name|Model|cpu model)[[:space:]]*:' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)"
+echo "cpus:   $(nproc) ($(nproc --all) online)"
+echo "cpu:    ${cpu_model:-unknown}"
+echo "kernel: $(uname -srm)"
+echo "memory: $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+echo "load:   $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
+echo "rustc:  $(rustc --version)"
+echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted changes in src/ or Cargo.toml')"
+echo
+
+echo "== build"
+cargo build --release --quiet
+echo "$bin built"
+echo
+
+for fmt in $formats; do
+    dir="bench-data/$fmt-$size_mb"
+    expected="$dir/expected.json"
+    echo "== $fmt: corpus $dir"
+    if [[ -f "$expected" ]]; then
+        echo "reusing it (expected.json present)"
+    else
+        rm -rf "$dir"
+        python3 benches/gen_corpus.py --format "$fmt" --size-mb "$size_mb" --out "$dir"
+    fi
+    bytes="$(json_get "$expected" total_bytes)"
+
+    # Warm the page cache so every timed run reads from memory.
+    find "$dir/var/log/pods" -type f -exec cat {} + > /dev/null
+
+    # Correctness, once: the summary (stderr) must match what the generator wrote.
+    if ! "$bin" replay --dry-run "$dir/var/log/pods" 2> "$tmp/summary.txt" > /dev/null; then
+        cat "$tmp/summary.txt" >&2
+        echo "replay.sh: FAILED: logferry replay --dry-run exited non-zero on $dir" >&2
+        exit 1
+    fi
+    sed 's/^/  /' "$tmp/summary.txt"
+    python3 - "$tmp/summary.txt" "$expected" <<'PY'
+import json, re, sys
+
+summary = open(sys.argv[1]).read()
+expected = json.load(open(sys.argv[2]))
+# `  events N  lines N  rejoined N  malformed N  ...` (impl Display for Summary)
+m = re.search(r"events (\d+)\s+lines (\d+)\s+rejoined (\d+)\s+malformed (\d+)", summary)
+if not m:
+    sys.exit("replay.sh: FAILED: no 'events N  lines N  rejoined N  malformed N' in the summary:\n" + summary)
+events, lines, rejoined, malformed = map(int, m.groups())
+checks = [
+    ("events", events, "messages", expected["messages"]),
+    ("rejoined", rejoined, "split_messages", expected["split_messages"]),
+    ("lines", lines, "fragments", expected["fragments"]),
+    ("malformed", malformed, "0", 0),
+]
+bad = [c for c in checks if c[1] != c[3]]
+for name, got, key, want in checks:
+    print("  check %-9s %10d  expected %-14s %10d  %s" % (name, got, key, want, "ok" if got == want else "MISMATCH"))
+if bad:
+    sys.exit("replay.sh: FAILED: the replay summary does not match %s" % sys.argv[2])
+PY
+
+    for mode in dry-run output; do
+        for run in $(seq 1 "$runs"); do
+            args=(replay -q "$dir/var/log/pods")
+            [[ "$mode" == dry-run ]] && args=(replay -q --dry-run "$dir/var/log/pods")
+            if ! "$timer" -f '%U %S %e %M' -o "$tmp/time.txt" "$bin" "${args[@]}" > /dev/null 2> "$tmp/stderr.txt"; then
+                cat "$tmp/stderr.txt" "$tmp/time.txt" >&2
+                echo "replay.sh: FAILED: $bin ${args[*]} exited non-zero" >&2
+                exit 1
+            fi
+            # The last line: a killed or failing command makes time(1) add a line before it.
+            read -r user sys wall rss < <(tail -n 1 "$tmp/time.txt")
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$fmt" "$mode" "$bytes" "$run" "$user" "$sys" "$wall" "$rss" >> "$results"
+            printf '  %-7s run %d: user %6.2f s  sys %5.2f s  wall %6.2f s  peak RSS %7.1f MiB\n' \
+                "$mode" "$run" "$user" "$sys" "$wall" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')"
+        done
+    done
+    echo
+done
+
+echo "== results ($runs runs each; best CPU and best wall of the runs, highest peak RSS)"
+echo
+python3 - "$results" <<'PY'
+import sys
+from collections import OrderedDict
+
+rows = OrderedDict()
+for line in open(sys.argv[1]):
+    fmt, mode, nbytes, _run, user, sys_, wall, rss = line.split("\t")
+    r = rows.setdefault((fmt, mode), {"bytes": int(nbytes), "cpu": [], "wall": [], "rss": []})
+    r["cpu"].append(float(user) + float(sys_))
+    r["wall"].append(float(wall))
+    r["rss"].append(int(rss))
+
+mode_cmd = {"dry-run": "`replay -q --dry-run`", "output": "`replay -q > /dev/null`"}
+print("| format | mode | bytes | best CPU s (user+sys) | MB per CPU-s | wall MB/s | peak RSS MiB |")
+print("|---|---|---:|---:|---:|---:|---:|")
+for (fmt, mode), r in rows.items():
+    mb = r["bytes"] / 1e6
+    cpu, wall = min(r["cpu"]), min(r["wall"])
+    per_cpu = "%.0f" % (mb / cpu) if cpu > 0 else "n/a"
+    per_wall = "%.0f" % (mb / wall) if wall > 0 else "n/a"
+    print("| %s | %s | %d | %.2f | %s | %s | %.1f |" % (fmt, mode_cmd[mode], r["bytes"], cpu, per_cpu, per_wall, max(r["rss"]) / 1024))
+PY
