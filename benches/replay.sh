@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end benchmark of `logferry replay` on a generated corpus.
 #
-# Usage: bash benches/replay.sh [--size-mb N] [--formats "docker cri"]
+# Usage: bash benches/replay.sh [--size-mb N] [--formats "docker cri"] [--runs R]
+#   --size-mb N   corpus size per format in MB (1e6 bytes); default 512
+#   --formats F   space-separated list of docker, cri; default "docker cri"
+#   --runs R      timed runs per format and mode; default 3
 #
 # For each format it:
 #   1. generates a corpus with benches/gen_corpus.py into bench-data/<format>-<N>
@@ -11,31 +14,40 @@
 #   3. checks correctness once: `replay --dry-run` (no -q) must report, in its summary
 #      on stderr, events == expected `messages`, rejoined == `split_messages`,
 #      lines == `fragments` and malformed == 0;
-#   4. times three runs of each mode under /usr/bin/time:
+#   4. times three (--runs) runs of each mode under /usr/bin/time:
 #        dry-run: logferry replay -q --dry-run DIR/var/log/pods
 #        output:  logferry replay -q DIR/var/log/pods > /dev/null   (decode + encode + write)
 #
 # The table reports, per format and mode: the corpus's total_bytes; the best (lowest)
-# user+sys CPU seconds of the three runs; MB per CPU-second from that (MB = 1e6 bytes);
-# wall MB/s from the best wall time; and the highest peak RSS of the three runs (MiB).
+# user+sys CPU seconds of the runs; MB per CPU-second from that (MB = 1e6 bytes);
+# wall MB/s from the best wall time; and the highest peak RSS of the runs (MiB).
+# time(1) counts CPU in 10 ms steps: a run well under a second (CRI --dry-run at 512 MB)
+# needs a bigger --size-mb for a precise MB per CPU-second.
 # Single-threaded work on a shared 2-core machine: CPU time is the steadier number,
 # wall time also shows interference from other load.
 set -euo pipefail
 
 size_mb=512
 formats="docker cri"
+runs=3
 while (($#)); do
     case "$1" in
         --size-mb) size_mb="${2:?--size-mb needs a value}"; shift 2 ;;
         --size-mb=*) size_mb="${1#*=}"; shift ;;
         --formats) formats="${2:?--formats needs a value}"; shift 2 ;;
         --formats=*) formats="${1#*=}"; shift ;;
+        --runs) runs="${2:?--runs needs a value}"; shift 2 ;;
+        --runs=*) runs="${1#*=}"; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "replay.sh: unknown argument: $1 (see --help)" >&2; exit 64 ;;
     esac
 done
 if ! [[ "$size_mb" =~ ^[0-9]+(\.[0-9]+)?$ ]]; then
     echo "replay.sh: --size-mb must be a positive number, not '$size_mb'" >&2
+    exit 64
+fi
+if ! [[ "$runs" =~ ^[1-9][0-9]*$ ]]; then
+    echo "replay.sh: --runs must be a positive integer, not '$runs'" >&2
     exit 64
 fi
 for fmt in $formats; do
@@ -48,7 +60,6 @@ done
 cd "$(dirname "$0")/.."
 bin=target/release/logferry
 timer=/usr/bin/time
-runs=3
 [[ -x "$timer" ]] || { echo "replay.sh: $timer (GNU time) is needed" >&2; exit 69; }
 
 tmp="$(mktemp -d)"
