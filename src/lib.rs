@@ -9,8 +9,10 @@
 //! - [`sink`]: where encoded events go;
 //! - [`replay`]: the `logferry replay` command, wiring the stages for a one-shot run.
 
+pub mod config;
 pub mod decode;
 pub mod event;
+pub mod pipeline;
 pub mod replay;
 pub mod sink;
 pub mod tail;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use logferry::config::{Config, ConfigError};
 use logferry::decode::{DecodeOptions, FormatChoice, Oversize, DEFAULT_MAX_MESSAGE_BYTES};
 use logferry::event::MessageFormat;
 use logferry::replay::{self, ReplayOptions};
@@ -27,9 +28,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Follow the node's container logs and ship them to the configured sink (the
+    /// DaemonSet's entrypoint). Stops on SIGTERM/SIGINT after draining.
+    Run(RunArgs),
     /// Decode container log files (Docker or CRI, plain or .gz, files or directories)
     /// and write one JSON event per logical line.
     Replay(ReplayArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The TOML configuration file.
+    #[arg(long, short)]
+    config: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -106,19 +117,51 @@ struct UsageError(String);
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => run_shipper(args),
         Command::Replay(args) => run_replay(args),
     };
     match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("logferry: error: {err:#}");
-            if err.is::<UsageError>() {
+            if err.is::<UsageError>() || err.is::<ConfigError>() {
                 ExitCode::from(EXIT_USAGE)
             } else {
                 ExitCode::FAILURE
             }
         }
     }
+}
+
+fn run_shipper(args: RunArgs) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let config = Config::load(&args.config)?;
+    let report = logferry::pipeline::run(config)?;
+    let t = &report.tail;
+    tracing::info!(
+        events = report.events_shipped,
+        bytes = report.bytes_shipped,
+        lines = t.decode.lines,
+        rejoined = t.decode.rejoined,
+        malformed = t.decode.malformed,
+        partial = t.decode.partial,
+        rotations = t.follow.rotations,
+        truncations = t.follow.truncations,
+        rotated_unread_bytes = t.follow.rotated_unread_bytes,
+        "stopped"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// logferry's own logs go to stderr; `RUST_LOG` sets the level (default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 }
 
 fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {

@@ -197,6 +197,11 @@ impl FileDecoder {
         self.reassembler.oldest_pending_offset().map_or(read_offset, |o| o.min(read_offset))
     }
 
+    /// A split message is waiting for more pieces.
+    pub fn has_pending(&self) -> bool {
+        self.reassembler.has_pending()
+    }
+
     pub fn pending_bytes(&self) -> usize {
         self.reassembler.pending_bytes()
     }

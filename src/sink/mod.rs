@@ -44,11 +44,19 @@ impl JsonLines {
         Ok(Self { out })
     }
 
-    /// Writes one batch of whole lines.
+    /// Writes one batch of whole lines. If writing a file fails midway, the file is
+    /// cut back to where the batch began, so a retry leaves no torn or doubled line.
     pub fn write_batch(&mut self, batch: &[u8]) -> Result<(), SinkError> {
         let r = match &mut self.out {
             Out::Stdout(s) => s.lock().write_all(batch),
-            Out::File(f, _) => f.write_all(batch),
+            Out::File(f, _) => {
+                let start = f.metadata().map(|m| m.len());
+                f.write_all(batch).inspect_err(|_| {
+                    if let Ok(len) = start {
+                        let _ = f.set_len(len);
+                    }
+                })
+            }
         };
         r.map_err(|source| self.write_error(source))
     }

@@ -8,3 +8,9 @@
 pub mod lines;
 pub mod meta;
 pub mod rotation;
+pub mod checkpoint;
+pub mod identity;
+pub mod follow;
+pub mod discover;
+pub mod tailer;
+pub mod watch;

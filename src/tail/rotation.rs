@@ -78,3 +78,37 @@ mod tests {
         assert_eq!(names, ["0.log.20261121-100000.gz", "0.log.20261121-100500.gz", "0.log.20261121-101000", "0.log"]);
     }
 }
+
+/// One file of a container's rotation set, as found in its directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetMember {
+    pub path: std::path::PathBuf,
+    /// `None` for the live file.
+    pub stamp: Option<String>,
+    pub gzipped: bool,
+}
+
+/// The rotated files of the live file `live` (e.g. `…/nginx/0.log`), oldest first,
+/// then the live file itself if it exists. While the kubelet compresses, a stamp can
+/// exist both plain and `.gz`: the plain one is listed, since it is complete.
+pub fn list_set(live: &std::path::Path) -> std::io::Result<Vec<SetMember>> {
+    let dir = live.parent().unwrap_or(std::path::Path::new("."));
+    let live_name = live.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let mut members: Vec<SetMember> = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(r) = RotatedName::parse(name) else { continue };
+        if r.live_stem() != live_name {
+            continue;
+        }
+        members.push(SetMember { path: entry.path(), stamp: r.stamp().map(str::to_string), gzipped: r.is_gzipped() });
+    }
+    members.sort_by(|a, b| {
+        let key = |m: &SetMember| (m.stamp.is_none(), m.stamp.clone().unwrap_or_default(), m.gzipped);
+        key(a).cmp(&key(b))
+    });
+    members.dedup_by(|later, earlier| later.stamp.is_some() && later.stamp == earlier.stamp);
+    Ok(members)
+}

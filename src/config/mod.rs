@@ -1,0 +1,265 @@
+//! Configuration of `logferry run`: the TOML file, checked into a typed [`Config`].
+//!
+//! Two stages, as ripgrep does with its flags. [`raw`] deserializes the text into
+//! loose serde structs that keep whatever was written: a value of the wrong type or
+//! an unknown key is data there, not an error. Then [`build`] turns them into a
+//! `Config`, with [`check`]'s helpers recording *every* problem under its key path,
+//! so that one `logferry check` lists all there is to fix. Only a TOML syntax error
+//! stops early: past it nothing can be read.
+//!
+//! The reference config, with every key, its default and what it is for, is
+//! `tests/fixtures/config/node.toml`; a test keeps it in step with this module.
+//!
+//! Nothing here touches the paths it is given (no opening, creating or checking that
+//! they exist): the stages that use them do, and report it there. The only I/O is
+//! reading the file in [`Config::load`] and two variables in [`EnvView::from_process`].
+
+mod check;
+mod error;
+mod pods;
+mod raw;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use globset::GlobSet;
+
+use crate::decode::{DecodeOptions, FormatChoice, Oversize};
+use crate::event::MessageFormat;
+use check::{Checker, GlobKind};
+pub use error::{ConfigError, Problem};
+use pods::NameFilter;
+pub use pods::PodFilter;
+use raw::{Field, List, RawConfig, RawDecode, RawSink, RawTail};
+
+const DEFAULT_DATA_DIR: &str = "/var/lib/logferry";
+/// The kubelet's symlinks, one per container.
+const DEFAULT_INCLUDE: &[&str] = &["/var/log/containers/*.log"];
+/// Where the `/var/log/containers` links point: the kubelet's files (containerd,
+/// CRI-O) and Docker's json-file logs.
+const DEFAULT_ROOTS: &[&str] = &["/var/log/pods", "/var/lib/docker/containers"];
+/// Above this a message is no longer a log line; CloudWatch Logs caps events at 1 MiB.
+const MAX_MESSAGE_BYTES_LIMIT: usize = 16 << 20;
+/// Less than a page per turn makes fairness cost more than it buys.
+const MIN_READ_BYTES_PER_TURN: usize = 4096;
+
+/// The checked configuration of `logferry run`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Disk buffer and checkpoints live here.
+    pub data_dir: PathBuf,
+    /// How long to drain on SIGTERM before exiting; keep it under the pod's
+    /// `terminationGracePeriodSeconds`.
+    pub shutdown_timeout: Duration,
+    pub tail: TailConfig,
+    pub decode: DecodeOptions,
+    pub message_format: MessageFormat,
+    /// A split line whose next piece has not come for this long is emitted as partial.
+    pub partial_flush_timeout: Duration,
+    pub sink: SinkConfig,
+}
+
+/// Where to start in a file that was already there at the very first start (no
+/// checkpoint yet). Files that appear later are always read from their beginning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    Beginning,
+    End,
+}
+
+#[derive(Debug, Clone)]
+pub struct TailConfig {
+    /// The include globs as written, for `tail` to find the directories to watch
+    /// (each glob's literal prefix).
+    pub include: Vec<String>,
+    pub include_set: GlobSet,
+    pub exclude: GlobSet,
+    /// A symlink is followed only if its target resolves inside one of these.
+    pub roots: Vec<PathBuf>,
+    pub start_at: StartAt,
+    /// The full rescan that catches what inotify missed (overflow, lost watches).
+    pub rescan_interval: Duration,
+    /// How long a deleted file's descriptor is kept open after its end was read,
+    /// in case the runtime still writes a last line to it.
+    pub rotate_wait: Duration,
+    pub checkpoint_interval: Duration,
+    pub max_open_files: usize,
+    /// Fairness: a file yields to the others after this many bytes in one turn.
+    pub read_bytes_per_turn: usize,
+    pub pods: PodFilter,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkConfig {
+    Stdout,
+    File { path: PathBuf },
+}
+
+/// The environment variables the config depends on, passed in so that building a
+/// config is a pure function of its inputs (and tests need not touch the process
+/// environment).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvView {
+    /// `POD_NAMESPACE`: our own pod's namespace (downward API).
+    pub pod_namespace: Option<String>,
+    /// `POD_NAME`: our own pod's name (downward API).
+    pub pod_name: Option<String>,
+}
+
+impl EnvView {
+    /// Reads `POD_NAMESPACE` and `POD_NAME`; unset or empty is `None`.
+    pub fn from_process() -> EnvView {
+        let var = |name| std::env::var(name).ok().filter(|v| !v.is_empty());
+        EnvView { pod_namespace: var("POD_NAMESPACE"), pod_name: var("POD_NAME") }
+    }
+}
+
+impl Config {
+    /// Reads and checks the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::from_toml_str(&text)
+    }
+
+    /// Checks a config given as text, with our own pod from the process environment.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str_with_env(text, &EnvView::from_process())
+    }
+
+    /// Checks a config given as text, with our own pod from `env`.
+    pub fn from_toml_str_with_env(text: &str, env: &EnvView) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::syntax(text, &e))?;
+        build(raw, env).map_err(|problems| ConfigError::Invalid { problems })
+    }
+}
+
+/// Builds the config, or returns every problem met on the way.
+fn build(raw: RawConfig, env: &EnvView) -> Result<Config, Vec<Problem>> {
+    let mut ck = Checker::default();
+    ck.unknown_keys("", &raw.unknown, raw::TOP_KEYS);
+    let data_dir = ck.absolute_path("data_dir", raw.data_dir, DEFAULT_DATA_DIR);
+    let shutdown_timeout = ck.duration("shutdown_timeout", raw.shutdown_timeout, Duration::from_secs(20), false);
+    let tail = ck.table("tail", raw.tail);
+    let tail = build_tail(&mut ck, tail, env);
+    let decode = ck.table("decode", raw.decode);
+    let (decode, message_format, partial_flush_timeout) = build_decode(&mut ck, decode);
+    let sink = build_sink(&mut ck, raw.sink);
+    if !ck.problems.is_empty() {
+        return Err(ck.problems);
+    }
+    Ok(Config { data_dir, shutdown_timeout, tail, decode, message_format, partial_flush_timeout, sink })
+}
+
+fn build_tail(ck: &mut Checker, raw: RawTail, env: &EnvView) -> TailConfig {
+    ck.unknown_keys("tail", &raw.unknown, raw::TAIL_KEYS);
+    if matches!(&raw.include, Some(Field::Ok(list)) if list.is_empty()) {
+        ck.report("tail.include", format!("must list at least one glob, e.g. {DEFAULT_INCLUDE:?}"));
+    }
+    let include = ck.strings("tail.include", raw.include, DEFAULT_INCLUDE);
+    let include_set = ck.globs("tail.include", &include, GlobKind::IncludePath);
+    let exclude = ck.strings("tail.exclude", raw.exclude, &[]);
+    let exclude = ck.globs("tail.exclude", &exclude, GlobKind::ExcludePath);
+    let roots = ck.absolute_paths("tail.roots", raw.roots, DEFAULT_ROOTS);
+    let start_at_options = [("beginning", StartAt::Beginning), ("end", StartAt::End)];
+    let start_at = ck.choice("tail.start_at", raw.start_at, StartAt::Beginning, &start_at_options);
+    let secs = Duration::from_secs;
+    let rescan_interval = ck.duration("tail.rescan_interval", raw.rescan_interval, secs(10), true);
+    let rotate_wait = ck.duration("tail.rotate_wait", raw.rotate_wait, secs(30), false);
+    let checkpoint_interval = ck.duration("tail.checkpoint_interval", raw.checkpoint_interval, secs(1), true);
+    let max_open_files = ck.count("tail.max_open_files", raw.max_open_files, 1024, 1, None);
+    let read_bytes_per_turn =
+        ck.count("tail.read_bytes_per_turn", raw.read_bytes_per_turn, 1 << 20, MIN_READ_BYTES_PER_TURN, None);
+    let mut names = |key: &str, include: List, exclude: List| NameFilter {
+        include: name_globs(ck, &format!("tail.include_{key}"), include),
+        exclude: name_globs(ck, &format!("tail.exclude_{key}"), exclude).unwrap_or_default(),
+    };
+    let namespaces = names("namespaces", raw.include_namespaces, raw.exclude_namespaces);
+    let pods = names("pods", raw.include_pods, raw.exclude_pods);
+    let containers = names("containers", raw.include_containers, raw.exclude_containers);
+    let own_pod = match (ck.bool("tail.exclude_own_pod", raw.exclude_own_pod, true), env) {
+        (true, EnvView { pod_namespace: Some(ns), pod_name: Some(pod) }) => Some((ns.clone(), pod.clone())),
+        _ => None,
+    };
+    TailConfig {
+        include: include.into_iter().map(|item| item.value).collect(),
+        include_set,
+        exclude,
+        roots,
+        start_at,
+        rescan_interval,
+        rotate_wait,
+        checkpoint_interval,
+        max_open_files,
+        read_bytes_per_turn,
+        pods: PodFilter { namespaces, pods, containers, own_pod },
+    }
+}
+
+/// The glob set of a list of names; `None` when the list is empty (or absent).
+fn name_globs(ck: &mut Checker, key: &str, field: List) -> Option<GlobSet> {
+    let items = ck.strings(key, field, &[]);
+    let set = ck.globs(key, &items, GlobKind::Name);
+    (!items.is_empty()).then_some(set)
+}
+
+fn build_decode(ck: &mut Checker, raw: RawDecode) -> (DecodeOptions, MessageFormat, Duration) {
+    ck.unknown_keys("decode", &raw.unknown, raw::DECODE_KEYS);
+    let formats = [("auto", FormatChoice::Auto), ("docker", FormatChoice::Docker), ("cri", FormatChoice::Cri)];
+    let defaults = DecodeOptions::default();
+    let decode = DecodeOptions {
+        format: ck.choice("decode.format", raw.format, defaults.format, &formats),
+        max_message_bytes: ck.count(
+            "decode.max_message_bytes",
+            raw.max_message_bytes,
+            defaults.max_message_bytes,
+            1,
+            Some(MAX_MESSAGE_BYTES_LIMIT),
+        ),
+        oversize: ck.choice(
+            "decode.oversize",
+            raw.oversize,
+            defaults.oversize,
+            &[("truncate", Oversize::Truncate), ("drop", Oversize::Drop)],
+        ),
+    };
+    let message_format = ck.choice(
+        "decode.message_format",
+        raw.message_format,
+        MessageFormat::default(),
+        &[("string", MessageFormat::String), ("json", MessageFormat::Json)],
+    );
+    let partial_flush_timeout =
+        ck.duration("decode.partial_flush_timeout", raw.partial_flush_timeout, Duration::from_secs(5), true);
+    (decode, message_format, partial_flush_timeout)
+}
+
+fn build_sink(ck: &mut Checker, field: Option<Field<RawSink>>) -> SinkConfig {
+    const TYPES: &str = r#""stdout", "file""#;
+    if field.is_none() {
+        ck.report("sink.type", r#"required: add a [sink] table with type = "stdout" or type = "file""#);
+        return SinkConfig::Stdout;
+    }
+    let Some(raw) = ck.get("sink", field, "a table") else { return SinkConfig::Stdout };
+    ck.unknown_keys("sink", &raw.unknown, raw::SINK_KEYS);
+    if raw.kind.is_none() {
+        ck.report("sink.type", format!("required: one of {TYPES}"));
+    }
+    let Some(kind) = ck.get("sink.type", raw.kind, &format!("one of {TYPES}")) else { return SinkConfig::Stdout };
+    match kind.as_str() {
+        "stdout" if raw.path.is_some() => {
+            ck.report("sink.path", r#"not allowed when sink.type = "stdout" (remove it, or set type = "file")"#);
+        }
+        "stdout" => return SinkConfig::Stdout,
+        "file" if raw.path.is_none() => ck.report("sink.path", r#"required when sink.type = "file""#),
+        "file" => return SinkConfig::File { path: ck.absolute_path("sink.path", raw.path, "") },
+        "firehose" | "cloudwatch" => {
+            ck.report("sink.type", format!("{kind:?} is not available in this build yet (use one of {TYPES})"));
+        }
+        other => ck.report("sink.type", check::not_one_of(other, ["stdout", "file"].into_iter())),
+    }
+    SinkConfig::Stdout
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,137 @@
+//! The file as written: serde structs that accept any value, so that the checker can
+//! see every problem at once.
+//!
+//! Each leaf is a [`Field`]: the value when it has the expected TOML type, otherwise
+//! the value itself, kept for the checker to report ("must be an integer, got
+//! \"many\""). Each table keeps its unknown keys. So deserializing a [`RawConfig`]
+//! fails only on TOML syntax; every other problem reaches the checker.
+//!
+//! The `*_KEYS` lists name each table's keys for "unknown key (expected one of: …)";
+//! a unit test checks them against the reference config, which sets every key.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use toml::Value;
+
+/// A value of the expected type, or whatever was written instead.
+#[derive(Debug, Clone)]
+pub(super) enum Field<T> {
+    Ok(T),
+    Mistyped(Value),
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Field<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        Ok(match T::deserialize(value.clone()) {
+            Ok(t) => Field::Ok(t),
+            Err(_) => Field::Mistyped(value),
+        })
+    }
+}
+
+/// A key that may be absent.
+pub(super) type Opt<T> = Option<Field<T>>;
+/// A list of strings; each element is checked on its own.
+pub(super) type List = Opt<Vec<Field<String>>>;
+/// Keys a table does not know, with their values.
+pub(super) type Unknown = BTreeMap<String, Value>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawConfig {
+    pub data_dir: Opt<String>,
+    pub shutdown_timeout: Opt<String>,
+    pub tail: Opt<RawTail>,
+    pub decode: Opt<RawDecode>,
+    pub sink: Opt<RawSink>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+pub(super) const TOP_KEYS: &[&str] = &["data_dir", "shutdown_timeout", "tail", "decode", "sink"];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawTail {
+    pub include: List,
+    pub exclude: List,
+    pub roots: List,
+    pub start_at: Opt<String>,
+    pub rescan_interval: Opt<String>,
+    pub rotate_wait: Opt<String>,
+    pub checkpoint_interval: Opt<String>,
+    pub max_open_files: Opt<i64>,
+    pub read_bytes_per_turn: Opt<i64>,
+    pub include_namespaces: List,
+    pub exclude_namespaces: List,
+    pub include_pods: List,
+    pub exclude_pods: List,
+    pub include_containers: List,
+    pub exclude_containers: List,
+    pub exclude_own_pod: Opt<bool>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+pub(super) const TAIL_KEYS: &[&str] = &[
+    "include",
+    "exclude",
+    "roots",
+    "start_at",
+    "rescan_interval",
+    "rotate_wait",
+    "checkpoint_interval",
+    "max_open_files",
+    "read_bytes_per_turn",
+    "include_namespaces",
+    "exclude_namespaces",
+    "include_pods",
+    "exclude_pods",
+    "include_containers",
+    "exclude_containers",
+    "exclude_own_pod",
+];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawDecode {
+    pub format: Opt<String>,
+    pub max_message_bytes: Opt<i64>,
+    pub oversize: Opt<String>,
+    pub message_format: Opt<String>,
+    pub partial_flush_timeout: Opt<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+pub(super) const DECODE_KEYS: &[&str] = &[
+    "format",
+    "max_message_bytes",
+    "oversize",
+    "message_format",
+    "partial_flush_timeout",
+];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawSink {
+    #[serde(rename = "type")]
+    pub kind: Opt<String>,
+    pub path: Opt<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+pub(super) const SINK_KEYS: &[&str] = &["type", "path"];
+
+/// Every table's name (as its key path) and keys, to tell a user who put a key in
+/// the wrong table where it belongs.
+pub(super) const TABLES: &[(&str, &[&str])] = &[
+    ("", TOP_KEYS),
+    ("tail", TAIL_KEYS),
+    ("decode", DECODE_KEYS),
+    ("sink", SINK_KEYS),
+];

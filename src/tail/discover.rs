@@ -1,0 +1,173 @@
+//! Discovery: which files to follow, from the include globs.
+//!
+//! A scan walks each include glob's fixed directory prefix (e.g. `/var/log/containers`
+//! for `/var/log/containers/*.log`), keeps the paths the include set matches and the
+//! exclude set does not, resolves symlinks and checks confinement: a link must point
+//! inside one of the allowed roots (a link to `/etc/shadow` is refused, and said so
+//! once). The target must be a regular file; the stream's Kubernetes metadata comes
+//! from its path, and the namespace/pod/container filters (and logferry's own pod)
+//! decide whether it is followed.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+use globset::GlobSet;
+
+use crate::config::{PodFilter, TailConfig};
+use crate::event::KubeMeta;
+
+use super::meta;
+
+/// A file to follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Symlinks resolved: the stream's identity.
+    pub key: PathBuf,
+    /// As matched by the include glob.
+    pub path: PathBuf,
+    pub kube: Option<KubeMeta>,
+}
+
+pub struct Discovery {
+    include: GlobSet,
+    exclude: GlobSet,
+    /// (fixed prefix, how many levels below it the glob reaches; `None`: any).
+    walks: Vec<(PathBuf, Option<usize>)>,
+    roots: Vec<PathBuf>,
+    pods: PodFilter,
+    /// Paths already reported as refused, so each is logged once.
+    refused: HashSet<PathBuf>,
+}
+
+/// How deep a `**` glob is walked.
+const MAX_DEPTH: usize = 8;
+
+impl Discovery {
+    pub fn new(cfg: &TailConfig) -> Self {
+        let walks = cfg.include.iter().map(|g| glob_prefix(g)).collect();
+        let roots = cfg.roots.iter().map(|r| fs::canonicalize(r).unwrap_or_else(|_| r.clone())).collect();
+        Self {
+            include: cfg.include_set.clone(),
+            exclude: cfg.exclude.clone(),
+            walks,
+            roots,
+            pods: cfg.pods.clone(),
+            refused: HashSet::new(),
+        }
+    }
+
+    /// The directories to watch for new and removed files.
+    pub fn watch_dirs(&self) -> Vec<PathBuf> {
+        self.walks.iter().map(|(p, _)| p.clone()).collect()
+    }
+
+    /// Every file to follow now, keyed by its resolved path.
+    pub fn scan(&mut self) -> HashMap<PathBuf, Found> {
+        let mut matched = Vec::new();
+        for (prefix, depth) in self.walks.clone() {
+            self.walk(&prefix, depth.unwrap_or(MAX_DEPTH), &mut matched);
+        }
+        let mut found = HashMap::new();
+        for path in matched {
+            if let Some(f) = self.admit(path) {
+                found.entry(f.key.clone()).or_insert(f);
+            }
+        }
+        found
+    }
+
+    fn walk(&self, dir: &Path, levels: usize, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(ft) = entry.file_type() else { continue };
+            if ft.is_dir() && levels > 1 {
+                self.walk(&path, levels - 1, out);
+            } else if !ft.is_dir() && self.include.is_match(&path) && !self.exclude.is_match(&path) {
+                out.push(path);
+            }
+        }
+    }
+
+    /// Resolves, confines and filters one matched path.
+    fn admit(&mut self, path: PathBuf) -> Option<Found> {
+        let key = match fs::canonicalize(&path) {
+            Ok(k) => k,
+            Err(e) => {
+                // A dangling link (its pod is being deleted) is not worth a warning.
+                tracing::debug!(path = %path.display(), error = %e, "cannot resolve");
+                return None;
+            }
+        };
+        if key != path && !self.roots.iter().any(|r| key.starts_with(r)) {
+            self.refuse(&path, || format!("it points outside the allowed roots (to {}); add its directory to tail.roots to follow it", key.display()));
+            return None;
+        }
+        match fs::metadata(&key) {
+            Ok(md) if md.is_file() => {}
+            Ok(_) => {
+                self.refuse(&path, || "it is not a regular file".to_string());
+                return None;
+            }
+            Err(_) => return None,
+        }
+        let kube = meta::for_file(&path, &key);
+        let allowed = match &kube {
+            Some(k) => self.pods.allows(&k.namespace, &k.pod, &k.container),
+            None => self.pods.allows("", "", ""),
+        };
+        if !allowed {
+            return None;
+        }
+        self.refused.remove(&path);
+        Some(Found { key, path, kube })
+    }
+
+    fn refuse(&mut self, path: &Path, why: impl FnOnce() -> String) {
+        if self.refused.insert(path.to_path_buf()) {
+            tracing::warn!(path = %path.display(), "not following {}: {}", path.display(), why());
+        }
+    }
+}
+
+/// The fixed directory in front of a glob's first wildcard, and how many path levels
+/// the rest spans (`None` with `**`).
+fn glob_prefix(glob: &str) -> (PathBuf, Option<usize>) {
+    let path = Path::new(glob);
+    let mut prefix = PathBuf::new();
+    let mut rest = 0;
+    let mut any_depth = false;
+    let mut wild = false;
+    for c in path.components() {
+        let s = c.as_os_str().to_string_lossy();
+        if !wild && !s.contains(['*', '?', '[', '{']) {
+            prefix.push(c);
+            continue;
+        }
+        wild = true;
+        if matches!(c, Component::Normal(_)) {
+            rest += 1;
+            any_depth |= s == "**";
+        }
+    }
+    if !wild {
+        // A plain file path: watch its directory.
+        let file = prefix.clone();
+        return (file.parent().map(Path::to_path_buf).unwrap_or(file), Some(1));
+    }
+    (prefix, (!any_depth).then_some(rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes() {
+        assert_eq!(glob_prefix("/var/log/containers/*.log"), ("/var/log/containers".into(), Some(1)));
+        assert_eq!(glob_prefix("/var/log/pods/*/*/*.log"), ("/var/log/pods".into(), Some(3)));
+        assert_eq!(glob_prefix("/var/log/pods/**/*.log"), ("/var/log/pods".into(), None));
+        assert_eq!(glob_prefix("/var/log/app.log"), ("/var/log".into(), Some(1)));
+    }
+}

@@ -1,0 +1,567 @@
+//! Following one container's log stream through rotation, truncation and deletion.
+//!
+//! A [`Follower`] owns one stream: the live file `…/<container>/<n>.log` and, while a
+//! rotation is in progress, the rotated files before it. It reads with one descriptor
+//! at a time and keeps that descriptor across renames, so the kubelet renaming,
+//! compressing or deleting a file under it never loses what was written.
+//!
+//! # Rotation, step by step
+//!
+//! The kubelet renames `0.log` to `0.log.<stamp>` and asks the runtime to reopen,
+//! which creates a new `0.log`. At the end of its data the follower stats the live
+//! path:
+//!
+//! 1. Same inode: nothing happened; caught up.
+//! 2. No file, and our descriptor's link count is above 0: renamed, reopen pending;
+//!    wait (the runtime may still append to our descriptor).
+//! 3. A different inode: the runtime has reopened, so our file gets no more writes.
+//!    Learn its rotated name (its stamp: by inode if still plain, else by the
+//!    fingerprint of each `.gz`), read it to its end for the last time, then move to
+//!    the next file of the set — the next newer rotated file if the kubelet rotated
+//!    more than once meanwhile (read from `.gz` if already compressed), else the new
+//!    live file.
+//! 4. Link count 0: deleted. Drain, then forget the stream after `rotate_wait`.
+//!
+//! A file smaller than what was read from it was truncated in place (copytruncate):
+//! reading restarts at 0, counted.
+//!
+//! # Offsets across files
+//!
+//! A line split across a rotation must be rejoined, and while it is pending the
+//! checkpoint must point at its first piece — in the previous file. Offsets given to
+//! the decoder are therefore *chain* offsets: each file opened starts where the
+//! previous one ended. [`Follower::position`] maps the decoder's safe chain offset
+//! back to (file, offset).
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::checkpoint::Position;
+use super::identity::{self, FileId};
+use super::lines::{LineKind, LineReader};
+use super::rotation::{self, SetMember};
+use crate::decode::{DecodeOptions, FileDecoder};
+use crate::event::{Event, Nanos};
+
+/// Counters a follower keeps; summed by the tailer into metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FollowStats {
+    pub bytes_read: u64,
+    pub rotations: u64,
+    pub truncations: u64,
+    /// Bytes of rotated files deleted before they were read.
+    pub rotated_unread_bytes: u64,
+    /// Positions that could not be found again (their file was gone).
+    pub lost_positions: u64,
+}
+
+/// What a read turn ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// The turn's byte budget ran out; more is waiting.
+    More,
+    /// Everything written so far has been read.
+    CaughtUp,
+    /// The stream is gone for good (deleted, or dropped from discovery) and drained.
+    Finished,
+}
+
+/// Where to start a stream that has no checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFrom {
+    Beginning,
+    End,
+}
+
+enum Source {
+    Plain(File),
+    Gz(Box<flate2::read::MultiGzDecoder<BufReader<File>>>),
+}
+
+impl Read for Source {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Source::Plain(f) => f.read(buf),
+            Source::Gz(g) => g.read(buf),
+        }
+    }
+}
+
+struct Current {
+    reader: LineReader<Source>,
+    id: FileId,
+    /// Chain offset of this file's byte 0.
+    base: u64,
+    /// The live file (may still grow) as opposed to a rotated, final one.
+    live: bool,
+    /// Rotation stamp, once known.
+    stamp: Option<String>,
+    /// File offset the reader started at.
+    opened_at: u64,
+}
+
+/// One followed stream.
+pub struct Follower {
+    /// The live file, symlinks resolved: the stream's name in checkpoints.
+    pub key: PathBuf,
+    /// The `kubernetes` fragment for its events.
+    kube: Vec<u8>,
+    decoder: FileDecoder,
+    max_line: usize,
+    cur: Option<Current>,
+    /// Where to open when `cur` is `None`.
+    resume: Option<Position>,
+    start: StartFrom,
+    /// (file, chain base) of files the pending message may have started in.
+    chain: Vec<(FileId, u64)>,
+    /// Chain offset where the next opened file starts.
+    chain_end: u64,
+    caught_up_since: Option<Instant>,
+    gone_since: Option<Instant>,
+    /// Rotated files seen and not yet read: stamp → size, to count losses.
+    seen_rotated: std::collections::BTreeMap<String, u64>,
+    pub stats: FollowStats,
+}
+
+impl Follower {
+    pub fn new(key: PathBuf, kube: Vec<u8>, opts: &DecodeOptions, resume: Option<Position>, start: StartFrom) -> Self {
+        Self {
+            key,
+            kube,
+            decoder: FileDecoder::new(opts),
+            max_line: (opts.max_message_bytes + 64 * 1024).max(256 * 1024),
+            cur: None,
+            resume,
+            start,
+            chain: Vec::new(),
+            chain_end: 0,
+            caught_up_since: None,
+            gone_since: None,
+            seen_rotated: Default::default(),
+            stats: FollowStats::default(),
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.cur.is_some()
+    }
+
+    pub fn decode_stats(&self) -> &crate::decode::DecodeStats {
+        &self.decoder.stats
+    }
+
+    /// Caught up with the file's end, and for how long.
+    pub fn idle_for(&self, now: Instant) -> Option<Duration> {
+        self.caught_up_since.map(|t| now.saturating_duration_since(t))
+    }
+
+    pub fn has_pending(&self) -> bool {
+        self.decoder.has_pending()
+    }
+
+    /// Bytes on disk not yet read in the current file (0 when unknown).
+    pub fn unread_bytes(&self) -> u64 {
+        match &self.cur {
+            Some(c) => match c.reader.get_ref() {
+                Source::Plain(f) => f.metadata().map_or(0, |m| m.len().saturating_sub(c.opened_at + c.reader.bytes_read())),
+                Source::Gz(_) => 0,
+            },
+            None => 0,
+        }
+    }
+
+    /// Marks the stream as no longer discovered (container restarted, pod gone,
+    /// filtered out): it is drained and forgotten after `rotate_wait`.
+    pub fn mark_gone(&mut self, now: Instant) {
+        self.gone_since.get_or_insert(now);
+    }
+
+    /// The stream is discovered again.
+    pub fn mark_present(&mut self) {
+        self.gone_since = None;
+    }
+
+    /// Closes the descriptor, keeping the position (for the open-files cap). Refused
+    /// while a split message is pending, since its pieces are only in memory.
+    pub fn park(&mut self) -> bool {
+        if self.cur.is_none() || self.has_pending() {
+            return false;
+        }
+        self.resume = self.position();
+        self.cur = None;
+        self.chain.clear();
+        true
+    }
+
+    /// The checkpoint for everything handed out so far: never inside a pending message.
+    pub fn position(&mut self) -> Option<Position> {
+        let Some(cur) = &mut self.cur else { return self.resume };
+        if cur.id.fingerprint.is_none() && cur.reader.offset() > 0 {
+            if let Source::Plain(f) = cur.reader.get_ref() {
+                cur.id.fingerprint = identity::fingerprint_open(f).ok().flatten();
+                if let Some(entry) = self.chain.iter_mut().rev().find(|(id, _)| id.ino == cur.id.ino) {
+                    entry.0 = cur.id;
+                }
+            }
+        }
+        let safe = self.decoder.checkpoint_offset(cur.base + cur.reader.offset());
+        let at = self.chain.iter().rposition(|&(_, base)| base <= safe)?;
+        self.chain.drain(..at);
+        let (file, base) = self.chain[0];
+        Some(Position { file, offset: safe - base })
+    }
+
+    /// Reads up to `budget` bytes, emitting finished events. `read_time` stamps lines
+    /// without a usable time.
+    pub fn read<F: FnMut(&Event<'_>, &[u8])>(
+        &mut self,
+        budget: usize,
+        now: Instant,
+        read_time: Nanos,
+        rotate_wait: Duration,
+        emit: &mut F,
+    ) -> io::Result<ReadOutcome> {
+        if self.cur.is_none() && !self.open()? {
+            return Ok(self.when_nothing_to_read(now, rotate_wait, emit));
+        }
+        let start_bytes = self.stats.bytes_read;
+        loop {
+            let cur = self.cur.as_mut().expect("opened above");
+            let before = cur.reader.bytes_read();
+            let got_line = drain_lines(cur, &mut self.decoder, &self.kube, budget, read_time, emit)?;
+            self.stats.bytes_read += cur.reader.bytes_read() - before;
+            if got_line == Drained::Budget || self.stats.bytes_read - start_bytes >= budget as u64 {
+                self.caught_up_since = None;
+                return Ok(ReadOutcome::More);
+            }
+            if got_line == Drained::Some {
+                self.caught_up_since = None;
+            }
+            // At the end of what the current file holds right now.
+            if !cur.live {
+                self.finish_file(read_time, emit);
+                if !self.advance()? {
+                    return Ok(self.when_nothing_to_read(now, rotate_wait, emit));
+                }
+                continue;
+            }
+            match self.check_live(now)? {
+                LiveState::Unchanged | LiveState::Waiting => {
+                    self.caught_up_since.get_or_insert(now);
+                    if self.gone_since.is_some_and(|t| now.saturating_duration_since(t) >= rotate_wait) {
+                        return Ok(self.finish_stream(emit));
+                    }
+                    return Ok(ReadOutcome::CaughtUp);
+                }
+                LiveState::Rotated => continue,
+                LiveState::Truncated => {
+                    // What was pending belonged to the old content: emit it as partial.
+                    let kube = &self.kube;
+                    self.decoder.finish(&mut |e| emit(e, kube));
+                    self.restart_truncated()?;
+                }
+            }
+        }
+    }
+
+    /// Emits a pending split message as partial once the stream has been caught up
+    /// and quiet for `timeout` (never while unread data may hold its continuation).
+    pub fn flush_stale<F: FnMut(&Event<'_>, &[u8])>(&mut self, now: Instant, timeout: Duration, emit: &mut F) -> bool {
+        let kube = &self.kube;
+        self.decoder.flush_stale(self.caught_up_since.map(|t| now.saturating_duration_since(t)), timeout, &mut |e| emit(e, kube))
+    }
+
+    fn when_nothing_to_read<F: FnMut(&Event<'_>, &[u8])>(&mut self, now: Instant, rotate_wait: Duration, emit: &mut F) -> ReadOutcome {
+        self.caught_up_since.get_or_insert(now);
+        let gone = self.gone_since.get_or_insert(now);
+        if now.saturating_duration_since(*gone) >= rotate_wait {
+            self.finish_stream(emit)
+        } else {
+            ReadOutcome::CaughtUp
+        }
+    }
+
+    fn finish_stream<F: FnMut(&Event<'_>, &[u8])>(&mut self, emit: &mut F) -> ReadOutcome {
+        let kube = &self.kube;
+        self.decoder.finish(&mut |e| emit(e, kube));
+        self.cur = None;
+        ReadOutcome::Finished
+    }
+
+    /// A rotated file's end is final: a last line without a newline is a line.
+    fn finish_file<F: FnMut(&Event<'_>, &[u8])>(&mut self, read_time: Nanos, emit: &mut F) {
+        let cur = self.cur.as_mut().expect("a file is open");
+        if let Some(line) = cur.reader.take_unterminated() {
+            let kube = &self.kube;
+            self.decoder.line(line.bytes, cur.base + line.offset, read_time, &mut |e| emit(e, kube));
+        }
+        self.chain_end = cur.base + cur.reader.offset();
+        if let Some(stamp) = &cur.stamp {
+            self.seen_rotated.remove(stamp);
+        }
+    }
+
+    /// Opens the stream where it should resume; `false` when there is no file.
+    fn open(&mut self) -> io::Result<bool> {
+        match self.resume.take() {
+            Some(pos) => self.open_at(pos),
+            None => {
+                let start = std::mem::replace(&mut self.start, StartFrom::Beginning);
+                let offset = match (start, fs::metadata(&self.key)) {
+                    (StartFrom::End, Ok(md)) => md.len(),
+                    _ => 0,
+                };
+                match open_member(&live_member(&self.key), self.chain_end, self.max_line, offset)? {
+                    Some(cur) => {
+                        self.install(cur);
+                        Ok(true)
+                    }
+                    None => Ok(false),
+                }
+            }
+        }
+    }
+
+    /// Finds the file a checkpoint points into — the live file, a plain rotated one
+    /// (same inode) or a compressed one (same fingerprint) — and opens it there.
+    fn open_at(&mut self, pos: Position) -> io::Result<bool> {
+        let members = list_members(&self.key)?;
+        for m in &members {
+            if !matches_position(m, &pos)? {
+                continue;
+            }
+            if let Some(cur) = open_member(m, self.chain_end, self.max_line, pos.offset)? {
+                self.install(cur);
+                return Ok(true);
+            }
+        }
+        // The file is gone: rotation or deletion outran us while we were away.
+        self.stats.lost_positions += 1;
+        tracing::warn!(stream = %self.key.display(), "the file this stream was read from is gone; continuing with the oldest file of the stream");
+        match members.first() {
+            Some(m) => match open_member(m, self.chain_end, self.max_line, 0)? {
+                Some(cur) => {
+                    self.install(cur);
+                    Ok(true)
+                }
+                None => Ok(false),
+            },
+            None => Ok(false),
+        }
+    }
+
+    fn install(&mut self, cur: Current) {
+        self.chain.push((cur.id, cur.base));
+        self.cur = Some(cur);
+    }
+
+    /// Moves from a finished rotated file to the next file of the set.
+    fn advance(&mut self) -> io::Result<bool> {
+        let done = self.cur.take().expect("a file was open");
+        let members = list_members(&self.key)?;
+        let next = match &done.stamp {
+            Some(stamp) => members.iter().find(|m| m.stamp.as_deref().is_none_or(|s| s > stamp.as_str())),
+            None => members.last().filter(|m| m.stamp.is_none()),
+        };
+        self.count_skipped(&members, done.stamp.as_deref());
+        let Some(next) = next else { return Ok(false) };
+        self.stats.rotations += 1;
+        match open_member(next, self.chain_end, self.max_line, 0)? {
+            Some(cur) => {
+                self.install(cur);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Rotated files we saw earlier that vanished unread.
+    fn count_skipped(&mut self, members: &[SetMember], after: Option<&str>) {
+        let present: BTreeSet<&str> = members.iter().filter_map(|m| m.stamp.as_deref()).collect();
+        self.seen_rotated.retain(|stamp, size| {
+            let newer = after.is_none_or(|c| stamp.as_str() > c);
+            if newer && !present.contains(stamp.as_str()) {
+                self.stats.rotated_unread_bytes += *size;
+                return false;
+            }
+            true
+        });
+        for m in members {
+            if let (Some(stamp), false) = (&m.stamp, m.gzipped) {
+                if let Ok(md) = fs::metadata(&m.path) {
+                    self.seen_rotated.entry(stamp.clone()).or_insert(md.len());
+                }
+            }
+        }
+    }
+
+    /// At the end of the live file: has it been rotated, truncated or deleted?
+    fn check_live(&mut self, now: Instant) -> io::Result<LiveState> {
+        let cur = self.cur.as_mut().expect("a file is open");
+        let Source::Plain(file) = cur.reader.get_ref() else { return Ok(LiveState::Unchanged) };
+        let md = file.metadata()?;
+        let read_to = cur.opened_at + cur.reader.bytes_read();
+        if md.len() < read_to {
+            self.stats.truncations += 1;
+            tracing::info!(file = %self.key.display(), size = md.len(), read = read_to, "file truncated in place; reading it again from the start");
+            return Ok(LiveState::Truncated);
+        }
+        match fs::metadata(&self.key) {
+            Ok(now_md) if now_md.dev() == md.dev() && now_md.ino() == md.ino() => Ok(LiveState::Unchanged),
+            Ok(_) => {
+                // The runtime reopened: no more writes to ours. Read its tail, then move on.
+                cur.live = false;
+                cur.stamp = find_stamp(&self.key, &cur.id)?;
+                if cur.stamp.is_none() {
+                    tracing::warn!(file = %self.key.display(), "rotated file not found by inode or fingerprint; continuing with the live file");
+                }
+                Ok(LiveState::Rotated)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if md.nlink() == 0 {
+                    self.gone_since.get_or_insert(now);
+                }
+                Ok(LiveState::Waiting)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reopens a truncated live file from its start, as a new file in the chain.
+    fn restart_truncated(&mut self) -> io::Result<()> {
+        let cur = self.cur.as_mut().expect("a file is open");
+        let Source::Plain(file) = cur.reader.get_ref() else { return Ok(()) };
+        let mut f = file.try_clone()?;
+        f.seek(SeekFrom::Start(0))?;
+        let base = cur.base + cur.opened_at + cur.reader.bytes_read();
+        let id = FileId::from_metadata(&f.metadata()?, None);
+        *cur = Current { reader: LineReader::new(Source::Plain(f), self.max_line, 0), id, base, live: true, stamp: None, opened_at: 0 };
+        self.chain.clear();
+        self.chain.push((id, base));
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LiveState {
+    Unchanged,
+    Waiting,
+    Rotated,
+    Truncated,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drained {
+    /// No line was available.
+    None,
+    /// Lines were read until the file had no more.
+    Some,
+    /// The budget ran out first.
+    Budget,
+}
+
+fn drain_lines<F: FnMut(&Event<'_>, &[u8])>(
+    cur: &mut Current,
+    decoder: &mut FileDecoder,
+    kube: &[u8],
+    budget: usize,
+    read_time: Nanos,
+    emit: &mut F,
+) -> io::Result<Drained> {
+    let start = cur.reader.bytes_read();
+    let mut any = Drained::None;
+    let emit = &mut |e: &Event<'_>| emit(e, kube);
+    while let Some(line) = cur.reader.next_line()? {
+        any = Drained::Some;
+        let offset = cur.base + line.offset;
+        match line.kind {
+            LineKind::Overlong => decoder.overlong_line(line.bytes, read_time, emit),
+            _ => decoder.line(line.bytes, offset, read_time, emit),
+        }
+        if cur.reader.bytes_read() - start >= budget as u64 {
+            return Ok(Drained::Budget);
+        }
+    }
+    Ok(any)
+}
+
+fn live_member(key: &Path) -> SetMember {
+    SetMember { path: key.to_path_buf(), stamp: None, gzipped: false }
+}
+
+fn list_members(key: &Path) -> io::Result<Vec<SetMember>> {
+    match rotation::list_set(key) {
+        Ok(m) => Ok(m),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens a member at `offset` (uncompressed); `None` if it vanished meanwhile.
+fn open_member(m: &SetMember, chain_base: u64, max_line: usize, offset: u64) -> io::Result<Option<Current>> {
+    let mut file = match File::open(&m.path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let md = file.metadata()?;
+    if !md.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let (source, id) = if m.gzipped {
+        let fp = identity::fingerprint_path(&m.path, true)?;
+        let mut gz = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(128 * 1024, file));
+        io::copy(&mut (&mut gz).take(offset), &mut io::sink())?;
+        (Source::Gz(Box::new(gz)), FileId::from_metadata(&md, fp))
+    } else {
+        let id = identity::identify(&file)?;
+        file.seek(SeekFrom::Start(offset))?;
+        (Source::Plain(file), id)
+    };
+    Ok(Some(Current {
+        reader: LineReader::new(source, max_line, offset),
+        id,
+        base: chain_base,
+        live: m.stamp.is_none(),
+        stamp: m.stamp.clone(),
+        opened_at: offset,
+    }))
+}
+
+/// Whether the member is the file a position was taken in.
+fn matches_position(m: &SetMember, pos: &Position) -> io::Result<bool> {
+    if m.gzipped {
+        return Ok(pos.file.fingerprint.is_some() && identity::fingerprint_path(&m.path, true)? == pos.file.fingerprint);
+    }
+    let md = match fs::metadata(&m.path) {
+        Ok(md) => md,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let fp = identity::fingerprint_path(&m.path, false)?;
+    Ok(FileId::from_metadata(&md, fp).same_file(&pos.file) && md.len() >= pos.offset)
+}
+
+/// The rotation stamp of a file that was just renamed away from the live path.
+fn find_stamp(key: &Path, id: &FileId) -> io::Result<Option<String>> {
+    let members = list_members(key)?;
+    for m in members.iter().filter(|m| m.stamp.is_some() && !m.gzipped) {
+        if let Ok(md) = fs::metadata(&m.path) {
+            if md.dev() == id.dev && md.ino() == id.ino {
+                return Ok(m.stamp.clone());
+            }
+        }
+    }
+    if id.fingerprint.is_some() {
+        for m in members.iter().filter(|m| m.gzipped) {
+            if identity::fingerprint_path(&m.path, true)? == id.fingerprint {
+                return Ok(m.stamp.clone());
+            }
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,420 @@
+//! The tailer: one thread that follows every discovered stream and hands batches of
+//! encoded events, with the positions they cover, to the next stage.
+//!
+//! Its loop: wait for a wake-up (inotify, a timer) only when nothing is ready; rescan
+//! discovery on its interval or when a watched directory changed; give every ready
+//! stream one turn of at most `read_bytes_per_turn` bytes (so one hot file cannot
+//! starve the others); flush split lines that went quiet; ship the batch. Sending a
+//! batch blocks while the next stage is full — that is the backpressure: files stay on
+//! disk, unread, until there is room.
+//!
+//! Positions in a batch are safe checkpoints (never inside a split line). The tailer
+//! never writes checkpoints itself: whoever makes the batch durable does, so a
+//! checkpoint never runs ahead of the data.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::checkpoint::Position;
+use super::discover::{Discovery, Found};
+use super::follow::{FollowStats, Follower, ReadOutcome, StartFrom};
+use super::watch::{Wake, Watch};
+use crate::config::{StartAt, TailConfig};
+use crate::decode::{DecodeOptions, DecodeStats};
+use crate::event::{time, EventEncoder, KubeMeta, MessageFormat};
+
+/// A batch is shipped once it holds this many bytes, or when nothing else is ready.
+pub const BATCH_BYTES: usize = 1 << 20;
+/// How often every file is looked at when inotify is unavailable.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// A caught-up file idle this long may be closed to respect `max_open_files`.
+const PARK_AFTER: Duration = Duration::from_secs(5);
+
+/// Encoded events and the stream positions they complete.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// JSON lines.
+    pub data: Vec<u8>,
+    pub events: u64,
+    /// In order; a later position for the same stream supersedes an earlier one.
+    pub positions: Vec<(Arc<Path>, Position)>,
+    /// Streams gone for good: forget their checkpoints once this batch is durable.
+    pub finished: Vec<Arc<Path>>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty() && self.positions.is_empty() && self.finished.is_empty()
+    }
+}
+
+/// Settings the tailer needs, from the checked configuration.
+#[derive(Clone)]
+pub struct TailerSettings {
+    pub tail: TailConfig,
+    pub decode: DecodeOptions,
+    pub message_format: MessageFormat,
+    pub partial_flush_timeout: Duration,
+}
+
+/// What the tailer has seen, for metrics and the shutdown log line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TailStats {
+    pub decode: DecodeStats,
+    pub follow: FollowStats,
+    pub files_followed: usize,
+}
+
+struct Stream {
+    follower: Follower,
+    key: Arc<Path>,
+    dir: PathBuf,
+    last_active: Instant,
+}
+
+pub struct Tailer {
+    settings: TailerSettings,
+    discovery: Discovery,
+    watch: Watch,
+    wakes: Receiver<Wake>,
+    out: SyncSender<Batch>,
+    stop: Arc<AtomicBool>,
+    streams: HashMap<Arc<Path>, Stream>,
+    /// Ready to read, in turn order.
+    ready: VecDeque<Arc<Path>>,
+    queued: HashSet<Arc<Path>>,
+    /// Followed streams per directory, to route directory events.
+    dirs: HashMap<PathBuf, usize>,
+    /// Positions from the last run, consumed as their streams are found.
+    resume: HashMap<PathBuf, Position>,
+    first_start: bool,
+    first_scan_done: bool,
+    encoder: EventEncoder,
+    batch: Batch,
+    rescan_due: Instant,
+    rescan_now: bool,
+    poll_due: Instant,
+    open_files: usize,
+    /// Counters of streams that finished, kept for the totals.
+    retired: TailStats,
+}
+
+impl Tailer {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        settings: TailerSettings,
+        resume: HashMap<PathBuf, Position>,
+        first_start: bool,
+        watch: Watch,
+        wakes: Receiver<Wake>,
+        out: SyncSender<Batch>,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            discovery: Discovery::new(&settings.tail),
+            encoder: EventEncoder::new(settings.message_format),
+            settings,
+            watch,
+            wakes,
+            out,
+            stop,
+            streams: HashMap::new(),
+            ready: VecDeque::new(),
+            queued: HashSet::new(),
+            dirs: HashMap::new(),
+            resume,
+            first_start,
+            first_scan_done: false,
+            batch: Batch::default(),
+            rescan_due: now,
+            rescan_now: true,
+            poll_due: now + POLL_INTERVAL,
+            open_files: 0,
+            retired: TailStats::default(),
+        }
+    }
+
+    /// Runs until `stop` is set; ships what it has read, then returns its totals.
+    pub fn run(mut self) -> TailStats {
+        for dir in self.discovery.watch_dirs() {
+            self.watch.watch_dir(&dir);
+        }
+        while !self.stop.load(Ordering::Relaxed) {
+            self.wait_for_work();
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let now = Instant::now();
+            if self.rescan_now || now >= self.rescan_due {
+                self.rescan(now);
+            }
+            if self.watch.polling() && now >= self.poll_due {
+                self.mark_all_ready();
+                self.poll_due = now + POLL_INTERVAL;
+            }
+            self.read_round(now);
+            self.flush_quiet_partials(Instant::now());
+            let full = self.batch.data.len() >= BATCH_BYTES;
+            if (full || self.ready.is_empty()) && !self.batch.is_empty() && !self.ship() {
+                break;
+            }
+        }
+        // Stopping: complete events and their positions are shipped; a split line
+        // still pending is not (its checkpoint points before it, so it is re-read).
+        self.ship();
+        self.totals()
+    }
+
+    pub fn totals(&self) -> TailStats {
+        let mut t = self.retired;
+        for s in self.streams.values() {
+            t.decode.add(s.follower.decode_stats());
+            add_follow(&mut t.follow, &s.follower.stats);
+        }
+        t.files_followed = self.streams.len();
+        t
+    }
+
+    /// Blocks until a wake-up or the next timer, unless something is ready already.
+    fn wait_for_work(&mut self) {
+        let timeout = if self.ready.is_empty() { self.next_deadline().saturating_duration_since(Instant::now()) } else { Duration::ZERO };
+        match self.wakes.recv_timeout(timeout) {
+            Ok(w) => self.on_wake(w),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => self.stop.store(true, Ordering::Relaxed),
+        }
+        while let Ok(w) = self.wakes.try_recv() {
+            self.on_wake(w);
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let mut next = self.rescan_due;
+        if self.watch.polling() {
+            next = next.min(self.poll_due);
+        }
+        let timeout = self.settings.partial_flush_timeout;
+        for s in self.streams.values() {
+            if let (true, Some(idle)) = (s.follower.has_pending(), s.follower.idle_for(Instant::now())) {
+                next = next.min(Instant::now() + timeout.saturating_sub(idle));
+            }
+        }
+        next
+    }
+
+    fn on_wake(&mut self, w: Wake) {
+        match w {
+            Wake::Stop => self.stop.store(true, Ordering::Relaxed),
+            Wake::Rescan => {
+                self.rescan_now = true;
+                self.mark_all_ready();
+            }
+            Wake::Changed(path) => {
+                if let Some(key) = self.streams.get_key_value(path.as_path()).map(|(k, _)| k.clone()) {
+                    self.make_ready(key);
+                    return;
+                }
+                let dir = path.parent().unwrap_or(Path::new("/"));
+                if self.dirs.contains_key(dir) {
+                    // A rename or creation beside a followed file: rotation, most likely.
+                    let keys: Vec<_> = self.streams.iter().filter(|(_, s)| s.dir == dir).map(|(k, _)| k.clone()).collect();
+                    keys.into_iter().for_each(|k| self.make_ready(k));
+                } else {
+                    // A link appeared or went in an include directory.
+                    self.rescan_now = true;
+                }
+            }
+        }
+    }
+
+    fn make_ready(&mut self, key: Arc<Path>) {
+        if self.queued.insert(key.clone()) {
+            self.ready.push_back(key);
+        }
+    }
+
+    fn mark_all_ready(&mut self) {
+        let keys: Vec<_> = self.streams.keys().cloned().collect();
+        keys.into_iter().for_each(|k| self.make_ready(k));
+    }
+
+    /// Finds new streams, and streams that are no longer there.
+    fn rescan(&mut self, now: Instant) {
+        self.rescan_now = false;
+        self.rescan_due = now + self.settings.tail.rescan_interval;
+        let found = self.discovery.scan();
+        for (key, f) in &found {
+            match self.streams.get_mut(key.as_path()) {
+                Some(s) => s.follower.mark_present(),
+                None => self.add_stream(f, now),
+            }
+        }
+        for s in self.streams.values_mut() {
+            if !found.contains_key(s.key.as_ref()) {
+                s.follower.mark_gone(now);
+            }
+        }
+        if !self.first_scan_done {
+            self.first_scan_done = true;
+            // Checkpoints of streams that no longer exist are dropped.
+            for (key, _) in self.resume.drain() {
+                self.batch.finished.push(Arc::from(key.as_path()));
+            }
+        }
+        // The safety net: look at every file once per rescan.
+        self.mark_all_ready();
+    }
+
+    fn add_stream(&mut self, f: &Found, now: Instant) {
+        let resume = self.resume.remove(&f.key);
+        let start = match (self.first_start && !self.first_scan_done, self.settings.tail.start_at) {
+            (true, StartAt::End) => StartFrom::End,
+            _ => StartFrom::Beginning,
+        };
+        let kube = f.kube.as_ref().map(KubeMeta::json_fragment).unwrap_or_default();
+        let follower = Follower::new(f.key.clone(), kube, &self.settings.decode, resume, start);
+        let dir = f.key.parent().unwrap_or(Path::new("/")).to_path_buf();
+        self.watch.watch_dir(&dir);
+        *self.dirs.entry(dir.clone()).or_default() += 1;
+        let key: Arc<Path> = Arc::from(f.key.as_path());
+        tracing::debug!(file = %f.key.display(), "following");
+        self.streams.insert(key.clone(), Stream { follower, key: key.clone(), dir, last_active: now });
+        self.make_ready(key);
+    }
+
+    /// One turn for every stream ready at the start of the round.
+    fn read_round(&mut self, now: Instant) {
+        let read_time = time::now();
+        for _ in 0..self.ready.len() {
+            if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let Some(key) = self.ready.pop_front() else { break };
+            self.queued.remove(&key);
+            if !self.streams.get(&key).is_some_and(|s| s.follower.is_open()) && !self.make_room() {
+                // No descriptor free: try again later.
+                self.make_ready(key);
+                continue;
+            }
+            self.read_turn(key, now, read_time);
+            if self.batch.data.len() >= BATCH_BYTES && !self.ship() {
+                return;
+            }
+        }
+    }
+
+    fn read_turn(&mut self, key: Arc<Path>, now: Instant, read_time: i64) {
+        let budget = self.settings.tail.read_bytes_per_turn;
+        let rotate_wait = self.settings.tail.rotate_wait;
+        let Some(s) = self.streams.get_mut(&key) else { return };
+        let was_open = s.follower.is_open();
+        let (encoder, batch) = (&mut self.encoder, &mut self.batch);
+        let before = s.follower.decode_stats().events;
+        let outcome = s.follower.read(budget, now, read_time, rotate_wait, &mut |ev, kube| encoder.encode(ev, kube, &mut batch.data));
+        batch.events += s.follower.decode_stats().events - before;
+        match (was_open, s.follower.is_open()) {
+            (false, true) => self.open_files += 1,
+            (true, false) => self.open_files -= 1,
+            _ => {}
+        }
+        match outcome {
+            Ok(ReadOutcome::More) => {
+                s.last_active = now;
+                self.record_position(&key);
+                self.make_ready(key);
+            }
+            Ok(ReadOutcome::CaughtUp) => self.record_position(&key),
+            Ok(ReadOutcome::Finished) => self.retire(&key),
+            Err(e) => {
+                tracing::warn!(file = %key.display(), error = %e, "cannot read; will retry");
+                if s.follower.park() {
+                    self.open_files -= 1;
+                }
+            }
+        }
+    }
+
+    fn record_position(&mut self, key: &Arc<Path>) {
+        if let Some(pos) = self.streams.get_mut(key).and_then(|s| s.follower.position()) {
+            self.batch.positions.push((key.clone(), pos));
+        }
+    }
+
+    /// A stream is gone for good: forget it once the batch is durable.
+    fn retire(&mut self, key: &Arc<Path>) {
+        let Some(s) = self.streams.remove(key) else { return };
+        tracing::debug!(file = %key.display(), "stream finished");
+        self.retired.decode.add(s.follower.decode_stats());
+        add_follow(&mut self.retired.follow, &s.follower.stats);
+        if let Some(n) = self.dirs.get_mut(&s.dir) {
+            *n -= 1;
+            if *n == 0 {
+                self.dirs.remove(&s.dir);
+                self.watch.unwatch_dir(&s.dir);
+            }
+        }
+        self.batch.finished.push(key.clone());
+    }
+
+    /// Frees a descriptor if the cap is reached, by closing the longest-idle stream.
+    fn make_room(&mut self) -> bool {
+        if self.open_files < self.settings.tail.max_open_files {
+            return true;
+        }
+        let now = Instant::now();
+        let victim = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.follower.is_open() && !s.follower.has_pending())
+            .filter(|(_, s)| s.follower.idle_for(now).is_some_and(|d| d >= PARK_AFTER))
+            .min_by_key(|(_, s)| s.last_active)
+            .map(|(k, _)| k.clone());
+        let parked = victim.and_then(|k| self.streams.get_mut(&k)).is_some_and(|s| s.follower.park());
+        if parked {
+            self.open_files -= 1;
+        }
+        parked
+    }
+
+    fn flush_quiet_partials(&mut self, now: Instant) {
+        let timeout = self.settings.partial_flush_timeout;
+        let (encoder, batch) = (&mut self.encoder, &mut self.batch);
+        let mut flushed = Vec::new();
+        for (key, s) in self.streams.iter_mut() {
+            if !s.follower.has_pending() {
+                continue;
+            }
+            let before = s.follower.decode_stats().events;
+            if s.follower.flush_stale(now, timeout, &mut |ev, kube| encoder.encode(ev, kube, &mut batch.data)) {
+                batch.events += s.follower.decode_stats().events - before;
+                flushed.push(key.clone());
+            }
+        }
+        for key in flushed {
+            self.record_position(&key);
+        }
+    }
+
+    /// Hands the batch on; blocks while the next stage is full. `false` once the
+    /// next stage is gone (shutting down).
+    fn ship(&mut self) -> bool {
+        if self.batch.is_empty() {
+            return true;
+        }
+        let batch = std::mem::replace(&mut self.batch, Batch { data: Vec::with_capacity(BATCH_BYTES + (64 << 10)), ..Batch::default() });
+        self.out.send(batch).is_ok()
+    }
+}
+
+fn add_follow(t: &mut FollowStats, s: &FollowStats) {
+    t.bytes_read += s.bytes_read;
+    t.rotations += s.rotations;
+    t.truncations += s.truncations;
+    t.rotated_unread_bytes += s.rotated_unread_bytes;
+    t.lost_positions += s.lost_positions;
+}
