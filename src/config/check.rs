@@ -28,7 +28,7 @@ pub(super) struct Item {
 pub(super) enum GlobKind {
     /// A path glob of files to follow: absolute, so there is a directory to watch.
     IncludePath,
-    /// A path glob that excludes: absolute, or starting with `**` to match anywhere.
+    /// A path glob that excludes: absolute, or starting with `**/` to match anywhere.
     ExcludePath,
     /// A Kubernetes name (namespace, pod, container).
     Name,
@@ -41,7 +41,10 @@ pub(super) struct Checker {
 
 impl Checker {
     pub fn report(&mut self, key: &str, message: impl Into<String>) {
-        self.problems.push(Problem { key: key.to_owned(), message: message.into() });
+        self.problems.push(Problem {
+            key: key.to_owned(),
+            message: message.into(),
+        });
     }
 
     /// Reports each key of `table` (a key path, "" for the top level) that is not
@@ -50,12 +53,20 @@ impl Checker {
     pub fn unknown_keys(&mut self, table: &str, unknown: &Unknown, expected: &[&str]) {
         for key in unknown.keys() {
             let mut message = format!("unknown key (expected one of: {})", expected.join(", "));
-            if let Some(near) = expected.iter().find(|e| edit_distance(key, e) <= (e.len() / 3).max(1)) {
-                message.push_str(&format!("; did you mean {near:?}?"));
-            } else if let Some((home, _)) =
-                TABLES.iter().find(|(name, keys)| *name != table && keys.contains(&key.as_str()))
+            if let Some(near) = expected
+                .iter()
+                .find(|e| edit_distance(key, e) <= (e.len() / 3).max(1))
             {
-                let home = if home.is_empty() { "the top level".to_owned() } else { format!("[{home}]") };
+                message.push_str(&format!("; did you mean {near:?}?"));
+            } else if let Some((home, _)) = TABLES
+                .iter()
+                .find(|(name, keys)| *name != table && keys.contains(&key.as_str()))
+            {
+                let home = if home.is_empty() {
+                    "the top level".to_owned()
+                } else {
+                    format!("[{home}]")
+                };
                 message.push_str(&format!("; {key:?} belongs in {home}"));
             }
             self.report(&join(table, &quote_key(key)), message);
@@ -84,9 +95,17 @@ impl Checker {
     }
 
     /// A humantime duration ("500ms", "10s", "1m 30s"); `positive` rejects zero.
-    pub fn duration(&mut self, key: &str, field: Opt<String>, default: Duration, positive: bool) -> Duration {
+    pub fn duration(
+        &mut self,
+        key: &str,
+        field: Opt<String>,
+        default: Duration,
+        positive: bool,
+    ) -> Duration {
         let what = format!("a duration string {DURATION_EXAMPLES}");
-        let Some(text) = self.get(key, field, &what) else { return default };
+        let Some(text) = self.get(key, field, &what) else {
+            return default;
+        };
         match humantime::parse_duration(&text) {
             Ok(d) if positive && d.is_zero() => {
                 self.report(key, format!("must be greater than 0, got {text:?}"));
@@ -94,34 +113,57 @@ impl Checker {
             }
             Ok(d) => d,
             Err(_) => {
-                self.report(key, format!("{text:?} is not a duration {DURATION_EXAMPLES}"));
+                self.report(
+                    key,
+                    format!("{text:?} is not a duration {DURATION_EXAMPLES}"),
+                );
                 default
             }
         }
     }
 
     /// An integer in `min..=max` (no upper bound when `max` is `None`).
-    pub fn count(&mut self, key: &str, field: Opt<i64>, default: usize, min: usize, max: Option<usize>) -> usize {
-        let Some(n) = self.get(key, field, "an integer") else { return default };
-        let in_range = usize::try_from(n).ok().filter(|&n| n >= min && max.map_or(true, |max| n <= max));
+    pub fn count(
+        &mut self,
+        key: &str,
+        field: Opt<i64>,
+        default: usize,
+        min: usize,
+        max: Option<usize>,
+    ) -> usize {
+        let Some(n) = self.get(key, field, "an integer") else {
+            return default;
+        };
+        let in_range = usize::try_from(n)
+            .ok()
+            .filter(|&n| n >= min && max.is_none_or(|max| n <= max));
         match (in_range, max) {
             (Some(n), _) => return n,
-            (None, Some(max)) => {
-                self.report(key, format!("must be between {min} and {max}{}, got {n}", in_mib(max)))
-            }
+            (None, Some(max)) => self.report(
+                key,
+                format!("must be between {min} and {max}{}, got {n}", in_mib(max)),
+            ),
             (None, None) => self.report(key, format!("must be at least {min}, got {n}")),
         }
         default
     }
 
     /// One of `options`, matched exactly.
-    pub fn choice<T: Copy>(&mut self, key: &str, field: Opt<String>, default: T, options: &[(&str, T)]) -> T {
-        let names: Vec<String> = options.iter().map(|(name, _)| format!("{name:?}")).collect();
-        let Some(text) = self.get(key, field, &format!("one of {}", names.join(", "))) else { return default };
+    pub fn choice<T: Copy>(
+        &mut self,
+        key: &str,
+        field: Opt<String>,
+        default: T,
+        options: &[(&str, T)],
+    ) -> T {
+        let names: Vec<&str> = options.iter().map(|(name, _)| *name).collect();
+        let Some(text) = self.get(key, field, &format!("one of {}", quoted(&names))) else {
+            return default;
+        };
         match options.iter().find(|(name, _)| *name == text) {
             Some((_, t)) => *t,
             None => {
-                self.report(key, not_one_of(&text, options.iter().map(|(name, _)| *name)));
+                self.report(key, not_one_of(&text, &names));
                 default
             }
         }
@@ -129,7 +171,9 @@ impl Checker {
 
     /// An absolute path, given as a string.
     pub fn absolute_path(&mut self, key: &str, field: Opt<String>, default: &str) -> PathBuf {
-        let Some(text) = self.get(key, field, "a string") else { return PathBuf::from(default) };
+        let Some(text) = self.get(key, field, "a string") else {
+            return PathBuf::from(default);
+        };
         self.check_absolute(key, &text);
         PathBuf::from(text)
     }
@@ -142,7 +186,10 @@ impl Checker {
             let path = PathBuf::from(&item.value);
             let absolute = self.check_absolute(&item.key, &item.value);
             if absolute && path.components().any(|c| c == Component::ParentDir) {
-                self.report(&item.key, format!(r#"must not contain "..", got {:?}"#, item.value));
+                self.report(
+                    &item.key,
+                    format!(r#"must not contain "..", got {:?}"#, item.value),
+                );
             }
             paths.push(path);
         }
@@ -155,10 +202,18 @@ impl Checker {
         let list = match field {
             None => {
                 let items = default.iter().enumerate();
-                return items.map(|(i, s)| Item { key: index(key, i), value: (*s).to_owned() }).collect();
+                return items
+                    .map(|(i, s)| Item {
+                        key: index(key, i),
+                        value: (*s).to_owned(),
+                    })
+                    .collect();
             }
             Some(Field::Mistyped(Value::String(one))) => {
-                self.report(key, format!("must be an array of strings, got {one:?} (write [{one:?}])"));
+                self.report(
+                    key,
+                    format!("must be an array of strings, got {one:?} (write [{one:?}])"),
+                );
                 return Vec::new();
             }
             Some(field) => match self.get(key, Some(field), "an array of strings") {
@@ -194,11 +249,16 @@ impl Checker {
         let pattern = &item.value;
         match kind {
             GlobKind::IncludePath if !pattern.starts_with('/') => {
-                self.report(&item.key, format!("must be an absolute path glob, got {pattern:?}"));
+                self.report(
+                    &item.key,
+                    format!("must be an absolute path glob, got {pattern:?}"),
+                );
                 return None;
             }
-            GlobKind::ExcludePath if !pattern.starts_with('/') && !pattern.starts_with("**") => {
-                let msg = format!(r#"must be an absolute path glob or start with "**/", got {pattern:?}"#);
+            GlobKind::ExcludePath if !pattern.starts_with('/') && !pattern.starts_with("**/") => {
+                let msg = format!(
+                    r#"must be an absolute path glob or start with "**/", got {pattern:?}"#
+                );
                 self.report(&item.key, msg);
                 return None;
             }
@@ -206,11 +266,16 @@ impl Checker {
         }
         // In a path glob `*` stops at `/`, as in a shell: `/var/log/*.log` does not
         // reach into subdirectories; `**` does.
-        let built = GlobBuilder::new(pattern).literal_separator(kind != GlobKind::Name).build();
+        let built = GlobBuilder::new(pattern)
+            .literal_separator(kind != GlobKind::Name)
+            .build();
         match built {
             Ok(glob) => Some(glob),
             Err(err) => {
-                self.report(&item.key, format!("invalid glob {pattern:?}: {}", err.kind()));
+                self.report(
+                    &item.key,
+                    format!("invalid glob {pattern:?}: {}", err.kind()),
+                );
                 None
             }
         }
@@ -227,9 +292,14 @@ impl Checker {
 }
 
 /// `"middle" is not one of "beginning", "end"`.
-pub(super) fn not_one_of<'a>(text: &str, options: impl Iterator<Item = &'a str>) -> String {
-    let options: Vec<String> = options.map(|o| format!("{o:?}")).collect();
-    format!("{text:?} is not one of {}", options.join(", "))
+pub(super) fn not_one_of(text: &str, names: &[&str]) -> String {
+    format!("{text:?} is not one of {}", quoted(names))
+}
+
+/// `"beginning", "end"`.
+pub(super) fn quoted(names: &[&str]) -> String {
+    let names: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+    names.join(", ")
 }
 
 /// A value as the user wrote it, for "got …": scalars in TOML syntax, containers by kind.
@@ -264,7 +334,10 @@ fn index(key: &str, i: usize) -> String {
 
 /// A key as TOML would need it written: bare when it can be, quoted otherwise.
 fn quote_key(key: &str) -> String {
-    let bare = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let bare = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if bare {
         key.to_owned()
     } else {
@@ -280,7 +353,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
         let mut diag = row[0];
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
-            let next = (diag + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            let next = (diag + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
             diag = row[j + 1];
             row[j + 1] = next;
         }

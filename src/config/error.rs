@@ -29,15 +29,17 @@ pub enum ConfigError {
         #[source]
         source: io::Error,
     },
-    /// The text is not TOML; nothing after this point could be read.
-    #[error("toml syntax error at line {line}, column {column}: {message}")]
+    /// The text is not TOML (or holds what no TOML reader takes, such as an integer
+    /// past 64 bits): nothing past this point could be read, so it comes alone.
+    #[error("invalid toml at line {line}, column {column}: {message}")]
     Syntax {
         line: usize,
         column: usize,
         message: String,
     },
-    /// The TOML is fine but its values are not: every problem found, in file order
-    /// of the tables (top level, `tail`, `decode`, `sink`).
+    /// The TOML is fine but its values are not: every problem found, in the order of
+    /// the reference config (top level, `[tail]`, `[decode]`, `[sink]`; in each table
+    /// its unknown keys first, in name order).
     #[error("{}", Lines(problems))]
     Invalid { problems: Vec<Problem> },
 }

@@ -1,9 +1,9 @@
 //! Configuration of `logferry run`: the TOML file, checked into a typed [`Config`].
 //!
-//! Two stages, as ripgrep does with its flags. [`raw`] deserializes the text into
+//! Two stages, as ripgrep does with its flags. `raw` deserializes the text into
 //! loose serde structs that keep whatever was written: a value of the wrong type or
-//! an unknown key is data there, not an error. Then [`build`] turns them into a
-//! `Config`, with [`check`]'s helpers recording *every* problem under its key path,
+//! an unknown key is data there, not an error. Then `build` turns them into a
+//! `Config`, with `check`'s helpers recording *every* problem under its key path,
 //! so that one `logferry check` lists all there is to fix. Only a TOML syntax error
 //! stops early: past it nothing can be read.
 //!
@@ -110,15 +110,25 @@ impl EnvView {
     /// Reads `POD_NAMESPACE` and `POD_NAME`; unset or empty is `None`.
     pub fn from_process() -> EnvView {
         let var = |name| std::env::var(name).ok().filter(|v| !v.is_empty());
-        EnvView { pod_namespace: var("POD_NAMESPACE"), pod_name: var("POD_NAME") }
+        EnvView {
+            pod_namespace: var("POD_NAMESPACE"),
+            pod_name: var("POD_NAME"),
+        }
+    }
+
+    /// (namespace, pod) when both are known.
+    fn own_pod(&self) -> Option<(String, String)> {
+        Some((self.pod_namespace.clone()?, self.pod_name.clone()?))
     }
 }
 
 impl Config {
     /// Reads and checks the config file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Config::from_toml_str(&text)
     }
 
@@ -139,7 +149,12 @@ fn build(raw: RawConfig, env: &EnvView) -> Result<Config, Vec<Problem>> {
     let mut ck = Checker::default();
     ck.unknown_keys("", &raw.unknown, raw::TOP_KEYS);
     let data_dir = ck.absolute_path("data_dir", raw.data_dir, DEFAULT_DATA_DIR);
-    let shutdown_timeout = ck.duration("shutdown_timeout", raw.shutdown_timeout, Duration::from_secs(20), false);
+    let shutdown_timeout = ck.duration(
+        "shutdown_timeout",
+        raw.shutdown_timeout,
+        Duration::from_secs(20),
+        false,
+    );
     let tail = ck.table("tail", raw.tail);
     let tail = build_tail(&mut ck, tail, env);
     let decode = ck.table("decode", raw.decode);
@@ -148,64 +163,98 @@ fn build(raw: RawConfig, env: &EnvView) -> Result<Config, Vec<Problem>> {
     if !ck.problems.is_empty() {
         return Err(ck.problems);
     }
-    Ok(Config { data_dir, shutdown_timeout, tail, decode, message_format, partial_flush_timeout, sink })
+    Ok(Config {
+        data_dir,
+        shutdown_timeout,
+        tail,
+        decode,
+        message_format,
+        partial_flush_timeout,
+        sink,
+    })
 }
 
 fn build_tail(ck: &mut Checker, raw: RawTail, env: &EnvView) -> TailConfig {
     ck.unknown_keys("tail", &raw.unknown, raw::TAIL_KEYS);
-    if matches!(&raw.include, Some(Field::Ok(list)) if list.is_empty()) {
-        ck.report("tail.include", format!("must list at least one glob, e.g. {DEFAULT_INCLUDE:?}"));
-    }
-    let include = ck.strings("tail.include", raw.include, DEFAULT_INCLUDE);
-    let include_set = ck.globs("tail.include", &include, GlobKind::IncludePath);
+    let (include, include_set) = build_include(ck, raw.include);
     let exclude = ck.strings("tail.exclude", raw.exclude, &[]);
-    let exclude = ck.globs("tail.exclude", &exclude, GlobKind::ExcludePath);
-    let roots = ck.absolute_paths("tail.roots", raw.roots, DEFAULT_ROOTS);
-    let start_at_options = [("beginning", StartAt::Beginning), ("end", StartAt::End)];
-    let start_at = ck.choice("tail.start_at", raw.start_at, StartAt::Beginning, &start_at_options);
+    let start_at = [("beginning", StartAt::Beginning), ("end", StartAt::End)];
     let secs = Duration::from_secs;
-    let rescan_interval = ck.duration("tail.rescan_interval", raw.rescan_interval, secs(10), true);
-    let rotate_wait = ck.duration("tail.rotate_wait", raw.rotate_wait, secs(30), false);
-    let checkpoint_interval = ck.duration("tail.checkpoint_interval", raw.checkpoint_interval, secs(1), true);
-    let max_open_files = ck.count("tail.max_open_files", raw.max_open_files, 1024, 1, None);
-    let read_bytes_per_turn =
-        ck.count("tail.read_bytes_per_turn", raw.read_bytes_per_turn, 1 << 20, MIN_READ_BYTES_PER_TURN, None);
-    let mut names = |key: &str, include: List, exclude: List| NameFilter {
-        include: name_globs(ck, &format!("tail.include_{key}"), include),
-        exclude: name_globs(ck, &format!("tail.exclude_{key}"), exclude).unwrap_or_default(),
-    };
-    let namespaces = names("namespaces", raw.include_namespaces, raw.exclude_namespaces);
-    let pods = names("pods", raw.include_pods, raw.exclude_pods);
-    let containers = names("containers", raw.include_containers, raw.exclude_containers);
-    let own_pod = match (ck.bool("tail.exclude_own_pod", raw.exclude_own_pod, true), env) {
-        (true, EnvView { pod_namespace: Some(ns), pod_name: Some(pod) }) => Some((ns.clone(), pod.clone())),
-        _ => None,
-    };
     TailConfig {
-        include: include.into_iter().map(|item| item.value).collect(),
+        include,
         include_set,
-        exclude,
-        roots,
-        start_at,
-        rescan_interval,
-        rotate_wait,
-        checkpoint_interval,
-        max_open_files,
-        read_bytes_per_turn,
-        pods: PodFilter { namespaces, pods, containers, own_pod },
+        exclude: ck.globs("tail.exclude", &exclude, GlobKind::ExcludePath),
+        roots: ck.absolute_paths("tail.roots", raw.roots, DEFAULT_ROOTS),
+        start_at: ck.choice("tail.start_at", raw.start_at, StartAt::Beginning, &start_at),
+        rescan_interval: ck.duration("tail.rescan_interval", raw.rescan_interval, secs(10), true),
+        rotate_wait: ck.duration("tail.rotate_wait", raw.rotate_wait, secs(30), false),
+        checkpoint_interval: ck.duration(
+            "tail.checkpoint_interval",
+            raw.checkpoint_interval,
+            secs(1),
+            true,
+        ),
+        max_open_files: ck.count("tail.max_open_files", raw.max_open_files, 1024, 1, None),
+        read_bytes_per_turn: ck.count(
+            "tail.read_bytes_per_turn",
+            raw.read_bytes_per_turn,
+            1 << 20,
+            MIN_READ_BYTES_PER_TURN,
+            None,
+        ),
+        pods: PodFilter {
+            namespaces: build_names(
+                ck,
+                "namespaces",
+                raw.include_namespaces,
+                raw.exclude_namespaces,
+            ),
+            pods: build_names(ck, "pods", raw.include_pods, raw.exclude_pods),
+            containers: build_names(
+                ck,
+                "containers",
+                raw.include_containers,
+                raw.exclude_containers,
+            ),
+            own_pod: match ck.bool("tail.exclude_own_pod", raw.exclude_own_pod, true) {
+                true => env.own_pod(),
+                false => None,
+            },
+        },
     }
 }
 
-/// The glob set of a list of names; `None` when the list is empty (or absent).
-fn name_globs(ck: &mut Checker, key: &str, field: List) -> Option<GlobSet> {
-    let items = ck.strings(key, field, &[]);
-    let set = ck.globs(key, &items, GlobKind::Name);
-    (!items.is_empty()).then_some(set)
+/// The include globs, as written and as a set; at least one.
+fn build_include(ck: &mut Checker, field: List) -> (Vec<String>, GlobSet) {
+    if matches!(&field, Some(Field::Ok(list)) if list.is_empty()) {
+        let msg = format!("must list at least one glob, e.g. {DEFAULT_INCLUDE:?}");
+        ck.report("tail.include", msg);
+    }
+    let items = ck.strings("tail.include", field, DEFAULT_INCLUDE);
+    let set = ck.globs("tail.include", &items, GlobKind::IncludePath);
+    (items.into_iter().map(|item| item.value).collect(), set)
+}
+
+/// `tail.include_<what>` and `tail.exclude_<what>`; an empty include list lets all in.
+fn build_names(ck: &mut Checker, what: &str, include: List, exclude: List) -> NameFilter {
+    let mut globs = |key: String, field: List| {
+        let items = ck.strings(&key, field, &[]);
+        let set = ck.globs(&key, &items, GlobKind::Name);
+        (!items.is_empty()).then_some(set)
+    };
+    NameFilter {
+        include: globs(format!("tail.include_{what}"), include),
+        exclude: globs(format!("tail.exclude_{what}"), exclude).unwrap_or_default(),
+    }
 }
 
 fn build_decode(ck: &mut Checker, raw: RawDecode) -> (DecodeOptions, MessageFormat, Duration) {
     ck.unknown_keys("decode", &raw.unknown, raw::DECODE_KEYS);
-    let formats = [("auto", FormatChoice::Auto), ("docker", FormatChoice::Docker), ("cri", FormatChoice::Cri)];
+    let formats = [
+        ("auto", FormatChoice::Auto),
+        ("docker", FormatChoice::Docker),
+        ("cri", FormatChoice::Cri),
+    ];
     let defaults = DecodeOptions::default();
     let decode = DecodeOptions {
         format: ck.choice("decode.format", raw.format, defaults.format, &formats),
@@ -227,36 +276,63 @@ fn build_decode(ck: &mut Checker, raw: RawDecode) -> (DecodeOptions, MessageForm
         "decode.message_format",
         raw.message_format,
         MessageFormat::default(),
-        &[("string", MessageFormat::String), ("json", MessageFormat::Json)],
+        &[
+            ("string", MessageFormat::String),
+            ("json", MessageFormat::Json),
+        ],
     );
-    let partial_flush_timeout =
-        ck.duration("decode.partial_flush_timeout", raw.partial_flush_timeout, Duration::from_secs(5), true);
+    let partial_flush_timeout = ck.duration(
+        "decode.partial_flush_timeout",
+        raw.partial_flush_timeout,
+        Duration::from_secs(5),
+        true,
+    );
     (decode, message_format, partial_flush_timeout)
 }
 
 fn build_sink(ck: &mut Checker, field: Option<Field<RawSink>>) -> SinkConfig {
-    const TYPES: &str = r#""stdout", "file""#;
+    const TYPES: &[&str] = &["stdout", "file"];
     if field.is_none() {
-        ck.report("sink.type", r#"required: add a [sink] table with type = "stdout" or type = "file""#);
+        ck.report(
+            "sink.type",
+            r#"required: add a [sink] table with type = "stdout" or type = "file""#,
+        );
         return SinkConfig::Stdout;
     }
-    let Some(raw) = ck.get("sink", field, "a table") else { return SinkConfig::Stdout };
+    let Some(raw) = ck.get("sink", field, "a table") else {
+        return SinkConfig::Stdout;
+    };
     ck.unknown_keys("sink", &raw.unknown, raw::SINK_KEYS);
+    let one_of_types = format!("one of {}", check::quoted(TYPES));
     if raw.kind.is_none() {
-        ck.report("sink.type", format!("required: one of {TYPES}"));
+        ck.report("sink.type", format!("required: {one_of_types}"));
     }
-    let Some(kind) = ck.get("sink.type", raw.kind, &format!("one of {TYPES}")) else { return SinkConfig::Stdout };
+    let Some(kind) = ck.get("sink.type", raw.kind, &one_of_types) else {
+        return SinkConfig::Stdout;
+    };
     match kind.as_str() {
         "stdout" if raw.path.is_some() => {
-            ck.report("sink.path", r#"not allowed when sink.type = "stdout" (remove it, or set type = "file")"#);
+            ck.report(
+                "sink.path",
+                r#"not allowed when sink.type = "stdout" (remove it, or set type = "file")"#,
+            );
         }
         "stdout" => return SinkConfig::Stdout,
-        "file" if raw.path.is_none() => ck.report("sink.path", r#"required when sink.type = "file""#),
-        "file" => return SinkConfig::File { path: ck.absolute_path("sink.path", raw.path, "") },
-        "firehose" | "cloudwatch" => {
-            ck.report("sink.type", format!("{kind:?} is not available in this build yet (use one of {TYPES})"));
+        "file" if raw.path.is_none() => {
+            ck.report("sink.path", r#"required when sink.type = "file""#)
         }
-        other => ck.report("sink.type", check::not_one_of(other, ["stdout", "file"].into_iter())),
+        "file" => {
+            return SinkConfig::File {
+                path: ck.absolute_path("sink.path", raw.path, ""),
+            }
+        }
+        "firehose" | "cloudwatch" => {
+            ck.report(
+                "sink.type",
+                format!("{kind:?} is not available in this build yet (use {one_of_types})"),
+            );
+        }
+        other => ck.report("sink.type", check::not_one_of(other, TYPES)),
     }
     SinkConfig::Stdout
 }

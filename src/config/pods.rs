@@ -20,14 +20,21 @@ pub struct PodFilter {
 
 impl PodFilter {
     pub fn allows(&self, namespace: &str, pod: &str, container: &str) -> bool {
-        let own = self.own_pod.as_ref().is_some_and(|(ns, p)| ns == namespace && p == pod);
-        !own && self.namespaces.allows(namespace) && self.pods.allows(pod) && self.containers.allows(container)
+        let own = self
+            .own_pod
+            .as_ref()
+            .is_some_and(|(ns, p)| ns == namespace && p == pod);
+        !own && self.namespaces.allows(namespace)
+            && self.pods.allows(pod)
+            && self.containers.allows(container)
     }
 
     /// The pod excluded as our own, if any: `None` with `exclude_own_pod` on means
     /// the environment did not name it, which is worth a warning at start.
     pub fn own_pod(&self) -> Option<(&str, &str)> {
-        self.own_pod.as_ref().map(|(ns, p)| (ns.as_str(), p.as_str()))
+        self.own_pod
+            .as_ref()
+            .map(|(ns, p)| (ns.as_str(), p.as_str()))
     }
 }
 
@@ -41,6 +48,7 @@ pub(super) struct NameFilter {
 
 impl NameFilter {
     fn allows(&self, name: &str) -> bool {
-        self.include.as_ref().map_or(true, |set| set.is_match(name)) && !self.exclude.is_match(name)
+        let included = self.include.as_ref().is_none_or(|set| set.is_match(name));
+        included && !self.exclude.is_match(name)
     }
 }

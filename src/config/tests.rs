@@ -33,7 +33,12 @@ fn keys(problems: &[Problem]) -> Vec<&str> {
 /// The message reported for `key`, which must be reported exactly once.
 fn message<'a>(problems: &'a [Problem], key: &str) -> &'a str {
     let found: Vec<_> = problems.iter().filter(|p| p.key == key).collect();
-    assert_eq!(found.len(), 1, "{key} reported {} times in {problems:#?}", found.len());
+    assert_eq!(
+        found.len(),
+        1,
+        "{key} reported {} times in {problems:#?}",
+        found.len()
+    );
     &found[0].message
 }
 
@@ -50,12 +55,26 @@ fn a_minimal_config_gets_every_default() {
 
     let t = &c.tail;
     assert_eq!(t.include, ["/var/log/containers/*.log"]);
-    assert!(t.include_set.is_match("/var/log/containers/web_default_nginx-0123.log"));
-    assert!(!t.include_set.is_match("/var/log/containers/sub/web.log"), "* stops at /");
+    assert!(t
+        .include_set
+        .is_match("/var/log/containers/web_default_nginx-0123.log"));
+    assert!(
+        !t.include_set.is_match("/var/log/containers/sub/web.log"),
+        "* stops at /"
+    );
     assert!(t.exclude.is_empty());
-    assert_eq!(t.roots, [Path::new("/var/log/pods"), Path::new("/var/lib/docker/containers")]);
+    assert_eq!(
+        t.roots,
+        [
+            Path::new("/var/log/pods"),
+            Path::new("/var/lib/docker/containers")
+        ]
+    );
     assert_eq!(t.start_at, StartAt::Beginning);
-    assert_eq!((t.rescan_interval, t.rotate_wait, t.checkpoint_interval), (ms(10_000), ms(30_000), ms(1000)));
+    assert_eq!(
+        (t.rescan_interval, t.rotate_wait, t.checkpoint_interval),
+        (ms(10_000), ms(30_000), ms(1000))
+    );
     assert_eq!((t.max_open_files, t.read_bytes_per_turn), (1024, 1 << 20));
     assert!(t.pods.allows("kube-system", "coredns-1", "coredns"));
     assert_eq!(t.pods.own_pod(), None, "no env, no own pod");
@@ -101,16 +120,31 @@ fn a_full_config_sets_every_value() {
     "#);
     assert_eq!(c.data_dir, Path::new("/data/logferry"));
     assert_eq!(c.shutdown_timeout, ms(90_000));
-    assert_eq!(c.sink, SinkConfig::File { path: "/data/out.jsonl".into() });
+    assert_eq!(
+        c.sink,
+        SinkConfig::File {
+            path: "/data/out.jsonl".into()
+        }
+    );
 
     let t = &c.tail;
-    assert_eq!(t.include, ["/var/log/containers/*.log", "/var/log/pods/**/*.log"]);
+    assert_eq!(
+        t.include,
+        ["/var/log/containers/*.log", "/var/log/pods/**/*.log"]
+    );
     assert!(t.include_set.is_match("/var/log/pods/ns_pod_uid/c/0.log"));
-    assert!(t.exclude.is_match("/var/log/pods/ns_pod_uid/c/0.log.20261121-100000.gz"));
-    assert!(t.exclude.is_match("/var/log/containers/noisy-1_ns_c-id.log"));
+    assert!(t
+        .exclude
+        .is_match("/var/log/pods/ns_pod_uid/c/0.log.20261121-100000.gz"));
+    assert!(t
+        .exclude
+        .is_match("/var/log/containers/noisy-1_ns_c-id.log"));
     assert_eq!(t.roots, [Path::new("/var/log/pods")]);
     assert_eq!(t.start_at, StartAt::End);
-    assert_eq!((t.rescan_interval, t.rotate_wait, t.checkpoint_interval), (ms(500), ms(0), ms(2000)));
+    assert_eq!(
+        (t.rescan_interval, t.rotate_wait, t.checkpoint_interval),
+        (ms(500), ms(0), ms(2000))
+    );
     assert_eq!((t.max_open_files, t.read_bytes_per_turn), (1, 4096));
     assert!(t.pods.allows("prod-eu", "api-1", "app"));
     assert!(!t.pods.allows("prod-canary", "api-1", "app"));
@@ -177,25 +211,46 @@ fn every_problem_is_reported_with_its_key_path() {
             "sink.path",
         ]
     );
-    assert_eq!(message(&p, "data_dir"), r#"must be an absolute path, got "var/lib""#);
+    assert_eq!(
+        message(&p, "data_dir"),
+        r#"must be an absolute path, got "var/lib""#
+    );
     assert_eq!(
         message(&p, "tail.include[1]"),
         r#"invalid glob "/var/log/[": unclosed character class; missing ']'"#
     );
-    assert_eq!(message(&p, "tail.include[2]"), r#"must be an absolute path glob, got "relative/*.log""#);
-    assert_eq!(message(&p, "tail.roots[2]"), r#"must not contain "..", got "/var/log/../etc""#);
-    assert_eq!(message(&p, "tail.start_at"), r#""middle" is not one of "beginning", "end""#);
+    assert_eq!(
+        message(&p, "tail.include[2]"),
+        r#"must be an absolute path glob, got "relative/*.log""#
+    );
+    assert_eq!(
+        message(&p, "tail.roots[2]"),
+        r#"must not contain "..", got "/var/log/../etc""#
+    );
+    assert_eq!(
+        message(&p, "tail.start_at"),
+        r#""middle" is not one of "beginning", "end""#
+    );
     assert_eq!(
         message(&p, "tail.rescan_interval"),
         r#""10 parsecs" is not a duration (examples: "500ms", "10s", "1m")"#
     );
-    assert_eq!(message(&p, "tail.checkpoint_interval"), r#"must be greater than 0, got "0s""#);
-    assert_eq!(message(&p, "tail.max_open_files"), "must be at least 1, got -1");
+    assert_eq!(
+        message(&p, "tail.checkpoint_interval"),
+        r#"must be greater than 0, got "0s""#
+    );
+    assert_eq!(
+        message(&p, "tail.max_open_files"),
+        "must be at least 1, got -1"
+    );
     assert_eq!(
         message(&p, "decode.max_message_bytes"),
         "must be between 1 and 16777216 (16 MiB), got 16777217"
     );
-    assert_eq!(message(&p, "sink.path"), r#"required when sink.type = "file""#);
+    assert_eq!(
+        message(&p, "sink.path"),
+        r#"required when sink.type = "file""#
+    );
 }
 
 #[test]
@@ -214,20 +269,38 @@ fn unknown_keys_are_reported_in_every_table() {
         "a.b" = 1
     "#,
     );
-    assert_eq!(keys(&p), ["colour", "metrics", "tail.include_pod", "decode.type", "sink.\"a.b\""]);
+    assert_eq!(
+        keys(&p),
+        [
+            "colour",
+            "metrics",
+            "tail.include_pod",
+            "decode.type",
+            "sink.\"a.b\""
+        ]
+    );
     assert_eq!(
         message(&p, "colour"),
         "unknown key (expected one of: data_dir, shutdown_timeout, tail, decode, sink)"
     );
     assert!(message(&p, "tail.include_pod").ends_with(r#"; did you mean "include_pods"?"#));
     assert!(message(&p, "decode.type").ends_with(r#"; "type" belongs in [sink]"#));
-    assert_eq!(message(&p, "sink.\"a.b\""), "unknown key (expected one of: type, path)");
+    assert_eq!(
+        message(&p, "sink.\"a.b\""),
+        "unknown key (expected one of: type, path)"
+    );
 }
 
 #[test]
 fn an_unknown_key_may_hold_any_value() {
-    let p = problems("when = 1979-05-27T07:32:00Z\nnested = { a = [1, { b = 2 }] }\n[sink]\ntype = \"stdout\"\n");
-    assert_eq!(keys(&p), ["nested", "when"], "unknown keys come in name order");
+    let p = problems(
+        "when = 1979-05-27T07:32:00Z\nnested = { a = [1, { b = 2 }] }\n[sink]\ntype = \"stdout\"\n",
+    );
+    assert_eq!(
+        keys(&p),
+        ["nested", "when"],
+        "unknown keys come in name order"
+    );
 }
 
 #[test]
@@ -245,10 +318,18 @@ fn a_value_of_the_wrong_type_is_one_problem_among_others() {
     );
     assert_eq!(
         keys(&p),
-        ["tail", "decode.max_message_bytes", "decode.oversize", "decode.partial_flush_timeout"]
+        [
+            "tail",
+            "decode.max_message_bytes",
+            "decode.oversize",
+            "decode.partial_flush_timeout"
+        ]
     );
     assert_eq!(message(&p, "tail"), "must be a table, got 5");
-    assert_eq!(message(&p, "decode.max_message_bytes"), r#"must be an integer, got "1MiB""#);
+    assert_eq!(
+        message(&p, "decode.max_message_bytes"),
+        r#"must be an integer, got "1MiB""#
+    );
     assert_eq!(
         message(&p, "decode.partial_flush_timeout"),
         r#"must be a duration string (examples: "500ms", "10s", "1m"), got 5"#
@@ -258,9 +339,18 @@ fn a_value_of_the_wrong_type_is_one_problem_among_others() {
 #[test]
 fn the_sink_type_decides_which_keys_it_needs() {
     let sink = |body: &str| problems(&format!("[sink]\n{body}"));
-    assert_eq!(message(&problems(""), "sink.type"), r#"required: add a [sink] table with type = "stdout" or type = "file""#);
-    assert_eq!(message(&sink("path = \"/x\""), "sink.type"), r#"required: one of "stdout", "file""#);
-    assert_eq!(message(&sink("type = \"file\""), "sink.path"), r#"required when sink.type = "file""#);
+    assert_eq!(
+        message(&problems(""), "sink.type"),
+        r#"required: add a [sink] table with type = "stdout" or type = "file""#
+    );
+    assert_eq!(
+        message(&sink("path = \"/x\""), "sink.type"),
+        r#"required: one of "stdout", "file""#
+    );
+    assert_eq!(
+        message(&sink("type = \"file\""), "sink.path"),
+        r#"required when sink.type = "file""#
+    );
     assert_eq!(
         message(&sink("type = \"file\"\npath = \"out.jsonl\""), "sink.path"),
         r#"must be an absolute path, got "out.jsonl""#
@@ -272,40 +362,85 @@ fn the_sink_type_decides_which_keys_it_needs() {
     for later in ["firehose", "cloudwatch"] {
         assert_eq!(
             message(&sink(&format!("type = \"{later}\"")), "sink.type"),
-            format!(r#""{later}" is not available in this build yet (use one of "stdout", "file")"#)
+            format!(
+                r#""{later}" is not available in this build yet (use one of "stdout", "file")"#
+            )
         );
     }
-    assert_eq!(message(&sink("type = \"kafka\""), "sink.type"), r#""kafka" is not one of "stdout", "file""#);
-    assert_eq!(keys(&problems("sink = 1")), ["sink"], "a mistyped table is one problem, not two");
+    assert_eq!(
+        message(&sink("type = \"kafka\""), "sink.type"),
+        r#""kafka" is not one of "stdout", "file""#
+    );
+    assert_eq!(
+        keys(&problems("sink = 1")),
+        ["sink"],
+        "a mistyped table is one problem, not two"
+    );
 }
 
 #[test]
 fn an_empty_include_list_is_refused() {
     let p = problems(&format!("[tail]\ninclude = []\n{STDOUT}"));
-    assert_eq!(message(&p, "tail.include"), r#"must list at least one glob, e.g. ["/var/log/containers/*.log"]"#);
+    assert_eq!(
+        message(&p, "tail.include"),
+        r#"must list at least one glob, e.g. ["/var/log/containers/*.log"]"#
+    );
+}
+
+#[test]
+fn path_globs_must_be_anchored() {
+    let p = problems(&format!(
+        "[tail]\ninclude = [\"**/*.log\"]\nexclude = [\"**.gz\", \"x/*\"]\n{STDOUT}"
+    ));
+    assert_eq!(
+        keys(&p),
+        ["tail.include[0]", "tail.exclude[0]", "tail.exclude[1]"]
+    );
+    assert_eq!(
+        message(&p, "tail.exclude[0]"),
+        r#"must be an absolute path glob or start with "**/", got "**.gz""#
+    );
+    let c = ok(&format!("[tail]\nexclude = [\"**/*.gz\"]\n{STDOUT}"));
+    assert!(c
+        .tail
+        .exclude
+        .is_match("/var/log/pods/ns_pod_uid/c/0.log.20261121-100000.gz"));
 }
 
 #[test]
 fn durations_that_may_be_zero_and_those_that_may_not() {
-    let c = ok(&format!("shutdown_timeout = \"0s\"\n[tail]\nrotate_wait = \"0s\"\n{STDOUT}"));
-    assert_eq!((c.shutdown_timeout, c.tail.rotate_wait), (Duration::ZERO, Duration::ZERO));
+    let c = ok(&format!(
+        "shutdown_timeout = \"0s\"\n[tail]\nrotate_wait = \"0s\"\n{STDOUT}"
+    ));
+    assert_eq!(
+        (c.shutdown_timeout, c.tail.rotate_wait),
+        (Duration::ZERO, Duration::ZERO)
+    );
     for key in ["rescan_interval", "checkpoint_interval"] {
         let p = problems(&format!("[tail]\n{key} = \"0ms\"\n{STDOUT}"));
-        assert_eq!(message(&p, &format!("tail.{key}")), r#"must be greater than 0, got "0ms""#);
+        assert_eq!(
+            message(&p, &format!("tail.{key}")),
+            r#"must be greater than 0, got "0ms""#
+        );
     }
 }
 
 #[test]
 fn a_syntax_error_names_its_line_and_column() {
     let err = parse("data_dir = \"/x\"\n\n[tail\n").unwrap_err();
-    let ConfigError::Syntax { line, column, .. } = &err else { panic!("{err:?}") };
+    let ConfigError::Syntax { line, column, .. } = &err else {
+        panic!("{err:?}")
+    };
     assert_eq!((*line, *column), (3, 6));
     assert!(err.problems().is_empty());
 }
 
 fn pod_filter(tail: &str, env: &EnvView) -> PodFilter {
     let text = format!("[tail]\n{tail}\n{STDOUT}");
-    Config::from_toml_str_with_env(&text, env).unwrap().tail.pods
+    Config::from_toml_str_with_env(&text, env)
+        .unwrap()
+        .tail
+        .pods
 }
 
 #[test]
@@ -317,7 +452,10 @@ fn pod_filter_includes_all_when_no_include_is_given() {
 
 #[test]
 fn pod_filter_exclude_wins_over_include() {
-    let f = pod_filter("include_pods = [\"web-*\"]\nexclude_pods = [\"web-canary-*\"]", &EnvView::default());
+    let f = pod_filter(
+        "include_pods = [\"web-*\"]\nexclude_pods = [\"web-canary-*\"]",
+        &EnvView::default(),
+    );
     assert!(f.allows("default", "web-1", "nginx"));
     assert!(!f.allows("default", "web-canary-1", "nginx"));
     assert!(!f.allows("default", "api-1", "nginx"), "not included");
@@ -325,27 +463,49 @@ fn pod_filter_exclude_wins_over_include() {
 
 #[test]
 fn pod_filter_checks_each_name_against_its_own_globs() {
-    let f = pod_filter("include_containers = [\"app\"]\ninclude_namespaces = [\"prod\"]", &EnvView::default());
+    let f = pod_filter(
+        "include_containers = [\"app\"]\ninclude_namespaces = [\"prod\"]",
+        &EnvView::default(),
+    );
     assert!(f.allows("prod", "app", "app"));
-    assert!(!f.allows("app", "prod", "app"), "namespace and pod are not interchangeable");
+    assert!(
+        !f.allows("app", "prod", "app"),
+        "namespace and pod are not interchangeable"
+    );
     assert!(!f.allows("prod", "web-1", "sidecar"));
 }
 
 #[test]
 fn pod_filter_leaves_out_our_own_pod() {
-    let env = EnvView { pod_namespace: Some("logging".into()), pod_name: Some("logferry-x7k2p".into()) };
+    let env = EnvView {
+        pod_namespace: Some("logging".into()),
+        pod_name: Some("logferry-x7k2p".into()),
+    };
     let f = pod_filter("", &env);
     assert_eq!(f.own_pod(), Some(("logging", "logferry-x7k2p")));
     assert!(!f.allows("logging", "logferry-x7k2p", "logferry"));
-    assert!(f.allows("logging", "logferry-abcde", "logferry"), "the other nodes' logferry pods are shipped");
-    assert!(f.allows("default", "logferry-x7k2p", "logferry"), "same name, other namespace");
+    assert!(
+        f.allows("logging", "logferry-abcde", "logferry"),
+        "the other nodes' logferry pods are shipped"
+    );
+    assert!(
+        f.allows("default", "logferry-x7k2p", "logferry"),
+        "same name, other namespace"
+    );
 
     let kept = pod_filter("exclude_own_pod = false", &env);
     assert_eq!(kept.own_pod(), None);
     assert!(kept.allows("logging", "logferry-x7k2p", "logferry"));
 
-    let half = EnvView { pod_namespace: None, pod_name: Some("logferry-x7k2p".into()) };
-    assert_eq!(pod_filter("", &half).own_pod(), None, "both variables are needed");
+    let half = EnvView {
+        pod_namespace: None,
+        pod_name: Some("logferry-x7k2p".into()),
+    };
+    assert_eq!(
+        pod_filter("", &half).own_pod(),
+        None,
+        "both variables are needed"
+    );
 }
 
 #[test]
@@ -353,7 +513,10 @@ fn load_names_the_file_it_cannot_read() {
     let path = fixtures().join("no-such-file.toml");
     let err = Config::load(&path).unwrap_err();
     assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
-    assert_eq!(err.to_string(), format!("cannot read config file {}", path.display()));
+    assert_eq!(
+        err.to_string(),
+        format!("cannot read config file {}", path.display())
+    );
 }
 
 /// The reference config: valid, every key set, each to its default, so that what it
@@ -366,7 +529,12 @@ fn the_reference_config_sets_every_key_to_its_default() {
     for (table, known) in raw::TABLES {
         let keys: Vec<&str> = match *table {
             "" => doc.keys().map(String::as_str).collect(),
-            name => doc[name].as_table().unwrap().keys().map(String::as_str).collect(),
+            name => doc[name]
+                .as_table()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect(),
         };
         let mut known = known.to_vec();
         let mut keys = keys;
@@ -404,8 +572,17 @@ fn golden_error_texts() {
             std::fs::write(&expected_path, &got).unwrap();
             continue;
         }
-        let expected = std::fs::read_to_string(&expected_path)
-            .unwrap_or_else(|e| panic!("{}: {e}; this case reports:\n{got}", expected_path.display()));
-        assert_eq!(got, expected, "{} reports other text than its .err file", case.display());
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; this case reports:\n{got}",
+                expected_path.display()
+            )
+        });
+        assert_eq!(
+            got,
+            expected,
+            "{} reports other text than its .err file",
+            case.display()
+        );
     }
 }

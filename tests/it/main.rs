@@ -2,7 +2,9 @@
 
 mod alloc;
 mod cli;
+mod follow;
 mod golden;
+mod node;
 mod props;
 mod util;
 mod vectors;

@@ -1,0 +1,327 @@
+//! `logferry run` following files on a fake node: rotation, restarts, deletion,
+//! truncation, resuming, and paths it must refuse. The real binary, real files.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::node::{append, append_cri, assert_exactly_once, numbered, read_events, Node};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// What the kubelet does: rename the live file, then the runtime reopens it.
+fn rotate(live: &Path, stamp: &str) -> std::path::PathBuf {
+    let rotated = live.with_file_name(format!("{}.{stamp}", live.file_name().unwrap().to_str().unwrap()));
+    fs::rename(live, &rotated).unwrap();
+    fs::File::create(live).unwrap();
+    rotated
+}
+
+/// What the kubelet does to older rotated files: `X` → `X.gz.tmp` → `X.gz`, `X` removed.
+fn gzip(path: &Path) {
+    let gz = path.with_file_name(format!("{}.gz", path.file_name().unwrap().to_str().unwrap()));
+    let tmp = gz.with_extension("gz.tmp");
+    let mut enc = flate2::write::GzEncoder::new(fs::File::create(&tmp).unwrap(), flate2::Compression::fast());
+    enc.write_all(&fs::read(path).unwrap()).unwrap();
+    enc.finish().unwrap();
+    fs::rename(&tmp, &gz).unwrap();
+    fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn follows_appends_and_rotations_exactly_once() {
+    let node = Node::new();
+    let live = node.container("default", "web", "nginx", 0);
+    let before = numbered("before-start", 50);
+    append_cri(&live, &before);
+    let mut shipper = node.start("");
+    node.wait_for(&before, WAIT);
+
+    let mut all = before.clone();
+    let a = numbered("first-file", 100);
+    append_cri(&live, &a);
+    // A line split across the rotation: P in the old file, F in the new one.
+    append(&live, b"2026-11-21T10:00:00Z stderr P split across \n");
+    let r1 = rotate(&live, "20261121-100000");
+    append(&live, b"2026-11-21T10:00:01Z stderr F the rotation\n");
+    let b = numbered("second-file", 100);
+    append_cri(&live, &b);
+    all.extend(a);
+    all.push("split across the rotation".into());
+    all.extend(b);
+    node.wait_for(&all, WAIT);
+
+    // Two more rotations in a row while logferry is behind, the older one gzipped.
+    let c = numbered("third-file", 100);
+    append_cri(&live, &c);
+    let r2 = rotate(&live, "20261121-100500");
+    let d = numbered("fourth-file", 100);
+    append_cri(&live, &d);
+    gzip(&r1);
+    let _r3 = rotate(&live, "20261121-101000");
+    gzip(&r2);
+    let e = numbered("live-again", 100);
+    append_cri(&live, &e);
+    all.extend(c);
+    all.extend(d);
+    all.extend(e);
+    node.wait_for(&all, WAIT);
+    assert!(shipper.stop().success());
+    assert_exactly_once(node.messages(), &all);
+}
+
+#[test]
+fn stop_and_restart_neither_loses_nor_repeats() {
+    let node = Node::new();
+    let live = node.container("default", "api", "app", 0);
+    let mut all = Vec::new();
+    for round in 0..4 {
+        let mut shipper = node.start("");
+        let batch = numbered(&format!("round-{round}"), 300);
+        append_cri(&live, &batch);
+        all.extend(batch);
+        // Written while it stops: picked up by the next run.
+        node.wait_for(&all[..all.len() - 100], WAIT);
+        assert!(shipper.stop().success(), "{}", shipper.stderr());
+        let late = numbered(&format!("while-stopped-{round}"), 20);
+        append_cri(&live, &late);
+        all.extend(late);
+    }
+    let mut shipper = node.start("");
+    node.wait_for(&all, WAIT);
+    assert!(shipper.stop().success());
+    assert_exactly_once(node.messages(), &all);
+}
+
+#[test]
+fn resumes_inside_a_file_the_kubelet_compressed_meanwhile() {
+    let node = Node::new();
+    let live = node.container("default", "web", "nginx", 0);
+    let first = numbered("seen", 200);
+    append_cri(&live, &first);
+    let mut shipper = node.start("");
+    node.wait_for(&first, WAIT);
+    assert!(shipper.stop().success());
+
+    // While logferry is down: more lines in the same file, then two rotations, and
+    // the file it was reading is now only a .gz.
+    let rest = numbered("unseen-tail", 200);
+    append_cri(&live, &rest);
+    let r1 = rotate(&live, "20261121-100000");
+    let mid = numbered("middle-file", 50);
+    append_cri(&live, &mid);
+    rotate(&live, "20261121-100500");
+    gzip(&r1);
+    let last = numbered("new-live", 50);
+    append_cri(&live, &last);
+
+    let mut shipper = node.start("");
+    let all: Vec<String> = [first, rest, mid, last].concat();
+    node.wait_for(&all, WAIT);
+    assert!(shipper.stop().success());
+    assert_exactly_once(node.messages(), &all);
+}
+
+#[test]
+fn container_restarts_and_pod_deletion() {
+    let node = Node::new();
+    let first = node.container("shop", "cart", "app", 0);
+    let a = numbered("attempt-0", 100);
+    append_cri(&first, &a);
+    let mut shipper = node.start("");
+    node.wait_for(&a, WAIT);
+    // The container restarts: 1.log beside 0.log, the link now points at 1.log.
+    for l in fs::read_dir(node.root().join("var/log/containers")).unwrap() {
+        fs::remove_file(l.unwrap().path()).unwrap();
+    }
+    let second = node.container("shop", "cart", "app", 1);
+    let b = numbered("attempt-1", 100);
+    append_cri(&second, &b);
+    let all = [a, b].concat();
+    node.wait_for(&all, WAIT);
+    // The pod is deleted: its files and links vanish.
+    fs::remove_dir_all(node.root().join("var/log/pods/shop_cart_uid-cart")).unwrap();
+    for l in fs::read_dir(node.root().join("var/log/containers")).unwrap() {
+        fs::remove_file(l.unwrap().path()).unwrap();
+    }
+    // After rotate_wait (2 s) the streams are forgotten, checkpoints included.
+    let checkpoints = node.data().join("checkpoints.json");
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let text = fs::read_to_string(&checkpoints).unwrap_or_default();
+        if !text.contains("cart") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "checkpoints still name the deleted pod: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(shipper.stop().success());
+    assert_exactly_once(node.messages(), &all);
+}
+
+#[test]
+fn copytruncate_restarts_at_zero() {
+    let node = Node::new();
+    let live = node.container("default", "legacy", "app", 0);
+    let a = numbered("before-truncate", 100);
+    append_cri(&live, &a);
+    let mut shipper = node.start("");
+    node.wait_for(&a, WAIT);
+    fs::OpenOptions::new().write(true).open(&live).unwrap().set_len(0).unwrap();
+    let b = numbered("after", 10);
+    append_cri(&live, &b);
+    let all = [a, b].concat();
+    node.wait_for(&all, WAIT);
+    assert!(shipper.stop().success());
+    assert_exactly_once(node.messages(), &all);
+    assert!(shipper.stderr().contains("truncated in place"), "{}", shipper.stderr());
+}
+
+#[test]
+fn a_reused_inode_is_not_mistaken_for_the_old_file() {
+    let node = Node::new();
+    let live = node.container("default", "web", "app", 0);
+    let old = numbered("old-file-with-a-longer-line-here", 40);
+    append_cri(&live, &old);
+    let mut shipper = node.start("");
+    node.wait_for(&old, WAIT);
+    assert!(shipper.stop().success());
+    // The file is replaced by another one. Whether or not the filesystem reuses the
+    // inode, make the checkpoint claim the new file's inode with the old offset, as
+    // an inode reuse would: the fingerprint must tell them apart.
+    fs::remove_file(&live).unwrap();
+    // Longer than the old one, so the old offset would be inside it.
+    let new = numbered("new-file", 400);
+    append_cri(&live, &new);
+    let ino = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&live).unwrap());
+    let cp = node.data().join("checkpoints.json");
+    let mut v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&cp).unwrap()).unwrap();
+    v["streams"][0]["file"]["ino"] = ino.into();
+    fs::write(&cp, v.to_string()).unwrap();
+
+    let mut shipper = node.start("");
+    let all = [old, new].concat();
+    node.wait_for(&all, WAIT);
+    assert!(shipper.stop().success());
+    assert_exactly_once(node.messages(), &all);
+}
+
+#[test]
+fn refuses_links_outside_the_roots_and_skips_directories() {
+    let node = Node::new();
+    let good = node.container("default", "web", "app", 0);
+    let outside = node.root().join("outside.log");
+    fs::write(&outside, "2026-11-21T10:00:00Z stdout F secret\n").unwrap();
+    std::os::unix::fs::symlink(&outside, node.root().join("var/log/containers/evil_default_x-0123456789abcdef.log")).unwrap();
+    // A log file replaced by a directory.
+    let odd = node.container("default", "odd", "app", 0);
+    fs::remove_file(&odd).unwrap();
+    fs::create_dir(&odd).unwrap();
+    let msgs = numbered("fine", 20);
+    append_cri(&good, &msgs);
+    let mut shipper = node.start("");
+    node.wait_for(&msgs, WAIT);
+    assert!(shipper.stop().success());
+    assert_exactly_once(node.messages(), &msgs);
+    let log = shipper.stderr();
+    assert!(log.contains("outside the allowed roots"), "{log}");
+    assert!(log.contains("not a regular file"), "{log}");
+}
+
+#[test]
+fn an_unreadable_file_does_not_stop_the_others() {
+    if !is_root() {
+        return unreadable_as_current_user();
+    }
+    // As root every file is readable: run logferry as `nobody` instead.
+    let node = Node::new();
+    let good = node.container("default", "web", "app", 0);
+    let secret = node.container("default", "vault", "app", 0);
+    append_cri(&secret, &numbered("hidden", 5));
+    fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+    let msgs = numbered("visible", 20);
+    append_cri(&good, &msgs);
+    open_up(node.root());
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_logferry")]);
+    let mut shipper = crate::node::Shipper::start(cmd, &node.config(""), node.out());
+    node.wait_for(&msgs, WAIT);
+    assert!(shipper.stop().success(), "{}", shipper.stderr());
+    assert_exactly_once(node.messages(), &msgs);
+    assert!(shipper.stderr().contains("ermission denied"), "{}", shipper.stderr());
+}
+
+fn unreadable_as_current_user() {
+    let node = Node::new();
+    let good = node.container("default", "web", "app", 0);
+    let secret = node.container("default", "vault", "app", 0);
+    append_cri(&secret, &numbered("hidden", 5));
+    fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+    let msgs = numbered("visible", 20);
+    append_cri(&good, &msgs);
+    let mut shipper = node.start("");
+    node.wait_for(&msgs, WAIT);
+    assert!(shipper.stop().success());
+    assert_exactly_once(node.messages(), &msgs);
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
+}
+
+/// Lets `nobody` into the test's directories (tempdirs are 0700).
+fn open_up(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut dirs = vec![root.to_path_buf()];
+    let mut p = root.parent();
+    while let Some(d) = p {
+        let mode = fs::metadata(d).unwrap().permissions().mode();
+        if mode & 0o001 == 0 {
+            fs::set_permissions(d, fs::Permissions::from_mode(mode | 0o001)).unwrap();
+        }
+        p = d.parent();
+    }
+    while let Some(d) = dirs.pop() {
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o777)).unwrap();
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                dirs.push(e.path());
+            } else if ft.is_file() && fs::metadata(e.path()).unwrap().permissions().mode() & 0o777 != 0 {
+                fs::set_permissions(e.path(), fs::Permissions::from_mode(0o666)).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn start_at_end_skips_old_lines_only_at_the_very_first_start() {
+    let node = Node::new();
+    let live = node.container("default", "web", "app", 0);
+    append_cri(&live, &numbered("history", 50));
+    let mut shipper = node.start("start_at = \"end\"");
+    std::thread::sleep(Duration::from_millis(1500));
+    let fresh = numbered("fresh", 20);
+    append_cri(&live, &fresh);
+    // A file that appears later is read from its beginning.
+    let later = node.container("default", "later", "app", 0);
+    let early = numbered("later-pod", 10);
+    append_cri(&later, &early);
+    let all = [fresh, early].concat();
+    node.wait_for(&all, WAIT);
+    assert!(shipper.stop().success());
+    assert_exactly_once(node.messages(), &all);
+}
+
+#[test]
+fn a_split_line_left_hanging_is_flushed_as_partial_after_the_timeout() {
+    let node = Node::new();
+    let live = node.container("default", "web", "app", 0);
+    let mut shipper = node.start("");
+    append(&live, b"2026-11-21T10:00:00Z stdout P the runtime died mid-line\n");
+    node.wait_for(&["the runtime died mid-line".to_string()], WAIT);
+    assert!(shipper.stop().success());
+    let events = read_events(&node.out());
+    assert_eq!(events[0]["partial"], true, "{events:?}");
+}

@@ -1,0 +1,211 @@
+//! A fake node for following tests: pod log directories, `/var/log/containers`
+//! links, and a running `logferry run` pointed at them.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Node {
+    pub dir: tempfile::TempDir,
+}
+
+impl Node {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("var/log/containers")).unwrap();
+        fs::create_dir_all(dir.path().join("var/log/pods")).unwrap();
+        fs::create_dir_all(dir.path().join("data")).unwrap();
+        Self { dir }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn out(&self) -> PathBuf {
+        self.root().join("out.jsonl")
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.root().join("data")
+    }
+
+    /// Creates `…/pods/<ns>_<pod>_uid-<pod>/<container>/<restart>.log` and its link.
+    pub fn container(&self, ns: &str, pod: &str, container: &str, restart: u32) -> PathBuf {
+        let dir = self.root().join(format!("var/log/pods/{ns}_{pod}_uid-{pod}/{container}"));
+        fs::create_dir_all(&dir).unwrap();
+        let live = dir.join(format!("{restart}.log"));
+        File::create(&live).unwrap();
+        let id = format!("{:064x}", (restart as u64 + 1) * 0x1234 + container.len() as u64);
+        let link = self.root().join(format!("var/log/containers/{pod}_{ns}_{container}-{id}.log"));
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&live, &link).unwrap();
+        live
+    }
+
+    /// The config: defaults, plus `extra` TOML lines appended to `[tail]`.
+    pub fn config(&self, tail_extra: &str) -> PathBuf {
+        let root = self.root().display();
+        let cfg = format!(
+            r#"data_dir = "{root}/data"
+shutdown_timeout = "10s"
+[tail]
+include = ["{root}/var/log/containers/*.log"]
+roots = ["{root}/var/log/pods"]
+rescan_interval = "1s"
+rotate_wait = "2s"
+checkpoint_interval = "200ms"
+{tail_extra}
+[decode]
+partial_flush_timeout = "1s"
+[sink]
+type = "file"
+path = "{root}/out.jsonl"
+"#
+        );
+        let path = self.root().join("logferry.toml");
+        fs::write(&path, cfg).unwrap();
+        path
+    }
+
+    pub fn start(&self, tail_extra: &str) -> Shipper {
+        let config = self.config(tail_extra);
+        Shipper::start(Command::new(env!("CARGO_BIN_EXE_logferry")), &config, self.out())
+    }
+
+    /// Messages in the output, in order.
+    pub fn messages(&self) -> Vec<String> {
+        read_events(&self.out()).into_iter().map(|v| v["message"].as_str().unwrap().to_string()).collect()
+    }
+
+    /// Waits until every one of `want` is in the output (or panics after `timeout`).
+    pub fn wait_for(&self, want: &[String], timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got: HashMap<String, usize> = count(self.messages());
+            let missing: Vec<&String> = want.iter().filter(|m| !got.contains_key(*m)).collect();
+            if missing.is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{} of {} messages never arrived, e.g. {:?}", missing.len(), want.len(), &missing[..missing.len().min(3)]);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+pub fn count(msgs: Vec<String>) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for s in msgs {
+        *m.entry(s).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Every message of `want` exactly once, and nothing else.
+pub fn assert_exactly_once(got: Vec<String>, want: &[String]) {
+    let counts = count(got);
+    let dups: Vec<_> = counts.iter().filter(|(_, &n)| n > 1).map(|(m, n)| (m.clone(), *n)).collect();
+    assert!(dups.is_empty(), "{} messages duplicated, e.g. {:?}", dups.len(), &dups[..dups.len().min(3)]);
+    let missing: Vec<_> = want.iter().filter(|m| !counts.contains_key(*m)).collect();
+    assert!(missing.is_empty(), "{} messages missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(3)]);
+    let wanted: std::collections::HashSet<&String> = want.iter().collect();
+    let extra: Vec<_> = counts.keys().filter(|m| !wanted.contains(m)).collect();
+    assert!(extra.is_empty(), "unexpected messages, e.g. {:?}", &extra[..extra.len().min(3)]);
+}
+
+pub fn read_events(path: &Path) -> Vec<serde_json::Value> {
+    let text = fs::read(path).unwrap_or_default();
+    text.split(|&c| c == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap_or_else(|e| panic!("bad output line {e}: {}", String::from_utf8_lossy(l))))
+        .collect()
+}
+
+/// Appends CRI lines (`F`) with the given messages.
+pub fn append_cri(path: &Path, msgs: &[String]) {
+    let mut data = Vec::new();
+    for m in msgs {
+        data.extend_from_slice(format!("2026-11-21T10:00:00.000000001Z stdout F {m}\n").as_bytes());
+    }
+    append(path, &data);
+}
+
+pub fn append(path: &Path, data: &[u8]) {
+    let mut f = OpenOptions::new().append(true).create(true).open(path).unwrap();
+    f.write_all(data).unwrap();
+}
+
+/// `prefix-0` … `prefix-(n-1)`.
+pub fn numbered(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// A running `logferry run`.
+pub struct Shipper {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Shipper {
+    pub fn start(mut cmd: Command, config: &Path, out: PathBuf) -> Self {
+        let log = out.with_extension(format!("stderr.{}", std::process::id()));
+        let stderr = OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let child = cmd
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("logferry starts");
+        Self { child: Some(child), log }
+    }
+
+    /// Its own log so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        signal(&child, "TERM");
+        wait_with_timeout(&mut child, Duration::from_secs(30)).unwrap_or_else(|| panic!("no exit after SIGTERM\n{}", self.stderr()))
+    }
+
+    /// SIGKILL: no chance to save anything.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Shipper {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status().unwrap().success();
+    assert!(ok);
+}
+
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
