@@ -123,7 +123,8 @@ pub async fn run_until(config: Config, shutdown: impl std::future::Future<Output
 fn ship_batches(batches: Receiver<Batch>, mut sink: JsonLines, mut checkpoints: Checkpoints, interval: Duration) -> anyhow::Result<RunReport> {
     let mut report = RunReport::default();
     let mut written: Vec<Batch> = Vec::new();
-    let mut last_save = Instant::now();
+    // The first commit is saved at once; later ones at most every `interval`.
+    let mut last_save = Instant::now().checked_sub(interval).unwrap_or_else(Instant::now);
     loop {
         let batch = if written.is_empty() {
             // Nothing awaits durability: wait for the next batch, saving on the way.

@@ -47,6 +47,9 @@ use super::rotation::{self, SetMember};
 use crate::decode::{DecodeOptions, FileDecoder};
 use crate::event::{Event, Nanos};
 
+/// Read buffers kept for reuse across streams.
+const MAX_POOLED_BUFFERS: usize = 4;
+
 /// Counters a follower keeps; summed by the tailer into metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FollowStats {
@@ -216,8 +219,31 @@ impl Follower {
     }
 
     /// Reads up to `budget` bytes, emitting finished events. `read_time` stamps lines
-    /// without a usable time.
+    /// without a usable time. Read buffers come from `pool` and go back to it when the
+    /// turn ends with no incomplete line held, so idle streams hold no buffer.
+    #[allow(clippy::too_many_arguments)]
     pub fn read<F: FnMut(&Event<'_>, &[u8])>(
+        &mut self,
+        budget: usize,
+        now: Instant,
+        read_time: Nanos,
+        rotate_wait: Duration,
+        pool: &mut Vec<Vec<u8>>,
+        emit: &mut F,
+    ) -> io::Result<ReadOutcome> {
+        if let Some(cur) = &mut self.cur {
+            cur.reader.lend(pool.pop().unwrap_or_default());
+        }
+        let outcome = self.read_turn(budget, now, read_time, rotate_wait, emit);
+        if let Some(buf) = self.cur.as_mut().and_then(|c| c.reader.reclaim()) {
+            if pool.len() < MAX_POOLED_BUFFERS {
+                pool.push(buf);
+            }
+        }
+        outcome
+    }
+
+    fn read_turn<F: FnMut(&Event<'_>, &[u8])>(
         &mut self,
         budget: usize,
         now: Instant,

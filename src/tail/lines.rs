@@ -118,6 +118,28 @@ impl<R: Read> LineReader<R> {
         self.end - self.start
     }
 
+    /// Gives the reader a buffer to read into if it has none (see [`Self::reclaim`]).
+    pub fn lend(&mut self, buf: Vec<u8>) {
+        if self.buf.capacity() == 0 {
+            self.buf = buf;
+            self.start = 0;
+            self.end = 0;
+            self.scanned = 0;
+        }
+    }
+
+    /// Takes the buffer back when it holds nothing unconsumed, so that a caller
+    /// following many files needs buffers only for those being read right now.
+    pub fn reclaim(&mut self) -> Option<Vec<u8>> {
+        if self.start != self.end || self.buf.capacity() == 0 {
+            return None;
+        }
+        self.start = 0;
+        self.end = 0;
+        self.scanned = 0;
+        Some(std::mem::take(&mut self.buf))
+    }
+
     pub fn get_ref(&self) -> &R {
         &self.inner
     }
@@ -226,6 +248,19 @@ mod tests {
         let lines = all_lines(&input, 7919, 1 << 22);
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0].0.len(), READ_SIZE * 2 + 17);
+    }
+
+    #[test]
+    fn a_buffer_is_lent_and_reclaimed_between_reads() {
+        let mut r = LineReader::new(io::Cursor::new(b"a\nb\n".to_vec()), 100, 0);
+        r.lend(Vec::with_capacity(READ_SIZE));
+        assert_eq!(r.next_line().unwrap().unwrap().bytes, b"a");
+        assert!(r.reclaim().is_none(), "b is still buffered");
+        assert_eq!(r.next_line().unwrap().unwrap().bytes, b"b");
+        assert!(r.next_line().unwrap().is_none());
+        let buf = r.reclaim().expect("nothing left");
+        assert!(buf.capacity() >= READ_SIZE);
+        assert!(r.next_line().unwrap().is_none(), "reads on without a buffer");
     }
 
     #[test]

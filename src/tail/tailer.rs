@@ -101,6 +101,8 @@ pub struct Tailer {
     open_files: usize,
     /// Counters of streams that finished, kept for the totals.
     retired: TailStats,
+    /// Read buffers shared by all streams (see `Follower::read`).
+    buffers: Vec<Vec<u8>>,
 }
 
 impl Tailer {
@@ -136,6 +138,7 @@ impl Tailer {
             poll_due: now + POLL_INTERVAL,
             open_files: 0,
             retired: TailStats::default(),
+            buffers: Vec::new(),
         }
     }
 
@@ -313,9 +316,9 @@ impl Tailer {
         let rotate_wait = self.settings.tail.rotate_wait;
         let Some(s) = self.streams.get_mut(&key) else { return };
         let was_open = s.follower.is_open();
-        let (encoder, batch) = (&mut self.encoder, &mut self.batch);
+        let (encoder, batch, pool) = (&mut self.encoder, &mut self.batch, &mut self.buffers);
         let before = s.follower.decode_stats().events;
-        let outcome = s.follower.read(budget, now, read_time, rotate_wait, &mut |ev, kube| encoder.encode(ev, kube, &mut batch.data));
+        let outcome = s.follower.read(budget, now, read_time, rotate_wait, pool, &mut |ev, kube| encoder.encode(ev, kube, &mut batch.data));
         batch.events += s.follower.decode_stats().events - before;
         match (was_open, s.follower.is_open()) {
             (false, true) => self.open_files += 1,

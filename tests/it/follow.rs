@@ -325,3 +325,28 @@ fn a_split_line_left_hanging_is_flushed_as_partial_after_the_timeout() {
     let events = read_events(&node.out());
     assert_eq!(events[0]["partial"], true, "{events:?}");
 }
+
+#[test]
+fn sigkill_loses_nothing_and_duplicates_only_what_was_in_flight() {
+    let node = Node::new();
+    let live = node.container("default", "web", "app", 0);
+    let mut all = Vec::new();
+    for round in 0..6 {
+        let mut shipper = node.start("");
+        let batch = numbered(&format!("round-{round}"), 2000);
+        append_cri(&live, &batch);
+        all.extend(batch);
+        std::thread::sleep(Duration::from_millis(30 + 40 * round as u64));
+        shipper.kill();
+    }
+    let mut shipper = node.start("");
+    node.wait_for(&all, WAIT);
+    assert!(shipper.stop().success());
+    let counts = crate::node::count(node.messages());
+    assert!(all.iter().all(|m| counts.contains_key(m)), "a line was lost");
+    let dups: usize = counts.values().map(|n| n - 1).sum();
+    // At most what a kill can leave un-checkpointed: about one checkpoint interval
+    // (200 ms here) of reading per kill.
+    eprintln!("sigkill: {dups} duplicates of {} lines after 6 kills", all.len());
+    assert!(dups <= all.len() / 2, "{dups} duplicates of {}", all.len());
+}
