@@ -123,7 +123,13 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("logferry: error: {err:#}");
+            match err.downcast_ref::<ConfigError>() {
+                Some(ConfigError::Invalid { problems }) => {
+                    eprintln!("logferry: error: the configuration has {} problem(s):", problems.len());
+                    problems.iter().for_each(|p| eprintln!("  {p}"));
+                }
+                _ => eprintln!("logferry: error: {err:#}"),
+            }
             if err.is::<UsageError>() || err.is::<ConfigError>() {
                 ExitCode::from(EXIT_USAGE)
             } else {

@@ -102,3 +102,18 @@ fn oversize_drop_and_json_messages_from_the_command_line() {
     assert!(text.contains(r#""message":"0123456789","truncated":true"#), "{text}");
     assert!(!Path::new(&input).with_extension("out").exists());
 }
+
+#[test]
+fn run_refuses_a_bad_config_listing_every_problem() {
+    let dir = fixtures().join("config");
+    let out = logferry(&["run", "--config", dir.join("many_problems.toml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    let err = stderr(&out);
+    let want = std::fs::read_to_string(dir.join("many_problems.err")).unwrap();
+    for line in want.lines() {
+        assert!(err.contains(line), "missing {line:?} in\n{err}");
+    }
+    let missing = logferry(&["run", "--config", "/nonexistent/logferry.toml"]);
+    assert_eq!(missing.status.code(), Some(64));
+    assert!(stderr(&missing).contains("/nonexistent/logferry.toml"), "{}", stderr(&missing));
+}
