@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::config::{Config, SinkConfig};
+use crate::config::{Config, SinkConfig, WatchMode};
 use crate::sink::{JsonLines, Target};
 use crate::tail::checkpoint::Checkpoints;
 use crate::tail::tailer::{Batch, TailStats, Tailer, TailerSettings};
@@ -84,7 +84,10 @@ pub async fn run_until(config: Config, shutdown: impl std::future::Future<Output
         message_format: config.message_format,
         partial_flush_timeout: config.partial_flush_timeout,
     };
-    let watch = Watch::new(wake_tx.clone());
+    let watch = match config.tail.watch {
+        WatchMode::Inotify => Watch::new(wake_tx.clone()),
+        WatchMode::Poll => Watch::polling_only(),
+    };
     let tailer = Tailer::new(settings, resume, first_start, watch, wake_rx, batch_tx, stop.clone());
     let tail_thread = thread::Builder::new().name("tail".into()).spawn(move || tailer.run())?;
 

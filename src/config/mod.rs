@@ -67,6 +67,16 @@ pub enum StartAt {
     End,
 }
 
+/// How the tailer learns that files changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchMode {
+    /// inotify; falls back to polling if the kernel refuses watches.
+    Inotify,
+    /// Look at every file twice a second: for file systems without inotify (NFS,
+    /// some overlays).
+    Poll,
+}
+
 #[derive(Debug, Clone)]
 pub struct TailConfig {
     /// The include globs as written, for `tail` to find the directories to watch
@@ -77,6 +87,7 @@ pub struct TailConfig {
     /// A symlink is followed only if its target resolves inside one of these.
     pub roots: Vec<PathBuf>,
     pub start_at: StartAt,
+    pub watch: WatchMode,
     /// The full rescan that catches what inotify missed (overflow, lost watches).
     pub rescan_interval: Duration,
     /// How long a deleted file's descriptor is kept open after its end was read,
@@ -179,6 +190,7 @@ fn build_tail(ck: &mut Checker, raw: RawTail, env: &EnvView) -> TailConfig {
     let (include, include_set) = build_include(ck, raw.include);
     let exclude = ck.strings("tail.exclude", raw.exclude, &[]);
     let start_at = [("beginning", StartAt::Beginning), ("end", StartAt::End)];
+    let watch = [("inotify", WatchMode::Inotify), ("poll", WatchMode::Poll)];
     let secs = Duration::from_secs;
     TailConfig {
         include,
@@ -186,6 +198,7 @@ fn build_tail(ck: &mut Checker, raw: RawTail, env: &EnvView) -> TailConfig {
         exclude: ck.globs("tail.exclude", &exclude, GlobKind::ExcludePath),
         roots: ck.absolute_paths("tail.roots", raw.roots, DEFAULT_ROOTS),
         start_at: ck.choice("tail.start_at", raw.start_at, StartAt::Beginning, &start_at),
+        watch: ck.choice("tail.watch", raw.watch, WatchMode::Inotify, &watch),
         rescan_interval: ck.duration("tail.rescan_interval", raw.rescan_interval, secs(10), true),
         rotate_wait: ck.duration("tail.rotate_wait", raw.rotate_wait, secs(30), false),
         checkpoint_interval: ck.duration(

@@ -72,6 +72,7 @@ pub(super) struct RawTail {
     pub include_containers: List,
     pub exclude_containers: List,
     pub exclude_own_pod: Opt<bool>,
+    pub watch: Opt<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -93,6 +94,7 @@ pub(super) const TAIL_KEYS: &[&str] = &[
     "include_containers",
     "exclude_containers",
     "exclude_own_pod",
+    "watch",
 ];
 
 #[derive(Debug, Default, Deserialize)]

@@ -30,6 +30,11 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// Polling only, no inotify.
+    pub fn polling_only() -> Self {
+        Self { watcher: None, watched: HashSet::new(), polling: true }
+    }
+
     pub fn new(tx: Sender<Wake>) -> Self {
         let handler = move |res: notify::Result<notify::Event>| {
             let wake = match res {

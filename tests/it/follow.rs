@@ -350,3 +350,24 @@ fn sigkill_loses_nothing_and_duplicates_only_what_was_in_flight() {
     eprintln!("sigkill: {dups} duplicates of {} lines after 6 kills", all.len());
     assert!(dups <= all.len() / 2, "{dups} duplicates of {}", all.len());
 }
+
+#[test]
+fn polling_mode_follows_writes_and_rotations_without_inotify() {
+    let node = Node::new();
+    let live = node.container("default", "nfs", "app", 0);
+    let mut shipper = node.start("watch = \"poll\"");
+    let a = numbered("polled", 50);
+    append_cri(&live, &a);
+    node.wait_for(&a, WAIT);
+    rotate(&live, "20261121-100000");
+    let b = numbered("polled-after-rotation", 50);
+    append_cri(&live, &b);
+    // A new pod, found by the periodic rescan rather than a directory event.
+    let other = node.container("default", "late", "app", 0);
+    let c = numbered("polled-new-pod", 5);
+    append_cri(&other, &c);
+    let all = [a, b, c].concat();
+    node.wait_for(&all, WAIT);
+    assert!(shipper.stop().success());
+    assert_exactly_once(node.messages(), &all);
+}
