@@ -371,3 +371,45 @@ fn polling_mode_follows_writes_and_rotations_without_inotify() {
     assert!(shipper.stop().success());
     assert_exactly_once(node.messages(), &all);
 }
+
+#[test]
+fn a_hot_file_does_not_starve_the_others() {
+    let node = Node::new();
+    let hot = node.container("default", "chatty", "app", 0);
+    let quiet = node.container("default", "quiet", "app", 0);
+    let backlog = numbered("hot-backlog-line-with-some-padding-to-make-it-longer", 30_000);
+    append_cri(&hot, &backlog);
+    let few = numbered("quiet", 10);
+    append_cri(&quiet, &few);
+    let mut shipper = node.start("read_bytes_per_turn = 65536");
+    let all = [backlog, few.clone()].concat();
+    node.wait_for(&all, WAIT);
+    assert!(shipper.stop().success());
+    let msgs = node.messages();
+    let last_quiet = msgs.iter().rposition(|m| m.starts_with("quiet-")).unwrap();
+    // Turns of 64 KiB: the quiet file is read in the first round, not after 3 MB.
+    assert!(last_quiet < msgs.len() / 10, "the quiet file's lines came at {last_quiet} of {}", msgs.len());
+}
+
+#[test]
+fn more_files_than_descriptors_are_all_followed() {
+    let node = Node::new();
+    let files: Vec<_> = (0..4).map(|i| node.container("default", &format!("pod{i}"), "app", 0)).collect();
+    let mut all = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let m = numbered(&format!("capped-{i}"), 20);
+        append_cri(f, &m);
+        all.extend(m);
+    }
+    let mut shipper = node.start("max_open_files = 2");
+    node.wait_for(&all, Duration::from_secs(60));
+    // Closed files are reopened where they were when written to again.
+    for (i, f) in files.iter().enumerate() {
+        let m = numbered(&format!("again-{i}"), 5);
+        append_cri(f, &m);
+        all.extend(m);
+    }
+    node.wait_for(&all, Duration::from_secs(60));
+    assert!(shipper.stop().success());
+    assert_exactly_once(node.messages(), &all);
+}
