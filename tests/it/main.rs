@@ -4,6 +4,7 @@ mod alloc;
 mod cli;
 mod follow;
 mod golden;
+mod kubelet;
 mod node;
 mod props;
 mod util;
