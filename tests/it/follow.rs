@@ -413,3 +413,24 @@ fn more_files_than_descriptors_are_all_followed() {
     assert!(shipper.stop().success());
     assert_exactly_once(node.messages(), &all);
 }
+
+#[test]
+fn namespace_pod_and_container_filters_and_the_own_pod() {
+    let node = Node::new();
+    let keep = node.container("shop", "cart-7d9f", "app", 0);
+    let system = node.container("kube-system", "coredns-1", "coredns", 0);
+    let sidecar = node.container("shop", "cart-7d9f", "istio-proxy", 0);
+    let own = node.container("logging", "logferry-abcde", "logferry", 0);
+    let wanted = numbered("kept", 10);
+    append_cri(&keep, &wanted);
+    for (f, what) in [(&system, "system"), (&sidecar, "sidecar"), (&own, "own")] {
+        append_cri(f, &numbered(what, 10));
+    }
+    let filters = "exclude_namespaces = [\"kube-*\"]\nexclude_containers = [\"istio-proxy\"]";
+    let mut shipper = node.start_with_env(filters, &[("POD_NAMESPACE", "logging"), ("POD_NAME", "logferry-abcde")]);
+    node.wait_for(&wanted, WAIT);
+    // Give the excluded files every chance to show up before looking.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(shipper.stop().success());
+    assert_exactly_once(node.messages(), &wanted);
+}

@@ -72,8 +72,14 @@ path = "{root}/out.jsonl"
     }
 
     pub fn start(&self, tail_extra: &str) -> Shipper {
+        self.start_with_env(tail_extra, &[])
+    }
+
+    pub fn start_with_env(&self, tail_extra: &str, env: &[(&str, &str)]) -> Shipper {
         let config = self.config(tail_extra);
-        Shipper::start(Command::new(env!("CARGO_BIN_EXE_logferry")), &config, self.out())
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
+        cmd.env_remove("POD_NAME").env_remove("POD_NAMESPACE").envs(env.iter().copied());
+        Shipper::start(cmd, &config, self.out())
     }
 
     /// Messages in the output, in order.
