@@ -1,0 +1,273 @@
+//! The disk buffer against an in-memory model, under random appends, reads, acks,
+//! syncs, restarts, torn writes at random offsets and flipped bytes.
+//!
+//! After every restart the buffer must hand out every record that was durable and
+//! not acknowledged (less one whose bytes were flipped), nothing that was acknowledged
+//! and persisted, nothing it never held, each with its exact payload, in order; and a
+//! new sequence number must never be one that survived or was acknowledged.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, OpenOptions};
+use std::path::Path;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, FileFailurePersistence};
+
+use logferry::buffer::segment::{scan_bytes, HEADER_LEN};
+use logferry::buffer::{list_segments, Buffer, BufferOptions, WhenFull};
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(usize),
+    Sync,
+    Read,
+    Ack(prop::sample::Index),
+    PersistAck,
+    /// Restart; optionally cut the newest segment at a point after its durable part.
+    Restart { tear: Option<prop::sample::Index> },
+    /// Flip a byte in a durable part of some segment, then restart.
+    Flip(prop::sample::Index, prop::sample::Index),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0usize..3000).prop_map(Op::Append),
+        2 => Just(Op::Sync),
+        3 => Just(Op::Read),
+        4 => any::<prop::sample::Index>().prop_map(Op::Ack),
+        1 => Just(Op::PersistAck),
+        1 => prop::option::of(any::<prop::sample::Index>()).prop_map(|tear| Op::Restart { tear }),
+        1 => (any::<prop::sample::Index>(), any::<prop::sample::Index>()).prop_map(|(a, b)| Op::Flip(a, b)),
+    ]
+}
+
+fn payload(seq_hint: u64, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (seq_hint as usize * 31 + i * 7) as u8).collect()
+}
+
+#[derive(Default)]
+struct Model {
+    /// Every record the buffer may still hold.
+    records: BTreeMap<u64, Vec<u8>>,
+    acked: BTreeSet<u64>,
+    persisted: u64,
+    durable: u64,
+    /// Records a flip may have destroyed.
+    damaged: BTreeSet<u64>,
+    in_flight: Vec<u64>,
+    highest: u64,
+}
+
+fn opts() -> BufferOptions {
+    BufferOptions { max_bytes: 1 << 30, segment_bytes: 16 * 1024, when_full: WhenFull::Block }
+}
+
+fn open(dir: &Path) -> Buffer {
+    Buffer::open(dir, opts()).expect("the buffer opens after any crash").0
+}
+
+fn read_all(b: &Buffer) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    loop {
+        let recs = b.read(1 << 20, Duration::ZERO).unwrap();
+        if recs.is_empty() {
+            return out;
+        }
+        out.extend(recs.into_iter().map(|r| (r.seq, r.payload)));
+    }
+}
+
+/// Restart and check what comes back against the model.
+fn restart_and_check(dir: &Path, m: &mut Model) -> Result<Buffer, TestCaseError> {
+    let b = open(dir);
+    let got = read_all(&b);
+    let seqs: Vec<u64> = got.iter().map(|g| g.0).collect();
+    prop_assert!(seqs.windows(2).all(|w| w[0] < w[1]), "out of order: {seqs:?}");
+    for (seq, p) in &got {
+        prop_assert!(*seq > m.persisted, "acknowledged and persisted record {seq} came back");
+        prop_assert_eq!(m.records.get(seq), Some(p), "record {} is not what was written", seq);
+    }
+    let got_set: BTreeSet<u64> = seqs.iter().copied().collect();
+    for (seq, _) in m.records.iter().filter(|(s, _)| **s > m.persisted && **s <= m.durable) {
+        if !m.acked.contains(seq) && !m.damaged.contains(seq) {
+            prop_assert!(got_set.contains(seq), "durable unacked record {seq} lost");
+        }
+    }
+    // What did not come back is gone; what did is unacknowledged again.
+    m.records.retain(|s, _| got_set.contains(s));
+    m.acked.clear();
+    m.damaged.clear();
+    m.in_flight = seqs;
+    // A lost record's number may be given again (it was never acknowledged); what
+    // survived, and what was acknowledged and persisted, never is.
+    m.highest = m.in_flight.last().copied().unwrap_or(0).max(m.persisted);
+    m.durable = m.highest;
+    Ok(b)
+}
+
+fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Model::default();
+    let mut b = open(dir.path());
+    for op in ops {
+        match op {
+            Op::Append(len) => {
+                let p = payload(m.highest + 1, len);
+                let seq = b.append(m.highest as i64, 1, &p).unwrap();
+                prop_assert!(seq > m.highest, "seq {seq} reused (highest was {})", m.highest);
+                m.highest = seq;
+                m.records.insert(seq, p);
+            }
+            Op::Sync => m.durable = b.sync().unwrap(),
+            Op::Read => {
+                for r in b.read(8 * 1024, Duration::ZERO).unwrap() {
+                    prop_assert_eq!(m.records.get(&r.seq), Some(&r.payload));
+                    m.in_flight.push(r.seq);
+                }
+            }
+            Op::Ack(i) if !m.in_flight.is_empty() => {
+                let seq = m.in_flight.remove(i.index(m.in_flight.len()));
+                b.ack(seq);
+                m.acked.insert(seq);
+            }
+            Op::Ack(_) => {}
+            Op::PersistAck => {
+                b.persist_ack().unwrap();
+                // Persisted: everything below the oldest record still outstanding.
+                let oldest = m.records.keys().find(|s| !m.acked.contains(s));
+                m.persisted = m.persisted.max(oldest.map_or(m.highest, |s| s - 1));
+            }
+            Op::Restart { tear } => {
+                b.close();
+                drop(b);
+                if let Some(at) = tear {
+                    tear_newest(dir.path(), &m, at);
+                }
+                b = restart_and_check(dir.path(), &mut m)?;
+            }
+            Op::Flip(which, at) => {
+                b.sync().unwrap();
+                m.durable = m.highest;
+                b.close();
+                drop(b);
+                flip(dir.path(), &mut m, which, at);
+                b = restart_and_check(dir.path(), &mut m)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Cuts the newest segment somewhere after its last durable record.
+fn tear_newest(dir: &Path, m: &Model, at: prop::sample::Index) {
+    let segs = list_segments(dir).unwrap();
+    let (_, path) = segs.last().unwrap();
+    let bytes = fs::read(path).unwrap();
+    let scan = scan_bytes(&bytes);
+    let durable_end = scan.records.iter().filter(|r| r.seq <= m.durable).map(|r| r.offset + r.framed).max().unwrap_or(HEADER_LEN);
+    let len = bytes.len() as u64;
+    if len > durable_end {
+        let cut = durable_end + at.index((len - durable_end) as usize) as u64;
+        OpenOptions::new().write(true).open(path).unwrap().set_len(cut).unwrap();
+    }
+}
+
+/// Flips one byte inside a record of some segment; that record may be lost.
+fn flip(dir: &Path, m: &mut Model, which: prop::sample::Index, at: prop::sample::Index) {
+    let segs = list_segments(dir).unwrap();
+    let (_, path) = &segs[which.index(segs.len())];
+    let mut bytes = fs::read(path).unwrap();
+    let scan = scan_bytes(&bytes);
+    if scan.records.is_empty() {
+        return;
+    }
+    let i = HEADER_LEN as usize + at.index(bytes.len() - HEADER_LEN as usize);
+    if let Some(r) = scan.records.iter().find(|r| (r.offset..r.offset + r.framed).contains(&(i as u64))) {
+        m.damaged.insert(r.seq);
+        bytes[i] ^= 0x5a;
+        fs::write(path, bytes).unwrap();
+    }
+}
+
+proptest! {
+    #![proptest_config(Config {
+        cases: 160,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..Config::default()
+    })]
+
+    #[test]
+    fn buffer_matches_its_model_through_crashes(ops in prop::collection::vec(op(), 1..120)) {
+        run(ops)?;
+    }
+}
+
+#[test]
+fn drop_oldest_makes_room_and_counts_what_it_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = BufferOptions { max_bytes: 64 * 1024, segment_bytes: 16 * 1024, when_full: WhenFull::DropOldest };
+    let (b, _) = Buffer::open(dir.path(), opts).unwrap();
+    for i in 0..100 {
+        b.append(i, 1, &[b'x'; 2000]).unwrap();
+    }
+    let s = b.stats();
+    assert!(s.bytes <= 64 * 1024, "{s:?}");
+    assert!(s.dropped_records > 50, "{s:?}");
+    assert_eq!(s.records + s.dropped_records, 100, "{s:?}");
+    let left = read_all(&b);
+    assert_eq!(left.len() as u64, s.records);
+    assert_eq!(left.last().unwrap().0, 100, "the newest records are kept");
+}
+
+#[test]
+fn block_waits_for_acks_then_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = BufferOptions { max_bytes: 64 * 1024, segment_bytes: 16 * 1024, when_full: WhenFull::Block };
+    let (b, _) = Buffer::open(dir.path(), opts).unwrap();
+    let writer = {
+        let b = b.clone();
+        std::thread::spawn(move || {
+            for i in 0..200 {
+                b.append(i, 1, &[b'y'; 2000]).unwrap();
+            }
+        })
+    };
+    // Nobody acknowledges yet: the writer must end up waiting for room.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !b.stats().backpressure {
+        assert!(std::time::Instant::now() < deadline, "the writer never waited: {:?}", b.stats());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(b.stats().bytes <= 64 * 1024);
+    assert!(!writer.is_finished());
+    let mut got = 0;
+    while got < 200 {
+        for r in b.read(1 << 20, Duration::from_millis(50)).unwrap() {
+            b.ack(r.seq);
+            got += 1;
+        }
+        assert!(b.stats().bytes <= 64 * 1024);
+    }
+    writer.join().unwrap();
+    assert!(!b.stats().backpressure);
+    assert_eq!(b.stats().dropped_records, 0);
+}
+
+#[test]
+fn oldest_unacked_age_follows_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, _) = Buffer::open(dir.path(), opts()).unwrap();
+    let sec = 1_000_000_000;
+    for t in [10 * sec, 11 * sec, 12 * sec, 13 * sec] {
+        b.append(t, 1, b"line\n").unwrap();
+    }
+    assert_eq!(b.stats().oldest_unacked_time, Some(10 * sec));
+    b.ack(1);
+    b.ack(2);
+    assert_eq!(b.stats().oldest_unacked_time, Some(12 * sec));
+    b.ack(4);
+    assert_eq!(b.stats().oldest_unacked_time, Some(12 * sec), "3 is still out");
+    b.ack(3);
+    assert_eq!(b.stats().oldest_unacked_time, None);
+}
