@@ -194,6 +194,8 @@ def cmd_write(args: argparse.Namespace) -> None:
         slots.append([g / nfiles * args.interval, fd, rng.randrange(lines.n), 0.0, e["path"], [0, 0, 0, 0]])
     slots.sort(key=lambda s: s[0])
     off, cm, cc, mv = lines.off, lines.cm, lines.cc, lines.mv
+    if not -5 < args.start_at - time.time() < 60:
+        sys.exit("follow_load write: --start-at %.3f is not within a minute from now" % args.start_at)
     t0 = time.monotonic() + (args.start_at - time.time())
     end = t0 + args.seconds
     now = time.monotonic()

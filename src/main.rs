@@ -147,6 +147,8 @@ fn run_shipper(args: RunArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(
         events = report.events_shipped,
         bytes = report.bytes_shipped,
+        left_in_buffer = report.left_in_buffer,
+        buffer_dropped_records = report.buffer.dropped_records,
         lines = t.decode.lines,
         rejoined = t.decode.rejoined,
         malformed = t.decode.malformed,

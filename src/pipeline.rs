@@ -1,20 +1,26 @@
 //! The pipeline of `logferry run`: the one place that wires the stages.
 //!
 //! ```text
-//! tail thread ──batches──► sink thread ──► stdout / file
-//!      ▲                       │
-//!      └─ inotify wake-ups     └─ after the batch is durable: checkpoints
+//! tail thread ──batches──► buffer thread ──append──► disk buffer ──read──► sink thread ──► sink
+//!      ▲                       │  group commit (fsync)                        │
+//!      └─ inotify wake-ups     └─► file checkpoints, once durable             └─► ack → buffer
 //! ```
 //!
-//! The tail thread reads and encodes; the sink thread writes each batch, makes it
-//! durable (fsync for a file, when no further batch is waiting: group commit), and
-//! only then records the batch's positions in the checkpoints, which it saves every
-//! `checkpoint_interval` and at shutdown. A checkpoint therefore never covers data the
-//! sink has not kept: a crash re-reads, it never skips. The channel between the two
-//! is bounded: a slow sink stops the reading, and files wait on disk.
+//! - The tail thread reads and encodes (`tail::tailer`).
+//! - The buffer thread appends each batch to the disk buffer and fsyncs in groups
+//!   (every `fsync_interval` or `fsync_bytes`); only then does it record the batch's
+//!   file positions in the checkpoints, saved every `checkpoint_interval`. So a
+//!   checkpoint never covers data that is not on disk: a crash re-reads, never skips.
+//! - The sink thread reads records from the buffer, ships them, makes them durable
+//!   (fsync for a file) and acknowledges them; acknowledged segments are deleted.
 //!
-//! SIGTERM (what Kubernetes sends) or SIGINT: stop reading, ship what was read, save
-//! checkpoints, exit — within `shutdown_timeout`.
+//! When the sink is slow the buffer fills; at `max_bytes` appends wait (or, with
+//! `when_full = "drop_oldest"`, the oldest segment goes), the bounded channel to the
+//! tail thread fills, and reading pauses with the logs still on disk.
+//!
+//! SIGTERM (what Kubernetes sends) or SIGINT: stop reading, buffer and checkpoint
+//! what was read, ship what the buffer holds, and exit within `shutdown_timeout`.
+//! Whatever could not be shipped by then stays in the buffer for the next start.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,7 +32,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::config::{Config, SinkConfig, WatchMode};
+use crate::buffer::{Buffer, BufferOptions, BufferStats};
+use crate::config::{BufferConfig, Config, SinkConfig, WatchMode};
 use crate::sink::{JsonLines, Target};
 use crate::tail::checkpoint::Checkpoints;
 use crate::tail::tailer::{Batch, TailStats, Tailer, TailerSettings};
@@ -35,13 +42,19 @@ use crate::tail::watch::{Wake, Watch};
 /// Batches in flight between the tail and sink threads.
 const CHANNEL_BATCHES: usize = 4;
 
+/// Records handed to the sink per read from the buffer.
+const SINK_READ_BYTES: usize = 4 << 20;
+
 /// What a run did, logged at exit.
 #[derive(Debug, Default)]
 pub struct RunReport {
     pub tail: TailStats,
-    pub batches: u64,
+    pub buffer: BufferStats,
+    pub records_shipped: u64,
     pub bytes_shipped: u64,
     pub events_shipped: u64,
+    /// Shutdown ran out of time with records still in the buffer.
+    pub left_in_buffer: u64,
 }
 
 /// Runs until SIGTERM or SIGINT.
@@ -69,6 +82,7 @@ pub async fn run_until(config: Config, shutdown: impl std::future::Future<Output
     let resume: HashMap<PathBuf, _> = checkpoints.iter().map(|(p, pos)| (p.to_path_buf(), pos)).collect();
     // Record that logferry has started here, so `start_at = "end"` applies only once.
     checkpoints.save()?;
+    let buffer = open_buffer(&config)?;
     let target = match &config.sink {
         SinkConfig::Stdout => Target::Stdout,
         SinkConfig::File { path } => Target::File(path.clone()),
@@ -91,88 +105,221 @@ pub async fn run_until(config: Config, shutdown: impl std::future::Future<Output
     let tailer = Tailer::new(settings, resume, first_start, watch, wake_rx, batch_tx, stop.clone());
     let tail_thread = thread::Builder::new().name("tail".into()).spawn(move || tailer.run())?;
 
+    let writer_done = Arc::new(AtomicBool::new(false));
+    let writer = BufferWriter { buffer: buffer.clone(), checkpoints, opts: config.buffer, checkpoint_interval: config.tail.checkpoint_interval };
+    let done = writer_done.clone();
+    let buffer_thread = thread::Builder::new().name("buffer".into()).spawn(move || {
+        let r = writer.run(batch_rx);
+        done.store(true, Ordering::Release);
+        r
+    })?;
+
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let interval = config.tail.checkpoint_interval;
+    let shipper = Shipper { buffer: buffer.clone(), sink, writer_done, ack_interval: config.tail.checkpoint_interval };
     let sink_thread = thread::Builder::new().name("sink".into()).spawn(move || {
-        let r = ship_batches(batch_rx, sink, checkpoints, interval);
+        let r = shipper.run();
         let _ = done_tx.send(());
         r
     })?;
 
     tokio::pin!(shutdown);
     let mut done_rx = done_rx;
-    let sink_ended_early = tokio::select! {
-        _ = &mut shutdown => false,
-        _ = &mut done_rx => true,
-    };
+    tokio::select! {
+        _ = &mut shutdown => {}
+        _ = &mut done_rx => tracing::error!("the sink stopped unexpectedly; shutting down"),
+    }
     stop.store(true, Ordering::Relaxed);
     let _ = wake_tx.send(Wake::Stop);
-    if !sink_ended_early {
-        tokio::time::timeout(config.shutdown_timeout, done_rx).await.map_err(|_| {
-            anyhow::anyhow!(
-                "shutdown took longer than shutdown_timeout ({:?}); what was not checkpointed will be read again at the next start",
-                config.shutdown_timeout
-            )
-        })?
-        .ok();
+    let drained = tokio::time::timeout(config.shutdown_timeout, done_rx).await.is_ok();
+    let mut report = RunReport::default();
+    if !drained {
+        // The destination is slow or down: what is left stays buffered for next time.
+        buffer.close();
+        report.left_in_buffer = buffer.stats().records;
+        tracing::warn!(
+            records = report.left_in_buffer,
+            "shutdown_timeout ({:?}) reached; the rest stays in the buffer and is shipped at the next start",
+            config.shutdown_timeout
+        );
     }
-    let tail = tail_thread.join().map_err(|_| anyhow::anyhow!("the tail thread panicked"))?;
-    let mut report = sink_thread.join().map_err(|_| anyhow::anyhow!("the sink thread panicked"))??;
-    report.tail = tail;
+    report.tail = tail_thread.join().map_err(|_| anyhow::anyhow!("the tail thread panicked"))?;
+    buffer_thread.join().map_err(|_| anyhow::anyhow!("the buffer thread panicked"))??;
+    if drained {
+        let shipped = sink_thread.join().map_err(|_| anyhow::anyhow!("the sink thread panicked"))??;
+        (report.records_shipped, report.bytes_shipped, report.events_shipped) = shipped;
+    }
+    buffer.persist_ack()?;
+    report.buffer = buffer.stats();
     Ok(report)
 }
 
-/// Writes batches, makes them durable, then advances checkpoints.
-fn ship_batches(batches: Receiver<Batch>, mut sink: JsonLines, mut checkpoints: Checkpoints, interval: Duration) -> anyhow::Result<RunReport> {
-    let mut report = RunReport::default();
-    let mut written: Vec<Batch> = Vec::new();
-    // The first commit is saved at once; later ones at most every `interval`.
-    let mut last_save = Instant::now().checked_sub(interval).unwrap_or_else(Instant::now);
-    loop {
-        let batch = if written.is_empty() {
-            // Nothing awaits durability: wait for the next batch, saving on the way.
-            match batches.recv_timeout(interval) {
-                Ok(b) => Some(b),
-                Err(RecvTimeoutError::Timeout) => {
-                    save_checkpoints(&mut checkpoints);
-                    last_save = Instant::now();
-                    continue;
+fn open_buffer(config: &Config) -> anyhow::Result<Buffer> {
+    let dir = config.data_dir.join("buffer");
+    let opts = BufferOptions::with_cap(config.buffer.max_bytes, config.buffer.when_full);
+    let (buffer, rec) = Buffer::open(&dir, opts)?;
+    if rec.corrupt_regions > 0 || rec.torn_bytes > 0 {
+        tracing::warn!(
+            corrupted_regions = rec.corrupt_regions,
+            torn_bytes = rec.torn_bytes,
+            "the buffer was damaged (a crash, or the disk); the damaged records were skipped"
+        );
+    }
+    if rec.unacked > 0 {
+        tracing::info!(records = rec.unacked, "shipping what the buffer held from the last run");
+    }
+    Ok(buffer)
+}
+
+/// Appends batches to the disk buffer, fsyncs in groups, then advances checkpoints.
+struct BufferWriter {
+    buffer: Buffer,
+    checkpoints: Checkpoints,
+    opts: BufferConfig,
+    checkpoint_interval: Duration,
+}
+
+/// A batch's positions, waiting for its record (`seq`) to be durable.
+struct PendingPositions {
+    seq: u64,
+    batch: Batch,
+}
+
+impl BufferWriter {
+    fn run(mut self, batches: Receiver<Batch>) -> anyhow::Result<()> {
+        let mut pending: Vec<PendingPositions> = Vec::new();
+        let mut last_seq = 0;
+        let mut unsynced = 0u64;
+        // The first batch is committed at once (a pod killed early still advances),
+        // later ones every `fsync_interval`.
+        let mut last_sync = Instant::now().checked_sub(self.opts.fsync_interval).unwrap_or_else(Instant::now);
+        // The first durable batch is checkpointed at once, later ones every interval.
+        let mut last_save = Instant::now().checked_sub(self.checkpoint_interval).unwrap_or_else(Instant::now);
+        loop {
+            let wait = if pending.is_empty() { self.checkpoint_interval } else { self.opts.fsync_interval.saturating_sub(last_sync.elapsed()) };
+            match batches.recv_timeout(wait) {
+                Ok(mut batch) => {
+                    if !batch.data.is_empty() {
+                        match self.append(&batch) {
+                            Some(seq) => last_seq = seq,
+                            // Closed while full at shutdown: not buffered, not checkpointed.
+                            None => break,
+                        }
+                        unsynced += batch.data.len() as u64;
+                        batch.data = Vec::new();
+                    }
+                    pending.push(PendingPositions { seq: last_seq, batch });
                 }
-                Err(RecvTimeoutError::Disconnected) => None,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
             }
-        } else {
-            batches.try_recv().ok()
-        };
-        match batch {
-            Some(b) => {
-                write_with_retry(&mut sink, &b.data);
-                report.batches += 1;
-                report.bytes_shipped += b.data.len() as u64;
-                report.events_shipped += b.events;
-                written.push(b);
-                continue;
+            let due = last_sync.elapsed() >= self.opts.fsync_interval || unsynced >= self.opts.fsync_bytes;
+            if !pending.is_empty() && due {
+                self.commit(&mut pending);
+                unsynced = 0;
+                last_sync = Instant::now();
             }
-            None if written.is_empty() => break,
-            None => {}
-        }
-        // The channel is empty: commit the group.
-        finish_with_retry(&mut sink);
-        for b in written.drain(..) {
-            for (key, pos) in b.positions {
-                checkpoints.set(&key, pos);
-            }
-            for key in b.finished {
-                checkpoints.remove(&key);
+            if last_save.elapsed() >= self.checkpoint_interval {
+                save_checkpoints(&mut self.checkpoints);
+                last_save = Instant::now();
             }
         }
-        if last_save.elapsed() >= interval {
-            save_checkpoints(&mut checkpoints);
-            last_save = Instant::now();
+        self.commit(&mut pending);
+        self.checkpoints.save()?;
+        Ok(())
+    }
+
+    /// Appends one batch, retrying while the disk refuses; `None` once closed.
+    fn append(&self, batch: &Batch) -> Option<u64> {
+        let mut wait = Duration::from_millis(100);
+        let mut logged = false;
+        loop {
+            match self.buffer.append(crate::event::time::now(), batch.events as u32, &batch.data) {
+                Ok(seq) => {
+                    if logged {
+                        tracing::info!("the buffer accepts writes again");
+                    }
+                    return Some(seq);
+                }
+                Err(crate::buffer::BufferError::Closed) => return None,
+                Err(e) => {
+                    if !logged {
+                        tracing::error!(error = %e, "cannot write to the buffer; reading is paused until it works (is data_dir full or read-only?)");
+                        logged = true;
+                    }
+                    thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
         }
     }
-    finish_with_retry(&mut sink);
-    save_checkpoints(&mut checkpoints);
-    Ok(report)
+
+    /// fsyncs the buffer and checkpoints the batches it now covers.
+    fn commit(&mut self, pending: &mut Vec<PendingPositions>) {
+        if pending.is_empty() {
+            return;
+        }
+        let durable = match self.buffer.sync() {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot fsync the buffer; checkpoints wait");
+                return;
+            }
+        };
+        let done = pending.iter().take_while(|p| p.seq <= durable).count();
+        for p in pending.drain(..done) {
+            for (key, pos) in p.batch.positions {
+                self.checkpoints.set(&key, pos);
+            }
+            for key in p.batch.finished {
+                self.checkpoints.remove(&key);
+            }
+        }
+    }
+}
+
+/// Ships what the buffer holds and acknowledges it.
+struct Shipper {
+    buffer: Buffer,
+    sink: JsonLines,
+    /// The buffer thread has finished: once the buffer is drained, so are we.
+    writer_done: Arc<AtomicBool>,
+    ack_interval: Duration,
+}
+
+impl Shipper {
+    /// Returns (records, bytes, events) shipped.
+    fn run(mut self) -> anyhow::Result<(u64, u64, u64)> {
+        let (mut records, mut bytes, mut events) = (0, 0, 0);
+        let mut last_persist = Instant::now().checked_sub(self.ack_interval).unwrap_or_else(Instant::now);
+        loop {
+            let batch = self.buffer.read(SINK_READ_BYTES, Duration::from_millis(200))?;
+            if batch.is_empty() {
+                if self.writer_done.load(Ordering::Acquire) && self.buffer.drained() {
+                    break;
+                }
+            } else {
+                for r in &batch {
+                    write_with_retry(&mut self.sink, &r.payload);
+                }
+                finish_with_retry(&mut self.sink);
+                for r in &batch {
+                    self.buffer.ack(r.seq);
+                    records += 1;
+                    bytes += r.payload.len() as u64;
+                    events += u64::from(r.events);
+                }
+            }
+            if last_persist.elapsed() >= self.ack_interval {
+                if let Err(e) = self.buffer.persist_ack() {
+                    tracing::error!(error = %e, "saving the buffer's ack position failed; will retry");
+                }
+                last_persist = Instant::now();
+            }
+        }
+        finish_with_retry(&mut self.sink);
+        self.buffer.persist_ack()?;
+        Ok((records, bytes, events))
+    }
 }
 
 fn save_checkpoints(checkpoints: &mut Checkpoints) {

@@ -38,16 +38,19 @@ Pieces of one long message sometimes go out in different ticks (so a rotation ca
 between them), and sometimes a short message on the other stream is written between two
 pieces (interleaving).
 
-The kubelet (pkg/kubelet/logs/container_log_manager.go).  Every --rotate-check seconds,
-and at once on SIGUSR1, for each running container whose live N.log is >= --max-size:
-glob N.log.*, remove unused files (*.tmp, plain files whose .gz exists), remove the
-oldest so that at most max-files-2 rotated files remain, gzip every remaining plain
-rotated file (X -> X.tmp, rename to X.gz, unlink X: the kubelet's own names), rename
-N.log to N.log.<UTC YYYYMMDD-hhmmss> (bumped by a second when needed so the names stay
-unique and sort in rotation order), then ReopenContainerLog: the runtime, whose fd still
-points at the renamed file, possibly writes one more batch there first (like a write
-racing the rename), then opens a new N.log.  Afterwards the newest rotated file is plain
-and all older ones are .gz.
+The kubelet (pkg/kubelet/logs/container_log_manager.go) runs in its own thread, so the
+runtime keeps writing while it works.  Every --rotate-check seconds (measured from the end
+of the previous check) and at once on SIGUSR1, for each running container whose live
+N.log is >= --max-size: glob N.log.*, remove unused files (*.tmp, plain files whose .gz
+exists), remove the oldest so that at most max-files-2 rotated files remain, gzip every
+remaining plain rotated file (X -> X.tmp, rename to X.gz, unlink X: the kubelet's own
+names; the brief's "X.gz.tmp" is not what the kubelet does), rename N.log to
+N.log.<UTC YYYYMMDD-hhmmss> (bumped by a second when needed so names stay unique and sort
+in rotation order), then ReopenContainerLog.  Until then the runtime's fd still points at
+the renamed file; with --late-write-prob (0.5) the reopen comes 1-2 ticks late, so the
+runtime's next batch lands in the renamed file.  If the container exited meanwhile the
+reopen "fails" and the file is renamed back, as the kubelet does.  Afterwards the newest
+rotated file is plain and all older ones are .gz, at most --max-files files per N.
 
 Restarts (--restart-every S): every S s a random running container gets a new container
 ID and writes <n+1>.log from then on; its old files stay; the new symlink is created and
@@ -63,8 +66,13 @@ Message content is deterministic for a given --seed (per container and restart);
 lands in which file and the timestamps depend on timing.
 
 Stops after --duration s (0: run until signalled) or on SIGTERM/SIGINT: it finishes the
-current tick, writes the rest of any half-written long message, waits for pending pod
-deletions (a second signal skips that), and prints one JSON summary line on stderr.
+current tick (and any rotation in progress), writes the rest of any half-written long
+message, waits for pending pod deletions (a second signal skips that), and prints one
+JSON summary line on stderr; exit status 0 (1 if the kubelet thread failed).  Handlers
+are installed first thing, but a signal sent before the interpreter is up kills it: wait
+for the truth file, which is created once every log file and symlink exists.
+If the rate asked for is more than the simulator can write, it writes what it can (see
+messages_per_s in the summary) and still stops on time.
 """
 
 import argparse
@@ -81,7 +89,9 @@ import random
 import shutil
 import signal
 import sys
+import threading
 import time
+import traceback
 import uuid
 
 SPLIT = 16384  # containerd max_container_log_line_size, docker copier bufSize
@@ -142,9 +152,29 @@ _ESC.update({ord("\n"): "\\n", ord("\r"): "\\r", ord('"'): '\\"', ord("\\"): "\\
              0x2028: "\\u2028", 0x2029: "\\u2029"})
 
 
+_json_str = json.encoder.encode_basestring_ascii  # C; same output as json.dumps(str)
+
+_PLACEHOLDERS = {"\t": "\ue000", "\b": "\ue001", "\f": "\ue002"}
+_encode_basestring = json.encoder.encode_basestring  # C; escapes " \\ and controls
+
+
 def docker_escape(s):
-    """moby jsonlog.ffjsonWriteJSONBytesAsString for valid UTF-8 input (no quotes)."""
-    return s.translate(_ESC)
+    """moby jsonlog.ffjsonWriteJSONBytesAsString for valid UTF-8 input (no quotes).
+
+    Fast path: the C JSON encoder, then moby's differences fixed up (it writes tab, BS
+    and FF as \\u00XX, not \\t \\b \\f, and also escapes < > & U+2028 U+2029)."""
+    if "\ue000" in s or "\ue001" in s or "\ue002" in s:
+        return s.translate(_ESC)  # placeholder clash: slow exact path
+    for c, ph in _PLACEHOLDERS.items():
+        if c in s:
+            s = s.replace(c, ph)
+    e = _encode_basestring(s)[1:-1]
+    for c, rep in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                   ("\u2028", "\\u2028"), ("\u2029", "\\u2029"),
+                   ("\ue000", "\\u0009"), ("\ue001", "\\u0008"), ("\ue002", "\\u000c")):
+        if c in e:
+            e = e.replace(c, rep)
+    return e
 
 
 class Clock:
@@ -217,7 +247,8 @@ class Instance:
         self.label = f"{pod.name}/{ctr.name}/{restart}"
         self.seq = 0
         self.queue = collections.deque()  # (line-maker args..., truth, yield_after)
-        self.last_rot = 0
+        self.last_rot = 0  # kubelet thread only
+        self.lock = threading.Lock()  # the runtime's: guards fd (write vs reopen), running
         self.fd = None
         self.running = False
 
@@ -263,7 +294,12 @@ class Sim:
         self.corpus = Corpus(a.seed)
         self.sched = random.Random()  # timing-related choices: not part of the content
         self.sched.seed(f"sched:{a.seed}")
-        self.stats = collections.Counter()
+        self.rng_k = random.Random(f"kubelet:{a.seed}")
+        self.stats = collections.Counter()  # main thread (runtime, restarts, deletion)
+        self.kstats = collections.Counter()  # kubelet rotation thread
+        self.kubelet_mutex = threading.Lock()  # containerLogManager.mutex
+        self.kubelet_stop = False
+        self.kubelet_error = None
         self.truth_buf = []
         self.pods = []
 
@@ -297,7 +333,7 @@ class Sim:
             for ctr in pod.containers:
                 os.makedirs(ctr.dir, mode=0o755)
                 self.start_instance(ctr, 0)
-        self.truth = open(self.a.truth, "w", encoding="utf-8")
+        self.truth = open(self.a.truth, "wb")
 
     def start_instance(self, ctr, restart):
         inst = Instance(self, ctr, restart)
@@ -369,11 +405,12 @@ class Sim:
                 out.append(('{"log":"%s","stream":"%s","time":"%s"}\n' % (
                     docker_escape(piece), stream, now())).encode())
             if truth is not None:
+                # == json.dumps({...}) (ASCII-only), built by hand: it is the hot spot
                 if path is None:
-                    path = inst.ctr.dir
-                truth_buf.append(json.dumps(
-                    {"container_path": path, "restart": inst.restart,
-                     "stream": truth[0], "message": truth[1]}, ensure_ascii=False))
+                    path = '{"container_path": %s, "restart": %d, "stream": "' % (
+                        _json_str(inst.ctr.dir), inst.restart)
+                truth_buf.append('%s%s", "message": %s}' % (path, truth[0],
+                                                             _json_str(truth[1])))
                 self.stats["messages"] += 1
             if yld and not drain and len(q) < MAX_BACKLOG:
                 self.stats["yields"] += 1
@@ -382,27 +419,48 @@ class Sim:
         self.stats["lines"] += len(out)
         self.stats["bytes"] += len(data)
         view = memoryview(data)
-        while view:
-            n = os.write(inst.fd, view)
-            view = view[n:]
+        with inst.lock:  # not while ReopenContainerLog swaps the fd
+            while view:
+                n = os.write(inst.fd, view)
+                view = view[n:]
 
     def flush_truth(self):
         if self.truth_buf:
-            self.truth.write("\n".join(self.truth_buf) + "\n")
+            self.truth_buf.append("")
+            self.truth.write("\n".join(self.truth_buf).encode("ascii"))
             self.truth.flush()
             self.truth_buf.clear()
 
-    # -- kubelet: rotation --------------------------------------------------------------
+    # -- kubelet: rotation (own thread, like the kubelet's log manager goroutines) ------
+
+    def kubelet_loop(self):
+        a = self.a
+        next_rot = time.monotonic() + a.rotate_check
+        try:
+            while not self.kubelet_stop:
+                if self.flags.force_rotate or (a.rotate_check > 0
+                                               and time.monotonic() >= next_rot):
+                    self.flags.force_rotate = False
+                    self.rotation_check()
+                    next_rot = time.monotonic() + a.rotate_check  # wait.Forever: sliding
+                else:
+                    time.sleep(0.005)
+        except BaseException:
+            self.kubelet_error = traceback.format_exc()
+            self.flags.stop = True
 
     def rotation_check(self):
-        self.stats["rotation_checks"] += 1
+        self.kstats["rotation_checks"] += 1
         for inst in self.running_instances():
-            try:
-                size = os.stat(inst.path).st_size
-            except FileNotFoundError:
-                continue
-            if size >= self.a.max_size:
-                self.rotate(inst)
+            with self.kubelet_mutex:
+                if not inst.running:
+                    continue
+                try:
+                    size = os.stat(inst.path).st_size
+                except FileNotFoundError:
+                    continue
+                if size >= self.a.max_size:
+                    self.rotate(inst)
 
     def rotate(self, inst):
         log = inst.path
@@ -412,7 +470,7 @@ class Sim:
         for l in logs:
             if l.endswith(".tmp") or (not l.endswith(".gz") and l + ".gz" in logs):
                 os.remove(l)
-                self.stats["unused_removed"] += 1
+                self.kstats["unused_removed"] += 1
             else:
                 inuse.append(l)
         # removeExcessLogs
@@ -421,9 +479,9 @@ class Sim:
         excess = max(len(inuse) - keep, 0)
         for l in inuse[:excess]:
             os.remove(l)
-            self.stats["deletions"] += 1
+            self.kstats["deletions"] += 1
         inuse = inuse[excess:]
-        # compress every plain rotated file
+        # compress every plain rotated file (the runtime keeps writing meanwhile)
         for l in inuse:
             if not l.endswith(".gz"):
                 self.compress(l)
@@ -436,18 +494,25 @@ class Sim:
                 break
             sec += 1
         if sec > int(time.time()):
-            self.stats["rotation_name_bumps"] += 1
+            self.kstats["rotation_name_bumps"] += 1
         inst.last_rot = sec
         os.rename(log, rotated)
-        self.stats["rotations"] += 1
-        # the runtime's fd still points at the renamed file until ReopenContainerLog
-        if self.sched.random() < self.a.late_write_prob:
-            for _ in range(self.sched.randint(1, 3)):
-                self.new_message(inst)
-            self.write_batch(inst)
-            self.stats["late_writes"] += 1
-        inst.close()
-        inst.open()
+        self.kstats["rotations"] += 1
+        # The runtime's fd still points at the renamed file until ReopenContainerLog.
+        # Sometimes that call is slow enough for the runtime's next batch to land there.
+        if self.rng_k.random() < self.a.late_write_prob:
+            size0 = os.stat(rotated).st_size
+            time.sleep(self.rng_k.uniform(1.0, 2.0) * self.a.batch_ms / 1000.0)
+            if os.stat(rotated).st_size > size0:
+                self.kstats["late_writes"] += 1
+        with inst.lock:
+            if inst.running:
+                inst.close()
+                inst.open()
+                return
+        # the container exited meanwhile: reopen fails, the kubelet renames it back
+        os.rename(rotated, log)
+        self.kstats["rotations_undone"] += 1
 
     def compress(self, l):
         st = os.stat(l)
@@ -461,7 +526,7 @@ class Sim:
                     shutil.copyfileobj(r, g, 1 << 16)
         os.rename(tmp, l + ".gz")
         os.remove(l)
-        self.stats["gzips"] += 1
+        self.kstats["gzips"] += 1
 
     # -- kubelet: restarts and pod deletion ---------------------------------------------
 
@@ -471,8 +536,9 @@ class Sim:
             return
         old = self.sched.choice(insts)
         self.write_batch(old, drain=True)  # the dying process's output is all written
-        old.close()
-        old.running = False
+        with old.lock:
+            old.close()
+            old.running = False
         ctr = old.ctr
         self.start_instance(ctr, old.restart + 1)
         os.remove(old.link)
@@ -485,13 +551,18 @@ class Sim:
         pod = self.sched.choice(live)
         for ctr in pod.containers:
             self.write_batch(ctr.cur, drain=True)
-            ctr.cur.close()
-            ctr.cur.running = False
+            with ctr.cur.lock:
+                ctr.cur.close()
+                ctr.cur.running = False
         pod.state = "stopped"
         pod.delete_at = now + self.a.delete_grace
         self.stats["pods_stopped"] += 1
 
     def delete_pod(self, pod):
+        with self.kubelet_mutex:
+            self._delete_pod(pod)
+
+    def _delete_pod(self, pod):
         for ctr in pod.containers:
             try:
                 os.remove(ctr.cur.link)
@@ -509,12 +580,14 @@ class Sim:
         t0 = time.monotonic()
         last = t0
         next_tick = t0
-        next_rot = t0 + a.rotate_check
+        kubelet = threading.Thread(target=self.kubelet_loop, name="kubelet", daemon=True)
+        kubelet.start()
         next_restart = t0 + a.restart_every if a.restart_every > 0 else None
         next_delete = t0 + a.delete_pod_after if a.delete_pod_after > 0 else None
         deletes_left = a.delete_count
         budget = 0.0
-        cap = max(a.rate * 0.25, 1.0)
+        # after a stall (busy machine) catch up on at most 0.5 s of messages
+        cap = max(a.rate * 0.5, a.rate * tick * 2, 1.0)
         while not self.flags.stop:
             now = time.monotonic()
             if a.duration > 0 and now - t0 >= a.duration:
@@ -525,22 +598,31 @@ class Sim:
             n = int(budget)
             if insts and n:
                 budget -= n
+                # saturated (rate above what we can do): bound a tick's work by time so
+                # duration and signals stay honoured; containers in random order
+                work_end = now + tick
+                if a.duration > 0:
+                    work_end = min(work_end, t0 + a.duration)
                 base, rem = divmod(n, len(insts))
                 extra = set(self.sched.sample(range(len(insts)), rem)) if rem else ()
-                for i, inst in enumerate(insts):
+                order = list(range(len(insts)))
+                self.sched.shuffle(order)
+                for i in order:
+                    inst = insts[i]
                     k = base + (1 if i in extra else 0)
                     produced = 0
                     while produced < k:
                         produced += self.new_message(inst)
-            for inst in insts:
-                self.write_batch(inst)
+                        if produced & 63 == 0 and (self.flags.stop
+                                                   or time.monotonic() > work_end):
+                            break
+                    self.write_batch(inst)
+            else:
+                for inst in insts:
+                    self.write_batch(inst)
             self.flush_truth()
 
             now = time.monotonic()
-            if self.flags.force_rotate or (a.rotate_check > 0 and now >= next_rot):
-                self.flags.force_rotate = False
-                self.rotation_check()
-                next_rot = now + a.rotate_check
             if next_restart is not None and now >= next_restart:
                 self.restart_one()
                 next_restart += a.restart_every
@@ -559,10 +641,12 @@ class Sim:
                 time.sleep(delay)
             elif delay < -1.0:
                 next_tick = time.monotonic()  # far behind: don't try to catch up in bursts
-        self.finish(t0)
-
-    def finish(self, t0):
         elapsed = time.monotonic() - t0
+        self.kubelet_stop = True
+        kubelet.join()
+        self.finish(elapsed)
+
+    def finish(self, elapsed):
         for inst in self.running_instances():
             self.write_batch(inst, drain=True)
         self.flush_truth()
@@ -576,7 +660,7 @@ class Sim:
             for c in p.containers:
                 c.cur.close()
         self.truth.close()
-        s = self.stats
+        s = self.stats + self.kstats
         summary = {
             "messages": s["messages"], "lines": s["lines"], "bytes": s["bytes"],
             "rotations": s["rotations"], "gzips": s["gzips"], "deletions": s["deletions"],
@@ -584,12 +668,17 @@ class Sim:
             "pods_deleted": s["pods_deleted"], "split_messages": s["split_messages"],
             "interleaved": s["interleaved"], "late_writes": s["late_writes"],
             "yields": s["yields"], "rotation_name_bumps": s["rotation_name_bumps"],
+            "rotations_undone": s["rotations_undone"],
             "elapsed_s": round(elapsed, 3),
             "messages_per_s": round(s["messages"] / elapsed, 1) if elapsed else 0,
             "mb_per_s": round(s["bytes"] / elapsed / 1e6, 3) if elapsed else 0,
             "format": self.a.format, "root": self.root, "truth": self.a.truth,
         }
         print(json.dumps(summary), file=sys.stderr, flush=True)
+        if self.kubelet_error:
+            print("kubelet_sim: the kubelet thread failed:\n" + self.kubelet_error,
+                  file=sys.stderr, flush=True)
+            sys.exit(1)
 
 
 def size_arg(s):
@@ -604,7 +693,8 @@ def size_arg(s):
 
 
 class Flags:
-    """Set by signal handlers, polled by the main loop (once per tick)."""
+    """Set by signal handlers; polled by the main loop (each tick) and the kubelet
+    thread (every 5 ms)."""
     stop = False
     signals = 0
     force_rotate = False
@@ -646,8 +736,11 @@ def main(argv=None):
                    help="kubelet containerLogMaxFiles, must be > 1 [5]")
     p.add_argument("--rotate-check", type=float, default=1.0,
                    help="seconds between rotation checks, 0: only on SIGUSR1 [1]")
-    p.add_argument("--restart-every", type=float, default=0.0)
-    p.add_argument("--delete-pod-after", type=float, default=0.0)
+    p.add_argument("--restart-every", type=float, default=0.0,
+                   help="every S s a random running container restarts, 0: never [0]")
+    p.add_argument("--delete-pod-after", type=float, default=0.0,
+                   help="after S s (and every S s, --delete-count times) a random pod "
+                        "stops, and is deleted --delete-grace s later, 0: never [0]")
     p.add_argument("--delete-count", type=int, default=1,
                    help="how many pods to delete, one every --delete-pod-after s [1]")
     p.add_argument("--delete-grace", type=float, default=2.0,
@@ -661,7 +754,8 @@ def main(argv=None):
                    help="CRI timestamps: 9 fraction digits, or containerd's "
                         "time.RFC3339Nano with trailing zeros trimmed [fixed9]")
     p.add_argument("--late-write-prob", type=float, default=0.5,
-                   help="chance that a batch lands in the renamed file before reopen [0.5]")
+                   help="chance that ReopenContainerLog comes 1-2 ticks after the rename, "
+                        "so a batch lands in the renamed file [0.5]")
     p.add_argument("--batch-ms", type=float, default=50.0, help="tick length [50]")
     a = p.parse_args(argv)
     if a.max_files <= 1:

@@ -30,7 +30,8 @@ use check::{Checker, GlobKind};
 pub use error::{ConfigError, Problem};
 use pods::NameFilter;
 pub use pods::PodFilter;
-use raw::{Field, List, RawConfig, RawDecode, RawSink, RawTail};
+use crate::buffer::WhenFull;
+use raw::{Field, List, RawBuffer, RawConfig, RawDecode, RawSink, RawTail};
 
 const DEFAULT_DATA_DIR: &str = "/var/lib/logferry";
 /// The kubelet's symlinks, one per container.
@@ -40,6 +41,8 @@ const DEFAULT_INCLUDE: &[&str] = &["/var/log/containers/*.log"];
 const DEFAULT_ROOTS: &[&str] = &["/var/log/pods", "/var/lib/docker/containers"];
 /// Above this a message is no longer a log line; CloudWatch Logs caps events at 1 MiB.
 const MAX_MESSAGE_BYTES_LIMIT: usize = 16 << 20;
+/// A buffer smaller than a few batches could not hold one in flight and one arriving.
+const MIN_BUFFER_BYTES: usize = 8 << 20;
 /// Less than a page per turn makes fairness cost more than it buys.
 const MIN_READ_BYTES_PER_TURN: usize = 4096;
 
@@ -56,7 +59,20 @@ pub struct Config {
     pub message_format: MessageFormat,
     /// A split line whose next piece has not come for this long is emitted as partial.
     pub partial_flush_timeout: Duration,
+    pub buffer: BufferConfig,
     pub sink: SinkConfig,
+}
+
+/// The disk buffer between reading and shipping (`<data_dir>/buffer`).
+#[derive(Debug, Clone, Copy)]
+pub struct BufferConfig {
+    /// Cap on the buffer's size on disk.
+    pub max_bytes: u64,
+    pub when_full: WhenFull,
+    /// Group commit: fsync at most this often…
+    pub fsync_interval: Duration,
+    /// …or once this much was appended since the last fsync.
+    pub fsync_bytes: u64,
 }
 
 /// Where to start in a file that was already there at the very first start (no
@@ -170,6 +186,8 @@ fn build(raw: RawConfig, env: &EnvView) -> Result<Config, Vec<Problem>> {
     let tail = build_tail(&mut ck, tail, env);
     let decode = ck.table("decode", raw.decode);
     let (decode, message_format, partial_flush_timeout) = build_decode(&mut ck, decode);
+    let buffer = ck.table("buffer", raw.buffer);
+    let buffer = build_buffer(&mut ck, buffer);
     let sink = build_sink(&mut ck, raw.sink);
     if !ck.problems.is_empty() {
         return Err(ck.problems);
@@ -181,6 +199,7 @@ fn build(raw: RawConfig, env: &EnvView) -> Result<Config, Vec<Problem>> {
         decode,
         message_format,
         partial_flush_timeout,
+        buffer,
         sink,
     })
 }
@@ -301,6 +320,26 @@ fn build_decode(ck: &mut Checker, raw: RawDecode) -> (DecodeOptions, MessageForm
         true,
     );
     (decode, message_format, partial_flush_timeout)
+}
+
+fn build_buffer(ck: &mut Checker, raw: RawBuffer) -> BufferConfig {
+    ck.unknown_keys("buffer", &raw.unknown, raw::BUFFER_KEYS);
+    BufferConfig {
+        max_bytes: ck.count("buffer.max_bytes", raw.max_bytes, 1 << 30, MIN_BUFFER_BYTES, None) as u64,
+        when_full: ck.choice(
+            "buffer.when_full",
+            raw.when_full,
+            WhenFull::Block,
+            &[("block", WhenFull::Block), ("drop_oldest", WhenFull::DropOldest)],
+        ),
+        fsync_interval: ck.duration(
+            "buffer.fsync_interval",
+            raw.fsync_interval,
+            Duration::from_millis(200),
+            true,
+        ),
+        fsync_bytes: ck.count("buffer.fsync_bytes", raw.fsync_bytes, 32 << 20, 1 << 20, None) as u64,
+    }
 }
 
 fn build_sink(ck: &mut Checker, field: Option<Field<RawSink>>) -> SinkConfig {

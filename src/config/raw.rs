@@ -46,12 +46,13 @@ pub(super) struct RawConfig {
     pub shutdown_timeout: Opt<String>,
     pub tail: Opt<RawTail>,
     pub decode: Opt<RawDecode>,
+    pub buffer: Opt<RawBuffer>,
     pub sink: Opt<RawSink>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
 
-pub(super) const TOP_KEYS: &[&str] = &["data_dir", "shutdown_timeout", "tail", "decode", "sink"];
+pub(super) const TOP_KEYS: &[&str] = &["data_dir", "shutdown_timeout", "tail", "decode", "buffer", "sink"];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -119,6 +120,19 @@ pub(super) const DECODE_KEYS: &[&str] = &[
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
+pub(super) struct RawBuffer {
+    pub max_bytes: Opt<i64>,
+    pub when_full: Opt<String>,
+    pub fsync_interval: Opt<String>,
+    pub fsync_bytes: Opt<i64>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+pub(super) const BUFFER_KEYS: &[&str] = &["max_bytes", "when_full", "fsync_interval", "fsync_bytes"];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub(super) struct RawSink {
     #[serde(rename = "type")]
     pub kind: Opt<String>,
@@ -135,5 +149,6 @@ pub(super) const TABLES: &[(&str, &[&str])] = &[
     ("", TOP_KEYS),
     ("tail", TAIL_KEYS),
     ("decode", DECODE_KEYS),
+    ("buffer", BUFFER_KEYS),
     ("sink", SINK_KEYS),
 ];

@@ -281,7 +281,7 @@ fn unknown_keys_are_reported_in_every_table() {
     );
     assert_eq!(
         message(&p, "colour"),
-        "unknown key (expected one of: data_dir, shutdown_timeout, tail, decode, sink)"
+        "unknown key (expected one of: data_dir, shutdown_timeout, tail, decode, buffer, sink)"
     );
     assert!(message(&p, "tail.include_pod").ends_with(r#"; did you mean "include_pods"?"#));
     assert!(message(&p, "decode.type").ends_with(r#"; "type" belongs in [sink]"#));

@@ -92,13 +92,17 @@ impl Discovery {
 
     /// Resolves, confines and filters one matched path.
     fn admit(&mut self, path: PathBuf) -> Option<Found> {
-        let key = match fs::canonicalize(&path) {
-            Ok(k) => k,
-            Err(e) => {
-                // A dangling link (its pod is being deleted) is not worth a warning.
-                tracing::debug!(path = %path.display(), error = %e, "cannot resolve");
-                return None;
-            }
+        let (key, exists) = match fs::canonicalize(&path) {
+            Ok(k) => (k, true),
+            // Between the kubelet's rename and the runtime's reopen, the link dangles
+            // for a moment: the stream is still there.
+            Err(_) => match resolve_dangling(&path) {
+                Some(k) => (k, false),
+                None => {
+                    tracing::debug!(path = %path.display(), "cannot resolve");
+                    return None;
+                }
+            },
         };
         if key != path && !self.roots.iter().any(|r| key.starts_with(r)) {
             self.refuse(&path, || format!("it points outside the allowed roots (to {}); add its directory to tail.roots to follow it", key.display()));
@@ -110,6 +114,7 @@ impl Discovery {
                 self.refuse(&path, || "it is not a regular file".to_string());
                 return None;
             }
+            Err(_) if !exists => {}
             Err(_) => return None,
         }
         let kube = meta::for_file(&path, &key);
@@ -129,6 +134,18 @@ impl Discovery {
             tracing::warn!(path = %path.display(), "not following {}: {}", path.display(), why());
         }
     }
+}
+
+/// Where a link whose target is missing points, if the target's directory exists
+/// (its directory resolved, the missing file name kept).
+fn resolve_dangling(link: &Path) -> Option<PathBuf> {
+    let target = fs::read_link(link).ok()?;
+    let target = match target.is_absolute() {
+        true => target,
+        false => link.parent()?.join(target),
+    };
+    let dir = fs::canonicalize(target.parent()?).ok()?;
+    Some(dir.join(target.file_name()?))
 }
 
 /// The fixed directory in front of a glob's first wildcard, and how many path levels

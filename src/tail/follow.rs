@@ -124,7 +124,10 @@ pub struct Follower {
     /// Chain offset where the next opened file starts.
     chain_end: u64,
     caught_up_since: Option<Instant>,
+    /// Deleted, or no longer discovered: drained, then forgotten after `rotate_wait`.
     gone_since: Option<Instant>,
+    /// No file to open (mid-rotation, or deleted before it was opened).
+    missing_since: Option<Instant>,
     /// Rotated files seen and not yet read: stamp → size, to count losses.
     seen_rotated: std::collections::BTreeMap<String, u64>,
     pub stats: FollowStats,
@@ -144,6 +147,7 @@ impl Follower {
             chain_end: 0,
             caught_up_since: None,
             gone_since: None,
+            missing_since: None,
             seen_rotated: Default::default(),
             stats: FollowStats::default(),
         }
@@ -251,12 +255,18 @@ impl Follower {
         rotate_wait: Duration,
         emit: &mut F,
     ) -> io::Result<ReadOutcome> {
-        if self.cur.is_none() && !self.open()? {
-            return Ok(self.when_nothing_to_read(now, rotate_wait, emit));
+        if self.cur.is_none() {
+            if !self.open()? {
+                return Ok(self.when_nothing_to_read(now, rotate_wait, emit));
+            }
+            self.missing_since = None;
         }
         let start_bytes = self.stats.bytes_read;
         loop {
-            let cur = self.cur.as_mut().expect("opened above");
+            let Some(cur) = self.cur.as_mut() else {
+                // The next file vanished as we moved to it: look again next turn.
+                return Ok(ReadOutcome::CaughtUp);
+            };
             let before = cur.reader.bytes_read();
             let got_line = drain_lines(cur, &mut self.decoder, &self.kube, budget, read_time, emit)?;
             self.stats.bytes_read += cur.reader.bytes_read() - before;
@@ -269,10 +279,19 @@ impl Follower {
             }
             // At the end of what the current file holds right now.
             if !cur.live {
+                // A rotated file is final once the runtime writes elsewhere: a newer
+                // file exists. Until then (renamed, reopen pending) it may still grow.
+                let members = list_members(&self.key)?;
+                let Some(next) = successor(&members, cur) else {
+                    self.caught_up_since.get_or_insert(now);
+                    if self.gone_since.is_some_and(|t| now.saturating_duration_since(t) >= rotate_wait) {
+                        return Ok(self.finish_stream(emit));
+                    }
+                    return Ok(ReadOutcome::CaughtUp);
+                };
+                let next = next.clone();
                 self.finish_file(read_time, emit);
-                if !self.advance()? {
-                    return Ok(self.when_nothing_to_read(now, rotate_wait, emit));
-                }
+                self.advance(&next, &members)?;
                 continue;
             }
             match self.check_live(now)? {
@@ -303,8 +322,9 @@ impl Follower {
 
     fn when_nothing_to_read<F: FnMut(&Event<'_>, &[u8])>(&mut self, now: Instant, rotate_wait: Duration, emit: &mut F) -> ReadOutcome {
         self.caught_up_since.get_or_insert(now);
-        let gone = self.gone_since.get_or_insert(now);
-        if now.saturating_duration_since(*gone) >= rotate_wait {
+        let missing = *self.missing_since.get_or_insert(now);
+        let since = self.gone_since.map_or(missing, |g| g.min(missing));
+        if now.saturating_duration_since(since) >= rotate_wait {
             self.finish_stream(emit)
         } else {
             ReadOutcome::CaughtUp
@@ -361,13 +381,18 @@ impl Follower {
                 continue;
             }
             if let Some(cur) = open_member(m, self.chain_end, self.max_line, pos.offset)? {
+                tracing::debug!(stream = %self.key.display(), file = %m.path.display(), offset = pos.offset, "resuming");
                 self.install(cur);
                 return Ok(true);
             }
         }
         // The file is gone: rotation or deletion outran us while we were away.
         self.stats.lost_positions += 1;
-        tracing::warn!(stream = %self.key.display(), "the file this stream was read from is gone; continuing with the oldest file of the stream");
+        tracing::warn!(
+            stream = %self.key.display(),
+            offset = pos.offset,
+            "the file this stream was being read from was deleted before logferry got back to it (down too long, or too far behind the kubelet's rotation); continuing with the oldest file left"
+        );
         match members.first() {
             Some(m) => match open_member(m, self.chain_end, self.max_line, 0)? {
                 Some(cur) => {
@@ -385,24 +410,16 @@ impl Follower {
         self.cur = Some(cur);
     }
 
-    /// Moves from a finished rotated file to the next file of the set.
-    fn advance(&mut self) -> io::Result<bool> {
+    /// Moves from a finished rotated file to `next`, the following file of the set.
+    fn advance(&mut self, next: &SetMember, members: &[SetMember]) -> io::Result<()> {
         let done = self.cur.take().expect("a file was open");
-        let members = list_members(&self.key)?;
-        let next = match &done.stamp {
-            Some(stamp) => members.iter().find(|m| m.stamp.as_deref().is_none_or(|s| s > stamp.as_str())),
-            None => members.last().filter(|m| m.stamp.is_none()),
-        };
-        self.count_skipped(&members, done.stamp.as_deref());
-        let Some(next) = next else { return Ok(false) };
+        self.count_skipped(members, done.stamp.as_deref());
         self.stats.rotations += 1;
-        match open_member(next, self.chain_end, self.max_line, 0)? {
-            Some(cur) => {
-                self.install(cur);
-                Ok(true)
-            }
-            None => Ok(false),
+        // If `next` vanished meanwhile, the next read looks again from the live file.
+        if let Some(cur) = open_member(next, self.chain_end, self.max_line, 0)? {
+            self.install(cur);
         }
+        Ok(())
     }
 
     /// Rotated files we saw earlier that vanished unread.
@@ -513,6 +530,17 @@ fn drain_lines<F: FnMut(&Event<'_>, &[u8])>(
         }
     }
     Ok(any)
+}
+
+/// The file after `cur` in its rotation set: the next newer rotated file, or the live
+/// file if it is not `cur` itself. `None` while nothing newer exists.
+fn successor<'a>(members: &'a [SetMember], cur: &Current) -> Option<&'a SetMember> {
+    match &cur.stamp {
+        Some(stamp) => members.iter().find(|m| m.stamp.as_deref().is_none_or(|s| s > stamp.as_str())),
+        None => members.last().filter(|m| {
+            m.stamp.is_none() && fs::metadata(&m.path).is_ok_and(|md| md.ino() != cur.id.ino || md.dev() != cur.id.dev)
+        }),
+    }
 }
 
 fn live_member(key: &Path) -> SetMember {

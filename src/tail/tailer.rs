@@ -262,12 +262,14 @@ impl Tailer {
                 s.follower.mark_gone(now);
             }
         }
-        if !self.first_scan_done {
-            self.first_scan_done = true;
-            // Checkpoints of streams that no longer exist are dropped.
-            for (key, _) in self.resume.drain() {
-                self.batch.finished.push(Arc::from(key.as_path()));
-            }
+        self.first_scan_done = true;
+        // Checkpoints of streams whose directory is gone (pod deleted while logferry
+        // was down) are dropped. Others wait: a stream can be missing from one scan
+        // (a link dangling mid-rotation) and must then resume where it was.
+        let gone: Vec<PathBuf> = self.resume.keys().filter(|k| k.parent().is_none_or(|d| !d.exists())).cloned().collect();
+        for key in gone {
+            self.resume.remove(&key);
+            self.batch.finished.push(Arc::from(key.as_path()));
         }
         // The safety net: look at every file once per rescan.
         self.mark_all_ready();

@@ -15,9 +15,12 @@ fn simulate(root: &Path, format: &str, seconds: u32, extra: &[&str]) -> Vec<Stri
     let status = Command::new("python3")
         .arg(sim)
         .args(["--root", root.to_str().unwrap(), "--format", format])
-        .args(["--pods", "3", "--containers-per-pod", "2", "--rate", "3000"])
+        .args(["--pods", "3", "--containers-per-pod", "2", "--rate", "2000"])
         .args(["--duration", &seconds.to_string(), "--seed", "7"])
-        .args(["--max-size", "128Ki", "--max-files", "5", "--rotate-check", "0.5"])
+        // Rotations every second or two per container, and deletions beyond five
+        // files: a few seconds of slack before the kubelet deletes a file unread, so
+        // a slow debug build on a loaded machine still keeps up.
+        .args(["--max-size", "512Ki", "--max-files", "5", "--rotate-check", "0.5"])
         .args(["--truth", truth.to_str().unwrap()])
         .args(extra)
         .status()
@@ -73,26 +76,34 @@ fn sigkill_twenty_times_while_the_kubelet_rotates_loses_nothing() {
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     for _ in 0..20 {
         let mut shipper = node.start("");
+        // Let this run make some progress (a checkpoint saved), then kill it at a
+        // pseudo-random instant.
+        node.wait_for_checkpoint_change(Duration::from_secs(20));
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        std::thread::sleep(Duration::from_millis(150 + rng % 500));
+        std::thread::sleep(Duration::from_millis(rng % 400));
         shipper.kill();
     }
+    // Restarted at once, as the DaemonSet would: logferry must be running while the
+    // kubelet keeps rotating, or it could delete files nobody read.
+    let mut shipper = node.start("");
     assert!(writer.wait().unwrap().success());
     let written: Vec<String> = std::fs::read_to_string(&truth)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["message"].as_str().unwrap().to_string())
         .collect();
-    let mut shipper = node.start("");
     node.wait_for(&written, Duration::from_secs(60));
     assert!(shipper.stop().success());
     let counts = crate::node::count(node.messages());
     let dups: usize = counts.values().map(|n| n - 1).sum();
     eprintln!("sigkill x20: {} lines, {dups} duplicates ({:.2} %)", written.len(), 100.0 * dups as f64 / written.len() as f64);
     assert!(written.iter().all(|m| counts.contains_key(m)));
-    // Each kill may repeat what was read since the last checkpoint save (200 ms here,
-    // at 1,500 lines/s: ~300 lines), so 20 kills stay well under a quarter.
-    assert!(dups * 4 <= written.len(), "{dups} duplicates of {}", written.len());
+    // A kill repeats at most what was read but not yet checkpointed (one fsync
+    // interval plus one checkpoint interval, 200 ms each here) and what was shipped
+    // but whose acknowledgement was not yet saved (200 ms): at 1,500 lines/s, at most
+    // ~900 lines per kill.
+    let bound = 20 * 1500 * 600 / 1000;
+    assert!(dups <= bound, "{dups} duplicates of {} (bound {bound})", written.len());
 }

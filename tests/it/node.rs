@@ -46,8 +46,13 @@ impl Node {
         live
     }
 
-    /// The config: defaults, plus `extra` TOML lines appended to `[tail]`.
+    /// The config: test-friendly intervals, plus `tail_extra` TOML lines in `[tail]`.
     pub fn config(&self, tail_extra: &str) -> PathBuf {
+        self.config_with(tail_extra, "")
+    }
+
+    /// As [`Self::config`], with whole tables (`[buffer]` …) appended.
+    pub fn config_with(&self, tail_extra: &str, tables: &str) -> PathBuf {
         let root = self.root().display();
         let cfg = format!(
             r#"data_dir = "{root}/data"
@@ -64,6 +69,7 @@ partial_flush_timeout = "1s"
 [sink]
 type = "file"
 path = "{root}/out.jsonl"
+{tables}
 "#
         );
         let path = self.root().join("logferry.toml");
@@ -98,6 +104,19 @@ path = "{root}/out.jsonl"
             }
             assert!(Instant::now() < deadline, "{} of {} messages never arrived, e.g. {:?}", missing.len(), want.len(), &missing[..missing.len().min(3)]);
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Node {
+    /// Waits until `checkpoints.json` is rewritten (or `timeout` passes).
+    pub fn wait_for_checkpoint_change(&self, timeout: Duration) {
+        let path = self.data().join("checkpoints.json");
+        let stamp = || fs::metadata(&path).and_then(|m| m.modified()).ok();
+        let before = stamp();
+        let deadline = Instant::now() + timeout;
+        while stamp() == before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }
@@ -161,7 +180,7 @@ impl Shipper {
         let stderr = OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let child = cmd
             .args(["run", "--config", config.to_str().unwrap()])
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", std::env::var("TEST_RUST_LOG").unwrap_or("info".into()))
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
