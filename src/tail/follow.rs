@@ -346,9 +346,6 @@ impl Follower {
             self.decoder.line(line.bytes, cur.base + line.offset, read_time, &mut |e| emit(e, kube));
         }
         self.chain_end = cur.base + cur.reader.offset();
-        if let Some(stamp) = &cur.stamp {
-            self.seen_rotated.remove(stamp);
-        }
     }
 
     /// Opens the stream where it should resume; `false` when there is no file.
@@ -406,6 +403,10 @@ impl Follower {
     }
 
     fn install(&mut self, cur: Current) {
+        // Opened: from here on this file and older ones cannot be lost to deletion.
+        if let Some(stamp) = &cur.stamp {
+            self.seen_rotated = self.seen_rotated.split_off(&format!("{stamp}\u{1}"));
+        }
         self.chain.push((cur.id, cur.base));
         self.cur = Some(cur);
     }
@@ -422,22 +423,45 @@ impl Follower {
         Ok(())
     }
 
-    /// Rotated files we saw earlier that vanished unread.
+    /// Looks at the stream's rotated files (on each rescan): remembers the ones
+    /// newer than the file being read, and counts those that vanished unread — the
+    /// kubelet deleted them while logferry was behind.
+    pub fn observe_rotations(&mut self) {
+        let Some(cur) = &mut self.cur else { return };
+        if cur.stamp.is_none() {
+            // Renamed under us while we are still inside it (behind, or paused)?
+            let moved = fs::metadata(&self.key).is_ok_and(|md| md.ino() != cur.id.ino || md.dev() != cur.id.dev);
+            if moved {
+                cur.stamp = find_stamp(&self.key, &cur.id).ok().flatten();
+            }
+        }
+        let Some(reading) = cur.stamp.clone() else { return }; // reading the live file
+        if let Ok(members) = list_members(&self.key) {
+            self.count_skipped(&members, Some(&reading));
+        }
+    }
+
+    /// Counts remembered rotated files newer than `after` that are gone, and
+    /// remembers the ones present.
     fn count_skipped(&mut self, members: &[SetMember], after: Option<&str>) {
         let present: BTreeSet<&str> = members.iter().filter_map(|m| m.stamp.as_deref()).collect();
+        let mut lost = 0;
         self.seen_rotated.retain(|stamp, size| {
-            let newer = after.is_none_or(|c| stamp.as_str() > c);
-            if newer && !present.contains(stamp.as_str()) {
-                self.stats.rotated_unread_bytes += *size;
-                return false;
-            }
-            true
+            let gone = !present.contains(stamp.as_str());
+            lost += if gone { *size } else { 0 };
+            !gone
         });
+        if lost > 0 {
+            tracing::warn!(stream = %self.key.display(), bytes = lost, "the kubelet deleted rotated log files before logferry read them (it is too far behind: see the buffer and sink)");
+            self.stats.rotated_unread_bytes += lost;
+        }
         for m in members {
-            if let (Some(stamp), false) = (&m.stamp, m.gzipped) {
-                if let Ok(md) = fs::metadata(&m.path) {
-                    self.seen_rotated.entry(stamp.clone()).or_insert(md.len());
-                }
+            let Some(stamp) = &m.stamp else { continue };
+            if after.is_some_and(|a| stamp.as_str() <= a) {
+                continue;
+            }
+            if let Some(size) = uncompressed_size(m) {
+                self.seen_rotated.entry(stamp.clone()).or_insert(size);
             }
         }
     }
@@ -541,6 +565,20 @@ fn successor<'a>(members: &'a [SetMember], cur: &Current) -> Option<&'a SetMembe
             m.stamp.is_none() && fs::metadata(&m.path).is_ok_and(|md| md.ino() != cur.id.ino || md.dev() != cur.id.dev)
         }),
     }
+}
+
+/// A rotated file's size as log data: its length, or for `.gz` the size gzip
+/// records in its last four bytes (modulo 4 GiB, plenty for a 10 MiB log).
+fn uncompressed_size(m: &SetMember) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let f = File::open(&m.path).ok()?;
+    let len = f.metadata().ok()?.len();
+    if !m.gzipped {
+        return Some(len);
+    }
+    let mut isize = [0u8; 4];
+    f.read_exact_at(&mut isize, len.checked_sub(4)?).ok()?;
+    Some(u64::from(u32::from_le_bytes(isize)))
 }
 
 fn live_member(key: &Path) -> SetMember {

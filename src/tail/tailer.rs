@@ -15,7 +15,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,8 @@ use crate::event::{time, EventEncoder, KubeMeta, MessageFormat};
 pub const BATCH_BYTES: usize = 1 << 20;
 /// How often every file is looked at when inotify is unavailable.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// While the next stage is full, how often the batch is offered again.
+const RETRY_WHEN_FULL: Duration = Duration::from_millis(20);
 /// A caught-up file idle this long may be closed to respect `max_open_files`.
 const PARK_AFTER: Duration = Duration::from_secs(5);
 
@@ -148,7 +150,10 @@ impl Tailer {
             self.watch.watch_dir(&dir);
         }
         while !self.stop.load(Ordering::Relaxed) {
-            self.wait_for_work();
+            // Backpressure: the next stage is full and so is our batch. Read nothing
+            // more; keep watching (rescans count files rotated away meanwhile).
+            let paused = self.batch.data.len() >= BATCH_BYTES && self.try_ship() == Shipped::Full;
+            self.wait_for_work(paused);
             if self.stop.load(Ordering::Relaxed) {
                 break;
             }
@@ -156,20 +161,25 @@ impl Tailer {
             if self.rescan_now || now >= self.rescan_due {
                 self.rescan(now);
             }
+            if paused {
+                continue;
+            }
             if self.watch.polling() && now >= self.poll_due {
                 self.mark_all_ready();
                 self.poll_due = now + POLL_INTERVAL;
             }
             self.read_round(now);
             self.flush_quiet_partials(Instant::now());
-            let full = self.batch.data.len() >= BATCH_BYTES;
-            if (full || self.ready.is_empty()) && !self.batch.is_empty() && !self.ship() {
+            if self.ready.is_empty() && self.try_ship() == Shipped::Gone {
                 break;
             }
         }
-        // Stopping: complete events and their positions are shipped; a split line
-        // still pending is not (its checkpoint points before it, so it is re-read).
-        self.ship();
+        // Stopping: complete events and their positions are shipped (waiting for
+        // room if need be); a split line still pending is not — its checkpoint points
+        // before it, so it is read again at the next start.
+        if !self.batch.is_empty() {
+            let _ = self.out.send(std::mem::take(&mut self.batch));
+        }
         self.totals()
     }
 
@@ -183,9 +193,16 @@ impl Tailer {
         t
     }
 
-    /// Blocks until a wake-up or the next timer, unless something is ready already.
-    fn wait_for_work(&mut self) {
-        let timeout = if self.ready.is_empty() { self.next_deadline().saturating_duration_since(Instant::now()) } else { Duration::ZERO };
+    /// Blocks until a wake-up or the next timer, unless something is ready already;
+    /// while paused, until it is time to offer the batch again.
+    fn wait_for_work(&mut self, paused: bool) {
+        let timeout = if paused {
+            RETRY_WHEN_FULL.min(self.next_deadline().saturating_duration_since(Instant::now()))
+        } else if self.ready.is_empty() {
+            self.next_deadline().saturating_duration_since(Instant::now())
+        } else {
+            Duration::ZERO
+        };
         match self.wakes.recv_timeout(timeout) {
             Ok(w) => self.on_wake(w),
             Err(RecvTimeoutError::Timeout) => {}
@@ -261,6 +278,7 @@ impl Tailer {
             if !found.contains_key(s.key.as_ref()) {
                 s.follower.mark_gone(now);
             }
+            s.follower.observe_rotations();
         }
         self.first_scan_done = true;
         // Checkpoints of streams whose directory is gone (pod deleted while logferry
@@ -307,7 +325,7 @@ impl Tailer {
                 continue;
             }
             self.read_turn(key, now, read_time);
-            if self.batch.data.len() >= BATCH_BYTES && !self.ship() {
+            if self.batch.data.len() >= BATCH_BYTES && self.try_ship() != Shipped::Sent {
                 return;
             }
         }
@@ -405,15 +423,30 @@ impl Tailer {
         }
     }
 
-    /// Hands the batch on; blocks while the next stage is full. `false` once the
-    /// next stage is gone (shutting down).
-    fn ship(&mut self) -> bool {
+    /// Offers the batch to the next stage without waiting.
+    fn try_ship(&mut self) -> Shipped {
         if self.batch.is_empty() {
-            return true;
+            return Shipped::Sent;
         }
         let batch = std::mem::replace(&mut self.batch, Batch { data: Vec::with_capacity(BATCH_BYTES + (64 << 10)), ..Batch::default() });
-        self.out.send(batch).is_ok()
+        match self.out.try_send(batch) {
+            Ok(()) => Shipped::Sent,
+            Err(TrySendError::Full(batch)) => {
+                self.batch = batch;
+                Shipped::Full
+            }
+            Err(TrySendError::Disconnected(_)) => Shipped::Gone,
+        }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shipped {
+    Sent,
+    /// The next stage is full: backpressure.
+    Full,
+    /// The next stage is gone (shutting down).
+    Gone,
 }
 
 fn add_follow(t: &mut FollowStats, s: &FollowStats) {

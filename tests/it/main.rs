@@ -1,6 +1,7 @@
 //! logferry's integration tests, built as one binary (see `util` for the helpers).
 
 mod alloc;
+mod backpressure;
 mod buffer;
 mod cli;
 mod follow;

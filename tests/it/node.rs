@@ -175,13 +175,26 @@ pub struct Shipper {
 }
 
 impl Shipper {
-    pub fn start(mut cmd: Command, config: &Path, out: PathBuf) -> Self {
+    /// Starts with its standard output (the `stdout` sink) as a pipe the test reads.
+    pub fn start_piped(config: &Path, out: PathBuf) -> (Self, std::process::ChildStdout) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
+        cmd.env_remove("POD_NAME").env_remove("POD_NAMESPACE");
+        let mut s = Self::start_with_stdout(cmd, config, out, Stdio::piped());
+        let stdout = s.child.as_mut().unwrap().stdout.take().unwrap();
+        (s, stdout)
+    }
+
+    pub fn start(cmd: Command, config: &Path, out: PathBuf) -> Self {
+        Self::start_with_stdout(cmd, config, out, Stdio::null())
+    }
+
+    fn start_with_stdout(mut cmd: Command, config: &Path, out: PathBuf, stdout: Stdio) -> Self {
         let log = out.with_extension(format!("stderr.{}", std::process::id()));
         let stderr = OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let child = cmd
             .args(["run", "--config", config.to_str().unwrap()])
             .env("RUST_LOG", std::env::var("TEST_RUST_LOG").unwrap_or("info".into()))
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(stderr)
             .spawn()
             .expect("logferry starts");

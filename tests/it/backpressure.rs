@@ -1,0 +1,118 @@
+//! A sink that stops taking data: the disk buffer fills to its cap, reading pauses
+//! with the logs left on disk, and when the sink drains again everything arrives.
+//! Files the kubelet deletes meanwhile, unread, are counted.
+
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::node::{append_cri, numbered, Node, Shipper};
+
+fn buffer_bytes(data: &Path) -> u64 {
+    fs::read_dir(data.join("buffer")).map_or(0, |d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+}
+
+/// Lines of `padding` bytes so that a few MB stand for a full buffer.
+fn long_lines(prefix: &str, n: usize) -> Vec<String> {
+    numbered(prefix, n).into_iter().map(|m| format!("{m} {}", "x".repeat(1000))).collect()
+}
+
+fn stalled_shipper(node: &Node) -> (Shipper, std::process::ChildStdout) {
+    let root = node.root().display().to_string();
+    let config = fs::read_to_string(node.config_with("", "[buffer]\nmax_bytes = 8388608\n")).unwrap().replace(
+        &format!("type = \"file\"\npath = \"{root}/out.jsonl\""),
+        "type = \"stdout\"",
+    );
+    let path = node.root().join("stdout.toml");
+    fs::write(&path, config).unwrap();
+    Shipper::start_piped(&path, node.out())
+}
+
+/// Waits until `cond` holds, or panics with `what` after 30 s.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Reads the sink's output on a thread; returns the messages once it ends.
+fn drain(mut stdout: std::process::ChildStdout) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).unwrap();
+        text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["message"].as_str().unwrap().to_string()).collect()
+    })
+}
+
+#[test]
+fn a_stalled_sink_pauses_reading_at_the_buffer_cap_and_loses_nothing() {
+    let node = Node::new();
+    let live = node.container("default", "web", "app", 0);
+    let lines = long_lines("held", 30_000); // ~31 MB of log, far over the 8 MiB cap
+    append_cri(&live, &lines);
+    let (mut shipper, stdout) = stalled_shipper(&node);
+    // Nobody reads the sink's pipe: the buffer fills to its cap and reading stops.
+    let cap = 8 << 20;
+    wait_until("the buffer is nearly full", || buffer_bytes(&node.data()) > cap - (2 << 20));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(buffer_bytes(&node.data()) <= cap + (1 << 20), "the cap holds: {}", buffer_bytes(&node.data()));
+    let checkpoints = fs::read_to_string(node.data().join("checkpoints.json")).unwrap_or_default();
+    let size = fs::metadata(&live).unwrap().len();
+    let offset: u64 = serde_json::from_str::<serde_json::Value>(&checkpoints).map_or(0, |v| v["streams"][0]["offset"].as_u64().unwrap_or(0));
+    assert!(offset < size / 2, "reading paused with most of the file unread ({offset} of {size})");
+    // The sink drains again: everything arrives.
+    let reader = drain(stdout);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fs::read_to_string(node.data().join("checkpoints.json")).map_or(true, |c| !c.contains(&format!("\"offset\": {size}"))) {
+        assert!(Instant::now() < deadline, "never caught up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(shipper.stop().success(), "{}", shipper.stderr());
+    let got = reader.join().unwrap();
+    crate::node::assert_exactly_once(got, &lines);
+}
+
+#[test]
+fn files_rotated_away_while_paused_are_counted() {
+    let node = Node::new();
+    let live = node.container("default", "web", "app", 0);
+    let first = long_lines("first-file", 20_000);
+    append_cri(&live, &first);
+    let (mut shipper, stdout) = stalled_shipper(&node);
+    wait_until("the buffer is nearly full", || buffer_bytes(&node.data()) > (6 << 20));
+    // While logferry is paused inside the first file, the kubelet rotates twice and
+    // deletes the middle file: logferry never saw its content.
+    let rotated1 = live.with_file_name("0.log.20261121-100000");
+    fs::rename(&live, &rotated1).unwrap();
+    let middle = long_lines("middle-file", 2000);
+    append_cri(&live, &middle);
+    let rotated2 = live.with_file_name("0.log.20261121-100500");
+    std::thread::sleep(Duration::from_millis(1500)); // a rescan sees the middle file
+    fs::rename(&live, &rotated2).unwrap();
+    let last = long_lines("last-file", 100);
+    append_cri(&live, &last);
+    std::thread::sleep(Duration::from_millis(1500));
+    let middle_size = fs::metadata(&rotated2).unwrap().len();
+    fs::remove_file(&rotated2).unwrap();
+    std::thread::sleep(Duration::from_millis(1500)); // a rescan notices it is gone
+
+    let reader = drain(stdout);
+    let all: Vec<String> = first.iter().chain(&last).cloned().collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let c = fs::read_to_string(node.data().join("checkpoints.json")).unwrap_or_default();
+        if c.contains(&format!("\"offset\": {}", fs::metadata(&live).unwrap().len())) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never caught up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(shipper.stop().success());
+    let got = reader.join().unwrap();
+    crate::node::assert_exactly_once(got, &all);
+    let log = shipper.stderr();
+    assert!(log.contains(&format!("rotated_unread_bytes={middle_size}")), "{middle_size} bytes lost must be counted:\n{log}");
+}
