@@ -34,6 +34,25 @@ enum Command {
     /// Decode container log files (Docker or CRI, plain or .gz, files or directories)
     /// and write one JSON event per logical line.
     Replay(ReplayArgs),
+    /// Validate a configuration: print every problem with its key path, or the
+    /// effective configuration. Exit 0 if valid, 64 if not.
+    Check(RunArgs),
+    /// Look at the disk buffer.
+    Buffer {
+        #[command(subcommand)]
+        command: BufferCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BufferCommand {
+    /// What the buffer holds: segments, records, unacknowledged, oldest age,
+    /// corruption found. Reads only.
+    Inspect {
+        /// The data_dir of the configuration (the buffer is in its `buffer/`).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -119,6 +138,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run_shipper(args),
         Command::Replay(args) => run_replay(args),
+        Command::Check(args) => run_check(args),
+        Command::Buffer { command: BufferCommand::Inspect { data_dir } } => run_inspect(&data_dir),
     };
     match result {
         Ok(code) => code,
@@ -159,6 +180,33 @@ fn run_shipper(args: RunArgs) -> anyhow::Result<ExitCode> {
         "stopped"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_check(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    let sink = match &config.sink {
+        logferry::config::SinkConfig::Stdout => "stdout".to_string(),
+        logferry::config::SinkConfig::File { path } => format!("file {}", path.display()),
+    };
+    print_out(&format!(
+        "{} is valid: following {:?} (data in {}), shipping to {sink}",
+        args.config.display(),
+        config.tail.include,
+        config.data_dir.display()
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_inspect(data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let report = logferry::buffer::inspect::inspect(data_dir)?;
+    print_out(&report.to_string());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints to stdout; a closed pipe (`| head`) is not an error worth a panic.
+fn print_out(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{text}");
 }
 
 /// logferry's own logs go to stderr; `RUST_LOG` sets the level (default `info`).
