@@ -13,6 +13,7 @@ pub mod buffer;
 pub mod config;
 pub mod decode;
 pub mod event;
+pub mod metrics;
 pub mod pipeline;
 pub mod replay;
 pub mod sink;

@@ -165,15 +165,16 @@ fn run_shipper(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
     let report = logferry::pipeline::run(config)?;
     let t = &report.tail;
+    let d = t.decode();
     tracing::info!(
         events = report.events_shipped,
         bytes = report.bytes_shipped,
         left_in_buffer = report.left_in_buffer,
         buffer_dropped_records = report.buffer.dropped_records,
-        lines = t.decode.lines,
-        rejoined = t.decode.rejoined,
-        malformed = t.decode.malformed,
-        partial = t.decode.partial,
+        lines = d.lines,
+        rejoined = d.rejoined,
+        malformed = d.malformed,
+        partial = d.partial,
         rotations = t.follow.rotations,
         truncations = t.follow.truncations,
         rotated_unread_bytes = t.follow.rotated_unread_bytes,

@@ -34,6 +34,7 @@ use anyhow::Context;
 
 use crate::buffer::{Buffer, BufferOptions, BufferStats};
 use crate::config::{BufferConfig, Config, SinkConfig, WatchMode};
+use crate::metrics::{http, SinkCounters, Telemetry};
 use crate::sink::{JsonLines, Target};
 use crate::tail::checkpoint::Checkpoints;
 use crate::tail::tailer::{Batch, TailStats, Tailer, TailerSettings};
@@ -60,7 +61,8 @@ pub struct RunReport {
 /// Runs until SIGTERM or SIGINT.
 pub fn run(config: Config) -> anyhow::Result<RunReport> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(run_until(config, shutdown_signal()))
+    let local = tokio::task::LocalSet::new();
+    runtime.block_on(local.run_until(run_until(config, shutdown_signal())))
 }
 
 /// Resolves on SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C).
@@ -73,7 +75,8 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Runs until `shutdown` resolves (or a stage fails), then drains.
+/// Runs until `shutdown` resolves (or a stage fails), then drains. Must run inside a
+/// `tokio::task::LocalSet` (the metrics listener is a local task).
 pub async fn run_until(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<RunReport> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
@@ -88,6 +91,11 @@ pub async fn run_until(config: Config, shutdown: impl std::future::Future<Output
         SinkConfig::File { path } => Target::File(path.clone()),
     };
     let sink = JsonLines::open(&target, false)?;
+    let sink_name = match &config.sink {
+        SinkConfig::Stdout => "stdout",
+        SinkConfig::File { .. } => "file",
+    };
+    let counters = Arc::new(SinkCounters::new());
 
     let (batch_tx, batch_rx) = mpsc::sync_channel::<Batch>(CHANNEL_BATCHES);
     let (wake_tx, wake_rx) = mpsc::channel::<Wake>();
@@ -103,6 +111,10 @@ pub async fn run_until(config: Config, shutdown: impl std::future::Future<Output
         WatchMode::Poll => Watch::polling_only(),
     };
     let tailer = Tailer::new(settings, resume, first_start, watch, wake_rx, batch_tx, stop.clone());
+    let telemetry = Telemetry::new(sink_name, tailer.snapshot(), counters.clone(), Some(buffer.clone()));
+    if let Some(addr) = config.metrics_listen {
+        serve_metrics(addr, telemetry).await?;
+    }
     let tail_thread = thread::Builder::new().name("tail".into()).spawn(move || tailer.run())?;
 
     let writer_done = Arc::new(AtomicBool::new(false));
@@ -115,7 +127,7 @@ pub async fn run_until(config: Config, shutdown: impl std::future::Future<Output
     })?;
 
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let shipper = Shipper { buffer: buffer.clone(), sink, writer_done, ack_interval: config.tail.checkpoint_interval };
+    let shipper = Shipper { buffer: buffer.clone(), sink, writer_done, ack_interval: config.tail.checkpoint_interval, counters };
     let sink_thread = thread::Builder::new().name("sink".into()).spawn(move || {
         let r = shipper.run();
         let _ = done_tx.send(());
@@ -151,6 +163,18 @@ pub async fn run_until(config: Config, shutdown: impl std::future::Future<Output
     buffer.persist_ack()?;
     report.buffer = buffer.stats();
     Ok(report)
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` from now on.
+async fn serve_metrics(addr: std::net::SocketAddr, telemetry: Telemetry) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for metrics (metrics.listen); is the port taken?"))?;
+    tracing::info!(address = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
+    let telemetry = std::rc::Rc::new(telemetry);
+    let route = move |path: &str| telemetry.route(path);
+    tokio::task::spawn_local(http::serve(listener, route, std::future::pending()));
+    Ok(())
 }
 
 fn open_buffer(config: &Config) -> anyhow::Result<Buffer> {
@@ -284,6 +308,7 @@ struct Shipper {
     /// The buffer thread has finished: once the buffer is drained, so are we.
     writer_done: Arc<AtomicBool>,
     ack_interval: Duration,
+    counters: Arc<SinkCounters>,
 }
 
 impl Shipper {
@@ -299,14 +324,17 @@ impl Shipper {
                 }
             } else {
                 for r in &batch {
-                    write_with_retry(&mut self.sink, &r.payload);
+                    retry(&self.counters, || self.sink.write_batch(&r.payload));
                 }
-                finish_with_retry(&mut self.sink);
+                retry(&self.counters, || self.sink.finish());
                 for r in &batch {
                     self.buffer.ack(r.seq);
                     records += 1;
                     bytes += r.payload.len() as u64;
                     events += u64::from(r.events);
+                    self.counters.records.fetch_add(1, Ordering::Relaxed);
+                    self.counters.events.fetch_add(u64::from(r.events), Ordering::Relaxed);
+                    self.counters.bytes.fetch_add(r.payload.len() as u64, Ordering::Relaxed);
                 }
             }
             if last_persist.elapsed() >= self.ack_interval {
@@ -316,7 +344,7 @@ impl Shipper {
                 last_persist = Instant::now();
             }
         }
-        finish_with_retry(&mut self.sink);
+        retry(&self.counters, || self.sink.finish());
         self.buffer.persist_ack()?;
         Ok((records, bytes, events))
     }
@@ -329,28 +357,27 @@ fn save_checkpoints(checkpoints: &mut Checkpoints) {
 }
 
 /// Output failures (disk full, a closed pipe) are retried with backoff: the data
-/// waits in memory and, behind it, unread in the log files.
-fn write_with_retry(sink: &mut JsonLines, data: &[u8]) {
-    retry(|| sink.write_batch(data));
-}
-
-fn finish_with_retry(sink: &mut JsonLines) {
-    retry(|| sink.finish());
-}
-
-fn retry<E: std::fmt::Display>(mut f: impl FnMut() -> Result<(), E>) {
+/// waits in the buffer and, behind it, unread in the log files. `/readyz` says so.
+fn retry<E: std::fmt::Display>(counters: &SinkCounters, mut f: impl FnMut() -> Result<(), E>) {
     let mut wait = Duration::from_millis(100);
     let mut logged = false;
-    while let Err(e) = f() {
-        if !logged {
-            tracing::error!(error = %e, "output failed; retrying until it works");
-            logged = true;
+    loop {
+        match f() {
+            Ok(()) => break,
+            Err(e) => {
+                counters.failed(e.to_string());
+                counters.retries.fetch_add(1, Ordering::Relaxed);
+                if !logged {
+                    tracing::error!(error = %e, "output failed; retrying until it works");
+                    logged = true;
+                }
+                thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
         }
-        thread::sleep(wait);
-        wait = (wait * 2).min(Duration::from_secs(5));
     }
+    counters.succeeded();
     if logged {
         tracing::info!("output works again");
     }
 }
-

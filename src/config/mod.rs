@@ -31,9 +31,11 @@ pub use error::{ConfigError, Problem};
 use pods::NameFilter;
 pub use pods::PodFilter;
 use crate::buffer::WhenFull;
-use raw::{Field, List, RawBuffer, RawConfig, RawDecode, RawSink, RawTail};
+use raw::{Field, List, RawBuffer, RawConfig, RawDecode, RawMetrics, RawSink, RawTail};
 
 const DEFAULT_DATA_DIR: &str = "/var/lib/logferry";
+/// logferry's metrics port.
+const DEFAULT_METRICS_PORT: u16 = 9180;
 /// The kubelet's symlinks, one per container.
 const DEFAULT_INCLUDE: &[&str] = &["/var/log/containers/*.log"];
 /// Where the `/var/log/containers` links point: the kubelet's files (containerd,
@@ -61,6 +63,8 @@ pub struct Config {
     pub partial_flush_timeout: Duration,
     pub buffer: BufferConfig,
     pub sink: SinkConfig,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; `None`: nowhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The disk buffer between reading and shipping (`<data_dir>/buffer`).
@@ -189,6 +193,8 @@ fn build(raw: RawConfig, env: &EnvView) -> Result<Config, Vec<Problem>> {
     let buffer = ck.table("buffer", raw.buffer);
     let buffer = build_buffer(&mut ck, buffer);
     let sink = build_sink(&mut ck, raw.sink);
+    let metrics = ck.table("metrics", raw.metrics);
+    let metrics_listen = build_metrics(&mut ck, metrics);
     if !ck.problems.is_empty() {
         return Err(ck.problems);
     }
@@ -201,6 +207,7 @@ fn build(raw: RawConfig, env: &EnvView) -> Result<Config, Vec<Problem>> {
         partial_flush_timeout,
         buffer,
         sink,
+        metrics_listen,
     })
 }
 
@@ -339,6 +346,24 @@ fn build_buffer(ck: &mut Checker, raw: RawBuffer) -> BufferConfig {
             true,
         ),
         fsync_bytes: ck.count("buffer.fsync_bytes", raw.fsync_bytes, 32 << 20, 1 << 20, None) as u64,
+    }
+}
+
+fn build_metrics(ck: &mut Checker, raw: RawMetrics) -> Option<std::net::SocketAddr> {
+    ck.unknown_keys("metrics", &raw.unknown, raw::METRICS_KEYS);
+    let Some(field) = raw.listen else {
+        return Some(std::net::SocketAddr::from(([0, 0, 0, 0], DEFAULT_METRICS_PORT)));
+    };
+    let listen = ck.get("metrics.listen", Some(field), "a string")?;
+    match listen.as_str() {
+        "" => None,
+        text => match text.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                ck.report("metrics.listen", format!("{text:?} is not an address like \"0.0.0.0:9180\" (\"\" turns the listener off)"));
+                None
+            }
+        },
     }
 }
 

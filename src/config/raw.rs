@@ -48,11 +48,13 @@ pub(super) struct RawConfig {
     pub decode: Opt<RawDecode>,
     pub buffer: Opt<RawBuffer>,
     pub sink: Opt<RawSink>,
+    pub metrics: Opt<RawMetrics>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
 
-pub(super) const TOP_KEYS: &[&str] = &["data_dir", "shutdown_timeout", "tail", "decode", "buffer", "sink"];
+pub(super) const TOP_KEYS: &[&str] =
+    &["data_dir", "shutdown_timeout", "tail", "decode", "buffer", "sink", "metrics"];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -143,6 +145,16 @@ pub(super) struct RawSink {
 
 pub(super) const SINK_KEYS: &[&str] = &["type", "path"];
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawMetrics {
+    pub listen: Opt<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+pub(super) const METRICS_KEYS: &[&str] = &["listen"];
+
 /// Every table's name (as its key path) and keys, to tell a user who put a key in
 /// the wrong table where it belongs.
 pub(super) const TABLES: &[(&str, &[&str])] = &[
@@ -151,4 +163,5 @@ pub(super) const TABLES: &[(&str, &[&str])] = &[
     ("decode", DECODE_KEYS),
     ("buffer", BUFFER_KEYS),
     ("sink", SINK_KEYS),
+    ("metrics", METRICS_KEYS),
 ];

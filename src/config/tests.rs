@@ -258,7 +258,7 @@ fn unknown_keys_are_reported_in_every_table() {
     let p = problems(
         r#"
         colour = "blue"
-        [metrics]
+        [alerts]
         port = 9090
         [tail]
         include_pod = ["web-*"]
@@ -272,8 +272,8 @@ fn unknown_keys_are_reported_in_every_table() {
     assert_eq!(
         keys(&p),
         [
+            "alerts",
             "colour",
-            "metrics",
             "tail.include_pod",
             "decode.type",
             "sink.\"a.b\""
@@ -281,7 +281,7 @@ fn unknown_keys_are_reported_in_every_table() {
     );
     assert_eq!(
         message(&p, "colour"),
-        "unknown key (expected one of: data_dir, shutdown_timeout, tail, decode, buffer, sink)"
+        "unknown key (expected one of: data_dir, shutdown_timeout, tail, decode, buffer, sink, metrics)"
     );
     assert!(message(&p, "tail.include_pod").ends_with(r#"; did you mean "include_pods"?"#));
     assert!(message(&p, "decode.type").ends_with(r#"; "type" belongs in [sink]"#));

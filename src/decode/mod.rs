@@ -70,8 +70,10 @@ impl Default for DecodeOptions {
 pub struct DecodeStats {
     /// Physical lines fed in.
     pub lines: u64,
-    /// Events emitted.
+    /// Events emitted…
     pub events: u64,
+    /// …of which on stderr.
+    pub stderr_events: u64,
     /// Events put together from more than one piece.
     pub rejoined: u64,
     /// Lines that fit no format, emitted raw.
@@ -92,6 +94,7 @@ impl DecodeStats {
     pub fn add(&mut self, o: &DecodeStats) {
         self.lines += o.lines;
         self.events += o.events;
+        self.stderr_events += o.stderr_events;
         self.rejoined += o.rejoined;
         self.malformed += o.malformed;
         self.truncated += o.truncated;

@@ -144,6 +144,7 @@ fn finish<F: FnMut(&Event<'_>)>(
         stats.rejoined += u64::from(p.pieces > 1);
         stats.partial += u64::from(partial);
         stats.events += 1;
+        stats.stderr_events += u64::from(stream == Stream::Stderr);
         emit(&Event { time: p.time, stream, message, truncated: p.overflowed, partial });
     }
     *p = Pending::default();
@@ -166,6 +167,7 @@ fn emit_whole<F: FnMut(&Event<'_>)>(
     let message = if over { cut_at_char_boundary(&bytes[..max]) } else { bytes };
     stats.truncated += u64::from(over);
     stats.events += 1;
+    stats.stderr_events += u64::from(stream == Stream::Stderr);
     emit(&Event { time, stream, message, truncated: over, partial: false });
 }
 

@@ -161,6 +161,11 @@ impl Follower {
         &self.decoder.stats
     }
 
+    /// The log format, once detected.
+    pub fn format(&self) -> Option<crate::decode::Format> {
+        self.decoder.format()
+    }
+
     /// Caught up with the file's end, and for how long.
     pub fn idle_for(&self, now: Instant) -> Option<Duration> {
         self.caught_up_since.map(|t| now.saturating_duration_since(t))

@@ -24,7 +24,7 @@ use super::discover::{Discovery, Found};
 use super::follow::{FollowStats, Follower, ReadOutcome, StartFrom};
 use super::watch::{Wake, Watch};
 use crate::config::{StartAt, TailConfig};
-use crate::decode::{DecodeOptions, DecodeStats};
+use crate::decode::{DecodeOptions, DecodeStats, Format};
 use crate::event::{time, EventEncoder, KubeMeta, MessageFormat};
 
 /// A batch is shipped once it holds this many bytes, or when nothing else is ready.
@@ -66,10 +66,45 @@ pub struct TailerSettings {
 /// What the tailer has seen, for metrics and the shutdown log line.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TailStats {
-    pub decode: DecodeStats,
+    /// Decoding counters by format: Docker, CRI, not (yet) detected.
+    pub by_format: [DecodeStats; 3],
     pub follow: FollowStats,
     pub files_followed: usize,
+    /// Bytes on disk not yet read, summed over open files: how far behind reading is.
+    pub unread_bytes: u64,
 }
+
+impl TailStats {
+    pub const FORMATS: [&'static str; 3] = ["docker", "cri", "unknown"];
+
+    /// Decoding counters over all formats.
+    pub fn decode(&self) -> DecodeStats {
+        let mut d = DecodeStats::default();
+        self.by_format.iter().for_each(|f| d.add(f));
+        d
+    }
+
+    fn add_stream(&mut self, f: &Follower) {
+        let i = match f.format() {
+            Some(Format::Docker) => 0,
+            Some(Format::Cri) => 1,
+            None => 2,
+        };
+        self.by_format[i].add(f.decode_stats());
+        add_follow(&mut self.follow, &f.stats);
+    }
+}
+
+/// Published by the tailer about once a second, for metrics and `/healthz`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TailSnapshot {
+    pub stats: TailStats,
+    /// When the tailer's loop last went round.
+    pub heartbeat: Option<Instant>,
+}
+
+/// How often the tailer publishes its [`TailSnapshot`].
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 struct Stream {
     follower: Follower,
@@ -105,6 +140,8 @@ pub struct Tailer {
     retired: TailStats,
     /// Read buffers shared by all streams (see `Follower::read`).
     buffers: Vec<Vec<u8>>,
+    snapshot: Arc<std::sync::Mutex<TailSnapshot>>,
+    published: Instant,
 }
 
 impl Tailer {
@@ -141,6 +178,25 @@ impl Tailer {
             open_files: 0,
             retired: TailStats::default(),
             buffers: Vec::new(),
+            snapshot: Arc::default(),
+            published: now,
+        }
+    }
+
+    /// Where the tailer publishes its counters (about once a second).
+    pub fn snapshot(&self) -> Arc<std::sync::Mutex<TailSnapshot>> {
+        self.snapshot.clone()
+    }
+
+    fn publish(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.published) < PUBLISH_EVERY {
+            return;
+        }
+        self.published = now;
+        let mut stats = self.totals();
+        stats.unread_bytes = self.streams.values().map(|s| s.follower.unread_bytes()).sum();
+        if let Ok(mut snap) = self.snapshot.lock() {
+            *snap = TailSnapshot { stats, heartbeat: Some(now) };
         }
     }
 
@@ -158,6 +214,7 @@ impl Tailer {
                 break;
             }
             let now = Instant::now();
+            self.publish(now);
             if self.rescan_now || now >= self.rescan_due {
                 self.rescan(now);
             }
@@ -186,8 +243,7 @@ impl Tailer {
     pub fn totals(&self) -> TailStats {
         let mut t = self.retired;
         for s in self.streams.values() {
-            t.decode.add(s.follower.decode_stats());
-            add_follow(&mut t.follow, &s.follower.stats);
+            t.add_stream(&s.follower);
         }
         t.files_followed = self.streams.len();
         t
@@ -214,7 +270,7 @@ impl Tailer {
     }
 
     fn next_deadline(&self) -> Instant {
-        let mut next = self.rescan_due;
+        let mut next = self.rescan_due.min(self.published + PUBLISH_EVERY);
         if self.watch.polling() {
             next = next.min(self.poll_due);
         }
@@ -372,8 +428,7 @@ impl Tailer {
     fn retire(&mut self, key: &Arc<Path>) {
         let Some(s) = self.streams.remove(key) else { return };
         tracing::debug!(file = %key.display(), "stream finished");
-        self.retired.decode.add(s.follower.decode_stats());
-        add_follow(&mut self.retired.follow, &s.follower.stats);
+        self.retired.add_stream(&s.follower);
         if let Some(n) = self.dirs.get_mut(&s.dir) {
             *n -= 1;
             if *n == 0 {

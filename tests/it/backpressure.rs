@@ -59,6 +59,15 @@ fn a_stalled_sink_pauses_reading_at_the_buffer_cap_and_loses_nothing() {
     wait_until("the buffer is nearly full", || buffer_bytes(&node.data()) > cap - (2 << 20));
     std::thread::sleep(Duration::from_secs(1));
     assert!(buffer_bytes(&node.data()) <= cap + (1 << 20), "the cap holds: {}", buffer_bytes(&node.data()));
+    // Operators see it: not ready, backpressure on, lag growing.
+    let addr = shipper.metrics_addr();
+    let (status, body) = crate::node::http_get(addr, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("buffer: full"), "{body}");
+    let (_, scrape) = crate::node::http_get(addr, "/metrics");
+    assert!(scrape.contains("\nlogferry_backpressure_active 1\n"), "{scrape}");
+    assert!(!scrape.contains("\nlogferry_shipping_lag_seconds 0\n"), "{scrape}");
+    assert_eq!(crate::node::http_get(addr, "/healthz").0, 200, "paused is not dead");
     let checkpoints = fs::read_to_string(node.data().join("checkpoints.json")).unwrap_or_default();
     let size = fs::metadata(&live).unwrap().len();
     let offset: u64 = serde_json::from_str::<serde_json::Value>(&checkpoints).map_or(0, |v| v["streams"][0]["offset"].as_u64().unwrap_or(0));

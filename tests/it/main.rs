@@ -7,6 +7,7 @@ mod cli;
 mod follow;
 mod golden;
 mod kubelet;
+mod metrics;
 mod node;
 mod props;
 mod util;

@@ -69,6 +69,8 @@ partial_flush_timeout = "1s"
 [sink]
 type = "file"
 path = "{root}/out.jsonl"
+[metrics]
+listen = "127.0.0.1:0"
 {tables}
 "#
         );
@@ -205,6 +207,38 @@ impl Shipper {
     pub fn stderr(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The metrics listener's address, once it has said where it listens.
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = self.stderr();
+            if let Some(at) = log.find("serving /metrics") {
+                let line = log[at..].lines().next().unwrap_or_default();
+                if let Some(addr) = line.split("address=").nth(1) {
+                    return addr.split_whitespace().next().unwrap().parse().unwrap();
+                }
+            }
+            assert!(Instant::now() < deadline, "no metrics listener in the log:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A plain HTTP GET to logferry's listener: (status, body).
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+impl Shipper {
 
     /// SIGTERM, and the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {

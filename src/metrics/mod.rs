@@ -1,0 +1,213 @@
+//! Metrics and health: Prometheus exposition (through `metrics-exporter-prometheus`),
+//! `/healthz` and `/readyz`, on one HTTP listener.
+//!
+//! The stages keep plain counters (no locking on the hot path); [`Telemetry::publish`]
+//! copies them into the registry about once a second. Names follow
+//! `logferry_<noun>_<unit>[_total]`; labels come only from small fixed sets
+//! (`sink`, `format`, `reason`, `stream`, `outcome`) — never a file path or pod name.
+//! The catalogue, with what each metric means and which alert uses it, is in the
+//! README.
+
+pub mod http;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::buffer::BufferStats;
+use crate::tail::tailer::{TailSnapshot, TailStats};
+use http::Response;
+
+/// A tail loop silent this long is stuck: `/healthz` fails so Kubernetes restarts us.
+/// (Idle, the loop still goes round every `rescan_interval`.)
+const STUCK_AFTER: Duration = Duration::from_secs(120);
+
+/// What the sink stage counts, shared with the publisher.
+#[derive(Debug, Default)]
+pub struct SinkCounters {
+    pub requests_ok: AtomicU64,
+    pub requests_failed: AtomicU64,
+    pub records: AtomicU64,
+    pub events: AtomicU64,
+    pub bytes: AtomicU64,
+    pub retries: AtomicU64,
+    /// The last attempt to write succeeded.
+    pub healthy: AtomicBool,
+    /// Why the sink is failing, for `/readyz`.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl SinkCounters {
+    pub fn new() -> Self {
+        Self { healthy: AtomicBool::new(true), ..Self::default() }
+    }
+
+    pub fn failed(&self, why: String) {
+        self.requests_failed.fetch_add(1, Ordering::Relaxed);
+        self.healthy.store(false, Ordering::Relaxed);
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(why);
+        }
+    }
+
+    pub fn succeeded(&self) {
+        self.requests_ok.fetch_add(1, Ordering::Relaxed);
+        self.healthy.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The registry and what health checks look at.
+pub struct Telemetry {
+    handle: PrometheusHandle,
+    pub sink_name: &'static str,
+    pub tail: Arc<Mutex<TailSnapshot>>,
+    pub sink: Arc<SinkCounters>,
+    pub buffer: Option<crate::buffer::Buffer>,
+    started: Instant,
+}
+
+/// Installs the process-wide recorder (once; later calls reuse it).
+fn handle() -> PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new().install_recorder().expect("the metrics recorder installs once");
+            describe_all();
+            handle
+        })
+        .clone()
+}
+
+impl Telemetry {
+    pub fn new(sink_name: &'static str, tail: Arc<Mutex<TailSnapshot>>, sink: Arc<SinkCounters>, buffer: Option<crate::buffer::Buffer>) -> Self {
+        let t = Self { handle: handle(), sink_name, tail, sink, buffer, started: Instant::now() };
+        gauge!("logferry_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        t
+    }
+
+    /// Copies every stage's counters into the registry.
+    pub fn publish(&self) {
+        let snap = self.tail.lock().map(|s| *s).unwrap_or_default();
+        publish_tail(&snap.stats);
+        if let Some(b) = &self.buffer {
+            publish_buffer(&b.stats(), crate::event::time::now());
+        }
+        self.publish_sink();
+    }
+
+    fn publish_sink(&self) {
+        let s = &self.sink;
+        let sink = self.sink_name;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        counter!("logferry_sink_requests_total", "sink" => sink, "outcome" => "ok").absolute(get(&s.requests_ok));
+        counter!("logferry_sink_requests_total", "sink" => sink, "outcome" => "error").absolute(get(&s.requests_failed));
+        counter!("logferry_sink_records_total", "sink" => sink, "outcome" => "ok").absolute(get(&s.events));
+        counter!("logferry_sink_bytes_total", "sink" => sink).absolute(get(&s.bytes));
+        counter!("logferry_sink_retries_total", "sink" => sink).absolute(get(&s.retries));
+    }
+
+    /// Routes the three endpoints.
+    pub fn route(&self, path: &str) -> Response {
+        match path {
+            "/metrics" => {
+                self.publish();
+                Response { status: 200, content_type: "text/plain; version=0.0.4; charset=utf-8", body: self.handle.render() }
+            }
+            "/healthz" => self.healthz(),
+            "/readyz" => self.readyz(),
+            _ => Response::text(404, "not found; try /metrics, /healthz or /readyz\n"),
+        }
+    }
+
+    /// Alive: the tail loop keeps going round.
+    fn healthz(&self) -> Response {
+        let beat = self.tail.lock().ok().and_then(|s| s.heartbeat).unwrap_or(self.started);
+        let age = beat.elapsed();
+        if age > STUCK_AFTER {
+            return Response::text(503, format!("unhealthy: the tail loop has not run for {} s\n", age.as_secs()));
+        }
+        Response::text(200, "ok\n")
+    }
+
+    /// Ready: the sink accepts data and the buffer is not full.
+    fn readyz(&self) -> Response {
+        let mut problems = Vec::new();
+        if !self.sink.healthy.load(Ordering::Relaxed) {
+            let why = self.sink.last_error.lock().ok().and_then(|e| e.clone()).unwrap_or_default();
+            problems.push(format!("sink {}: failing: {why}", self.sink_name));
+        }
+        if let Some(b) = &self.buffer {
+            let s = b.stats();
+            if s.backpressure {
+                problems.push(format!("buffer: full ({} of {} bytes); reading is paused", s.bytes, s.max_bytes));
+            }
+        }
+        match problems.is_empty() {
+            true => Response::text(200, "ready\n"),
+            false => Response::text(503, problems.join("\n") + "\n"),
+        }
+    }
+}
+
+fn publish_tail(t: &TailStats) {
+    for (i, format) in TailStats::FORMATS.iter().enumerate() {
+        let d = &t.by_format[i];
+        counter!("logferry_lines_rejoined_total", "format" => *format).absolute(d.rejoined);
+        counter!("logferry_malformed_lines_total", "format" => *format).absolute(d.malformed);
+    }
+    let d = t.decode();
+    counter!("logferry_events_total", "stream" => "stdout").absolute(d.events - d.stderr_events);
+    counter!("logferry_events_total", "stream" => "stderr").absolute(d.stderr_events);
+    counter!("logferry_lines_truncated_total").absolute(d.truncated);
+    counter!("logferry_partial_lines_total").absolute(d.partial);
+    counter!("logferry_dropped_records_total", "reason" => "oversize").absolute(d.dropped_oversize);
+    counter!("logferry_read_bytes_total").absolute(t.follow.bytes_read);
+    counter!("logferry_rotations_total").absolute(t.follow.rotations);
+    counter!("logferry_truncations_total").absolute(t.follow.truncations);
+    counter!("logferry_rotated_unread_bytes_total").absolute(t.follow.rotated_unread_bytes);
+    counter!("logferry_lost_positions_total").absolute(t.follow.lost_positions);
+    gauge!("logferry_files_followed").set(t.files_followed as f64);
+    gauge!("logferry_file_unread_bytes").set(t.unread_bytes as f64);
+}
+
+fn publish_buffer(b: &BufferStats, now: i64) {
+    gauge!("logferry_buffer_bytes").set(b.bytes as f64);
+    gauge!("logferry_buffer_max_bytes").set(b.max_bytes as f64);
+    gauge!("logferry_buffer_records").set(b.records as f64);
+    let lag = b.oldest_unacked_time.map_or(0.0, |t| ((now - t).max(0)) as f64 / 1e9);
+    gauge!("logferry_shipping_lag_seconds").set(lag);
+    gauge!("logferry_backpressure_active").set(if b.backpressure { 1.0 } else { 0.0 });
+    counter!("logferry_dropped_records_total", "reason" => "buffer_full").absolute(b.dropped_records);
+    counter!("logferry_dropped_records_total", "reason" => "corrupt").absolute(b.corrupt_records);
+    counter!("logferry_buffer_corrupt_regions_total").absolute(b.corrupt_regions);
+}
+
+fn describe_all() {
+    describe_gauge!("logferry_build_info", "Always 1; the version label says which logferry runs.");
+    describe_counter!("logferry_lines_rejoined_total", "Events put back together from lines the runtime split.");
+    describe_counter!("logferry_malformed_lines_total", "Lines that fit no log format, shipped raw.");
+    describe_counter!("logferry_events_total", "Events read, by stream.");
+    describe_counter!("logferry_lines_truncated_total", "Events cut at decode.max_message_bytes.");
+    describe_counter!("logferry_partial_lines_total", "Split lines emitted unfinished (the file ended or went quiet).");
+    describe_counter!("logferry_dropped_records_total", "Records dropped by policy, by reason (oversize, buffer_full, corrupt).");
+    describe_counter!("logferry_read_bytes_total", Unit::Bytes, "Bytes read from log files.");
+    describe_counter!("logferry_rotations_total", "Rotated files read to their end and left for the next.");
+    describe_counter!("logferry_truncations_total", "Files truncated in place (copytruncate) and read again from 0.");
+    describe_counter!("logferry_rotated_unread_bytes_total", Unit::Bytes, "Bytes the kubelet deleted by rotation before logferry read them.");
+    describe_counter!("logferry_lost_positions_total", "Streams whose saved position pointed into a file deleted meanwhile.");
+    describe_gauge!("logferry_files_followed", "Log files followed now.");
+    describe_gauge!("logferry_file_unread_bytes", Unit::Bytes, "Bytes written to followed files and not yet read: how far reading is behind.");
+    describe_gauge!("logferry_buffer_bytes", Unit::Bytes, "Size of the disk buffer.");
+    describe_gauge!("logferry_buffer_max_bytes", Unit::Bytes, "The disk buffer's cap (buffer.max_bytes).");
+    describe_gauge!("logferry_buffer_records", "Records in the disk buffer not yet acknowledged by the sink.");
+    describe_gauge!("logferry_shipping_lag_seconds", Unit::Seconds, "Age of the oldest unacknowledged record, by when it was read.");
+    describe_gauge!("logferry_backpressure_active", "1 while the buffer is full and reading is paused.");
+    describe_counter!("logferry_buffer_corrupt_regions_total", "Corrupted regions skipped in the disk buffer.");
+    describe_counter!("logferry_sink_requests_total", "Requests (batches) sent to the sink, by outcome.");
+    describe_counter!("logferry_sink_records_total", "Events delivered to the sink.");
+    describe_counter!("logferry_sink_bytes_total", Unit::Bytes, "Bytes delivered to the sink.");
+    describe_counter!("logferry_sink_retries_total", "Sink requests retried.");
+}

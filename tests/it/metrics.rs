@@ -1,0 +1,59 @@
+//! `/metrics`, `/healthz` and `/readyz` of a running `logferry run`.
+
+use std::time::{Duration, Instant};
+
+use crate::node::{append_cri, http_get, numbered, Node};
+
+/// The value of the first sample of `name` (with its labels as written) in a scrape.
+fn sample(scrape: &str, name: &str) -> Option<f64> {
+    scrape.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (key, value) = l.rsplit_once(' ')?;
+        (key == name).then(|| value.parse().ok()).flatten()
+    })
+}
+
+#[test]
+fn the_catalogue_is_served_with_values_that_add_up() {
+    let node = Node::new();
+    let live = node.container("default", "web", "app", 0);
+    let msgs = numbered("counted", 500);
+    append_cri(&live, &msgs);
+    append_cri(&live, &["tail".to_string()]);
+    let mut shipper = node.start("");
+    node.wait_for(&msgs, Duration::from_secs(30));
+    let addr = shipper.metrics_addr();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let scrape = loop {
+        let (status, body) = http_get(addr, "/metrics");
+        assert_eq!(status, 200);
+        let shipped = sample(&body, "logferry_sink_records_total{sink=\"file\",outcome=\"ok\"}");
+        // The tailer publishes its counters about once a second.
+        let read = sample(&body, "logferry_events_total{stream=\"stdout\"}");
+        if shipped == Some(501.0) && read == Some(501.0) {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "counters never reached 501:\n{body}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for (name, want) in [
+        ("logferry_events_total{stream=\"stdout\"}", Some(501.0)),
+        ("logferry_events_total{stream=\"stderr\"}", Some(0.0)),
+        ("logferry_files_followed", Some(1.0)),
+        ("logferry_file_unread_bytes", Some(0.0)),
+        ("logferry_buffer_records", Some(0.0)),
+        ("logferry_shipping_lag_seconds", Some(0.0)),
+        ("logferry_backpressure_active", Some(0.0)),
+        ("logferry_malformed_lines_total{format=\"cri\"}", Some(0.0)),
+        ("logferry_rotated_unread_bytes_total", Some(0.0)),
+        ("logferry_build_info{version=\"0.1.0\"}", Some(1.0)),
+    ] {
+        assert_eq!(sample(&scrape, name), want, "{name} in\n{scrape}");
+    }
+    assert!(sample(&scrape, "logferry_buffer_max_bytes").is_some_and(|v| v > 0.0));
+    assert!(sample(&scrape, "logferry_read_bytes_total").is_some_and(|v| v > 10_000.0));
+    assert!(scrape.contains("# HELP logferry_shipping_lag_seconds"), "{scrape}");
+    assert_eq!(http_get(addr, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(http_get(addr, "/readyz"), (200, "ready\n".to_string()));
+    assert_eq!(http_get(addr, "/nope").0, 404);
+    assert!(shipper.stop().success());
+}
