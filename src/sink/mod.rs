@@ -22,7 +22,9 @@ pub struct JsonLines {
 
 enum Out {
     Stdout(io::Stdout),
-    File(File, PathBuf),
+    /// The file, its path, and whether the last write failed (then the next attempt
+    /// reopens the path first: the disk may have been replaced or remounted).
+    File(File, PathBuf, bool),
 }
 
 /// A write that failed, with the destination named.
@@ -39,7 +41,7 @@ impl JsonLines {
     pub fn open(target: &Target, truncate: bool) -> Result<Self, SinkError> {
         let out = match target {
             Target::Stdout => Out::Stdout(io::stdout()),
-            Target::File(path) => Out::File(open_file(path, truncate)?, path.clone()),
+            Target::File(path) => Out::File(open_file(path, truncate)?, path.clone(), false),
         };
         Ok(Self { out })
     }
@@ -49,13 +51,10 @@ impl JsonLines {
     pub fn write_batch(&mut self, batch: &[u8]) -> Result<(), SinkError> {
         let r = match &mut self.out {
             Out::Stdout(s) => s.lock().write_all(batch),
-            Out::File(f, _) => {
-                let start = f.metadata().map(|m| m.len());
-                f.write_all(batch).inspect_err(|_| {
-                    if let Ok(len) = start {
-                        let _ = f.set_len(len);
-                    }
-                })
+            Out::File(f, path, failed) => {
+                let r = write_file(f, path, *failed, batch);
+                *failed = r.is_err();
+                r
             }
         };
         r.map_err(|source| self.write_error(source))
@@ -65,7 +64,11 @@ impl JsonLines {
     pub fn finish(&mut self) -> Result<(), SinkError> {
         let r = match &mut self.out {
             Out::Stdout(s) => s.lock().flush(),
-            Out::File(f, _) => f.flush().and_then(|()| f.sync_data()),
+            Out::File(f, _, failed) => {
+                let r = f.flush().and_then(|()| f.sync_data());
+                *failed |= r.is_err();
+                r
+            }
         };
         r.map_err(|source| self.write_error(source))
     }
@@ -73,10 +76,24 @@ impl JsonLines {
     fn write_error(&self, source: io::Error) -> SinkError {
         let target = match &self.out {
             Out::Stdout(_) => "standard output".to_string(),
-            Out::File(_, p) => p.display().to_string(),
+            Out::File(_, p, _) => p.display().to_string(),
         };
         SinkError::Write { target, source }
     }
+}
+
+/// Appends `batch`, reopening the path first after a failure; a failed write is cut
+/// back so the file never holds half a batch.
+fn write_file(f: &mut File, path: &Path, reopen: bool, batch: &[u8]) -> io::Result<()> {
+    if reopen {
+        *f = OpenOptions::new().create(true).append(true).open(path)?;
+    }
+    let start = f.metadata().map(|m| m.len());
+    f.write_all(batch).inspect_err(|_| {
+        if let Ok(len) = start {
+            let _ = f.set_len(len);
+        }
+    })
 }
 
 fn open_file(path: &Path, truncate: bool) -> Result<File, SinkError> {

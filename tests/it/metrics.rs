@@ -57,3 +57,38 @@ fn the_catalogue_is_served_with_values_that_add_up() {
     assert_eq!(http_get(addr, "/nope").0, 404);
     assert!(shipper.stop().success());
 }
+
+#[test]
+fn readyz_fails_while_the_sink_cannot_write_and_recovers_without_loss() {
+    let node = Node::new();
+    let live = node.container("default", "web", "app", 0);
+    // The output "disk" is full: the sink's file is /dev/full.
+    let out = node.out();
+    std::os::unix::fs::symlink("/dev/full", &out).unwrap();
+    let msgs = numbered("waiting-for-disk", 200);
+    append_cri(&live, &msgs);
+    let mut shipper = node.start("");
+    let addr = shipper.metrics_addr();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let (status, body) = http_get(addr, "/readyz");
+        if status == 503 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "never reported the sink failing: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(body.contains("sink file: failing") && body.contains("No space left"), "{body}");
+    assert_eq!(http_get(addr, "/healthz").0, 200, "failing output is not a dead process");
+    // Space returns: the sink's path is a real file again.
+    std::fs::remove_file(&out).unwrap();
+    std::fs::File::create(&out).unwrap();
+    node.wait_for(&msgs, Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(addr, "/readyz").0 != 200 {
+        assert!(Instant::now() < deadline, "never ready again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(shipper.stop().success());
+    crate::node::assert_exactly_once(node.messages(), &msgs);
+}
