@@ -161,9 +161,9 @@ fn main() -> ExitCode {
 }
 
 fn run_shipper(args: RunArgs) -> anyhow::Result<ExitCode> {
-    init_logging();
     let config = Config::load(&args.config)?;
-    let report = logferry::pipeline::run(config)?;
+    init_logging(&config.log);
+    let report = logferry::pipeline::run(config, args.config)?;
     let t = &report.tail;
     let d = t.decode();
     tracing::info!(
@@ -210,15 +210,24 @@ fn print_out(text: &str) {
     let _ = writeln!(std::io::stdout(), "{text}");
 }
 
-/// logferry's own logs go to stderr; `RUST_LOG` sets the level (default `info`).
-fn init_logging() {
+/// logferry's own logs go to stderr: JSON in a container, text on a terminal (or as
+/// `log.format` says); `RUST_LOG`, if set, wins over `log.level`.
+fn init_logging(log: &logferry::config::LogConfig) {
+    use logferry::config::LogFormat;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    let terminal = std::io::stderr().is_terminal();
+    let json = match log.format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !terminal,
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.with_ansi(terminal).init();
+    }
 }
 
 fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {

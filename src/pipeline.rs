@@ -58,11 +58,11 @@ pub struct RunReport {
     pub left_in_buffer: u64,
 }
 
-/// Runs until SIGTERM or SIGINT.
-pub fn run(config: Config) -> anyhow::Result<RunReport> {
+/// Runs until SIGTERM or SIGINT; SIGHUP reloads `config_path`.
+pub fn run(config: Config, config_path: PathBuf) -> anyhow::Result<RunReport> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let local = tokio::task::LocalSet::new();
-    runtime.block_on(local.run_until(run_until(config, shutdown_signal())))
+    runtime.block_on(local.run_until(run_until(config, Some(config_path), shutdown_signal())))
 }
 
 /// Resolves on SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C).
@@ -77,7 +77,11 @@ pub async fn shutdown_signal() {
 
 /// Runs until `shutdown` resolves (or a stage fails), then drains. Must run inside a
 /// `tokio::task::LocalSet` (the metrics listener is a local task).
-pub async fn run_until(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<RunReport> {
+pub async fn run_until(
+    config: Config,
+    config_path: Option<PathBuf>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<RunReport> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let mut checkpoints = Checkpoints::load(&config.data_dir)?;
@@ -136,9 +140,16 @@ pub async fn run_until(config: Config, shutdown: impl std::future::Future<Output
 
     tokio::pin!(shutdown);
     let mut done_rx = done_rx;
-    tokio::select! {
-        _ = &mut shutdown => {}
-        _ = &mut done_rx => tracing::error!("the sink stopped unexpectedly; shutting down"),
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = &mut done_rx => {
+                tracing::error!("the sink stopped unexpectedly; shutting down");
+                break;
+            }
+            _ = hangup.recv() => reload(config_path.as_deref(), &config, &wake_tx),
+        }
     }
     stop.store(true, Ordering::Relaxed);
     let _ = wake_tx.send(Wake::Stop);
@@ -163,6 +174,36 @@ pub async fn run_until(config: Config, shutdown: impl std::future::Future<Output
     buffer.persist_ack()?;
     report.buffer = buffer.stats();
     Ok(report)
+}
+
+/// SIGHUP: reads the configuration file again and applies what can change without a
+/// restart (which files to follow: include/exclude globs, namespace/pod/container
+/// filters). A file that is no longer wanted is read to its current end and then
+/// dropped; a newly wanted one is followed like any new file. A configuration with
+/// problems is refused and the running one kept.
+fn reload(path: Option<&std::path::Path>, running: &Config, wake: &mpsc::Sender<Wake>) {
+    let Some(path) = path else { return };
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(config = %path.display(), "SIGHUP: the new configuration is refused, the running one stays:\n{e}");
+            return;
+        }
+    };
+    let needs_restart: Vec<&str> = [
+        ("data_dir", new.data_dir != running.data_dir),
+        ("sink", new.sink != running.sink),
+        ("metrics.listen", new.metrics_listen != running.metrics_listen),
+        ("buffer", new.buffer.max_bytes != running.buffer.max_bytes || new.buffer.when_full != running.buffer.when_full),
+    ]
+    .into_iter()
+    .filter_map(|(k, changed)| changed.then_some(k))
+    .collect();
+    if !needs_restart.is_empty() {
+        tracing::warn!(keys = ?needs_restart, "SIGHUP: these settings change only with a restart; the rest is applied now");
+    }
+    tracing::info!(config = %path.display(), "SIGHUP: reloading which files to follow");
+    let _ = wake.send(Wake::Reload(Box::new(new.tail)));
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `addr` from now on.

@@ -15,6 +15,7 @@
 //! reading the file in [`Config::load`] and two variables in [`EnvView::from_process`].
 
 mod check;
+mod env;
 mod error;
 mod pods;
 mod raw;
@@ -31,7 +32,8 @@ pub use error::{ConfigError, Problem};
 use pods::NameFilter;
 pub use pods::PodFilter;
 use crate::buffer::WhenFull;
-use raw::{Field, List, RawBuffer, RawConfig, RawDecode, RawMetrics, RawSink, RawTail};
+use raw::{Field, List, RawBuffer, RawConfig, RawDecode, RawLog, RawMetrics, RawSink, RawTail};
+pub use env::OVERRIDES as ENV_OVERRIDES;
 
 const DEFAULT_DATA_DIR: &str = "/var/lib/logferry";
 /// logferry's metrics port.
@@ -65,6 +67,23 @@ pub struct Config {
     pub sink: SinkConfig,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; `None`: nowhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    pub log: LogConfig,
+}
+
+/// logferry's own logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A `RUST_LOG`-style filter ("info", "logferry=debug,warn"); `RUST_LOG` wins.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable on a terminal, JSON otherwise (in a container).
+    Auto,
+    Json,
+    Text,
 }
 
 /// The disk buffer between reading and shipping (`<data_dir>/buffer`).
@@ -135,6 +154,8 @@ pub struct EnvView {
     pub pod_namespace: Option<String>,
     /// `POD_NAME`: our own pod's name (downward API).
     pub pod_name: Option<String>,
+    /// Every variable, for `${VAR}` in values and `LOGFERRY_*` overrides.
+    pub vars: std::collections::BTreeMap<String, String>,
 }
 
 impl EnvView {
@@ -144,6 +165,7 @@ impl EnvView {
         EnvView {
             pod_namespace: var("POD_NAMESPACE"),
             pod_name: var("POD_NAME"),
+            vars: std::env::vars().collect(),
         }
     }
 
@@ -170,8 +192,21 @@ impl Config {
 
     /// Checks a config given as text, with our own pod from `env`.
     pub fn from_toml_str_with_env(text: &str, env: &EnvView) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::syntax(text, &e))?;
-        build(raw, env).map_err(|problems| ConfigError::Invalid { problems })
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::syntax(text, &e))?;
+        env::apply_overrides(&mut table, &env.vars);
+        let mut problems = Vec::new();
+        env::interpolate(&mut table, &env.vars, &mut problems);
+        let raw: RawConfig = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| ConfigError::Invalid {
+            problems: vec![Problem { key: String::new(), message: e.message().to_string() }],
+        })?;
+        match (build(raw, env), problems.is_empty()) {
+            (Ok(config), true) => Ok(config),
+            (Ok(_), false) => Err(ConfigError::Invalid { problems }),
+            (Err(more), _) => {
+                problems.extend(more);
+                Err(ConfigError::Invalid { problems })
+            }
+        }
     }
 }
 
@@ -195,6 +230,8 @@ fn build(raw: RawConfig, env: &EnvView) -> Result<Config, Vec<Problem>> {
     let sink = build_sink(&mut ck, raw.sink);
     let metrics = ck.table("metrics", raw.metrics);
     let metrics_listen = build_metrics(&mut ck, metrics);
+    let log = ck.table("log", raw.log);
+    let log = build_log(&mut ck, log);
     if !ck.problems.is_empty() {
         return Err(ck.problems);
     }
@@ -208,6 +245,7 @@ fn build(raw: RawConfig, env: &EnvView) -> Result<Config, Vec<Problem>> {
         buffer,
         sink,
         metrics_listen,
+        log,
     })
 }
 
@@ -347,6 +385,16 @@ fn build_buffer(ck: &mut Checker, raw: RawBuffer) -> BufferConfig {
         ),
         fsync_bytes: ck.count("buffer.fsync_bytes", raw.fsync_bytes, 32 << 20, 1 << 20, None) as u64,
     }
+}
+
+fn build_log(ck: &mut Checker, raw: RawLog) -> LogConfig {
+    ck.unknown_keys("log", &raw.unknown, raw::LOG_KEYS);
+    let level = ck.get("log.level", raw.level, "a string").unwrap_or_else(|| "info".into());
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
+        ck.report("log.level", format!("{level:?} is not a level or filter ({e}); e.g. \"info\", \"warn\", \"logferry=debug,info\""));
+    }
+    let formats = [("auto", LogFormat::Auto), ("json", LogFormat::Json), ("text", LogFormat::Text)];
+    LogConfig { level, format: ck.choice("log.format", raw.format, LogFormat::Auto, &formats) }
 }
 
 fn build_metrics(ck: &mut Checker, raw: RawMetrics) -> Option<std::net::SocketAddr> {

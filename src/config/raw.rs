@@ -49,12 +49,13 @@ pub(super) struct RawConfig {
     pub buffer: Opt<RawBuffer>,
     pub sink: Opt<RawSink>,
     pub metrics: Opt<RawMetrics>,
+    pub log: Opt<RawLog>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
 
 pub(super) const TOP_KEYS: &[&str] =
-    &["data_dir", "shutdown_timeout", "tail", "decode", "buffer", "sink", "metrics"];
+    &["data_dir", "shutdown_timeout", "tail", "decode", "buffer", "sink", "metrics", "log"];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -155,6 +156,17 @@ pub(super) struct RawMetrics {
 
 pub(super) const METRICS_KEYS: &[&str] = &["listen"];
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawLog {
+    pub level: Opt<String>,
+    pub format: Opt<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+pub(super) const LOG_KEYS: &[&str] = &["level", "format"];
+
 /// Every table's name (as its key path) and keys, to tell a user who put a key in
 /// the wrong table where it belongs.
 pub(super) const TABLES: &[(&str, &[&str])] = &[
@@ -164,4 +176,5 @@ pub(super) const TABLES: &[(&str, &[&str])] = &[
     ("buffer", BUFFER_KEYS),
     ("sink", SINK_KEYS),
     ("metrics", METRICS_KEYS),
+    ("log", LOG_KEYS),
 ];

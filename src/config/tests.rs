@@ -281,7 +281,7 @@ fn unknown_keys_are_reported_in_every_table() {
     );
     assert_eq!(
         message(&p, "colour"),
-        "unknown key (expected one of: data_dir, shutdown_timeout, tail, decode, buffer, sink, metrics)"
+        "unknown key (expected one of: data_dir, shutdown_timeout, tail, decode, buffer, sink, metrics, log)"
     );
     assert!(message(&p, "tail.include_pod").ends_with(r#"; did you mean "include_pods"?"#));
     assert!(message(&p, "decode.type").ends_with(r#"; "type" belongs in [sink]"#));
@@ -480,6 +480,7 @@ fn pod_filter_leaves_out_our_own_pod() {
     let env = EnvView {
         pod_namespace: Some("logging".into()),
         pod_name: Some("logferry-x7k2p".into()),
+        ..EnvView::default()
     };
     let f = pod_filter("", &env);
     assert_eq!(f.own_pod(), Some(("logging", "logferry-x7k2p")));
@@ -500,6 +501,7 @@ fn pod_filter_leaves_out_our_own_pod() {
     let half = EnvView {
         pod_namespace: None,
         pod_name: Some("logferry-x7k2p".into()),
+        ..EnvView::default()
     };
     assert_eq!(
         pod_filter("", &half).own_pod(),
@@ -585,4 +587,22 @@ fn golden_error_texts() {
             case.display()
         );
     }
+}
+
+#[test]
+fn environment_variables_fill_values_and_override_node_keys() {
+    let env = EnvView {
+        vars: [("NODE_NAME", "ip-10-0-1-2"), ("LOGFERRY_DATA_DIR", "/mnt/logferry")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..EnvView::default()
+    };
+    let text = "data_dir = \"/var/lib/logferry\"\n[sink]\ntype = \"file\"\npath = \"/var/log/${NODE_NAME}.jsonl\"\n";
+    let config = Config::from_toml_str_with_env(text, &env).unwrap();
+    assert_eq!(config.data_dir, PathBuf::from("/mnt/logferry"));
+    assert_eq!(config.sink, SinkConfig::File { path: "/var/log/ip-10-0-1-2.jsonl".into() });
+    let err = Config::from_toml_str_with_env("[sink]\ntype = \"${SINK_TYPE}\"\n", &env).unwrap_err();
+    assert_eq!(err.problems()[0].key, "sink.type");
+    assert!(err.problems()[0].message.contains("SINK_TYPE is not set"), "{err}");
 }

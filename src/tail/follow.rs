@@ -192,6 +192,12 @@ impl Follower {
         self.gone_since.get_or_insert(now);
     }
 
+    /// The stream's file is still there but no longer wanted: it is read to its
+    /// current end and then forgotten, without waiting `rotate_wait`.
+    pub fn mark_unwanted(&mut self, now: Instant, rotate_wait: Duration) {
+        self.gone_since.get_or_insert(now.checked_sub(rotate_wait).unwrap_or(now));
+    }
+
     /// The stream is discovered again.
     pub fn mark_present(&mut self) {
         self.gone_since = None;

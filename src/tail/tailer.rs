@@ -111,6 +111,8 @@ struct Stream {
     key: Arc<Path>,
     dir: PathBuf,
     last_active: Instant,
+    /// A read error was logged; not again until a read succeeds.
+    warned: bool,
 }
 
 pub struct Tailer {
@@ -286,6 +288,14 @@ impl Tailer {
     fn on_wake(&mut self, w: Wake) {
         match w {
             Wake::Stop => self.stop.store(true, Ordering::Relaxed),
+            Wake::Reload(tail) => {
+                self.discovery = Discovery::new(&tail);
+                for dir in self.discovery.watch_dirs() {
+                    self.watch.watch_dir(&dir);
+                }
+                self.settings.tail = *tail;
+                self.rescan_now = true;
+            }
             Wake::Rescan => {
                 self.rescan_now = true;
                 self.mark_all_ready();
@@ -332,7 +342,13 @@ impl Tailer {
         }
         for s in self.streams.values_mut() {
             if !found.contains_key(s.key.as_ref()) {
-                s.follower.mark_gone(now);
+                if s.key.exists() {
+                    // Still on disk but no longer wanted (filters changed, or its
+                    // link went with a container restart): finish what is there.
+                    s.follower.mark_unwanted(now, self.settings.tail.rotate_wait);
+                } else {
+                    s.follower.mark_gone(now);
+                }
             }
             s.follower.observe_rotations();
         }
@@ -362,7 +378,7 @@ impl Tailer {
         *self.dirs.entry(dir.clone()).or_default() += 1;
         let key: Arc<Path> = Arc::from(f.key.as_path());
         tracing::debug!(file = %f.key.display(), "following");
-        self.streams.insert(key.clone(), Stream { follower, key: key.clone(), dir, last_active: now });
+        self.streams.insert(key.clone(), Stream { follower, key: key.clone(), dir, last_active: now, warned: false });
         self.make_ready(key);
     }
 
@@ -401,6 +417,9 @@ impl Tailer {
             (true, false) => self.open_files -= 1,
             _ => {}
         }
+        if outcome.is_ok() {
+            s.warned = false;
+        }
         match outcome {
             Ok(ReadOutcome::More) => {
                 s.last_active = now;
@@ -410,7 +429,9 @@ impl Tailer {
             Ok(ReadOutcome::CaughtUp) => self.record_position(&key),
             Ok(ReadOutcome::Finished) => self.retire(&key),
             Err(e) => {
-                tracing::warn!(file = %key.display(), error = %e, "cannot read; will retry");
+                if !std::mem::replace(&mut s.warned, true) {
+                    tracing::warn!(file = %key.display(), error = %e, "cannot read; will retry at each rescan (logged once)");
+                }
                 if s.follower.park() {
                     self.open_files -= 1;
                 }

@@ -21,6 +21,8 @@ pub enum Wake {
     Rescan,
     /// Shut down.
     Stop,
+    /// Follow these files from now on (SIGHUP).
+    Reload(Box<crate::config::TailConfig>),
 }
 
 pub struct Watch {

@@ -435,3 +435,45 @@ fn namespace_pod_and_container_filters_and_the_own_pod() {
     assert!(shipper.stop().success());
     assert_exactly_once(node.messages(), &wanted);
 }
+
+/// Waits until the shipper's log contains `text` `n` times.
+fn wait_for_log(shipper: &crate::node::Shipper, text: &str, n: usize) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while shipper.stderr().matches(text).count() < n {
+        assert!(std::time::Instant::now() < deadline, "never logged {text:?}:\n{}", shipper.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sighup_changes_the_filters_without_loss_or_duplicates() {
+    let node = Node::new();
+    let kept = node.container("default", "web", "app", 0);
+    let dropped = node.container("default", "noisy", "app", 0);
+    let (k1, d1) = (numbered("kept-before", 100), numbered("noisy-before", 100));
+    append_cri(&kept, &k1);
+    append_cri(&dropped, &d1);
+    let mut shipper = node.start("");
+    node.wait_for(&[k1.clone(), d1.clone()].concat(), WAIT);
+
+    // A broken configuration is refused; the running one stays.
+    std::fs::write(node.root().join("logferry.toml"), "[tail]\nstart_at = \"middle\"\n").unwrap();
+    shipper.hangup();
+    wait_for_log(&shipper, "the new configuration is refused", 1);
+    let k2 = numbered("kept-still", 10);
+    append_cri(&kept, &k2);
+    node.wait_for(&k2, WAIT);
+
+    // Now exclude the noisy pod.
+    node.config("exclude_pods = [\"noisy\"]");
+    shipper.hangup();
+    wait_for_log(&shipper, "SIGHUP: reloading", 1);
+    std::thread::sleep(Duration::from_millis(1500)); // a rescan applies it
+    let (k3, d3) = (numbered("kept-after", 100), numbered("noisy-after", 100));
+    append_cri(&kept, &k3);
+    append_cri(&dropped, &d3);
+    node.wait_for(&k3, WAIT);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(shipper.stop().success());
+    assert_exactly_once(node.messages(), &[k1, d1, k2, k3].concat());
+}

@@ -52,6 +52,9 @@ fn the_catalogue_is_served_with_values_that_add_up() {
     assert!(sample(&scrape, "logferry_buffer_max_bytes").is_some_and(|v| v > 0.0));
     assert!(sample(&scrape, "logferry_read_bytes_total").is_some_and(|v| v > 10_000.0));
     assert!(scrape.contains("# HELP logferry_shipping_lag_seconds"), "{scrape}");
+    // Not on a terminal: logferry's own logs are JSON lines.
+    let log = shipper.stderr();
+    assert!(log.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()), "{log}");
     assert_eq!(http_get(addr, "/healthz"), (200, "ok\n".to_string()));
     assert_eq!(http_get(addr, "/readyz"), (200, "ready\n".to_string()));
     assert_eq!(http_get(addr, "/nope").0, 404);

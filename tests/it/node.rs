@@ -213,16 +213,25 @@ impl Shipper {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let log = self.stderr();
-            if let Some(at) = log.find("serving /metrics") {
-                let line = log[at..].lines().next().unwrap_or_default();
-                if let Some(addr) = line.split("address=").nth(1) {
-                    return addr.split_whitespace().next().unwrap().parse().unwrap();
+            if let Some(line) = log.lines().find(|l| l.contains("serving /metrics")) {
+                if let Some(addr) = log_field(line, "address") {
+                    return addr.parse().unwrap();
                 }
             }
             assert!(Instant::now() < deadline, "no metrics listener in the log:\n{log}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// A field of one of logferry's log lines, JSON (`"name":"v"`, the default when not
+/// on a terminal) or text (`name=v`).
+pub fn log_field(line: &str, name: &str) -> Option<String> {
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+        return v.get(name).map(|f| f.as_str().map_or_else(|| f.to_string(), str::to_string));
+    }
+    let rest = line.split(&format!("{name}=")).nth(1)?;
+    Some(rest.split_whitespace().next()?.trim_matches('"').to_string())
 }
 
 /// A plain HTTP GET to logferry's listener: (status, body).
@@ -245,6 +254,11 @@ impl Shipper {
         let mut child = self.child.take().expect("running");
         signal(&child, "TERM");
         wait_with_timeout(&mut child, Duration::from_secs(30)).unwrap_or_else(|| panic!("no exit after SIGTERM\n{}", self.stderr()))
+    }
+
+    /// SIGHUP: reload the configuration file.
+    pub fn hangup(&self) {
+        signal(self.child.as_ref().expect("running"), "HUP");
     }
 
     /// SIGKILL: no chance to save anything.
