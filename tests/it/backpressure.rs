@@ -14,11 +14,11 @@ fn buffer_bytes(data: &Path) -> u64 {
 }
 
 /// Lines of `padding` bytes so that a few MB stand for a full buffer.
-fn long_lines(prefix: &str, n: usize) -> Vec<String> {
+pub fn long_lines(prefix: &str, n: usize) -> Vec<String> {
     numbered(prefix, n).into_iter().map(|m| format!("{m} {}", "x".repeat(1000))).collect()
 }
 
-fn stalled_shipper(node: &Node) -> (Shipper, std::process::ChildStdout) {
+pub fn stalled_shipper(node: &Node) -> (Shipper, std::process::ChildStdout) {
     let root = node.root().display().to_string();
     let config = fs::read_to_string(node.config_with("", "[buffer]\nmax_bytes = 8388608\n")).unwrap().replace(
         &format!("type = \"file\"\npath = \"{root}/out.jsonl\""),
@@ -39,7 +39,7 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// Reads the sink's output on a thread; returns the messages once it ends.
-fn drain(mut stdout: std::process::ChildStdout) -> std::thread::JoinHandle<Vec<String>> {
+pub fn drain(mut stdout: std::process::ChildStdout) -> std::thread::JoinHandle<Vec<String>> {
     std::thread::spawn(move || {
         let mut text = String::new();
         stdout.read_to_string(&mut text).unwrap();

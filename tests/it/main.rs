@@ -9,6 +9,7 @@ mod golden;
 mod kubelet;
 mod metrics;
 mod node;
+mod prometheus;
 mod props;
 mod util;
 mod vectors;
