@@ -184,17 +184,11 @@ fn run_shipper(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_check(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&args.config)?;
-    let sink = match &config.sink {
-        logferry::config::SinkConfig::Stdout => "stdout".to_string(),
-        logferry::config::SinkConfig::File { path } => format!("file {}", path.display()),
-    };
-    print_out(&format!(
-        "{} is valid: following {:?} (data in {}), shipping to {sink}",
-        args.config.display(),
-        config.tail.include,
-        config.data_dir.display()
-    ));
+    let text = std::fs::read_to_string(&args.config)
+        .map_err(|source| ConfigError::Read { path: args.config.clone(), source })?;
+    let env = logferry::config::EnvView::from_process();
+    let effective = logferry::config::effective_toml(&text, &env)?;
+    print_out(&format!("# {} is valid. The effective configuration, defaults filled in:\n\n{effective}", args.config.display()));
     Ok(ExitCode::SUCCESS)
 }
 

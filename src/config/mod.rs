@@ -210,6 +210,36 @@ impl Config {
     }
 }
 
+/// The reference configuration: every key at its default.
+const REFERENCE: &str = include_str!("../../tests/fixtures/config/node.toml");
+
+/// The effective configuration of a valid `text`, as TOML: every key, the file's
+/// values (after `${VAR}` and `LOGFERRY_*`) over the defaults.
+pub fn effective_toml(text: &str, env: &EnvView) -> Result<String, ConfigError> {
+    Config::from_toml_str_with_env(text, env)?;
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::syntax(text, &e))?;
+    env::apply_overrides(&mut table, &env.vars);
+    env::interpolate(&mut table, &env.vars, &mut Vec::new());
+    let mut merged: toml::Table = toml::from_str(REFERENCE).expect("the reference config parses");
+    // The sink's keys depend on its type: take it as written, not merged.
+    if let Some(sink) = table.remove("sink") {
+        merged.insert("sink".into(), sink);
+    }
+    merge(&mut merged, table);
+    Ok(toml::to_string_pretty(&merged).unwrap_or_default())
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
 /// Builds the config, or returns every problem met on the way.
 fn build(raw: RawConfig, env: &EnvView) -> Result<Config, Vec<Problem>> {
     let mut ck = Checker::default();

@@ -606,3 +606,16 @@ fn environment_variables_fill_values_and_override_node_keys() {
     assert_eq!(err.problems()[0].key, "sink.type");
     assert!(err.problems()[0].message.contains("SINK_TYPE is not set"), "{err}");
 }
+
+#[test]
+fn the_effective_config_fills_in_defaults_and_keeps_the_file_values() {
+    let text = "[tail]\nstart_at = \"end\"\n[sink]\ntype = \"stdout\"\n";
+    let out = effective_toml(text, &EnvView::default()).unwrap();
+    let v: toml::Table = toml::from_str(&out).unwrap();
+    assert_eq!(v["tail"]["start_at"].as_str(), Some("end"));
+    assert_eq!(v["tail"]["rescan_interval"].as_str(), Some("10s"));
+    assert_eq!(v["buffer"]["max_bytes"].as_integer(), Some(1 << 30));
+    assert_eq!(v["sink"]["type"].as_str(), Some("stdout"));
+    assert!(v["sink"].get("path").is_none());
+    assert!(Config::from_toml_str_with_env(&out, &EnvView::default()).is_ok(), "{out}");
+}
