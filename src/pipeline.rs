@@ -377,6 +377,7 @@ impl Shipper {
                     self.counters.events.fetch_add(u64::from(r.events), Ordering::Relaxed);
                     self.counters.bytes.fetch_add(r.payload.len() as u64, Ordering::Relaxed);
                 }
+                batch.into_iter().for_each(|r| self.buffer.recycle(r.payload));
             }
             if last_persist.elapsed() >= self.ack_interval {
                 if let Err(e) = self.buffer.persist_ack() {

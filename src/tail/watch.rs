@@ -41,6 +41,9 @@ impl Watch {
         let handler = move |res: notify::Result<notify::Event>| {
             let wake = match res {
                 Ok(ev) if ev.need_rescan() => vec![Wake::Rescan],
+                // Opens and closes change nothing; our own rescans cause them, so
+                // reacting would rescan forever.
+                Ok(ev) if matches!(ev.kind, notify::EventKind::Access(_)) => return,
                 Ok(ev) => ev.paths.into_iter().map(Wake::Changed).collect(),
                 Err(e) => {
                     tracing::warn!(error = %e, "file watch error; rescanning");
