@@ -18,10 +18,14 @@ Python 3.11, standard library only. Subcommands:
            CPU of P (utime+stime from /proc/P/stat) over [start+S, start+T] as % of one
            core, per-second samples, VmRSS samples and VmHWM; with --data-dir, also how far
            the checkpoints are behind the files (bytes), once a second.
-  wait     --data-dir D (--layout L | --glob G) --timeout S [--pid P --since EPOCH]
+  wait     --data-dir D (--layout L | --glob G) --timeout S [--pid P --since EPOCH [--settle S]]
            Polls D/checkpoints.json until every file has a checkpoint at its size (file
            sizes are taken once: use it when nothing is writing). Reports the wall time
-           since --since, P's CPU ticks at that moment and when P last used CPU.
+           since --since, P's CPU ticks at that moment and when P last used CPU; with
+           --settle, then samples P's CPU until it is quiet (at most 1 tick in 0.3 s, for
+           up to S s) and reports when P's work ended (the first sample within a tick of
+           its final CPU time) and its CPU then: a disk buffer may still be shipping when
+           the checkpoints are complete.
   count    --events FILE --layout L --writer-results R... [--prefill]
            Independent check of a file sink's output: per pod, the number of events, the
            message bytes and the CRC-32 sum must equal what the writers wrote.
@@ -283,6 +287,30 @@ def proc_status(pid: int, key: str) -> int | None:
     return None
 
 
+def thread_stats(pid: int) -> dict[int, tuple[str, int, int]]:
+    """Per thread: (name, utime+stime ticks, voluntary + involuntary context switches)."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except FileNotFoundError:
+        return out
+    for tid in tids:
+        base = "/proc/%d/task/%s/" % (pid, tid)
+        try:
+            with open(base + "stat") as f:
+                head, rest = f.read().rsplit(")", 1)
+            fields = rest.split()
+            switches = 0
+            with open(base + "status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                        switches += int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue
+        out[int(tid)] = (head.split("(", 1)[1], int(fields[11]) + int(fields[12]), switches)
+    return out
+
+
 def read_checkpoints(data_dir: str) -> dict[str, int]:
     try:
         with open(os.path.join(data_dir, "checkpoints.json")) as f:
@@ -308,10 +336,14 @@ def cmd_measure(args: argparse.Namespace) -> None:
             time.sleep(d)
 
     samples = []  # (t rel start, ticks, rss KiB, lag bytes)
+    threads_first = threads_last = None
     t = args.skip
     while t <= args.seconds + 1e-9:
         sleep_until(t0 + t)
         now = time.monotonic()
+        threads = thread_stats(args.pid)
+        threads_first = threads_first or threads
+        threads_last = threads
         ticks = proc_ticks(args.pid)
         rss = proc_status(args.pid, "VmRSS")
         if ticks is None:
@@ -336,7 +368,17 @@ def cmd_measure(args: argparse.Namespace) -> None:
     span = samples[-1][0] - samples[0][0]
     ticks = samples[-1][1] - samples[0][1]
     lags = [s[3] for s in samples if s[3] is not None]
+    by_name: dict[str, list[float]] = {}
+    switches = 0
+    for tid, (name, k, sw) in (threads_last or {}).items():
+        k0, sw0 = threads_first.get(tid, (name, 0, 0))[1:]
+        agg = by_name.setdefault(name, [0.0, 0])
+        agg[0] += 100.0 * (k - k0) / CLK_TCK / span
+        agg[1] += sw - sw0
+        switches += sw - sw0
     out = {
+        "threads_cpu_pct": {n: round(v[0], 2) for n, v in sorted(by_name.items(), key=lambda kv: -kv[1][0])},
+        "ctxt_switches_per_s": switches / span,
         "window_s": span,
         "cpu_ticks": ticks,
         "cpu_pct": 100.0 * ticks / CLK_TCK / span,
@@ -361,6 +403,7 @@ def cmd_wait(args: argparse.Namespace) -> None:
     since_mono = time.monotonic() + ((args.since or time.time()) - time.time())
     last_ticks = proc_ticks(args.pid) if args.pid else None
     last_change = time.monotonic()
+    hist = [(last_change, last_ticks)] if last_ticks is not None else []  # (time, P's ticks) at every poll
     done = False
     behind = None
     while True:
@@ -369,6 +412,7 @@ def cmd_wait(args: argparse.Namespace) -> None:
             t = proc_ticks(args.pid)
             if t is None:
                 break
+            hist.append((now, t))
             if t != last_ticks:
                 last_ticks, last_change = t, now
         ck = read_checkpoints(args.data_dir)
@@ -379,8 +423,31 @@ def cmd_wait(args: argparse.Namespace) -> None:
         if now > deadline:
             break
         time.sleep(args.poll)
+    # Checkpoints may cover data before the sink has shipped it (a disk buffer between
+    # them), or be saved a while after the reading ended: go on sampling P's CPU until
+    # it is quiet (at most 1 tick in --quiet-window); the end of its work is then the
+    # first sample within 1 tick of its final CPU time.
+    quiet_s = quiet_ticks = None
+    if done and args.pid and args.settle > 0:
+        settle_end = time.monotonic() + args.settle
+        while True:
+            time.sleep(args.poll)
+            t = time.monotonic()
+            k = proc_ticks(args.pid)
+            if k is None:
+                break
+            hist.append((t, k))
+            before = [h for h in hist if h[0] <= t - args.quiet_window]
+            if before and k - before[-1][1] <= 1:
+                end = next(h for h in hist if h[1] >= k - 1)
+                quiet_s, quiet_ticks = end[0] - since_mono, k
+                break
+            if t > settle_end:
+                break
     out = {
         "done": done,
+        "quiet_s": quiet_s,
+        "quiet_cpu_s": quiet_ticks / CLK_TCK if quiet_ticks is not None else None,
         "behind_bytes": behind,
         "files": len(files),
         "bytes": sum(sizes.values()),
@@ -508,6 +575,8 @@ def main() -> None:
     p.add_argument("--poll", type=float, default=0.02)
     p.add_argument("--pid", type=int)
     p.add_argument("--since", type=float)
+    p.add_argument("--settle", type=float, default=0, help="after done, wait up to this long for --pid to go quiet")
+    p.add_argument("--quiet-window", type=float, default=0.3)
     p.add_argument("--out")
     p.set_defaults(fn=cmd_wait)
 

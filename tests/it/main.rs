@@ -4,6 +4,7 @@ mod alloc;
 mod backpressure;
 mod buffer;
 mod cli;
+mod deploy;
 mod follow;
 mod golden;
 mod kubelet;
