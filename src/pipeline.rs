@@ -116,13 +116,14 @@ pub async fn run_until(
     };
     let tailer = Tailer::new(settings, resume, first_start, watch, wake_rx, batch_tx, stop.clone());
     let telemetry = Telemetry::new(sink_name, tailer.snapshot(), counters.clone(), Some(buffer.clone()));
+    let recycle = tailer.recycler();
     if let Some(addr) = config.metrics_listen {
         serve_metrics(addr, telemetry).await?;
     }
     let tail_thread = thread::Builder::new().name("tail".into()).spawn(move || tailer.run())?;
 
     let writer_done = Arc::new(AtomicBool::new(false));
-    let writer = BufferWriter { buffer: buffer.clone(), checkpoints, opts: config.buffer, checkpoint_interval: config.tail.checkpoint_interval };
+    let writer = BufferWriter { buffer: buffer.clone(), recycle, checkpoints, opts: config.buffer, checkpoint_interval: config.tail.checkpoint_interval };
     let done = writer_done.clone();
     let buffer_thread = thread::Builder::new().name("buffer".into()).spawn(move || {
         let r = writer.run(batch_rx);
@@ -238,6 +239,8 @@ fn open_buffer(config: &Config) -> anyhow::Result<Buffer> {
 /// Appends batches to the disk buffer, fsyncs in groups, then advances checkpoints.
 struct BufferWriter {
     buffer: Buffer,
+    /// Hands batch buffers back to the tailer.
+    recycle: mpsc::Sender<Vec<u8>>,
     checkpoints: Checkpoints,
     opts: BufferConfig,
     checkpoint_interval: Duration,
@@ -270,7 +273,9 @@ impl BufferWriter {
                             None => break,
                         }
                         unsynced += batch.data.len() as u64;
-                        batch.data = Vec::new();
+                        let mut data = std::mem::take(&mut batch.data);
+                        data.clear();
+                        let _ = self.recycle.send(data);
                     }
                     pending.push(PendingPositions { seq: last_seq, batch });
                 }

@@ -144,6 +144,9 @@ pub struct Tailer {
     buffers: Vec<Vec<u8>>,
     snapshot: Arc<std::sync::Mutex<TailSnapshot>>,
     published: Instant,
+    /// Batch buffers handed back by the next stage, reused rather than allocated.
+    returned: Receiver<Vec<u8>>,
+    giver: std::sync::mpsc::Sender<Vec<u8>>,
 }
 
 impl Tailer {
@@ -158,6 +161,7 @@ impl Tailer {
         stop: Arc<AtomicBool>,
     ) -> Self {
         let now = Instant::now();
+        let (giver, returned) = std::sync::mpsc::channel();
         Self {
             discovery: Discovery::new(&settings.tail),
             encoder: EventEncoder::new(settings.message_format),
@@ -182,7 +186,14 @@ impl Tailer {
             buffers: Vec::new(),
             snapshot: Arc::default(),
             published: now,
+            returned,
+            giver,
         }
+    }
+
+    /// Where the next stage hands batch buffers back once it has copied them.
+    pub fn recycler(&self) -> std::sync::mpsc::Sender<Vec<u8>> {
+        self.giver.clone()
     }
 
     /// Where the tailer publishes its counters (about once a second).
@@ -504,7 +515,9 @@ impl Tailer {
         if self.batch.is_empty() {
             return Shipped::Sent;
         }
-        let batch = std::mem::replace(&mut self.batch, Batch { data: Vec::with_capacity(BATCH_BYTES + (64 << 10)), ..Batch::default() });
+        // A batch buffer the next stage is done with, or a new one.
+        let data = self.returned.try_recv().unwrap_or_else(|_| Vec::with_capacity(BATCH_BYTES + (64 << 10)));
+        let batch = std::mem::replace(&mut self.batch, Batch { data, ..Batch::default() });
         match self.out.try_send(batch) {
             Ok(()) => Shipped::Sent,
             Err(TrySendError::Full(batch)) => {
