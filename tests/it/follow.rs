@@ -67,8 +67,7 @@ fn follows_appends_and_rotations_exactly_once() {
     all.extend(d);
     all.extend(e);
     node.wait_for(&all, WAIT);
-    assert!(shipper.stop().success());
-    assert_exactly_once(node.messages(), &all);
+    shipper.stop_and_check(&node, &all);
 }
 
 #[test]
@@ -90,8 +89,7 @@ fn stop_and_restart_neither_loses_nor_repeats() {
     }
     let mut shipper = node.start("");
     node.wait_for(&all, WAIT);
-    assert!(shipper.stop().success());
-    assert_exactly_once(node.messages(), &all);
+    shipper.stop_and_check(&node, &all);
 }
 
 #[test]
@@ -119,8 +117,7 @@ fn resumes_inside_a_file_the_kubelet_compressed_meanwhile() {
     let mut shipper = node.start("");
     let all: Vec<String> = [first, rest, mid, last].concat();
     node.wait_for(&all, WAIT);
-    assert!(shipper.stop().success());
-    assert_exactly_once(node.messages(), &all);
+    shipper.stop_and_check(&node, &all);
 }
 
 #[test]
@@ -156,8 +153,7 @@ fn container_restarts_and_pod_deletion() {
         assert!(std::time::Instant::now() < deadline, "checkpoints still name the deleted pod: {text}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(shipper.stop().success());
-    assert_exactly_once(node.messages(), &all);
+    shipper.stop_and_check(&node, &all);
 }
 
 #[test]
@@ -173,8 +169,7 @@ fn copytruncate_restarts_at_zero() {
     append_cri(&live, &b);
     let all = [a, b].concat();
     node.wait_for(&all, WAIT);
-    assert!(shipper.stop().success());
-    assert_exactly_once(node.messages(), &all);
+    shipper.stop_and_check(&node, &all);
     assert!(shipper.stderr().contains("truncated in place"), "{}", shipper.stderr());
 }
 
@@ -203,8 +198,7 @@ fn a_reused_inode_is_not_mistaken_for_the_old_file() {
     let mut shipper = node.start("");
     let all = [old, new].concat();
     node.wait_for(&all, WAIT);
-    assert!(shipper.stop().success());
-    assert_exactly_once(node.messages(), &all);
+    shipper.stop_and_check(&node, &all);
 }
 
 #[test]
@@ -222,8 +216,7 @@ fn refuses_links_outside_the_roots_and_skips_directories() {
     append_cri(&good, &msgs);
     let mut shipper = node.start("");
     node.wait_for(&msgs, WAIT);
-    assert!(shipper.stop().success());
-    assert_exactly_once(node.messages(), &msgs);
+    shipper.stop_and_check(&node, &msgs);
     let log = shipper.stderr();
     assert!(log.contains("outside the allowed roots"), "{log}");
     assert!(log.contains("not a regular file"), "{log}");
@@ -262,8 +255,7 @@ fn unreadable_as_current_user() {
     append_cri(&good, &msgs);
     let mut shipper = node.start("");
     node.wait_for(&msgs, WAIT);
-    assert!(shipper.stop().success());
-    assert_exactly_once(node.messages(), &msgs);
+    shipper.stop_and_check(&node, &msgs);
 }
 
 fn is_root() -> bool {
@@ -310,8 +302,7 @@ fn start_at_end_skips_old_lines_only_at_the_very_first_start() {
     append_cri(&later, &early);
     let all = [fresh, early].concat();
     node.wait_for(&all, WAIT);
-    assert!(shipper.stop().success());
-    assert_exactly_once(node.messages(), &all);
+    shipper.stop_and_check(&node, &all);
 }
 
 #[test]
@@ -369,8 +360,7 @@ fn polling_mode_follows_writes_and_rotations_without_inotify() {
     append_cri(&other, &c);
     let all = [a, b, c].concat();
     node.wait_for(&all, WAIT);
-    assert!(shipper.stop().success());
-    assert_exactly_once(node.messages(), &all);
+    shipper.stop_and_check(&node, &all);
 }
 
 #[test]
@@ -411,8 +401,7 @@ fn more_files_than_descriptors_are_all_followed() {
         all.extend(m);
     }
     node.wait_for(&all, Duration::from_secs(60));
-    assert!(shipper.stop().success());
-    assert_exactly_once(node.messages(), &all);
+    shipper.stop_and_check(&node, &all);
 }
 
 #[test]
@@ -432,8 +421,7 @@ fn namespace_pod_and_container_filters_and_the_own_pod() {
     node.wait_for(&wanted, WAIT);
     // Give the excluded files every chance to show up before looking.
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(shipper.stop().success());
-    assert_exactly_once(node.messages(), &wanted);
+    shipper.stop_and_check(&node, &wanted);
 }
 
 /// Waits until the shipper's log contains `text` `n` times.
@@ -474,6 +462,5 @@ fn sighup_changes_the_filters_without_loss_or_duplicates() {
     append_cri(&dropped, &d3);
     node.wait_for(&k3, WAIT);
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(shipper.stop().success());
-    assert_exactly_once(node.messages(), &[k1, d1, k2, k3].concat());
+    shipper.stop_and_check(&node, &[k1, d1, k2, k3].concat());
 }

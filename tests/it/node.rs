@@ -261,6 +261,13 @@ impl Shipper {
         signal(self.child.as_ref().expect("running"), "HUP");
     }
 
+    /// SIGTERM; it must exit 0, and `node` must hold every one of `want` exactly once.
+    pub fn stop_and_check(&mut self, node: &Node, want: &[String]) {
+        let status = self.stop();
+        assert!(status.success(), "exit {status}:\n{}", self.stderr());
+        assert_exactly_once(node.messages(), want);
+    }
+
     /// SIGKILL: no chance to save anything.
     pub fn kill(&mut self) {
         let mut child = self.child.take().expect("running");

@@ -158,6 +158,17 @@ fn per_stream(msgs: &[(Stream, String)]) -> (Vec<String>, Vec<String>) {
     (pick(Stream::Stdout), pick(Stream::Stderr))
 }
 
+/// `input` decodes to exactly `msgs`, in order per stream, with nothing odd counted.
+fn round_trips(input: &[u8], msgs: &[(Stream, String)]) -> Result<(), TestCaseError> {
+    let opts = DecodeOptions { max_message_bytes: 1 << 20, ..DecodeOptions::default() };
+    let (o, e, stats) = decoded(input, &opts);
+    let (want_o, want_e) = per_stream(msgs);
+    prop_assert_eq!(o, want_o);
+    prop_assert_eq!(e, want_e);
+    prop_assert_eq!(stats.malformed + stats.partial + stats.truncated, 0);
+    Ok(())
+}
+
 fn piece_limit() -> impl Strategy<Value = usize> {
     prop_oneof![3 => Just(16 * 1024), 1 => 1usize..64]
 }
@@ -168,23 +179,13 @@ proptest! {
     #[test]
     fn docker_split_messages_come_back_identical(msgs in messages(), schedule in prop::collection::vec(any::<bool>(), 1..16), limit in piece_limit()) {
         let input = interleave(&msgs, &schedule, |m| docker_pieces(m, limit).into_iter().map(String::into_bytes).collect());
-        let opts = DecodeOptions { max_message_bytes: 1 << 20, ..DecodeOptions::default() };
-        let (o, e, stats) = decoded(&input, &opts);
-        let (want_o, want_e) = per_stream(&msgs);
-        prop_assert_eq!(o, want_o);
-        prop_assert_eq!(e, want_e);
-        prop_assert_eq!(stats.malformed + stats.partial + stats.truncated, 0);
+        round_trips(&input, &msgs)?;
     }
 
     #[test]
     fn cri_split_messages_come_back_identical(msgs in messages(), schedule in prop::collection::vec(any::<bool>(), 1..16), limit in piece_limit()) {
         let input = interleave(&msgs, &schedule, |m| cri_pieces(m, limit));
-        let opts = DecodeOptions { max_message_bytes: 1 << 20, ..DecodeOptions::default() };
-        let (o, e, stats) = decoded(&input, &opts);
-        let (want_o, want_e) = per_stream(&msgs);
-        prop_assert_eq!(o, want_o);
-        prop_assert_eq!(e, want_e);
-        prop_assert_eq!(stats.malformed + stats.partial + stats.truncated, 0);
+        round_trips(&input, &msgs)?;
     }
 
     #[test]
