@@ -9,6 +9,7 @@
 //! - [`sink`]: where encoded events go;
 //! - [`replay`]: the `logferry replay` command, wiring the stages for a one-shot run.
 
+pub mod batch;
 pub mod buffer;
 pub mod config;
 pub mod decode;

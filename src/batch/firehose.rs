@@ -1,0 +1,202 @@
+//! Firehose request shaping: JSON lines → records → `PutRecordBatch` requests.
+//!
+//! Firehose bills every record rounded up to the next 5 KiB, and concatenates records
+//! into S3 objects with no delimiter. So events are packed many to a record (up to
+//! [`MAX_RECORD_BYTES`]), every record ends with `\n`, and a record never splits an
+//! event: S3 objects are then plain JSON lines and the bill is close to the payload.
+//! `aggregate = false` sends one event per record (for consumers that need it).
+//!
+//! An event longer than a record cannot be sent: it is set aside (dead-lettered) for
+//! the caller to keep and count, never retried forever. `decode.max_message_bytes`
+//! keeps events below this in practice.
+
+/// A record's limit, before base64 (Firehose quota).
+pub const MAX_RECORD_BYTES: usize = 1_000 * 1024;
+/// Records per `PutRecordBatch`.
+pub const MAX_BATCH_RECORDS: usize = 500;
+/// Bytes per `PutRecordBatch` (records' data).
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Firehose bills each record rounded up to this.
+pub const BILLING_UNIT: u64 = 5 * 1024;
+
+/// What AWS bills for a record of `len` bytes.
+pub fn billed_bytes(len: usize) -> u64 {
+    (len as u64).div_ceil(BILLING_UNIT).max(1) * BILLING_UNIT
+}
+
+/// Packs JSON lines into records.
+#[derive(Debug)]
+pub struct Aggregator {
+    record_max: usize,
+    aggregate: bool,
+    current: Vec<u8>,
+    records: Vec<Vec<u8>>,
+    dead_letters: Vec<Vec<u8>>,
+}
+
+impl Aggregator {
+    /// `record_max` is clamped to 1 ..= [`MAX_RECORD_BYTES`].
+    pub fn new(record_max: usize, aggregate: bool) -> Self {
+        Self {
+            record_max: record_max.clamp(1, MAX_RECORD_BYTES),
+            aggregate,
+            current: Vec::new(),
+            records: Vec::new(),
+            dead_letters: Vec::new(),
+        }
+    }
+
+    /// Adds JSON lines (each ending in `\n`; a last line without one gets it).
+    pub fn push(&mut self, lines: &[u8]) {
+        for line in lines.split_inclusive(|&c| c == b'\n') {
+            self.push_line(line);
+        }
+    }
+
+    fn push_line(&mut self, line: &[u8]) {
+        let len = line.len() + usize::from(line.last() != Some(&b'\n'));
+        if len > self.record_max {
+            self.dead_letters.push(with_newline(line));
+            return;
+        }
+        if !self.aggregate || self.current.len() + len > self.record_max {
+            self.seal();
+        }
+        self.current.extend_from_slice(line);
+        if line.last() != Some(&b'\n') {
+            self.current.push(b'\n');
+        }
+        if !self.aggregate {
+            self.seal();
+        }
+    }
+
+    /// Closes the record being filled.
+    pub fn seal(&mut self) {
+        if !self.current.is_empty() {
+            self.records.push(std::mem::take(&mut self.current));
+        }
+    }
+
+    /// Sealed records, oldest first.
+    pub fn take_records(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.records)
+    }
+
+    /// Events too large for any record.
+    pub fn take_dead_letters(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.dead_letters)
+    }
+
+    /// Bytes in the record being filled.
+    pub fn pending_bytes(&self) -> usize {
+        self.current.len()
+    }
+}
+
+fn with_newline(line: &[u8]) -> Vec<u8> {
+    let mut v = line.to_vec();
+    if v.last() != Some(&b'\n') {
+        v.push(b'\n');
+    }
+    v
+}
+
+/// Splits records into request-sized groups: at most [`MAX_BATCH_RECORDS`] records and
+/// [`MAX_BATCH_BYTES`] bytes each; returns index ranges into `records`.
+pub fn batches(records: &[Vec<u8>]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, r) in records.iter().enumerate() {
+        let full = i - start == MAX_BATCH_RECORDS || bytes + r.len() > MAX_BATCH_BYTES;
+        if full && i > start {
+            out.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += r.len();
+    }
+    if start < records.len() {
+        out.push(start..records.len());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn billing_rounds_up_to_five_kib() {
+        assert_eq!(billed_bytes(0), 5120);
+        assert_eq!(billed_bytes(200), 5120);
+        assert_eq!(billed_bytes(5120), 5120);
+        assert_eq!(billed_bytes(5121), 10240);
+    }
+
+    #[test]
+    fn one_event_per_record_when_not_aggregating() {
+        let mut a = Aggregator::new(MAX_RECORD_BYTES, false);
+        a.push(b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}");
+        assert_eq!(a.take_records(), vec![b"{\"a\":1}\n".to_vec(), b"{\"b\":2}\n".to_vec(), b"{\"c\":3}\n".to_vec()]);
+    }
+
+    #[test]
+    fn an_event_over_the_record_limit_is_set_aside() {
+        let mut a = Aggregator::new(10, true);
+        a.push(b"short\nthis line is far too long\nok\n");
+        a.seal();
+        assert_eq!(a.take_records(), vec![b"short\nok\n".to_vec()]);
+        assert_eq!(a.take_dead_letters(), vec![b"this line is far too long\n".to_vec()]);
+    }
+
+    fn lines() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        // Bytes other than a newline: map 10 to something else rather than reject it.
+        let byte = any::<u8>().prop_map(|c| if c == b'\n' { b'x' } else { c });
+        prop::collection::vec(prop::collection::vec(byte, 0..3000), 0..200)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn records_keep_every_line_whole_and_in_order(lines in lines(), record_max in 1usize..20_000, aggregate in any::<bool>()) {
+            let mut a = Aggregator::new(record_max, aggregate);
+            let mut input = Vec::new();
+            for l in &lines {
+                input.extend_from_slice(l);
+                input.push(b'\n');
+            }
+            a.push(&input);
+            a.seal();
+            let records = a.take_records();
+            let dead = a.take_dead_letters();
+            for r in &records {
+                prop_assert!(r.len() <= record_max && r.ends_with(b"\n"));
+                if !aggregate {
+                    prop_assert_eq!(r.iter().filter(|&&c| c == b'\n').count(), 1);
+                }
+            }
+            // Every line is in exactly one place: a record (in order) or a dead letter.
+            let kept: Vec<&[u8]> = records.iter().flat_map(|r| r.split_inclusive(|&c| c == b'\n')).collect();
+            let want: Vec<Vec<u8>> = lines.iter().map(|l| [l.as_slice(), b"\n"].concat()).collect();
+            let want_kept: Vec<&[u8]> = want.iter().filter(|l| l.len() <= record_max).map(|l| l.as_slice()).collect();
+            prop_assert_eq!(kept, want_kept);
+            prop_assert_eq!(dead.len(), want.iter().filter(|l| l.len() > record_max).count());
+            for b in batches(&records) {
+                prop_assert!(b.len() <= MAX_BATCH_RECORDS);
+                prop_assert!(records[b].iter().map(Vec::len).sum::<usize>() <= MAX_BATCH_BYTES);
+            }
+        }
+    }
+
+    #[test]
+    fn batches_respect_count_and_bytes() {
+        let small: Vec<Vec<u8>> = (0..1201).map(|_| vec![b'x'; 10]).collect();
+        let b = batches(&small);
+        assert_eq!(b, vec![0..500, 500..1000, 1000..1201]);
+        let big: Vec<Vec<u8>> = (0..9).map(|_| vec![b'x'; MAX_RECORD_BYTES]).collect();
+        let b = batches(&big);
+        assert_eq!(b.iter().map(|r| r.len()).collect::<Vec<_>>(), vec![4, 4, 1]);
+    }
+}
