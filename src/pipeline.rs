@@ -35,6 +35,7 @@ use anyhow::Context;
 use crate::buffer::{Buffer, BufferOptions, BufferStats};
 use crate::config::{BufferConfig, Config, SinkConfig, WatchMode};
 use crate::metrics::{http, SinkCounters, Telemetry};
+use crate::sink::backoff::Backoff;
 use crate::sink::{JsonLines, Target};
 use crate::tail::checkpoint::Checkpoints;
 use crate::tail::tailer::{Batch, TailStats, Tailer, TailerSettings};
@@ -406,22 +407,17 @@ fn save_checkpoints(checkpoints: &mut Checkpoints) {
 /// Output failures (disk full, a closed pipe) are retried with backoff: the data
 /// waits in the buffer and, behind it, unread in the log files. `/readyz` says so.
 fn retry<E: std::fmt::Display>(counters: &SinkCounters, mut f: impl FnMut() -> Result<(), E>) {
-    let mut wait = Duration::from_millis(100);
+    let mut backoff = Backoff::try_new(Duration::from_millis(100), Duration::from_secs(5), crate::event::time::now() as u64)
+        .expect("constant bounds are valid");
     let mut logged = false;
-    loop {
-        match f() {
-            Ok(()) => break,
-            Err(e) => {
-                counters.failed(e.to_string());
-                counters.retries.fetch_add(1, Ordering::Relaxed);
-                if !logged {
-                    tracing::error!(error = %e, "output failed; retrying until it works");
-                    logged = true;
-                }
-                thread::sleep(wait);
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
+    while let Err(e) = f() {
+        counters.failed(e.to_string());
+        counters.retries.fetch_add(1, Ordering::Relaxed);
+        if !logged {
+            tracing::error!(error = %e, "output failed; retrying until it works");
+            logged = true;
         }
+        thread::sleep(backoff.next_wait());
     }
     counters.succeeded();
     if logged {

@@ -4,6 +4,8 @@
 //! sink writes a batch whole and says when it is durable. For now the local targets:
 //! standard output and a file (fsynced on [`JsonLines::finish`]).
 
+pub mod backoff;
+
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,158 @@
+//! Exponential backoff with full jitter, and the AIMD rate every AWS sink paces with.
+//!
+//! Backoff: the n-th retry waits a uniformly random time in `[0, min(cap, base·2ⁿ)]`
+//! ("full jitter"), so that nodes throttled together do not retry together.
+//!
+//! AIMD: throttling (a whole call, or records refused inside a 200 response) halves
+//! this node's rate; each success adds a fixed step back toward the ceiling. Many nodes
+//! sharing one quota and doing this converge on fair shares without talking to each
+//! other — the same argument as TCP congestion control.
+
+use std::time::Duration;
+
+/// Why a backoff could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackoffError {
+    #[error("backoff base must be greater than 0")]
+    ZeroBase,
+    #[error("backoff cap ({cap:?}) must be at least the base ({base:?})")]
+    CapBelowBase { base: Duration, cap: Duration },
+}
+
+/// Exponential backoff with full jitter.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    attempt: u32,
+    rng: u64,
+}
+
+impl Backoff {
+    pub fn try_new(base: Duration, cap: Duration, seed: u64) -> Result<Self, BackoffError> {
+        if base.is_zero() {
+            return Err(BackoffError::ZeroBase);
+        }
+        if cap < base {
+            return Err(BackoffError::CapBelowBase { base, cap });
+        }
+        Ok(Self { base, cap, attempt: 0, rng: seed | 1 })
+    }
+
+    /// The wait before the next retry.
+    pub fn next_wait(&mut self) -> Duration {
+        let ceiling = self.base.saturating_mul(1u32 << self.attempt.min(30)).min(self.cap);
+        self.attempt = self.attempt.saturating_add(1);
+        let fraction = self.next_random() as f64 / u64::MAX as f64;
+        ceiling.mul_f64(fraction)
+    }
+
+    /// A success: the next failure starts from the base again.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    /// xorshift64*: plenty for jitter, no dependency.
+    fn next_random(&mut self) -> u64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// A rate (units per second) adjusted by additive increase, multiplicative decrease.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Aimd {
+    rate: f64,
+    floor: f64,
+    ceiling: f64,
+    step: f64,
+}
+
+impl Aimd {
+    /// Starts at the ceiling; never goes below `floor`; `step` is added per success.
+    pub fn new(ceiling: f64, floor: f64, step: f64) -> Self {
+        let floor = floor.clamp(f64::MIN_POSITIVE, ceiling);
+        Self { rate: ceiling, floor, ceiling, step }
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// Throttled: halve.
+    pub fn throttled(&mut self) {
+        self.rate = (self.rate / 2.0).max(self.floor);
+    }
+
+    /// Accepted: step back up toward the ceiling.
+    pub fn succeeded(&mut self) {
+        self.rate = (self.rate + self.step).min(self.ceiling);
+    }
+
+    /// A new ceiling (configuration reload); the rate follows if above it.
+    pub fn set_ceiling(&mut self, ceiling: f64) {
+        self.ceiling = ceiling.max(self.floor);
+        self.rate = self.rate.min(self.ceiling);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn inputs_are_validated() {
+        assert_eq!(Backoff::try_new(Duration::ZERO, Duration::from_secs(1), 1).unwrap_err(), BackoffError::ZeroBase);
+        assert!(Backoff::try_new(Duration::from_secs(2), Duration::from_secs(1), 1).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn waits_stay_under_the_growing_ceiling_and_the_cap(seed in any::<u64>(), base_ms in 1u64..1000, cap_ms in 1000u64..60_000) {
+            let (base, cap) = (Duration::from_millis(base_ms), Duration::from_millis(cap_ms));
+            let mut b = Backoff::try_new(base, cap, seed).unwrap();
+            for n in 0..40u32 {
+                let w = b.next_wait();
+                prop_assert!(w <= base.saturating_mul(1 << n.min(30)).min(cap));
+            }
+            b.reset();
+            prop_assert!(b.next_wait() <= base);
+        }
+    }
+
+    #[test]
+    fn aimd_halves_and_recovers() {
+        let mut a = Aimd::new(1000.0, 10.0, 50.0);
+        a.throttled();
+        a.throttled();
+        assert_eq!(a.rate(), 250.0);
+        (0..100).for_each(|_| a.succeeded());
+        assert_eq!(a.rate(), 1000.0);
+        (0..20).for_each(|_| a.throttled());
+        assert_eq!(a.rate(), 10.0, "never below the floor");
+    }
+
+    /// Two senders sharing a quota, one starting far ahead: AIMD brings them together.
+    #[test]
+    fn aimd_converges_on_fair_shares() {
+        let quota = 1000.0;
+        let (mut a, mut b) = (Aimd::new(1000.0, 1.0, 5.0), Aimd::new(1000.0, 1.0, 5.0));
+        b.throttled();
+        b.throttled();
+        b.throttled();
+        for _ in 0..5000 {
+            if a.rate() + b.rate() > quota {
+                a.throttled();
+                b.throttled();
+            } else {
+                a.succeeded();
+                b.succeeded();
+            }
+        }
+        let (ra, rb) = (a.rate(), b.rate());
+        assert!((ra - rb).abs() / ((ra + rb) / 2.0) < 0.2, "{ra} vs {rb}");
+    }
+}
