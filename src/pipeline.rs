@@ -143,19 +143,20 @@ pub async fn run_until(
     tokio::pin!(shutdown);
     let mut done_rx = done_rx;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    loop {
+    let sink_ended = loop {
         tokio::select! {
-            _ = &mut shutdown => break,
+            _ = &mut shutdown => break false,
             _ = &mut done_rx => {
                 tracing::error!("the sink stopped unexpectedly; shutting down");
-                break;
+                break true;
             }
             _ = hangup.recv() => reload(config_path.as_deref(), &config, &wake_tx),
         }
-    }
+    };
     stop.store(true, Ordering::Relaxed);
     let _ = wake_tx.send(Wake::Stop);
-    let drained = tokio::time::timeout(config.shutdown_timeout, done_rx).await.is_ok();
+    // (A oneshot receiver that has completed must not be polled again.)
+    let drained = sink_ended || tokio::time::timeout(config.shutdown_timeout, done_rx).await.is_ok();
     let mut report = RunReport::default();
     if !drained {
         // The destination is slow or down: what is left stays buffered for next time.
@@ -299,12 +300,32 @@ impl BufferWriter {
         Ok(())
     }
 
-    /// Appends one batch, retrying while the disk refuses; `None` once closed.
+    /// Appends one batch, retrying while the disk refuses; `None` once closed. A batch
+    /// is appended in pieces of at most a quarter of the buffer, cut between lines, so
+    /// that any batch fits; a single event larger than that can never be buffered and
+    /// is dropped, counted and logged.
     fn append(&self, batch: &Batch) -> Option<u64> {
-        let mut wait = Duration::from_millis(100);
+        let limit = (self.opts.max_bytes / 4) as usize;
+        let mut last = None;
+        for piece in pieces(&batch.data, limit) {
+            match piece {
+                Ok(chunk) => last = Some(self.append_piece(chunk)?),
+                Err(line) => {
+                    tracing::error!(bytes = line.len(), limit, "an event larger than a quarter of buffer.max_bytes was dropped; raise buffer.max_bytes or lower decode.max_message_bytes");
+                    self.buffer.note_dropped_too_large(1);
+                }
+            }
+        }
+        last.or_else(|| self.append_piece(b""))
+    }
+
+    fn append_piece(&self, data: &[u8]) -> Option<u64> {
+        let events = memchr::memchr_iter(b'\n', data).count() as u32;
+        let mut backoff = Backoff::try_new(Duration::from_millis(100), Duration::from_secs(5), data.len() as u64)
+            .expect("constant bounds are valid");
         let mut logged = false;
         loop {
-            match self.buffer.append(crate::event::time::now(), batch.events as u32, &batch.data) {
+            match self.buffer.append(crate::event::time::now(), events, data) {
                 Ok(seq) => {
                     if logged {
                         tracing::info!("the buffer accepts writes again");
@@ -317,8 +338,7 @@ impl BufferWriter {
                         tracing::error!(error = %e, "cannot write to the buffer; reading is paused until it works (is data_dir full or read-only?)");
                         logged = true;
                     }
-                    thread::sleep(wait);
-                    wait = (wait * 2).min(Duration::from_secs(5));
+                    thread::sleep(backoff.next_wait());
                 }
             }
         }
@@ -398,6 +418,31 @@ impl Shipper {
     }
 }
 
+/// `data` (JSON lines) in pieces of at most `limit` bytes, cut after a newline; a line
+/// longer than `limit` on its own comes as an `Err`.
+fn pieces(data: &[u8], limit: usize) -> impl Iterator<Item = Result<&[u8], &[u8]>> {
+    let mut rest = data;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        if rest.len() <= limit {
+            return Some(Ok(std::mem::take(&mut rest)));
+        }
+        let cut = memchr::memrchr(b'\n', &rest[..limit]).map(|i| i + 1);
+        let (piece, ok) = match cut {
+            Some(at) => (&rest[..at], true),
+            // No newline within the limit: one line too long; it ends at the next one.
+            None => {
+                let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+                (&rest[..end], false)
+            }
+        };
+        rest = &rest[piece.len()..];
+        Some(if ok { Ok(piece) } else { Err(piece) })
+    })
+}
+
 fn save_checkpoints(checkpoints: &mut Checkpoints) {
     if let Err(e) = checkpoints.save() {
         tracing::error!(error = %e, "saving checkpoints failed; will retry");
@@ -422,5 +467,19 @@ fn retry<E: std::fmt::Display>(counters: &SinkCounters, mut f: impl FnMut() -> R
     counters.succeeded();
     if logged {
         tracing::info!("output works again");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pieces;
+
+    #[test]
+    fn batches_are_cut_between_lines_and_overlong_lines_set_apart() {
+        let got: Vec<Result<&[u8], &[u8]>> = pieces(b"aa\nbb\ncccccccc\ndd\n", 6).collect();
+        assert_eq!(got, vec![Ok(&b"aa\nbb\n"[..]), Err(&b"cccccccc\n"[..]), Ok(&b"dd\n"[..])]);
+        let got: Vec<_> = pieces(b"short\n", 100).collect();
+        assert_eq!(got, vec![Ok(&b"short\n"[..])]);
+        assert_eq!(pieces(b"", 10).count(), 0);
     }
 }

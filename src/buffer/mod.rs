@@ -107,6 +107,8 @@ pub struct BufferStats {
     pub corrupt_regions: u64,
     /// Records lost to corruption found while reading.
     pub corrupt_records: u64,
+    /// Events too large to fit the buffer, dropped before appending.
+    pub too_large_records: u64,
     /// Bytes of torn records truncated at recovery.
     pub torn_bytes: u64,
     pub segments: u64,
@@ -241,7 +243,21 @@ impl Buffer {
             rec.segments += 1;
             let scan = match segment::scan_file(&path, &mut buf).map_err(io_err(&path))? {
                 Ok(s) => s,
-                Err(why) => return Err(BufferError::BadSegment { path, why }),
+                // Cut while being created (shorter than its header): nothing in it.
+                Err(_) if buf.len() < HEADER_LEN as usize => {
+                    rec.torn_bytes += buf.len() as u64;
+                    fs::remove_file(&path).map_err(io_err(&path))?;
+                    continue;
+                }
+                // Not a segment we can read: set it aside (for `buffer inspect` and a
+                // person), never refuse to start.
+                Err(why) => {
+                    let aside = path.with_extension("seg.unreadable");
+                    tracing::warn!(segment = %path.display(), moved_to = %aside.display(), why, "unreadable buffer segment set aside");
+                    fs::rename(&path, &aside).map_err(io_err(&path))?;
+                    rec.corrupt_regions += 1;
+                    continue;
+                }
             };
             rec.corrupt_regions += scan.corrupt_regions;
             let mut bytes = buf.len() as u64;
@@ -428,6 +444,11 @@ impl Buffer {
         Ok(())
     }
 
+    /// Counts events dropped before they could be appended (too large for the buffer).
+    pub fn note_dropped_too_large(&self, records: u64) {
+        self.lock().stats.too_large_records += records;
+    }
+
     /// Hands a record's payload back for reuse by later reads (saves allocating and
     /// faulting in a fresh megabyte per record).
     pub fn recycle(&self, mut payload: Vec<u8>) {
@@ -466,8 +487,8 @@ impl Buffer {
         let id = st.segments.back().map_or(1, |s| s.id + 1);
         let path = segment_path(&self.inner.dir, id);
         let mut f = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
-        f.write_all(&segment::header()).map_err(io_err(&path))?;
-        // The new file's name must be durable too.
+        // Header first, then the name: a crash never leaves a named file without one.
+        f.write_all(&segment::header()).and_then(|()| f.sync_data()).map_err(io_err(&path))?;
         File::open(&self.inner.dir).and_then(|d| d.sync_all()).map_err(io_err(&self.inner.dir))?;
         st.writer = Some(f);
         st.total_bytes += HEADER_LEN;

@@ -47,6 +47,8 @@ const DEFAULT_ROOTS: &[&str] = &["/var/log/pods", "/var/lib/docker/containers"];
 const MAX_MESSAGE_BYTES_LIMIT: usize = 16 << 20;
 /// A buffer smaller than a few batches could not hold one in flight and one arriving.
 const MIN_BUFFER_BYTES: usize = 8 << 20;
+/// More than this per turn would only make batches, and the memory for them, larger.
+const MAX_READ_BYTES_PER_TURN: usize = 64 << 20;
 /// Less than a page per turn makes fairness cost more than it buys.
 const MIN_READ_BYTES_PER_TURN: usize = 4096;
 
@@ -307,7 +309,7 @@ fn build_tail(ck: &mut Checker, raw: RawTail, env: &EnvView) -> TailConfig {
             raw.read_bytes_per_turn,
             1 << 20,
             MIN_READ_BYTES_PER_TURN,
-            None,
+            Some(MAX_READ_BYTES_PER_TURN),
         ),
         pods: PodFilter {
             namespaces: build_names(

@@ -182,6 +182,7 @@ fn publish_buffer(b: &BufferStats, now: i64) {
     gauge!("logferry_backpressure_active").set(if b.backpressure { 1.0 } else { 0.0 });
     counter!("logferry_dropped_records_total", "reason" => "buffer_full").absolute(b.dropped_records);
     counter!("logferry_dropped_records_total", "reason" => "corrupt").absolute(b.corrupt_records);
+    counter!("logferry_dropped_records_total", "reason" => "too_large").absolute(b.too_large_records);
     counter!("logferry_buffer_corrupt_regions_total").absolute(b.corrupt_regions);
 }
 

@@ -62,11 +62,14 @@ impl Discovery {
         self.walks.iter().map(|(p, _)| p.clone()).collect()
     }
 
-    /// Every file to follow now, keyed by its resolved path.
-    pub fn scan(&mut self) -> HashMap<PathBuf, Found> {
+    /// Every file to follow now, keyed by its resolved path, and whether the scan
+    /// was complete (a directory that could not be listed — out of descriptors, say —
+    /// makes it incomplete: absence from it then proves nothing).
+    pub fn scan(&mut self) -> (HashMap<PathBuf, Found>, bool) {
         let mut matched = Vec::new();
+        let mut complete = true;
         for (prefix, depth) in self.walks.clone() {
-            self.walk(&prefix, depth.unwrap_or(MAX_DEPTH), &mut matched);
+            complete &= self.walk(&prefix, depth.unwrap_or(MAX_DEPTH), &mut matched);
         }
         let mut found = HashMap::new();
         for path in matched {
@@ -74,20 +77,31 @@ impl Discovery {
                 found.entry(f.key.clone()).or_insert(f);
             }
         }
-        found
+        (found, complete)
     }
 
-    fn walk(&self, dir: &Path, levels: usize, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = fs::read_dir(dir) else { return };
+    /// Collects matching files under `dir`; false if a directory could not be read
+    /// (one that does not exist is simply empty).
+    fn walk(&self, dir: &Path, levels: usize, out: &mut Vec<PathBuf>) -> bool {
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot list a directory; this scan is incomplete");
+                return false;
+            }
+        };
+        let mut complete = true;
         for entry in entries.flatten() {
             let path = entry.path();
             let Ok(ft) = entry.file_type() else { continue };
             if ft.is_dir() && levels > 1 {
-                self.walk(&path, levels - 1, out);
+                complete &= self.walk(&path, levels - 1, out);
             } else if !ft.is_dir() && self.include.is_match(&path) && !self.exclude.is_match(&path) {
                 out.push(path);
             }
         }
+        complete
     }
 
     /// Resolves, confines and filters one matched path.

@@ -302,7 +302,10 @@ impl Follower {
                 };
                 let next = next.clone();
                 self.finish_file(read_time, emit);
-                self.advance(&next, &members)?;
+                if !self.advance(&next, &members)? {
+                    // It vanished as we looked (compressed, renamed): look again next turn.
+                    return Ok(ReadOutcome::CaughtUp);
+                }
                 continue;
             }
             match self.check_live(now)? {
@@ -361,8 +364,16 @@ impl Follower {
 
     /// Opens the stream where it should resume; `false` when there is no file.
     fn open(&mut self) -> io::Result<bool> {
-        match self.resume.take() {
-            Some(pos) => self.open_at(pos),
+        match self.resume {
+            // The position is dropped only once it has been opened: an error here
+            // (a damaged .gz, no descriptor free) must not lose it.
+            Some(pos) => {
+                let opened = self.open_at(pos)?;
+                if opened {
+                    self.resume = None;
+                }
+                Ok(opened)
+            }
             None => {
                 let start = std::mem::replace(&mut self.start, StartFrom::Beginning);
                 let offset = match (start, fs::metadata(&self.key)) {
@@ -385,8 +396,14 @@ impl Follower {
     fn open_at(&mut self, pos: Position) -> io::Result<bool> {
         let members = list_members(&self.key)?;
         for m in &members {
-            if !matches_position(m, &pos)? {
-                continue;
+            match matches_position(m, &pos) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                // One unreadable member (a torn .gz after a node crash) is not this one.
+                Err(e) => {
+                    tracing::debug!(file = %m.path.display(), error = %e, "cannot identify");
+                    continue;
+                }
             }
             if let Some(cur) = open_member(m, self.chain_end, self.max_line, pos.offset)? {
                 tracing::debug!(stream = %self.key.display(), file = %m.path.display(), offset = pos.offset, "resuming");
@@ -423,15 +440,15 @@ impl Follower {
     }
 
     /// Moves from a finished rotated file to `next`, the following file of the set.
-    fn advance(&mut self, next: &SetMember, members: &[SetMember]) -> io::Result<()> {
+    /// The finished file stays current until `next` is open, so a failure or a race
+    /// (the kubelet compressing `next` right now) is retried, never skipped.
+    fn advance(&mut self, next: &SetMember, members: &[SetMember]) -> io::Result<bool> {
+        let Some(cur) = open_member(next, self.chain_end, self.max_line, 0)? else { return Ok(false) };
         let done = self.cur.take().expect("a file was open");
         self.count_skipped(members, done.stamp.as_deref());
         self.stats.rotations += 1;
-        // If `next` vanished meanwhile, the next read looks again from the live file.
-        if let Some(cur) = open_member(next, self.chain_end, self.max_line, 0)? {
-            self.install(cur);
-        }
-        Ok(())
+        self.install(cur);
+        Ok(true)
     }
 
     /// Looks at the stream's rotated files (on each rescan): remembers the ones

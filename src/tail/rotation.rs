@@ -97,6 +97,11 @@ pub fn list_set(live: &std::path::Path) -> std::io::Result<Vec<SetMember>> {
     let mut members: Vec<SetMember> = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
+        // Only regular files: a FIFO or a directory under a log's name is not a log
+        // (opening a FIFO would block the tailer).
+        if !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         let Some(r) = RotatedName::parse(name) else { continue };

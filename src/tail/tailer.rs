@@ -36,8 +36,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 const COALESCE: Duration = Duration::from_millis(25);
 /// While the next stage is full, how often the batch is offered again.
 const RETRY_WHEN_FULL: Duration = Duration::from_millis(20);
-/// A caught-up file idle this long may be closed to respect `max_open_files`.
-const PARK_AFTER: Duration = Duration::from_secs(5);
+/// How often streams waiting for a descriptor try again.
+const FD_RETRY: Duration = Duration::from_secs(1);
 
 /// Encoded events and the stream positions they complete.
 #[derive(Debug, Default)]
@@ -152,6 +152,9 @@ pub struct Tailer {
     giver: std::sync::mpsc::Sender<Vec<u8>>,
     /// When the last read round started (see `COALESCE`).
     last_round: Instant,
+    /// Streams that found no descriptor free (see `max_open_files`).
+    waiting_fd: VecDeque<Arc<Path>>,
+    fd_retry_due: Instant,
 }
 
 impl Tailer {
@@ -194,6 +197,8 @@ impl Tailer {
             returned,
             giver,
             last_round: now,
+            waiting_fd: VecDeque::new(),
+            fd_retry_due: now,
         }
     }
 
@@ -244,9 +249,11 @@ impl Tailer {
                 self.mark_all_ready();
                 self.poll_due = now + POLL_INTERVAL;
             }
+            self.retry_waiting_for_fd(now);
             self.read_round(now);
             self.flush_quiet_partials(Instant::now());
-            if self.ready.is_empty() && self.try_ship() == Shipped::Gone {
+            // Ship every round: a busy stream must not hold back the others' positions.
+            if self.try_ship() == Shipped::Gone {
                 break;
             }
         }
@@ -299,6 +306,9 @@ impl Tailer {
 
     fn next_deadline(&self) -> Instant {
         let mut next = self.rescan_due.min(self.published + PUBLISH_EVERY);
+        if !self.waiting_fd.is_empty() {
+            next = next.min(self.fd_retry_due);
+        }
         if self.watch.polling() {
             next = next.min(self.poll_due);
         }
@@ -359,7 +369,7 @@ impl Tailer {
     fn rescan(&mut self, now: Instant) {
         self.rescan_now = false;
         self.rescan_due = now + self.settings.tail.rescan_interval;
-        let found = self.discovery.scan();
+        let (found, complete) = self.discovery.scan();
         for (key, f) in &found {
             match self.streams.get_mut(key.as_path()) {
                 Some(s) => s.follower.mark_present(),
@@ -367,7 +377,7 @@ impl Tailer {
             }
         }
         for s in self.streams.values_mut() {
-            if !found.contains_key(s.key.as_ref()) {
+            if complete && !found.contains_key(s.key.as_ref()) {
                 if s.key.exists() {
                     // Still on disk but no longer wanted (filters changed, or its
                     // link went with a container restart): finish what is there.
@@ -419,8 +429,10 @@ impl Tailer {
             let Some(key) = self.ready.pop_front() else { break };
             self.queued.remove(&key);
             if !self.streams.get(&key).is_some_and(|s| s.follower.is_open()) && !self.make_room() {
-                // No descriptor free: try again later.
-                self.make_ready(key);
+                // No descriptor free: wait (not spin) until one may be.
+                if !self.waiting_fd.contains(&key) {
+                    self.waiting_fd.push_back(key);
+                }
                 continue;
             }
             self.read_turn(key, now, read_time);
@@ -487,7 +499,19 @@ impl Tailer {
         self.batch.finished.push(key.clone());
     }
 
-    /// Frees a descriptor if the cap is reached, by closing the longest-idle stream.
+    /// Streams that found no descriptor free get another chance once a second.
+    fn retry_waiting_for_fd(&mut self, now: Instant) {
+        if self.waiting_fd.is_empty() || now < self.fd_retry_due {
+            return;
+        }
+        self.fd_retry_due = now + FD_RETRY;
+        while let Some(key) = self.waiting_fd.pop_front() {
+            self.make_ready(key);
+        }
+    }
+
+    /// Frees a descriptor if the cap is reached, by closing the stream caught up the
+    /// longest (it is reopened where it was when it is written to again).
     fn make_room(&mut self) -> bool {
         if self.open_files < self.settings.tail.max_open_files {
             return true;
@@ -497,8 +521,8 @@ impl Tailer {
             .streams
             .iter()
             .filter(|(_, s)| s.follower.is_open() && !s.follower.has_pending())
-            .filter(|(_, s)| s.follower.idle_for(now).is_some_and(|d| d >= PARK_AFTER))
-            .min_by_key(|(_, s)| s.last_active)
+            .filter(|(_, s)| s.follower.idle_for(now).is_some())
+            .max_by_key(|(_, s)| s.follower.idle_for(now))
             .map(|(k, _)| k.clone());
         let parked = victim.and_then(|k| self.streams.get_mut(&k)).is_some_and(|s| s.follower.park());
         if parked {

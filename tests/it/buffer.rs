@@ -271,3 +271,21 @@ fn oldest_unacked_age_follows_acks() {
     b.ack(3);
     assert_eq!(b.stats().oldest_unacked_time, None);
 }
+
+#[test]
+fn a_segment_cut_before_its_header_or_unreadable_does_not_stop_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (b, _) = Buffer::open(dir.path(), opts()).unwrap();
+        b.append(1, 1, b"kept\n").unwrap();
+        b.sync().unwrap();
+    }
+    // A crash while a new segment was being created, and a segment of garbage.
+    fs::write(dir.path().join("00000000000000f0.seg"), b"LFB").unwrap();
+    fs::write(dir.path().join("00000000000000f1.seg"), vec![7u8; 100]).unwrap();
+    let (b, rec) = Buffer::open(dir.path(), opts()).expect("recovery never fails on a segment");
+    assert_eq!(rec.torn_bytes, 3);
+    assert_eq!(rec.corrupt_regions, 1);
+    assert!(dir.path().join("00000000000000f1.seg.unreadable").exists());
+    assert_eq!(read_all(&b).len(), 1);
+}

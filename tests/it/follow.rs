@@ -464,3 +464,52 @@ fn sighup_changes_the_filters_without_loss_or_duplicates() {
     std::thread::sleep(Duration::from_millis(1500));
     shipper.stop_and_check(&node, &[k1, d1, k2, k3].concat());
 }
+
+/// Regression (review): with every descriptor taken by a busy stream, another stream
+/// waited forever and the loop spun.
+#[test]
+fn a_stream_waiting_for_a_descriptor_gets_one_while_another_keeps_writing() {
+    let node = Node::new();
+    let busy = node.container("default", "busy", "app", 0);
+    let quiet = node.container("default", "quiet", "app", 0);
+    append_cri(&busy, &numbered("busy-0", 1));
+    let two = numbered("quiet-line", 2);
+    append_cri(&quiet, &two);
+    let mut shipper = node.start("max_open_files = 1");
+    let mut all = [numbered("busy-0", 1), two.clone()].concat();
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut i = 1;
+    while !node.messages().contains(&two[1]) {
+        assert!(std::time::Instant::now() < deadline, "the quiet stream never got a descriptor");
+        let line = numbered(&format!("busy-{i}"), 1);
+        append_cri(&busy, &line);
+        all.extend(line);
+        i += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    node.wait_for(&all, WAIT);
+    shipper.stop_and_check(&node, &all);
+}
+
+/// Regression (review): a damaged older `.gz` in the set made the resume fail, and the
+/// retry started over at the live file, skipping the rest of the rotated file.
+#[test]
+fn a_damaged_gz_beside_the_stream_does_not_lose_the_resume_position() {
+    let node = Node::new();
+    let live = node.container("default", "web", "app", 0);
+    let first = numbered("first", 3);
+    append_cri(&live, &first);
+    let mut shipper = node.start("");
+    node.wait_for(&first, WAIT);
+    assert!(shipper.stop().success());
+    let more = numbered("more", 3);
+    append_cri(&live, &more);
+    rotate(&live, "20260101-000010");
+    let last = numbered("last", 1);
+    append_cri(&live, &last);
+    fs::write(live.with_file_name("0.log.20260101-000001.gz"), b"\x1f\x8b not really gzip").unwrap();
+    let mut shipper = node.start("");
+    let all = [first, more, last].concat();
+    node.wait_for(&all, WAIT);
+    shipper.stop_and_check(&node, &all);
+}
