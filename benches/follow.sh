@@ -26,7 +26,8 @@
 #
 # Phases (node = ROOT/var/log/pods/<ns>_<pod>_<uid>/app/0.log plus the
 # ROOT/var/log/containers/<pod>_<ns>_app-<64 hex>.log links; `include` is the default
-# kubelet glob over the links, every other setting default, sink = stdout > /dev/null):
+# kubelet glob over the links, every other setting default, sink = stdout > /dev/null;
+# a build with a metrics listener gets [metrics] listen = "127.0.0.1:0"):
 #   busy     N empty files; logferry starts and registers them all (checkpoints at 0);
 #            then benches/follow_load.py appends whole CRI lines (messages 100-400 B,
 #            15 % stderr, a quarter JSON that needs escaping) to every file every 100 ms,
@@ -39,7 +40,7 @@
 #   check    the busy load for --check-seconds with a file sink in bench-data instead;
 #            every event is parsed: per pod, events, message bytes and the sum of the
 #            messages' CRC-32 must equal what the writers wrote. The output is deleted
-#            when it matches.
+#            when it matches (and after every busy run, the written log files).
 #   idle     N files with 200 lines each, read at start; then no writes: CPU over
 #            --idle-seconds (rescans every 10 s, the default, included), VmRSS and VmHWM.
 #   catchup  a generated corpus (benches/gen_corpus.py, 8 files, page cache warmed);
@@ -182,8 +183,8 @@ stop_logferry() {
     forget "$1"
 }
 
-# stderr_problems FILE: WARN/ERROR lines of logferry's own log.
-stderr_problems() { grep -cE '(^|[[:space:]])(WARN|ERROR)[[:space:]]' "$1" || true; }
+# stderr_problems FILE: the number of WARN/ERROR lines of logferry's own log (text or JSON).
+stderr_problems() { "$py" "$helper" problems "$1"; }
 
 # ---------------------------------------------------------------- machine, build
 
@@ -234,11 +235,19 @@ json.dump({"nproc": "$machine_nproc", "cpu": """$machine_cpu""", "kernel": "$mac
           open(sys.argv[1], "w"))
 PY
 
+# Builds with a metrics listener (default 0.0.0.0:9180) get an ephemeral loopback port
+# instead, so that runs never collide with another logferry on the machine.
+metrics_config=""
+if grep -aq 'metrics.listen' "$bin"; then
+    metrics_config=$'[metrics]\nlisten = "127.0.0.1:0"'
+fi
+
 # node_config DIR SINK: a config with defaults, following DIR's kubelet links.
 node_config() {
     local dir="$1" sink="$2"
     {
         echo "data_dir = \"$dir/data\""
+        [[ -z "$metrics_config" ]] || echo "$metrics_config"
         echo "[tail]"
         echo "include = [\"$dir/node/var/log/containers/*.log\"]"
         echo "roots = [\"$dir/node/var/log/pods\"]"
@@ -357,14 +366,15 @@ PY
     if [[ "$mode" == check ]] && "$py" -c 'import json,sys; sys.exit(0 if json.loads(sys.argv[1]).get("ok") else 1)' "$count_json"; then
         rm -f "$dir/out.jsonl"
     fi
+    rm -rf "$dir/node/var" # the written logs (rate x seconds of them); layout.json stays
     if [[ -n "$perf_top" ]]; then
         echo "  perf, threads:"; sed 's/^/    /' "$dir/perf-threads.txt"
         echo "  perf, self time by symbol:"; sed 's/^/    /' "$dir/perf-symbols.txt"
         echo "  perf, with children (>= 5 %):"; sed 's/^/    /' "$dir/perf-children.txt"
     fi
     if [[ "$(stderr_problems "$dir/logferry.stderr")" != 0 ]]; then
-        echo "  logferry WARN/ERROR lines ($dir/logferry.stderr), first 5 distinct:"
-        grep -E '(^|[[:space:]])(WARN|ERROR)[[:space:]]' "$dir/logferry.stderr" | sed -E 's/^[^ ]+ +//' | sort | uniq -c | sort -rn | head -5 | sed 's/^/    /'
+        echo "  logferry WARN/ERROR lines ($dir/logferry.stderr), the 5 most frequent:"
+        "$py" "$helper" problems "$dir/logferry.stderr" --top 5 | sed 's/^/    /'
     fi
 }
 
@@ -448,6 +458,7 @@ include = ["$corpus/var/log/pods/*/*/*.log"]
 roots = ["$corpus/var/log/pods"]
 start_at = "beginning"
 checkpoint_interval = "100ms"
+$metrics_config
 [sink]
 type = "stdout"
 TOML

@@ -30,7 +30,10 @@ Python 3.11, standard library only. Subcommands:
            Independent check of a file sink's output: per pod, the number of events, the
            message bytes and the CRC-32 sum must equal what the writers wrote.
   stopped  STDERR_FILE
-           Prints the `events=` of logferry's "stopped" log line (or -1).
+           Prints the `events` of logferry's "stopped" log line (or -1); its log may be
+           JSON lines or tracing's text format.
+  problems STDERR_FILE [--top N]
+           The number of WARN/ERROR lines in logferry's log, or the N most frequent.
 """
 
 from __future__ import annotations
@@ -520,17 +523,56 @@ def cmd_count(args: argparse.Namespace) -> None:
     sys.exit(0 if out["ok"] else 1)
 
 
+def log_records(path: str):
+    """logferry's own log lines as (level, message, fields): JSON lines or tracing's text."""
+    try:
+        f = open(path, errors="replace")
+    except FileNotFoundError:
+        return
+    with f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    yield "", line, {}
+                    continue
+                fields = rec.get("fields", rec)
+                yield str(rec.get("level", "")).upper(), str(fields.get("message", rec.get("message", ""))), fields
+            else:
+                m = re.match(r"\S+\s+(TRACE|DEBUG|INFO|WARN|ERROR)\s+(\S+?):\s+(.*)$", line)
+                if not m:
+                    yield "", line, {}
+                    continue
+                text = m.group(3)
+                fields = {k: v for k, v in re.findall(r"(\w+)=(\S+)", text)}
+                yield m.group(1), text, fields
+
+
 def cmd_stopped(args: argparse.Namespace) -> None:
     events = -1
-    try:
-        with open(args.stderr, errors="replace") as f:
-            for line in f:
-                m = re.search(r"\bstopped\b.*?\bevents=(\d+)", line)
-                if m:
-                    events = int(m.group(1))
-    except FileNotFoundError:
-        pass
+    for _level, message, fields in log_records(args.stderr):
+        if message == "stopped" or message.startswith("stopped "):
+            try:
+                events = int(fields.get("events", -1))
+            except ValueError:
+                pass
     print(events)
+
+
+def cmd_problems(args: argparse.Namespace) -> None:
+    """WARN and ERROR lines of logferry's log: the count, then the most frequent messages."""
+    counts: dict[str, int] = {}
+    for level, message, _fields in log_records(args.stderr):
+        if level in ("WARN", "ERROR"):
+            key = "%s %s" % (level, message[:200])
+            counts[key] = counts.get(key, 0) + 1
+    if args.top:
+        for key, n in sorted(counts.items(), key=lambda kv: -kv[1])[: args.top]:
+            print("%7d  %s" % (n, key))
+    else:
+        print(sum(counts.values()))
 
 
 def main() -> None:
@@ -590,6 +632,11 @@ def main() -> None:
     p = sub.add_parser("stopped")
     p.add_argument("stderr")
     p.set_defaults(fn=cmd_stopped)
+
+    p = sub.add_parser("problems")
+    p.add_argument("stderr")
+    p.add_argument("--top", type=int, default=0, help="list the N most frequent instead of counting")
+    p.set_defaults(fn=cmd_problems)
 
     args = ap.parse_args()
     if args.cmd == "write" and args.start_at is None:
