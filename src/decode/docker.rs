@@ -249,7 +249,7 @@ fn unescape_one(s: &[u8], at: usize, out: &mut Vec<u8>) -> Result<usize, Malform
     Ok(at + 2)
 }
 
-/// Reads the 4 hex digits after `\u` (and a low surrogate's `\uXXXX` if one follows a
+/// Reads the 4 hex digits after `\u` (and a low surrogate's own escape if one follows a
 /// high surrogate). Returns the character and how many bytes were used.
 fn unicode_escape(s: &[u8]) -> Result<(char, usize), Malformed> {
     let hi = hex4(s)?;
