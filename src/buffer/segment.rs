@@ -182,7 +182,7 @@ pub fn scan_bytes(bytes: &[u8]) -> Scan {
             Parsed::Incomplete => {
                 // Either a torn tail, or a corrupted length pointing past the end:
                 // a valid record further on means the latter.
-                match find_magic(bytes, at + 1).filter(|&m| matches!(parse(&bytes[m..]), Parsed::Record(..))) {
+                match next_valid(bytes, at + 1) {
                     Some(next) => {
                         scan.corrupt_regions += 1;
                         scan.corrupt_bytes += (next - at) as u64;
@@ -280,6 +280,23 @@ mod tests {
             assert_eq!(seqs, vec![1, 3], "flip at {i}");
             assert_eq!(s.corrupt_regions, 1);
         }
+    }
+
+    /// Regression (found by the buffer's model test): a record whose length was
+    /// corrupted upward, followed by another corrupted record, made recovery take the
+    /// rest of the segment for a torn tail — and truncate good records away.
+    #[test]
+    fn two_corrupted_records_do_not_hide_the_good_ones_after_them() {
+        let full = seg(&[(1, b"aaaa"), (2, b"bbbb"), (3, b"cccc"), (4, b"dddd")]);
+        let rec = RECORD_HEADER_LEN + 4;
+        let first = HEADER_LEN as usize;
+        let mut b = full.clone();
+        b[first + 5] = 0x7f; // record 1's length: far past the end
+        b[first + rec + 20] ^= 0x01; // record 2's payload
+        let s = scan_bytes(&b);
+        let seqs: Vec<u64> = s.records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![3, 4]);
+        assert!(!s.torn);
     }
 
     #[test]
