@@ -88,10 +88,6 @@ impl Aggregator {
         std::mem::take(&mut self.dead_letters)
     }
 
-    /// Bytes in the record being filled.
-    pub fn pending_bytes(&self) -> usize {
-        self.current.len()
-    }
 }
 
 fn with_newline(line: &[u8]) -> Vec<u8> {

@@ -75,12 +75,6 @@ pub struct RecordRef<'a> {
     pub payload: &'a [u8],
 }
 
-impl RecordRef<'_> {
-    pub fn to_owned(&self) -> Record {
-        Record { seq: self.seq, time: self.time, events: self.events, payload: self.payload.to_vec() }
-    }
-}
-
 /// What was found at one offset of a segment's bytes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed<'a> {

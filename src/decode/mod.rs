@@ -205,10 +205,6 @@ impl FileDecoder {
         self.reassembler.has_pending()
     }
 
-    pub fn pending_bytes(&self) -> usize {
-        self.reassembler.pending_bytes()
-    }
-
     fn detect(&mut self, line: &[u8]) -> Option<Format> {
         debug_assert_eq!(self.choice, FormatChoice::Auto);
         let found = if line.trim_ascii_start().first() == Some(&b'{') {

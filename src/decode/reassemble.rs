@@ -104,10 +104,6 @@ impl Reassembler {
         self.pending.iter().any(|p| p.active)
     }
 
-    /// Bytes held for unfinished messages.
-    pub fn pending_bytes(&self) -> usize {
-        self.pending.iter().map(|p| p.buf.len()).sum()
-    }
 }
 
 fn append_capped(p: &mut Pending, bytes: &[u8], max: usize, oversize: Oversize) {

@@ -313,9 +313,10 @@ impl Tailer {
             next = next.min(self.poll_due);
         }
         let timeout = self.settings.partial_flush_timeout;
+        let now = Instant::now();
         for s in self.streams.values() {
-            if let (true, Some(idle)) = (s.follower.has_pending(), s.follower.idle_for(Instant::now())) {
-                next = next.min(Instant::now() + timeout.saturating_sub(idle));
+            if let (true, Some(idle)) = (s.follower.has_pending(), s.follower.idle_for(now)) {
+                next = next.min(now + timeout.saturating_sub(idle));
             }
         }
         next

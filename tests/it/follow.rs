@@ -98,9 +98,7 @@ fn resumes_inside_a_file_the_kubelet_compressed_meanwhile() {
     let live = node.container("default", "web", "nginx", 0);
     let first = numbered("seen", 200);
     append_cri(&live, &first);
-    let mut shipper = node.start("");
-    node.wait_for(&first, WAIT);
-    assert!(shipper.stop().success());
+    node.ship_once(&first);
 
     // While logferry is down: more lines in the same file, then two rotations, and
     // the file it was reading is now only a .gz.
@@ -179,9 +177,7 @@ fn a_reused_inode_is_not_mistaken_for_the_old_file() {
     let live = node.container("default", "web", "app", 0);
     let old = numbered("old-file-with-a-longer-line-here", 40);
     append_cri(&live, &old);
-    let mut shipper = node.start("");
-    node.wait_for(&old, WAIT);
-    assert!(shipper.stop().success());
+    node.ship_once(&old);
     // The file is replaced by another one. Whether or not the filesystem reuses the
     // inode, make the checkpoint claim the new file's inode with the old offset, as
     // an inode reuse would: the fingerprint must tell them apart.
@@ -331,9 +327,7 @@ fn sigkill_loses_nothing_and_duplicates_only_what_was_in_flight() {
         std::thread::sleep(Duration::from_millis(40 * round as u64));
         shipper.kill();
     }
-    let mut shipper = node.start("");
-    node.wait_for(&all, WAIT);
-    assert!(shipper.stop().success());
+    node.ship_once(&all);
     let counts = crate::node::count(node.messages());
     assert!(all.iter().all(|m| counts.contains_key(m)), "a line was lost");
     let dups: usize = counts.values().map(|n| n - 1).sum();
@@ -499,9 +493,7 @@ fn a_damaged_gz_beside_the_stream_does_not_lose_the_resume_position() {
     let live = node.container("default", "web", "app", 0);
     let first = numbered("first", 3);
     append_cri(&live, &first);
-    let mut shipper = node.start("");
-    node.wait_for(&first, WAIT);
-    assert!(shipper.stop().success());
+    node.ship_once(&first);
     let more = numbered("more", 3);
     append_cri(&live, &more);
     rotate(&live, "20260101-000010");

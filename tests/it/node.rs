@@ -90,6 +90,13 @@ listen = "127.0.0.1:0"
         Shipper::start(cmd, &config, self.out())
     }
 
+    /// Runs logferry until `msgs` have arrived, then stops it cleanly.
+    pub fn ship_once(&self, msgs: &[String]) {
+        let mut shipper = self.start("");
+        self.wait_for(msgs, Duration::from_secs(30));
+        assert!(shipper.stop().success(), "{}", shipper.stderr());
+    }
+
     /// Messages in the output, in order.
     pub fn messages(&self) -> Vec<String> {
         read_events(&self.out()).into_iter().map(|v| v["message"].as_str().unwrap().to_string()).collect()
