@@ -36,6 +36,9 @@ use crate::buffer::{Buffer, BufferOptions, BufferStats};
 use crate::config::{BufferConfig, Config, SinkConfig, WatchMode};
 use crate::metrics::{http, SinkCounters, Telemetry};
 use crate::sink::backoff::Backoff;
+use crate::sink::dead_letter::DeadLetters;
+use crate::sink::deliver::{Chunk, Delivery};
+use crate::sink::firehose::Firehose;
 use crate::sink::{JsonLines, Target};
 use crate::tail::checkpoint::Checkpoints;
 use crate::tail::tailer::{Batch, TailStats, Tailer, TailerSettings};
@@ -91,16 +94,18 @@ pub async fn run_until(
     // Record that logferry has started here, so `start_at = "end"` applies only once.
     checkpoints.save()?;
     let buffer = open_buffer(&config)?;
-    let target = match &config.sink {
-        SinkConfig::Stdout => Target::Stdout,
-        SinkConfig::File { path } => Target::File(path.clone()),
-    };
-    let sink = JsonLines::open(&target, false)?;
-    let sink_name = match &config.sink {
-        SinkConfig::Stdout => "stdout",
-        SinkConfig::File { .. } => "file",
-    };
+    let sink_name = config.sink.name();
     let counters = Arc::new(SinkCounters::new());
+    let writer_done = Arc::new(AtomicBool::new(false));
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let ship = ShipSettings {
+        buffer: buffer.clone(),
+        writer_done: writer_done.clone(),
+        ack_interval: config.tail.checkpoint_interval,
+        counters: counters.clone(),
+        data_dir: config.data_dir.clone(),
+    };
+    let sink_thread = spawn_sink(&config.sink, ship, done_tx)?;
 
     let (batch_tx, batch_rx) = mpsc::sync_channel::<Batch>(CHANNEL_BATCHES);
     let (wake_tx, wake_rx) = mpsc::channel::<Wake>();
@@ -123,7 +128,6 @@ pub async fn run_until(
     }
     let tail_thread = thread::Builder::new().name("tail".into()).spawn(move || tailer.run())?;
 
-    let writer_done = Arc::new(AtomicBool::new(false));
     let writer = BufferWriter { buffer: buffer.clone(), recycle, checkpoints, opts: config.buffer, checkpoint_interval: config.tail.checkpoint_interval };
     let done = writer_done.clone();
     let buffer_thread = thread::Builder::new().name("buffer".into()).spawn(move || {
@@ -132,13 +136,6 @@ pub async fn run_until(
         r
     })?;
 
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let shipper = Shipper { buffer: buffer.clone(), sink, writer_done, ack_interval: config.tail.checkpoint_interval, counters };
-    let sink_thread = thread::Builder::new().name("sink".into()).spawn(move || {
-        let r = shipper.run();
-        let _ = done_tx.send(());
-        r
-    })?;
 
     tokio::pin!(shutdown);
     let mut done_rx = done_rx;
@@ -368,7 +365,117 @@ impl BufferWriter {
     }
 }
 
-/// Ships what the buffer holds and acknowledges it.
+/// What every sink thread needs.
+struct ShipSettings {
+    buffer: Buffer,
+    /// The buffer thread has finished: once the buffer is drained, so are we.
+    writer_done: Arc<AtomicBool>,
+    /// How often the ack position is saved.
+    ack_interval: Duration,
+    counters: Arc<SinkCounters>,
+    data_dir: PathBuf,
+}
+
+type Shipped = anyhow::Result<(u64, u64, u64)>;
+
+/// Starts the sink thread; `done` fires when it ends. For an AWS sink, returns once
+/// its client is set up (or with why it cannot be: no region, say).
+fn spawn_sink(sink: &SinkConfig, ship: ShipSettings, done: tokio::sync::oneshot::Sender<()>) -> anyhow::Result<thread::JoinHandle<Shipped>> {
+    let builder = thread::Builder::new().name("sink".into());
+    match sink {
+        SinkConfig::Stdout | SinkConfig::File { .. } => {
+            let target = match sink {
+                SinkConfig::File { path } => Target::File(path.clone()),
+                _ => Target::Stdout,
+            };
+            let shipper = Shipper {
+                sink: JsonLines::open(&target, false)?,
+                buffer: ship.buffer,
+                writer_done: ship.writer_done,
+                ack_interval: ship.ack_interval,
+                counters: ship.counters,
+            };
+            Ok(builder.spawn(move || {
+                let r = shipper.run();
+                let _ = done.send(());
+                r
+            })?)
+        }
+        SinkConfig::Firehose(config) => {
+            let config = config.clone();
+            let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+            let handle = builder.spawn(move || {
+                let r = ship_to_firehose(config, ship, ready_tx);
+                let _ = done.send(());
+                r
+            })?;
+            match ready_rx.recv() {
+                Ok(Ok(())) => Ok(handle),
+                Ok(Err(e)) => Err(e),
+                Err(_) => match handle.join() {
+                    Ok(Err(e)) => Err(e),
+                    _ => Err(anyhow::anyhow!("the Firehose sink failed to start")),
+                },
+            }
+        }
+    }
+}
+
+/// The Firehose sink thread: a reader hands buffer records to the delivery loop,
+/// which acknowledges them once Firehose accepted every line.
+fn ship_to_firehose(config: crate::config::FirehoseConfig, ship: ShipSettings, ready: mpsc::SyncSender<anyhow::Result<()>>) -> Shipped {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let firehose = match Firehose::connect(&config).await {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = ready.send(Err(e.context("cannot set up the Firehose sink")));
+                return Ok((0, 0, 0));
+            }
+        };
+        tracing::info!(stream = firehose.stream(), "shipping to Firehose");
+        let _ = ready.send(Ok(()));
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let (buffer, writer_done) = (ship.buffer.clone(), ship.writer_done.clone());
+        let reader = thread::Builder::new().name("sink-read".into()).spawn(move || read_chunks(&buffer, &writer_done, &tx))?;
+        let acks = ship.buffer.clone();
+        let mut last_persist = Instant::now();
+        let on_ack = move |seq| {
+            acks.ack(seq);
+            if last_persist.elapsed() >= ship.ack_interval {
+                if let Err(e) = acks.persist_ack() {
+                    tracing::error!(error = %e, "saving the buffer's ack position failed; will retry");
+                }
+                last_persist = Instant::now();
+            }
+        };
+        let dead = DeadLetters::new(&ship.data_dir, "firehose");
+        let delivered = Delivery::new(firehose, config, dead, ship.counters, on_ack).run(rx).await?;
+        let events = reader.join().map_err(|_| anyhow::anyhow!("the sink reader panicked"))??;
+        ship.buffer.persist_ack()?;
+        Ok((delivered.chunks, delivered.bytes, events))
+    })
+}
+
+/// Hands every buffer record to the delivery loop, until the buffer thread is done
+/// and all was read. Returns the events read.
+fn read_chunks(buffer: &Buffer, writer_done: &AtomicBool, tx: &tokio::sync::mpsc::Sender<Chunk>) -> anyhow::Result<u64> {
+    let mut events = 0;
+    loop {
+        let batch = buffer.read(SINK_READ_BYTES, Duration::from_millis(200))?;
+        if batch.is_empty() && writer_done.load(Ordering::Acquire) && buffer.drained() {
+            return Ok(events);
+        }
+        for r in batch {
+            events += u64::from(r.events);
+            if tx.blocking_send(Chunk { seq: r.seq, data: r.payload }).is_err() {
+                return Ok(events);
+            }
+        }
+    }
+}
+
+/// Ships what the buffer holds to stdout or a file and acknowledges it.
 struct Shipper {
     buffer: Buffer,
     sink: JsonLines,
@@ -401,6 +508,7 @@ impl Shipper {
                     events += u64::from(r.events);
                     self.counters.records.fetch_add(1, Ordering::Relaxed);
                     self.counters.events.fetch_add(u64::from(r.events), Ordering::Relaxed);
+                    self.counters.records_ok.fetch_add(u64::from(r.events), Ordering::Relaxed);
                     self.counters.bytes.fetch_add(r.payload.len() as u64, Ordering::Relaxed);
                 }
                 batch.into_iter().for_each(|r| self.buffer.recycle(r.payload));

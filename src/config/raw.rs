@@ -140,11 +140,89 @@ pub(super) struct RawSink {
     #[serde(rename = "type")]
     pub kind: Opt<String>,
     pub path: Opt<String>,
+    pub delivery_stream: Opt<String>,
+    pub region: Opt<String>,
+    pub endpoint: Opt<String>,
+    pub aggregate: Opt<bool>,
+    pub record_max_bytes: Opt<i64>,
+    pub oversize: Opt<String>,
+    pub linger: Opt<String>,
+    pub max_in_flight: Opt<i64>,
+    pub request_timeout: Opt<String>,
+    pub retry_max_wait: Opt<String>,
+    pub max_requests_per_second: Opt<i64>,
+    pub max_records_per_second: Opt<i64>,
+    pub max_bytes_per_second: Opt<i64>,
+    pub rate_recovery: Opt<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
 
-pub(super) const SINK_KEYS: &[&str] = &["type", "path"];
+impl RawSink {
+    /// The keys that were written (but `type`), for "not used by this type".
+    pub fn present(&self) -> Vec<&'static str> {
+        let keys: [(&str, bool); 15] = [
+            ("path", self.path.is_some()),
+            ("delivery_stream", self.delivery_stream.is_some()),
+            ("region", self.region.is_some()),
+            ("endpoint", self.endpoint.is_some()),
+            ("aggregate", self.aggregate.is_some()),
+            ("record_max_bytes", self.record_max_bytes.is_some()),
+            ("oversize", self.oversize.is_some()),
+            ("linger", self.linger.is_some()),
+            ("max_in_flight", self.max_in_flight.is_some()),
+            ("request_timeout", self.request_timeout.is_some()),
+            ("retry_max_wait", self.retry_max_wait.is_some()),
+            ("max_requests_per_second", self.max_requests_per_second.is_some()),
+            ("max_records_per_second", self.max_records_per_second.is_some()),
+            ("max_bytes_per_second", self.max_bytes_per_second.is_some()),
+            ("rate_recovery", self.rate_recovery.is_some()),
+        ];
+        keys.into_iter().filter_map(|(k, set)| set.then_some(k)).collect()
+    }
+}
+
+/// The keys of `type = "file"` (and, without `path`, of `"stdout"`).
+pub(super) const FILE_SINK_KEYS: &[&str] = &["type", "path"];
+
+/// The keys of `type = "firehose"`.
+pub(super) const FIREHOSE_SINK_KEYS: &[&str] = &[
+    "type",
+    "delivery_stream",
+    "region",
+    "endpoint",
+    "aggregate",
+    "record_max_bytes",
+    "oversize",
+    "linger",
+    "max_in_flight",
+    "request_timeout",
+    "retry_max_wait",
+    "max_requests_per_second",
+    "max_records_per_second",
+    "max_bytes_per_second",
+    "rate_recovery",
+];
+
+/// Every sink type's keys.
+pub(super) const SINK_KEYS: &[&str] = &[
+    "type",
+    "path",
+    "delivery_stream",
+    "region",
+    "endpoint",
+    "aggregate",
+    "record_max_bytes",
+    "oversize",
+    "linger",
+    "max_in_flight",
+    "request_timeout",
+    "retry_max_wait",
+    "max_requests_per_second",
+    "max_records_per_second",
+    "max_bytes_per_second",
+    "rate_recovery",
+];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]

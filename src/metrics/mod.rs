@@ -34,6 +34,17 @@ pub struct SinkCounters {
     pub events: AtomicU64,
     pub bytes: AtomicU64,
     pub retries: AtomicU64,
+    /// Records (a Firehose record; an event for stdout and file) by outcome.
+    pub records_ok: AtomicU64,
+    pub records_failed: AtomicU64,
+    pub records_dead_letter: AtomicU64,
+    pub records_truncated: AtomicU64,
+    /// Calls or records refused for being over the quota.
+    pub throttled: AtomicU64,
+    /// Firehose: accepted records' sizes rounded up to 5 KiB, as AWS bills them.
+    pub billed_bytes: AtomicU64,
+    /// The pace the sink allows itself now (bytes/s, an f64's bits); 0: unpaced.
+    pub rate_bytes_per_second: AtomicU64,
     /// The last attempt to write succeeded.
     pub healthy: AtomicBool,
     /// Why the sink is failing, for `/readyz`.
@@ -56,6 +67,23 @@ impl SinkCounters {
     pub fn succeeded(&self) {
         self.requests_ok.fetch_add(1, Ordering::Relaxed);
         self.healthy.store(true, Ordering::Relaxed);
+    }
+
+    /// Healthy again (the request itself was counted by the caller).
+    pub fn succeeded_quietly(&self) {
+        self.healthy.store(true, Ordering::Relaxed);
+    }
+
+    /// Unhealthy for `/readyz`, with why (the request was counted by the caller).
+    pub fn report_failing(&self, why: String) {
+        self.healthy.store(false, Ordering::Relaxed);
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(why);
+        }
+    }
+
+    pub fn set_rate(&self, bytes_per_second: f64) {
+        self.rate_bytes_per_second.store(bytes_per_second.to_bits(), Ordering::Relaxed);
     }
 }
 
@@ -104,9 +132,18 @@ impl Telemetry {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         counter!("logferry_sink_requests_total", "sink" => sink, "outcome" => "ok").absolute(get(&s.requests_ok));
         counter!("logferry_sink_requests_total", "sink" => sink, "outcome" => "error").absolute(get(&s.requests_failed));
-        counter!("logferry_sink_records_total", "sink" => sink, "outcome" => "ok").absolute(get(&s.events));
+        counter!("logferry_sink_records_total", "sink" => sink, "outcome" => "ok").absolute(get(&s.records_ok));
+        counter!("logferry_sink_records_total", "sink" => sink, "outcome" => "failed").absolute(get(&s.records_failed));
+        counter!("logferry_sink_records_total", "sink" => sink, "outcome" => "dead_letter").absolute(get(&s.records_dead_letter));
+        counter!("logferry_sink_records_total", "sink" => sink, "outcome" => "truncated").absolute(get(&s.records_truncated));
         counter!("logferry_sink_bytes_total", "sink" => sink).absolute(get(&s.bytes));
         counter!("logferry_sink_retries_total", "sink" => sink).absolute(get(&s.retries));
+        counter!("logferry_sink_throttled_total", "sink" => sink).absolute(get(&s.throttled));
+        gauge!("logferry_sink_rate_bytes_per_second", "sink" => sink).set(f64::from_bits(get(&s.rate_bytes_per_second)));
+        counter!("logferry_dropped_records_total", "reason" => "dead_letter").absolute(get(&s.records_dead_letter));
+        if sink == "firehose" {
+            counter!("logferry_firehose_billed_bytes_total").absolute(get(&s.billed_bytes));
+        }
     }
 
     /// Routes the three endpoints.
@@ -193,7 +230,7 @@ fn describe_all() {
     describe_counter!("logferry_events_total", "Events read, by stream.");
     describe_counter!("logferry_lines_truncated_total", "Events cut at decode.max_message_bytes.");
     describe_counter!("logferry_partial_lines_total", "Split lines emitted unfinished (the file ended or went quiet).");
-    describe_counter!("logferry_dropped_records_total", "Records dropped by policy, by reason (oversize, buffer_full, corrupt).");
+    describe_counter!("logferry_dropped_records_total", "Records dropped by policy, by reason (oversize, buffer_full, corrupt, too_large, dead_letter).");
     describe_counter!("logferry_read_bytes_total", Unit::Bytes, "Bytes read from log files.");
     describe_counter!("logferry_rotations_total", "Rotated files read to their end and left for the next.");
     describe_counter!("logferry_truncations_total", "Files truncated in place (copytruncate) and read again from 0.");
@@ -208,7 +245,10 @@ fn describe_all() {
     describe_gauge!("logferry_backpressure_active", "1 while the buffer is full and reading is paused.");
     describe_counter!("logferry_buffer_corrupt_regions_total", "Corrupted regions skipped in the disk buffer.");
     describe_counter!("logferry_sink_requests_total", "Requests (batches) sent to the sink, by outcome.");
-    describe_counter!("logferry_sink_records_total", "Events delivered to the sink.");
+    describe_counter!("logferry_sink_records_total", "Records by outcome (ok, failed and retried, dead_letter, truncated): a Firehose record, or an event for stdout and file.");
+    describe_counter!("logferry_sink_throttled_total", "Calls or records the destination refused for being over its quota.");
+    describe_gauge!("logferry_sink_rate_bytes_per_second", "The pace the sink allows itself now (AIMD below the configured ceiling); 0 when unpaced.");
+    describe_counter!("logferry_firehose_billed_bytes_total", Unit::Bytes, "Accepted Firehose records' sizes rounded up to 5 KiB, as AWS bills them.");
     describe_counter!("logferry_sink_bytes_total", Unit::Bytes, "Bytes delivered to the sink.");
     describe_counter!("logferry_sink_retries_total", "Sink requests retried.");
 }

@@ -91,6 +91,11 @@ impl Aimd {
         self.rate = (self.rate + self.step).min(self.ceiling);
     }
 
+    /// Additive increase by an explicit amount (for growth by elapsed time).
+    pub fn raise(&mut self, by: f64) {
+        self.rate = (self.rate + by.max(0.0)).min(self.ceiling);
+    }
+
     /// A new ceiling (configuration reload); the rate follows if above it.
     pub fn set_ceiling(&mut self, ceiling: f64) {
         self.ceiling = ceiling.max(self.floor);

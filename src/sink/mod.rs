@@ -1,10 +1,17 @@
 //! Sink: where encoded events go.
 //!
 //! Events arrive already encoded as JSON lines (see `event::encode`), in batches; a
-//! sink writes a batch whole and says when it is durable. For now the local targets:
-//! standard output and a file (fsynced on [`JsonLines::finish`]).
+//! sink writes a batch whole and says when it is durable. The local targets here
+//! (standard output, a file fsynced on [`JsonLines::finish`]); Amazon Data Firehose in
+//! [`firehose`] (one call) and [`deliver`] (the loop: aggregate, batch, pace, retry,
+//! acknowledge). [`aws`], [`pace`] and [`backoff`] are shared by every AWS sink.
 
+pub mod aws;
 pub mod backoff;
+pub mod dead_letter;
+pub mod deliver;
+pub mod firehose;
+pub mod pace;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};

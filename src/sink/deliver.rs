@@ -1,0 +1,408 @@
+//! Delivery to Firehose: chunks of JSON lines in, acknowledgements out.
+//!
+//! ```text
+//! chunks (buffer records) ─► aggregate into records ─► queue ─► batch ─► pace ─► PutRecordBatch ×N
+//!         ▲                                              ▲                               │
+//!         └──────────── ack(seq) once every record ──────┴─ refused records, at the front ┘
+//!                       holding its lines is accepted
+//! ```
+//!
+//! - A record may hold lines of several chunks and a chunk may span several records,
+//!   so each chunk counts its records still unaccepted; it is acknowledged once that
+//!   count is zero and no open (unsealed) record holds its lines.
+//! - A batch goes when it is full (500 records, 4 MiB, or a second's worth at the
+//!   current pace) or when its oldest data has waited `linger`.
+//! - A refused record (a whole call failing, or `ErrorCode` in its entry) goes back
+//!   to the front of the queue and is retried after a backoff with full jitter;
+//!   throttling also halves the pace. Accepted records are never sent again.
+//! - Memory is bounded: no more chunks are taken while the queue holds
+//!   [`QUEUE_BYTES`] or more.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::aws::{Failure, FailureKind};
+use super::backoff::Backoff;
+use super::dead_letter::DeadLetters;
+use super::firehose::{Firehose, RecordResults, THROTTLED_CODE};
+use super::pace::Pacer;
+use crate::batch::firehose::{billed_bytes, truncate_event, Aggregator, Record, MAX_BATCH_BYTES, MAX_BATCH_RECORDS};
+use crate::config::{FirehoseConfig, SinkOversize};
+use crate::metrics::SinkCounters;
+
+/// Records waiting to be sent, at most (then no more chunks are taken).
+const QUEUE_BYTES: usize = 16 << 20;
+/// Consecutive transient failures before `/readyz` reports the sink failing.
+const UNREADY_AFTER: u32 = 3;
+/// A failing sink logs at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// A piece of input: JSON lines, tagged with a number that is acknowledged once
+/// every line in it is delivered (or dead-lettered). Tags increase.
+#[derive(Debug)]
+pub struct Chunk {
+    pub seq: u64,
+    pub data: Vec<u8>,
+}
+
+/// What a delivery did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Delivered {
+    pub chunks: u64,
+    pub records: u64,
+    pub bytes: u64,
+    pub billed_bytes: u64,
+    pub truncated: u64,
+    pub dead_letters: u64,
+}
+
+/// A chunk whose lines are not all accepted yet.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Sealed records holding its lines, not yet accepted.
+    records: u32,
+    /// All its lines were handed to the aggregator.
+    complete: bool,
+}
+
+type Answer = (Vec<Record>, Instant, Result<RecordResults, Failure>);
+
+/// The Firehose delivery loop.
+pub struct Delivery<A: FnMut(u64)> {
+    firehose: Firehose,
+    config: FirehoseConfig,
+    pacer: Pacer,
+    backoff: Backoff,
+    retry_at: Option<Instant>,
+    aggregator: Aggregator,
+    queue: VecDeque<Record>,
+    queue_bytes: usize,
+    /// When the oldest unsent data arrived.
+    oldest: Option<Instant>,
+    pending: BTreeMap<u64, Pending>,
+    in_flight: JoinSet<Answer>,
+    dead: DeadLetters,
+    counters: Arc<SinkCounters>,
+    on_ack: A,
+    done: Delivered,
+    failures_in_a_row: u32,
+    last_log: Option<Instant>,
+}
+
+impl<A: FnMut(u64)> Delivery<A> {
+    pub fn new(firehose: Firehose, config: FirehoseConfig, dead: DeadLetters, counters: Arc<SinkCounters>, on_ack: A) -> Self {
+        let backoff = Backoff::try_new(Duration::from_millis(100), config.retry_max_wait.max(Duration::from_millis(100)), seed())
+            .expect("the base is positive and the cap at least the base");
+        let pacer = Pacer::new(config.pacing);
+        counters.set_rate(pacer.bytes_per_second());
+        Self {
+            firehose,
+            aggregator: Aggregator::new(config.record_max_bytes, config.aggregate),
+            config,
+            pacer,
+            backoff,
+            retry_at: None,
+            queue: VecDeque::new(),
+            queue_bytes: 0,
+            oldest: None,
+            pending: BTreeMap::new(),
+            in_flight: JoinSet::new(),
+            dead,
+            counters,
+            on_ack,
+            done: Delivered::default(),
+            failures_in_a_row: 0,
+            last_log: None,
+        }
+    }
+
+    /// Delivers every chunk `input` yields, until it closes and all is delivered.
+    /// Fails only if a dead letter cannot be written.
+    pub async fn run(mut self, mut input: mpsc::Receiver<Chunk>) -> anyhow::Result<Delivered> {
+        let mut open = true;
+        loop {
+            self.dispatch(!open).await;
+            if !open && self.is_idle() {
+                return Ok(self.done);
+            }
+            let wake = self.next_deadline();
+            let room = self.queue_bytes + self.aggregator.open_bytes() < QUEUE_BYTES;
+            tokio::select! {
+                chunk = input.recv(), if open && room => match chunk {
+                    Some(chunk) => self.take(chunk)?,
+                    None => open = false,
+                },
+                Some(answer) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
+                    let answer = answer.expect("a put task never panics");
+                    self.answer(answer)?;
+                }
+                _ = sleep_until(wake), if wake.is_some() => {}
+            }
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.aggregator.open_tags().is_none() && self.in_flight.is_empty()
+    }
+
+    /// Aggregates a chunk's lines; acknowledges it at once if nothing of it waits.
+    fn take(&mut self, chunk: Chunk) -> anyhow::Result<()> {
+        let seq = chunk.seq;
+        self.pending.insert(seq, Pending::default());
+        self.aggregator.push(&chunk.data, seq);
+        self.oversize(seq)?;
+        self.collect_sealed();
+        if let Some(p) = self.pending.get_mut(&seq) {
+            p.complete = true;
+        }
+        if !chunk.data.is_empty() {
+            self.oldest.get_or_insert_with(Instant::now);
+        }
+        self.done.chunks += 1;
+        self.try_ack(seq);
+        Ok(())
+    }
+
+    /// Events larger than a record: cut to fit, or written to the dead letters.
+    fn oversize(&mut self, seq: u64) -> anyhow::Result<()> {
+        let mut dead = Vec::new();
+        for line in self.aggregator.take_oversize() {
+            let cut = match self.config.oversize {
+                SinkOversize::Truncate => truncate_event(&line, self.aggregator.record_max()),
+                SinkOversize::DeadLetter => None,
+            };
+            match cut {
+                Some(cut) => {
+                    self.aggregator.push_line(&cut, seq);
+                    self.done.truncated += 1;
+                    self.counters.records_truncated.fetch_add(1, Ordering::Relaxed);
+                }
+                None => dead.push(line),
+            }
+        }
+        if !dead.is_empty() {
+            self.dead.write(&dead).map_err(|e| {
+                anyhow::anyhow!("cannot write dead letters to {}: {e}; is data_dir full or read-only?", self.dead.path().display())
+            })?;
+            tracing::warn!(events = dead.len(), path = %self.dead.path().display(), "events larger than sink.record_max_bytes were set aside whole (dead letters)");
+            self.done.dead_letters += dead.len() as u64;
+            self.counters.records_dead_letter.fetch_add(dead.len() as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Moves sealed records to the queue, counting them against their chunks.
+    fn collect_sealed(&mut self) {
+        for record in self.aggregator.take_records() {
+            for (_, p) in self.pending.range_mut(record.first..=record.last) {
+                p.records += 1;
+            }
+            self.queue_bytes += record.data.len();
+            self.queue.push_back(record);
+        }
+    }
+
+    /// Acknowledges `seq` if all of it is delivered.
+    fn try_ack(&mut self, seq: u64) {
+        let Some(p) = self.pending.get(&seq) else { return };
+        let held_open = self.aggregator.open_tags().is_some_and(|(first, last)| first <= seq && seq <= last);
+        if p.complete && p.records == 0 && !held_open {
+            self.pending.remove(&seq);
+            (self.on_ack)(seq);
+        }
+    }
+
+    /// The earliest instant something becomes due: the linger of the oldest data, or
+    /// the end of a retry backoff.
+    /// (None while the requests in flight are at the limit: only an answer helps.)
+    fn next_deadline(&self) -> Option<Instant> {
+        if self.in_flight.len() >= self.config.max_in_flight {
+            return None;
+        }
+        match self.retry_at.filter(|&r| r > Instant::now()) {
+            Some(r) => Some(r),
+            None => self.oldest.map(|t| t + self.config.linger),
+        }
+    }
+
+    /// Sends batches while there is room in flight and something is due.
+    async fn dispatch(&mut self, closing: bool) {
+        loop {
+            if self.queue.is_empty() && self.aggregator.open_tags().is_none() {
+                self.oldest = None;
+                return;
+            }
+            if self.in_flight.len() >= self.config.max_in_flight {
+                return;
+            }
+            let now = Instant::now();
+            if self.retry_at.is_some_and(|t| now < t) {
+                return;
+            }
+            let lingered = closing || self.oldest.is_some_and(|t| now.duration_since(t) >= self.config.linger);
+            if lingered && self.aggregator.open_tags().is_some() {
+                self.aggregator.seal();
+                self.collect_sealed();
+            }
+            let (max_records, max_bytes) = self.batch_limits();
+            let full = self.queue.len() >= max_records || self.queue_bytes >= max_bytes;
+            if self.queue.is_empty() || !(full || lingered) {
+                return;
+            }
+            let batch = self.next_batch(max_records, max_bytes);
+            let bytes: usize = batch.iter().map(|r| r.data.len()).sum();
+            self.pacer.admit(batch.len() as u64, bytes as u64).await;
+            let firehose = self.firehose.clone();
+            self.in_flight.spawn(async move {
+                let sent = Instant::now();
+                let data = batch.iter().map(|r| r.data.clone()).collect();
+                let result = firehose.put(data).await;
+                (batch, sent, result)
+            });
+        }
+    }
+
+    /// A batch may hold what the pace allows in about a second, within AWS's limits,
+    /// so that requests stay small and even when the pace is low.
+    fn batch_limits(&self) -> (usize, usize) {
+        let records = (self.pacer.records_per_second() as usize).clamp(1, MAX_BATCH_RECORDS);
+        let bytes = (self.pacer.bytes_per_second() as usize).clamp(1, MAX_BATCH_BYTES);
+        (records, bytes)
+    }
+
+    fn next_batch(&mut self, max_records: usize, max_bytes: usize) -> Vec<Record> {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while let Some(r) = self.queue.front() {
+            let fits = batch.is_empty() || (batch.len() < max_records && bytes + r.data.len() <= max_bytes);
+            if !fits {
+                break;
+            }
+            bytes += r.data.len();
+            let r = self.queue.pop_front().expect("front exists");
+            self.queue_bytes -= r.data.len();
+            batch.push(r);
+        }
+        batch
+    }
+
+    /// Handles one call's answer.
+    fn answer(&mut self, (batch, sent, result): Answer) -> anyhow::Result<()> {
+        match result {
+            Ok(results) => self.partial(batch, sent, results),
+            Err(failure) => self.failed(batch, sent, failure),
+        }
+        self.counters.set_rate(self.pacer.bytes_per_second());
+        Ok(())
+    }
+
+    /// A call that went through: accept what was accepted, requeue the rest.
+    fn partial(&mut self, batch: Vec<Record>, sent: Instant, results: RecordResults) {
+        self.counters.requests_ok.fetch_add(1, Ordering::Relaxed);
+        let mut refused = Vec::new();
+        let mut throttled = false;
+        let mut code_seen = None;
+        for (record, code) in batch.into_iter().zip(results) {
+            match code {
+                None => self.accepted(record),
+                Some(code) => {
+                    throttled |= code == THROTTLED_CODE;
+                    code_seen.get_or_insert(code);
+                    refused.push(record);
+                }
+            }
+        }
+        if refused.is_empty() {
+            self.backoff.reset();
+            self.failures_in_a_row = 0;
+            self.pacer.succeeded();
+            self.counters.succeeded_quietly();
+            return;
+        }
+        self.counters.records_failed.fetch_add(refused.len() as u64, Ordering::Relaxed);
+        if throttled {
+            self.throttled(sent);
+        }
+        tracing::debug!(refused = refused.len(), code = ?code_seen, "records refused inside a successful call; resending only those");
+        self.requeue(refused);
+    }
+
+    fn failed(&mut self, batch: Vec<Record>, sent: Instant, failure: Failure) {
+        self.counters.requests_failed.fetch_add(1, Ordering::Relaxed);
+        self.counters.records_failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.failures_in_a_row += 1;
+        match failure.kind {
+            FailureKind::Throttled => self.throttled(sent),
+            FailureKind::Permanent => self.counters.report_failing(failure.message.clone()),
+            FailureKind::Transient if self.failures_in_a_row >= UNREADY_AFTER => self.counters.report_failing(failure.message.clone()),
+            FailureKind::Transient => {}
+        }
+        let due = self.last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY);
+        if failure.kind != FailureKind::Throttled && (due || self.failures_in_a_row == 1) {
+            self.last_log = Some(Instant::now());
+            let stream = self.firehose.stream();
+            match failure.kind {
+                FailureKind::Permanent => tracing::error!(stream, error = %failure.message, "Firehose refused the call; the data stays buffered and is retried until this is fixed"),
+                _ => tracing::warn!(stream, error = %failure.message, "Firehose call failed; retrying with backoff"),
+            }
+        }
+        self.requeue(batch);
+    }
+
+    fn throttled(&mut self, sent: Instant) {
+        self.counters.throttled.fetch_add(1, Ordering::Relaxed);
+        self.pacer.throttled(sent);
+    }
+
+    /// Puts refused records back at the front, in order, and waits before resending.
+    fn requeue(&mut self, records: Vec<Record>) {
+        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+        for r in records.into_iter().rev() {
+            self.queue_bytes += r.data.len();
+            self.queue.push_front(r);
+        }
+        self.oldest.get_or_insert_with(Instant::now);
+        let wait = self.backoff.next_wait();
+        let at = Instant::now() + wait;
+        self.retry_at = Some(self.retry_at.map_or(at, |t| t.max(at)));
+    }
+
+    fn accepted(&mut self, record: Record) {
+        let len = record.data.len() as u64;
+        self.done.records += 1;
+        self.done.bytes += len;
+        self.done.billed_bytes += billed_bytes(record.data.len());
+        let c = &self.counters;
+        c.records_ok.fetch_add(1, Ordering::Relaxed);
+        c.bytes.fetch_add(len, Ordering::Relaxed);
+        c.billed_bytes.fetch_add(billed_bytes(record.data.len()), Ordering::Relaxed);
+        let seqs: Vec<u64> = self
+            .pending
+            .range_mut(record.first..=record.last)
+            .map(|(seq, p)| {
+                p.records = p.records.saturating_sub(1);
+                *seq
+            })
+            .collect();
+        for seq in seqs {
+            self.try_ack(seq);
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+    }
+}
+
+/// A seed for backoff jitter that differs between nodes started together.
+fn seed() -> u64 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
+}
