@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use logferry::config::{Config, ConfigError};
+use logferry::config::{Config, ConfigError, SinkConfig};
 use logferry::decode::{DecodeOptions, FormatChoice, Oversize, DEFAULT_MAX_MESSAGE_BYTES};
 use logferry::event::MessageFormat;
 use logferry::replay::{self, ReplayOptions};
@@ -67,9 +67,13 @@ struct ReplayArgs {
     /// Files or directories (walked recursively).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
-    /// Where events go.
-    #[arg(long, value_enum, default_value_t = To::Stdout)]
-    to: To,
+    /// Where events go (default: stdout).
+    #[arg(long, value_enum)]
+    to: Option<To>,
+    /// Ship through the sink of this `logferry run` configuration file (Firehose, say),
+    /// decoding as its [decode] says; instead of --to.
+    #[arg(long, short, conflicts_with_all = ["to", "output", "format", "max_message_bytes", "oversize", "message_format"])]
+    config: Option<PathBuf>,
     /// The output file for `--to file`.
     #[arg(long, short)]
     output: Option<PathBuf>,
@@ -225,7 +229,23 @@ fn init_logging(log: &logferry::config::LogConfig) {
 }
 
 fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let output = match (args.dry_run, args.to, args.output) {
+    if let Some(path) = &args.config {
+        let config = Config::load(path)?;
+        let output = (!args.dry_run).then(|| match config.sink {
+            SinkConfig::Stdout => Target::Stdout,
+            SinkConfig::File { path } => Target::File(path),
+            SinkConfig::Firehose(f) => Target::Firehose { config: f, data_dir: config.data_dir.clone() },
+        });
+        let opts = ReplayOptions {
+            paths: args.paths.clone(),
+            decode: config.decode,
+            message_format: config.message_format,
+            output,
+            show_progress: show_progress(args.progress),
+        };
+        return finish_replay(&opts, args.quiet);
+    }
+    let output = match (args.dry_run, args.to.unwrap_or(To::Stdout), args.output) {
         (true, _, _) => None,
         (false, To::Stdout, None) => Some(Target::Stdout),
         (false, To::Stdout, Some(_)) => {
@@ -258,17 +278,25 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             MessageFormatArg::Json => MessageFormat::Json,
         },
         output,
-        show_progress: match args.progress {
-            When::Auto => std::io::stderr().is_terminal(),
-            When::Always => true,
-            When::Never => false,
-        },
+        show_progress: show_progress(args.progress),
     };
-    let summary = replay::replay(&opts).context("replay stopped")?;
+    finish_replay(&opts, args.quiet)
+}
+
+fn show_progress(when: When) -> bool {
+    match when {
+        When::Auto => std::io::stderr().is_terminal(),
+        When::Always => true,
+        When::Never => false,
+    }
+}
+
+fn finish_replay(opts: &ReplayOptions, quiet: bool) -> anyhow::Result<ExitCode> {
+    let summary = replay::replay(opts).context("replay stopped")?;
     for (path, why) in &summary.failures {
         eprintln!("logferry: cannot read {}: {why}", path.display());
     }
-    if !args.quiet {
+    if !quiet {
         eprintln!("{summary}");
     }
     Ok(if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_PARTIAL) })

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::decode::{DecodeOptions, DecodeStats, FileDecoder};
 use crate::event::{time, Event, EventEncoder, KubeMeta, MessageFormat};
+use crate::sink::deliver::{Background, Delivered};
 use crate::sink::{JsonLines, SinkError, Target};
 use crate::tail::lines::{LineKind, LineReader};
 pub use plan::{FileSet, SourceFile};
@@ -48,6 +49,8 @@ pub struct Summary {
     pub elapsed: Duration,
     /// Paths that could not be read (fully), with why.
     pub failures: Vec<(PathBuf, String)>,
+    /// What an AWS sink delivered.
+    pub delivered: Option<Delivered>,
 }
 
 /// Replays every file under `opts.paths`. Read problems end up in
@@ -60,7 +63,11 @@ pub fn replay(opts: &ReplayOptions) -> Result<Summary, SinkError> {
         summary.failures.push((e.path, e.error.to_string()));
     }
     let sink = match &opts.output {
-        Some(target) => Some(JsonLines::open(target, true)?),
+        Some(Target::Firehose { config, data_dir }) => {
+            let counters = std::sync::Arc::new(crate::metrics::SinkCounters::new());
+            Some(Sink::Remote(Background::firehose(config.clone(), data_dir, counters).map_err(SinkError::Remote)?))
+        }
+        Some(target) => Some(Sink::Lines(JsonLines::open(target, true)?)),
         None => None,
     };
     let mut out = Output { encoder: EventEncoder::new(opts.message_format), batch: Vec::with_capacity(BATCH_BYTES * 2), sink };
@@ -69,7 +76,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<Summary, SinkError> {
     for set in &sets {
         replay_set(set, opts, &mut out, &mut progress, &mut summary)?;
     }
-    out.finish()?;
+    summary.delivered = out.finish()?;
     progress.finish();
     summary.elapsed = started.elapsed();
     Ok(summary)
@@ -79,7 +86,13 @@ pub fn replay(opts: &ReplayOptions) -> Result<Summary, SinkError> {
 struct Output {
     encoder: EventEncoder,
     batch: Vec<u8>,
-    sink: Option<JsonLines>,
+    sink: Option<Sink>,
+}
+
+enum Sink {
+    Lines(JsonLines),
+    /// An AWS sink's delivery loop, on its own thread.
+    Remote(Background),
 }
 
 impl Output {
@@ -99,18 +112,24 @@ impl Output {
     }
 
     fn ship(&mut self) -> Result<(), SinkError> {
-        if let Some(sink) = &mut self.sink {
-            sink.write_batch(&self.batch)?;
+        match &mut self.sink {
+            Some(Sink::Lines(sink)) => sink.write_batch(&self.batch)?,
+            Some(Sink::Remote(sink)) if !self.batch.is_empty() => {
+                let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_BYTES * 2));
+                sink.send(batch).map_err(SinkError::Remote)?;
+            }
+            _ => {}
         }
         self.batch.clear();
         Ok(())
     }
 
-    fn finish(&mut self) -> Result<(), SinkError> {
+    fn finish(&mut self) -> Result<Option<Delivered>, SinkError> {
         self.ship()?;
         match &mut self.sink {
-            Some(sink) => sink.finish(),
-            None => Ok(()),
+            Some(Sink::Lines(sink)) => sink.finish().map(|()| None),
+            Some(Sink::Remote(sink)) => sink.finish().map(Some).map_err(SinkError::Remote),
+            None => Ok(None),
         }
     }
 }
@@ -235,6 +254,14 @@ impl std::fmt::Display for Summary {
         )?;
         if s.missing_stream + s.missing_time > 0 {
             write!(f, "  missing stream {}  missing time {}", s.missing_stream, s.missing_time)?;
+        }
+        if let Some(d) = &self.delivered {
+            let ratio = d.billed_bytes as f64 / d.bytes.max(1) as f64;
+            write!(
+                f,
+                "\n  delivered {} records, {} bytes (billed as {}, {:.3}×)  truncated {}  dead letters {}",
+                d.records, d.bytes, d.billed_bytes, ratio, d.truncated, d.dead_letters
+            )?;
         }
         if !self.failures.is_empty() {
             write!(f, "\n  {} path(s) could not be read", self.failures.len())?;

@@ -406,3 +406,58 @@ fn seed() -> u64 {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
 }
+
+/// A delivery loop on a thread of its own, fed from synchronous code (`replay`).
+pub struct Background {
+    tx: Option<mpsc::Sender<Chunk>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<Delivered>>>,
+    next_seq: u64,
+}
+
+impl Background {
+    /// Connects to Firehose and starts delivering; returns once the client is set up.
+    pub fn firehose(config: FirehoseConfig, data_dir: &std::path::Path, counters: Arc<SinkCounters>) -> anyhow::Result<Self> {
+        let (tx, rx) = mpsc::channel(4);
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let dead = DeadLetters::new(data_dir, "firehose");
+        let thread = std::thread::Builder::new().name("sink".into()).spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(async move {
+                let firehose = match Firehose::connect(&config).await {
+                    Ok(f) => f,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return Ok(Delivered::default());
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                Delivery::new(firehose, config, dead, counters, |_| {}).run(rx).await
+            })
+        })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Self { tx: Some(tx), thread: Some(thread), next_seq: 0 }),
+            Ok(Err(e)) => Err(e.context("cannot set up the Firehose sink")),
+            Err(_) => Err(thread.join().map_err(|_| anyhow::anyhow!("the sink thread panicked"))?.err().unwrap_or_else(|| anyhow::anyhow!("the sink thread ended"))),
+        }
+    }
+
+    /// Hands over JSON lines; waits while the loop's queue is full.
+    pub fn send(&mut self, data: Vec<u8>) -> anyhow::Result<()> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.blocking_send(Chunk { seq, data }).is_ok());
+        if sent {
+            return Ok(());
+        }
+        self.finish().and_then(|_| Err(anyhow::anyhow!("the sink stopped")))
+    }
+
+    /// Delivers what is left and says what was done.
+    pub fn finish(&mut self) -> anyhow::Result<Delivered> {
+        self.tx = None;
+        match self.thread.take() {
+            Some(t) => t.join().map_err(|_| anyhow::anyhow!("the sink thread panicked"))?,
+            None => Err(anyhow::anyhow!("the sink already stopped")),
+        }
+    }
+}

@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 pub enum Target {
     Stdout,
     File(PathBuf),
+    /// Amazon Data Firehose; dead letters go under the data directory.
+    Firehose { config: crate::config::FirehoseConfig, data_dir: PathBuf },
 }
 
 /// Writes batches of JSON lines to stdout or a file.
@@ -43,14 +45,16 @@ pub enum SinkError {
     Open { path: PathBuf, source: io::Error },
     #[error("writing to {target} failed: {source}")]
     Write { target: String, source: io::Error },
+    #[error("{0:#}")]
+    Remote(anyhow::Error),
 }
 
 impl JsonLines {
     /// Opens the target; a file is appended to, or emptied first when `truncate`.
     pub fn open(target: &Target, truncate: bool) -> Result<Self, SinkError> {
         let out = match target {
-            Target::Stdout => Out::Stdout(io::stdout()),
             Target::File(path) => Out::File(open_file(path, truncate)?, path.clone(), false),
+            _ => Out::Stdout(io::stdout()),
         };
         Ok(Self { out })
     }

@@ -5,6 +5,8 @@ mod backpressure;
 mod buffer;
 mod cli;
 mod deploy;
+mod fault;
+mod firehose;
 mod follow;
 mod golden;
 mod kubelet;

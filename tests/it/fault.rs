@@ -1,0 +1,252 @@
+//! A fault-injecting Firehose on 127.0.0.1: speaks `PutRecordBatch` (AWS JSON 1.1)
+//! well enough for the real SDK, and does to each call what a policy says: accept,
+//! refuse some records with an `ErrorCode`, throttle, fail with a 500, answer too
+//! late, or drop the connection. It keeps every record it accepted, so a test can
+//! check that nothing was lost and nothing accepted was ever sent again.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+
+/// One `PutRecordBatch` call as the server saw it.
+pub struct Call {
+    pub stream: String,
+    pub records: Vec<Vec<u8>>,
+    /// Bytes of record data.
+    pub bytes: usize,
+}
+
+/// What to do with a call.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Accept every record.
+    Accept,
+    /// A 200 with `FailedPutCount`: `Some(code)` refuses that record.
+    Partial(Vec<Option<&'static str>>),
+    /// Whole-call throttling (`ServiceUnavailableException`, 503).
+    Throttle,
+    /// A 500 with no error body.
+    ServerError,
+    /// An error answer with this status and `__type`.
+    Error(u16, &'static str),
+    /// Answer (an acceptance that the server then forgets) only after this long.
+    Slow(Duration),
+    /// Close the connection without answering.
+    Reset,
+}
+
+/// What the server has seen and kept.
+#[derive(Default)]
+pub struct Seen {
+    pub calls: u64,
+    pub throttled: u64,
+    pub refused_records: u64,
+    pub faults: u64,
+    /// Accepted records by stream, in the order accepted.
+    pub accepted: HashMap<String, Vec<Vec<u8>>>,
+    /// (stream, when, bytes) per accepted call.
+    pub accepted_at: Vec<(String, Instant, usize)>,
+}
+
+impl Seen {
+    /// Every line of every accepted record of `stream`.
+    pub fn lines(&self, stream: &str) -> Vec<Vec<u8>> {
+        let records = self.accepted.get(stream).map(Vec::as_slice).unwrap_or_default();
+        let mut out = Vec::new();
+        for r in records {
+            assert!(r.ends_with(b"\n"), "a record must end with a newline");
+            out.extend(r.split_inclusive(|&c| c == b'\n').map(<[u8]>::to_vec));
+        }
+        out
+    }
+}
+
+type Policy = Box<dyn FnMut(&Call) -> Action + Send>;
+
+pub struct FaultServer {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Seen>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FaultServer {
+    pub fn start(policy: impl FnMut(&Call) -> Action + Send + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let policy: Arc<Mutex<Policy>> = Arc::new(Mutex::new(Box::new(policy)));
+        let (s, st) = (seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(conn) = conn else { continue };
+                let (seen, policy) = (s.clone(), policy.clone());
+                std::thread::spawn(move || serve(conn, &seen, &policy));
+            }
+        });
+        Self { addr, seen, stop }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for FaultServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+/// Serves one keep-alive connection.
+fn serve(conn: TcpStream, seen: &Mutex<Seen>, policy: &Mutex<Policy>) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut conn = conn;
+    loop {
+        let Some((headers, body)) = read_request(&mut reader, &mut conn) else { return };
+        let target = headers.get("x-amz-target").cloned().unwrap_or_default();
+        if !target.ends_with(".PutRecordBatch") {
+            respond(&mut conn, 400, &format!(r#"{{"__type":"InvalidArgumentException","message":"unsupported {target}"}}"#));
+            continue;
+        }
+        let call = parse_call(&body);
+        let action = (policy.lock().unwrap())(&call);
+        let mut s = seen.lock().unwrap();
+        s.calls += 1;
+        match action {
+            Action::Accept => {
+                let codes = vec![None; call.records.len()];
+                let body = accept(&mut s, call, &codes);
+                drop(s);
+                respond(&mut conn, 200, &body);
+            }
+            Action::Partial(codes) => {
+                s.refused_records += codes.iter().filter(|c| c.is_some()).count() as u64;
+                let body = accept(&mut s, call, &codes);
+                drop(s);
+                respond(&mut conn, 200, &body);
+            }
+            Action::Throttle => {
+                s.throttled += 1;
+                drop(s);
+                respond(&mut conn, 503, r#"{"__type":"ServiceUnavailableException","message":"Slow down."}"#);
+            }
+            Action::ServerError => {
+                s.faults += 1;
+                drop(s);
+                respond(&mut conn, 500, "");
+            }
+            Action::Error(status, code) => {
+                s.faults += 1;
+                drop(s);
+                respond(&mut conn, status, &format!(r#"{{"__type":"{code}","message":"injected {code}"}}"#));
+            }
+            Action::Slow(wait) => {
+                s.faults += 1;
+                drop(s);
+                std::thread::sleep(wait);
+                let n = call.records.len();
+                let entries = vec![r#"{"RecordId":"late"}"#; n].join(",");
+                respond(&mut conn, 200, &format!(r#"{{"FailedPutCount":0,"Encrypted":false,"RequestResponses":[{entries}]}}"#));
+                return;
+            }
+            Action::Reset => {
+                s.faults += 1;
+                return;
+            }
+        }
+    }
+}
+
+/// Keeps the accepted records; the response body.
+fn accept(s: &mut Seen, call: Call, codes: &[Option<&'static str>]) -> String {
+    let mut entries = Vec::new();
+    let mut bytes = 0;
+    let mut failed = 0;
+    for (i, record) in call.records.into_iter().enumerate() {
+        match codes.get(i).copied().flatten() {
+            None => {
+                bytes += record.len();
+                s.accepted.entry(call.stream.clone()).or_default().push(record);
+                entries.push(format!(r#"{{"RecordId":"r{i}"}}"#));
+            }
+            Some(code) => {
+                failed += 1;
+                entries.push(format!(r#"{{"ErrorCode":"{code}","ErrorMessage":"injected"}}"#));
+            }
+        }
+    }
+    s.accepted_at.push((call.stream, Instant::now(), bytes));
+    format!(r#"{{"FailedPutCount":{failed},"Encrypted":false,"RequestResponses":[{}]}}"#, entries.join(","))
+}
+
+fn parse_call(body: &[u8]) -> Call {
+    let v: serde_json::Value = serde_json::from_slice(body).expect("a JSON request");
+    let stream = v["DeliveryStreamName"].as_str().unwrap_or_default().to_string();
+    let records: Vec<Vec<u8>> = v["Records"]
+        .as_array()
+        .map(|a| a.iter().map(|r| base64::engine::general_purpose::STANDARD.decode(r["Data"].as_str().unwrap()).unwrap()).collect())
+        .unwrap_or_default();
+    let bytes = records.iter().map(Vec::len).sum();
+    Call { stream, records, bytes }
+}
+
+/// One request's headers (lower-cased names) and body; `None` at end of stream.
+fn read_request(reader: &mut BufReader<TcpStream>, conn: &mut TcpStream) -> Option<(HashMap<String, String>, Vec<u8>)> {
+    let mut headers = HashMap::new();
+    let mut line = String::new();
+    reader.read_line(&mut line).ok().filter(|&n| n > 0)?;
+    loop {
+        line.clear();
+        reader.read_line(&mut line).ok().filter(|&n| n > 0)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    if headers.get("expect").is_some_and(|e| e.eq_ignore_ascii_case("100-continue")) {
+        conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").ok()?;
+    }
+    let len: usize = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).ok()?;
+    Some((headers, body))
+}
+
+fn respond(conn: &mut TcpStream, status: u16, body: &str) {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        500 => "Internal Server Error",
+        _ => "Service Unavailable",
+    };
+    let _ = write!(
+        conn,
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nx-amzn-RequestId: test\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// A tiny deterministic random source for fault plans.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}

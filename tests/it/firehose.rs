@@ -1,0 +1,413 @@
+//! The Firehose sink with the real AWS SDK: against the AWS emulator (moto server,
+//! Firehose delivering to its S3, read back with boto3), and against the
+//! fault-injecting server of `fault` (partial failures, throttling, 500s, slow
+//! answers, dropped connections, a shared quota for a fleet of 20).
+//!
+//! moto comes from `tests/install-tools.sh` (`$LOGFERRY_TOOLS/bin/moto_server`); each
+//! test starts its own on a free 127.0.0.1 port.
+
+use std::collections::HashMap;
+use std::fs;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::fault::{Action, FaultServer, Rng};
+use crate::node::{append_cri, http_get, numbered, Node, Shipper};
+
+fn tool(name: &str) -> PathBuf {
+    let dir = std::env::var_os("LOGFERRY_TOOLS").map(PathBuf::from).unwrap_or_else(|| "/opt/logferry-tools".into());
+    let path = dir.join("bin").join(name);
+    assert!(path.exists(), "{} not found: install the test tools with `bash tests/install-tools.sh` (as root)", path.display());
+    path
+}
+
+/// A moto server on a free port, stopped on drop.
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Moto {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(tool("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { child, endpoint: format!("http://127.0.0.1:{port}") }
+    }
+
+    fn helper(&self, args: &[&str]) -> Vec<u8> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aws_emulator.py");
+        let out = Command::new(tool("python")).arg(script).args(args).output().unwrap();
+        assert!(out.status.success(), "aws_emulator.py {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    }
+
+    fn firehose_to_s3(&self, stream: &str, bucket: &str) {
+        self.helper(&["firehose-setup", &self.endpoint, stream, bucket]);
+    }
+
+    /// Every line of every object in `bucket`.
+    fn s3_lines(&self, bucket: &str) -> Vec<Vec<u8>> {
+        let data = self.helper(&["s3-read", &self.endpoint, bucket]);
+        data.split_inclusive(|&c| c == b'\n').map(<[u8]>::to_vec).collect()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Dummy credentials from the environment; nothing may look for others (IMDS).
+fn aws_env(cmd: &mut Command) -> &mut Command {
+    cmd.env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+}
+
+/// A `[sink]` for Firehose at `endpoint`, plus `extra` keys.
+fn firehose_sink(endpoint: &str, stream: &str, extra: &str) -> String {
+    format!("[sink]\ntype = \"firehose\"\ndelivery_stream = \"{stream}\"\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\n{extra}\n")
+}
+
+/// Writes a replay config into `dir`.
+fn replay_config(dir: &Path, sink: &str) -> PathBuf {
+    let path = dir.join("replay.toml");
+    fs::write(&path, format!("data_dir = \"{}/data\"\n{sink}", dir.display())).unwrap();
+    path
+}
+
+fn replay(config: &Path, paths: &[&Path]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
+    aws_env(&mut cmd).args(["replay", "--config", config.to_str().unwrap()]);
+    cmd.args(paths).output().unwrap()
+}
+
+/// A pod's log of `n` CRI lines with distinct messages, some long.
+fn pod_log(dir: &Path, pod: &str, n: usize) -> (PathBuf, Vec<String>) {
+    let log_dir = dir.join(format!("var/log/pods/ns_{pod}_uid-{pod}/app"));
+    fs::create_dir_all(&log_dir).unwrap();
+    let path = log_dir.join("0.log");
+    let msgs: Vec<String> = (0..n).map(|i| format!("{pod} line {i} {}", "x".repeat(i * 7919 % 600))).collect();
+    append_cri(&path, &msgs);
+    (path, msgs)
+}
+
+/// The JSON lines `logferry replay` writes to stdout for `paths`: what must arrive.
+fn expected_lines(paths: &[&Path]) -> Vec<Vec<u8>> {
+    let out = Command::new(env!("CARGO_BIN_EXE_logferry")).arg("replay").args(paths).output().unwrap();
+    assert!(out.status.success());
+    out.stdout.split_inclusive(|&c| c == b'\n').map(<[u8]>::to_vec).collect()
+}
+
+/// Every expected line arrived exactly once, byte for byte.
+fn assert_each_once(got: &[Vec<u8>], want: &[Vec<u8>]) {
+    let mut counts: HashMap<&[u8], i64> = HashMap::new();
+    for l in want {
+        *counts.entry(l).or_default() += 1;
+    }
+    for l in got {
+        *counts.entry(l).or_default() -= 1;
+    }
+    let missing = counts.values().filter(|&&c| c > 0).count();
+    let extra: Vec<_> = counts.iter().filter(|(_, &c)| c < 0).map(|(l, _)| String::from_utf8_lossy(l).into_owned()).take(3).collect();
+    assert_eq!(missing, 0, "{missing} of {} lines never arrived", want.len());
+    assert!(extra.is_empty(), "duplicated or unexpected lines, e.g. {extra:?}");
+    assert_eq!(got.len(), want.len());
+}
+
+#[test]
+fn replay_to_the_emulator_lands_every_event_in_s3_once() {
+    let moto = Moto::start();
+    moto.firehose_to_s3("logs", "bucket");
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = pod_log(dir.path(), "web", 3000);
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/node");
+    let config = replay_config(dir.path(), &firehose_sink(&moto.endpoint, "logs", "record_max_bytes = 65536"));
+    let out = replay(&config, &[&log, &fixtures]);
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{summary}");
+    assert!(summary.contains("delivered "), "{summary}");
+    assert_each_once(&moto.s3_lines("bucket"), &expected_lines(&[&log, &fixtures]));
+}
+
+#[test]
+fn a_live_node_ships_to_the_emulator_exactly_once() {
+    let moto = Moto::start();
+    moto.firehose_to_s3("live", "live-bucket");
+    let node = Node::new();
+    let live = node.container("default", "api", "app", 0);
+    let config = node.config_with("", "");
+    // The node's config with its [sink] swapped for Firehose.
+    let text = fs::read_to_string(&config).unwrap();
+    let file_sink = format!("[sink]\ntype = \"file\"\npath = \"{}\"\n", node.out().display());
+    let text = text.replace(&file_sink, &firehose_sink(&moto.endpoint, "live", "linger = \"200ms\""));
+    fs::write(&config, text).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
+    aws_env(&mut cmd).env_remove("POD_NAME").env_remove("POD_NAMESPACE");
+    let mut shipper = Shipper::start(cmd, &config, node.out());
+    let want: Vec<String> = numbered("live", 2000);
+    for part in want.chunks(500) {
+        append_cri(&live, part);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let messages = loop {
+        let got: Vec<String> = moto
+            .s3_lines("live-bucket")
+            .iter()
+            .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["message"].as_str().unwrap().to_string())
+            .collect();
+        if got.len() >= want.len() || Instant::now() > deadline {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let status = shipper.stop();
+    assert!(status.success(), "{}", shipper.stderr());
+    crate::node::assert_exactly_once(messages, &want);
+}
+
+/// Random faults of every kind; every line arrives once, so no accepted record was
+/// ever resent and no refused one lost.
+#[test]
+fn faults_lose_nothing_and_accepted_records_are_never_resent() {
+    let mut rng = Rng(0x5eed_f00d);
+    let server = FaultServer::start(move |call| {
+        let roll = rng.next() % 100;
+        match roll {
+            0..=19 => Action::Partial(
+                (0..call.records.len())
+                    .map(|_| match rng.next() % 4 {
+                        0 => Some("ServiceUnavailableException"),
+                        1 => Some("InternalFailure"),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            20..=29 => Action::Throttle,
+            30..=37 => Action::ServerError,
+            38..=41 => Action::Slow(Duration::from_millis(2500)),
+            42..=46 => Action::Reset,
+            _ => Action::Accept,
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (log, mut msgs) = pod_log(dir.path(), "busy", 6000);
+    // One event larger than a record: cut to fit, marked truncated.
+    let huge = format!("huge {}", "y".repeat(10_000));
+    append_cri(&log, std::slice::from_ref(&huge));
+    msgs.push(huge.clone());
+    let sink = firehose_sink(
+        &server.endpoint(),
+        "faults",
+        "record_max_bytes = 4096\nlinger = \"20ms\"\nrequest_timeout = \"1s\"\nretry_max_wait = \"200ms\"\nmax_bytes_per_second = 100000000\n",
+    );
+    let config = replay_config(dir.path(), &sink);
+    let out = replay(&config, &[&log]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen = server.seen.lock().unwrap();
+    assert!(seen.refused_records > 0 && seen.throttled > 0 && seen.faults > 0, "every kind of fault happened");
+    let mut want = expected_lines(&[&log]);
+    let got = seen.lines("faults");
+    // The oversize event arrives truncated.
+    let huge_line = want.iter().position(|l| l.len() > 4096).unwrap();
+    want.remove(huge_line);
+    let (cut, rest): (Vec<_>, Vec<_>) = got.into_iter().partition(|l| l.windows(11).any(|w| w == b"\"truncated\""));
+    assert_eq!(cut.len(), 1, "the oversize event, truncated");
+    assert!(cut[0].len() <= 4096);
+    let v: serde_json::Value = serde_json::from_slice(&cut[0]).unwrap();
+    assert!(huge.starts_with(v["message"].as_str().unwrap()));
+    assert_each_once(&rest, &want);
+}
+
+fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
+    let (_, body) = http_get(addr, "/metrics");
+    body.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+/// Throttling halves the pace (down to a fraction of the ceiling); when it stops,
+/// the pace climbs back to the ceiling. Meanwhile nothing is lost.
+#[test]
+fn throttling_slows_the_node_and_the_pace_recovers() {
+    let throttle = Arc::new(AtomicBool::new(true));
+    let t = throttle.clone();
+    let server = FaultServer::start(move |_| if t.load(Ordering::Relaxed) { Action::Throttle } else { Action::Accept });
+    let node = Node::new();
+    let live = node.container("default", "api", "app", 0);
+    let config = node.config_with("", "");
+    let text = fs::read_to_string(&config).unwrap();
+    let file_sink = format!("[sink]\ntype = \"file\"\npath = \"{}\"\n", node.out().display());
+    let sink = firehose_sink(&server.endpoint(), "aimd", "linger = \"50ms\"\nretry_max_wait = \"300ms\"\nrate_recovery = \"3s\"");
+    fs::write(&config, text.replace(&file_sink, &sink)).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
+    aws_env(&mut cmd).env_remove("POD_NAME").env_remove("POD_NAMESPACE");
+    let mut shipper = Shipper::start(cmd, &config, node.out());
+    let addr = shipper.metrics_addr();
+    let rate = r#"logferry_sink_rate_bytes_per_second{sink="firehose"}"#;
+    let ceiling = 1_048_576.0;
+    assert_eq!(metric(addr, rate), ceiling);
+    let want = numbered("paced", 500);
+    append_cri(&live, &want);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(addr, rate) > ceiling / 8.0 {
+        assert!(Instant::now() < deadline, "the pace never dropped:\n{}", shipper.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(metric(addr, r#"logferry_sink_throttled_total{sink="firehose"}"#) >= 3.0);
+    throttle.store(false, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(addr, rate) < ceiling {
+        assert!(Instant::now() < deadline, "the pace never recovered:\n{}", shipper.stderr());
+        // Keep data flowing: the pace grows with successful calls.
+        append_cri(&live, &numbered("more", 5));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = shipper.stop();
+    assert!(status.success(), "{}", shipper.stderr());
+    let seen = server.seen.lock().unwrap();
+    let got: Vec<String> = seen
+        .lines("aimd")
+        .iter()
+        .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["message"].as_str().unwrap().to_string())
+        .filter(|m| m.starts_with("paced-"))
+        .collect();
+    crate::node::assert_exactly_once(got, &want);
+}
+
+/// A missing stream: `/readyz` says so, the data waits; once the stream exists, it
+/// is delivered.
+#[test]
+fn a_permanent_error_is_reported_and_the_data_kept_until_fixed() {
+    let missing = Arc::new(AtomicBool::new(true));
+    let m = missing.clone();
+    let server = FaultServer::start(move |_| {
+        if m.load(Ordering::Relaxed) {
+            Action::Error(400, "ResourceNotFoundException")
+        } else {
+            Action::Accept
+        }
+    });
+    let node = Node::new();
+    let live = node.container("default", "api", "app", 0);
+    let config = node.config_with("", "");
+    let text = fs::read_to_string(&config).unwrap();
+    let file_sink = format!("[sink]\ntype = \"file\"\npath = \"{}\"\n", node.out().display());
+    let sink = firehose_sink(&server.endpoint(), "nope", "linger = \"50ms\"\nretry_max_wait = \"300ms\"");
+    fs::write(&config, text.replace(&file_sink, &sink)).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
+    aws_env(&mut cmd).env_remove("POD_NAME").env_remove("POD_NAMESPACE");
+    let mut shipper = Shipper::start(cmd, &config, node.out());
+    let addr = shipper.metrics_addr();
+    let want = numbered("kept", 300);
+    append_cri(&live, &want);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let (status, body) = http_get(addr, "/readyz");
+        if status == 503 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "/readyz never reported the missing stream");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(body.contains("does not exist"), "{body}");
+    assert!(shipper.stderr().contains("ResourceNotFoundException"), "{}", shipper.stderr());
+    missing.store(false, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.seen.lock().unwrap().lines("nope").len() < want.len() {
+        assert!(Instant::now() < deadline, "never delivered after the fix:\n{}", shipper.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http_get(addr, "/readyz").0, 200);
+    assert!(shipper.stop().success());
+}
+
+/// 20 nodes, one stream's quota: together they use ≥ 90 % of it, each within ±20 %
+/// of the mean share.
+#[test]
+fn a_fleet_of_twenty_shares_one_quota_fairly() {
+    const NODES: usize = 20;
+    const QUOTA: f64 = 400_000.0; // bytes per second, for the whole stream
+    const BURST: f64 = QUOTA * 0.25;
+    struct Bucket {
+        tokens: f64,
+        at: Instant,
+    }
+    let mut bucket = Bucket { tokens: BURST, at: Instant::now() };
+    let server = FaultServer::start(move |call| {
+        let now = Instant::now();
+        bucket.tokens = (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * QUOTA).min(BURST);
+        bucket.at = now;
+        if bucket.tokens >= call.bytes as f64 {
+            bucket.tokens -= call.bytes as f64;
+            Action::Accept
+        } else {
+            Action::Throttle
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let sink_extra = format!(
+        "record_max_bytes = 8192\nlinger = \"100ms\"\nretry_max_wait = \"2s\"\nmax_bytes_per_second = {}\nrate_recovery = \"20s\"",
+        QUOTA as u64
+    );
+    let mut nodes = Vec::new();
+    for i in 0..NODES {
+        let node_dir = dir.path().join(format!("node{i}"));
+        fs::create_dir_all(&node_dir).unwrap();
+        // ~2 MB each: more than a fair share of the test's 30 s.
+        let (log, _) = pod_log(&node_dir, &format!("n{i}"), 6500);
+        let config = replay_config(&node_dir, &firehose_sink(&server.endpoint(), &format!("node-{i}"), &sink_extra));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
+        aws_env(&mut cmd).args(["replay", "--quiet", "--config", config.to_str().unwrap()]).arg(&log);
+        nodes.push(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    }
+    let start = Instant::now();
+    let (from, to) = (Duration::from_secs(10), Duration::from_secs(30));
+    std::thread::sleep(to);
+    for mut n in nodes {
+        assert!(n.try_wait().unwrap().is_none(), "a node ran out of data: make the logs longer");
+        let _ = n.kill();
+        let _ = n.wait();
+    }
+    let seen = server.seen.lock().unwrap();
+    let mut share: HashMap<&str, f64> = HashMap::new();
+    for (stream, at, bytes) in &seen.accepted_at {
+        let t = at.duration_since(start);
+        if t >= from && t < to {
+            *share.entry(stream.as_str()).or_default() += *bytes as f64;
+        }
+    }
+    let window = (to - from).as_secs_f64();
+    let total: f64 = share.values().sum();
+    let used = total / (QUOTA * window);
+    let mean = total / NODES as f64;
+    let spread: Vec<f64> = (0..NODES).map(|i| share.get(format!("node-{i}").as_str()).copied().unwrap_or(0.0) / mean).collect();
+    eprintln!("fleet: {:.1} % of the quota used; shares / mean: {spread:.2?}; throttled calls {}", used * 100.0, seen.throttled);
+    assert!(used >= 0.9, "the fleet used {:.1} % of the quota", used * 100.0);
+    for (i, s) in spread.iter().enumerate() {
+        assert!((0.8..=1.2).contains(s), "node {i} got {s:.2} of the mean share: {spread:.2?}");
+    }
+}
