@@ -47,6 +47,12 @@ impl Backoff {
         ceiling.mul_f64(fraction)
     }
 
+    /// A uniformly random wait in `[0, max]` (jitter without growth).
+    pub fn jitter(&mut self, max: Duration) -> Duration {
+        let fraction = self.next_random() as f64 / u64::MAX as f64;
+        max.mul_f64(fraction)
+    }
+
     /// A success: the next failure starts from the base again.
     pub fn reset(&mut self) {
         self.attempt = 0;

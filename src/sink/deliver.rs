@@ -10,11 +10,15 @@
 //! - A record may hold lines of several chunks and a chunk may span several records,
 //!   so each chunk counts its records still unaccepted; it is acknowledged once that
 //!   count is zero and no open (unsealed) record holds its lines.
-//! - A batch goes when it is full (500 records, 4 MiB, or a second's worth at the
-//!   current pace) or when its oldest data has waited `linger`.
+//! - A batch goes when it is full (500 records, 4 MiB, or a tenth of a second's
+//!   worth at the current pace) or when its oldest data has waited `linger`.
 //! - A refused record (a whole call failing, or `ErrorCode` in its entry) goes back
-//!   to the front of the queue and is retried after a backoff with full jitter;
-//!   throttling also halves the pace. Accepted records are never sent again.
+//!   to the front of the queue and is retried after a backoff with full jitter.
+//!   Accepted records are never sent again.
+//! - Throttling halves the pace instead (`pace`): each throttle doubles the time
+//!   between this node's requests, which is itself an exponential backoff, and a
+//!   second, growing wait on top would only make unlucky nodes lose their share. So
+//!   a throttled retry waits a random part of one request's time at the new pace.
 //! - Memory is bounded: no more chunks are taken while the queue holds
 //!   [`QUEUE_BYTES`] or more.
 
@@ -39,6 +43,8 @@ use crate::metrics::SinkCounters;
 const QUEUE_BYTES: usize = 16 << 20;
 /// Consecutive transient failures before `/readyz` reports the sink failing.
 const UNREADY_AFTER: u32 = 3;
+/// A batch holds at most what the current pace allows in this long.
+const BATCH_WINDOW: Duration = Duration::from_millis(100);
 /// A failing sink logs at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(30);
 
@@ -267,12 +273,16 @@ impl<A: FnMut(u64)> Delivery<A> {
         }
     }
 
-    /// A batch may hold what the pace allows in about a second, within AWS's limits,
-    /// so that requests stay small and even when the pace is low.
+    /// A batch may hold what the pace allows in [`BATCH_WINDOW`], within AWS's
+    /// limits, so that requests stay small and even when the pace is low (a quota
+    /// shared by a fleet is then taken in many small bites, not a few large ones).
+    /// But never so small that the request ceiling would hold back the byte and
+    /// record pace: at least twice the pace's bytes (records) per allowed request.
     fn batch_limits(&self) -> (usize, usize) {
-        let records = (self.pacer.records_per_second() as usize).clamp(1, MAX_BATCH_RECORDS);
-        let bytes = (self.pacer.bytes_per_second() as usize).clamp(1, MAX_BATCH_BYTES);
-        (records, bytes)
+        let window = BATCH_WINDOW.as_secs_f64();
+        let requests = self.pacer.requests_per_second();
+        let limit = |per_second: f64, max: usize| ((per_second * window).max(2.0 * per_second / requests) as usize).clamp(1, max);
+        (limit(self.pacer.records_per_second(), MAX_BATCH_RECORDS), limit(self.pacer.bytes_per_second(), MAX_BATCH_BYTES))
     }
 
     fn next_batch(&mut self, max_records: usize, max_bytes: usize) -> Vec<Record> {
@@ -329,7 +339,7 @@ impl<A: FnMut(u64)> Delivery<A> {
             self.throttled(sent);
         }
         tracing::debug!(refused = refused.len(), code = ?code_seen, "records refused inside a successful call; resending only those");
-        self.requeue(refused);
+        self.requeue(refused, throttled);
     }
 
     fn failed(&mut self, batch: Vec<Record>, sent: Instant, failure: Failure) {
@@ -351,7 +361,7 @@ impl<A: FnMut(u64)> Delivery<A> {
                 _ => tracing::warn!(stream, error = %failure.message, "Firehose call failed; retrying with backoff"),
             }
         }
-        self.requeue(batch);
+        self.requeue(batch, failure.kind == FailureKind::Throttled);
     }
 
     fn throttled(&mut self, sent: Instant) {
@@ -359,15 +369,23 @@ impl<A: FnMut(u64)> Delivery<A> {
         self.pacer.throttled(sent);
     }
 
-    /// Puts refused records back at the front, in order, and waits before resending.
-    fn requeue(&mut self, records: Vec<Record>) {
+    /// Puts refused records back at the front, in order, and waits before resending:
+    /// after throttling, a random part of the time the new pace gives them; after
+    /// other failures, the exponential backoff.
+    fn requeue(&mut self, records: Vec<Record>, throttled: bool) {
         self.counters.retries.fetch_add(1, Ordering::Relaxed);
+        let bytes: usize = records.iter().map(|r| r.data.len()).sum();
         for r in records.into_iter().rev() {
             self.queue_bytes += r.data.len();
             self.queue.push_front(r);
         }
         self.oldest.get_or_insert_with(Instant::now);
-        let wait = self.backoff.next_wait();
+        let wait = if throttled {
+            let slot = Duration::from_secs_f64(bytes as f64 / self.pacer.bytes_per_second());
+            self.backoff.jitter(slot.min(self.config.retry_max_wait))
+        } else {
+            self.backoff.next_wait()
+        };
         let at = Instant::now() + wait;
         self.retry_at = Some(self.retry_at.map_or(at, |t| t.max(at)));
     }

@@ -3,9 +3,10 @@
 //! Three token buckets (governor's GCRA), one each for requests, records and bytes per
 //! second, set to the configured ceilings. On top, one AIMD factor `f` in
 //! `[FLOOR, 1]` scales all three: a request costs `n / f` cells, so the effective
-//! rate is `f · ceiling`. Throttling halves `f` (at most once per round trip: answers
-//! to requests sent before the last cut were sent at the old rate and do not cut
-//! again); time spent sending without throttling raises it by `elapsed / recovery`.
+//! rate is `f · ceiling`. Throttling halves `f`, at most once per [`CUT_INTERVAL`]:
+//! answers to requests sent before, or within a second after, the last cut still
+//! reflect the old rate (quotas are measured per second) and do not cut again. Time
+//! spent sending without throttling raises `f` by `elapsed / recovery`.
 //! Many nodes sharing one stream's quota converge on fair shares this way (see
 //! `backoff::Aimd`).
 
@@ -21,8 +22,14 @@ use crate::config::Pacing;
 /// The lowest factor: a node throttled again and again still sends something.
 const FLOOR: f64 = 1.0 / 1024.0;
 /// Growth is credited for at most this much time per success (a long idle spell
-/// is not a licence to jump to the ceiling).
-const MAX_GROWTH_STEP: Duration = Duration::from_secs(1);
+/// is not a licence to jump to the ceiling; a slow node sending every few seconds
+/// still climbs as fast as the others).
+const MAX_GROWTH_STEP: Duration = Duration::from_secs(5);
+/// After a cut, throttling of requests sent within this long does not cut again:
+/// AWS measures quotas per second, so for about a second its answers still reflect
+/// the rate before the cut (TCP's "once per round trip", with the quota's window as
+/// the round trip).
+const CUT_INTERVAL: Duration = Duration::from_secs(1);
 /// Requests are counted in thousandths, so that `1 / f` rounds finely.
 const REQUEST_CELLS: u64 = 1000;
 
@@ -96,7 +103,7 @@ impl Pacer {
 
     /// The destination throttled a request sent at `sent`.
     pub fn throttled(&mut self, sent: Instant) {
-        if self.last_cut.is_some_and(|cut| sent < cut) {
+        if self.last_cut.is_some_and(|cut| sent < cut + CUT_INTERVAL) {
             return;
         }
         self.aimd.throttled();
@@ -123,6 +130,11 @@ impl Pacer {
         self.aimd.rate() * self.ceilings.bytes_per_second as f64
     }
 
+    /// The current request rate this node allows itself.
+    pub fn requests_per_second(&self) -> f64 {
+        self.aimd.rate() * f64::from(self.ceilings.requests_per_second)
+    }
+
     /// The current record rate this node allows itself.
     pub fn records_per_second(&self) -> f64 {
         self.aimd.rate() * f64::from(self.ceilings.records_per_second)
@@ -146,7 +158,10 @@ mod tests {
         // Three more answers to requests sent before the cut: no further cut.
         (0..3).for_each(|_| p.throttled(sent));
         assert_eq!(p.factor(), 0.5);
-        std::thread::sleep(Duration::from_millis(5));
+        // Nor for one sent within a second after it.
+        p.throttled(Instant::now());
+        assert_eq!(p.factor(), 0.5);
+        p.last_cut = Some(Instant::now() - CUT_INTERVAL);
         p.throttled(Instant::now());
         assert_eq!(p.factor(), 0.25);
         assert_eq!(p.bytes_per_second(), 262_144.0);

@@ -45,6 +45,8 @@ pub enum Action {
 pub struct Seen {
     pub calls: u64,
     pub throttled: u64,
+    /// Throttled calls by stream.
+    pub throttled_by: HashMap<String, u64>,
     pub refused_records: u64,
     pub faults: u64,
     /// Accepted records by stream, in the order accepted.
@@ -137,6 +139,7 @@ fn serve(conn: TcpStream, seen: &Mutex<Seen>, policy: &Mutex<Policy>) {
             }
             Action::Throttle => {
                 s.throttled += 1;
+                *s.throttled_by.entry(call.stream.clone()).or_default() += 1;
                 drop(s);
                 respond(&mut conn, 503, r#"{"__type":"ServiceUnavailableException","message":"Slow down."}"#);
             }

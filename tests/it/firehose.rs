@@ -195,7 +195,7 @@ fn faults_lose_nothing_and_accepted_records_are_never_resent() {
     let server = FaultServer::start(move |call| {
         let roll = rng.next() % 100;
         match roll {
-            0..=19 => Action::Partial(
+            0..=24 => Action::Partial(
                 (0..call.records.len())
                     .map(|_| match rng.next() % 4 {
                         0 => Some("ServiceUnavailableException"),
@@ -204,15 +204,15 @@ fn faults_lose_nothing_and_accepted_records_are_never_resent() {
                     })
                     .collect(),
             ),
-            20..=29 => Action::Throttle,
-            30..=37 => Action::ServerError,
-            38..=41 => Action::Slow(Duration::from_millis(2500)),
-            42..=46 => Action::Reset,
+            25..=34 => Action::Throttle,
+            35..=42 => Action::ServerError,
+            43..=46 => Action::Slow(Duration::from_millis(2500)),
+            47..=51 => Action::Reset,
             _ => Action::Accept,
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let (log, mut msgs) = pod_log(dir.path(), "busy", 6000);
+    let (log, mut msgs) = pod_log(dir.path(), "busy", 10_000);
     // One event larger than a record: cut to fit, marked truncated.
     let huge = format!("huge {}", "y".repeat(10_000));
     append_cri(&log, std::slice::from_ref(&huge));
@@ -220,7 +220,7 @@ fn faults_lose_nothing_and_accepted_records_are_never_resent() {
     let sink = firehose_sink(
         &server.endpoint(),
         "faults",
-        "record_max_bytes = 4096\nlinger = \"20ms\"\nrequest_timeout = \"1s\"\nretry_max_wait = \"200ms\"\nmax_bytes_per_second = 100000000\n",
+        "aggregate = false\nrecord_max_bytes = 4096\nlinger = \"20ms\"\nrequest_timeout = \"1s\"\nretry_max_wait = \"200ms\"\nmax_bytes_per_second = 100000000\n",
     );
     let config = replay_config(dir.path(), &sink);
     let out = replay(&config, &[&log]);
@@ -370,22 +370,22 @@ fn a_fleet_of_twenty_shares_one_quota_fairly() {
     });
     let dir = tempfile::tempdir().unwrap();
     let sink_extra = format!(
-        "record_max_bytes = 8192\nlinger = \"100ms\"\nretry_max_wait = \"2s\"\nmax_bytes_per_second = {}\nrate_recovery = \"20s\"",
+        "record_max_bytes = 4096\nlinger = \"100ms\"\nretry_max_wait = \"2s\"\nmax_bytes_per_second = {}\nrate_recovery = \"10s\"",
         QUOTA as u64
     );
     let mut nodes = Vec::new();
     for i in 0..NODES {
         let node_dir = dir.path().join(format!("node{i}"));
         fs::create_dir_all(&node_dir).unwrap();
-        // ~2 MB each: more than a fair share of the test's 30 s.
-        let (log, _) = pod_log(&node_dir, &format!("n{i}"), 6500);
+        // ~3 MB each: more than a fair share of the test's 28 s.
+        let (log, _) = pod_log(&node_dir, &format!("n{i}"), 10_000);
         let config = replay_config(&node_dir, &firehose_sink(&server.endpoint(), &format!("node-{i}"), &sink_extra));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
         aws_env(&mut cmd).args(["replay", "--quiet", "--config", config.to_str().unwrap()]).arg(&log);
         nodes.push(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
     }
     let start = Instant::now();
-    let (from, to) = (Duration::from_secs(10), Duration::from_secs(30));
+    let (from, to) = (Duration::from_secs(8), Duration::from_secs(28));
     std::thread::sleep(to);
     for mut n in nodes {
         assert!(n.try_wait().unwrap().is_none(), "a node ran out of data: make the logs longer");
@@ -405,7 +405,9 @@ fn a_fleet_of_twenty_shares_one_quota_fairly() {
     let used = total / (QUOTA * window);
     let mean = total / NODES as f64;
     let spread: Vec<f64> = (0..NODES).map(|i| share.get(format!("node-{i}").as_str()).copied().unwrap_or(0.0) / mean).collect();
-    eprintln!("fleet: {:.1} % of the quota used; shares / mean: {spread:.2?}; throttled calls {}", used * 100.0, seen.throttled);
+    let throttles: Vec<u64> = (0..NODES).map(|i| seen.throttled_by.get(&format!("node-{i}")).copied().unwrap_or(0)).collect();
+    let calls: Vec<usize> = (0..NODES).map(|i| seen.accepted_at.iter().filter(|(s, _, _)| *s == format!("node-{i}")).count()).collect();
+    eprintln!("fleet: {:.1} % of the quota used; shares / mean: {spread:.2?}; throttled calls {throttles:?}; accepted calls {calls:?}", used * 100.0);
     assert!(used >= 0.9, "the fleet used {:.1} % of the quota", used * 100.0);
     for (i, s) in spread.iter().enumerate() {
         assert!((0.8..=1.2).contains(s), "node {i} got {s:.2} of the mean share: {spread:.2?}");
