@@ -68,7 +68,7 @@ fn not_for_type(key: &str, kind: &str) -> String {
     let owner = if raw::FILE_SINK_KEYS.contains(&key) { "file" } else { "firehose" };
     match kind {
         "stdout" if owner == "file" => {
-            format!(r#"not allowed when sink.type = "stdout" (remove it, or set type = "file")"#)
+            r#"not allowed when sink.type = "stdout" (remove it, or set type = "file")"#.to_string()
         }
         _ => format!(r#"not allowed when sink.type = {kind:?} (it belongs to type = {owner:?})"#),
     }

@@ -413,3 +413,22 @@ fn a_fleet_of_twenty_shares_one_quota_fairly() {
         assert!((0.8..=1.2).contains(s), "node {i} got {s:.2} of the mean share: {spread:.2?}");
     }
 }
+
+/// `oversize = "dead_letter"`: an event larger than a record is kept whole in
+/// `<data_dir>/dead-letter/firehose.jsonl`, never sent; the rest is delivered.
+#[test]
+fn an_event_too_large_for_a_record_goes_to_the_dead_letters() {
+    let server = FaultServer::start(|_| Action::Accept);
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = pod_log(dir.path(), "dl", 200);
+    append_cri(&log, &[format!("huge {}", "z".repeat(5000))]);
+    let sink = firehose_sink(&server.endpoint(), "dl", "record_max_bytes = 4096\noversize = \"dead_letter\"\nlinger = \"10ms\"");
+    let out = replay(&replay_config(dir.path(), &sink), &[&log]);
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && summary.contains("dead letters 1"), "{summary}");
+    let mut want = expected_lines(&[&log]);
+    let huge = want.iter().position(|l| l.len() > 4096).unwrap();
+    let huge = want.remove(huge);
+    assert_each_once(&server.seen.lock().unwrap().lines("dl"), &want);
+    assert_eq!(fs::read(dir.path().join("data/dead-letter/firehose.jsonl")).unwrap(), huge);
+}
