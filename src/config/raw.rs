@@ -182,47 +182,32 @@ impl RawSink {
     }
 }
 
+/// Every sink type's keys: `path` is the file sink's, the rest from `type` on the
+/// Firehose sink's.
+pub(super) const SINK_KEYS: &[&str] = &[
+    "path",
+    "type",
+    "delivery_stream",
+    "region",
+    "endpoint",
+    "aggregate",
+    "record_max_bytes",
+    "oversize",
+    "linger",
+    "max_in_flight",
+    "request_timeout",
+    "retry_max_wait",
+    "max_requests_per_second",
+    "max_records_per_second",
+    "max_bytes_per_second",
+    "rate_recovery",
+];
+
 /// The keys of `type = "file"` (and, without `path`, of `"stdout"`).
-pub(super) const FILE_SINK_KEYS: &[&str] = &["type", "path"];
+pub(super) const FILE_SINK_KEYS: &[&str] = SINK_KEYS.split_at(2).0;
 
 /// The keys of `type = "firehose"`.
-pub(super) const FIREHOSE_SINK_KEYS: &[&str] = &[
-    "type",
-    "delivery_stream",
-    "region",
-    "endpoint",
-    "aggregate",
-    "record_max_bytes",
-    "oversize",
-    "linger",
-    "max_in_flight",
-    "request_timeout",
-    "retry_max_wait",
-    "max_requests_per_second",
-    "max_records_per_second",
-    "max_bytes_per_second",
-    "rate_recovery",
-];
-
-/// Every sink type's keys.
-pub(super) const SINK_KEYS: &[&str] = &[
-    "type",
-    "path",
-    "delivery_stream",
-    "region",
-    "endpoint",
-    "aggregate",
-    "record_max_bytes",
-    "oversize",
-    "linger",
-    "max_in_flight",
-    "request_timeout",
-    "retry_max_wait",
-    "max_requests_per_second",
-    "max_records_per_second",
-    "max_bytes_per_second",
-    "rate_recovery",
-];
+pub(super) const FIREHOSE_SINK_KEYS: &[&str] = SINK_KEYS.split_at(1).1;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]

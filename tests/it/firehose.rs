@@ -150,21 +150,26 @@ fn replay_to_the_emulator_lands_every_event_in_s3_once() {
     assert_each_once(&moto.s3_lines("bucket"), &expected_lines(&[&log, &fixtures]));
 }
 
+/// A node with one container, and `logferry run` on it shipping to Firehose at
+/// `endpoint` (the node's usual config with its [sink] swapped).
+fn run_to_firehose(endpoint: &str, stream: &str, extra: &str) -> (Node, PathBuf, Shipper) {
+    let node = Node::new();
+    let live = node.container("default", "api", "app", 0);
+    let config = node.config_with("", "");
+    let text = fs::read_to_string(&config).unwrap();
+    let file_sink = format!("[sink]\ntype = \"file\"\npath = \"{}\"\n", node.out().display());
+    fs::write(&config, text.replace(&file_sink, &firehose_sink(endpoint, stream, extra))).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
+    aws_env(&mut cmd).env_remove("POD_NAME").env_remove("POD_NAMESPACE");
+    let shipper = Shipper::start(cmd, &config, node.out());
+    (node, live, shipper)
+}
+
 #[test]
 fn a_live_node_ships_to_the_emulator_exactly_once() {
     let moto = Moto::start();
     moto.firehose_to_s3("live", "live-bucket");
-    let node = Node::new();
-    let live = node.container("default", "api", "app", 0);
-    let config = node.config_with("", "");
-    // The node's config with its [sink] swapped for Firehose.
-    let text = fs::read_to_string(&config).unwrap();
-    let file_sink = format!("[sink]\ntype = \"file\"\npath = \"{}\"\n", node.out().display());
-    let text = text.replace(&file_sink, &firehose_sink(&moto.endpoint, "live", "linger = \"200ms\""));
-    fs::write(&config, text).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
-    aws_env(&mut cmd).env_remove("POD_NAME").env_remove("POD_NAMESPACE");
-    let mut shipper = Shipper::start(cmd, &config, node.out());
+    let (_node, live, mut shipper) = run_to_firehose(&moto.endpoint, "live", "linger = \"200ms\"");
     let want: Vec<String> = numbered("live", 2000);
     for part in want.chunks(500) {
         append_cri(&live, part);
@@ -256,16 +261,8 @@ fn throttling_slows_the_node_and_the_pace_recovers() {
     let throttle = Arc::new(AtomicBool::new(true));
     let t = throttle.clone();
     let server = FaultServer::start(move |_| if t.load(Ordering::Relaxed) { Action::Throttle } else { Action::Accept });
-    let node = Node::new();
-    let live = node.container("default", "api", "app", 0);
-    let config = node.config_with("", "");
-    let text = fs::read_to_string(&config).unwrap();
-    let file_sink = format!("[sink]\ntype = \"file\"\npath = \"{}\"\n", node.out().display());
-    let sink = firehose_sink(&server.endpoint(), "aimd", "linger = \"50ms\"\nretry_max_wait = \"300ms\"\nrate_recovery = \"3s\"");
-    fs::write(&config, text.replace(&file_sink, &sink)).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
-    aws_env(&mut cmd).env_remove("POD_NAME").env_remove("POD_NAMESPACE");
-    let mut shipper = Shipper::start(cmd, &config, node.out());
+    let extra = "linger = \"50ms\"\nretry_max_wait = \"300ms\"\nrate_recovery = \"3s\"";
+    let (_node, live, mut shipper) = run_to_firehose(&server.endpoint(), "aimd", extra);
     let addr = shipper.metrics_addr();
     let rate = r#"logferry_sink_rate_bytes_per_second{sink="firehose"}"#;
     let ceiling = 1_048_576.0;
@@ -311,16 +308,7 @@ fn a_permanent_error_is_reported_and_the_data_kept_until_fixed() {
             Action::Accept
         }
     });
-    let node = Node::new();
-    let live = node.container("default", "api", "app", 0);
-    let config = node.config_with("", "");
-    let text = fs::read_to_string(&config).unwrap();
-    let file_sink = format!("[sink]\ntype = \"file\"\npath = \"{}\"\n", node.out().display());
-    let sink = firehose_sink(&server.endpoint(), "nope", "linger = \"50ms\"\nretry_max_wait = \"300ms\"");
-    fs::write(&config, text.replace(&file_sink, &sink)).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
-    aws_env(&mut cmd).env_remove("POD_NAME").env_remove("POD_NAMESPACE");
-    let mut shipper = Shipper::start(cmd, &config, node.out());
+    let (_node, live, mut shipper) = run_to_firehose(&server.endpoint(), "nope", "linger = \"50ms\"\nretry_max_wait = \"300ms\"");
     let addr = shipper.metrics_addr();
     let want = numbered("kept", 300);
     append_cri(&live, &want);
