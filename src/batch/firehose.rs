@@ -263,6 +263,42 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The ack logic relies on it: a record's tags are exactly the first and last
+        /// chunk whose lines it holds, and the open record's tags cover what it holds.
+        #[test]
+        fn records_carry_the_tags_of_the_chunks_they_hold(
+            chunks in prop::collection::vec(prop::collection::vec(1usize..300, 0..20), 1..40),
+            record_max in 64usize..2000,
+            aggregate in any::<bool>(),
+        ) {
+            let mut a = Aggregator::new(record_max, aggregate);
+            // Each line is its chunk's tag, padded: "<tag>:xxxx\n".
+            let mut records = Vec::new();
+            for (tag, lens) in chunks.iter().enumerate() {
+                let mut data = Vec::new();
+                for len in lens {
+                    data.extend_from_slice(format!("{tag}:{}\n", "x".repeat(*len)).as_bytes());
+                }
+                a.push(&data, tag as u64);
+                records.extend(a.take_records());
+                if let Some((first, last)) = a.open_tags() {
+                    prop_assert!(first <= last && last <= tag as u64);
+                }
+            }
+            a.seal();
+            records.extend(a.take_records());
+            for r in &records {
+                let tags: Vec<u64> = r.data.split_inclusive(|&c| c == b'\n')
+                    .map(|l| std::str::from_utf8(l).unwrap().split(':').next().unwrap().parse().unwrap())
+                    .collect();
+                prop_assert_eq!((r.first, r.last), (tags[0], *tags.last().unwrap()));
+            }
+        }
+    }
+
     #[test]
     fn batches_respect_count_and_bytes() {
         let small: Vec<Vec<u8>> = (0..1201).map(|_| vec![b'x'; 10]).collect();
