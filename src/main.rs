@@ -12,6 +12,7 @@ use logferry::config::{Config, ConfigError, SinkConfig};
 use logferry::decode::{DecodeOptions, FormatChoice, Oversize, DEFAULT_MAX_MESSAGE_BYTES};
 use logferry::event::MessageFormat;
 use logferry::replay::{self, ReplayOptions};
+use logferry::sink::deliver::AwsSink;
 use logferry::sink::Target;
 
 /// Exit status when some inputs could not be read (the rest were processed).
@@ -234,7 +235,8 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         let output = (!args.dry_run).then(|| match config.sink {
             SinkConfig::Stdout => Target::Stdout,
             SinkConfig::File { path } => Target::File(path),
-            SinkConfig::Firehose(f) => Target::Firehose { config: f, data_dir: config.data_dir.clone() },
+            SinkConfig::Firehose(f) => Target::Aws { sink: AwsSink::Firehose(f), data_dir: config.data_dir.clone() },
+            SinkConfig::CloudWatch(c) => Target::Aws { sink: AwsSink::CloudWatch(c), data_dir: config.data_dir.clone() },
         });
         let opts = ReplayOptions {
             paths: args.paths.clone(),

@@ -36,9 +36,7 @@ use crate::buffer::{Buffer, BufferOptions, BufferStats};
 use crate::config::{BufferConfig, Config, SinkConfig, WatchMode};
 use crate::metrics::{http, SinkCounters, Telemetry};
 use crate::sink::backoff::Backoff;
-use crate::sink::dead_letter::DeadLetters;
-use crate::sink::deliver::{Chunk, Delivery};
-use crate::sink::firehose::Firehose;
+use crate::sink::deliver::{deliver_to, AwsSink, Chunk};
 use crate::sink::{JsonLines, Target};
 use crate::tail::checkpoint::Checkpoints;
 use crate::tail::tailer::{Batch, TailStats, Tailer, TailerSettings};
@@ -401,11 +399,15 @@ fn spawn_sink(sink: &SinkConfig, ship: ShipSettings, done: tokio::sync::oneshot:
                 r
             })?)
         }
-        SinkConfig::Firehose(config) => {
-            let config = config.clone();
+        SinkConfig::Firehose(_) | SinkConfig::CloudWatch(_) => {
+            let aws = match sink {
+                SinkConfig::Firehose(c) => AwsSink::Firehose(c.clone()),
+                SinkConfig::CloudWatch(c) => AwsSink::CloudWatch(c.clone()),
+                _ => unreachable!("matched above"),
+            };
             let (ready_tx, ready_rx) = mpsc::sync_channel(1);
             let handle = builder.spawn(move || {
-                let r = ship_to_firehose(config, ship, ready_tx);
+                let r = ship_to_aws(aws, ship, ready_tx);
                 let _ = done.send(());
                 r
             })?;
@@ -414,27 +416,18 @@ fn spawn_sink(sink: &SinkConfig, ship: ShipSettings, done: tokio::sync::oneshot:
                 Ok(Err(e)) => Err(e),
                 Err(_) => match handle.join() {
                     Ok(Err(e)) => Err(e),
-                    _ => Err(anyhow::anyhow!("the Firehose sink failed to start")),
+                    _ => Err(anyhow::anyhow!("the sink failed to start")),
                 },
             }
         }
     }
 }
 
-/// The Firehose sink thread: a reader hands buffer records to the delivery loop,
-/// which acknowledges them once Firehose accepted every line.
-fn ship_to_firehose(config: crate::config::FirehoseConfig, ship: ShipSettings, ready: mpsc::SyncSender<anyhow::Result<()>>) -> Shipped {
+/// An AWS sink's thread: a reader hands buffer records to the delivery loop, which
+/// acknowledges each once every event in it was accepted (or set aside).
+fn ship_to_aws(sink: AwsSink, ship: ShipSettings, ready: mpsc::SyncSender<anyhow::Result<()>>) -> Shipped {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let firehose = match Firehose::connect(&config).await {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = ready.send(Err(e.context("cannot set up the Firehose sink")));
-                return Ok((0, 0, 0));
-            }
-        };
-        tracing::info!(stream = firehose.stream(), "shipping to Firehose");
-        let _ = ready.send(Ok(()));
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         let (buffer, writer_done) = (ship.buffer.clone(), ship.writer_done.clone());
         let reader = thread::Builder::new().name("sink-read".into()).spawn(move || read_chunks(&buffer, &writer_done, &tx))?;
@@ -449,8 +442,7 @@ fn ship_to_firehose(config: crate::config::FirehoseConfig, ship: ShipSettings, r
                 last_persist = Instant::now();
             }
         };
-        let dead = DeadLetters::new(&ship.data_dir, "firehose");
-        let delivered = Delivery::new(firehose, config, dead, ship.counters, on_ack).run(rx).await?;
+        let delivered = deliver_to(sink, &ship.data_dir, ship.counters, rx, on_ack, ready).await?;
         let events = reader.join().map_err(|_| anyhow::anyhow!("the sink reader panicked"))??;
         ship.buffer.persist_ack()?;
         Ok((delivered.chunks, delivered.bytes, events))

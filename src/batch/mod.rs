@@ -1,6 +1,8 @@
 //! Batch: request shaping for the AWS sinks, with AWS's limits as typed constants.
 //!
-//! Owns packing events into records and records into requests; never does I/O.
-//! (The Firehose and CloudWatch Logs sinks that use it are the next issues.)
+//! Owns packing events into Firehose records and records into requests
+//! ([`firehose`]), and turning events into CloudWatch Logs batches per log stream
+//! ([`cloudwatch`]); never does I/O.
 
+pub mod cloudwatch;
 pub mod firehose;

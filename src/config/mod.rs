@@ -148,6 +148,7 @@ pub enum SinkConfig {
     Stdout,
     File { path: PathBuf },
     Firehose(FirehoseConfig),
+    CloudWatch(CloudWatchConfig),
 }
 
 impl SinkConfig {
@@ -157,6 +158,7 @@ impl SinkConfig {
             SinkConfig::Stdout => "stdout",
             SinkConfig::File { .. } => "file",
             SinkConfig::Firehose(_) => "firehose",
+            SinkConfig::CloudWatch(_) => "cloudwatch",
         }
     }
 }
@@ -181,6 +183,31 @@ pub struct FirehoseConfig {
     /// One attempt's limit; a slower answer is a failure, retried.
     pub request_timeout: Duration,
     /// The cap of the exponential backoff between retries.
+    pub retry_max_wait: Duration,
+    pub pacing: Pacing,
+}
+
+/// `[sink] type = "cloudwatch"`: CloudWatch Logs, `PutLogEvents`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudWatchConfig {
+    /// Log group and stream names, from each event's metadata.
+    pub log_group: crate::batch::cloudwatch::Template,
+    pub log_stream: crate::batch::cloudwatch::Template,
+    /// `{cluster}` and `{node}` (defaults: `CLUSTER_NAME`, `NODE_NAME`).
+    pub cluster: String,
+    pub node: String,
+    /// Create a missing group (with `retention_days`) and stream.
+    pub create_missing: bool,
+    /// The retention set on groups logferry creates; 0: none (never expire).
+    pub retention_days: u32,
+    /// Send the bare message rather than the event's JSON line.
+    pub bare_message: bool,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub linger: Duration,
+    /// Puts in flight at once (across streams; one per stream).
+    pub max_in_flight: usize,
+    pub request_timeout: Duration,
     pub retry_max_wait: Duration,
     pub pacing: Pacing,
 }
@@ -316,7 +343,7 @@ fn build(raw: RawConfig, env: &EnvView) -> Result<Config, Vec<Problem>> {
     let (decode, message_format, partial_flush_timeout) = build_decode(&mut ck, decode);
     let buffer = ck.table("buffer", raw.buffer);
     let buffer = build_buffer(&mut ck, buffer);
-    let sink = sink::build_sink(&mut ck, raw.sink);
+    let sink = sink::build_sink(&mut ck, raw.sink, env);
     let metrics = ck.table("metrics", raw.metrics);
     let metrics_listen = build_metrics(&mut ck, metrics);
     let log = ck.table("log", raw.log);

@@ -154,6 +154,13 @@ pub(super) struct RawSink {
     pub max_records_per_second: Opt<i64>,
     pub max_bytes_per_second: Opt<i64>,
     pub rate_recovery: Opt<String>,
+    pub log_group: Opt<String>,
+    pub log_stream: Opt<String>,
+    pub cluster: Opt<String>,
+    pub node: Opt<String>,
+    pub create_missing: Opt<bool>,
+    pub retention_days: Opt<i64>,
+    pub message_key: Opt<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -161,7 +168,7 @@ pub(super) struct RawSink {
 impl RawSink {
     /// The keys that were written (but `type`), for "not used by this type".
     pub fn present(&self) -> Vec<&'static str> {
-        let keys: [(&str, bool); 15] = [
+        let keys: [(&str, bool); 22] = [
             ("path", self.path.is_some()),
             ("delivery_stream", self.delivery_stream.is_some()),
             ("region", self.region.is_some()),
@@ -177,37 +184,86 @@ impl RawSink {
             ("max_records_per_second", self.max_records_per_second.is_some()),
             ("max_bytes_per_second", self.max_bytes_per_second.is_some()),
             ("rate_recovery", self.rate_recovery.is_some()),
+            ("log_group", self.log_group.is_some()),
+            ("log_stream", self.log_stream.is_some()),
+            ("cluster", self.cluster.is_some()),
+            ("node", self.node.is_some()),
+            ("create_missing", self.create_missing.is_some()),
+            ("retention_days", self.retention_days.is_some()),
+            ("message_key", self.message_key.is_some()),
         ];
         keys.into_iter().filter_map(|(k, set)| set.then_some(k)).collect()
     }
 }
 
-/// Every sink type's keys: `path` is the file sink's, the rest from `type` on the
-/// Firehose sink's.
-pub(super) const SINK_KEYS: &[&str] = &[
-    "path",
+/// The keys of `type = "file"` (and, without `path`, of `"stdout"`).
+pub(super) const FILE_SINK_KEYS: &[&str] = &["type", "path"];
+
+/// The keys of `type = "firehose"`.
+pub(super) const FIREHOSE_SINK_KEYS: &[&str] = &[
     "type",
     "delivery_stream",
-    "region",
-    "endpoint",
     "aggregate",
     "record_max_bytes",
     "oversize",
+    "max_records_per_second",
+    "max_bytes_per_second",
+    "region",
+    "endpoint",
     "linger",
     "max_in_flight",
     "request_timeout",
     "retry_max_wait",
     "max_requests_per_second",
-    "max_records_per_second",
-    "max_bytes_per_second",
     "rate_recovery",
 ];
 
-/// The keys of `type = "file"` (and, without `path`, of `"stdout"`).
-pub(super) const FILE_SINK_KEYS: &[&str] = SINK_KEYS.split_at(2).0;
+/// The keys of `type = "cloudwatch"`.
+pub(super) const CLOUDWATCH_SINK_KEYS: &[&str] = &[
+    "type",
+    "log_group",
+    "log_stream",
+    "cluster",
+    "node",
+    "create_missing",
+    "retention_days",
+    "message_key",
+    "region",
+    "endpoint",
+    "linger",
+    "max_in_flight",
+    "request_timeout",
+    "retry_max_wait",
+    "max_requests_per_second",
+    "rate_recovery",
+];
 
-/// The keys of `type = "firehose"`.
-pub(super) const FIREHOSE_SINK_KEYS: &[&str] = SINK_KEYS.split_at(1).1;
+/// Every sink type's keys (a test checks it is the union of the three lists).
+pub(super) const SINK_KEYS: &[&str] = &[
+    "type",
+    "path",
+    "delivery_stream",
+    "aggregate",
+    "record_max_bytes",
+    "oversize",
+    "max_records_per_second",
+    "max_bytes_per_second",
+    "log_group",
+    "log_stream",
+    "cluster",
+    "node",
+    "create_missing",
+    "retention_days",
+    "message_key",
+    "region",
+    "endpoint",
+    "linger",
+    "max_in_flight",
+    "request_timeout",
+    "retry_max_wait",
+    "max_requests_per_second",
+    "rate_recovery",
+];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]

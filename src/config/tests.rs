@@ -341,11 +341,11 @@ fn the_sink_type_decides_which_keys_it_needs() {
     let sink = |body: &str| problems(&format!("[sink]\n{body}"));
     assert_eq!(
         message(&problems(""), "sink.type"),
-        r#"required: add a [sink] table with type = one of "stdout", "file", "firehose""#
+        r#"required: add a [sink] table with type = one of "stdout", "file", "firehose", "cloudwatch""#
     );
     assert_eq!(
         message(&sink("path = \"/x\""), "sink.type"),
-        r#"required: one of "stdout", "file", "firehose""#
+        r#"required: one of "stdout", "file", "firehose", "cloudwatch""#
     );
     assert_eq!(
         message(&sink("type = \"file\""), "sink.path"),
@@ -368,12 +368,16 @@ fn the_sink_type_decides_which_keys_it_needs() {
         r#"not allowed when sink.type = "firehose" (it belongs to type = "file")"#
     );
     assert_eq!(
-        message(&sink("type = \"cloudwatch\""), "sink.type"),
-        r#""cloudwatch" is not available in this build yet (use one of "stdout", "file", "firehose")"#
+        message(&sink("type = \"cloudwatch\"\ncluster = \"c\"\ndelivery_stream = \"s\""), "sink.delivery_stream"),
+        r#"not allowed when sink.type = "cloudwatch" (it belongs to type = "firehose")"#
+    );
+    assert_eq!(
+        message(&sink("type = \"file\"\npath = \"/x\"\nregion = \"r\""), "sink.region"),
+        r#"not allowed when sink.type = "file" (it belongs to type = "firehose" or "cloudwatch")"#
     );
     assert_eq!(
         message(&sink("type = \"kafka\""), "sink.type"),
-        r#""kafka" is not one of "stdout", "file", "firehose""#
+        r#""kafka" is not one of "stdout", "file", "firehose", "cloudwatch""#
     );
     assert_eq!(
         keys(&problems("sink = 1")),
@@ -641,11 +645,11 @@ fn firehose_needs_a_stream_and_checks_every_key() {
         keys(&p),
         [
             "sink.endpoint",
+            "sink.max_in_flight",
+            "sink.rate_recovery",
             "sink.record_max_bytes",
             "sink.oversize",
-            "sink.max_in_flight",
-            "sink.max_bytes_per_second",
-            "sink.rate_recovery"
+            "sink.max_bytes_per_second"
         ]
     );
     assert_eq!(message(&p, "sink.record_max_bytes"), "must be between 1024 and 1024000, got 2000000");
@@ -669,4 +673,54 @@ fn the_firehose_reference_sets_every_key_to_its_default() {
     assert_eq!(f.record_max_bytes, 1_024_000);
     assert_eq!(f.pacing.bytes_per_second, 1 << 20);
     assert_eq!(format!("{:?}", reference.sink), format!("{:?}", SinkConfig::Firehose(FirehoseConfig { endpoint: None, ..f.clone() })));
+}
+
+#[test]
+fn cloudwatch_templates_and_node_values_are_checked() {
+    let sink = |body: &str, env: &EnvView| {
+        let text = format!("[sink]\ntype = \"cloudwatch\"\n{body}");
+        match Config::from_toml_str_with_env(&text, env) {
+            Ok(c) => Ok(c),
+            Err(ConfigError::Invalid { problems }) => Err(problems),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let none = EnvView::default();
+    let p = sink("log_stream = \"{node}/{oops}\"\nretention_days = 2\nmessage_key = \"msg\"", &none).unwrap_err();
+    assert_eq!(keys(&p), ["sink.log_stream", "sink.cluster", "sink.retention_days", "sink.message_key"]);
+    assert!(message(&p, "sink.log_stream").starts_with("{oops} is not a placeholder"));
+    assert_eq!(message(&p, "sink.cluster"), "required by {cluster} in sink.log_group or sink.log_stream: set it, or CLUSTER_NAME in the environment");
+    let mut env = EnvView::default();
+    env.vars.insert("CLUSTER_NAME".into(), "prod".into());
+    env.vars.insert("NODE_NAME".into(), "ip-1".into());
+    let c = sink("log_stream = \"{node}/{pod}\"\nmessage_key = \"message\"", &env).unwrap();
+    let SinkConfig::CloudWatch(cw) = c.sink else { panic!("{:?}", c.sink) };
+    assert_eq!((cw.cluster.as_str(), cw.node.as_str(), cw.retention_days, cw.bare_message, cw.create_missing), ("prod", "ip-1", 30, true, true));
+    assert_eq!(cw.pacing.requests_per_second, 1500);
+}
+
+/// `tests/fixtures/config/sink/cloudwatch.toml` documents every CloudWatch Logs key
+/// at its default.
+#[test]
+fn the_cloudwatch_reference_sets_every_key_to_its_default() {
+    let text = std::fs::read_to_string(fixtures().join("sink/cloudwatch.toml")).unwrap();
+    let doc: toml::Table = text.parse().unwrap();
+    let mut keys: Vec<&str> = doc["sink"].as_table().unwrap().keys().map(String::as_str).collect();
+    let mut known = raw::CLOUDWATCH_SINK_KEYS.to_vec();
+    keys.sort_unstable();
+    known.sort_unstable();
+    assert_eq!(keys, known, "sink/cloudwatch.toml must set every CloudWatch Logs key");
+    let reference = Config::from_toml_str_with_env(&text, &EnvView::default()).unwrap();
+    let minimal = ok("[sink]\ntype = \"cloudwatch\"\ncluster = \"prod\"\nnode = \"ip-10-0-0-1\"\nregion = \"eu-west-1\"");
+    assert_eq!(format!("{:?}", reference.sink), format!("{:?}", minimal.sink));
+}
+
+#[test]
+fn sink_keys_are_the_union_of_each_types_keys() {
+    let mut union: Vec<&str> = [raw::FILE_SINK_KEYS, raw::FIREHOSE_SINK_KEYS, raw::CLOUDWATCH_SINK_KEYS].concat();
+    union.sort_unstable();
+    union.dedup();
+    let mut all = raw::SINK_KEYS.to_vec();
+    all.sort_unstable();
+    assert_eq!(all, union);
 }

@@ -39,6 +39,9 @@ pub struct SinkCounters {
     pub records_failed: AtomicU64,
     pub records_dead_letter: AtomicU64,
     pub records_truncated: AtomicU64,
+    /// CloudWatch Logs events set aside for their time.
+    pub dropped_too_old: AtomicU64,
+    pub dropped_too_new: AtomicU64,
     /// Calls or records refused for being over the quota.
     pub throttled: AtomicU64,
     /// Firehose: accepted records' sizes rounded up to 5 KiB, as AWS bills them.
@@ -141,6 +144,8 @@ impl Telemetry {
         counter!("logferry_sink_throttled_total", "sink" => sink).absolute(get(&s.throttled));
         gauge!("logferry_sink_rate_bytes_per_second", "sink" => sink).set(f64::from_bits(get(&s.rate_bytes_per_second)));
         counter!("logferry_dropped_records_total", "reason" => "dead_letter").absolute(get(&s.records_dead_letter));
+        counter!("logferry_dropped_records_total", "reason" => "too_old").absolute(get(&s.dropped_too_old));
+        counter!("logferry_dropped_records_total", "reason" => "too_new").absolute(get(&s.dropped_too_new));
         if sink == "firehose" {
             counter!("logferry_firehose_billed_bytes_total").absolute(get(&s.billed_bytes));
         }
@@ -230,7 +235,7 @@ fn describe_all() {
     describe_counter!("logferry_events_total", "Events read, by stream.");
     describe_counter!("logferry_lines_truncated_total", "Events cut at decode.max_message_bytes.");
     describe_counter!("logferry_partial_lines_total", "Split lines emitted unfinished (the file ended or went quiet).");
-    describe_counter!("logferry_dropped_records_total", "Records dropped by policy, by reason (oversize, buffer_full, corrupt, too_large, dead_letter).");
+    describe_counter!("logferry_dropped_records_total", "Records dropped by policy, by reason (oversize, buffer_full, corrupt, too_large, dead_letter, too_old, too_new).");
     describe_counter!("logferry_read_bytes_total", Unit::Bytes, "Bytes read from log files.");
     describe_counter!("logferry_rotations_total", "Rotated files read to their end and left for the next.");
     describe_counter!("logferry_truncations_total", "Files truncated in place (copytruncate) and read again from 0.");

@@ -63,9 +63,9 @@ pub fn replay(opts: &ReplayOptions) -> Result<Summary, SinkError> {
         summary.failures.push((e.path, e.error.to_string()));
     }
     let sink = match &opts.output {
-        Some(Target::Firehose { config, data_dir }) => {
+        Some(Target::Aws { sink, data_dir }) => {
             let counters = std::sync::Arc::new(crate::metrics::SinkCounters::new());
-            Some(Sink::Remote(Background::firehose(config.clone(), data_dir, counters).map_err(SinkError::Remote)?))
+            Some(Sink::Remote(Background::start(sink.clone(), data_dir, counters).map_err(SinkError::Remote)?))
         }
         Some(target) => Some(Sink::Lines(JsonLines::open(target, true)?)),
         None => None,
@@ -256,12 +256,11 @@ impl std::fmt::Display for Summary {
             write!(f, "  missing stream {}  missing time {}", s.missing_stream, s.missing_time)?;
         }
         if let Some(d) = &self.delivered {
-            let ratio = d.billed_bytes as f64 / d.bytes.max(1) as f64;
-            write!(
-                f,
-                "\n  delivered {} records, {} bytes (billed as {}, {:.3}×)  truncated {}  dead letters {}",
-                d.records, d.bytes, d.billed_bytes, ratio, d.truncated, d.dead_letters
-            )?;
+            write!(f, "\n  delivered {} records, {} bytes", d.records, d.bytes)?;
+            if d.billed_bytes > 0 {
+                write!(f, " (billed as {}, {:.3}×)", d.billed_bytes, d.billed_bytes as f64 / d.bytes.max(1) as f64)?;
+            }
+            write!(f, "  truncated {}  dead letters {}", d.truncated, d.dead_letters)?;
         }
         if !self.failures.is_empty() {
             write!(f, "\n  {} path(s) could not be read", self.failures.len())?;

@@ -61,6 +61,8 @@ pub enum FailureKind {
 #[derive(Debug, Clone)]
 pub struct Failure {
     pub kind: FailureKind,
+    /// The service's error code, when it gave one.
+    pub code: Option<String>,
     pub message: String,
 }
 
@@ -114,7 +116,7 @@ where
         SdkError::ServiceError(_) => classify_service(err.code(), err.raw_response().map(HasStatus::status)),
         _ => (FailureKind::Transient, "unexpected failure"),
     };
-    Failure { kind, message: format!("{hint} ({detail})") }
+    Failure { kind, code: err.code().map(str::to_owned), message: format!("{hint} ({detail})") }
 }
 
 fn classify_service(code: Option<&str>, status: Option<u16>) -> (FailureKind, &'static str) {

@@ -425,6 +425,59 @@ fn seed() -> u64 {
     (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
 }
 
+/// The AWS sinks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AwsSink {
+    Firehose(FirehoseConfig),
+    CloudWatch(crate::config::CloudWatchConfig),
+}
+
+impl AwsSink {
+    pub fn name(&self) -> &'static str {
+        match self {
+            AwsSink::Firehose(_) => "firehose",
+            AwsSink::CloudWatch(_) => "cloudwatch",
+        }
+    }
+}
+
+/// Sets up the sink's client (saying how that went on `ready`), then delivers what
+/// `input` yields until it closes. Dead letters go under `data_dir`.
+pub async fn deliver_to(
+    sink: AwsSink,
+    data_dir: &std::path::Path,
+    counters: Arc<SinkCounters>,
+    input: mpsc::Receiver<Chunk>,
+    on_ack: impl FnMut(u64),
+    ready: std::sync::mpsc::SyncSender<anyhow::Result<()>>,
+) -> anyhow::Result<Delivered> {
+    let dead = DeadLetters::new(data_dir, sink.name());
+    match sink {
+        AwsSink::Firehose(config) => match Firehose::connect(&config).await {
+            Ok(firehose) => {
+                tracing::info!(stream = firehose.stream(), "shipping to Firehose");
+                let _ = ready.send(Ok(()));
+                Delivery::new(firehose, config, dead, counters, on_ack).run(input).await
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e.context("cannot set up the Firehose sink")));
+                Ok(Delivered::default())
+            }
+        },
+        AwsSink::CloudWatch(config) => match super::cloudwatch::CloudWatchLogs::connect(&config).await {
+            Ok(logs) => {
+                tracing::info!("shipping to CloudWatch Logs");
+                let _ = ready.send(Ok(()));
+                super::deliver_logs::LogsDelivery::new(logs, config, dead, counters, on_ack).run(input).await
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e.context("cannot set up the CloudWatch Logs sink")));
+                Ok(Delivered::default())
+            }
+        },
+    }
+}
+
 /// A delivery loop on a thread of its own, fed from synchronous code (`replay`).
 pub struct Background {
     tx: Option<mpsc::Sender<Chunk>>,
@@ -433,32 +486,21 @@ pub struct Background {
 }
 
 impl Background {
-    /// Connects to Firehose and starts delivering; returns once the client is set up.
-    pub fn firehose(config: FirehoseConfig, data_dir: &std::path::Path, counters: Arc<SinkCounters>) -> anyhow::Result<Self> {
+    /// Connects and starts delivering; returns once the client is set up.
+    pub fn start(sink: AwsSink, data_dir: &std::path::Path, counters: Arc<SinkCounters>) -> anyhow::Result<Self> {
         let (tx, rx) = mpsc::channel(4);
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
-        let dead = DeadLetters::new(data_dir, "firehose");
+        let data_dir = data_dir.to_path_buf();
         let thread = std::thread::Builder::new().name("sink".into()).spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            runtime.block_on(async move {
-                let firehose = match Firehose::connect(&config).await {
-                    Ok(f) => f,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return Ok(Delivered::default());
-                    }
-                };
-                let _ = ready_tx.send(Ok(()));
-                Delivery::new(firehose, config, dead, counters, |_| {}).run(rx).await
-            })
+            runtime.block_on(deliver_to(sink, &data_dir, counters, rx, |_| {}, ready_tx))
         })?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(Self { tx: Some(tx), thread: Some(thread), next_seq: 0 }),
-            Ok(Err(e)) => Err(e.context("cannot set up the Firehose sink")),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(thread.join().map_err(|_| anyhow::anyhow!("the sink thread panicked"))?.err().unwrap_or_else(|| anyhow::anyhow!("the sink thread ended"))),
         }
     }
-
     /// Hands over JSON lines; waits while the loop's queue is full.
     pub fn send(&mut self, data: Vec<u8>) -> anyhow::Result<()> {
         let seq = self.next_seq;

@@ -47,7 +47,7 @@ impl Firehose {
             .into_iter()
             .map(|data| Record::builder().data(Blob::new(data)).build())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Failure { kind: FailureKind::Permanent, message: format!("building the request failed: {e}") })?;
+            .map_err(|e| Failure { kind: FailureKind::Permanent, code: None, message: format!("building the request failed: {e}") })?;
         let answer = self
             .client
             .put_record_batch()

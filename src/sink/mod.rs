@@ -9,7 +9,9 @@
 pub mod aws;
 pub mod backoff;
 pub mod dead_letter;
+pub mod cloudwatch;
 pub mod deliver;
+pub mod deliver_logs;
 pub mod firehose;
 pub mod pace;
 
@@ -22,8 +24,8 @@ use std::path::{Path, PathBuf};
 pub enum Target {
     Stdout,
     File(PathBuf),
-    /// Amazon Data Firehose; dead letters go under the data directory.
-    Firehose { config: crate::config::FirehoseConfig, data_dir: PathBuf },
+    /// Firehose or CloudWatch Logs; dead letters go under the data directory.
+    Aws { sink: deliver::AwsSink, data_dir: PathBuf },
 }
 
 /// Writes batches of JSON lines to stdout or a file.
