@@ -235,8 +235,8 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         let output = (!args.dry_run).then(|| match config.sink {
             SinkConfig::Stdout => Target::Stdout,
             SinkConfig::File { path } => Target::File(path),
-            SinkConfig::Firehose(f) => Target::Aws { sink: AwsSink::Firehose(f), data_dir: config.data_dir.clone() },
-            SinkConfig::CloudWatch(c) => Target::Aws { sink: AwsSink::CloudWatch(c), data_dir: config.data_dir.clone() },
+            SinkConfig::Firehose(f) => Target::Aws { sink: Box::new(AwsSink::Firehose(f)), data_dir: config.data_dir.clone() },
+            SinkConfig::CloudWatch(c) => Target::Aws { sink: Box::new(AwsSink::CloudWatch(c)), data_dir: config.data_dir.clone() },
         });
         let opts = ReplayOptions {
             paths: args.paths.clone(),

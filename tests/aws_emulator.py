@@ -5,6 +5,9 @@
                                                             stream delivering to it
     aws_emulator.py s3-read ENDPOINT BUCKET                 every object's bytes, in
                                                             key order, to stdout
+    aws_emulator.py logs-read ENDPOINT GROUP                JSON: the group's retention
+                                                            and each stream's messages
+                                                            in order (GetLogEvents)
 
 Talks only to ENDPOINT (a 127.0.0.1 URL), with dummy credentials.
 """
@@ -47,6 +50,36 @@ def s3_read(endpoint, bucket):
     out.flush()
 
 
+def logs_read(endpoint, group):
+    import json
+
+    logs = client("logs", endpoint)
+    out = {"retention": None, "streams": {}}
+    groups = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]
+    for g in groups:
+        if g["logGroupName"] == group:
+            out["retention"] = g.get("retentionInDays")
+    if not any(g["logGroupName"] == group for g in groups):
+        print(json.dumps(out))
+        return
+    streams = []
+    for page in logs.get_paginator("describe_log_streams").paginate(logGroupName=group):
+        streams += [s["logStreamName"] for s in page["logStreams"]]
+    for stream in streams:
+        messages, token = [], None
+        while True:
+            kwargs = {"logGroupName": group, "logStreamName": stream, "startFromHead": True}
+            if token:
+                kwargs["nextToken"] = token
+            page = logs.get_log_events(**kwargs)
+            messages += [e["message"] for e in page["events"]]
+            if not page["events"] or page.get("nextForwardToken") == token:
+                break
+            token = page["nextForwardToken"]
+        out["streams"][stream] = messages
+    print(json.dumps(out))
+
+
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
-    {"firehose-setup": firehose_setup, "s3-read": s3_read}[command](*args)
+    {"firehose-setup": firehose_setup, "s3-read": s3_read, "logs-read": logs_read}[command](*args)

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use crate::decode::{DecodeOptions, DecodeStats, FileDecoder};
 use crate::event::{time, Event, EventEncoder, KubeMeta, MessageFormat};
-use crate::sink::deliver::{Background, Delivered};
+use crate::batch::cloudwatch::{age, Age};
+use crate::sink::deliver::{AwsSink, Background, Delivered};
 use crate::sink::{JsonLines, SinkError, Target};
 use crate::tail::lines::{LineKind, LineReader};
 pub use plan::{FileSet, SourceFile};
@@ -51,6 +52,8 @@ pub struct Summary {
     pub failures: Vec<(PathBuf, String)>,
     /// What an AWS sink delivered.
     pub delivered: Option<Delivered>,
+    /// CloudWatch Logs: events found, before shipping, too old / too new to be accepted.
+    pub out_of_range: Option<(u64, u64)>,
 }
 
 /// Replays every file under `opts.paths`. Read problems end up in
@@ -62,15 +65,20 @@ pub fn replay(opts: &ReplayOptions) -> Result<Summary, SinkError> {
     for e in plan_errors {
         summary.failures.push((e.path, e.error.to_string()));
     }
+    if let Some(Target::Aws { sink, data_dir }) = &opts.output {
+        if let AwsSink::CloudWatch(c) = sink.as_ref() {
+            warn_out_of_range(&sets, opts, c.retention_days, data_dir, &mut summary);
+        }
+    }
     let sink = match &opts.output {
         Some(Target::Aws { sink, data_dir }) => {
             let counters = std::sync::Arc::new(crate::metrics::SinkCounters::new());
-            Some(Sink::Remote(Background::start(sink.clone(), data_dir, counters).map_err(SinkError::Remote)?))
+            Some(Sink::Remote(Background::start(sink.as_ref().clone(), data_dir, counters).map_err(SinkError::Remote)?))
         }
         Some(target) => Some(Sink::Lines(JsonLines::open(target, true)?)),
         None => None,
     };
-    let mut out = Output { encoder: EventEncoder::new(opts.message_format), batch: Vec::with_capacity(BATCH_BYTES * 2), sink };
+    let mut out = Output { encoder: EventEncoder::new(opts.message_format), batch: Vec::with_capacity(BATCH_BYTES * 2), sink, ages: None };
     let total: u64 = sets.iter().flat_map(|s| &s.files).map(|f| f.size).sum();
     let mut progress = Progress::new(opts.show_progress, total);
     for set in &sets {
@@ -82,11 +90,40 @@ pub fn replay(opts: &ReplayOptions) -> Result<Summary, SinkError> {
     Ok(summary)
 }
 
+/// Says up front how many events CloudWatch Logs will refuse for their time.
+fn warn_out_of_range(sets: &[FileSet], opts: &ReplayOptions, retention_days: u32, data_dir: &std::path::Path, summary: &mut Summary) {
+    let (old, new) = count_out_of_range(sets, opts, retention_days);
+    if old + new > 0 {
+        eprintln!(
+            "logferry: warning: {old} event(s) are older than CloudWatch Logs accepts (14 days, or the retention of {retention_days} days) and {new} more than 2 h ahead; they will be set aside in {}/dead-letter/cloudwatch.jsonl, not shipped",
+            data_dir.display()
+        );
+    }
+    summary.out_of_range = Some((old, new));
+}
+
+/// Decodes every set once, counting events CloudWatch Logs would refuse for their
+/// time: (too old, too new).
+fn count_out_of_range(sets: &[FileSet], opts: &ReplayOptions, retention_days: u32) -> (u64, u64) {
+    let now_ms = time::now().div_euclid(1_000_000);
+    let counting = ReplayOptions { output: None, show_progress: false, ..opts.clone() };
+    let mut out = Output { encoder: EventEncoder::new(opts.message_format), batch: Vec::new(), sink: None, ages: Some((now_ms, retention_days, 0, 0)) };
+    let mut progress = Progress::new(false, 0);
+    let mut scratch = Summary::default();
+    for set in sets {
+        let _ = replay_set(set, &counting, &mut out, &mut progress, &mut scratch);
+    }
+    out.ages.map_or((0, 0), |(_, _, old, new)| (old, new))
+}
+
 /// Encodes events into a batch and hands full batches to the sink.
 struct Output {
     encoder: EventEncoder,
     batch: Vec<u8>,
     sink: Option<Sink>,
+    /// Counting CloudWatch Logs' time limits instead: (now ms, retention days, too
+    /// old, too new).
+    ages: Option<(i64, u32, u64, u64)>,
 }
 
 enum Sink {
@@ -98,6 +135,13 @@ enum Sink {
 impl Output {
     #[inline]
     fn event(&mut self, ev: &Event<'_>, kube: &[u8]) {
+        if let Some((now, retention, old, new)) = &mut self.ages {
+            match age(ev.time.div_euclid(1_000_000), *now, *retention) {
+                Age::TooOld => *old += 1,
+                Age::TooNew => *new += 1,
+                Age::Ok => {}
+            }
+        }
         if self.sink.is_some() {
             self.encoder.encode(ev, kube, &mut self.batch);
         }

@@ -25,7 +25,7 @@ pub enum Target {
     Stdout,
     File(PathBuf),
     /// Firehose or CloudWatch Logs; dead letters go under the data directory.
-    Aws { sink: deliver::AwsSink, data_dir: PathBuf },
+    Aws { sink: Box<deliver::AwsSink>, data_dir: PathBuf },
 }
 
 /// Writes batches of JSON lines to stdout or a file.

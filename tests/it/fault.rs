@@ -1,8 +1,12 @@
-//! A fault-injecting Firehose on 127.0.0.1: speaks `PutRecordBatch` (AWS JSON 1.1)
-//! well enough for the real SDK, and does to each call what a policy says: accept,
-//! refuse some records with an `ErrorCode`, throttle, fail with a 500, answer too
-//! late, or drop the connection. It keeps every record it accepted, so a test can
-//! check that nothing was lost and nothing accepted was ever sent again.
+//! A fault-injecting AWS on 127.0.0.1: speaks Firehose's `PutRecordBatch` and
+//! CloudWatch Logs' `PutLogEvents`, `CreateLogGroup`, `CreateLogStream` and
+//! `PutRetentionPolicy` (AWS JSON 1.1) well enough for the real SDK, and does to each
+//! put what a policy says: accept, refuse some records with an `ErrorCode`, refuse
+//! events for their time (`rejectedLogEventsInfo`), throttle, fail with a 500, answer
+//! too late, or drop the connection. It keeps every record (event) it accepted, so a
+//! test can check that nothing was lost and nothing accepted was ever sent again.
+//! For CloudWatch Logs it knows which groups and streams exist: a put to a stream
+//! nobody created is `ResourceNotFoundException`, as AWS does.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -13,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 
-/// One `PutRecordBatch` call as the server saw it.
+/// One put as the server saw it (Firehose: the delivery stream; CloudWatch Logs:
+/// `group|stream`, each event's message with a newline as a record).
 pub struct Call {
     pub stream: String,
     pub records: Vec<Vec<u8>>,
@@ -38,6 +43,8 @@ pub enum Action {
     Slow(Duration),
     /// Close the connection without answering.
     Reset,
+    /// CloudWatch Logs: accept all but the first `n` events, refused as too old.
+    RejectOld(usize),
 }
 
 /// What the server has seen and kept.
@@ -53,6 +60,12 @@ pub struct Seen {
     pub accepted: HashMap<String, Vec<Vec<u8>>>,
     /// (stream, when, bytes) per accepted call.
     pub accepted_at: Vec<(String, Instant, usize)>,
+    /// CloudWatch Logs: groups created, with the retention set on each.
+    pub groups: HashMap<String, Option<i64>>,
+    /// CloudWatch Logs: `group|stream` created.
+    pub streams: std::collections::HashSet<String>,
+    /// CloudWatch Logs: puts refused because the stream did not exist.
+    pub not_found: u64,
 }
 
 impl Seen {
@@ -116,15 +129,44 @@ fn serve(conn: TcpStream, seen: &Mutex<Seen>, policy: &Mutex<Policy>) {
     loop {
         let Some((headers, body)) = read_request(&mut reader, &mut conn) else { return };
         let target = headers.get("x-amz-target").cloned().unwrap_or_default();
-        if !target.ends_with(".PutRecordBatch") {
-            respond(&mut conn, 400, &format!(r#"{{"__type":"InvalidArgumentException","message":"unsupported {target}"}}"#));
-            continue;
-        }
-        let call = parse_call(&body);
+        let logs = target.starts_with("Logs_");
+        let call = match target.rsplit('.').next().unwrap_or_default() {
+            "PutRecordBatch" => parse_call(&body),
+            "PutLogEvents" => match parse_log_events(&body, seen) {
+                Some(call) => call,
+                None => {
+                    seen.lock().unwrap().not_found += 1;
+                    respond(&mut conn, 400, r#"{"__type":"ResourceNotFoundException","message":"The specified log stream does not exist."}"#);
+                    continue;
+                }
+            },
+            other => {
+                let (status, body) = manage_logs(other, &body, seen);
+                respond(&mut conn, status, &body);
+                continue;
+            }
+        };
         let action = (policy.lock().unwrap())(&call);
         let mut s = seen.lock().unwrap();
         s.calls += 1;
         match action {
+            Action::Accept if logs => {
+                let codes = vec![None; call.records.len()];
+                accept(&mut s, call, &codes);
+                drop(s);
+                respond(&mut conn, 200, r#"{"nextSequenceToken":"1"}"#);
+            }
+            Action::RejectOld(n) => {
+                let codes: Vec<_> = (0..call.records.len()).map(|i| (i < n).then_some("TooOld")).collect();
+                s.refused_records += n.min(call.records.len()) as u64;
+                accept(&mut s, call, &codes);
+                drop(s);
+                let body = match n {
+                    0 => r#"{"nextSequenceToken":"1"}"#.to_string(),
+                    n => format!(r#"{{"nextSequenceToken":"1","rejectedLogEventsInfo":{{"tooOldLogEventEndIndex":{}}}}}"#, n - 1),
+                };
+                respond(&mut conn, 200, &body);
+            }
             Action::Accept => {
                 let codes = vec![None; call.records.len()];
                 let body = accept(&mut s, call, &codes);
@@ -141,7 +183,10 @@ fn serve(conn: TcpStream, seen: &Mutex<Seen>, policy: &Mutex<Policy>) {
                 s.throttled += 1;
                 *s.throttled_by.entry(call.stream.clone()).or_default() += 1;
                 drop(s);
-                respond(&mut conn, 503, r#"{"__type":"ServiceUnavailableException","message":"Slow down."}"#);
+                match logs {
+                    true => respond(&mut conn, 400, r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#),
+                    false => respond(&mut conn, 503, r#"{"__type":"ServiceUnavailableException","message":"Slow down."}"#),
+                }
             }
             Action::ServerError => {
                 s.faults += 1;
@@ -201,6 +246,55 @@ fn parse_call(body: &[u8]) -> Call {
         .unwrap_or_default();
     let bytes = records.iter().map(Vec::len).sum();
     Call { stream, records, bytes }
+}
+
+/// A `PutLogEvents` to an existing stream as a call (`None`: no such stream).
+fn parse_log_events(body: &[u8], seen: &Mutex<Seen>) -> Option<Call> {
+    let v: serde_json::Value = serde_json::from_slice(body).expect("a JSON request");
+    let key = format!("{}|{}", v["logGroupName"].as_str().unwrap_or_default(), v["logStreamName"].as_str().unwrap_or_default());
+    if !seen.lock().unwrap().streams.contains(&key) {
+        return None;
+    }
+    let events = v["logEvents"].as_array().cloned().unwrap_or_default();
+    let stamps: Vec<i64> = events.iter().map(|e| e["timestamp"].as_i64().unwrap()).collect();
+    assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "events must be in chronological order");
+    assert!(events.len() <= 10_000, "at most 10,000 events per call");
+    let records: Vec<Vec<u8>> = events.iter().map(|e| format!("{}\n", e["message"].as_str().unwrap()).into_bytes()).collect();
+    let size: usize = records.iter().map(|r| r.len() - 1 + 26).sum();
+    assert!(size <= 1_048_576, "at most 1 MiB per call");
+    let bytes = records.iter().map(Vec::len).sum();
+    Some(Call { stream: key, records, bytes })
+}
+
+/// CreateLogGroup, CreateLogStream, PutRetentionPolicy.
+fn manage_logs(action: &str, body: &[u8], seen: &Mutex<Seen>) -> (u16, String) {
+    let v: serde_json::Value = serde_json::from_slice(body).expect("a JSON request");
+    let group = v["logGroupName"].as_str().unwrap_or_default().to_string();
+    let mut s = seen.lock().unwrap();
+    let not_found = (400, r#"{"__type":"ResourceNotFoundException","message":"The specified log group does not exist."}"#.to_string());
+    let exists = (400, r#"{"__type":"ResourceAlreadyExistsException","message":"exists"}"#.to_string());
+    match action {
+        "CreateLogGroup" if s.groups.contains_key(&group) => exists,
+        "CreateLogGroup" => {
+            s.groups.insert(group, None);
+            (200, "{}".into())
+        }
+        "CreateLogStream" if !s.groups.contains_key(&group) => not_found,
+        "CreateLogStream" => {
+            let key = format!("{group}|{}", v["logStreamName"].as_str().unwrap_or_default());
+            if s.streams.insert(key) {
+                (200, "{}".into())
+            } else {
+                exists
+            }
+        }
+        "PutRetentionPolicy" if !s.groups.contains_key(&group) => not_found,
+        "PutRetentionPolicy" => {
+            s.groups.insert(group, v["retentionInDays"].as_i64());
+            (200, "{}".into())
+        }
+        other => (400, format!(r#"{{"__type":"InvalidParameterException","message":"unsupported {other}"}}"#)),
+    }
 }
 
 /// One request's headers (lower-cased names) and body; `None` at end of stream.

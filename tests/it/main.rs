@@ -1,8 +1,10 @@
 //! logferry's integration tests, built as one binary (see `util` for the helpers).
 
 mod alloc;
+mod aws;
 mod backpressure;
 mod buffer;
+mod cloudwatch;
 mod cli;
 mod deploy;
 mod fault;

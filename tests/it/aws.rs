@@ -1,0 +1,114 @@
+//! What the AWS sinks' tests share: the AWS emulator (moto server, from
+//! `tests/install-tools.sh` as `$LOGFERRY_TOOLS/bin/moto_server`; each test starts its
+//! own on a free 127.0.0.1 port, read back with `tests/aws_emulator.py`), dummy
+//! credentials, and `logferry replay --config`.
+
+use std::collections::HashMap;
+use std::fs;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn tool(name: &str) -> PathBuf {
+    let dir = std::env::var_os("LOGFERRY_TOOLS").map(PathBuf::from).unwrap_or_else(|| "/opt/logferry-tools".into());
+    let path = dir.join("bin").join(name);
+    assert!(path.exists(), "{} not found: install the test tools with `bash tests/install-tools.sh` (as root)", path.display());
+    path
+}
+
+/// A moto server on a free port, stopped on drop.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(tool("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { child, endpoint: format!("http://127.0.0.1:{port}") }
+    }
+
+    pub fn helper(&self, args: &[&str]) -> Vec<u8> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aws_emulator.py");
+        let out = Command::new(tool("python")).arg(script).args(args).output().unwrap();
+        assert!(out.status.success(), "aws_emulator.py {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    }
+
+    pub fn firehose_to_s3(&self, stream: &str, bucket: &str) {
+        self.helper(&["firehose-setup", &self.endpoint, stream, bucket]);
+    }
+
+    /// Every line of every object in `bucket`.
+    pub fn s3_lines(&self, bucket: &str) -> Vec<Vec<u8>> {
+        let data = self.helper(&["s3-read", &self.endpoint, bucket]);
+        data.split_inclusive(|&c| c == b'\n').map(<[u8]>::to_vec).collect()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Dummy credentials from the environment; nothing may look for others (IMDS).
+pub fn aws_env(cmd: &mut Command) -> &mut Command {
+    cmd.env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+}
+
+/// Writes a replay config into `dir`.
+pub fn replay_config(dir: &Path, sink: &str) -> PathBuf {
+    let path = dir.join("replay.toml");
+    fs::write(&path, format!("data_dir = \"{}/data\"\n{sink}", dir.display())).unwrap();
+    path
+}
+
+pub fn replay(config: &Path, paths: &[&Path]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
+    aws_env(&mut cmd).args(["replay", "--config", config.to_str().unwrap()]);
+    cmd.args(paths).output().unwrap()
+}
+
+/// The JSON lines `logferry replay` writes to stdout for `paths`: what must arrive.
+pub fn expected_lines(paths: &[&Path]) -> Vec<Vec<u8>> {
+    let out = Command::new(env!("CARGO_BIN_EXE_logferry")).arg("replay").args(paths).output().unwrap();
+    assert!(out.status.success());
+    out.stdout.split_inclusive(|&c| c == b'\n').map(<[u8]>::to_vec).collect()
+}
+
+/// Every expected line arrived exactly once, byte for byte.
+pub fn assert_each_once(got: &[Vec<u8>], want: &[Vec<u8>]) {
+    let mut counts: HashMap<&[u8], i64> = HashMap::new();
+    for l in want {
+        *counts.entry(l).or_default() += 1;
+    }
+    for l in got {
+        *counts.entry(l).or_default() -= 1;
+    }
+    let missing = counts.values().filter(|&&c| c > 0).count();
+    let extra: Vec<_> = counts.iter().filter(|(_, &c)| c < 0).map(|(l, _)| String::from_utf8_lossy(l).into_owned()).take(3).collect();
+    assert_eq!(missing, 0, "{missing} of {} lines never arrived", want.len());
+    assert!(extra.is_empty(), "duplicated or unexpected lines, e.g. {extra:?}");
+    assert_eq!(got.len(), want.len());
+}
+

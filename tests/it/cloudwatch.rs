@@ -1,0 +1,176 @@
+//! The CloudWatch Logs sink with the real AWS SDK: against the AWS emulator (moto
+//! server; read back with GetLogEvents) and against the fault-injecting server of
+//! `fault` (throttling, 500s, dropped connections, missing groups and streams,
+//! `rejectedLogEventsInfo`).
+//!
+//! CloudWatch refuses events older than 14 days, so these logs are written with
+//! times from now, never a fixed date.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::aws::{assert_each_once, aws_env, expected_lines, replay, replay_config, Moto};
+use crate::fault::{Action, FaultServer, Rng};
+use crate::node::{append, Node, Shipper};
+
+/// CRI lines for `msgs`, timed from `start_ms_ago` before now, a millisecond apart.
+fn cri_now(path: &Path, msgs: &[String], start_ms_ago: i64) {
+    let start = logferry::event::time::now() - start_ms_ago * 1_000_000;
+    let mut data = Vec::new();
+    for (i, m) in msgs.iter().enumerate() {
+        let t = logferry::event::time::format_rfc3339(start + i as i64 * 1_000_000);
+        data.extend_from_slice(format!("{t} stdout F {m}\n").as_bytes());
+    }
+    append(path, &data);
+}
+
+/// `<dir>/var/log/pods/<ns>_<pod>_uid-<pod>/<container>/0.log`, empty.
+fn pod_file(dir: &Path, ns: &str, pod: &str, container: &str) -> PathBuf {
+    let d = dir.join(format!("var/log/pods/{ns}_{pod}_uid-{pod}/{container}"));
+    fs::create_dir_all(&d).unwrap();
+    d.join("0.log")
+}
+
+fn cloudwatch_sink(endpoint: &str, extra: &str) -> String {
+    format!("[sink]\ntype = \"cloudwatch\"\ncluster = \"test\"\nnode = \"n1\"\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\n{extra}\n")
+}
+
+/// What `logs-read` says: the group's retention and each stream's messages in order.
+fn read_group(moto: &Moto, group: &str) -> (Option<i64>, HashMap<String, Vec<String>>) {
+    let out: serde_json::Value = serde_json::from_slice(&moto.helper(&["logs-read", &moto.endpoint, group])).unwrap();
+    let streams = out["streams"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_string()).collect())).collect())
+        .unwrap_or_default();
+    (out["retention"].as_i64(), streams)
+}
+
+/// The expected JSON lines (without newlines) of `path`, in order.
+fn lines_of(path: &Path) -> Vec<String> {
+    expected_lines(&[path]).into_iter().map(|l| String::from_utf8(l).unwrap().trim_end().to_string()).collect()
+}
+
+#[test]
+fn replay_to_the_emulator_creates_the_group_and_streams_and_keeps_order() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let web = pod_file(dir.path(), "shop", "web", "nginx");
+    let api = pod_file(dir.path(), "shop", "api", "app");
+    // One line 30 days old: too old for CloudWatch, set aside and warned about.
+    cri_now(&web, &["a month old".to_string()], 30 * 24 * 3600 * 1000);
+    let web_msgs: Vec<String> = (0..1500).map(|i| format!("web {i} {}", "w".repeat(i % 300))).collect();
+    let api_msgs: Vec<String> = (0..700).map(|i| format!("api {i}")).collect();
+    cri_now(&web, &web_msgs, 600_000);
+    cri_now(&api, &api_msgs, 300_000);
+    let config = replay_config(dir.path(), &cloudwatch_sink(&moto.endpoint, "retention_days = 7\nlinger = \"10ms\""));
+    let out = replay(&config, &[&dir.path().join("var")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("warning: 1 event(s) are older than CloudWatch Logs accepts"), "{stderr}");
+    let (retention, streams) = read_group(&moto, "/eks/test/containers");
+    assert_eq!(retention, Some(7));
+    let mut want_web = lines_of(&web);
+    let old = want_web.remove(0);
+    assert_eq!(streams["shop/web/nginx"], want_web, "every event once, in order");
+    assert_eq!(streams["shop/api/app"], lines_of(&api));
+    let dead = fs::read_to_string(dir.path().join("data/dead-letter/cloudwatch.jsonl")).unwrap();
+    assert_eq!(dead.trim_end(), old);
+}
+
+#[test]
+fn message_key_sends_the_bare_message() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = pod_file(dir.path(), "ns", "p", "c");
+    let msgs: Vec<String> = (0..50).map(|i| format!("bare {i}")).collect();
+    cri_now(&log, &msgs, 1000);
+    let sink = cloudwatch_sink(&moto.endpoint, "message_key = \"message\"\nlog_group = \"/custom/{node}\"\nlog_stream = \"{pod}-{container}\"");
+    let out = replay(&replay_config(dir.path(), &sink), &[&log]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, streams) = read_group(&moto, "/custom/n1");
+    assert_eq!(streams["p-c"], msgs);
+}
+
+#[test]
+fn a_live_node_ships_to_the_emulator_in_order() {
+    let moto = Moto::start();
+    let node = Node::new();
+    let live = node.container("default", "api", "app", 0);
+    let config = node.config_with("", "");
+    let text = fs::read_to_string(&config).unwrap();
+    let file_sink = format!("[sink]\ntype = \"file\"\npath = \"{}\"\n", node.out().display());
+    fs::write(&config, text.replace(&file_sink, &cloudwatch_sink(&moto.endpoint, "linger = \"200ms\""))).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
+    aws_env(&mut cmd).env_remove("POD_NAME").env_remove("POD_NAMESPACE");
+    let mut shipper = Shipper::start(cmd, &config, node.out());
+    let want: Vec<String> = (0..1200).map(|i| format!("live {i}")).collect();
+    for (n, part) in want.chunks(300).enumerate() {
+        cri_now(&live, part, 60_000 - n as i64 * 1000);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        let (_, streams) = read_group(&moto, "/eks/test/containers");
+        let got: Vec<String> = streams
+            .get("default/api/app")
+            .map(|m| m.iter().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["message"].as_str().unwrap().to_string()).collect())
+            .unwrap_or_default();
+        if got.len() >= want.len() || Instant::now() > deadline {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(shipper.stop().success(), "{}", shipper.stderr());
+    assert_eq!(got, want, "every line once, in order");
+}
+
+/// Random throttling, 500s and dropped connections; streams (and the group) that do
+/// not exist until logferry creates them; one answer refusing two events as too old.
+/// Every other event arrives exactly once; the refused two are in the dead letters.
+#[test]
+fn faults_missing_streams_and_refused_events_lose_nothing() {
+    let mut rng = Rng(0xc10d_3a7c);
+    let mut calls = 0;
+    let server = FaultServer::start(move |_| {
+        calls += 1;
+        if calls == 3 {
+            return Action::RejectOld(2);
+        }
+        match rng.next() % 100 {
+            0..=14 => Action::Throttle,
+            15..=24 => Action::ServerError,
+            25..=29 => Action::Reset,
+            _ => Action::Accept,
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut want = Vec::new();
+    for pod in ["a", "b", "c"] {
+        for container in ["x", "y"] {
+            let log = pod_file(dir.path(), "ns", pod, container);
+            let msgs: Vec<String> = (0..800).map(|i| format!("{pod}/{container} {i} {}", "m".repeat(i % 200))).collect();
+            cri_now(&log, &msgs, 120_000);
+            want.extend(expected_lines(&[&log]));
+        }
+    }
+    let sink = cloudwatch_sink(&server.endpoint(), "retention_days = 7\nlinger = \"10ms\"\nretry_max_wait = \"200ms\"\nrequest_timeout = \"2s\"");
+    let out = replay(&replay_config(dir.path(), &sink), &[&dir.path().join("var")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("dead letters 2"), "{stderr}");
+    let seen = server.seen.lock().unwrap();
+    assert!(seen.throttled > 0 && seen.faults > 0 && seen.not_found >= 6, "throttled {} faults {} not found {}", seen.throttled, seen.faults, seen.not_found);
+    assert_eq!(seen.groups.get("/eks/test/containers"), Some(&Some(7)), "the group, created with its retention");
+    assert_eq!(seen.streams.len(), 6);
+    let mut got: Vec<Vec<u8>> = seen.accepted.keys().flat_map(|k| seen.lines(k)).collect();
+    let dead = fs::read_to_string(dir.path().join("data/dead-letter/cloudwatch.jsonl")).unwrap();
+    for line in dead.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["reason"], "too_old");
+        got.push(format!("{}\n", v["message"].as_str().unwrap()).into_bytes());
+    }
+    assert_each_once(&got, &want);
+}
