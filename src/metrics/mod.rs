@@ -48,6 +48,8 @@ pub struct SinkCounters {
     pub billed_bytes: AtomicU64,
     /// The pace the sink allows itself now (bytes/s, an f64's bits); 0: unpaced.
     pub rate_bytes_per_second: AtomicU64,
+    /// The same in requests per second (an f64's bits); 0: unpaced.
+    pub rate_requests_per_second: AtomicU64,
     /// The last attempt to write succeeded.
     pub healthy: AtomicBool,
     /// Why the sink is failing, for `/readyz`.
@@ -85,8 +87,10 @@ impl SinkCounters {
         }
     }
 
-    pub fn set_rate(&self, bytes_per_second: f64) {
+    /// The pace now: bytes per second (0 when bytes are not paced) and requests.
+    pub fn set_rate(&self, bytes_per_second: f64, requests_per_second: f64) {
         self.rate_bytes_per_second.store(bytes_per_second.to_bits(), Ordering::Relaxed);
+        self.rate_requests_per_second.store(requests_per_second.to_bits(), Ordering::Relaxed);
     }
 }
 
@@ -143,6 +147,7 @@ impl Telemetry {
         counter!("logferry_sink_retries_total", "sink" => sink).absolute(get(&s.retries));
         counter!("logferry_sink_throttled_total", "sink" => sink).absolute(get(&s.throttled));
         gauge!("logferry_sink_rate_bytes_per_second", "sink" => sink).set(f64::from_bits(get(&s.rate_bytes_per_second)));
+        gauge!("logferry_sink_rate_requests_per_second", "sink" => sink).set(f64::from_bits(get(&s.rate_requests_per_second)));
         counter!("logferry_dropped_records_total", "reason" => "dead_letter").absolute(get(&s.records_dead_letter));
         counter!("logferry_dropped_records_total", "reason" => "too_old").absolute(get(&s.dropped_too_old));
         counter!("logferry_dropped_records_total", "reason" => "too_new").absolute(get(&s.dropped_too_new));
@@ -253,6 +258,7 @@ fn describe_all() {
     describe_counter!("logferry_sink_records_total", "Records by outcome (ok, failed and retried, dead_letter, truncated): a Firehose record, or an event for stdout and file.");
     describe_counter!("logferry_sink_throttled_total", "Calls or records the destination refused for being over its quota.");
     describe_gauge!("logferry_sink_rate_bytes_per_second", "The pace the sink allows itself now (AIMD below the configured ceiling); 0 when unpaced.");
+    describe_gauge!("logferry_sink_rate_requests_per_second", "The request pace the sink allows itself now (AIMD below max_requests_per_second); 0 when unpaced.");
     describe_counter!("logferry_firehose_billed_bytes_total", Unit::Bytes, "Accepted Firehose records' sizes rounded up to 5 KiB, as AWS bills them.");
     describe_counter!("logferry_sink_bytes_total", Unit::Bytes, "Bytes delivered to the sink.");
     describe_counter!("logferry_sink_retries_total", "Sink requests retried.");

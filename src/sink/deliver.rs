@@ -105,7 +105,7 @@ impl<A: FnMut(u64)> Delivery<A> {
         let backoff = Backoff::try_new(Duration::from_millis(100), config.retry_max_wait.max(Duration::from_millis(100)), seed())
             .expect("the base is positive and the cap at least the base");
         let pacer = Pacer::new(config.pacing);
-        counters.set_rate(pacer.bytes_per_second());
+        counters.set_rate(pacer.bytes_per_second(), pacer.requests_per_second());
         Self {
             firehose,
             aggregator: Aggregator::new(config.record_max_bytes, config.aggregate),
@@ -307,7 +307,7 @@ impl<A: FnMut(u64)> Delivery<A> {
             Ok(results) => self.partial(batch, sent, results),
             Err(failure) => self.failed(batch, sent, failure),
         }
-        self.counters.set_rate(self.pacer.bytes_per_second());
+        self.counters.set_rate(self.pacer.bytes_per_second(), self.pacer.requests_per_second());
         Ok(())
     }
 

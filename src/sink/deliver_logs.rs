@@ -94,7 +94,7 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
             bare_message: config.bare_message,
         };
         let pacer = Pacer::new(config.pacing);
-        counters.set_rate(0.0);
+        counters.set_rate(0.0, pacer.requests_per_second());
         Self {
             logs,
             router,
@@ -262,6 +262,7 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
             }
             Err(f) => self.failed(&key, batch, sent, f),
         }
+        self.counters.set_rate(0.0, self.pacer.requests_per_second());
         Ok(())
     }
 

@@ -112,3 +112,13 @@ pub fn assert_each_once(got: &[Vec<u8>], want: &[Vec<u8>]) {
     assert_eq!(got.len(), want.len());
 }
 
+
+/// A metric's value from logferry's `/metrics`.
+pub fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
+    let (_, body) = crate::node::http_get(addr, "/metrics");
+    body.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}

@@ -10,9 +10,11 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::aws::{assert_each_once, aws_env, expected_lines, replay, replay_config, Moto};
+use crate::aws::{assert_each_once, aws_env, expected_lines, metric, replay, replay_config, Moto};
 use crate::fault::{Action, FaultServer, Rng};
 use crate::node::{append, Node, Shipper};
 
@@ -173,4 +175,53 @@ fn faults_missing_streams_and_refused_events_lose_nothing() {
         got.push(format!("{}\n", v["message"].as_str().unwrap()).into_bytes());
     }
     assert_each_once(&got, &want);
+}
+
+/// ThrottlingException halves the request pace (the AIMD shared with Firehose), and
+/// it climbs back to the ceiling once the throttling stops; nothing is lost.
+#[test]
+fn throttling_slows_the_node_and_the_pace_recovers() {
+    let throttle = Arc::new(AtomicBool::new(true));
+    let t = throttle.clone();
+    let server = FaultServer::start(move |_| if t.load(Ordering::Relaxed) { Action::Throttle } else { Action::Accept });
+    let node = Node::new();
+    let live = node.container("default", "api", "app", 0);
+    let config = node.config_with("", "");
+    let text = fs::read_to_string(&config).unwrap();
+    let file_sink = format!("[sink]\ntype = \"file\"\npath = \"{}\"\n", node.out().display());
+    let sink = cloudwatch_sink(&server.endpoint(), "linger = \"50ms\"\nretry_max_wait = \"300ms\"\nrate_recovery = \"3s\"\nmax_requests_per_second = 100");
+    fs::write(&config, text.replace(&file_sink, &sink)).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
+    aws_env(&mut cmd).env_remove("POD_NAME").env_remove("POD_NAMESPACE");
+    let mut shipper = Shipper::start(cmd, &config, node.out());
+    let addr = shipper.metrics_addr();
+    let rate = r#"logferry_sink_rate_requests_per_second{sink="cloudwatch"}"#;
+    assert_eq!(metric(addr, rate), 100.0);
+    let want: Vec<String> = (0..300).map(|i| format!("paced {i}")).collect();
+    cri_now(&live, &want, 10_000);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(addr, rate) > 100.0 / 8.0 {
+        assert!(Instant::now() < deadline, "the pace never dropped:\n{}", shipper.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(metric(addr, r#"logferry_sink_throttled_total{sink="cloudwatch"}"#) >= 3.0);
+    throttle.store(false, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut n = 0;
+    while metric(addr, rate) < 100.0 {
+        assert!(Instant::now() < deadline, "the pace never recovered:\n{}", shipper.stderr());
+        // Keep data flowing: the pace grows with successful calls.
+        cri_now(&live, &[format!("more {n}")], 0);
+        n += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(shipper.stop().success(), "{}", shipper.stderr());
+    let seen = server.seen.lock().unwrap();
+    let got: Vec<String> = seen
+        .lines("/eks/test/containers|default/api/app")
+        .iter()
+        .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["message"].as_str().unwrap().to_string())
+        .filter(|m| m.starts_with("paced "))
+        .collect();
+    assert_eq!(got, want);
 }

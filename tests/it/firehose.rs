@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::aws::{assert_each_once, aws_env, expected_lines, replay, replay_config, Moto};
+use crate::aws::{assert_each_once, aws_env, expected_lines, metric, replay, replay_config, Moto};
 use crate::fault::{Action, FaultServer, Rng};
 use crate::node::{append_cri, http_get, numbered, Node, Shipper};
 
@@ -139,15 +139,6 @@ fn faults_lose_nothing_and_accepted_records_are_never_resent() {
     let v: serde_json::Value = serde_json::from_slice(&cut[0]).unwrap();
     assert!(huge.starts_with(v["message"].as_str().unwrap()));
     assert_each_once(&rest, &want);
-}
-
-fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
-    let (_, body) = http_get(addr, "/metrics");
-    body.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
 
 /// Throttling halves the pace (down to a fraction of the ceiling); when it stops,
