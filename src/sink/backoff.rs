@@ -10,6 +10,12 @@
 
 use std::time::Duration;
 
+/// A seed for jitter that differs between nodes started together (time and pid).
+pub fn seed() -> u64 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
+}
+
 /// Why a backoff could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackoffError {

@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::aws::{Failure, FailureKind};
-use super::backoff::Backoff;
+use super::backoff::{seed, Backoff};
 use super::dead_letter::DeadLetters;
 use super::firehose::{Firehose, RecordResults, THROTTLED_CODE};
 use super::pace::Pacer;
@@ -413,16 +413,11 @@ impl<A: FnMut(u64)> Delivery<A> {
     }
 }
 
-async fn sleep_until(at: Option<Instant>) {
+/// Sleeps until `at`; never resolves for `None` (a `select!` branch guarded off).
+pub(super) async fn sleep_until(at: Option<Instant>) {
     if let Some(at) = at {
         tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
     }
-}
-
-/// A seed for backoff jitter that differs between nodes started together.
-fn seed() -> u64 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
 }
 
 /// The AWS sinks.

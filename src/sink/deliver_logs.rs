@@ -31,7 +31,8 @@ use super::aws::{Failure, FailureKind};
 use super::backoff::Backoff;
 use super::cloudwatch::{CloudWatchLogs, Rejected};
 use super::dead_letter::DeadLetters;
-use super::deliver::{Chunk, Delivered};
+use super::backoff::seed;
+use super::deliver::{sleep_until, Chunk, Delivered};
 use super::pace::Pacer;
 use crate::batch::cloudwatch::{age, batch_bytes, fit_event, take_batch, Age, LogEvent, Router, StreamKey, MAX_BATCH_BYTES, MAX_BATCH_EVENTS};
 use crate::config::CloudWatchConfig;
@@ -370,15 +371,4 @@ fn rejected_line(key: &StreamKey, event: &LogEvent, reason: &str) -> Vec<u8> {
     let mut line = serde_json::to_vec(&v).unwrap_or_default();
     line.push(b'\n');
     line
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    if let Some(at) = at {
-        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
-    }
-}
-
-fn seed() -> u64 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
 }

@@ -122,3 +122,18 @@ pub fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
+
+/// A node with one container (`default/api/app`), and `logferry run` on it with the
+/// node's usual config but `sink` (a whole `[sink]` table) in place of its file sink.
+pub fn run_with_sink(sink: &str) -> (crate::node::Node, PathBuf, crate::node::Shipper) {
+    let node = crate::node::Node::new();
+    let live = node.container("default", "api", "app", 0);
+    let config = node.config_with("", "");
+    let text = fs::read_to_string(&config).unwrap();
+    let file_sink = format!("[sink]\ntype = \"file\"\npath = \"{}\"\n", node.out().display());
+    fs::write(&config, text.replace(&file_sink, sink)).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
+    aws_env(&mut cmd).env_remove("POD_NAME").env_remove("POD_NAMESPACE");
+    let shipper = crate::node::Shipper::start(cmd, &config, node.out());
+    (node, live, shipper)
+}

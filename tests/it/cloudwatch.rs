@@ -9,14 +9,13 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::aws::{assert_each_once, aws_env, expected_lines, metric, replay, replay_config, Moto};
+use crate::aws::{assert_each_once, expected_lines, metric, replay, replay_config, run_with_sink, Moto};
 use crate::fault::{Action, FaultServer, Rng};
-use crate::node::{append, Node, Shipper};
+use crate::node::append;
 
 /// CRI lines for `msgs`, timed from `start_ms_ago` before now, a millisecond apart.
 fn cri_now(path: &Path, msgs: &[String], start_ms_ago: i64) {
@@ -99,15 +98,7 @@ fn message_key_sends_the_bare_message() {
 #[test]
 fn a_live_node_ships_to_the_emulator_in_order() {
     let moto = Moto::start();
-    let node = Node::new();
-    let live = node.container("default", "api", "app", 0);
-    let config = node.config_with("", "");
-    let text = fs::read_to_string(&config).unwrap();
-    let file_sink = format!("[sink]\ntype = \"file\"\npath = \"{}\"\n", node.out().display());
-    fs::write(&config, text.replace(&file_sink, &cloudwatch_sink(&moto.endpoint, "linger = \"200ms\""))).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
-    aws_env(&mut cmd).env_remove("POD_NAME").env_remove("POD_NAMESPACE");
-    let mut shipper = Shipper::start(cmd, &config, node.out());
+    let (_node, live, mut shipper) = run_with_sink(&cloudwatch_sink(&moto.endpoint, "linger = \"200ms\""));
     let want: Vec<String> = (0..1200).map(|i| format!("live {i}")).collect();
     for (n, part) in want.chunks(300).enumerate() {
         cri_now(&live, part, 60_000 - n as i64 * 1000);
@@ -184,16 +175,8 @@ fn throttling_slows_the_node_and_the_pace_recovers() {
     let throttle = Arc::new(AtomicBool::new(true));
     let t = throttle.clone();
     let server = FaultServer::start(move |_| if t.load(Ordering::Relaxed) { Action::Throttle } else { Action::Accept });
-    let node = Node::new();
-    let live = node.container("default", "api", "app", 0);
-    let config = node.config_with("", "");
-    let text = fs::read_to_string(&config).unwrap();
-    let file_sink = format!("[sink]\ntype = \"file\"\npath = \"{}\"\n", node.out().display());
     let sink = cloudwatch_sink(&server.endpoint(), "linger = \"50ms\"\nretry_max_wait = \"300ms\"\nrate_recovery = \"3s\"\nmax_requests_per_second = 100");
-    fs::write(&config, text.replace(&file_sink, &sink)).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
-    aws_env(&mut cmd).env_remove("POD_NAME").env_remove("POD_NAMESPACE");
-    let mut shipper = Shipper::start(cmd, &config, node.out());
+    let (_node, live, mut shipper) = run_with_sink(&sink);
     let addr = shipper.metrics_addr();
     let rate = r#"logferry_sink_rate_requests_per_second{sink="cloudwatch"}"#;
     assert_eq!(metric(addr, rate), 100.0);

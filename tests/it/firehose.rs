@@ -46,19 +46,9 @@ fn replay_to_the_emulator_lands_every_event_in_s3_once() {
     assert_each_once(&moto.s3_lines("bucket"), &expected_lines(&[&log, &fixtures]));
 }
 
-/// A node with one container, and `logferry run` on it shipping to Firehose at
-/// `endpoint` (the node's usual config with its [sink] swapped).
+/// `logferry run` on a fresh node, shipping to Firehose at `endpoint`.
 fn run_to_firehose(endpoint: &str, stream: &str, extra: &str) -> (Node, PathBuf, Shipper) {
-    let node = Node::new();
-    let live = node.container("default", "api", "app", 0);
-    let config = node.config_with("", "");
-    let text = fs::read_to_string(&config).unwrap();
-    let file_sink = format!("[sink]\ntype = \"file\"\npath = \"{}\"\n", node.out().display());
-    fs::write(&config, text.replace(&file_sink, &firehose_sink(endpoint, stream, extra))).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
-    aws_env(&mut cmd).env_remove("POD_NAME").env_remove("POD_NAMESPACE");
-    let shipper = Shipper::start(cmd, &config, node.out());
-    (node, live, shipper)
+    crate::aws::run_with_sink(&firehose_sink(endpoint, stream, extra))
 }
 
 #[test]
@@ -221,8 +211,10 @@ fn a_permanent_error_is_reported_and_the_data_kept_until_fixed() {
 }
 
 /// 20 nodes, one stream's quota: together they use ≥ 90 % of it, each within ±20 %
-/// of the mean share.
+/// of the mean share. Run alone by `tests/run` (after the rest): measured among other
+/// tests' load, the machine's scheduling, not logferry, decides the shares.
 #[test]
+#[ignore = "timing-sensitive: tests/run runs it alone with --ignored"]
 fn a_fleet_of_twenty_shares_one_quota_fairly() {
     const NODES: usize = 20;
     const QUOTA: f64 = 400_000.0; // bytes per second, for the whole stream
