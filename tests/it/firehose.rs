@@ -244,15 +244,15 @@ fn a_fleet_of_twenty_shares_one_quota_fairly() {
     for i in 0..NODES {
         let node_dir = dir.path().join(format!("node{i}"));
         fs::create_dir_all(&node_dir).unwrap();
-        // ~3 MB each: more than a fair share of the test's 28 s.
-        let (log, _) = pod_log(&node_dir, &format!("n{i}"), 10_000);
+        // ~5 MB each: more than a fair share of the test's 48 s.
+        let (log, _) = pod_log(&node_dir, &format!("n{i}"), 16_000);
         let config = replay_config(&node_dir, &firehose_sink(&server.endpoint(), &format!("node-{i}"), &sink_extra));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
         aws_env(&mut cmd).args(["replay", "--quiet", "--config", config.to_str().unwrap()]).arg(&log);
         nodes.push(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
     }
     let start = Instant::now();
-    let (from, to) = (Duration::from_secs(8), Duration::from_secs(28));
+    let (from, to) = (Duration::from_secs(8), Duration::from_secs(48));
     std::thread::sleep(to);
     for mut n in nodes {
         assert!(n.try_wait().unwrap().is_none(), "a node ran out of data: make the logs longer");
