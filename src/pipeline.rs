@@ -429,19 +429,10 @@ fn ship_to_aws(sink: AwsSink, ship: ShipSettings, ready: mpsc::SyncSender<anyhow
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         let (tx, rx) = tokio::sync::mpsc::channel(8);
-        let (buffer, writer_done) = (ship.buffer.clone(), ship.writer_done.clone());
-        let reader = thread::Builder::new().name("sink-read".into()).spawn(move || read_chunks(&buffer, &writer_done, &tx))?;
+        let (buffer, writer_done, interval) = (ship.buffer.clone(), ship.writer_done.clone(), ship.ack_interval);
+        let reader = thread::Builder::new().name("sink-read".into()).spawn(move || read_chunks(&buffer, &writer_done, &tx, interval))?;
         let acks = ship.buffer.clone();
-        let mut last_persist = Instant::now();
-        let on_ack = move |seq| {
-            acks.ack(seq);
-            if last_persist.elapsed() >= ship.ack_interval {
-                if let Err(e) = acks.persist_ack() {
-                    tracing::error!(error = %e, "saving the buffer's ack position failed; will retry");
-                }
-                last_persist = Instant::now();
-            }
-        };
+        let on_ack = move |seq| acks.ack(seq);
         let delivered = deliver_to(sink, &ship.data_dir, ship.counters, rx, on_ack, ready).await?;
         let events = reader.join().map_err(|_| anyhow::anyhow!("the sink reader panicked"))??;
         ship.buffer.persist_ack()?;
@@ -450,11 +441,20 @@ fn ship_to_aws(sink: AwsSink, ship: ShipSettings, ready: mpsc::SyncSender<anyhow
 }
 
 /// Hands every buffer record to the delivery loop, until the buffer thread is done
-/// and all was read. Returns the events read.
-fn read_chunks(buffer: &Buffer, writer_done: &AtomicBool, tx: &tokio::sync::mpsc::Sender<Chunk>) -> anyhow::Result<u64> {
+/// and all was read; saves the ack position every `ack_interval` meanwhile (acks come
+/// from the delivery loop at any time, and a crash must not forget them for long).
+/// Returns the events read.
+fn read_chunks(buffer: &Buffer, writer_done: &AtomicBool, tx: &tokio::sync::mpsc::Sender<Chunk>, ack_interval: Duration) -> anyhow::Result<u64> {
     let mut events = 0;
+    let mut last_persist = Instant::now();
     loop {
-        let batch = buffer.read(SINK_READ_BYTES, Duration::from_millis(200))?;
+        if last_persist.elapsed() >= ack_interval {
+            if let Err(e) = buffer.persist_ack() {
+                tracing::error!(error = %e, "saving the buffer's ack position failed; will retry");
+            }
+            last_persist = Instant::now();
+        }
+        let batch = buffer.read(SINK_READ_BYTES, ack_interval.min(Duration::from_millis(200)))?;
         if batch.is_empty() && writer_done.load(Ordering::Acquire) && buffer.drained() {
             return Ok(events);
         }
