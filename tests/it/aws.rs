@@ -137,3 +137,52 @@ pub fn run_with_sink(sink: &str) -> (crate::node::Node, PathBuf, crate::node::Sh
     let shipper = crate::node::Shipper::start(cmd, &config, node.out());
     (node, live, shipper)
 }
+
+/// Five SIGKILLs of `logferry run` shipping to `sink`, restarting each time. Each round
+/// first ships a batch and lets it settle (delivered, and the ack position saved),
+/// then appends another and kills logferry while that one is in flight. Every line
+/// must arrive at least once; a settled line never twice (a record is released from
+/// the buffer only once the sink accepted it, and the release survives the crash), so
+/// duplicates come only from what was in flight. `append` writes log lines;
+/// `delivered` lists the messages the destination holds.
+pub fn sigkill_rounds(sink: &str, append: impl Fn(&Path, &[String]), delivered: impl Fn() -> Vec<String>) {
+    let (node, live, mut shipper) = run_with_sink(sink);
+    let config = node.root().join("logferry.toml");
+    let wait_for = |want: &[String]| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let got: std::collections::HashSet<String> = delivered().into_iter().collect();
+            let missing = want.iter().filter(|m| !got.contains(*m)).count();
+            if missing == 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{missing} of {} lines never arrived", want.len());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let (mut settled, mut in_flight) = (Vec::new(), Vec::new());
+    for round in 0..5 {
+        let calm = crate::node::numbered(&format!("settled{round}"), 1000);
+        append(&live, &calm);
+        wait_for(&calm);
+        // The ack position is saved every checkpoint_interval (200 ms).
+        std::thread::sleep(Duration::from_millis(600));
+        settled.extend(calm);
+        let busy = crate::node::numbered(&format!("inflight{round}"), 2000);
+        append(&live, &busy);
+        std::thread::sleep(Duration::from_millis(50 + 60 * round as u64));
+        shipper.kill();
+        in_flight.extend(busy);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
+        aws_env(&mut cmd).env_remove("POD_NAME").env_remove("POD_NAMESPACE");
+        shipper = crate::node::Shipper::start(cmd, &config, node.out());
+    }
+    wait_for(&in_flight);
+    assert!(shipper.stop().success(), "{}", shipper.stderr());
+    let counts = crate::node::count(delivered());
+    let twice: Vec<&String> = settled.iter().filter(|m| counts[*m] > 1).collect();
+    assert!(twice.is_empty(), "{} settled lines were delivered again, e.g. {:?}", twice.len(), &twice[..twice.len().min(3)]);
+    let repeated = in_flight.iter().filter(|m| counts[*m] > 1).count();
+    let all = settled.len() + in_flight.len();
+    eprintln!("sigkill: {all} lines, {repeated} delivered twice ({:.1} %), all of them in flight at a kill", 100.0 * repeated as f64 / all as f64);
+}

@@ -208,3 +208,18 @@ fn throttling_slows_the_node_and_the_pace_recovers() {
         .collect();
     assert_eq!(got, want);
 }
+
+/// SIGKILL while shipping to CloudWatch Logs (see `aws::sigkill_rounds`).
+#[test]
+fn sigkill_while_shipping_loses_nothing_and_repeats_only_what_was_in_flight() {
+    let server = FaultServer::start(|_| Action::Accept);
+    let sink = cloudwatch_sink(&server.endpoint(), "linger = \"20ms\"");
+    let messages = || -> Vec<String> {
+        let seen = server.seen.lock().unwrap();
+        seen.lines("/eks/test/containers|default/api/app")
+            .iter()
+            .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["message"].as_str().unwrap().to_string())
+            .collect()
+    };
+    crate::aws::sigkill_rounds(&sink, |path, msgs| cri_now(path, msgs, 5_000), messages);
+}

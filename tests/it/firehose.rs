@@ -300,57 +300,14 @@ fn an_event_too_large_for_a_record_goes_to_the_dead_letters() {
     assert_eq!(fs::read(dir.path().join("data/dead-letter/firehose.jsonl")).unwrap(), huge);
 }
 
-/// SIGKILL while shipping to Firehose, five times, restarting each time. Each round
-/// first ships a batch and lets it settle (delivered, and the ack position saved),
-/// then appends another and kills logferry while that one is in flight. Every line
-/// arrives at least once; a settled line never twice (a record is released from the
-/// buffer only once Firehose accepted it, and the release survives the crash), so
-/// duplicates come only from what was in flight.
+/// SIGKILL while shipping to Firehose (see `aws::sigkill_rounds`).
 #[test]
 fn sigkill_while_shipping_loses_nothing_and_repeats_only_what_was_in_flight() {
     let server = FaultServer::start(|_| Action::Accept);
     let sink = firehose_sink(&server.endpoint(), "kill", "linger = \"20ms\"\nrecord_max_bytes = 2048");
-    let (node, live, mut shipper) = crate::aws::run_with_sink(&sink);
-    let config = node.root().join("logferry.toml");
     let messages = || -> Vec<String> {
         let seen = server.seen.lock().unwrap();
         seen.lines("kill").iter().map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["message"].as_str().unwrap().to_string()).collect()
     };
-    let wait_for = |want: &[String]| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let got: std::collections::HashSet<String> = messages().into_iter().collect();
-            let missing = want.iter().filter(|m| !got.contains(*m)).count();
-            if missing == 0 {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{missing} of {} lines never arrived", want.len());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-    let (mut settled, mut in_flight) = (Vec::new(), Vec::new());
-    for round in 0..5 {
-        let calm = numbered(&format!("settled{round}"), 1000);
-        append_cri(&live, &calm);
-        wait_for(&calm);
-        // The ack position is saved every checkpoint_interval (200 ms).
-        std::thread::sleep(Duration::from_millis(600));
-        settled.extend(calm);
-        let busy = numbered(&format!("inflight{round}"), 2000);
-        append_cri(&live, &busy);
-        std::thread::sleep(Duration::from_millis(50 + 60 * round as u64));
-        shipper.kill();
-        in_flight.extend(busy);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
-        aws_env(&mut cmd).env_remove("POD_NAME").env_remove("POD_NAMESPACE");
-        shipper = Shipper::start(cmd, &config, node.out());
-    }
-    wait_for(&in_flight);
-    assert!(shipper.stop().success(), "{}", shipper.stderr());
-    let counts = crate::node::count(messages());
-    let twice: Vec<&String> = settled.iter().filter(|m| counts[*m] > 1).collect();
-    assert!(twice.is_empty(), "{} settled lines were delivered again, e.g. {:?}", twice.len(), &twice[..twice.len().min(3)]);
-    let repeated = in_flight.iter().filter(|m| counts[*m] > 1).count();
-    let all = settled.len() + in_flight.len();
-    eprintln!("sigkill: {all} lines, {repeated} delivered twice ({:.1} %), all of them in flight at a kill", 100.0 * repeated as f64 / all as f64);
+    crate::aws::sigkill_rounds(&sink, append_cri, messages);
 }
