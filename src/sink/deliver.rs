@@ -129,31 +129,8 @@ impl<A: FnMut(u64)> Delivery<A> {
 
     /// Delivers every chunk `input` yields, until it closes and all is delivered.
     /// Fails only if a dead letter cannot be written.
-    pub async fn run(mut self, mut input: mpsc::Receiver<Chunk>) -> anyhow::Result<Delivered> {
-        let mut open = true;
-        loop {
-            self.dispatch(!open).await;
-            if !open && self.is_idle() {
-                return Ok(self.done);
-            }
-            let wake = self.next_deadline();
-            let room = self.queue_bytes + self.aggregator.open_bytes() < QUEUE_BYTES;
-            tokio::select! {
-                chunk = input.recv(), if open && room => match chunk {
-                    Some(chunk) => self.take(chunk)?,
-                    None => open = false,
-                },
-                Some(answer) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
-                    let answer = answer.expect("a put task never panics");
-                    self.answer(answer)?;
-                }
-                _ = sleep_until(wake), if wake.is_some() => {}
-            }
-        }
-    }
-
-    fn is_idle(&self) -> bool {
-        self.queue.is_empty() && self.aggregator.open_tags().is_none() && self.in_flight.is_empty()
+    pub async fn run(self, input: mpsc::Receiver<Chunk>) -> anyhow::Result<Delivered> {
+        drive(self, input).await
     }
 
     /// Aggregates a chunk's lines; acknowledges it at once if nothing of it waits.
@@ -302,7 +279,7 @@ impl<A: FnMut(u64)> Delivery<A> {
     }
 
     /// Handles one call's answer.
-    fn answer(&mut self, (batch, sent, result): Answer) -> anyhow::Result<()> {
+    fn answer_now(&mut self, (batch, sent, result): Answer) -> anyhow::Result<()> {
         match result {
             Ok(results) => self.partial(batch, sent, results),
             Err(failure) => self.failed(batch, sent, failure),
@@ -410,6 +387,86 @@ impl<A: FnMut(u64)> Delivery<A> {
         for seq in seqs {
             self.try_ack(seq);
         }
+    }
+}
+
+/// What a delivery loop does; [`drive`] runs one.
+pub(super) trait Loop {
+    type Answer: Send + 'static;
+    /// Takes in a chunk.
+    fn take(&mut self, chunk: Chunk) -> anyhow::Result<()>;
+    /// Sends what is due, while there is room in flight (`closing`: everything).
+    async fn dispatch(&mut self, closing: bool);
+    /// Handles one put's answer.
+    async fn answer(&mut self, answer: Self::Answer) -> anyhow::Result<()>;
+    /// Nothing waits and nothing is in flight.
+    fn idle(&self) -> bool;
+    /// Room for another chunk (memory bound).
+    fn room(&self) -> bool;
+    /// When something next becomes due, if anything.
+    fn deadline(&self) -> Option<Instant>;
+    fn in_flight(&mut self) -> &mut JoinSet<Self::Answer>;
+    fn delivered(&self) -> Delivered;
+}
+
+/// The loop both AWS sinks run: take chunks while there is room, send what is due,
+/// handle answers, and once the input has closed, finish what is left.
+pub(super) async fn drive<L: Loop>(mut l: L, mut input: mpsc::Receiver<Chunk>) -> anyhow::Result<Delivered> {
+    let mut open = true;
+    loop {
+        l.dispatch(!open).await;
+        if !open && l.idle() {
+            return Ok(l.delivered());
+        }
+        let wake = l.deadline();
+        let room = open && l.room();
+        let busy = !l.in_flight().is_empty();
+        tokio::select! {
+            chunk = input.recv(), if room => match chunk {
+                Some(chunk) => l.take(chunk)?,
+                None => open = false,
+            },
+            Some(answer) = l.in_flight().join_next(), if busy => {
+                l.answer(answer.expect("a put task never panics")).await?;
+            }
+            _ = sleep_until(wake), if wake.is_some() => {}
+        }
+    }
+}
+
+impl<A: FnMut(u64)> Loop for Delivery<A> {
+    type Answer = Answer;
+
+    fn take(&mut self, chunk: Chunk) -> anyhow::Result<()> {
+        Delivery::take(self, chunk)
+    }
+
+    async fn dispatch(&mut self, closing: bool) {
+        Delivery::dispatch(self, closing).await
+    }
+
+    async fn answer(&mut self, answer: Answer) -> anyhow::Result<()> {
+        self.answer_now(answer)
+    }
+
+    fn idle(&self) -> bool {
+        self.queue.is_empty() && self.aggregator.open_tags().is_none() && self.in_flight.is_empty()
+    }
+
+    fn room(&self) -> bool {
+        self.queue_bytes + self.aggregator.open_bytes() < QUEUE_BYTES
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.next_deadline()
+    }
+
+    fn in_flight(&mut self) -> &mut JoinSet<Answer> {
+        &mut self.in_flight
+    }
+
+    fn delivered(&self) -> Delivered {
+        self.done
     }
 }
 

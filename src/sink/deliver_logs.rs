@@ -32,7 +32,7 @@ use super::backoff::Backoff;
 use super::cloudwatch::{CloudWatchLogs, Rejected};
 use super::dead_letter::DeadLetters;
 use super::backoff::seed;
-use super::deliver::{sleep_until, Chunk, Delivered};
+use super::deliver::{drive, Chunk, Delivered, Loop};
 use super::pace::Pacer;
 use crate::batch::cloudwatch::{age, batch_bytes, fit_event, take_batch, Age, LogEvent, Router, StreamKey, MAX_BATCH_BYTES, MAX_BATCH_EVENTS};
 use crate::config::CloudWatchConfig;
@@ -117,25 +117,8 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
 
     /// Delivers every chunk `input` yields, until it closes and all is delivered.
     /// Fails only if a dead letter cannot be written.
-    pub async fn run(mut self, mut input: mpsc::Receiver<Chunk>) -> anyhow::Result<Delivered> {
-        let mut open = true;
-        loop {
-            self.dispatch(!open).await;
-            if !open && self.queues.values().all(|q| q.events.is_empty()) && self.in_flight.is_empty() {
-                return Ok(self.done);
-            }
-            let wake = self.next_deadline();
-            tokio::select! {
-                chunk = input.recv(), if open && self.queued_bytes < QUEUE_BYTES => match chunk {
-                    Some(chunk) => self.take(chunk)?,
-                    None => open = false,
-                },
-                Some(answer) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
-                    self.answer(answer.expect("a put task never panics")).await?;
-                }
-                _ = sleep_until(wake), if wake.is_some() => {}
-            }
-        }
+    pub async fn run(self, input: mpsc::Receiver<Chunk>) -> anyhow::Result<Delivered> {
+        drive(self, input).await
     }
 
     /// Routes a chunk's events to their streams; the too old and too new go to the
@@ -248,7 +231,7 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
         }
     }
 
-    async fn answer(&mut self, (key, batch, sent, result): Answer) -> anyhow::Result<()> {
+    async fn answer_now(&mut self, (key, batch, sent, result): Answer) -> anyhow::Result<()> {
         if let Some(q) = self.queues.get_mut(&key) {
             q.busy = false;
         }
@@ -371,4 +354,40 @@ fn rejected_line(key: &StreamKey, event: &LogEvent, reason: &str) -> Vec<u8> {
     let mut line = serde_json::to_vec(&v).unwrap_or_default();
     line.push(b'\n');
     line
+}
+
+impl<A: FnMut(u64)> Loop for LogsDelivery<A> {
+    type Answer = Answer;
+
+    fn take(&mut self, chunk: Chunk) -> anyhow::Result<()> {
+        LogsDelivery::take(self, chunk)
+    }
+
+    async fn dispatch(&mut self, closing: bool) {
+        LogsDelivery::dispatch(self, closing).await
+    }
+
+    async fn answer(&mut self, answer: Answer) -> anyhow::Result<()> {
+        self.answer_now(answer).await
+    }
+
+    fn idle(&self) -> bool {
+        self.queues.values().all(|q| q.events.is_empty()) && self.in_flight.is_empty()
+    }
+
+    fn room(&self) -> bool {
+        self.queued_bytes < QUEUE_BYTES
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.next_deadline()
+    }
+
+    fn in_flight(&mut self) -> &mut JoinSet<Answer> {
+        &mut self.in_flight
+    }
+
+    fn delivered(&self) -> Delivered {
+        self.done
+    }
 }
