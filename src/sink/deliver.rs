@@ -1,4 +1,11 @@
-//! Delivery to Firehose: chunks of JSON lines in, acknowledgements out.
+//! Delivery to the AWS sinks: chunks of JSON lines in, acknowledgements out.
+//!
+//! Shared by both sinks: [`Chunk`], [`Delivered`], [`deliver_to`] (set up the client,
+//! say whether that worked, run the loop), [`drive`] (the loop itself, over a
+//! [`Loop`]) and [`Background`] (a loop on its own thread, for `replay`). The
+//! Firehose loop, [`Delivery`], is here; CloudWatch Logs' is `deliver_logs`.
+//!
+//! The Firehose loop:
 //!
 //! ```text
 //! chunks (buffer records) ─► aggregate into records ─► queue ─► batch ─► pace ─► PutRecordBatch ×N
