@@ -1,8 +1,8 @@
 //! Delivery to the AWS sinks: chunks of JSON lines in, acknowledgements out.
 //!
 //! Shared by both sinks: [`Chunk`], [`Delivered`], [`deliver_to`] (set up the client,
-//! say whether that worked, run the loop), [`drive`] (the loop itself, over a
-//! [`Loop`]) and [`Background`] (a loop on its own thread, for `replay`). The
+//! say whether that worked, run the loop), `drive` (the loop itself, over a
+//! `Loop`) and [`Background`] (a loop on its own thread, for `replay`). The
 //! Firehose loop, [`Delivery`], is here; CloudWatch Logs' is `deliver_logs`.
 //!
 //! The Firehose loop:
@@ -27,7 +27,7 @@
 //!   second, growing wait on top would only make unlucky nodes lose their share. So
 //!   a throttled retry waits a random part of one request's time at the new pace.
 //! - Memory is bounded: no more chunks are taken while the queue holds
-//!   [`QUEUE_BYTES`] or more.
+//!   `QUEUE_BYTES` or more.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -397,7 +397,7 @@ impl<A: FnMut(u64)> Delivery<A> {
     }
 }
 
-/// What a delivery loop does; [`drive`] runs one.
+/// What a delivery loop does; `drive` runs one.
 pub(super) trait Loop {
     type Answer: Send + 'static;
     /// Takes in a chunk.

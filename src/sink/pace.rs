@@ -3,7 +3,7 @@
 //! Three token buckets (governor's GCRA), one each for requests, records and bytes per
 //! second, set to the configured ceilings. On top, one AIMD factor `f` in
 //! `[FLOOR, 1]` scales all three: a request costs `n / f` cells, so the effective
-//! rate is `f · ceiling`. Throttling halves `f`, at most once per [`CUT_INTERVAL`]:
+//! rate is `f · ceiling`. Throttling halves `f`, at most once per `CUT_INTERVAL`:
 //! answers to requests sent before, or within a second after, the last cut still
 //! reflect the old rate (quotas are measured per second) and do not cut again. Time
 //! spent sending without throttling raises `f` by `elapsed / recovery`.
