@@ -29,24 +29,18 @@ while (($#)); do
 done
 
 cd "$(dirname "$0")/.."
+source benches/common.sh
 bin=target/release/logferry
 timer=/usr/bin/time
 tmp="$(mktemp -d)"
 server_pid=""
 trap '[[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null; rm -rf "$tmp"' EXIT
 
-echo "== machine"
-echo "cpus: $(nproc); cpu: $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); kernel: $(uname -sr)"
-echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml || echo ' + uncommitted changes')"
+print_machine bench-data
 cargo build --release --quiet
 
-dir="bench-data/$format-$size_mb"
-if [[ ! -f "$dir/expected.json" ]]; then
-    rm -rf "$dir"
-    python3 benches/gen_corpus.py --format "$format" --size-mb "$size_mb" --out "$dir"
-fi
-bytes="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["total_bytes"])' "$dir/expected.json")"
-find "$dir/var/log/pods" -type f -exec cat {} + > /dev/null
+dir="$(corpus "$format" "$size_mb")"
+bytes="$(json_get "$dir/expected.json" total_bytes)"
 
 python3 benches/accept_all.py "$tmp/port" & server_pid=$!
 for _ in $(seq 50); do [[ -s "$tmp/port" ]] && break; sleep 0.1; done

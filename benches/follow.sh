@@ -113,6 +113,7 @@ has_phase() { [[ " $phases " == *" $1 "* ]]; }
 [[ -z "$work_arg" ]] || work_arg="$(realpath -m "$work_arg")"
 cd "$(dirname "$0")/.."
 repo="$PWD"
+source benches/common.sh
 work="${work_arg:-$repo/bench-data/follow}"
 helper="$repo/benches/follow_load.py"
 timer=/usr/bin/time
@@ -189,14 +190,7 @@ stderr_problems() { "$py" "$helper" problems "$1"; }
 # ---------------------------------------------------------------- machine, build
 
 echo "== machine"
-cpu_model="$(grep -m1 -E '^(model name|Model|cpu model)[[:space:]]*:' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)"
-machine_nproc="$(nproc)"
-machine_cpu="${cpu_model:-unknown}"
-machine_kernel="$(uname -srm)"
-machine_mem="$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
-machine_fs="$(findmnt -n -o FSTYPE -T "$repo/bench-data" 2>/dev/null || echo unknown)"
-rustc_version="$(rustc --version)"
-commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted changes in src/ or Cargo.toml')"
+machine_facts "$repo/bench-data"
 echo "cpus:   $machine_nproc ($(nproc --all) online)"
 echo "cpu:    $machine_cpu"
 echo "kernel: $machine_kernel"
@@ -434,19 +428,12 @@ fi
 
 # ---------------------------------------------------------------- catch-up
 
-json_get() { "$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
-
 if has_phase catchup; then
     for fmt in $catchup_formats; do
-        corpus="$repo/bench-data/$fmt-$catchup_mb"
-        echo "== catch-up: $fmt, $catchup_mb MB backlog in $corpus"
-        if [[ ! -f "$corpus/expected.json" ]]; then
-            rm -rf "$corpus"
-            "$py" benches/gen_corpus.py --format "$fmt" --size-mb "$catchup_mb" --out "$corpus"
-        fi
+        echo "== catch-up: $fmt, $catchup_mb MB backlog in bench-data/$fmt-$catchup_mb"
+        corpus="$(corpus "$fmt" "$catchup_mb")"
         bytes="$(json_get "$corpus/expected.json" total_bytes)"
         messages="$(json_get "$corpus/expected.json" messages)"
-        find "$corpus/var/log/pods" -type f -exec cat {} + > /dev/null
         dir="$work/catchup/$fmt"
         for ((i = 1; i <= runs; i++)); do
             rm -rf "$dir"

@@ -68,6 +68,7 @@ for fmt in $formats; do
 done
 
 cd "$(dirname "$0")/.."
+source benches/common.sh
 root="$(pwd)"
 bin="$root/target/release/logferry"
 timer=/usr/bin/time
@@ -93,21 +94,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 results="$tmp/results.tsv" # fmt mode bytes run cpu wall rss_kib disk_bytes
 
-json_get() {
-    python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"
-}
-
-echo "== machine"
-cpu_model="$(grep -m1 -E '^(model name|Model|cpu model)[[:space:]]*:' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)"
-echo "cpus:   $(nproc) ($(nproc --all) online)"
-echo "cpu:    ${cpu_model:-unknown}"
-echo "kernel: $(uname -srm)"
-echo "memory: $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
-echo "fs:     $(df -T "$work" | awk 'NR == 2 { print $2 " on " $1 " mounted at " $7 }') ($(findmnt -no OPTIONS -T "$work" 2>/dev/null || echo '?'))"
-echo "load:   $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
-echo "rustc:  $(rustc --version)"
-echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted changes in src/ or Cargo.toml')"
-echo
+print_machine "$work"
 
 echo "== build"
 cargo build --release --quiet
@@ -204,19 +191,12 @@ print(f"{wall:.3f} {cpu:.2f} {hwm} {written} {ckpt_at:.3f} {per_thread or '-'}")
 PY
 
 for fmt in $formats; do
-    dir="$root/bench-data/$fmt-$size_mb"
+    echo "== $fmt: corpus bench-data/$fmt-$size_mb"
+    dir="$(corpus "$fmt" "$size_mb")"
     expected="$dir/expected.json"
-    echo "== $fmt: corpus $dir"
-    if [[ -f "$expected" ]]; then
-        echo "reusing it (expected.json present)"
-    else
-        rm -rf "$dir"
-        python3 benches/gen_corpus.py --format "$fmt" --size-mb "$size_mb" --out "$dir"
-    fi
     bytes="$(json_get "$expected" total_bytes)"
     messages="$(json_get "$expected" messages)"
     pods="$dir/var/log/pods"
-    find "$pods" -type f -exec cat {} + > /dev/null
 
     # Replay's output: the size the pipeline's output must reach, and a check of it.
     ref="$work/replay-$fmt.jsonl"

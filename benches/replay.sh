@@ -58,6 +58,7 @@ for fmt in $formats; do
 done
 
 cd "$(dirname "$0")/.."
+source benches/common.sh
 bin=target/release/logferry
 timer=/usr/bin/time
 [[ -x "$timer" ]] || { echo "replay.sh: $timer (GNU time) is needed" >&2; exit 69; }
@@ -66,21 +67,7 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 results="$tmp/results.tsv" # format mode bytes run user sys wall rss_kib
 
-# json_get FILE KEY: prints one top-level value of a JSON file.
-json_get() {
-    python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"
-}
-
-echo "== machine"
-cpu_model="$(grep -m1 -E '^(model name|Model|cpu model)[[:space:]]*:' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)"
-echo "cpus:   $(nproc) ($(nproc --all) online)"
-echo "cpu:    ${cpu_model:-unknown}"
-echo "kernel: $(uname -srm)"
-echo "memory: $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
-echo "load:   $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
-echo "rustc:  $(rustc --version)"
-echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted changes in src/ or Cargo.toml')"
-echo
+print_machine bench-data
 
 echo "== build"
 cargo build --release --quiet
@@ -88,19 +75,10 @@ echo "$bin built"
 echo
 
 for fmt in $formats; do
-    dir="bench-data/$fmt-$size_mb"
+    echo "== $fmt: corpus bench-data/$fmt-$size_mb"
+    dir="$(corpus "$fmt" "$size_mb")"
     expected="$dir/expected.json"
-    echo "== $fmt: corpus $dir"
-    if [[ -f "$expected" ]]; then
-        echo "reusing it (expected.json present)"
-    else
-        rm -rf "$dir"
-        python3 benches/gen_corpus.py --format "$fmt" --size-mb "$size_mb" --out "$dir"
-    fi
     bytes="$(json_get "$expected" total_bytes)"
-
-    # Warm the page cache so every timed run reads from memory.
-    find "$dir/var/log/pods" -type f -exec cat {} + > /dev/null
 
     # Correctness, once: the summary (stderr) must match what the generator wrote.
     if ! "$bin" replay --dry-run "$dir/var/log/pods" 2> "$tmp/summary.txt" > /dev/null; then
