@@ -186,3 +186,34 @@ pub fn sigkill_rounds(sink: &str, append: impl Fn(&Path, &[String]), delivered: 
     let all = settled.len() + in_flight.len();
     eprintln!("sigkill: {all} lines, {repeated} delivered twice ({:.1} %), all of them in flight at a kill", 100.0 * repeated as f64 / all as f64);
 }
+
+/// While `throttle` is set the destination throttles everything: the pace gauge
+/// `rate` must fall to an eighth of `ceiling` or less, with at least 3 throttles
+/// counted by `throttled`. Then throttling stops and the pace must climb back to
+/// `ceiling`; `feed(n)` is called every 100 ms meanwhile, since the pace grows with
+/// successful calls.
+pub fn pace_drops_and_recovers(
+    shipper: &crate::node::Shipper,
+    rate: &str,
+    throttled: &str,
+    ceiling: f64,
+    throttle: &std::sync::atomic::AtomicBool,
+    mut feed: impl FnMut(usize),
+) {
+    let addr = shipper.metrics_addr();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(addr, rate) > ceiling / 8.0 {
+        assert!(Instant::now() < deadline, "the pace never dropped:\n{}", shipper.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(metric(addr, throttled) >= 3.0);
+    throttle.store(false, std::sync::atomic::Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut n = 0;
+    while metric(addr, rate) < ceiling {
+        assert!(Instant::now() < deadline, "the pace never recovered:\n{}", shipper.stderr());
+        feed(n);
+        n += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

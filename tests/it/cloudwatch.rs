@@ -9,12 +9,10 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::aws::{assert_each_once, expected_lines, metric, replay, replay_config, run_with_sink, Moto};
-use crate::fault::{Action, FaultServer, Rng};
+use crate::aws::{assert_each_once, expected_lines, metric, pace_drops_and_recovers, replay, replay_config, run_with_sink, Moto};
+use crate::fault::{throttling_server, Action, FaultServer, Rng};
 use crate::node::append;
 
 /// CRI lines for `msgs`, timed from `start_ms_ago` before now, a millisecond apart.
@@ -172,40 +170,17 @@ fn faults_missing_streams_and_refused_events_lose_nothing() {
 /// it climbs back to the ceiling once the throttling stops; nothing is lost.
 #[test]
 fn throttling_slows_the_node_and_the_pace_recovers() {
-    let throttle = Arc::new(AtomicBool::new(true));
-    let t = throttle.clone();
-    let server = FaultServer::start(move |_| if t.load(Ordering::Relaxed) { Action::Throttle } else { Action::Accept });
+    let (server, throttle) = throttling_server();
     let sink = cloudwatch_sink(&server.endpoint(), "linger = \"50ms\"\nretry_max_wait = \"300ms\"\nrate_recovery = \"3s\"\nmax_requests_per_second = 100");
     let (_node, live, mut shipper) = run_with_sink(&sink);
-    let addr = shipper.metrics_addr();
     let rate = r#"logferry_sink_rate_requests_per_second{sink="cloudwatch"}"#;
-    assert_eq!(metric(addr, rate), 100.0);
+    assert_eq!(metric(shipper.metrics_addr(), rate), 100.0);
     let want: Vec<String> = (0..300).map(|i| format!("paced {i}")).collect();
     cri_now(&live, &want, 10_000);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while metric(addr, rate) > 100.0 / 8.0 {
-        assert!(Instant::now() < deadline, "the pace never dropped:\n{}", shipper.stderr());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(metric(addr, r#"logferry_sink_throttled_total{sink="cloudwatch"}"#) >= 3.0);
-    throttle.store(false, Ordering::Relaxed);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut n = 0;
-    while metric(addr, rate) < 100.0 {
-        assert!(Instant::now() < deadline, "the pace never recovered:\n{}", shipper.stderr());
-        // Keep data flowing: the pace grows with successful calls.
-        cri_now(&live, &[format!("more {n}")], 0);
-        n += 1;
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let throttled = r#"logferry_sink_throttled_total{sink="cloudwatch"}"#;
+    pace_drops_and_recovers(&shipper, rate, throttled, 100.0, &throttle, |n| cri_now(&live, &[format!("more {n}")], 0));
     assert!(shipper.stop().success(), "{}", shipper.stderr());
-    let seen = server.seen.lock().unwrap();
-    let got: Vec<String> = seen
-        .lines("/eks/test/containers|default/api/app")
-        .iter()
-        .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["message"].as_str().unwrap().to_string())
-        .filter(|m| m.starts_with("paced "))
-        .collect();
+    let got: Vec<String> = server.seen.lock().unwrap().messages("/eks/test/containers|default/api/app").into_iter().filter(|m| m.starts_with("paced ")).collect();
     assert_eq!(got, want);
 }
 
@@ -216,10 +191,7 @@ fn sigkill_while_shipping_loses_nothing_and_repeats_only_what_was_in_flight() {
     let sink = cloudwatch_sink(&server.endpoint(), "linger = \"20ms\"");
     let messages = || -> Vec<String> {
         let seen = server.seen.lock().unwrap();
-        seen.lines("/eks/test/containers|default/api/app")
-            .iter()
-            .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["message"].as_str().unwrap().to_string())
-            .collect()
+        seen.messages("/eks/test/containers|default/api/app")
     };
     crate::aws::sigkill_rounds(&sink, |path, msgs| cri_now(path, msgs, 5_000), messages);
 }

@@ -81,6 +81,26 @@ impl Seen {
     }
 }
 
+impl Seen {
+    /// The `message` of every accepted event (our JSON lines) of `stream`, in order.
+    pub fn messages(&self, stream: &str) -> Vec<String> {
+        self.lines(stream).iter().map(|l| message(l)).collect()
+    }
+}
+
+/// The `message` of one of our JSON event lines.
+pub fn message(line: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(line).unwrap()["message"].as_str().unwrap().to_string()
+}
+
+/// A server that throttles every put while the flag is set and accepts them after.
+pub fn throttling_server() -> (FaultServer, std::sync::Arc<AtomicBool>) {
+    let throttle = Arc::new(AtomicBool::new(true));
+    let t = throttle.clone();
+    let server = FaultServer::start(move |_| if t.load(Ordering::Relaxed) { Action::Throttle } else { Action::Accept });
+    (server, throttle)
+}
+
 type Policy = Box<dyn FnMut(&Call) -> Action + Send>;
 
 pub struct FaultServer {

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::aws::{assert_each_once, aws_env, expected_lines, metric, replay, replay_config, Moto};
-use crate::fault::{Action, FaultServer, Rng};
+use crate::aws::{assert_each_once, aws_env, expected_lines, metric, pace_drops_and_recovers, replay, replay_config, Moto};
+use crate::fault::{message, throttling_server, Action, FaultServer, Rng};
 use crate::node::{append_cri, http_get, numbered, Node, Shipper};
 
 /// A `[sink]` for Firehose at `endpoint`, plus `extra` keys.
@@ -66,7 +66,7 @@ fn a_live_node_ships_to_the_emulator_exactly_once() {
         let got: Vec<String> = moto
             .s3_lines("live-bucket")
             .iter()
-            .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["message"].as_str().unwrap().to_string())
+            .map(|l| message(l))
             .collect();
         if got.len() >= want.len() || Instant::now() > deadline {
             break got;
@@ -135,40 +135,19 @@ fn faults_lose_nothing_and_accepted_records_are_never_resent() {
 /// the pace climbs back to the ceiling. Meanwhile nothing is lost.
 #[test]
 fn throttling_slows_the_node_and_the_pace_recovers() {
-    let throttle = Arc::new(AtomicBool::new(true));
-    let t = throttle.clone();
-    let server = FaultServer::start(move |_| if t.load(Ordering::Relaxed) { Action::Throttle } else { Action::Accept });
+    let (server, throttle) = throttling_server();
     let extra = "linger = \"50ms\"\nretry_max_wait = \"300ms\"\nrate_recovery = \"3s\"";
     let (_node, live, mut shipper) = run_to_firehose(&server.endpoint(), "aimd", extra);
-    let addr = shipper.metrics_addr();
     let rate = r#"logferry_sink_rate_bytes_per_second{sink="firehose"}"#;
     let ceiling = 1_048_576.0;
-    assert_eq!(metric(addr, rate), ceiling);
+    assert_eq!(metric(shipper.metrics_addr(), rate), ceiling);
     let want = numbered("paced", 500);
     append_cri(&live, &want);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while metric(addr, rate) > ceiling / 8.0 {
-        assert!(Instant::now() < deadline, "the pace never dropped:\n{}", shipper.stderr());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(metric(addr, r#"logferry_sink_throttled_total{sink="firehose"}"#) >= 3.0);
-    throttle.store(false, Ordering::Relaxed);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while metric(addr, rate) < ceiling {
-        assert!(Instant::now() < deadline, "the pace never recovered:\n{}", shipper.stderr());
-        // Keep data flowing: the pace grows with successful calls.
-        append_cri(&live, &numbered("more", 5));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let throttled = r#"logferry_sink_throttled_total{sink="firehose"}"#;
+    pace_drops_and_recovers(&shipper, rate, throttled, ceiling, &throttle, |_| append_cri(&live, &numbered("more", 5)));
     let status = shipper.stop();
     assert!(status.success(), "{}", shipper.stderr());
-    let seen = server.seen.lock().unwrap();
-    let got: Vec<String> = seen
-        .lines("aimd")
-        .iter()
-        .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["message"].as_str().unwrap().to_string())
-        .filter(|m| m.starts_with("paced-"))
-        .collect();
+    let got: Vec<String> = server.seen.lock().unwrap().messages("aimd").into_iter().filter(|m| m.starts_with("paced-")).collect();
     crate::node::assert_exactly_once(got, &want);
 }
 
@@ -307,7 +286,7 @@ fn sigkill_while_shipping_loses_nothing_and_repeats_only_what_was_in_flight() {
     let sink = firehose_sink(&server.endpoint(), "kill", "linger = \"20ms\"\nrecord_max_bytes = 2048");
     let messages = || -> Vec<String> {
         let seen = server.seen.lock().unwrap();
-        seen.lines("kill").iter().map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["message"].as_str().unwrap().to_string()).collect()
+        seen.messages("kill")
     };
     crate::aws::sigkill_rounds(&sink, append_cri, messages);
 }
