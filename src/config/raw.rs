@@ -196,49 +196,8 @@ impl RawSink {
     }
 }
 
-/// The keys of `type = "file"` (and, without `path`, of `"stdout"`).
-pub(super) const FILE_SINK_KEYS: &[&str] = &["type", "path"];
-
-/// The keys of `type = "firehose"`.
-pub(super) const FIREHOSE_SINK_KEYS: &[&str] = &[
-    "type",
-    "delivery_stream",
-    "aggregate",
-    "record_max_bytes",
-    "oversize",
-    "max_records_per_second",
-    "max_bytes_per_second",
-    "region",
-    "endpoint",
-    "linger",
-    "max_in_flight",
-    "request_timeout",
-    "retry_max_wait",
-    "max_requests_per_second",
-    "rate_recovery",
-];
-
-/// The keys of `type = "cloudwatch"`.
-pub(super) const CLOUDWATCH_SINK_KEYS: &[&str] = &[
-    "type",
-    "log_group",
-    "log_stream",
-    "cluster",
-    "node",
-    "create_missing",
-    "retention_days",
-    "message_key",
-    "region",
-    "endpoint",
-    "linger",
-    "max_in_flight",
-    "request_timeout",
-    "retry_max_wait",
-    "max_requests_per_second",
-    "rate_recovery",
-];
-
-/// Every sink type's keys (a test checks it is the union of the three lists).
+/// Every sink type's keys: `type`, the file sink's, Firehose's own, CloudWatch
+/// Logs' own, then those of every AWS sink ([`sink_key_types`] says which is which).
 pub(super) const SINK_KEYS: &[&str] = &[
     "type",
     "path",
@@ -264,6 +223,27 @@ pub(super) const SINK_KEYS: &[&str] = &[
     "max_requests_per_second",
     "rate_recovery",
 ];
+
+/// The sink types a key of [`SINK_KEYS`] belongs to.
+pub(super) fn sink_key_types(key: &str) -> &'static [&'static str] {
+    match key {
+        "type" => &["stdout", "file", "firehose", "cloudwatch"],
+        "path" => &["file"],
+        "delivery_stream" | "aggregate" | "record_max_bytes" | "oversize" | "max_records_per_second"
+        | "max_bytes_per_second" => &["firehose"],
+        "log_group" | "log_stream" | "cluster" | "node" | "create_missing" | "retention_days" | "message_key" => {
+            &["cloudwatch"]
+        }
+        "region" | "endpoint" | "linger" | "max_in_flight" | "request_timeout" | "retry_max_wait"
+        | "max_requests_per_second" | "rate_recovery" => &["firehose", "cloudwatch"],
+        _ => &[],
+    }
+}
+
+/// The keys of sink type `kind`, in [`SINK_KEYS`] order.
+pub(super) fn sink_keys_of(kind: &str) -> Vec<&'static str> {
+    SINK_KEYS.iter().copied().filter(|k| sink_key_types(k).contains(&kind)).collect()
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]

@@ -37,18 +37,13 @@ pub(super) fn build_sink(ck: &mut Checker, field: Option<Field<RawSink>>, env: &
         ck.unknown_keys("sink", &raw.unknown, raw::SINK_KEYS);
         return SinkConfig::Stdout;
     };
-    let allowed: &[&str] = match kind.as_str() {
-        "stdout" => &["type"],
-        "file" => raw::FILE_SINK_KEYS,
-        "firehose" => raw::FIREHOSE_SINK_KEYS,
-        "cloudwatch" => raw::CLOUDWATCH_SINK_KEYS,
-        other => {
-            ck.report("sink.type", check::not_one_of(other, TYPES));
-            ck.unknown_keys("sink", &raw.unknown, raw::SINK_KEYS);
-            return SinkConfig::Stdout;
-        }
-    };
-    ck.unknown_keys("sink", &raw.unknown, allowed);
+    if !TYPES.contains(&kind.as_str()) {
+        ck.report("sink.type", check::not_one_of(&kind, TYPES));
+        ck.unknown_keys("sink", &raw.unknown, raw::SINK_KEYS);
+        return SinkConfig::Stdout;
+    }
+    let allowed = raw::sink_keys_of(&kind);
+    ck.unknown_keys("sink", &raw.unknown, &allowed);
     for key in raw.present() {
         if !allowed.contains(&key) {
             ck.report(&format!("sink.{key}"), not_for_type(key, &kind));
@@ -68,11 +63,7 @@ pub(super) fn build_sink(ck: &mut Checker, field: Option<Field<RawSink>>, env: &
 
 /// "not allowed when sink.type = "stdout" (… belongs to type = "firehose")".
 fn not_for_type(key: &str, kind: &str) -> String {
-    let owners: Vec<String> = [("file", raw::FILE_SINK_KEYS), ("firehose", raw::FIREHOSE_SINK_KEYS), ("cloudwatch", raw::CLOUDWATCH_SINK_KEYS)]
-        .iter()
-        .filter(|(_, keys)| keys.contains(&key))
-        .map(|(t, _)| format!("{t:?}"))
-        .collect();
+    let owners: Vec<String> = raw::sink_key_types(key).iter().map(|t| format!("{t:?}")).collect();
     match kind {
         "stdout" if owners == ["\"file\""] => {
             r#"not allowed when sink.type = "stdout" (remove it, or set type = "file")"#.to_string()

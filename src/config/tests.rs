@@ -538,7 +538,8 @@ fn the_reference_config_sets_every_key_to_its_default() {
     let doc: toml::Table = text.parse().unwrap();
     for (table, known) in raw::TABLES {
         // The [sink] of node.toml is a file sink; sink/*.toml hold the others' keys.
-        let known: &[&str] = if *table == "sink" { raw::FILE_SINK_KEYS } else { known };
+        let file_keys = raw::sink_keys_of("file");
+        let known: &[&str] = if *table == "sink" { &file_keys } else { known };
         let keys: Vec<&str> = match *table {
             "" => doc.keys().map(String::as_str).collect(),
             name => doc[name]
@@ -663,7 +664,7 @@ fn the_firehose_reference_sets_every_key_to_its_default() {
     let text = std::fs::read_to_string(fixtures().join("sink/firehose.toml")).unwrap();
     let doc: toml::Table = text.parse().unwrap();
     let mut keys: Vec<&str> = doc["sink"].as_table().unwrap().keys().map(String::as_str).collect();
-    let mut known = raw::FIREHOSE_SINK_KEYS.to_vec();
+    let mut known = raw::sink_keys_of("firehose");
     keys.sort_unstable();
     known.sort_unstable();
     assert_eq!(keys, known, "sink/firehose.toml must set every Firehose key");
@@ -706,7 +707,7 @@ fn the_cloudwatch_reference_sets_every_key_to_its_default() {
     let text = std::fs::read_to_string(fixtures().join("sink/cloudwatch.toml")).unwrap();
     let doc: toml::Table = text.parse().unwrap();
     let mut keys: Vec<&str> = doc["sink"].as_table().unwrap().keys().map(String::as_str).collect();
-    let mut known = raw::CLOUDWATCH_SINK_KEYS.to_vec();
+    let mut known = raw::sink_keys_of("cloudwatch");
     keys.sort_unstable();
     known.sort_unstable();
     assert_eq!(keys, known, "sink/cloudwatch.toml must set every CloudWatch Logs key");
@@ -717,7 +718,7 @@ fn the_cloudwatch_reference_sets_every_key_to_its_default() {
 
 #[test]
 fn sink_keys_are_the_union_of_each_types_keys() {
-    let mut union: Vec<&str> = [raw::FILE_SINK_KEYS, raw::FIREHOSE_SINK_KEYS, raw::CLOUDWATCH_SINK_KEYS].concat();
+    let mut union: Vec<&str> = ["file", "firehose", "cloudwatch"].into_iter().flat_map(raw::sink_keys_of).collect();
     union.sort_unstable();
     union.dedup();
     let mut all = raw::SINK_KEYS.to_vec();
