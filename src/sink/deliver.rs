@@ -134,30 +134,6 @@ impl<A: FnMut(u64)> Delivery<A> {
         }
     }
 
-    /// Delivers every chunk `input` yields, until it closes and all is delivered.
-    /// Fails only if a dead letter cannot be written.
-    pub async fn run(self, input: mpsc::Receiver<Chunk>) -> anyhow::Result<Delivered> {
-        drive(self, input).await
-    }
-
-    /// Aggregates a chunk's lines; acknowledges it at once if nothing of it waits.
-    fn take(&mut self, chunk: Chunk) -> anyhow::Result<()> {
-        let seq = chunk.seq;
-        self.pending.insert(seq, Pending::default());
-        self.aggregator.push(&chunk.data, seq);
-        self.oversize(seq)?;
-        self.collect_sealed();
-        if let Some(p) = self.pending.get_mut(&seq) {
-            p.complete = true;
-        }
-        if !chunk.data.is_empty() {
-            self.oldest.get_or_insert_with(Instant::now);
-        }
-        self.done.chunks += 1;
-        self.try_ack(seq);
-        Ok(())
-    }
-
     /// Events larger than a record: cut to fit, or written to the dead letters.
     fn oversize(&mut self, seq: u64) -> anyhow::Result<()> {
         let mut dead = Vec::new();
@@ -207,56 +183,6 @@ impl<A: FnMut(u64)> Delivery<A> {
         }
     }
 
-    /// The earliest instant something becomes due: the linger of the oldest data, or
-    /// the end of a retry backoff.
-    /// (None while the requests in flight are at the limit: only an answer helps.)
-    fn next_deadline(&self) -> Option<Instant> {
-        if self.in_flight.len() >= self.config.max_in_flight {
-            return None;
-        }
-        match self.retry_at.filter(|&r| r > Instant::now()) {
-            Some(r) => Some(r),
-            None => self.oldest.map(|t| t + self.config.linger),
-        }
-    }
-
-    /// Sends batches while there is room in flight and something is due.
-    async fn dispatch(&mut self, closing: bool) {
-        loop {
-            if self.queue.is_empty() && self.aggregator.open_tags().is_none() {
-                self.oldest = None;
-                return;
-            }
-            if self.in_flight.len() >= self.config.max_in_flight {
-                return;
-            }
-            let now = Instant::now();
-            if self.retry_at.is_some_and(|t| now < t) {
-                return;
-            }
-            let lingered = closing || self.oldest.is_some_and(|t| now.duration_since(t) >= self.config.linger);
-            if lingered && self.aggregator.open_tags().is_some() {
-                self.aggregator.seal();
-                self.collect_sealed();
-            }
-            let (max_records, max_bytes) = self.batch_limits();
-            let full = self.queue.len() >= max_records || self.queue_bytes >= max_bytes;
-            if self.queue.is_empty() || !(full || lingered) {
-                return;
-            }
-            let batch = self.next_batch(max_records, max_bytes);
-            let bytes: usize = batch.iter().map(|r| r.data.len()).sum();
-            self.pacer.admit(batch.len() as u64, bytes as u64).await;
-            let firehose = self.firehose.clone();
-            self.in_flight.spawn(async move {
-                let sent = Instant::now();
-                let data = batch.iter().map(|r| r.data.clone()).collect();
-                let result = firehose.put(data).await;
-                (batch, sent, result)
-            });
-        }
-    }
-
     /// A batch may hold what the pace allows in [`BATCH_WINDOW`], within AWS's
     /// limits, so that requests stay small and even when the pace is low (a quota
     /// shared by a fleet is then taken in many small bites, not a few large ones).
@@ -283,16 +209,6 @@ impl<A: FnMut(u64)> Delivery<A> {
             batch.push(r);
         }
         batch
-    }
-
-    /// Handles one call's answer.
-    fn answer_now(&mut self, (batch, sent, result): Answer) -> anyhow::Result<()> {
-        match result {
-            Ok(results) => self.partial(batch, sent, results),
-            Err(failure) => self.failed(batch, sent, failure),
-        }
-        self.counters.set_rate(self.pacer.bytes_per_second(), self.pacer.requests_per_second());
-        Ok(())
     }
 
     /// A call that went through: accept what was accepted, requeue the rest.
@@ -444,16 +360,82 @@ pub(super) async fn drive<L: Loop>(mut l: L, mut input: mpsc::Receiver<Chunk>) -
 impl<A: FnMut(u64)> Loop for Delivery<A> {
     type Answer = Answer;
 
+    /// Aggregates a chunk's lines; acknowledges it at once if nothing of it waits.
     fn take(&mut self, chunk: Chunk) -> anyhow::Result<()> {
-        Delivery::take(self, chunk)
+        let seq = chunk.seq;
+        self.pending.insert(seq, Pending::default());
+        self.aggregator.push(&chunk.data, seq);
+        self.oversize(seq)?;
+        self.collect_sealed();
+        if let Some(p) = self.pending.get_mut(&seq) {
+            p.complete = true;
+        }
+        if !chunk.data.is_empty() {
+            self.oldest.get_or_insert_with(Instant::now);
+        }
+        self.done.chunks += 1;
+        self.try_ack(seq);
+        Ok(())
     }
 
+    /// The earliest instant something becomes due: the linger of the oldest data, or
+    /// the end of a retry backoff.
+    /// (None while the requests in flight are at the limit: only an answer helps.)
+    fn deadline(&self) -> Option<Instant> {
+        if self.in_flight.len() >= self.config.max_in_flight {
+            return None;
+        }
+        match self.retry_at.filter(|&r| r > Instant::now()) {
+            Some(r) => Some(r),
+            None => self.oldest.map(|t| t + self.config.linger),
+        }
+    }
+
+    /// Sends batches while there is room in flight and something is due.
     async fn dispatch(&mut self, closing: bool) {
-        Delivery::dispatch(self, closing).await
+        loop {
+            if self.queue.is_empty() && self.aggregator.open_tags().is_none() {
+                self.oldest = None;
+                return;
+            }
+            if self.in_flight.len() >= self.config.max_in_flight {
+                return;
+            }
+            let now = Instant::now();
+            if self.retry_at.is_some_and(|t| now < t) {
+                return;
+            }
+            let lingered = closing || self.oldest.is_some_and(|t| now.duration_since(t) >= self.config.linger);
+            if lingered && self.aggregator.open_tags().is_some() {
+                self.aggregator.seal();
+                self.collect_sealed();
+            }
+            let (max_records, max_bytes) = self.batch_limits();
+            let full = self.queue.len() >= max_records || self.queue_bytes >= max_bytes;
+            if self.queue.is_empty() || !(full || lingered) {
+                return;
+            }
+            let batch = self.next_batch(max_records, max_bytes);
+            let bytes: usize = batch.iter().map(|r| r.data.len()).sum();
+            self.pacer.admit(batch.len() as u64, bytes as u64).await;
+            let firehose = self.firehose.clone();
+            self.in_flight.spawn(async move {
+                let sent = Instant::now();
+                let data = batch.iter().map(|r| r.data.clone()).collect();
+                let result = firehose.put(data).await;
+                (batch, sent, result)
+            });
+        }
     }
 
-    async fn answer(&mut self, answer: Answer) -> anyhow::Result<()> {
-        self.answer_now(answer)
+    /// Handles one call's answer.
+    async fn answer(&mut self, (batch, sent, result): Answer) -> anyhow::Result<()> {
+        match result {
+            Ok(results) => self.partial(batch, sent, results),
+            Err(failure) => self.failed(batch, sent, failure),
+        }
+        self.counters.set_rate(self.pacer.bytes_per_second(), self.pacer.requests_per_second());
+        Ok(())
     }
 
     fn idle(&self) -> bool {
@@ -462,10 +444,6 @@ impl<A: FnMut(u64)> Loop for Delivery<A> {
 
     fn room(&self) -> bool {
         self.queue_bytes + self.aggregator.open_bytes() < QUEUE_BYTES
-    }
-
-    fn deadline(&self) -> Option<Instant> {
-        self.next_deadline()
     }
 
     fn in_flight(&mut self) -> &mut JoinSet<Answer> {
@@ -516,7 +494,7 @@ pub async fn deliver_to(
             Ok(firehose) => {
                 tracing::info!(stream = firehose.stream(), "shipping to Firehose");
                 let _ = ready.send(Ok(()));
-                Delivery::new(firehose, config, dead, counters, on_ack).run(input).await
+                drive(Delivery::new(firehose, config, dead, counters, on_ack), input).await
             }
             Err(e) => {
                 let _ = ready.send(Err(e.context("cannot set up the Firehose sink")));
@@ -527,7 +505,7 @@ pub async fn deliver_to(
             Ok(logs) => {
                 tracing::info!("shipping to CloudWatch Logs");
                 let _ = ready.send(Ok(()));
-                super::deliver_logs::LogsDelivery::new(logs, config, dead, counters, on_ack).run(input).await
+                drive(super::deliver_logs::LogsDelivery::new(logs, config, dead, counters, on_ack), input).await
             }
             Err(e) => {
                 let _ = ready.send(Err(e.context("cannot set up the CloudWatch Logs sink")));

@@ -24,7 +24,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::aws::{Failure, FailureKind};
@@ -32,7 +31,7 @@ use super::backoff::Backoff;
 use super::cloudwatch::{CloudWatchLogs, Rejected};
 use super::dead_letter::DeadLetters;
 use super::backoff::seed;
-use super::deliver::{drive, Chunk, Delivered, Loop};
+use super::deliver::{Chunk, Delivered, Loop};
 use super::pace::Pacer;
 use crate::batch::cloudwatch::{age, batch_bytes, fit_event, take_batch, Age, LogEvent, Router, StreamKey, MAX_BATCH_BYTES, MAX_BATCH_EVENTS};
 use crate::config::CloudWatchConfig;
@@ -115,48 +114,6 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
         }
     }
 
-    /// Delivers every chunk `input` yields, until it closes and all is delivered.
-    /// Fails only if a dead letter cannot be written.
-    pub async fn run(self, input: mpsc::Receiver<Chunk>) -> anyhow::Result<Delivered> {
-        drive(self, input).await
-    }
-
-    /// Routes a chunk's events to their streams; the too old and too new go to the
-    /// dead letters at once.
-    fn take(&mut self, chunk: Chunk) -> anyhow::Result<()> {
-        let now_ms = crate::event::time::now().div_euclid(1_000_000);
-        let mut dead = Vec::new();
-        let mut queued = 0;
-        let cap = self.config.retry_max_wait;
-        for line in chunk.data.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
-            let (key, mut event) = self.router.route(line, chunk.seq, now_ms);
-            if fit_event(&mut event.message) {
-                self.done.truncated += 1;
-                self.counters.records_truncated.fetch_add(1, Ordering::Relaxed);
-            }
-            match age(event.timestamp, now_ms, self.config.retention_days) {
-                Age::Ok => {}
-                too => {
-                    self.count_dead(too == Age::TooOld, 1);
-                    dead.push([line, b"\n"].concat());
-                    continue;
-                }
-            }
-            let seed = seed() ^ queued;
-            let q = self.queues.entry(key).or_insert_with(|| Queue::new(seed, cap));
-            q.bytes += event.size();
-            self.queued_bytes += event.size();
-            q.oldest.get_or_insert_with(Instant::now);
-            q.events.push(event);
-            queued += 1;
-        }
-        self.write_dead(&dead)?;
-        self.done.chunks += 1;
-        self.pending.insert(chunk.seq, (queued, true));
-        self.try_ack(chunk.seq);
-        Ok(())
-    }
-
     fn count_dead(&mut self, too_old: bool, n: u64) {
         self.done.dead_letters += n;
         let c = if too_old { &self.counters.dropped_too_old } else { &self.counters.dropped_too_new };
@@ -177,77 +134,6 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
             self.pending.remove(&seq);
             (self.on_ack)(seq);
         }
-    }
-
-    /// When a waiting stream next becomes due (None while the puts in flight are at
-    /// the limit: only an answer helps).
-    fn next_deadline(&self) -> Option<Instant> {
-        if self.in_flight.len() >= self.config.max_in_flight {
-            return None;
-        }
-        let now = Instant::now();
-        self.queues
-            .values()
-            .filter(|q| !q.busy && !q.events.is_empty())
-            .filter_map(|q| match q.retry_at.filter(|&r| r > now) {
-                Some(r) => Some(r),
-                None => q.oldest.map(|t| t + self.config.linger),
-            })
-            .min()
-    }
-
-    /// Sends due streams' batches, the longest-waiting first, while there is room.
-    async fn dispatch(&mut self, closing: bool) {
-        let now = Instant::now();
-        let mut due: Vec<(Instant, StreamKey)> = self
-            .queues
-            .iter()
-            .filter(|(_, q)| !q.busy && !q.events.is_empty() && q.retry_at.is_none_or(|r| r <= now))
-            .filter(|(_, q)| {
-                let full = q.events.len() >= MAX_BATCH_EVENTS || q.bytes >= MAX_BATCH_BYTES;
-                full || closing || q.oldest.is_some_and(|t| now.duration_since(t) >= self.config.linger)
-            })
-            .map(|(k, q)| (q.oldest.unwrap_or(now), k.clone()))
-            .collect();
-        due.sort();
-        for (_, key) in due {
-            if self.in_flight.len() >= self.config.max_in_flight {
-                return;
-            }
-            let q = self.queues.get_mut(&key).expect("a due stream exists");
-            let batch = take_batch(&mut q.events);
-            let bytes = batch_bytes(&batch);
-            q.bytes -= bytes;
-            self.queued_bytes -= bytes;
-            q.busy = true;
-            q.oldest = (!q.events.is_empty()).then_some(now);
-            self.pacer.admit(batch.len() as u64, bytes as u64).await;
-            let logs = self.logs.clone();
-            self.in_flight.spawn(async move {
-                let sent = Instant::now();
-                let result = logs.put(&key, &batch).await;
-                (key, batch, sent, result)
-            });
-        }
-    }
-
-    async fn answer_now(&mut self, (key, batch, sent, result): Answer) -> anyhow::Result<()> {
-        if let Some(q) = self.queues.get_mut(&key) {
-            q.busy = false;
-        }
-        match result {
-            Ok(rejected) => self.accepted(&key, batch, rejected)?,
-            Err(f) if f.code.as_deref() == Some("ResourceNotFoundException") && self.config.create_missing => {
-                self.counters.requests_failed.fetch_add(1, Ordering::Relaxed);
-                match self.create(&key).await {
-                    Ok(()) => self.requeue(&key, batch, Duration::ZERO),
-                    Err(f) => self.failed(&key, batch, sent, f),
-                }
-            }
-            Err(f) => self.failed(&key, batch, sent, f),
-        }
-        self.counters.set_rate(0.0, self.pacer.requests_per_second());
-        Ok(())
     }
 
     /// Creates the stream's group (with its retention) and the stream.
@@ -359,16 +245,111 @@ fn rejected_line(key: &StreamKey, event: &LogEvent, reason: &str) -> Vec<u8> {
 impl<A: FnMut(u64)> Loop for LogsDelivery<A> {
     type Answer = Answer;
 
+    /// Routes a chunk's events to their streams; the too old and too new go to the
+    /// dead letters at once.
     fn take(&mut self, chunk: Chunk) -> anyhow::Result<()> {
-        LogsDelivery::take(self, chunk)
+        let now_ms = crate::event::time::now().div_euclid(1_000_000);
+        let mut dead = Vec::new();
+        let mut queued = 0;
+        let cap = self.config.retry_max_wait;
+        for line in chunk.data.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+            let (key, mut event) = self.router.route(line, chunk.seq, now_ms);
+            if fit_event(&mut event.message) {
+                self.done.truncated += 1;
+                self.counters.records_truncated.fetch_add(1, Ordering::Relaxed);
+            }
+            match age(event.timestamp, now_ms, self.config.retention_days) {
+                Age::Ok => {}
+                too => {
+                    self.count_dead(too == Age::TooOld, 1);
+                    dead.push([line, b"\n"].concat());
+                    continue;
+                }
+            }
+            let seed = seed() ^ queued;
+            let q = self.queues.entry(key).or_insert_with(|| Queue::new(seed, cap));
+            q.bytes += event.size();
+            self.queued_bytes += event.size();
+            q.oldest.get_or_insert_with(Instant::now);
+            q.events.push(event);
+            queued += 1;
+        }
+        self.write_dead(&dead)?;
+        self.done.chunks += 1;
+        self.pending.insert(chunk.seq, (queued, true));
+        self.try_ack(chunk.seq);
+        Ok(())
     }
 
+    /// When a waiting stream next becomes due (None while the puts in flight are at
+    /// the limit: only an answer helps).
+    fn deadline(&self) -> Option<Instant> {
+        if self.in_flight.len() >= self.config.max_in_flight {
+            return None;
+        }
+        let now = Instant::now();
+        self.queues
+            .values()
+            .filter(|q| !q.busy && !q.events.is_empty())
+            .filter_map(|q| match q.retry_at.filter(|&r| r > now) {
+                Some(r) => Some(r),
+                None => q.oldest.map(|t| t + self.config.linger),
+            })
+            .min()
+    }
+
+    /// Sends due streams' batches, the longest-waiting first, while there is room.
     async fn dispatch(&mut self, closing: bool) {
-        LogsDelivery::dispatch(self, closing).await
+        let now = Instant::now();
+        let mut due: Vec<(Instant, StreamKey)> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| !q.busy && !q.events.is_empty() && q.retry_at.is_none_or(|r| r <= now))
+            .filter(|(_, q)| {
+                let full = q.events.len() >= MAX_BATCH_EVENTS || q.bytes >= MAX_BATCH_BYTES;
+                full || closing || q.oldest.is_some_and(|t| now.duration_since(t) >= self.config.linger)
+            })
+            .map(|(k, q)| (q.oldest.unwrap_or(now), k.clone()))
+            .collect();
+        due.sort();
+        for (_, key) in due {
+            if self.in_flight.len() >= self.config.max_in_flight {
+                return;
+            }
+            let q = self.queues.get_mut(&key).expect("a due stream exists");
+            let batch = take_batch(&mut q.events);
+            let bytes = batch_bytes(&batch);
+            q.bytes -= bytes;
+            self.queued_bytes -= bytes;
+            q.busy = true;
+            q.oldest = (!q.events.is_empty()).then_some(now);
+            self.pacer.admit(batch.len() as u64, bytes as u64).await;
+            let logs = self.logs.clone();
+            self.in_flight.spawn(async move {
+                let sent = Instant::now();
+                let result = logs.put(&key, &batch).await;
+                (key, batch, sent, result)
+            });
+        }
     }
 
-    async fn answer(&mut self, answer: Answer) -> anyhow::Result<()> {
-        self.answer_now(answer).await
+    async fn answer(&mut self, (key, batch, sent, result): Answer) -> anyhow::Result<()> {
+        if let Some(q) = self.queues.get_mut(&key) {
+            q.busy = false;
+        }
+        match result {
+            Ok(rejected) => self.accepted(&key, batch, rejected)?,
+            Err(f) if f.code.as_deref() == Some("ResourceNotFoundException") && self.config.create_missing => {
+                self.counters.requests_failed.fetch_add(1, Ordering::Relaxed);
+                match self.create(&key).await {
+                    Ok(()) => self.requeue(&key, batch, Duration::ZERO),
+                    Err(f) => self.failed(&key, batch, sent, f),
+                }
+            }
+            Err(f) => self.failed(&key, batch, sent, f),
+        }
+        self.counters.set_rate(0.0, self.pacer.requests_per_second());
+        Ok(())
     }
 
     fn idle(&self) -> bool {
@@ -377,10 +358,6 @@ impl<A: FnMut(u64)> Loop for LogsDelivery<A> {
 
     fn room(&self) -> bool {
         self.queued_bytes < QUEUE_BYTES
-    }
-
-    fn deadline(&self) -> Option<Instant> {
-        self.next_deadline()
     }
 
     fn in_flight(&mut self) -> &mut JoinSet<Answer> {
