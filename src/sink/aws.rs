@@ -12,31 +12,23 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_firehose::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
-/// Where and how to reach an AWS API.
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    pub region: Option<String>,
-    pub endpoint: Option<String>,
-    pub request_timeout: Duration,
-}
-
 /// The SDK configuration: credentials and region from the standard chain
 /// (environment, profile, IRSA web identity, EKS Pod Identity, IMDSv2), the region
 /// and endpoint from the config when set, no SDK retries, our timeout.
-pub async fn sdk_config(endpoint: &Endpoint) -> anyhow::Result<SdkConfig> {
+pub async fn sdk_config(region: Option<&str>, endpoint: Option<&str>, request_timeout: Duration) -> anyhow::Result<SdkConfig> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::disabled())
         .timeout_config(
             TimeoutConfig::builder()
-                .connect_timeout(endpoint.request_timeout.min(Duration::from_secs(10)))
-                .operation_attempt_timeout(endpoint.request_timeout)
+                .connect_timeout(request_timeout.min(Duration::from_secs(10)))
+                .operation_attempt_timeout(request_timeout)
                 .build(),
         );
-    if let Some(region) = &endpoint.region {
-        loader = loader.region(Region::new(region.clone()));
+    if let Some(region) = region {
+        loader = loader.region(Region::new(region.to_owned()));
     }
-    if let Some(url) = &endpoint.endpoint {
-        loader = loader.endpoint_url(url.clone());
+    if let Some(url) = endpoint {
+        loader = loader.endpoint_url(url);
     }
     let config = loader.load().await;
     if config.region().is_none() {
@@ -64,6 +56,13 @@ pub struct Failure {
     /// The service's error code, when it gave one.
     pub code: Option<String>,
     pub message: String,
+}
+
+impl Failure {
+    /// The SDK refused to build a request (a required field missing): a bug here.
+    pub fn unbuildable(e: impl std::fmt::Display) -> Self {
+        Failure { kind: FailureKind::Permanent, code: None, message: format!("building the request failed: {e}") }
+    }
 }
 
 /// Error codes that mean "slow down" across AWS JSON APIs (Firehose says

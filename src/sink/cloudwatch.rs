@@ -7,7 +7,7 @@
 
 use aws_sdk_cloudwatchlogs::types::InputLogEvent;
 
-use super::aws::{self, Endpoint, Failure, FailureKind};
+use super::aws::{self, Failure};
 use crate::batch::cloudwatch::{LogEvent, StreamKey};
 use crate::config::CloudWatchConfig;
 
@@ -43,12 +43,7 @@ pub struct CloudWatchLogs {
 
 impl CloudWatchLogs {
     pub async fn connect(config: &CloudWatchConfig) -> anyhow::Result<Self> {
-        let endpoint = Endpoint {
-            region: config.region.clone(),
-            endpoint: config.endpoint.clone(),
-            request_timeout: config.request_timeout,
-        };
-        let sdk = aws::sdk_config(&endpoint).await?;
+        let sdk = aws::sdk_config(config.region.as_deref(), config.endpoint.as_deref(), config.request_timeout).await?;
         Ok(Self { client: aws_sdk_cloudwatchlogs::Client::new(&sdk) })
     }
 
@@ -58,7 +53,7 @@ impl CloudWatchLogs {
             .iter()
             .map(|e| InputLogEvent::builder().timestamp(e.timestamp).message(e.message.clone()).build())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Failure { kind: FailureKind::Permanent, code: None, message: format!("building the request failed: {e}") })?;
+            .map_err(Failure::unbuildable)?;
         let answer = self
             .client
             .put_log_events()

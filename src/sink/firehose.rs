@@ -9,7 +9,7 @@
 use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types::Record;
 
-use super::aws::{self, Endpoint, Failure, FailureKind};
+use super::aws::{self, Failure};
 use crate::config::FirehoseConfig;
 
 /// The per-record error code that means "over the quota".
@@ -27,12 +27,7 @@ pub type RecordResults = Vec<Option<String>>;
 
 impl Firehose {
     pub async fn connect(config: &FirehoseConfig) -> anyhow::Result<Self> {
-        let endpoint = Endpoint {
-            region: config.region.clone(),
-            endpoint: config.endpoint.clone(),
-            request_timeout: config.request_timeout,
-        };
-        let sdk = aws::sdk_config(&endpoint).await?;
+        let sdk = aws::sdk_config(config.region.as_deref(), config.endpoint.as_deref(), config.request_timeout).await?;
         Ok(Self { client: aws_sdk_firehose::Client::new(&sdk), stream: config.delivery_stream.clone() })
     }
 
@@ -47,7 +42,7 @@ impl Firehose {
             .into_iter()
             .map(|data| Record::builder().data(Blob::new(data)).build())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Failure { kind: FailureKind::Permanent, code: None, message: format!("building the request failed: {e}") })?;
+            .map_err(Failure::unbuildable)?;
         let answer = self
             .client
             .put_record_batch()
