@@ -12,6 +12,7 @@
 //! does I/O.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use serde::Deserialize;
 
@@ -55,8 +56,9 @@ struct Parsed<'a> {
     time: Cow<'a, str>,
     #[serde(borrow)]
     message: &'a serde_json::value::RawValue,
+    /// Kept raw: routing looks it up as it is, and parses it once per pod.
     #[serde(default, borrow)]
-    kubernetes: Option<Kube<'a>>,
+    kubernetes: Option<&'a serde_json::value::RawValue>,
 }
 
 #[derive(Deserialize, Default)]
@@ -147,13 +149,19 @@ impl Template {
 /// Where events go: the group and stream templates, with the node-wide values.
 #[derive(Debug, Clone)]
 pub struct Router {
-    pub group: Template,
-    pub stream: Template,
-    pub node: String,
-    pub cluster: String,
+    group: Template,
+    stream: Template,
+    node: String,
+    cluster: String,
     /// Send the bare message (`message_key = "message"`), not the whole JSON line.
-    pub bare_message: bool,
+    bare_message: bool,
+    /// The names rendered for each `kubernetes` object seen, as written: a pod's events
+    /// all carry the same one, so templates are rendered once per container.
+    names: HashMap<Box<[u8]>, StreamKey>,
 }
+
+/// Rendered names kept at most (then forgotten and rendered again as needed).
+const NAMES_KEPT: usize = 4096;
 
 /// A log group and stream.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -163,21 +171,23 @@ pub struct StreamKey {
 }
 
 impl Router {
+    pub fn new(group: Template, stream: Template, node: String, cluster: String, bare_message: bool) -> Self {
+        Self { group, stream, node, cluster, bare_message, names: HashMap::new() }
+    }
+
     /// One JSON line (without its newline) → where it goes and the log event.
     /// A line that is not an event of ours goes to the group and stream of "unknown"
     /// metadata, timed `now_ms`, whole.
-    pub fn route(&self, line: &[u8], chunk: u64, now_ms: i64) -> (StreamKey, LogEvent) {
+    pub fn route(&mut self, line: &[u8], chunk: u64, now_ms: i64) -> (&StreamKey, LogEvent) {
         let parsed: Option<Parsed<'_>> = serde_json::from_slice(line).ok();
-        let kube = parsed.as_ref().and_then(|p| p.kubernetes.as_ref());
-        let values = [
-            kube.and_then(|k| k.namespace.as_deref()),
-            kube.and_then(|k| k.pod.as_deref()),
-            kube.and_then(|k| k.pod_uid.as_deref()),
-            kube.and_then(|k| k.container.as_deref()),
-            Some(self.node.as_str()),
-            Some(self.cluster.as_str()),
-        ];
-        let key = StreamKey { group: self.group.render(&values, true), stream: self.stream.render(&values, false) };
+        let kube = parsed.as_ref().and_then(|p| p.kubernetes).map_or(&b""[..], |k| k.get().as_bytes());
+        if !self.names.contains_key(kube) {
+            if self.names.len() >= NAMES_KEPT {
+                self.names.clear();
+            }
+            let key = self.render(kube);
+            self.names.insert(kube.into(), key);
+        }
         let timestamp = parsed
             .as_ref()
             .and_then(|p| crate::event::time::parse_rfc3339(p.time.as_bytes()))
@@ -186,7 +196,21 @@ impl Router {
             (Some(p), true) => bare(p.message),
             _ => String::from_utf8_lossy(line).into_owned(),
         };
-        (key, LogEvent { timestamp, message, chunk })
+        (&self.names[kube], LogEvent { timestamp, message, chunk })
+    }
+
+    /// The names for one `kubernetes` object (empty: none).
+    fn render(&self, kube: &[u8]) -> StreamKey {
+        let kube: Kube<'_> = serde_json::from_slice(kube).unwrap_or_default();
+        let values = [
+            kube.namespace.as_deref(),
+            kube.pod.as_deref(),
+            kube.pod_uid.as_deref(),
+            kube.container.as_deref(),
+            Some(self.node.as_str()),
+            Some(self.cluster.as_str()),
+        ];
+        StreamKey { group: self.group.render(&values, true), stream: self.stream.render(&values, false) }
     }
 }
 
@@ -261,27 +285,29 @@ mod tests {
     use proptest::prelude::*;
 
     fn router(bare: bool) -> Router {
-        Router {
-            group: Template::parse("/eks/{cluster}/containers").unwrap(),
-            stream: Template::parse("{namespace}/{pod}/{container}").unwrap(),
-            node: "ip-10-0-0-1".into(),
-            cluster: "prod".into(),
-            bare_message: bare,
-        }
+        Router::new(
+            Template::parse("/eks/{cluster}/containers").unwrap(),
+            Template::parse("{namespace}/{pod}/{container}").unwrap(),
+            "ip-10-0-0-1".into(),
+            "prod".into(),
+            bare,
+        )
     }
 
     const LINE: &str = r#"{"time":"2026-11-21T10:00:00.123456789Z","stream":"stdout","message":"GET \"/\" 200","kubernetes":{"namespace":"shop","pod":"web-1","pod_uid":"u","container":"nginx","restart_count":0}}"#;
 
     #[test]
     fn events_are_routed_and_timed_by_their_metadata() {
-        let (key, ev) = router(false).route(LINE.as_bytes(), 7, 0);
-        assert_eq!(key, StreamKey { group: "/eks/prod/containers".into(), stream: "shop/web-1/nginx".into() });
+        let mut r = router(false);
+        let (key, ev) = r.route(LINE.as_bytes(), 7, 0);
+        assert_eq!(*key, StreamKey { group: "/eks/prod/containers".into(), stream: "shop/web-1/nginx".into() });
         assert_eq!(ev.timestamp, 1_795_255_200_123);
         assert_eq!(ev.message, LINE);
         assert_eq!(ev.chunk, 7);
-        let (_, bare) = router(true).route(LINE.as_bytes(), 7, 0);
+        let mut r = router(true);
+        let (_, bare) = r.route(LINE.as_bytes(), 7, 0);
         assert_eq!(bare.message, r#"GET "/" 200"#);
-        let (key, raw) = router(true).route(b"not json", 1, 42);
+        let (key, raw) = r.route(b"not json", 1, 42);
         assert_eq!((key.stream.as_str(), raw.timestamp, raw.message.as_str()), ("unknown/unknown/unknown", 42, "not json"));
     }
 

@@ -86,13 +86,7 @@ pub struct LogsDelivery<A: FnMut(u64)> {
 
 impl<A: FnMut(u64)> LogsDelivery<A> {
     pub fn new(logs: CloudWatchLogs, config: CloudWatchConfig, dead: DeadLetters, counters: Arc<SinkCounters>, on_ack: A) -> Self {
-        let router = Router {
-            group: config.log_group.clone(),
-            stream: config.log_stream.clone(),
-            node: config.node.clone(),
-            cluster: config.cluster.clone(),
-            bare_message: config.bare_message,
-        };
+        let router = Router::new(config.log_group.clone(), config.log_stream.clone(), config.node.clone(), config.cluster.clone(), config.bare_message);
         let pacer = Pacer::new(config.pacing);
         counters.set_rate(0.0, pacer.requests_per_second());
         Self {
@@ -266,8 +260,10 @@ impl<A: FnMut(u64)> Loop for LogsDelivery<A> {
                     continue;
                 }
             }
-            let seed = seed() ^ queued;
-            let q = self.queues.entry(key).or_insert_with(|| Queue::new(seed, cap));
+            if !self.queues.contains_key(key) {
+                self.queues.insert(key.clone(), Queue::new(seed() ^ queued, cap));
+            }
+            let q = self.queues.get_mut(key).expect("inserted above");
             q.bytes += event.size();
             self.queued_bytes += event.size();
             q.oldest.get_or_insert_with(Instant::now);
