@@ -30,8 +30,6 @@ const STUCK_AFTER: Duration = Duration::from_secs(120);
 pub struct SinkCounters {
     pub requests_ok: AtomicU64,
     pub requests_failed: AtomicU64,
-    pub records: AtomicU64,
-    pub events: AtomicU64,
     pub bytes: AtomicU64,
     pub retries: AtomicU64,
     /// Records (a Firehose record; an event for stdout and file) by outcome.
