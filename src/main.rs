@@ -8,11 +8,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use logferry::config::{Config, ConfigError, SinkConfig};
+use logferry::config::{Config, ConfigError};
 use logferry::decode::{DecodeOptions, FormatChoice, Oversize, DEFAULT_MAX_MESSAGE_BYTES};
 use logferry::event::MessageFormat;
 use logferry::replay::{self, ReplayOptions};
-use logferry::sink::deliver::AwsSink;
 use logferry::sink::Target;
 
 /// Exit status when some inputs could not be read (the rest were processed).
@@ -232,12 +231,7 @@ fn init_logging(log: &logferry::config::LogConfig) {
 fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.config {
         let config = Config::load(path)?;
-        let output = (!args.dry_run).then(|| match config.sink {
-            SinkConfig::Stdout => Target::Stdout,
-            SinkConfig::File { path } => Target::File(path),
-            SinkConfig::Firehose(f) => Target::Aws { sink: Box::new(AwsSink::Firehose(f)), data_dir: config.data_dir.clone() },
-            SinkConfig::CloudWatch(c) => Target::Aws { sink: Box::new(AwsSink::CloudWatch(c)), data_dir: config.data_dir.clone() },
-        });
+        let output = (!args.dry_run).then(|| Target::from_config(&config.sink, &config.data_dir));
         let opts = ReplayOptions {
             paths: args.paths.clone(),
             decode: config.decode,

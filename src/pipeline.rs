@@ -36,7 +36,7 @@ use crate::buffer::{Buffer, BufferOptions, BufferStats};
 use crate::config::{BufferConfig, Config, SinkConfig, WatchMode};
 use crate::metrics::{http, SinkCounters, Telemetry};
 use crate::sink::backoff::Backoff;
-use crate::sink::deliver::{deliver_to, AwsSink, Chunk};
+use crate::sink::deliver::{deliver_to, started, AwsSink, Chunk};
 use crate::sink::{JsonLines, Target};
 use crate::tail::checkpoint::Checkpoints;
 use crate::tail::tailer::{Batch, TailStats, Tailer, TailerSettings};
@@ -380,14 +380,19 @@ type Shipped = anyhow::Result<(u64, u64, u64)>;
 /// its client is set up (or with why it cannot be: no region, say).
 fn spawn_sink(sink: &SinkConfig, ship: ShipSettings, done: tokio::sync::oneshot::Sender<()>) -> anyhow::Result<thread::JoinHandle<Shipped>> {
     let builder = thread::Builder::new().name("sink".into());
-    match sink {
-        SinkConfig::Stdout | SinkConfig::File { .. } => {
-            let target = match sink {
-                SinkConfig::File { path } => Target::File(path.clone()),
-                _ => Target::Stdout,
-            };
+    match Target::from_config(sink, &ship.data_dir) {
+        Target::Aws { sink, .. } => {
+            let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+            let handle = builder.spawn(move || {
+                let r = ship_to_aws(*sink, ship, ready_tx);
+                let _ = done.send(());
+                r
+            })?;
+            started(&ready_rx, handle)
+        }
+        local => {
             let shipper = Shipper {
-                sink: JsonLines::open(&target, false)?,
+                sink: JsonLines::open(&local, false)?,
                 buffer: ship.buffer,
                 writer_done: ship.writer_done,
                 ack_interval: ship.ack_interval,
@@ -398,27 +403,6 @@ fn spawn_sink(sink: &SinkConfig, ship: ShipSettings, done: tokio::sync::oneshot:
                 let _ = done.send(());
                 r
             })?)
-        }
-        SinkConfig::Firehose(_) | SinkConfig::CloudWatch(_) => {
-            let aws = match sink {
-                SinkConfig::Firehose(c) => AwsSink::Firehose(c.clone()),
-                SinkConfig::CloudWatch(c) => AwsSink::CloudWatch(c.clone()),
-                _ => unreachable!("matched above"),
-            };
-            let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-            let handle = builder.spawn(move || {
-                let r = ship_to_aws(aws, ship, ready_tx);
-                let _ = done.send(());
-                r
-            })?;
-            match ready_rx.recv() {
-                Ok(Ok(())) => Ok(handle),
-                Ok(Err(e)) => Err(e),
-                Err(_) => match handle.join() {
-                    Ok(Err(e)) => Err(e),
-                    _ => Err(anyhow::anyhow!("the sink failed to start")),
-                },
-            }
         }
     }
 }

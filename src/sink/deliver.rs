@@ -515,6 +515,23 @@ pub async fn deliver_to(
     }
 }
 
+/// Waits for a sink thread's word on setting up its client: then its handle, or why it
+/// could not (said on `ready`, or the thread's own error if it ended first).
+pub fn started<T>(
+    ready: &std::sync::mpsc::Receiver<anyhow::Result<()>>,
+    thread: std::thread::JoinHandle<anyhow::Result<T>>,
+) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<T>>> {
+    match ready.recv() {
+        Ok(Ok(())) => Ok(thread),
+        Ok(Err(e)) => Err(e),
+        Err(_) => match thread.join() {
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(_)) => Err(anyhow::anyhow!("the sink thread ended before it was set up")),
+            Err(_) => Err(anyhow::anyhow!("the sink thread panicked")),
+        },
+    }
+}
+
 /// A delivery loop on a thread of its own, fed from synchronous code (`replay`).
 pub struct Background {
     tx: Option<mpsc::Sender<Chunk>>,
@@ -532,12 +549,10 @@ impl Background {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(deliver_to(sink, &data_dir, counters, rx, |_| {}, ready_tx))
         })?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Self { tx: Some(tx), thread: Some(thread), next_seq: 0 }),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(thread.join().map_err(|_| anyhow::anyhow!("the sink thread panicked"))?.err().unwrap_or_else(|| anyhow::anyhow!("the sink thread ended"))),
-        }
+        let thread = started(&ready_rx, thread)?;
+        Ok(Self { tx: Some(tx), thread: Some(thread), next_seq: 0 })
     }
+
     /// Hands over JSON lines; waits while the loop's queue is full.
     pub fn send(&mut self, data: Vec<u8>) -> anyhow::Result<()> {
         let seq = self.next_seq;

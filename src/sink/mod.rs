@@ -51,12 +51,30 @@ pub enum SinkError {
     Remote(anyhow::Error),
 }
 
+impl Target {
+    /// Where the `[sink]` of a configuration sends events; AWS dead letters go under
+    /// `data_dir`.
+    pub fn from_config(sink: &crate::config::SinkConfig, data_dir: &Path) -> Target {
+        use crate::config::SinkConfig;
+        let aws = |sink| Target::Aws { sink: Box::new(sink), data_dir: data_dir.to_path_buf() };
+        match sink {
+            SinkConfig::Stdout => Target::Stdout,
+            SinkConfig::File { path } => Target::File(path.clone()),
+            SinkConfig::Firehose(c) => aws(deliver::AwsSink::Firehose(c.clone())),
+            SinkConfig::CloudWatch(c) => aws(deliver::AwsSink::CloudWatch(c.clone())),
+        }
+    }
+}
+
 impl JsonLines {
     /// Opens the target; a file is appended to, or emptied first when `truncate`.
     pub fn open(target: &Target, truncate: bool) -> Result<Self, SinkError> {
         let out = match target {
+            Target::Stdout => Out::Stdout(io::stdout()),
             Target::File(path) => Out::File(open_file(path, truncate)?, path.clone(), false),
-            _ => Out::Stdout(io::stdout()),
+            Target::Aws { sink, .. } => {
+                return Err(SinkError::Remote(anyhow::anyhow!("{} is not written as JSON lines here: use deliver::Background", sink.name())))
+            }
         };
         Ok(Self { out })
     }
