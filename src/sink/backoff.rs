@@ -4,7 +4,7 @@
 //! ("full jitter"), so that nodes throttled together do not retry together.
 //!
 //! AIMD: throttling (a whole call, or records refused inside a 200 response) halves
-//! this node's rate; each success adds a fixed step back toward the ceiling. Many nodes
+//! this node's rate; success adds back toward the ceiling a step in proportion to the time passed. Many nodes
 //! sharing one quota and doing this converge on fair shares without talking to each
 //! other — the same argument as TCP congestion control.
 
@@ -79,14 +79,13 @@ pub struct Aimd {
     rate: f64,
     floor: f64,
     ceiling: f64,
-    step: f64,
 }
 
 impl Aimd {
-    /// Starts at the ceiling; never goes below `floor`; `step` is added per success.
-    pub fn new(ceiling: f64, floor: f64, step: f64) -> Self {
+    /// Starts at the ceiling; never goes below `floor`.
+    pub fn new(ceiling: f64, floor: f64) -> Self {
         let floor = floor.clamp(f64::MIN_POSITIVE, ceiling);
-        Self { rate: ceiling, floor, ceiling, step }
+        Self { rate: ceiling, floor, ceiling }
     }
 
     pub fn rate(&self) -> f64 {
@@ -98,20 +97,10 @@ impl Aimd {
         self.rate = (self.rate / 2.0).max(self.floor);
     }
 
-    /// Accepted: step back up toward the ceiling.
-    pub fn succeeded(&mut self) {
-        self.rate = (self.rate + self.step).min(self.ceiling);
-    }
-
-    /// Additive increase by an explicit amount (for growth by elapsed time).
+    /// Accepted: step `by` back up toward the ceiling (the pacer steps by the time
+    /// that passed, so that every node climbs at the same speed).
     pub fn raise(&mut self, by: f64) {
         self.rate = (self.rate + by.max(0.0)).min(self.ceiling);
-    }
-
-    /// A new ceiling (configuration reload); the rate follows if above it.
-    pub fn set_ceiling(&mut self, ceiling: f64) {
-        self.ceiling = ceiling.max(self.floor);
-        self.rate = self.rate.min(self.ceiling);
     }
 }
 
@@ -142,11 +131,11 @@ mod tests {
 
     #[test]
     fn aimd_halves_and_recovers() {
-        let mut a = Aimd::new(1000.0, 10.0, 50.0);
+        let mut a = Aimd::new(1000.0, 10.0);
         a.throttled();
         a.throttled();
         assert_eq!(a.rate(), 250.0);
-        (0..100).for_each(|_| a.succeeded());
+        (0..100).for_each(|_| a.raise(50.0));
         assert_eq!(a.rate(), 1000.0);
         (0..20).for_each(|_| a.throttled());
         assert_eq!(a.rate(), 10.0, "never below the floor");
@@ -156,7 +145,7 @@ mod tests {
     #[test]
     fn aimd_converges_on_fair_shares() {
         let quota = 1000.0;
-        let (mut a, mut b) = (Aimd::new(1000.0, 1.0, 5.0), Aimd::new(1000.0, 1.0, 5.0));
+        let (mut a, mut b) = (Aimd::new(1000.0, 1.0), Aimd::new(1000.0, 1.0));
         b.throttled();
         b.throttled();
         b.throttled();
@@ -165,8 +154,8 @@ mod tests {
                 a.throttled();
                 b.throttled();
             } else {
-                a.succeeded();
-                b.succeeded();
+                a.raise(5.0);
+                b.raise(5.0);
             }
         }
         let (ra, rb) = (a.rate(), b.rate());

@@ -83,7 +83,7 @@ impl Pacer {
             records: Bucket::new(u64::from(ceilings.records_per_second)),
             bytes: Bucket::new(ceilings.bytes_per_second),
             ceilings,
-            aimd: Aimd::new(1.0, FLOOR, 0.0),
+            aimd: Aimd::new(1.0, FLOOR),
             last_cut: None,
             last_growth: Instant::now(),
         }
