@@ -4,9 +4,9 @@
 //! ("full jitter"), so that nodes throttled together do not retry together.
 //!
 //! AIMD: throttling (a whole call, or records refused inside a 200 response) halves
-//! this node's rate; success adds back toward the ceiling a step in proportion to the time passed. Many nodes
-//! sharing one quota and doing this converge on fair shares without talking to each
-//! other — the same argument as TCP congestion control.
+//! this node's rate; success adds back toward the ceiling a step in proportion to the
+//! time passed. Many nodes sharing one quota and doing this converge on fair shares
+//! without talking to each other — the same argument as TCP congestion control.
 
 use std::time::Duration;
 
