@@ -10,6 +10,8 @@
 //! the caller to keep and count, never retried forever. `decode.max_message_bytes`
 //! keeps events below this in practice.
 
+use std::collections::VecDeque;
+
 /// A record's limit, before base64 (Firehose quota).
 pub const MAX_RECORD_BYTES: usize = 1_000 * 1024;
 /// Records per `PutRecordBatch`.
@@ -158,29 +160,40 @@ fn with_newline(line: &[u8]) -> Vec<u8> {
     v
 }
 
-/// Splits records into request-sized groups: at most [`MAX_BATCH_RECORDS`] records and
-/// [`MAX_BATCH_BYTES`] bytes each; returns index ranges into `records`.
-pub fn batches(records: &[Vec<u8>]) -> Vec<std::ops::Range<usize>> {
-    let mut out = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (i, r) in records.iter().enumerate() {
-        let full = i - start == MAX_BATCH_RECORDS || bytes + r.len() > MAX_BATCH_BYTES;
-        if full && i > start {
-            out.push(start..i);
-            (start, bytes) = (i, 0);
+/// Takes the next request's records from the front of `queue`: at most
+/// `max_records` and `max_bytes` (each capped at AWS's limit), but at least one.
+pub fn take_batch(queue: &mut VecDeque<Record>, max_records: usize, max_bytes: usize) -> Vec<Record> {
+    let (max_records, max_bytes) = (max_records.min(MAX_BATCH_RECORDS), max_bytes.min(MAX_BATCH_BYTES));
+    let mut batch: Vec<Record> = Vec::new();
+    let mut bytes = 0;
+    while let Some(r) = queue.front() {
+        let fits = batch.is_empty() || (batch.len() < max_records && bytes + r.data.len() <= max_bytes);
+        if !fits {
+            break;
         }
-        bytes += r.len();
+        bytes += r.data.len();
+        batch.extend(queue.pop_front());
     }
-    if start < records.len() {
-        out.push(start..records.len());
-    }
-    out
+    batch
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// `records` cut into requests by [`take_batch`] at AWS's limits, as index ranges.
+    fn batches(records: &[Vec<u8>]) -> Vec<std::ops::Range<usize>> {
+        let mut queue: VecDeque<Record> = records.iter().map(|d| Record { data: d.clone(), first: 0, last: 0 }).collect();
+        let mut out = Vec::new();
+        let mut start = 0;
+        while !queue.is_empty() {
+            let n = take_batch(&mut queue, usize::MAX, usize::MAX).len();
+            out.push(start..start + n);
+            start += n;
+        }
+        out
+    }
 
     #[test]
     fn billing_rounds_up_to_five_kib() {

@@ -42,7 +42,7 @@ use super::backoff::{seed, Backoff};
 use super::dead_letter::DeadLetters;
 use super::firehose::{Firehose, RecordResults, THROTTLED_CODE};
 use super::pace::Pacer;
-use crate::batch::firehose::{billed_bytes, truncate_event, Aggregator, Record, MAX_BATCH_BYTES, MAX_BATCH_RECORDS};
+use crate::batch::firehose::{billed_bytes, take_batch, truncate_event, Aggregator, Record, MAX_BATCH_BYTES, MAX_BATCH_RECORDS};
 use crate::config::{FirehoseConfig, SinkOversize};
 use crate::metrics::SinkCounters;
 
@@ -193,22 +193,6 @@ impl<A: FnMut(u64)> Delivery<A> {
         let requests = self.pacer.requests_per_second();
         let limit = |per_second: f64, max: usize| ((per_second * window).max(2.0 * per_second / requests) as usize).clamp(1, max);
         (limit(self.pacer.records_per_second(), MAX_BATCH_RECORDS), limit(self.pacer.bytes_per_second(), MAX_BATCH_BYTES))
-    }
-
-    fn next_batch(&mut self, max_records: usize, max_bytes: usize) -> Vec<Record> {
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        while let Some(r) = self.queue.front() {
-            let fits = batch.is_empty() || (batch.len() < max_records && bytes + r.data.len() <= max_bytes);
-            if !fits {
-                break;
-            }
-            bytes += r.data.len();
-            let r = self.queue.pop_front().expect("front exists");
-            self.queue_bytes -= r.data.len();
-            batch.push(r);
-        }
-        batch
     }
 
     /// A call that went through: accept what was accepted, requeue the rest.
@@ -415,8 +399,9 @@ impl<A: FnMut(u64)> Loop for Delivery<A> {
             if self.queue.is_empty() || !(full || lingered) {
                 return;
             }
-            let batch = self.next_batch(max_records, max_bytes);
+            let batch = take_batch(&mut self.queue, max_records, max_bytes);
             let bytes: usize = batch.iter().map(|r| r.data.len()).sum();
+            self.queue_bytes -= bytes;
             self.pacer.admit(batch.len() as u64, bytes as u64).await;
             let firehose = self.firehose.clone();
             self.in_flight.spawn(async move {
