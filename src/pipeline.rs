@@ -7,12 +7,17 @@
 //! ```
 //!
 //! - The tail thread reads and encodes (`tail::tailer`).
-//! - The buffer thread appends each batch to the disk buffer and fsyncs in groups
-//!   (every `fsync_interval` or `fsync_bytes`); only then does it record the batch's
-//!   file positions in the checkpoints, saved every `checkpoint_interval`. So a
-//!   checkpoint never covers data that is not on disk: a crash re-reads, never skips.
+//! - The buffer thread appends each batch to the buffer. The buffer holds it in memory
+//!   and writes it to disk only if the sink has not acknowledged it within
+//!   `fsync_interval` (see `buffer`'s module doc); group commit fsyncs what was written
+//!   (every `fsync_interval` or `fsync_bytes`). A batch's file positions go into the
+//!   checkpoints (saved every `checkpoint_interval`) only once the batch, and every one
+//!   before it, is acknowledged or fsynced. So a checkpoint never covers data that is
+//!   neither delivered nor on disk: a crash re-reads, never skips.
 //! - The sink thread reads records from the buffer, ships them, makes them durable
-//!   (fsync for a file) and acknowledges them; acknowledged segments are deleted.
+//!   (fsync for a file) and acknowledges them; acknowledged segments are deleted. A
+//!   sink that keeps up is handed every batch from memory and nothing is written to
+//!   the buffer's disk at all.
 //!
 //! When the sink is slow the buffer fills; at `max_bytes` appends wait (or, with
 //! `when_full = "drop_oldest"`, the oldest segment goes), the bounded channel to the
@@ -31,6 +36,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use bytes::Bytes;
 
 use crate::buffer::{Buffer, BufferOptions, BufferStats};
 use crate::config::{BufferConfig, Config, SinkConfig, WatchMode};
@@ -44,6 +50,9 @@ use crate::tail::watch::{Wake, Watch};
 
 /// Batches in flight between the tail and sink threads.
 const CHANNEL_BATCHES: usize = 4;
+
+/// How often the buffer thread looks for batches made safe by acknowledgements.
+const SAFE_POLL: Duration = Duration::from_millis(50);
 
 /// Records handed to the sink per read from the buffer.
 const SINK_READ_BYTES: usize = 4 << 20;
@@ -192,7 +201,7 @@ fn reload(path: Option<&std::path::Path>, running: &Config, wake: &mpsc::Sender<
         ("data_dir", new.data_dir != running.data_dir),
         ("sink", new.sink != running.sink),
         ("metrics.listen", new.metrics_listen != running.metrics_listen),
-        ("buffer", new.buffer.max_bytes != running.buffer.max_bytes || new.buffer.when_full != running.buffer.when_full),
+        ("buffer", new.buffer.max_bytes != running.buffer.max_bytes || new.buffer.when_full != running.buffer.when_full || new.buffer.memory_bytes != running.buffer.memory_bytes),
     ]
     .into_iter()
     .filter_map(|(k, changed)| changed.then_some(k))
@@ -218,7 +227,11 @@ async fn serve_metrics(addr: std::net::SocketAddr, telemetry: Telemetry) -> anyh
 
 fn open_buffer(config: &Config) -> anyhow::Result<Buffer> {
     let dir = config.data_dir.join("buffer");
-    let opts = BufferOptions::with_cap(config.buffer.max_bytes, config.buffer.when_full);
+    let opts = BufferOptions {
+        memory_bytes: config.buffer.memory_bytes,
+        hold: config.buffer.fsync_interval,
+        ..BufferOptions::with_cap(config.buffer.max_bytes, config.buffer.when_full)
+    };
     let (buffer, rec) = Buffer::open(&dir, opts)?;
     if rec.corrupt_regions > 0 || rec.torn_bytes > 0 {
         tracing::warn!(
@@ -233,7 +246,8 @@ fn open_buffer(config: &Config) -> anyhow::Result<Buffer> {
     Ok(buffer)
 }
 
-/// Appends batches to the disk buffer, fsyncs in groups, then advances checkpoints.
+/// Appends batches to the buffer, commits in groups, and advances checkpoints over
+/// what is safe (acknowledged or fsynced).
 struct BufferWriter {
     buffer: Buffer,
     /// Hands batch buffers back to the tailer.
@@ -243,7 +257,7 @@ struct BufferWriter {
     checkpoint_interval: Duration,
 }
 
-/// A batch's positions, waiting for its record (`seq`) to be durable.
+/// A batch's positions, waiting for its record (`seq`) to be safe.
 struct PendingPositions {
     seq: u64,
     batch: Batch,
@@ -253,44 +267,53 @@ impl BufferWriter {
     fn run(mut self, batches: Receiver<Batch>) -> anyhow::Result<()> {
         let mut pending: Vec<PendingPositions> = Vec::new();
         let mut last_seq = 0;
-        let mut unsynced = 0u64;
         // The first batch is committed at once (a pod killed early still advances),
         // later ones every `fsync_interval`.
-        let mut last_sync = Instant::now().checked_sub(self.opts.fsync_interval).unwrap_or_else(Instant::now);
-        // The first durable batch is checkpointed at once, later ones every interval.
+        let mut last_commit = Instant::now().checked_sub(self.opts.fsync_interval).unwrap_or_else(Instant::now);
+        // The first safe batch is checkpointed at once, later ones every interval.
         let mut last_save = Instant::now().checked_sub(self.checkpoint_interval).unwrap_or_else(Instant::now);
         loop {
-            let wait = if pending.is_empty() { self.checkpoint_interval } else { self.opts.fsync_interval.saturating_sub(last_sync.elapsed()) };
-            match batches.recv_timeout(wait) {
+            let wait = if pending.is_empty() { self.checkpoint_interval } else { self.opts.fsync_interval.saturating_sub(last_commit.elapsed()) };
+            // Acknowledgements make batches safe at any time: look again soon.
+            match batches.recv_timeout(wait.min(SAFE_POLL)) {
                 Ok(mut batch) => {
                     if !batch.data.is_empty() {
-                        match self.append(&batch) {
+                        let data = Bytes::from(std::mem::take(&mut batch.data));
+                        match self.append(data, batch.events) {
                             Some(seq) => last_seq = seq,
                             // Closed while full at shutdown: not buffered, not checkpointed.
                             None => break,
                         }
-                        unsynced += batch.data.len() as u64;
-                        let mut data = std::mem::take(&mut batch.data);
-                        data.clear();
-                        let _ = self.recycle.send(data);
+                        if let Some(spare) = self.buffer.spare() {
+                            let _ = self.recycle.send(spare);
+                        }
                     }
                     pending.push(PendingPositions { seq: last_seq, batch });
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            let due = last_sync.elapsed() >= self.opts.fsync_interval || unsynced >= self.opts.fsync_bytes;
-            if !pending.is_empty() && due {
-                self.commit(&mut pending);
-                unsynced = 0;
-                last_sync = Instant::now();
+            let due = last_commit.elapsed() >= self.opts.fsync_interval || self.buffer.unsynced_bytes() >= self.opts.fsync_bytes;
+            let safe = if due {
+                last_commit = Instant::now();
+                self.commit(self.opts.fsync_interval)
+            } else {
+                Some(self.buffer.safe_seq())
+            };
+            if let Some(safe) = safe {
+                self.checkpoint(&mut pending, safe);
             }
             if last_save.elapsed() >= self.checkpoint_interval {
                 save_checkpoints(&mut self.checkpoints);
                 last_save = Instant::now();
             }
         }
-        self.commit(&mut pending);
+        // Give the sink a moment to take what memory holds, then write the rest, so
+        // that every batch read is checkpointed.
+        self.buffer.settle(self.opts.fsync_interval);
+        if let Some(safe) = self.commit(Duration::ZERO) {
+            self.checkpoint(&mut pending, safe);
+        }
         self.checkpoints.save()?;
         Ok(())
     }
@@ -299,28 +322,31 @@ impl BufferWriter {
     /// is appended in pieces of at most a quarter of the buffer, cut between lines, so
     /// that any batch fits; a single event larger than that can never be buffered and
     /// is dropped, counted and logged.
-    fn append(&self, batch: &Batch) -> Option<u64> {
+    fn append(&self, data: Bytes, events: u64) -> Option<u64> {
         let limit = (self.opts.max_bytes / 4) as usize;
+        if data.len() <= limit {
+            return self.append_piece(data, events as u32);
+        }
         let mut last = None;
-        for piece in pieces(&batch.data, limit) {
+        for piece in pieces(&data, limit) {
             match piece {
-                Ok(chunk) => last = Some(self.append_piece(chunk)?),
+                Ok(chunk) => last = Some(self.append_piece(data.slice_ref(chunk), memchr::memchr_iter(b'\n', chunk).count() as u32)?),
                 Err(line) => {
                     tracing::error!(bytes = line.len(), limit, "an event larger than a quarter of buffer.max_bytes was dropped; raise buffer.max_bytes or lower decode.max_message_bytes");
                     self.buffer.note_dropped_too_large(1);
                 }
             }
         }
-        last.or_else(|| self.append_piece(b""))
+        last.or_else(|| self.append_piece(Bytes::new(), 0))
     }
 
-    fn append_piece(&self, data: &[u8]) -> Option<u64> {
-        let events = memchr::memchr_iter(b'\n', data).count() as u32;
+    fn append_piece(&self, data: Bytes, events: u32) -> Option<u64> {
+        debug_assert_eq!(events as usize, memchr::memchr_iter(b'\n', &data).count(), "a batch's event count");
         let mut backoff = Backoff::try_new(Duration::from_millis(100), Duration::from_secs(5), data.len() as u64)
             .expect("constant bounds are valid");
         let mut logged = false;
         loop {
-            match self.buffer.append(crate::event::time::now(), events, data) {
+            match self.buffer.append(crate::event::time::now(), events, data.clone()) {
                 Ok(seq) => {
                     if logged {
                         tracing::info!("the buffer accepts writes again");
@@ -339,19 +365,21 @@ impl BufferWriter {
         }
     }
 
-    /// fsyncs the buffer and checkpoints the batches it now covers.
-    fn commit(&mut self, pending: &mut Vec<PendingPositions>) {
-        if pending.is_empty() {
-            return;
-        }
-        let durable = match self.buffer.sync() {
-            Ok(d) => d,
+    /// Group commit: writes what the sink has not acknowledged within `hold`, fsyncs;
+    /// returns the safe sequence number (`None` if the disk failed).
+    fn commit(&self, hold: Duration) -> Option<u64> {
+        match self.buffer.commit(hold) {
+            Ok(safe) => Some(safe),
             Err(e) => {
-                tracing::error!(error = %e, "cannot fsync the buffer; checkpoints wait");
-                return;
+                tracing::error!(error = %e, "cannot write or fsync the buffer; checkpoints wait");
+                None
             }
-        };
-        let done = pending.iter().take_while(|p| p.seq <= durable).count();
+        }
+    }
+
+    /// Checkpoints the batches at or below `safe`.
+    fn checkpoint(&mut self, pending: &mut Vec<PendingPositions>, safe: u64) {
+        let done = pending.iter().take_while(|p| p.seq <= safe).count();
         for p in pending.drain(..done) {
             for (key, pos) in p.batch.positions {
                 self.checkpoints.set(&key, pos);

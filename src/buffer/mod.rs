@@ -16,17 +16,21 @@
 //!
 //! # Invariants
 //!
-//! 1. Sequence numbers increase by one per record, across segments and restarts.
-//!    After a crash the next number is past both the last record found and the
-//!    persisted ack, so a new record can never be mistaken for an acknowledged one.
-//! 2. [`Buffer::sync`] returns the highest sequence number that is on disk (fsynced):
-//!    the caller advances file checkpoints only up to what that covers.
-//! 3. A segment is deleted only when every record in it is acknowledged (or, with
+//! 1. Sequence numbers increase by one per record, across segments and restarts
+//!    (segments have gaps where records were acknowledged before they had to be
+//!    written). After a crash the next number is past both the last record found and
+//!    the persisted ack, so a new record can never be mistaken for an acknowledged one.
+//! 2. Records reach segments in sequence order, and every record in a segment is older
+//!    than every record held in memory.
+//! 3. [`Buffer::commit`] and [`Buffer::safe_seq`] return the highest sequence number
+//!    at or below which every record is acknowledged or fsynced: the caller advances
+//!    file checkpoints only up to what that covers.
+//! 4. A segment is deleted only when every record in it is acknowledged (or, with
 //!    `when_full = "drop_oldest"`, when room is needed: those records are counted as
 //!    dropped).
-//! 4. The total size is capped at `max_bytes`: when full, [`Buffer::append`] waits
+//! 5. The size on disk is capped at `max_bytes`: when full, writing a record waits
 //!    (`block`: backpressure up to the tailer, files stay unread on disk) or drops the
-//!    oldest segment (`drop_oldest`).
+//!    oldest segment (`drop_oldest`). Memory is capped at `memory_bytes`.
 //!
 //! # Recovery
 //!
@@ -36,7 +40,20 @@
 //! counted; nothing in a segment is fatal. The reader then starts at the first
 //! unacknowledged record.
 //!
-//! Records are read back as soon as they are written, before they are fsynced: a
+//! # Memory first, disk when it matters
+//!
+//! A record is first held in memory (up to `memory_bytes`) and handed to the sink from
+//! there. It is written to a segment only if the sink has not acknowledged it within
+//! `hold` (the group-commit interval), or when memory is full and the sink is not
+//! already working on the oldest record. A healthy sink therefore costs no disk writes
+//! at all, and a slow or unreachable one gets the write-ahead log. This is as safe as
+//! writing first: the caller advances file checkpoints only to [`Buffer::safe_seq`],
+//! below which every record is acknowledged *or* fsynced, so a crash loses nothing —
+//! a record still in memory is read again from its log file, exactly as a record
+//! written but not yet fsynced was before. The window in which the log file itself
+//! must survive is the same `hold` either way.
+//!
+//! Records are read back as soon as they are appended, before they are fsynced: a
 //! crash can then lose a record that was already shipped, which is harmless — its
 //! file checkpoint had not advanced, so it is read again (a duplicate, never a loss).
 
@@ -46,12 +63,13 @@ mod seqset;
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use segment::{Parsed, Record, HEADER_LEN, RECORD_HEADER_LEN};
 use seqset::SeqSet;
 
@@ -69,14 +87,28 @@ pub struct BufferOptions {
     pub max_bytes: u64,
     pub segment_bytes: u64,
     pub when_full: WhenFull,
+    /// Records held in memory before they must be written (0: write every record
+    /// at the next append or commit).
+    pub memory_bytes: u64,
+    /// How long a record may stay in memory unacknowledged before it is written.
+    pub hold: Duration,
 }
+
+/// Records held in memory by default: a few sink reads' worth.
+pub const DEFAULT_MEMORY_BYTES: u64 = 16 << 20;
 
 impl BufferOptions {
     /// Segments of 1/8 of the cap, between 1 and 64 MiB, so that `drop_oldest` frees
     /// a useful amount and a full buffer holds several segments.
     pub fn with_cap(max_bytes: u64, when_full: WhenFull) -> Self {
         let segment_bytes = (max_bytes / 8).clamp(1 << 20, 64 << 20);
-        Self { max_bytes, segment_bytes, when_full }
+        Self { max_bytes, segment_bytes, when_full, memory_bytes: DEFAULT_MEMORY_BYTES, hold: Duration::from_millis(200) }
+    }
+
+    /// Every record goes to disk (at the next append or commit): no memory tier.
+    pub fn write_through(mut self) -> Self {
+        self.memory_bytes = 0;
+        self
     }
 }
 
@@ -93,9 +125,12 @@ pub enum BufferError {
 /// Counters and levels, for metrics and `/readyz`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BufferStats {
+    /// Size on disk.
     pub bytes: u64,
     pub max_bytes: u64,
-    /// Records not yet acknowledged.
+    /// Held in memory, not yet written (framed as it would be on disk).
+    pub memory_bytes: u64,
+    /// Records not yet acknowledged (in memory or on disk).
     pub records: u64,
     /// When the oldest unacknowledged record was read (ns since the epoch).
     pub oldest_unacked_time: Option<i64>,
@@ -112,6 +147,8 @@ pub struct BufferStats {
     /// Bytes of torn records truncated at recovery.
     pub torn_bytes: u64,
     pub segments: u64,
+    /// Records written to segments (the rest were acknowledged from memory first).
+    pub written_records: u64,
 }
 
 /// What recovery found.
@@ -133,21 +170,40 @@ struct Segment {
     last_seq: u64,
 }
 
+/// A record held in memory, not (yet) written.
+struct Held {
+    seq: u64,
+    time: i64,
+    events: u32,
+    payload: Bytes,
+    since: Instant,
+}
+
 struct State {
     segments: VecDeque<Segment>,
     /// The newest segment, open for appending.
     writer: Option<File>,
     next_seq: u64,
-    /// Everything at or below is fsynced.
+    /// Records in memory, in sequence order, all newer than any record on disk.
+    held: VecDeque<Held>,
+    held_bytes: u64,
+    /// Every record at or below has left memory (written, or acknowledged first).
+    spilled_seq: u64,
+    /// `spilled_seq` as of the last fsync: every record at or below is acknowledged
+    /// or on disk.
     durable_seq: u64,
+    /// Bytes written since the last fsync.
+    unsynced: u64,
     /// Records held and not yet acknowledged. Below its minimum, everything is
     /// acknowledged (or was lost to corruption, or dropped).
     outstanding: SeqSet,
     /// The last sequence number handed out by the reader.
     last_read: u64,
+    /// When the sink last acknowledged a record.
+    last_ack: Option<Instant>,
     persisted_ack: u64,
     total_bytes: u64,
-    /// Reader position: segment id and offset of its next record.
+    /// Reader position on disk: segment id and offset of its next record.
     read_seg: u64,
     read_offset: u64,
     /// The reader's open segment.
@@ -160,7 +216,6 @@ struct State {
     /// Payload buffers handed back by the reader's caller.
     pool: Vec<Vec<u8>>,
     stats: BufferStats,
-    scratch: Vec<u8>,
 }
 
 struct Inner {
@@ -178,7 +233,7 @@ pub struct Buffer {
 
 const SAMPLE_EVERY_NS: i64 = 1_000_000_000;
 /// Payload buffers kept for reuse.
-const POOLED_PAYLOADS: usize = 16;
+const POOLED_PAYLOADS: usize = 8;
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BufferError + '_ {
     move |source| BufferError::Io { path: path.to_path_buf(), source }
@@ -212,6 +267,19 @@ fn read_ack(dir: &Path) -> Result<u64, BufferError> {
     }
 }
 
+/// Writes every byte of `bufs`, however the kernel splits the write.
+fn write_all_vectored(file: &mut File, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !bufs.is_empty() {
+        match file.write_vectored(bufs) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 impl Buffer {
     /// Opens (creating if needed) the buffer in `dir` and recovers what it holds.
     pub fn open(dir: &Path, opts: BufferOptions) -> Result<(Buffer, Recovery), BufferError> {
@@ -222,9 +290,14 @@ impl Buffer {
             segments: VecDeque::new(),
             writer: None,
             next_seq: acked + 1,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            spilled_seq: 0,
             durable_seq: 0,
+            unsynced: 0,
             outstanding: SeqSet::default(),
             last_read: acked,
+            last_ack: None,
             persisted_ack: acked,
             total_bytes: 0,
             read_seg: 0,
@@ -235,7 +308,6 @@ impl Buffer {
             closed: false,
             pool: Vec::new(),
             stats: BufferStats { max_bytes: opts.max_bytes, ..BufferStats::default() },
-            scratch: Vec::new(),
         };
         let mut buf = Vec::new();
         let mut reader_set = false;
@@ -288,6 +360,7 @@ impl Buffer {
             st.segments.push_back(Segment { id, path, bytes, last_seq });
         }
         st.durable_seq = st.next_seq - 1;
+        st.spilled_seq = st.durable_seq;
         st.stats.corrupt_regions = rec.corrupt_regions;
         st.stats.torn_bytes = rec.torn_bytes;
         let inner = Inner { dir: dir.to_path_buf(), opts, state: Mutex::new(st), changed: Condvar::new() };
@@ -307,47 +380,24 @@ impl Buffer {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends a record; returns its sequence number. Waits while the buffer is full
-    /// (`block`), or drops the oldest segment (`drop_oldest`).
-    pub fn append(&self, time: i64, events: u32, payload: &[u8]) -> Result<u64, BufferError> {
-        let framed = (RECORD_HEADER_LEN + payload.len()) as u64;
+    fn wait<'a>(&self, st: MutexGuard<'a, State>, timeout: Duration) -> MutexGuard<'a, State> {
+        self.inner.changed.wait_timeout(st, timeout).unwrap_or_else(|p| p.into_inner()).0
+    }
+
+    /// Appends a record (held in memory first); returns its sequence number. When
+    /// memory is full it first makes room: it writes the oldest records the sink is
+    /// not working on, and waits up to `hold` for an acknowledgement of the rest.
+    /// Writing waits while the disk buffer is full (`block`), or drops its oldest
+    /// segment (`drop_oldest`). On an error the record was not taken.
+    pub fn append(&self, time: i64, events: u32, payload: Bytes) -> Result<u64, BufferError> {
+        let len = payload.len() as u64;
         let mut st = self.lock();
-        while st.total_bytes + framed > self.inner.opts.max_bytes && !st.closed {
-            match self.inner.opts.when_full {
-                WhenFull::DropOldest if st.segments.len() > 1 => self.drop_oldest(&mut st),
-                // A single (active) segment holding everything: roll it so it can go.
-                WhenFull::DropOldest => self.start_segment(&mut st)?,
-                WhenFull::Block => {
-                    st.waiting_for_room = true;
-                    st = self.inner.changed.wait_timeout(st, Duration::from_millis(200)).unwrap_or_else(|p| p.into_inner()).0;
-                }
-            }
-        }
-        st.waiting_for_room = false;
-        if st.closed {
-            return Err(BufferError::Closed);
-        }
-        if st.segments.back().is_some_and(|s| s.bytes >= self.inner.opts.segment_bytes) {
-            self.start_segment(&mut st)?;
-        }
+        st = self.wait_for_room(st, RECORD_HEADER_LEN as u64 + len)?;
+        st = self.make_room_in_memory(st, len)?;
         let seq = st.next_seq;
-        let mut scratch = std::mem::take(&mut st.scratch);
-        scratch.clear();
-        segment::encode(seq, time, events, payload, &mut scratch);
-        let active = st.segments.back().expect("a segment is always open").path.clone();
-        let result = st.writer.as_mut().expect("a segment is always open").write_all(&scratch);
-        if let Err(e) = result {
-            // Cut back what was written of a failed append, so the segment stays whole.
-            let len = st.segments.back().unwrap().bytes;
-            let _ = st.writer.as_ref().unwrap().set_len(len);
-            st.scratch = scratch;
-            return Err(io_err(&active)(e));
-        }
-        st.scratch = scratch;
         st.next_seq += 1;
-        st.segments.back_mut().unwrap().bytes += framed;
-        st.segments.back_mut().unwrap().last_seq = seq;
-        st.total_bytes += framed;
+        st.held_bytes += len;
+        st.held.push_back(Held { seq, time, events, payload, since: Instant::now() });
         st.outstanding.push(seq);
         if st.samples.back().is_none_or(|&(_, t)| time - t >= SAMPLE_EVERY_NS) || st.outstanding.len() == 1 {
             st.samples.push_back((seq, time));
@@ -356,18 +406,162 @@ impl Buffer {
         Ok(seq)
     }
 
-    /// Makes every appended record durable; returns the highest durable seq.
-    pub fn sync(&self) -> Result<u64, BufferError> {
-        let (file, seq, path) = {
-            let st = self.lock();
-            let file = st.writer.as_ref().expect("a segment is always open").try_clone();
-            let path = st.segments.back().unwrap().path.clone();
-            (file.map_err(io_err(&path))?, st.next_seq - 1, path)
-        };
-        file.sync_data().map_err(io_err(&path))?;
+    /// The cap counts what is on disk and what memory holds (as it will be on disk):
+    /// waits until `framed` more bytes fit (`block`), or drops the oldest segment
+    /// (`drop_oldest`).
+    fn wait_for_room<'a>(&'a self, mut st: MutexGuard<'a, State>, framed: u64) -> Result<MutexGuard<'a, State>, BufferError> {
+        loop {
+            forget_acked_front(&mut st);
+            if st.closed {
+                st.waiting_for_room = false;
+                return Err(BufferError::Closed);
+            }
+            if st.total_bytes + held_framed(&st) + framed <= self.inner.opts.max_bytes {
+                st.waiting_for_room = false;
+                return Ok(st);
+            }
+            match self.inner.opts.when_full {
+                WhenFull::DropOldest if st.segments.len() > 1 => self.drop_oldest(&mut st),
+                // A single (active) segment holding everything: roll it so it can go.
+                WhenFull::DropOldest if st.segments.back().is_some_and(|s| s.last_seq != 0) => self.start_segment(&mut st)?,
+                // What fills the cap is in memory: write it, so it can be dropped.
+                WhenFull::DropOldest if !st.held.is_empty() => self.spill_front(&mut st)?,
+                WhenFull::DropOldest => return Ok(st), // larger than the cap allows: the caller's limit prevents it
+                WhenFull::Block => {
+                    st.waiting_for_room = true;
+                    st = self.wait(st, Duration::from_millis(200));
+                }
+            }
+        }
+    }
+
+    /// Frees memory until `len` more bytes fit (or nothing is held): writes the oldest
+    /// records, unless the sink is taking records from memory and will soon have them
+    /// (then waits up to `hold` for its acknowledgement).
+    fn make_room_in_memory<'a>(&'a self, mut st: MutexGuard<'a, State>, len: u64) -> Result<MutexGuard<'a, State>, BufferError> {
+        let hold = self.inner.opts.hold;
+        loop {
+            forget_acked_front(&mut st);
+            let Some(front) = st.held.front() else { return Ok(st) };
+            if st.held_bytes + len <= self.memory_cap() {
+                return Ok(st);
+            }
+            let age = front.since.elapsed();
+            let sink_keeps_up = st.last_ack.is_some_and(|t| t.elapsed() < hold) && self.reader_in_memory(&st);
+            if sink_keeps_up && age < hold && !st.closed {
+                st = self.wait(st, hold - age);
+                continue;
+            }
+            self.spill_front(&mut st)?;
+        }
+    }
+
+    /// Memory may hold at most a quarter of the cap, so that the cap can always be
+    /// met by dropping or waiting for what is on disk.
+    fn memory_cap(&self) -> u64 {
+        self.inner.opts.memory_bytes.min(self.inner.opts.max_bytes / 4)
+    }
+
+    /// Writes the oldest record held in memory to the active segment, unless it was
+    /// acknowledged meanwhile. (Its room was taken when it was appended.)
+    fn spill_front(&self, st: &mut State) -> Result<(), BufferError> {
+        if forget_acked_front(st) {
+            return Ok(());
+        }
+        if st.segments.back().is_some_and(|s| s.bytes >= self.inner.opts.segment_bytes) {
+            self.start_segment(st)?;
+        }
+        self.write_front(st)
+    }
+
+    /// Writes the oldest held record to the active segment and lets go of it.
+    fn write_front(&self, st: &mut State) -> Result<(), BufferError> {
+        let h = st.held.front().expect("called with a record held");
+        let (seq, payload) = (h.seq, h.payload.clone());
+        let frame = segment::frame(seq, h.time, h.events, &payload);
+        let framed = (RECORD_HEADER_LEN + payload.len()) as u64;
+        let at = st.segments.back().expect("a segment is always open").bytes;
+        let writer = st.writer.as_mut().expect("a segment is always open");
+        if let Err(e) = write_all_vectored(writer, &mut [IoSlice::new(&frame), IoSlice::new(&payload)]) {
+            // Cut back what was written, so the segment stays whole.
+            let _ = writer.set_len(at);
+            return Err(io_err(&st.segments.back().unwrap().path)(e));
+        }
+        // The reader already handed it out from memory and stands at the end of the
+        // segment: step over it rather than read it back.
+        let active = st.segments.back_mut().unwrap();
+        if seq <= st.last_read && st.read_seg == active.id && st.read_offset == at {
+            st.read_offset += framed;
+        }
+        active.bytes += framed;
+        active.last_seq = seq;
+        st.total_bytes += framed;
+        st.unsynced += framed;
+        st.spilled_seq = seq;
+        st.stats.written_records += 1;
+        st.held_bytes -= payload.len() as u64;
+        st.held.pop_front();
+        Ok(())
+    }
+
+    /// Group commit: writes every record held in memory for `hold` or longer and not
+    /// acknowledged, fsyncs what was written, and returns [`Self::safe_seq`].
+    pub fn commit(&self, hold: Duration) -> Result<u64, BufferError> {
         let mut st = self.lock();
-        st.durable_seq = st.durable_seq.max(seq);
-        Ok(st.durable_seq)
+        loop {
+            forget_acked_front(&mut st);
+            match st.held.front() {
+                Some(h) if h.since.elapsed() >= hold => self.spill_front(&mut st)?,
+                _ => break,
+            }
+        }
+        let spilled = st.spilled_seq;
+        if st.unsynced > 0 {
+            let path = st.segments.back().unwrap().path.clone();
+            let file = st.writer.as_ref().expect("a segment is always open").try_clone().map_err(io_err(&path))?;
+            st.unsynced = 0;
+            drop(st);
+            // fsync without the lock: the sink keeps reading and acknowledging.
+            if let Err(e) = file.sync_data() {
+                self.lock().unsynced += 1; // try again next time
+                return Err(io_err(&path)(e));
+            }
+            st = self.lock();
+        }
+        st.durable_seq = st.durable_seq.max(spilled);
+        Ok(safe_seq(&st))
+    }
+
+    /// Makes every record appended and not acknowledged durable (writes what memory
+    /// holds, fsyncs); returns [`Self::safe_seq`].
+    pub fn sync(&self) -> Result<u64, BufferError> {
+        self.commit(Duration::ZERO)
+    }
+
+    /// Bytes written to disk since the last fsync.
+    pub fn unsynced_bytes(&self) -> u64 {
+        self.lock().unsynced
+    }
+
+    /// The highest sequence number at or below which every record is acknowledged or
+    /// fsynced: file checkpoints may cover everything up to it.
+    pub fn safe_seq(&self) -> u64 {
+        safe_seq(&self.lock())
+    }
+
+    /// Waits up to `wait` for the sink to acknowledge what memory holds (at shutdown,
+    /// so that little has to be written).
+    pub fn settle(&self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        let mut st = self.lock();
+        loop {
+            forget_acked_front(&mut st);
+            let now = Instant::now();
+            if st.held.is_empty() || now >= deadline || st.closed {
+                return;
+            }
+            st = self.wait(st, deadline - now);
+        }
     }
 
     /// Up to `max_bytes` of records not yet handed out (at least one if any), in
@@ -404,6 +598,11 @@ impl Buffer {
     /// True when every appended record has been handed out by [`Self::read`].
     pub fn drained(&self) -> bool {
         let st = self.lock();
+        self.reader_in_memory(&st) && st.held.back().is_none_or(|h| h.seq <= st.last_read)
+    }
+
+    /// The reader has handed out everything on disk: what it reads next is in memory.
+    fn reader_in_memory(&self, st: &State) -> bool {
         let active = st.segments.back().expect("a segment is always open");
         st.read_seg == active.id && st.read_offset >= active.bytes
     }
@@ -414,6 +613,8 @@ impl Buffer {
         if !st.outstanding.remove(seq) {
             return;
         }
+        st.last_ack = Some(Instant::now());
+        forget_acked_front(&mut st);
         trim_samples(&mut st);
         self.delete_acked_segments(&mut st);
         self.inner.changed.notify_all();
@@ -449,14 +650,21 @@ impl Buffer {
         self.lock().stats.too_large_records += records;
     }
 
-    /// Hands a record's payload back for reuse by later reads (saves allocating and
-    /// faulting in a fresh megabyte per record).
-    pub fn recycle(&self, mut payload: Vec<u8>) {
+    /// Hands a record's payload back for reuse (saves allocating and faulting in a
+    /// fresh megabyte per record); kept only if nobody else holds it.
+    pub fn recycle(&self, payload: Bytes) {
+        let Ok(payload) = payload.try_into_mut() else { return };
+        let mut payload = Vec::from(payload);
         let mut st = self.lock();
         if st.pool.len() < POOLED_PAYLOADS {
             payload.clear();
             st.pool.push(payload);
         }
+    }
+
+    /// A payload buffer for the next batch, if one was handed back.
+    pub fn spare(&self) -> Option<Vec<u8>> {
+        self.lock().pool.pop()
     }
 
     /// Wakes every waiter; appends fail and reads return what is left.
@@ -469,6 +677,7 @@ impl Buffer {
         let st = self.lock();
         BufferStats {
             bytes: st.total_bytes,
+            memory_bytes: held_framed(&st),
             records: st.outstanding.len(),
             oldest_unacked_time: (!st.outstanding.is_empty()).then(|| st.samples.front().map(|s| s.1)).flatten(),
             backpressure: st.waiting_for_room,
@@ -479,10 +688,13 @@ impl Buffer {
 
     /// Closes the active segment and opens the next.
     fn start_segment(&self, st: &mut State) -> Result<(), BufferError> {
+        let mut reader_at_end = false;
         if let Some(w) = st.writer.take() {
-            let path = &st.segments.back().unwrap().path;
-            w.sync_data().map_err(io_err(path))?;
-            st.durable_seq = st.next_seq - 1;
+            let active = st.segments.back().unwrap();
+            w.sync_data().map_err(io_err(&active.path))?;
+            reader_at_end = st.read_seg == active.id && st.read_offset >= active.bytes;
+            st.unsynced = 0;
+            st.durable_seq = st.durable_seq.max(st.spilled_seq);
         }
         let id = st.segments.back().map_or(1, |s| s.id + 1);
         let path = segment_path(&self.inner.dir, id);
@@ -493,11 +705,26 @@ impl Buffer {
         st.writer = Some(f);
         st.total_bytes += HEADER_LEN;
         st.segments.push_back(Segment { id, path, bytes: HEADER_LEN, last_seq: 0 });
+        if reader_at_end {
+            (st.read_seg, st.read_offset) = (id, HEADER_LEN);
+        }
         Ok(())
     }
 
-    /// The record at the reader's position, advancing it; skips corruption.
+    /// The next record to hand out: from disk first, then from memory.
     fn next_record(&self, st: &mut State) -> Result<Option<Record>, BufferError> {
+        if let Some(r) = self.next_on_disk(st)? {
+            return Ok(Some(r));
+        }
+        let from = st.held.partition_point(|h| h.seq <= st.last_read);
+        let Some(h) = st.held.range(from..).find(|h| st.outstanding.contains(h.seq)) else { return Ok(None) };
+        let r = Record { seq: h.seq, time: h.time, events: h.events, payload: h.payload.clone() };
+        st.last_read = r.seq;
+        Ok(Some(r))
+    }
+
+    /// The record at the reader's position on disk, advancing it; skips corruption.
+    fn next_on_disk(&self, st: &mut State) -> Result<Option<Record>, BufferError> {
         loop {
             let Some(idx) = st.segments.iter().position(|s| s.id >= st.read_seg) else { return Ok(None) };
             let (id, end, path, is_last) = {
@@ -523,16 +750,18 @@ impl Buffer {
             match read.map_err(io_err(&path))? {
                 Some((r, framed)) => {
                     st.read_offset += framed;
-                    if !st.outstanding.contains(r.seq) {
+                    // Acknowledged before a restart, dropped, or handed out from memory
+                    // before it was written.
+                    if !st.outstanding.contains(r.seq) || r.seq <= st.last_read {
                         st.pool.push(payload);
-                        continue; // acknowledged before a restart, or dropped
+                        continue;
                     }
                     // Records are read in order: outstanding ones skipped over were
                     // in a corrupted region. They are gone; stop waiting for them.
                     let lost = st.outstanding.remove_range(st.last_read + 1, r.seq);
                     st.stats.corrupt_records += lost;
                     st.last_read = r.seq;
-                    return Ok(Some(Record { payload, ..r }));
+                    return Ok(Some(Record { payload: Bytes::from(payload), ..r }));
                 }
                 None => {
                     st.pool.push(payload);
@@ -541,7 +770,6 @@ impl Buffer {
             }
         }
     }
-
     /// The reader hit an invalid record: find the next valid one in the segment.
     fn skip_corruption(&self, st: &mut State, path: &Path, end: u64) -> Result<(), BufferError> {
         let file = &st.read_file.as_ref().unwrap().1;
@@ -614,7 +842,32 @@ fn read_record(file: &File, offset: u64, end: u64, payload: &mut Vec<u8>) -> io:
     let seq = u64::from_le_bytes(head[12..20].try_into().unwrap());
     let time = i64::from_le_bytes(head[20..28].try_into().unwrap());
     let events = u32::from_le_bytes(head[28..32].try_into().unwrap());
-    Ok(Some((Record { seq, time, events, payload: Vec::new() }, framed)))
+    Ok(Some((Record { seq, time, events, payload: Bytes::new() }, framed)))
+}
+
+/// Lets go of acknowledged records at the front of memory; true if there were any.
+fn forget_acked_front(st: &mut State) -> bool {
+    let mut any = false;
+    while let Some(h) = st.held.front() {
+        if st.outstanding.contains(h.seq) {
+            break;
+        }
+        st.held_bytes -= h.payload.len() as u64;
+        st.held.pop_front();
+        any = true;
+    }
+    any
+}
+
+/// What memory holds, framed as it would be on disk.
+fn held_framed(st: &State) -> u64 {
+    st.held_bytes + (RECORD_HEADER_LEN * st.held.len()) as u64
+}
+
+/// See [`Buffer::safe_seq`]: just below the oldest outstanding record that is not
+/// known to be on disk.
+fn safe_seq(st: &State) -> u64 {
+    st.outstanding.first_from(st.durable_seq + 1).map_or(st.next_seq - 1, |s| s - 1)
 }
 
 /// Everything at or below this is acknowledged (or gone for good).

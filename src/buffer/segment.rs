@@ -30,7 +30,7 @@ pub struct Record {
     pub seq: u64,
     pub time: i64,
     pub events: u32,
-    pub payload: Vec<u8>,
+    pub payload: bytes::Bytes,
 }
 
 pub fn header() -> [u8; HEADER_LEN as usize] {
@@ -54,16 +54,22 @@ pub fn check_header(h: &[u8]) -> Result<(), String> {
 
 /// Appends the framed record to `out`.
 pub fn encode(seq: u64, time: i64, events: u32, payload: &[u8], out: &mut Vec<u8>) {
-    let mut body_head = [0u8; 20];
-    body_head[..8].copy_from_slice(&seq.to_le_bytes());
-    body_head[8..16].copy_from_slice(&time.to_le_bytes());
-    body_head[16..20].copy_from_slice(&events.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&body_head), payload);
-    out.extend_from_slice(&RECORD_MAGIC.to_le_bytes());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&body_head);
+    out.extend_from_slice(&frame(seq, time, events, payload));
     out.extend_from_slice(payload);
+}
+
+/// The framing that goes before `payload` on disk (written with it in one vectored
+/// write, so the payload is not copied first).
+pub fn frame(seq: u64, time: i64, events: u32, payload: &[u8]) -> [u8; RECORD_HEADER_LEN] {
+    let mut h = [0u8; RECORD_HEADER_LEN];
+    h[12..20].copy_from_slice(&seq.to_le_bytes());
+    h[20..28].copy_from_slice(&time.to_le_bytes());
+    h[28..32].copy_from_slice(&events.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&h[12..]), payload);
+    h[..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
+    h[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    h[8..12].copy_from_slice(&crc.to_le_bytes());
+    h
 }
 
 /// A valid record, borrowed from the bytes it was parsed from.

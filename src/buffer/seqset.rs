@@ -26,6 +26,14 @@ impl SeqSet {
         self.ranges.first_key_value().map(|(s, _)| *s)
     }
 
+    /// The smallest member at or above `seq`.
+    pub fn first_from(&self, seq: u64) -> Option<u64> {
+        if self.contains(seq) {
+            return Some(seq);
+        }
+        self.ranges.range(seq..).next().map(|(s, _)| *s)
+    }
+
     pub fn contains(&self, seq: u64) -> bool {
         self.ranges.range(..=seq).next_back().is_some_and(|(_, &end)| seq < end)
     }
@@ -124,6 +132,7 @@ mod tests {
                 }
                 prop_assert_eq!(s.len(), model.len() as u64);
                 prop_assert_eq!(s.min(), model.first().copied());
+                prop_assert_eq!(s.first_from(a), model.range(a..).next().copied());
             }
         }
     }

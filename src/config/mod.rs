@@ -98,8 +98,11 @@ pub struct BufferConfig {
     pub when_full: WhenFull,
     /// Group commit: fsync at most this often…
     pub fsync_interval: Duration,
-    /// …or once this much was appended since the last fsync.
+    /// …or once this much was written since the last fsync.
     pub fsync_bytes: u64,
+    /// Batches held in memory while the sink takes them; what the sink has not
+    /// acknowledged within `fsync_interval` is written to disk (0: write everything).
+    pub memory_bytes: u64,
 }
 
 /// Where to start in a file that was already there at the very first start (no
@@ -500,6 +503,7 @@ fn build_buffer(ck: &mut Checker, raw: RawBuffer) -> BufferConfig {
             true,
         ),
         fsync_bytes: ck.count("buffer.fsync_bytes", raw.fsync_bytes, 32 << 20, 1 << 20, None) as u64,
+        memory_bytes: ck.count("buffer.memory_bytes", raw.memory_bytes, crate::buffer::DEFAULT_MEMORY_BYTES as usize, 0, Some(1 << 30)) as u64,
     }
 }
 

@@ -128,11 +128,12 @@ pub(super) struct RawBuffer {
     pub when_full: Opt<String>,
     pub fsync_interval: Opt<String>,
     pub fsync_bytes: Opt<i64>,
+    pub memory_bytes: Opt<i64>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
 
-pub(super) const BUFFER_KEYS: &[&str] = &["max_bytes", "when_full", "fsync_interval", "fsync_bytes"];
+pub(super) const BUFFER_KEYS: &[&str] = &["max_bytes", "when_full", "fsync_interval", "fsync_bytes", "memory_bytes"];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]

@@ -60,7 +60,7 @@ const LOG_EVERY: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct Chunk {
     pub seq: u64,
-    pub data: Vec<u8>,
+    pub data: bytes::Bytes,
 }
 
 /// What a delivery did.
@@ -542,7 +542,7 @@ impl Background {
     pub fn send(&mut self, data: Vec<u8>) -> anyhow::Result<()> {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let sent = self.tx.as_ref().is_some_and(|tx| tx.blocking_send(Chunk { seq, data }).is_ok());
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.blocking_send(Chunk { seq, data: data.into() }).is_ok());
         if sent {
             return Ok(());
         }

@@ -28,7 +28,7 @@ use crate::decode::{DecodeOptions, DecodeStats, Format};
 use crate::event::{time, EventEncoder, KubeMeta, MessageFormat};
 
 /// A batch is shipped once it holds this many bytes, or when nothing else is ready.
-pub const BATCH_BYTES: usize = 1 << 20;
+pub const BATCH_BYTES: usize = 256 << 10;
 /// How often every file is looked at when inotify is unavailable.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// After a wake-up by a write, at least this long since the last read round before

@@ -1,5 +1,8 @@
 //! The disk buffer against an in-memory model, under random appends, reads, acks,
-//! syncs, restarts, torn writes at random offsets and flipped bytes.
+//! syncs, group commits, restarts, torn writes at random offsets and flipped bytes.
+//! Its memory tier is small here (8 KiB, records up to 3,000 bytes), so records are
+//! read from memory, written when memory is full, some after being read and some
+//! after being acknowledged (then never), and lost from memory at a crash.
 //!
 //! After every restart the buffer must hand out every record that was durable and
 //! not acknowledged (less one whose bytes were flipped), nothing that was acknowledged
@@ -8,9 +11,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
 
@@ -21,6 +25,11 @@ use logferry::buffer::{list_segments, Buffer, BufferOptions, WhenFull};
 enum Op {
     Append(usize),
     Sync,
+    /// Group commit that writes nothing by age: fsync what was written, return the
+    /// safe sequence number (acknowledged or fsynced below it).
+    Commit,
+    /// Asks for the safe sequence number between commits.
+    SafeSeq,
     Read,
     Ack(prop::sample::Index),
     PersistAck,
@@ -33,11 +42,13 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0usize..3000).prop_map(Op::Append),
-        2 => Just(Op::Sync),
+        1 => Just(Op::Sync),
+        2 => Just(Op::Commit),
+        2 => Just(Op::SafeSeq),
         3 => Just(Op::Read),
         4 => any::<prop::sample::Index>().prop_map(Op::Ack),
         1 => Just(Op::PersistAck),
-        1 => prop::option::of(any::<prop::sample::Index>()).prop_map(|tear| Op::Restart { tear }),
+        2 => prop::option::of(any::<prop::sample::Index>()).prop_map(|tear| Op::Restart { tear }),
         1 => (any::<prop::sample::Index>(), any::<prop::sample::Index>()).prop_map(|(a, b)| Op::Flip(a, b)),
     ]
 }
@@ -52,15 +63,22 @@ struct Model {
     records: BTreeMap<u64, Vec<u8>>,
     acked: BTreeSet<u64>,
     persisted: u64,
+    /// Everything at or below is acknowledged or durable.
     durable: u64,
     /// Records a flip may have destroyed.
     damaged: BTreeSet<u64>,
     in_flight: Vec<u64>,
+    /// The last record handed out by `read`.
+    handed: u64,
     highest: u64,
+    /// The newest segment and its length at the last fsync the test knows of (sync,
+    /// commit, restart): a crash may cut anything written after it.
+    synced: Option<(PathBuf, u64)>,
 }
 
 fn opts() -> BufferOptions {
-    BufferOptions { max_bytes: 1 << 30, segment_bytes: 16 * 1024, when_full: WhenFull::Block }
+    // No waiting for acknowledgements in `append` (one thread plays both sides here).
+    BufferOptions { max_bytes: 1 << 30, segment_bytes: 16 * 1024, when_full: WhenFull::Block, memory_bytes: 8 * 1024, hold: Duration::ZERO }
 }
 
 fn open(dir: &Path) -> Buffer {
@@ -74,13 +92,14 @@ fn read_all(b: &Buffer) -> Vec<(u64, Vec<u8>)> {
         if recs.is_empty() {
             return out;
         }
-        out.extend(recs.into_iter().map(|r| (r.seq, r.payload)));
+        out.extend(recs.into_iter().map(|r| (r.seq, r.payload.to_vec())));
     }
 }
 
 /// Restart and check what comes back against the model.
 fn restart_and_check(dir: &Path, m: &mut Model) -> Result<Buffer, TestCaseError> {
     let b = open(dir);
+    m.synced = newest_segment(dir);
     let got = read_all(&b);
     let seqs: Vec<u64> = got.iter().map(|g| g.0).collect();
     prop_assert!(seqs.windows(2).all(|w| w[0] < w[1]), "out of order: {seqs:?}");
@@ -103,6 +122,7 @@ fn restart_and_check(dir: &Path, m: &mut Model) -> Result<Buffer, TestCaseError>
     // survived, and what was acknowledged and persisted, never is.
     m.highest = m.in_flight.last().copied().unwrap_or(0).max(m.persisted);
     m.durable = m.highest;
+    m.handed = m.highest;
     Ok(b)
 }
 
@@ -114,15 +134,33 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         match op {
             Op::Append(len) => {
                 let p = payload(m.highest + 1, len);
-                let seq = b.append(m.highest as i64, 1, &p).unwrap();
+                let seq = b.append(m.highest as i64, 1, p.clone().into()).unwrap();
                 prop_assert!(seq > m.highest, "seq {seq} reused (highest was {})", m.highest);
                 m.highest = seq;
                 m.records.insert(seq, p);
             }
-            Op::Sync => m.durable = b.sync().unwrap(),
+            Op::Sync => {
+                m.durable = b.sync().unwrap();
+                m.synced = newest_segment(dir.path());
+                prop_assert_eq!(m.durable, m.highest, "after sync everything is safe");
+            }
+            Op::Commit => {
+                let safe = b.commit(Duration::from_secs(3600)).unwrap();
+                m.synced = newest_segment(dir.path());
+                prop_assert!(safe >= m.durable, "the safe point went back: {} < {}", safe, m.durable);
+                m.durable = safe;
+            }
+            Op::SafeSeq => {
+                let safe = b.safe_seq();
+                prop_assert!(safe >= m.durable, "the safe point went back: {} < {}", safe, m.durable);
+                m.durable = safe;
+            }
             Op::Read => {
                 for r in b.read(8 * 1024, Duration::ZERO).unwrap() {
-                    prop_assert_eq!(m.records.get(&r.seq), Some(&r.payload));
+                    let next = m.records.range(m.handed + 1..).next().map(|(s, _)| *s);
+                    prop_assert_eq!(Some(r.seq), next, "records are handed out in order, none skipped");
+                    m.handed = r.seq;
+                    prop_assert_eq!(m.records.get(&r.seq).map(|p| &p[..]), Some(&r.payload[..]));
                     m.in_flight.push(r.seq);
                 }
             }
@@ -159,18 +197,27 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// Cuts the newest segment somewhere after its last durable record.
+/// Cuts the newest segment somewhere after what the last fsync covered (a segment
+/// newer than that one was fsynced only up to its header).
 fn tear_newest(dir: &Path, m: &Model, at: prop::sample::Index) {
     let segs = list_segments(dir).unwrap();
     let (_, path) = segs.last().unwrap();
-    let bytes = fs::read(path).unwrap();
-    let scan = scan_bytes(&bytes);
-    let durable_end = scan.records.iter().filter(|r| r.seq <= m.durable).map(|r| r.offset + r.framed).max().unwrap_or(HEADER_LEN);
-    let len = bytes.len() as u64;
-    if len > durable_end {
-        let cut = durable_end + at.index((len - durable_end) as usize) as u64;
+    let len = fs::metadata(path).unwrap().len();
+    let synced_end = match &m.synced {
+        Some((p, l)) if p == path => *l,
+        _ => HEADER_LEN,
+    };
+    if len > synced_end {
+        let cut = synced_end + at.index((len - synced_end) as usize) as u64;
         OpenOptions::new().write(true).open(path).unwrap().set_len(cut).unwrap();
     }
+}
+
+/// The newest segment and its length.
+fn newest_segment(dir: &Path) -> Option<(PathBuf, u64)> {
+    let (_, path) = list_segments(dir).unwrap().pop()?;
+    let len = fs::metadata(&path).unwrap().len();
+    Some((path, len))
 }
 
 /// Flips one byte inside a record of some segment; that record may be lost.
@@ -192,7 +239,7 @@ fn flip(dir: &Path, m: &mut Model, which: prop::sample::Index, at: prop::sample:
 
 proptest! {
     #![proptest_config(Config {
-        cases: 160,
+        cases: 256,
         failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
         ..Config::default()
     })]
@@ -205,14 +252,19 @@ proptest! {
 
 #[test]
 fn drop_oldest_makes_room_and_counts_what_it_dropped() {
+    let opts = BufferOptions { segment_bytes: 16 * 1024, ..BufferOptions::with_cap(64 * 1024, WhenFull::DropOldest) };
+    drop_oldest_makes_room_and_counts_what_it_dropped_with(opts.write_through());
+    drop_oldest_makes_room_and_counts_what_it_dropped_with(opts);
+}
+
+fn drop_oldest_makes_room_and_counts_what_it_dropped_with(opts: BufferOptions) {
     let dir = tempfile::tempdir().unwrap();
-    let opts = BufferOptions { max_bytes: 64 * 1024, segment_bytes: 16 * 1024, when_full: WhenFull::DropOldest };
     let (b, _) = Buffer::open(dir.path(), opts).unwrap();
     for i in 0..100 {
-        b.append(i, 1, &[b'x'; 2000]).unwrap();
+        b.append(i, 1, vec![b'x'; 2000].into()).unwrap();
     }
     let s = b.stats();
-    assert!(s.bytes <= 64 * 1024, "{s:?}");
+    assert!(s.bytes + s.memory_bytes <= 64 * 1024, "{s:?}");
     assert!(s.dropped_records > 50, "{s:?}");
     assert_eq!(s.records + s.dropped_records, 100, "{s:?}");
     let left = read_all(&b);
@@ -222,14 +274,20 @@ fn drop_oldest_makes_room_and_counts_what_it_dropped() {
 
 #[test]
 fn block_waits_for_acks_then_continues() {
+    let opts = BufferOptions { segment_bytes: 16 * 1024, ..BufferOptions::with_cap(64 * 1024, WhenFull::Block) };
+    block_waits_for_acks_then_continues_with(opts.write_through());
+    // The cap counts what memory holds too (here up to 16 KiB).
+    block_waits_for_acks_then_continues_with(opts);
+}
+
+fn block_waits_for_acks_then_continues_with(opts: BufferOptions) {
     let dir = tempfile::tempdir().unwrap();
-    let opts = BufferOptions { max_bytes: 64 * 1024, segment_bytes: 16 * 1024, when_full: WhenFull::Block };
     let (b, _) = Buffer::open(dir.path(), opts).unwrap();
     let writer = {
         let b = b.clone();
         std::thread::spawn(move || {
             for i in 0..200 {
-                b.append(i, 1, &[b'y'; 2000]).unwrap();
+                b.append(i, 1, vec![b'y'; 2000].into()).unwrap();
             }
         })
     };
@@ -239,7 +297,8 @@ fn block_waits_for_acks_then_continues() {
         assert!(std::time::Instant::now() < deadline, "the writer never waited: {:?}", b.stats());
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(b.stats().bytes <= 64 * 1024);
+    let held = |s: logferry::buffer::BufferStats| s.bytes + s.memory_bytes;
+    assert!(held(b.stats()) <= 64 * 1024, "{:?}", b.stats());
     assert!(!writer.is_finished());
     let mut got = 0;
     while got < 200 {
@@ -247,7 +306,7 @@ fn block_waits_for_acks_then_continues() {
             b.ack(r.seq);
             got += 1;
         }
-        assert!(b.stats().bytes <= 64 * 1024);
+        assert!(held(b.stats()) <= 64 * 1024, "{:?}", b.stats());
     }
     writer.join().unwrap();
     assert!(!b.stats().backpressure);
@@ -260,7 +319,7 @@ fn oldest_unacked_age_follows_acks() {
     let (b, _) = Buffer::open(dir.path(), opts()).unwrap();
     let sec = 1_000_000_000;
     for t in [10 * sec, 11 * sec, 12 * sec, 13 * sec] {
-        b.append(t, 1, b"line\n").unwrap();
+        b.append(t, 1, Bytes::from_static(b"line\n")).unwrap();
     }
     assert_eq!(b.stats().oldest_unacked_time, Some(10 * sec));
     b.ack(1);
@@ -277,7 +336,7 @@ fn a_segment_cut_before_its_header_or_unreadable_does_not_stop_recovery() {
     let dir = tempfile::tempdir().unwrap();
     {
         let (b, _) = Buffer::open(dir.path(), opts()).unwrap();
-        b.append(1, 1, b"kept\n").unwrap();
+        b.append(1, 1, Bytes::from_static(b"kept\n")).unwrap();
         b.sync().unwrap();
     }
     // A crash while a new segment was being created, and a segment of garbage.

@@ -150,10 +150,10 @@ fn buffer_inspect_reports_records_and_damage() {
     use logferry::buffer::{Buffer, BufferOptions, WhenFull};
     let dir = tempfile::tempdir().unwrap();
     {
-        let opts = BufferOptions { max_bytes: 1 << 30, segment_bytes: 1 << 20, when_full: WhenFull::Block };
+        let opts = BufferOptions::with_cap(1 << 30, WhenFull::Block);
         let (b, _) = Buffer::open(&dir.path().join("buffer"), opts).unwrap();
         for i in 0..3 {
-            b.append(i, 2, format!("record {i}\n").as_bytes()).unwrap();
+            b.append(i, 2, format!("record {i}\n").into()).unwrap();
         }
         b.ack(1);
         b.persist_ack().unwrap();

@@ -41,6 +41,7 @@ fn the_catalogue_is_served_with_values_that_add_up() {
         ("logferry_files_followed", Some(1.0)),
         ("logferry_file_unread_bytes", Some(0.0)),
         ("logferry_buffer_records", Some(0.0)),
+        ("logferry_buffer_memory_bytes", Some(0.0)),
         ("logferry_shipping_lag_seconds", Some(0.0)),
         ("logferry_backpressure_active", Some(0.0)),
         ("logferry_malformed_lines_total{format=\"cri\"}", Some(0.0)),
