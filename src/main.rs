@@ -175,6 +175,7 @@ fn run_shipper(args: RunArgs) -> anyhow::Result<ExitCode> {
         bytes = report.bytes_shipped,
         left_in_buffer = report.left_in_buffer,
         buffer_dropped_records = report.buffer.dropped_records,
+        buffer_written_bytes = report.buffer.written_bytes,
         lines = d.lines,
         rejoined = d.rejoined,
         malformed = d.malformed,

@@ -274,8 +274,9 @@ impl BufferWriter {
         let mut last_save = Instant::now().checked_sub(self.checkpoint_interval).unwrap_or_else(Instant::now);
         loop {
             let wait = if pending.is_empty() { self.checkpoint_interval } else { self.opts.fsync_interval.saturating_sub(last_commit.elapsed()) };
-            // Acknowledgements make batches safe at any time: look again soon.
-            match batches.recv_timeout(wait.min(SAFE_POLL)) {
+            // Acknowledgements make pending batches safe at any time: look again soon.
+            let wait = if pending.is_empty() { wait } else { wait.min(SAFE_POLL) };
+            match batches.recv_timeout(wait) {
                 Ok(mut batch) => {
                     if !batch.data.is_empty() {
                         let data = Bytes::from(std::mem::take(&mut batch.data));

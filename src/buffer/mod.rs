@@ -147,8 +147,10 @@ pub struct BufferStats {
     /// Bytes of torn records truncated at recovery.
     pub torn_bytes: u64,
     pub segments: u64,
-    /// Records written to segments (the rest were acknowledged from memory first).
+    /// Records written to segments, and their framed bytes (the rest were
+    /// acknowledged while still in memory).
     pub written_records: u64,
+    pub written_bytes: u64,
 }
 
 /// What recovery found.
@@ -499,6 +501,7 @@ impl Buffer {
         st.unsynced += framed;
         st.spilled_seq = seq;
         st.stats.written_records += 1;
+        st.stats.written_bytes += framed;
         st.held_bytes -= payload.len() as u64;
         st.held.pop_front();
         Ok(())
@@ -652,7 +655,9 @@ impl Buffer {
 
     /// Hands a record's payload back for reuse (saves allocating and faulting in a
     /// fresh megabyte per record); kept only if nobody else holds it.
-    pub fn recycle(&self, payload: Bytes) {
+    pub fn recycle(&self, mut payload: Bytes) {
+        // Emptied first, so that taking the vector back copies nothing.
+        payload.truncate(0);
         let Ok(payload) = payload.try_into_mut() else { return };
         let mut payload = Vec::from(payload);
         let mut st = self.lock();

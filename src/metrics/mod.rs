@@ -221,6 +221,7 @@ fn publish_tail(t: &TailStats) {
 fn publish_buffer(b: &BufferStats, now: i64) {
     gauge!("logferry_buffer_bytes").set((b.bytes + b.memory_bytes) as f64);
     gauge!("logferry_buffer_memory_bytes").set(b.memory_bytes as f64);
+    counter!("logferry_buffer_written_bytes_total").absolute(b.written_bytes);
     gauge!("logferry_buffer_max_bytes").set(b.max_bytes as f64);
     gauge!("logferry_buffer_records").set(b.records as f64);
     let lag = b.oldest_unacked_time.map_or(0.0, |t| ((now - t).max(0)) as f64 / 1e9);
@@ -248,6 +249,7 @@ fn describe_all() {
     describe_gauge!("logferry_files_followed", "Log files followed now.");
     describe_gauge!("logferry_file_unread_bytes", Unit::Bytes, "Bytes written to followed files and not yet read: how far reading is behind.");
     describe_gauge!("logferry_buffer_bytes", Unit::Bytes, "What the buffer holds against its cap: on disk, and in memory not yet written.");
+    describe_counter!("logferry_buffer_written_bytes_total", Unit::Bytes, "Bytes written to the disk buffer: what the sink did not acknowledge while it was held in memory.");
     describe_gauge!("logferry_buffer_memory_bytes", Unit::Bytes, "What the buffer holds in memory, not written to disk (the sink has not acknowledged it yet).");
     describe_gauge!("logferry_buffer_max_bytes", Unit::Bytes, "The disk buffer's cap (buffer.max_bytes).");
     describe_gauge!("logferry_buffer_records", "Records in the disk buffer not yet acknowledged by the sink.");

@@ -127,3 +127,30 @@ fn files_rotated_away_while_paused_are_counted() {
     let counted = crate::node::log_field(stopped, "rotated_unread_bytes");
     assert_eq!(counted, Some(middle_size.to_string()), "the {middle_size} bytes lost must be counted:\n{log}");
 }
+
+#[test]
+fn a_sink_that_keeps_up_is_fed_from_memory_and_the_disk_buffer_stays_empty() {
+    let node = Node::new();
+    let live = node.container("default", "web", "app", 0);
+    let lines = long_lines("fresh", 5_000); // ~5 MB, under the 16 MiB held in memory
+    append_cri(&live, &lines);
+    // A generous hold, so that a slow test machine does not make the sink look slow.
+    let config = node.config_with("", "[buffer]\nfsync_interval = \"5s\"\n");
+    let mut shipper = Shipper::start(std::process::Command::new(env!("CARGO_BIN_EXE_logferry")), &config, node.out());
+    node.wait_for(&lines, Duration::from_secs(30));
+    let size = fs::metadata(&live).unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Checkpoints advance over what the sink acknowledged, with nothing written.
+    while fs::read_to_string(node.data().join("checkpoints.json")).map_or(true, |c| !c.contains(&format!("\"offset\": {size}"))) {
+        assert!(Instant::now() < deadline, "checkpoints never covered the file");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, scrape) = crate::node::http_get(shipper.metrics_addr(), "/metrics");
+    assert!(scrape.contains("\nlogferry_buffer_written_bytes_total 0\n"), "{scrape}");
+    assert!(shipper.stop().success(), "{}", shipper.stderr());
+    let log = shipper.stderr();
+    let stopped = log.lines().find(|l| l.contains("stopped")).unwrap_or_default();
+    assert_eq!(crate::node::log_field(stopped, "buffer_written_bytes").as_deref(), Some("0"), "{log}");
+    assert!(buffer_bytes(&node.data()) < 4096, "only empty segments: {}", buffer_bytes(&node.data()));
+    crate::node::assert_exactly_once(node.messages(), &lines);
+}
