@@ -9,7 +9,9 @@
 //!    count=<size> conv=fdatasync`, its own seconds parsed from its stderr; the file is
 //!    deleted afterwards.
 //! 2. **append + group commit**: a fresh [`Buffer`] (cap 2× the size, so nothing
-//!    blocks; 64 MiB segments, as `max_bytes = 1 GiB` gives in the pipeline), 1 MiB
+//!    blocks; 64 MiB segments, as `max_bytes = 1 GiB` gives in the pipeline; no memory
+//!    tier, so every record is written — what the pipeline does with whatever its sink
+//!    has not acknowledged within `fsync_interval`), 1 MiB
 //!    payloads (the tailer's batch size, JSON lines, 4 distinct ones) appended from one
 //!    thread, which calls [`Buffer::sync`] itself every 200 ms of wall time or 32 MiB
 //!    appended — the pipeline's buffer thread with the default `fsync_interval` and
@@ -313,9 +315,11 @@ fn round(dir: &Path, args: &Args, payloads: &[(Bytes, u32)]) -> Round {
             }
             records += 1;
         }
+        // As the sink thread does: acknowledge, then hand the payloads back.
         for r in &batch {
             buffer.ack(r.seq);
         }
+        batch.into_iter().for_each(|r| buffer.recycle(r.payload));
         if last_persist.elapsed() >= ACK_INTERVAL {
             buffer.persist_ack().unwrap();
             last_persist = Instant::now();

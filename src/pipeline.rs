@@ -45,7 +45,7 @@ use crate::sink::backoff::Backoff;
 use crate::sink::deliver::{deliver_to, started, AwsSink, Chunk};
 use crate::sink::{JsonLines, Target};
 use crate::tail::checkpoint::Checkpoints;
-use crate::tail::tailer::{Batch, TailStats, Tailer, TailerSettings};
+use crate::tail::tailer::{Batch, TailStats, Tailer, TailerSettings, BATCH_BYTES};
 use crate::tail::watch::{Wake, Watch};
 
 /// Batches in flight between the tail and sink threads.
@@ -285,9 +285,7 @@ impl BufferWriter {
                             // Closed while full at shutdown: not buffered, not checkpointed.
                             None => break,
                         }
-                        if let Some(spare) = self.buffer.spare() {
-                            let _ = self.recycle.send(spare);
-                        }
+                        self.hand_back_spares();
                     }
                     pending.push(PendingPositions { seq: last_seq, batch });
                 }
@@ -341,27 +339,38 @@ impl BufferWriter {
         last.or_else(|| self.append_piece(Bytes::new(), 0))
     }
 
-    fn append_piece(&self, data: Bytes, events: u32) -> Option<u64> {
+    fn append_piece(&self, mut data: Bytes, events: u32) -> Option<u64> {
         debug_assert_eq!(events as usize, memchr::memchr_iter(b'\n', &data).count(), "a batch's event count");
         let mut backoff = Backoff::try_new(Duration::from_millis(100), Duration::from_secs(5), data.len() as u64)
             .expect("constant bounds are valid");
         let mut logged = false;
         loop {
-            match self.buffer.append(crate::event::time::now(), events, data.clone()) {
+            match self.buffer.try_append(crate::event::time::now(), events, data) {
                 Ok(seq) => {
                     if logged {
                         tracing::info!("the buffer accepts writes again");
                     }
                     return Some(seq);
                 }
-                Err(crate::buffer::BufferError::Closed) => return None,
-                Err(e) => {
+                Err((crate::buffer::BufferError::Closed, _)) => return None,
+                Err((e, refused)) => {
+                    data = refused;
                     if !logged {
                         tracing::error!(error = %e, "cannot write to the buffer; reading is paused until it works (is data_dir full or read-only?)");
                         logged = true;
                     }
                     thread::sleep(backoff.next_wait());
                 }
+            }
+        }
+    }
+
+    /// Payload buffers the sink is done with go back to the tailer, which would
+    /// otherwise allocate (and fault in) a fresh one per batch.
+    fn hand_back_spares(&self) {
+        while let Some(spare) = self.buffer.spare() {
+            if spare.capacity() >= BATCH_BYTES {
+                let _ = self.recycle.send(spare);
             }
         }
     }

@@ -235,7 +235,7 @@ pub struct Buffer {
 
 const SAMPLE_EVERY_NS: i64 = 1_000_000_000;
 /// Payload buffers kept for reuse.
-const POOLED_PAYLOADS: usize = 8;
+const POOLED_PAYLOADS: usize = 16;
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BufferError + '_ {
     move |source| BufferError::Io { path: path.to_path_buf(), source }
@@ -392,10 +392,23 @@ impl Buffer {
     /// Writing waits while the disk buffer is full (`block`), or drops its oldest
     /// segment (`drop_oldest`). On an error the record was not taken.
     pub fn append(&self, time: i64, events: u32, payload: Bytes) -> Result<u64, BufferError> {
+        self.try_append(time, events, payload).map_err(|(e, _)| e)
+    }
+
+    /// [`Self::append`], handing the payload back when it was not taken (to retry
+    /// without keeping a second reference meanwhile, which would stop the sink from
+    /// recycling the buffer).
+    pub fn try_append(&self, time: i64, events: u32, payload: Bytes) -> Result<u64, (BufferError, Bytes)> {
         let len = payload.len() as u64;
         let mut st = self.lock();
-        st = self.wait_for_room(st, RECORD_HEADER_LEN as u64 + len)?;
-        st = self.make_room_in_memory(st, len)?;
+        st = match self.wait_for_room(st, RECORD_HEADER_LEN as u64 + len) {
+            Ok(st) => st,
+            Err(e) => return Err((e, payload)),
+        };
+        st = match self.make_room_in_memory(st, len) {
+            Ok(st) => st,
+            Err(e) => return Err((e, payload)),
+        };
         let seq = st.next_seq;
         st.next_seq += 1;
         st.held_bytes += len;
@@ -655,14 +668,13 @@ impl Buffer {
 
     /// Hands a record's payload back for reuse (saves allocating and faulting in a
     /// fresh megabyte per record); kept only if nobody else holds it.
-    pub fn recycle(&self, mut payload: Bytes) {
+    pub fn recycle(&self, payload: Bytes) {
+        let Ok(mut payload) = payload.try_into_mut() else { return };
         // Emptied first, so that taking the vector back copies nothing.
-        payload.truncate(0);
-        let Ok(payload) = payload.try_into_mut() else { return };
-        let mut payload = Vec::from(payload);
+        payload.clear();
+        let payload = Vec::from(payload);
         let mut st = self.lock();
-        if st.pool.len() < POOLED_PAYLOADS {
-            payload.clear();
+        if st.pool.len() < POOLED_PAYLOADS && payload.capacity() > 0 {
             st.pool.push(payload);
         }
     }

@@ -556,13 +556,18 @@ impl Tailer {
         if self.batch.is_empty() {
             return Shipped::Sent;
         }
-        // A batch buffer the next stage is done with, or a new one.
-        let data = self.returned.try_recv().unwrap_or_else(|_| Vec::with_capacity(BATCH_BYTES + (64 << 10)));
+        // A batch buffer the next stage is done with, or a new one large enough for a
+        // turn's events on top of a full batch (untouched capacity costs no memory;
+        // growing would copy).
+        let turn = self.settings.tail.read_bytes_per_turn;
+        let data = self.returned.try_recv().unwrap_or_else(|_| Vec::with_capacity(BATCH_BYTES + 2 * turn));
         let batch = std::mem::replace(&mut self.batch, Batch { data, ..Batch::default() });
         match self.out.try_send(batch) {
             Ok(()) => Shipped::Sent,
             Err(TrySendError::Full(batch)) => {
-                self.batch = batch;
+                // Keep the buffer taken for nothing for the next try.
+                let unused = std::mem::replace(&mut self.batch, batch);
+                let _ = self.giver.send(unused.data);
                 Shipped::Full
             }
             Err(TrySendError::Disconnected(_)) => Shipped::Gone,

@@ -348,3 +348,30 @@ fn a_segment_cut_before_its_header_or_unreadable_does_not_stop_recovery() {
     assert!(dir.path().join("00000000000000f1.seg.unreadable").exists());
     assert_eq!(read_all(&b).len(), 1);
 }
+
+#[test]
+fn payloads_handed_back_are_reused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (b, _) = Buffer::open(dir.path(), opts()).unwrap();
+        // Read from memory: the batch's own vector comes back, capacity and all.
+        let mut batch = Vec::with_capacity(64 * 1024);
+        batch.extend_from_slice(b"one\n");
+        b.append(1, 1, batch.into()).unwrap();
+        let r = b.read(1 << 20, Duration::ZERO).unwrap().remove(0);
+        b.ack(r.seq);
+        b.recycle(r.payload);
+        let spare = b.spare().expect("the payload came back");
+        assert!(spare.is_empty() && spare.capacity() >= 64 * 1024, "capacity {}", spare.capacity());
+        b.append(2, 1, vec![b'x'; 5000].into()).unwrap();
+        b.sync().unwrap();
+    }
+    // Read from disk after a restart: the vector it was read into comes back.
+    let (b, _) = Buffer::open(dir.path(), opts()).unwrap();
+    let r = b.read(1 << 20, Duration::ZERO).unwrap().remove(0);
+    assert_eq!(r.payload.len(), 5000);
+    b.ack(r.seq);
+    b.recycle(r.payload);
+    let spare = b.spare().expect("the payload came back");
+    assert!(spare.is_empty() && spare.capacity() >= 5000, "capacity {}", spare.capacity());
+}
