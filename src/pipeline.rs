@@ -273,9 +273,13 @@ impl BufferWriter {
         // The first safe batch is checkpointed at once, later ones every interval.
         let mut last_save = Instant::now().checked_sub(self.checkpoint_interval).unwrap_or_else(Instant::now);
         loop {
-            let wait = if pending.is_empty() { self.checkpoint_interval } else { self.opts.fsync_interval.saturating_sub(last_commit.elapsed()) };
-            // Acknowledgements make pending batches safe at any time: look again soon.
-            let wait = if pending.is_empty() { wait } else { wait.min(SAFE_POLL) };
+            // With batches pending, acknowledgements can make them safe at any time:
+            // look again soon. Otherwise sleep until the next checkpoint save.
+            let wait = if pending.is_empty() {
+                self.checkpoint_interval
+            } else {
+                self.opts.fsync_interval.saturating_sub(last_commit.elapsed()).min(SAFE_POLL)
+            };
             match batches.recv_timeout(wait) {
                 Ok(mut batch) => {
                     if !batch.data.is_empty() {

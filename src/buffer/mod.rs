@@ -28,9 +28,11 @@
 //! 4. A segment is deleted only when every record in it is acknowledged (or, with
 //!    `when_full = "drop_oldest"`, when room is needed: those records are counted as
 //!    dropped).
-//! 5. The size on disk is capped at `max_bytes`: when full, writing a record waits
-//!    (`block`: backpressure up to the tailer, files stay unread on disk) or drops the
-//!    oldest segment (`drop_oldest`). Memory is capped at `memory_bytes`.
+//! 5. What the buffer holds, on disk and in memory (framed as on disk), is capped at
+//!    `max_bytes`: when full, [`Buffer::append`] waits (`block`: backpressure up to
+//!    the tailer, files stay unread on disk) or drops the oldest segment
+//!    (`drop_oldest`). Memory alone is capped at `memory_bytes`, and at most a quarter
+//!    of `max_bytes`.
 //!
 //! # Recovery
 //!
@@ -45,7 +47,9 @@
 //! A record is first held in memory (up to `memory_bytes`) and handed to the sink from
 //! there. It is written to a segment only if the sink has not acknowledged it within
 //! `hold` (the group-commit interval), or when memory is full and the sink is not
-//! already working on the oldest record. A healthy sink therefore costs no disk writes
+//! taking records from memory (it acknowledged nothing within `hold`, or still has
+//! records on disk to read first); while it is, a full memory makes `append` wait for
+//! its acknowledgement (at most until the oldest record is `hold` old). A healthy sink therefore costs no disk writes
 //! at all, and a slow or unreachable one gets the write-ahead log. This is as safe as
 //! writing first: the caller advances file checkpoints only to [`Buffer::safe_seq`],
 //! below which every record is acknowledged *or* fsynced, so a crash loses nothing —
