@@ -190,7 +190,9 @@ struct State {
     /// The newest segment, open for appending.
     writer: Option<File>,
     next_seq: u64,
-    /// Records in memory, in sequence order, all newer than any record on disk.
+    /// Records in memory, in sequence order, all newer than any record on disk. The
+    /// front one is never acknowledged: `ack` and `write_front` let go of acknowledged
+    /// records as they reach the front.
     held: VecDeque<Held>,
     held_bytes: u64,
     /// Every record at or below has left memory (written, or acknowledged first).
@@ -430,7 +432,6 @@ impl Buffer {
     /// (`drop_oldest`).
     fn wait_for_room<'a>(&'a self, mut st: MutexGuard<'a, State>, framed: u64) -> Result<MutexGuard<'a, State>, BufferError> {
         loop {
-            forget_acked_front(&mut st);
             if st.closed {
                 st.waiting_for_room = false;
                 return Err(BufferError::Closed);
@@ -460,7 +461,6 @@ impl Buffer {
     fn make_room_in_memory<'a>(&'a self, mut st: MutexGuard<'a, State>, len: u64) -> Result<MutexGuard<'a, State>, BufferError> {
         let hold = self.inner.opts.hold;
         loop {
-            forget_acked_front(&mut st);
             let Some(front) = st.held.front() else { return Ok(st) };
             if st.held_bytes + len <= self.memory_cap() {
                 return Ok(st);
@@ -481,12 +481,9 @@ impl Buffer {
         self.inner.opts.memory_bytes.min(self.inner.opts.max_bytes / 4)
     }
 
-    /// Writes the oldest record held in memory to the active segment, unless it was
-    /// acknowledged meanwhile. (Its room was taken when it was appended.)
+    /// Writes the oldest record held in memory to the active segment (rolling it over
+    /// when full). Its room was taken when it was appended.
     fn spill_front(&self, st: &mut State) -> Result<(), BufferError> {
-        if forget_acked_front(st) {
-            return Ok(());
-        }
         if st.segments.back().is_some_and(|s| s.bytes >= self.inner.opts.segment_bytes) {
             self.start_segment(st)?;
         }
@@ -521,6 +518,7 @@ impl Buffer {
         st.stats.written_bytes += framed;
         st.held_bytes -= payload.len() as u64;
         st.held.pop_front();
+        forget_acked_front(st);
         Ok(())
     }
 
@@ -529,7 +527,6 @@ impl Buffer {
     pub fn commit(&self, hold: Duration) -> Result<u64, BufferError> {
         let mut st = self.lock();
         loop {
-            forget_acked_front(&mut st);
             match st.held.front() {
                 Some(h) if h.since.elapsed() >= hold => self.spill_front(&mut st)?,
                 _ => break,
@@ -575,7 +572,6 @@ impl Buffer {
         let deadline = Instant::now() + wait;
         let mut st = self.lock();
         loop {
-            forget_acked_front(&mut st);
             let now = Instant::now();
             if st.held.is_empty() || now >= deadline || st.closed {
                 return;
@@ -866,18 +862,15 @@ fn read_record(file: &File, offset: u64, end: u64, payload: &mut Vec<u8>) -> io:
     Ok(Some((Record { seq, time, events, payload: Bytes::new() }, framed)))
 }
 
-/// Lets go of acknowledged records at the front of memory; true if there were any.
-fn forget_acked_front(st: &mut State) -> bool {
-    let mut any = false;
+/// Lets go of acknowledged records at the front of memory.
+fn forget_acked_front(st: &mut State) {
     while let Some(h) = st.held.front() {
         if st.outstanding.contains(h.seq) {
             break;
         }
         st.held_bytes -= h.payload.len() as u64;
         st.held.pop_front();
-        any = true;
     }
-    any
 }
 
 /// What memory holds, framed as it would be on disk.
