@@ -103,8 +103,44 @@ pub struct Delivery<A: FnMut(u64)> {
     counters: Arc<SinkCounters>,
     on_ack: A,
     done: Delivered,
-    failures_in_a_row: u32,
+    failures: Failures,
+}
+
+/// A run of failed calls, for either sink: when `/readyz` should say so and when to
+/// log.
+#[derive(Debug, Default)]
+pub(super) struct Failures {
+    in_a_row: u32,
     last_log: Option<Instant>,
+}
+
+impl Failures {
+    pub(super) fn succeeded(&mut self) {
+        self.in_a_row = 0;
+    }
+
+    /// Counts a failed call of `records` records. `/readyz` reports the sink failing
+    /// when the failure is permanent, or transient [`UNREADY_AFTER`] times in a row
+    /// (throttling never: pacing deals with it). Returns whether to log it now: not
+    /// throttling; the first of a run, then every [`LOG_EVERY`].
+    pub(super) fn failed(&mut self, counters: &SinkCounters, failure: &Failure, records: usize) -> bool {
+        counters.requests_failed.fetch_add(1, Ordering::Relaxed);
+        counters.records_failed.fetch_add(records as u64, Ordering::Relaxed);
+        self.in_a_row += 1;
+        let failing = match failure.kind {
+            FailureKind::Throttled => false,
+            FailureKind::Permanent => true,
+            FailureKind::Transient => self.in_a_row >= UNREADY_AFTER,
+        };
+        if failing {
+            counters.report_failing(failure.message.clone());
+        }
+        let log = failure.kind != FailureKind::Throttled && (self.in_a_row == 1 || self.last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY));
+        if log {
+            self.last_log = Some(Instant::now());
+        }
+        log
+    }
 }
 
 impl<A: FnMut(u64)> Delivery<A> {
@@ -129,8 +165,7 @@ impl<A: FnMut(u64)> Delivery<A> {
             counters,
             on_ack,
             done: Delivered::default(),
-            failures_in_a_row: 0,
-            last_log: None,
+            failures: Failures::default(),
         }
     }
 
@@ -213,7 +248,7 @@ impl<A: FnMut(u64)> Delivery<A> {
         }
         if refused.is_empty() {
             self.backoff.reset();
-            self.failures_in_a_row = 0;
+            self.failures.succeeded();
             self.pacer.succeeded();
             self.counters.succeeded_quietly();
             return;
@@ -227,18 +262,10 @@ impl<A: FnMut(u64)> Delivery<A> {
     }
 
     fn failed(&mut self, batch: Vec<Record>, sent: Instant, failure: Failure) {
-        self.counters.requests_failed.fetch_add(1, Ordering::Relaxed);
-        self.counters.records_failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        self.failures_in_a_row += 1;
-        match failure.kind {
-            FailureKind::Throttled => self.throttled(sent),
-            FailureKind::Permanent => self.counters.report_failing(failure.message.clone()),
-            FailureKind::Transient if self.failures_in_a_row >= UNREADY_AFTER => self.counters.report_failing(failure.message.clone()),
-            FailureKind::Transient => {}
+        if failure.kind == FailureKind::Throttled {
+            self.throttled(sent);
         }
-        let due = self.last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY);
-        if failure.kind != FailureKind::Throttled && (due || self.failures_in_a_row == 1) {
-            self.last_log = Some(Instant::now());
+        if self.failures.failed(&self.counters, &failure, batch.len()) {
             let stream = self.firehose.stream();
             match failure.kind {
                 FailureKind::Permanent => tracing::error!(stream, error = %failure.message, "Firehose refused the call; the data stays buffered and is retried until this is fixed"),

@@ -31,7 +31,7 @@ use super::backoff::Backoff;
 use super::cloudwatch::{CloudWatchLogs, Rejected};
 use super::dead_letter::DeadLetters;
 use super::backoff::seed;
-use super::deliver::{Chunk, Delivered, Loop};
+use super::deliver::{Chunk, Delivered, Failures, Loop};
 use super::pace::Pacer;
 use crate::batch::cloudwatch::{age, batch_bytes, fit_event, take_batch, Age, LogEvent, Router, StreamKey, MAX_BATCH_BYTES, MAX_BATCH_EVENTS};
 use crate::config::CloudWatchConfig;
@@ -39,10 +39,6 @@ use crate::metrics::SinkCounters;
 
 /// Events waiting to be sent, at most (then no more chunks are taken).
 const QUEUE_BYTES: usize = 32 << 20;
-/// Consecutive transient failures before `/readyz` reports the sink failing.
-const UNREADY_AFTER: u32 = 3;
-/// A failing stream logs at most this often.
-const LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// One log stream's events waiting to be sent.
 struct Queue {
@@ -79,8 +75,7 @@ pub struct LogsDelivery<A: FnMut(u64)> {
     counters: Arc<SinkCounters>,
     on_ack: A,
     done: Delivered,
-    failures_in_a_row: u32,
-    last_log: Option<Instant>,
+    failures: Failures,
     jitter: Backoff,
 }
 
@@ -101,8 +96,7 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
             counters,
             on_ack,
             done: Delivered::default(),
-            failures_in_a_row: 0,
-            last_log: None,
+            failures: Failures::default(),
             jitter: Backoff::try_new(Duration::from_millis(100), Duration::from_secs(1), seed()).expect("valid bounds"),
             config,
         }
@@ -148,7 +142,7 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
     fn accepted(&mut self, key: &StreamKey, batch: Vec<LogEvent>, rejected: Rejected) -> anyhow::Result<()> {
         self.counters.requests_ok.fetch_add(1, Ordering::Relaxed);
         self.counters.succeeded_quietly();
-        self.failures_in_a_row = 0;
+        self.failures.succeeded();
         self.pacer.succeeded();
         if let Some(q) = self.queues.get_mut(key) {
             q.backoff.reset();
@@ -181,9 +175,7 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
     }
 
     fn failed(&mut self, key: &StreamKey, batch: Vec<LogEvent>, sent: Instant, failure: Failure) {
-        self.counters.requests_failed.fetch_add(1, Ordering::Relaxed);
-        self.counters.records_failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        self.failures_in_a_row += 1;
+        let log = self.failures.failed(&self.counters, &failure, batch.len());
         let wait = match failure.kind {
             FailureKind::Throttled => {
                 self.counters.throttled.fetch_add(1, Ordering::Relaxed);
@@ -192,11 +184,7 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
                 self.jitter.jitter(slot.min(self.config.retry_max_wait))
             }
             kind => {
-                if kind == FailureKind::Permanent || self.failures_in_a_row >= UNREADY_AFTER {
-                    self.counters.report_failing(failure.message.clone());
-                }
-                if self.last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) || self.failures_in_a_row == 1 {
-                    self.last_log = Some(Instant::now());
+                if log {
                     match kind {
                         FailureKind::Permanent => tracing::error!(group = %key.group, stream = %key.stream, error = %failure.message, "CloudWatch Logs refused the call; the data stays buffered and is retried until this is fixed"),
                         _ => tracing::warn!(group = %key.group, stream = %key.stream, error = %failure.message, "CloudWatch Logs call failed; retrying with backoff"),
