@@ -29,6 +29,9 @@ use crate::event::{time, EventEncoder, KubeMeta, MessageFormat};
 
 /// A batch is shipped once it holds this many bytes, or when nothing else is ready.
 pub const BATCH_BYTES: usize = 256 << 10;
+
+/// Batch buffers kept for reuse beyond what the next stage holds.
+const SPARE_BATCH_BUFFERS: usize = 4;
 /// How often every file is looked at when inotify is unavailable.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// After a wake-up by a write, at least this long since the last read round before
@@ -149,6 +152,8 @@ pub struct Tailer {
     published: Instant,
     /// Batch buffers handed back by the next stage, reused rather than allocated.
     returned: Receiver<Vec<u8>>,
+    /// Handed back and not yet reused, most recent last.
+    spares: Vec<Vec<u8>>,
     giver: std::sync::mpsc::Sender<Vec<u8>>,
     /// When the last read round started (see `COALESCE`).
     last_round: Instant,
@@ -195,6 +200,7 @@ impl Tailer {
             snapshot: Arc::default(),
             published: now,
             returned,
+            spares: Vec::new(),
             giver,
             last_round: now,
             waiting_fd: VecDeque::new(),
@@ -551,6 +557,16 @@ impl Tailer {
         }
     }
 
+    /// The most recently handed-back batch buffer: the one most likely still in cache.
+    /// Older ones beyond a few are freed, so that a burst's buffers do not linger.
+    fn spare_batch_buffer(&mut self) -> Option<Vec<u8>> {
+        self.spares.extend(self.returned.try_iter());
+        if self.spares.len() > SPARE_BATCH_BUFFERS {
+            self.spares.drain(..self.spares.len() - SPARE_BATCH_BUFFERS);
+        }
+        self.spares.pop()
+    }
+
     /// Offers the batch to the next stage without waiting.
     fn try_ship(&mut self) -> Shipped {
         if self.batch.is_empty() {
@@ -560,7 +576,7 @@ impl Tailer {
         // turn's events on top of a full batch (untouched capacity costs no memory;
         // growing would copy).
         let turn = self.settings.tail.read_bytes_per_turn;
-        let data = self.returned.try_recv().unwrap_or_else(|_| Vec::with_capacity(BATCH_BYTES + 2 * turn));
+        let data = self.spare_batch_buffer().unwrap_or_else(|| Vec::with_capacity(BATCH_BYTES + 2 * turn));
         let batch = std::mem::replace(&mut self.batch, Batch { data, ..Batch::default() });
         match self.out.try_send(batch) {
             Ok(()) => Shipped::Sent,
