@@ -38,8 +38,9 @@
 # The table reports the best wall time and the best CPU time of the runs (the two can
 # come from different runs), MB/s (MB = 1e6 bytes of corpus), MB per CPU-second, the
 # highest peak RSS, and the ratio of `run`'s wall throughput to `replay > /dev/null`'s.
-# `run` writes every byte twice with fsync (buffer segments, then the output file); the
-# "disk" column is what it wrote per /proc/PID/io.
+# `run` writes each byte once while its sink keeps up (the buffer holds records in
+# memory first; the file sink writes whole blocks with O_DIRECT and fsyncs); the "disk"
+# column is what it wrote per /proc/PID/io.
 set -euo pipefail
 
 size_mb=1024

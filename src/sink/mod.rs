@@ -12,10 +12,10 @@ pub mod dead_letter;
 pub mod cloudwatch;
 pub mod deliver;
 pub mod deliver_logs;
+pub mod file;
 pub mod firehose;
 pub mod pace;
 
-use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -35,9 +35,8 @@ pub struct JsonLines {
 
 enum Out {
     Stdout(io::Stdout),
-    /// The file, its path, and whether the last write failed (then the next attempt
-    /// reopens the path first: the disk may have been replaced or remounted).
-    File(File, PathBuf, bool),
+    /// Staged, written at `finish` (see [`file`]).
+    File(file::OutputFile),
 }
 
 /// A write that failed, with the destination named.
@@ -71,7 +70,9 @@ impl JsonLines {
     pub fn open(target: &Target, truncate: bool) -> Result<Self, SinkError> {
         let out = match target {
             Target::Stdout => Out::Stdout(io::stdout()),
-            Target::File(path) => Out::File(open_file(path, truncate)?, path.clone(), false),
+            Target::File(path) => Out::File(
+                file::OutputFile::open(path, truncate).map_err(|source| SinkError::Open { path: path.clone(), source })?,
+            ),
             Target::Aws { sink, .. } => {
                 return Err(SinkError::Remote(anyhow::anyhow!("{} is not written as JSON lines here: use deliver::Background", sink.name())))
             }
@@ -79,15 +80,13 @@ impl JsonLines {
         Ok(Self { out })
     }
 
-    /// Writes one batch of whole lines. If writing a file fails midway, the file is
-    /// cut back to where the batch began, so a retry leaves no torn or doubled line.
+    /// Writes one batch of whole lines (to a file: stages it for [`Self::finish`]).
     pub fn write_batch(&mut self, batch: &[u8]) -> Result<(), SinkError> {
         let r = match &mut self.out {
             Out::Stdout(s) => s.lock().write_all(batch),
-            Out::File(f, path, failed) => {
-                let r = write_file(f, path, *failed, batch);
-                *failed = r.is_err();
-                r
+            Out::File(f) => {
+                f.append(batch);
+                Ok(())
             }
         };
         r.map_err(|source| self.write_error(source))
@@ -97,11 +96,7 @@ impl JsonLines {
     pub fn finish(&mut self) -> Result<(), SinkError> {
         let r = match &mut self.out {
             Out::Stdout(s) => s.lock().flush(),
-            Out::File(f, _, failed) => {
-                let r = f.flush().and_then(|()| f.sync_data());
-                *failed |= r.is_err();
-                r
-            }
+            Out::File(f) => f.sync(),
         };
         r.map_err(|source| self.write_error(source))
     }
@@ -109,34 +104,9 @@ impl JsonLines {
     fn write_error(&self, source: io::Error) -> SinkError {
         let target = match &self.out {
             Out::Stdout(_) => "standard output".to_string(),
-            Out::File(_, p, _) => p.display().to_string(),
+            Out::File(f) => f.path().display().to_string(),
         };
         SinkError::Write { target, source }
     }
 }
 
-/// Appends `batch`, reopening the path first after a failure; a failed write is cut
-/// back so the file never holds half a batch.
-fn write_file(f: &mut File, path: &Path, reopen: bool, batch: &[u8]) -> io::Result<()> {
-    if reopen {
-        *f = OpenOptions::new().create(true).append(true).open(path)?;
-    }
-    let start = f.metadata().map(|m| m.len());
-    f.write_all(batch).inspect_err(|_| {
-        if let Ok(len) = start {
-            let _ = f.set_len(len);
-        }
-    })
-}
-
-fn open_file(path: &Path, truncate: bool) -> Result<File, SinkError> {
-    let mut opts = OpenOptions::new();
-    opts.create(true);
-    if truncate {
-        opts.write(true).truncate(true);
-    } else {
-        opts.append(true);
-    }
-    opts.open(path)
-        .map_err(|source| SinkError::Open { path: path.to_path_buf(), source })
-}
