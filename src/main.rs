@@ -183,6 +183,8 @@ fn run_shipper(args: RunArgs) -> anyhow::Result<ExitCode> {
         rotations = t.follow.rotations,
         truncations = t.follow.truncations,
         rotated_unread_bytes = t.follow.rotated_unread_bytes,
+        read_turns = t.turns,
+        helper_read_turns = t.helper_turns,
         "stopped"
     );
     Ok(ExitCode::SUCCESS)

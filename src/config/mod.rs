@@ -51,6 +51,8 @@ const MAX_MESSAGE_BYTES_LIMIT: usize = 16 << 20;
 const MIN_BUFFER_BYTES: usize = 8 << 20;
 /// More than this per turn would only make batches, and the memory for them, larger.
 const MAX_READ_BYTES_PER_TURN: usize = 64 << 20;
+/// More reading threads than this would only contend (and a node's share is small).
+const MAX_READ_THREADS: usize = 8;
 /// Less than a page per turn makes fairness cost more than it buys.
 const MIN_READ_BYTES_PER_TURN: usize = 4096;
 
@@ -143,6 +145,8 @@ pub struct TailConfig {
     pub max_open_files: usize,
     /// Fairness: a file yields to the others after this many bytes in one turn.
     pub read_bytes_per_turn: usize,
+    /// Threads reading backlogged files at once (see `tail::helper`).
+    pub read_threads: usize,
     pub pods: PodFilter,
 }
 
@@ -398,6 +402,7 @@ fn build_tail(ck: &mut Checker, raw: RawTail, env: &EnvView) -> TailConfig {
             MIN_READ_BYTES_PER_TURN,
             Some(MAX_READ_BYTES_PER_TURN),
         ),
+        read_threads: ck.count("tail.read_threads", raw.read_threads, 2, 1, Some(MAX_READ_THREADS)),
         pods: PodFilter {
             namespaces: build_names(
                 ck,

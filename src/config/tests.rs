@@ -75,7 +75,7 @@ fn a_minimal_config_gets_every_default() {
         (t.rescan_interval, t.rotate_wait, t.checkpoint_interval),
         (ms(10_000), ms(30_000), ms(1000))
     );
-    assert_eq!((t.max_open_files, t.read_bytes_per_turn), (1024, 1 << 20));
+    assert_eq!((t.max_open_files, t.read_bytes_per_turn, t.read_threads), (1024, 1 << 20, 2));
     assert!(t.pods.allows("kube-system", "coredns-1", "coredns"));
     assert_eq!(t.pods.own_pod(), None, "no env, no own pod");
 
@@ -101,6 +101,7 @@ fn a_full_config_sets_every_value() {
         checkpoint_interval = "2s"
         max_open_files = 1
         read_bytes_per_turn = 4096
+        read_threads = 1
         include_namespaces = ["prod-*"]
         exclude_namespaces = ["prod-canary"]
         include_pods = ["web-*", "api-*"]
@@ -145,7 +146,7 @@ fn a_full_config_sets_every_value() {
         (t.rescan_interval, t.rotate_wait, t.checkpoint_interval),
         (ms(500), ms(0), ms(2000))
     );
-    assert_eq!((t.max_open_files, t.read_bytes_per_turn), (1, 4096));
+    assert_eq!((t.max_open_files, t.read_bytes_per_turn, t.read_threads), (1, 4096, 1));
     assert!(t.pods.allows("prod-eu", "api-1", "app"));
     assert!(!t.pods.allows("prod-canary", "api-1", "app"));
     assert!(!t.pods.allows("prod-eu", "web-debug-1", "app"));
@@ -174,6 +175,7 @@ fn every_problem_is_reported_with_its_key_path() {
         checkpoint_interval = "0s"
         max_open_files = -1
         read_bytes_per_turn = 4095
+        read_threads = 9
         include_namespaces = ["kube-{system"]
         exclude_containers = ["a", "[z-a]"]
         [decode]
@@ -201,6 +203,7 @@ fn every_problem_is_reported_with_its_key_path() {
             "tail.checkpoint_interval",
             "tail.max_open_files",
             "tail.read_bytes_per_turn",
+            "tail.read_threads",
             "tail.include_namespaces[0]",
             "tail.exclude_containers[1]",
             "decode.format",

@@ -216,6 +216,8 @@ fn publish_tail(t: &TailStats) {
     counter!("logferry_lost_positions_total").absolute(t.follow.lost_positions);
     gauge!("logferry_files_followed").set(t.files_followed as f64);
     gauge!("logferry_file_unread_bytes").set(t.unread_bytes as f64);
+    counter!("logferry_read_turns_total", "thread" => "tailer").absolute(t.turns);
+    counter!("logferry_read_turns_total", "thread" => "helper").absolute(t.helper_turns);
 }
 
 fn publish_buffer(b: &BufferStats, now: i64) {
@@ -247,6 +249,7 @@ fn describe_all() {
     describe_counter!("logferry_rotated_unread_bytes_total", Unit::Bytes, "Bytes the kubelet deleted by rotation before logferry read them.");
     describe_counter!("logferry_lost_positions_total", "Streams whose saved position pointed into a file deleted meanwhile.");
     describe_gauge!("logferry_files_followed", "Log files followed now.");
+    describe_counter!("logferry_read_turns_total", "Turns of reading one file (up to tail.read_bytes_per_turn), by the thread that read it: the tailer, or a helper reading a backlogged file beside it.");
     describe_gauge!("logferry_file_unread_bytes", Unit::Bytes, "Bytes written to followed files and not yet read: how far reading is behind.");
     describe_gauge!("logferry_buffer_bytes", Unit::Bytes, "What the buffer holds against its cap: on disk, and in memory not yet written.");
     describe_counter!("logferry_buffer_written_bytes_total", Unit::Bytes, "Bytes written to the disk buffer: what the sink did not acknowledge while it was held in memory.");

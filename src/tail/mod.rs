@@ -13,4 +13,5 @@ pub mod identity;
 pub mod follow;
 pub mod discover;
 pub mod tailer;
+mod helper;
 pub mod watch;

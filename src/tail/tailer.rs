@@ -4,7 +4,8 @@
 //! Its loop: wait for a wake-up (inotify, a timer) only when nothing is ready; rescan
 //! discovery on its interval or when a watched directory changed; give every ready
 //! stream one turn of at most `read_bytes_per_turn` bytes (so one hot file cannot
-//! starve the others); flush split lines that went quiet; ship the batch. Sending a
+//! starve the others; a backlogged stream's turn may run on a helper thread beside
+//! another's, see `helper`); flush split lines that went quiet; ship the batch. Sending a
 //! batch blocks while the next stage is full — that is the backpressure: files stay on
 //! disk, unread, until there is room.
 //!
@@ -13,6 +14,7 @@
 //! checkpoint never runs ahead of the data.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 use super::checkpoint::Position;
 use super::discover::{Discovery, Found};
 use super::follow::{FollowStats, Follower, ReadOutcome, StartFrom};
+use super::helper::{Done, Helper, Job};
 use super::watch::{Wake, Watch};
 use crate::config::{StartAt, TailConfig};
 use crate::decode::{DecodeOptions, DecodeStats, Format};
@@ -78,6 +81,9 @@ pub struct TailStats {
     pub files_followed: usize,
     /// Bytes on disk not yet read, summed over open files: how far behind reading is.
     pub unread_bytes: u64,
+    /// Turns read by the tailer's own thread and by its helpers.
+    pub turns: u64,
+    pub helper_turns: u64,
 }
 
 impl TailStats {
@@ -112,13 +118,23 @@ pub struct TailSnapshot {
 /// How often the tailer publishes its [`TailSnapshot`].
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
-struct Stream {
-    follower: Follower,
+pub(super) struct Stream {
+    pub(super) follower: Follower,
     key: Arc<Path>,
     dir: PathBuf,
     last_active: Instant,
     /// A read error was logged; not again until a read succeeds.
     warned: bool,
+    /// Its last turn ended with more to read: it may be lent to a helper.
+    backlogged: bool,
+}
+
+/// A stream lent to a helper for one turn.
+struct Lent {
+    helper: usize,
+    key: Arc<Path>,
+    was_open: bool,
+    events_before: u64,
 }
 
 pub struct Tailer {
@@ -160,6 +176,12 @@ pub struct Tailer {
     /// Streams that found no descriptor free (see `max_open_files`).
     waiting_fd: VecDeque<Arc<Path>>,
     fd_retry_due: Instant,
+    /// Threads that read a backlogged stream's turn beside the tailer's own.
+    helpers: Vec<Helper>,
+    /// Streams lent to helpers during the current turn.
+    lent: Vec<Lent>,
+    turns: u64,
+    helper_turns: u64,
 }
 
 impl Tailer {
@@ -174,6 +196,13 @@ impl Tailer {
         stop: Arc<AtomicBool>,
     ) -> Self {
         let now = Instant::now();
+        let helpers = (1..settings.tail.read_threads)
+            .map_while(|_| {
+                Helper::spawn(settings.message_format)
+                    .inspect_err(|e| tracing::warn!(error = %e, "cannot start a reading thread; reading with fewer"))
+                    .ok()
+            })
+            .collect();
         let (giver, returned) = std::sync::mpsc::channel();
         Self {
             discovery: Discovery::new(&settings.tail),
@@ -205,6 +234,10 @@ impl Tailer {
             last_round: now,
             waiting_fd: VecDeque::new(),
             fd_retry_due: now,
+            helpers,
+            lent: Vec::new(),
+            turns: 0,
+            helper_turns: 0,
         }
     }
 
@@ -278,6 +311,7 @@ impl Tailer {
             t.add_stream(&s.follower);
         }
         t.files_followed = self.streams.len();
+        (t.turns, t.helper_turns) = (self.turns, self.helper_turns);
         t
     }
 
@@ -421,7 +455,7 @@ impl Tailer {
         *self.dirs.entry(dir.clone()).or_default() += 1;
         let key: Arc<Path> = Arc::from(f.key.as_path());
         tracing::debug!(file = %f.key.display(), "following");
-        self.streams.insert(key.clone(), Stream { follower, key: key.clone(), dir, last_active: now, warned: false });
+        self.streams.insert(key.clone(), Stream { follower, key: key.clone(), dir, last_active: now, warned: false, backlogged: false });
         self.make_ready(key);
     }
 
@@ -429,7 +463,9 @@ impl Tailer {
     fn read_round(&mut self, now: Instant) {
         self.last_round = now;
         let read_time = time::now();
-        for _ in 0..self.ready.len() {
+        let mut left = self.ready.len();
+        while left > 0 {
+            left -= 1;
             if self.stop.load(Ordering::Relaxed) {
                 return;
             }
@@ -442,7 +478,11 @@ impl Tailer {
                 }
                 continue;
             }
+            if self.streams.get(&key).is_some_and(|s| s.backlogged) {
+                left -= self.lend_to_helpers(left, now, read_time);
+            }
             self.read_turn(key, now, read_time);
+            self.take_back_lent(now);
             if self.batch.data.len() >= BATCH_BYTES && self.try_ship() != Shipped::Sent {
                 return;
             }
@@ -458,6 +498,63 @@ impl Tailer {
         let before = s.follower.decode_stats().events;
         let outcome = s.follower.read(budget, now, read_time, rotate_wait, pool, &mut |ev, kube| encoder.encode(ev, kube, &mut batch.data));
         batch.events += s.follower.decode_stats().events - before;
+        self.turns += 1;
+        self.after_turn(key, was_open, outcome, now);
+    }
+
+    /// Lends each idle helper the next backlogged, open stream among the first `left`
+    /// in the ready queue; returns how many it took from there.
+    fn lend_to_helpers(&mut self, left: usize, now: Instant, read_time: i64) -> usize {
+        let mut taken = 0;
+        for helper in 0..self.helpers.len() {
+            let Some(at) = self.ready.iter().take(left - taken).position(|k| {
+                self.streams.get(k).is_some_and(|s| s.backlogged && s.follower.is_open())
+            }) else {
+                break;
+            };
+            let key = self.ready.remove(at).expect("position is within the queue");
+            self.queued.remove(&key);
+            taken += 1;
+            let stream = self.streams.remove(&key).expect("a ready backlogged stream exists");
+            let (was_open, events_before) = (stream.follower.is_open(), stream.follower.decode_stats().events);
+            let data = self.spare_batch_buffer().unwrap_or_else(|| Vec::with_capacity(BATCH_BYTES + 2 * self.settings.tail.read_bytes_per_turn));
+            self.helpers[helper].start(Job {
+                stream,
+                data,
+                budget: self.settings.tail.read_bytes_per_turn,
+                now,
+                read_time,
+                rotate_wait: self.settings.tail.rotate_wait,
+            });
+            self.lent.push(Lent { helper, key, was_open, events_before });
+        }
+        taken
+    }
+
+    /// Takes back the streams lent for this turn; each helper's events go out as a
+    /// batch of their own, after what the tailer read.
+    fn take_back_lent(&mut self, now: Instant) {
+        for Lent { helper, key, was_open, events_before } in std::mem::take(&mut self.lent) {
+            let Done { stream, data, outcome } = self.helpers[helper].finish();
+            let events = stream.follower.decode_stats().events - events_before;
+            self.streams.insert(key.clone(), stream);
+            if self.try_ship() == Shipped::Sent {
+                let fresh = std::mem::replace(&mut self.batch.data, data);
+                self.spares.push(fresh);
+            } else {
+                // The next stage is full: this batch grows instead (a copy, rare).
+                self.batch.data.extend_from_slice(&data);
+                self.spares.push(data);
+            }
+            self.batch.events += events;
+            self.helper_turns += 1;
+            self.after_turn(key, was_open, outcome, now);
+        }
+    }
+
+    /// Bookkeeping after a stream's turn, wherever it was read.
+    fn after_turn(&mut self, key: Arc<Path>, was_open: bool, outcome: io::Result<ReadOutcome>, now: Instant) {
+        let Some(s) = self.streams.get_mut(&key) else { return };
         match (was_open, s.follower.is_open()) {
             (false, true) => self.open_files += 1,
             (true, false) => self.open_files -= 1,
@@ -466,6 +563,7 @@ impl Tailer {
         if outcome.is_ok() {
             s.warned = false;
         }
+        s.backlogged = matches!(outcome, Ok(ReadOutcome::More));
         match outcome {
             Ok(ReadOutcome::More) => {
                 s.last_active = now;

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::node::{append, append_cri, assert_exactly_once, numbered, read_events, Node};
+use crate::node::{append, append_cri, assert_exactly_once, log_field, numbered, read_events, Node};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -374,6 +374,44 @@ fn a_hot_file_does_not_starve_the_others() {
     let last_quiet = msgs.iter().rposition(|m| m.starts_with("quiet-")).unwrap();
     // Turns of 64 KiB: the quiet file is read in the first round, not after 3 MB.
     assert!(last_quiet < msgs.len() / 10, "the quiet file's lines came at {last_quiet} of {}", msgs.len());
+}
+
+#[test]
+fn backlogged_files_are_read_by_two_threads_each_in_order() {
+    let node = Node::new();
+    let files: Vec<_> = (0..4).map(|i| node.container("default", &format!("backlog{i}"), "app", 0)).collect();
+    let per_file: Vec<Vec<String>> = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let m = numbered(&format!("backlog{i}-line-with-some-padding-so-that-turns-fill"), 25_000);
+            append_cri(f, &m);
+            m
+        })
+        .collect();
+    let mut shipper = node.start("read_bytes_per_turn = 65536");
+    let all = per_file.concat();
+    node.wait_for(&all, WAIT);
+    // More is written while following: the helper also serves a live file.
+    let more: Vec<String> = (0..4).flat_map(|i| numbered(&format!("backlog{i}-more"), 2_000)).collect();
+    for (i, f) in files.iter().enumerate() {
+        append_cri(f, &more[i * 2_000..(i + 1) * 2_000]);
+    }
+    let all = [all, more.clone()].concat();
+    node.wait_for(&all, WAIT);
+    shipper.stop_and_check(&node, &all);
+    let got = node.messages();
+    for i in 0..4 {
+        let prefix = format!("backlog{i}-");
+        let want: Vec<&String> = per_file[i].iter().chain(&more[i * 2_000..(i + 1) * 2_000]).collect();
+        let mine: Vec<&String> = got.iter().filter(|m| m.starts_with(&prefix)).collect();
+        assert!(mine == want, "file {i}'s lines are out of order");
+    }
+    let stopped = shipper.stderr().lines().find(|l| l.contains("\"stopped\"")).map(str::to_string).unwrap_or_default();
+    let helped: u64 = log_field(&stopped, "helper_read_turns").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let own: u64 = log_field(&stopped, "read_turns").and_then(|v| v.parse().ok()).unwrap_or(0);
+    // 4 files of ~2.7 MB, read 256 KiB at a time: ~40 turns, most with a backlog.
+    assert!(helped >= 8 && own >= 8, "turns: {own} by the tailer, {helped} by the helper: {stopped}");
 }
 
 #[test]

@@ -1,0 +1,73 @@
+//! A second reading thread for backlogs.
+//!
+//! Reading, decoding and encoding a backlog is all CPU, and the tailer is one thread.
+//! When two or more streams each have more to read than one turn takes (a restart
+//! after downtime, a burst), the tailer lends one of them to a [`Helper`] for a turn
+//! and reads another itself; it takes the stream back before doing anything else, so
+//! a stream is never read by two threads, and everything but the turn itself — the
+//! ready queue, descriptors, positions, batches — stays with the tailer. The helper
+//! encodes into a batch buffer of its own, which the tailer ships as the next batch.
+//!
+//! On a busy node with no backlog no stream qualifies and the helper sleeps.
+
+use std::io;
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::follow::ReadOutcome;
+use super::tailer::Stream;
+use crate::event::{EventEncoder, MessageFormat, Nanos};
+
+/// One turn to read: the stream and where to encode its events.
+pub struct Job {
+    pub stream: Stream,
+    pub data: Vec<u8>,
+    pub budget: usize,
+    pub now: Instant,
+    pub read_time: Nanos,
+    pub rotate_wait: Duration,
+}
+
+/// A turn read: the stream back, the encoded events, the outcome.
+pub struct Done {
+    pub stream: Stream,
+    pub data: Vec<u8>,
+    pub outcome: io::Result<ReadOutcome>,
+}
+
+/// A thread that reads turns handed to it, one at a time.
+pub struct Helper {
+    jobs: SyncSender<Job>,
+    done: Receiver<Done>,
+}
+
+impl Helper {
+    pub fn spawn(format: MessageFormat) -> io::Result<Self> {
+        let (jobs, job_rx) = mpsc::sync_channel::<Job>(1);
+        let (done_tx, done) = mpsc::sync_channel(1);
+        thread::Builder::new().name("tail-helper".into()).spawn(move || {
+            let mut encoder = EventEncoder::new(format);
+            let mut buffers = Vec::new();
+            for job in job_rx {
+                let Job { mut stream, mut data, budget, now, read_time, rotate_wait } = job;
+                let outcome = stream.follower.read(budget, now, read_time, rotate_wait, &mut buffers, &mut |ev, kube| {
+                    encoder.encode(ev, kube, &mut data);
+                });
+                if done_tx.send(Done { stream, data, outcome }).is_err() {
+                    return;
+                }
+            }
+        })?;
+        Ok(Self { jobs, done })
+    }
+
+    pub fn start(&self, job: Job) {
+        self.jobs.send(job).expect("the tail helper thread is gone");
+    }
+
+    /// Waits for the turn started last.
+    pub fn finish(&self) -> Done {
+        self.done.recv().expect("the tail helper thread is gone")
+    }
+}
