@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::node::{append, append_cri, assert_exactly_once, log_field, numbered, read_events, Node};
+use crate::node::{append, append_cri, assert_exactly_once, log_field, numbered, read_events, Node, Shipper};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -378,6 +378,18 @@ fn a_hot_file_does_not_starve_the_others() {
 
 #[test]
 fn backlogged_files_are_read_by_two_threads_each_in_order() {
+    read_backlogs_on_two_threads("");
+}
+
+#[test]
+fn backlogged_files_are_read_by_two_threads_under_backpressure() {
+    // 11 MB of backlog against an 8 MiB buffer that writes nearly everything: reading
+    // pauses and resumes while helpers take turns. (The tailer's unit test covers a
+    // helper's turn coming back to a full channel, which this rarely hits.)
+    read_backlogs_on_two_threads("[buffer]\nmax_bytes = 8388608\nmemory_bytes = 65536\n");
+}
+
+fn read_backlogs_on_two_threads(tables: &str) {
     let node = Node::new();
     let files: Vec<_> = (0..4).map(|i| node.container("default", &format!("backlog{i}"), "app", 0)).collect();
     let per_file: Vec<Vec<String>> = files
@@ -389,7 +401,8 @@ fn backlogged_files_are_read_by_two_threads_each_in_order() {
             m
         })
         .collect();
-    let mut shipper = node.start("read_bytes_per_turn = 65536");
+    let config = node.config_with("read_bytes_per_turn = 65536", tables);
+    let mut shipper = Shipper::start(std::process::Command::new(env!("CARGO_BIN_EXE_logferry")), &config, node.out());
     let all = per_file.concat();
     node.wait_for(&all, WAIT);
     // More is written while following: the helper also serves a live file.
