@@ -42,6 +42,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 const COALESCE: Duration = Duration::from_millis(25);
 /// While the next stage is full, how often the batch is offered again.
 const RETRY_WHEN_FULL: Duration = Duration::from_millis(20);
+/// Helpers are not lent streams for this long after the next stage refused a batch.
+const HELPERS_REST: Duration = Duration::from_millis(250);
 /// How often streams waiting for a descriptor try again.
 const FD_RETRY: Duration = Duration::from_secs(1);
 
@@ -182,6 +184,8 @@ pub struct Tailer {
     lent: Vec<Lent>,
     turns: u64,
     helper_turns: u64,
+    /// When the next stage last refused a batch (see `HELPERS_REST`).
+    last_full: Option<Instant>,
 }
 
 impl Tailer {
@@ -238,6 +242,7 @@ impl Tailer {
             lent: Vec::new(),
             turns: 0,
             helper_turns: 0,
+            last_full: None,
         }
     }
 
@@ -505,6 +510,11 @@ impl Tailer {
     /// Lends each idle helper the next backlogged, open stream among the first `left`
     /// in the ready queue; returns how many it took from there.
     fn lend_to_helpers(&mut self, left: usize, now: Instant, read_time: i64) -> usize {
+        if self.last_full.is_some_and(|at| now.saturating_duration_since(at) < HELPERS_REST) {
+            // The next stage is the bottleneck: a second reader would only take CPU
+            // from it (the sink, the buffer).
+            return 0;
+        }
         let mut taken = 0;
         for helper in 0..self.helpers.len() {
             let Some(at) = self.ready.iter().take(left - taken).position(|k| {
@@ -686,6 +696,7 @@ impl Tailer {
                 // Keep the buffer taken for nothing for the next try.
                 let unused = std::mem::replace(&mut self.batch, batch);
                 let _ = self.giver.send(unused.data);
+                self.last_full = Some(Instant::now());
                 Shipped::Full
             }
             Err(TrySendError::Disconnected(_)) => Shipped::Gone,
