@@ -43,7 +43,7 @@ const COALESCE: Duration = Duration::from_millis(25);
 /// While the next stage is full, how often the batch is offered again.
 const RETRY_WHEN_FULL: Duration = Duration::from_millis(20);
 /// Helpers are not lent streams for this long after the next stage refused a batch.
-const HELPERS_REST: Duration = Duration::from_millis(250);
+const HELPERS_REST: Duration = Duration::from_millis(100);
 /// How often streams waiting for a descriptor try again.
 const FD_RETRY: Duration = Duration::from_secs(1);
 
