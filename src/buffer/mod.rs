@@ -98,8 +98,9 @@ pub struct BufferOptions {
     pub hold: Duration,
 }
 
-/// Records held in memory by default: a few sink reads' worth.
-pub const DEFAULT_MEMORY_BYTES: u64 = 16 << 20;
+/// Records held in memory by default: room for the sink's read in flight (up to 12 MiB
+/// for a file) with as much again for reading to go on meanwhile.
+pub const DEFAULT_MEMORY_BYTES: u64 = 32 << 20;
 
 impl BufferOptions {
     /// Segments of 1/8 of the cap, between 1 and 64 MiB, so that `drop_oldest` frees

@@ -132,7 +132,7 @@ fn files_rotated_away_while_paused_are_counted() {
 fn a_sink_that_keeps_up_is_fed_from_memory_and_the_disk_buffer_stays_empty() {
     let node = Node::new();
     let live = node.container("default", "web", "app", 0);
-    let lines = long_lines("fresh", 5_000); // ~5 MB, under the 16 MiB held in memory
+    let lines = long_lines("fresh", 5_000); // ~5 MB, under the 32 MiB held in memory
     append_cri(&live, &lines);
     // A generous hold, so that a slow test machine does not make the sink look slow.
     let config = node.config_with("", "[buffer]\nfsync_interval = \"5s\"\n");
