@@ -13,6 +13,9 @@
 //! Where the file system refuses `O_DIRECT` (at open, or with `EINVAL` on the first
 //! write), the same staging runs over ordinary writes instead, with one log line.
 //!
+//! A crash can leave the file ending in part of a line (whole blocks are written
+//! first); opening the file cuts that back to its last newline before appending.
+//!
 //! Failure: `append` only copies into memory and cannot fail. `sync` writes what is
 //! staged and fdatasyncs; if any of that fails, the file is cut back to the length of
 //! the last successful sync (so it never ends in half a batch) and the next call
@@ -149,7 +152,7 @@ impl OutputFile {
     /// Positions the stage at the file's end; a partial last block is read back into
     /// it so that whole blocks can be rewritten.
     fn start_at_end(&mut self) -> io::Result<()> {
-        let len = self.plain.metadata()?.len();
+        let len = self.cut_torn_line()?;
         self.durable = len;
         self.base = if self.direct.is_some() { len / ALIGN as u64 * ALIGN as u64 } else { len };
         let tail = (len - self.base) as usize;
@@ -161,6 +164,39 @@ impl OutputFile {
         }
         Ok(())
     }
+}
+
+impl OutputFile {
+    /// A file written by this sink ends with a newline unless a crash cut a write
+    /// short (whole blocks are written before the partial last one). What follows
+    /// the last newline was never acknowledged and will be sent again, so it is cut
+    /// off rather than left to be glued to the next line. Returns the length after.
+    fn cut_torn_line(&mut self) -> io::Result<u64> {
+        let len = self.plain.metadata()?.len();
+        let whole = end_of_last_line(&self.plain, len)?;
+        if whole < len {
+            tracing::warn!(path = %self.path.display(), bytes = len - whole, "cutting a torn last line left by an interrupted write (it is sent again)");
+            self.plain.set_len(whole)?;
+            self.plain.sync_data()?;
+        }
+        Ok(whole)
+    }
+}
+
+/// The length of `file` up to and including its last newline (0 if it has none).
+fn end_of_last_line(file: &File, len: u64) -> io::Result<u64> {
+    let mut chunk = vec![0u8; 64 << 10];
+    let mut end = len;
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let piece = &mut chunk[..(end - start) as usize];
+        file.read_exact_at(piece, start)?;
+        if let Some(i) = memchr::memrchr(b'\n', piece) {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 fn open_direct(path: &Path) -> io::Result<Option<File>> {
@@ -255,19 +291,42 @@ mod tests {
     fn reopening_an_existing_file_appends_after_its_unaligned_end() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.jsonl");
-        std::fs::write(&path, vec![b'x'; 5000]).unwrap();
+        let mut existing = vec![b'x'; 4999];
+        existing.push(b'\n');
+        std::fs::write(&path, &existing).unwrap();
         let mut f = OutputFile::open(&path, false).unwrap();
-        write_all(&mut f, &[b"first\n", &[b'y'; 9000]]);
+        let mut ys = vec![b'y'; 8999];
+        ys.push(b'\n');
+        write_all(&mut f, &[b"first\n", &ys]);
         drop(f);
         let mut f = OutputFile::open(&path, false).unwrap();
         write_all(&mut f, &[b"again\n"]);
-        let mut want = vec![b'x'; 5000];
+        let mut want = existing;
         want.extend_from_slice(b"first\n");
-        want.extend_from_slice(&[b'y'; 9000]);
+        want.extend_from_slice(&ys);
         want.extend_from_slice(b"again\n");
         assert_eq!(std::fs::read(&path).unwrap(), want);
         assert_eq!(OutputFile::open(&path, true).unwrap().durable, 0, "truncate empties the file");
         assert!(std::fs::read(&path).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_torn_last_line_left_by_a_crash_is_cut_before_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut torn = b"{\"a\":1}\n".repeat(10_000);
+        torn.extend_from_slice(&[b'x'; 70_000]); // a half-written line, longer than a read-back chunk
+        std::fs::write(&path, &torn).unwrap();
+        let mut f = OutputFile::open(&path, false).unwrap();
+        write_all(&mut f, &[b"{\"b\":2}\n"]);
+        let mut want = b"{\"a\":1}\n".repeat(10_000);
+        want.extend_from_slice(b"{\"b\":2}\n");
+        assert_eq!(std::fs::read(&path).unwrap(), want);
+
+        std::fs::write(&path, b"no newline at all").unwrap();
+        let mut f = OutputFile::open(&path, false).unwrap();
+        write_all(&mut f, &[b"line\n"]);
+        assert_eq!(std::fs::read(&path).unwrap(), b"line\n");
     }
 
     #[test]
@@ -282,8 +341,8 @@ mod tests {
         assert_eq!(&got[5..], &big[..]);
     }
 
-    /// What the file holds after synced appends, restarts (reopen) and unsynced appends
-    /// lost to a restart.
+    /// What the file holds after synced appends, restarts (a reopen cuts a partial last
+    /// line) and unsynced appends lost to a restart.
     #[derive(Debug, Clone)]
     enum Op {
         Append(usize),
@@ -323,6 +382,8 @@ mod tests {
                     Op::Restart => {
                         drop(f);
                         staged.clear();
+                        // Reopening cuts what follows the last newline.
+                        synced.truncate(synced.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1));
                         f = OutputFile::open_with(&path, false, direct).unwrap();
                     }
                 }
