@@ -23,7 +23,7 @@
 //! at whatever end the file has then. Nothing staged is dropped until it is synced.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -158,15 +158,12 @@ impl OutputFile {
         let tail = (len - self.base) as usize;
         if tail > 0 {
             let mut head = vec![0; tail];
-            self.plain.seek(SeekFrom::Start(self.base))?;
-            self.plain.read_exact(&mut head)?;
+            self.plain.read_exact_at(&mut head, self.base)?;
             self.stage.extend(&head);
         }
         Ok(())
     }
-}
 
-impl OutputFile {
     /// A file written by this sink ends with a newline unless a crash cut a write
     /// short (whole blocks are written before the partial last one). What follows
     /// the last newline was never acknowledged and will be sent again, so it is cut

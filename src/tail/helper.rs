@@ -13,27 +13,24 @@
 use std::io;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::follow::ReadOutcome;
-use super::tailer::Stream;
+use super::tailer::{take_turn, Stream, Turn, TurnLimits};
 use crate::event::{EventEncoder, MessageFormat, Nanos};
 
 /// One turn to read: the stream and where to encode its events.
 pub struct Job {
     pub stream: Stream,
     pub data: Vec<u8>,
-    pub budget: usize,
     pub now: Instant,
     pub read_time: Nanos,
-    pub rotate_wait: Duration,
 }
 
-/// A turn read: the stream back, the encoded events, the outcome.
+/// A turn read: the stream back, the encoded events, what the turn did.
 pub struct Done {
     pub stream: Stream,
     pub data: Vec<u8>,
-    pub outcome: io::Result<ReadOutcome>,
+    pub turn: Turn,
 }
 
 /// A thread that reads turns handed to it, one at a time.
@@ -43,18 +40,16 @@ pub struct Helper {
 }
 
 impl Helper {
-    pub fn spawn(format: MessageFormat) -> io::Result<Self> {
+    pub fn spawn(format: MessageFormat, limits: TurnLimits) -> io::Result<Self> {
         let (jobs, job_rx) = mpsc::sync_channel::<Job>(1);
         let (done_tx, done) = mpsc::sync_channel(1);
         thread::Builder::new().name("tail-helper".into()).spawn(move || {
             let mut encoder = EventEncoder::new(format);
             let mut buffers = Vec::new();
             for job in job_rx {
-                let Job { mut stream, mut data, budget, now, read_time, rotate_wait } = job;
-                let outcome = stream.follower.read(budget, now, read_time, rotate_wait, &mut buffers, &mut |ev, kube| {
-                    encoder.encode(ev, kube, &mut data);
-                });
-                if done_tx.send(Done { stream, data, outcome }).is_err() {
+                let Job { mut stream, mut data, now, read_time } = job;
+                let turn = take_turn(&mut stream.follower, limits, now, read_time, &mut buffers, &mut encoder, &mut data);
+                if done_tx.send(Done { stream, data, turn }).is_err() {
                     return;
                 }
             }

@@ -131,12 +131,36 @@ pub(super) struct Stream {
     backlogged: bool,
 }
 
-/// A stream lent to a helper for one turn.
-struct Lent {
-    helper: usize,
-    key: Arc<Path>,
-    was_open: bool,
-    events_before: u64,
+/// How much one turn may read, and how long a deleted file is kept open.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TurnLimits {
+    pub budget: usize,
+    pub rotate_wait: Duration,
+}
+
+/// What one turn of one stream did.
+pub(super) struct Turn {
+    pub outcome: io::Result<ReadOutcome>,
+    /// The stream's file was open before the turn (for the descriptor count).
+    pub was_open: bool,
+    pub events: u64,
+}
+
+/// Reads one turn of `follower`, encoding its events onto `data`: the same on the
+/// tailer's thread and on a helper's.
+pub(super) fn take_turn(
+    follower: &mut Follower,
+    limits: TurnLimits,
+    now: Instant,
+    read_time: i64,
+    pool: &mut Vec<Vec<u8>>,
+    encoder: &mut EventEncoder,
+    data: &mut Vec<u8>,
+) -> Turn {
+    let was_open = follower.is_open();
+    let before = follower.decode_stats().events;
+    let outcome = follower.read(limits.budget, now, read_time, limits.rotate_wait, pool, &mut |ev, kube| encoder.encode(ev, kube, data));
+    Turn { outcome, was_open, events: follower.decode_stats().events - before }
 }
 
 pub struct Tailer {
@@ -180,8 +204,8 @@ pub struct Tailer {
     fd_retry_due: Instant,
     /// Threads that read a backlogged stream's turn beside the tailer's own.
     helpers: Vec<Helper>,
-    /// Streams lent to helpers during the current turn.
-    lent: Vec<Lent>,
+    /// Helpers given a stream during the current turn (the first `lent`).
+    lent: usize,
     turns: u64,
     helper_turns: u64,
     /// When the next stage last refused a batch (see `HELPERS_REST`).
@@ -202,7 +226,7 @@ impl Tailer {
         let now = Instant::now();
         let helpers = (1..settings.tail.read_threads)
             .map_while(|_| {
-                Helper::spawn(settings.message_format)
+                Helper::spawn(settings.message_format, turn_limits(&settings))
                     .inspect_err(|e| tracing::warn!(error = %e, "cannot start a reading thread; reading with fewer"))
                     .ok()
             })
@@ -239,7 +263,7 @@ impl Tailer {
             waiting_fd: VecDeque::new(),
             fd_retry_due: now,
             helpers,
-            lent: Vec::new(),
+            lent: 0,
             turns: 0,
             helper_turns: 0,
             last_full: None,
@@ -495,58 +519,44 @@ impl Tailer {
     }
 
     fn read_turn(&mut self, key: Arc<Path>, now: Instant, read_time: i64) {
-        let budget = self.settings.tail.read_bytes_per_turn;
-        let rotate_wait = self.settings.tail.rotate_wait;
+        let limits = turn_limits(&self.settings);
         let Some(s) = self.streams.get_mut(&key) else { return };
-        let was_open = s.follower.is_open();
-        let (encoder, batch, pool) = (&mut self.encoder, &mut self.batch, &mut self.buffers);
-        let before = s.follower.decode_stats().events;
-        let outcome = s.follower.read(budget, now, read_time, rotate_wait, pool, &mut |ev, kube| encoder.encode(ev, kube, &mut batch.data));
-        batch.events += s.follower.decode_stats().events - before;
+        let turn = take_turn(&mut s.follower, limits, now, read_time, &mut self.buffers, &mut self.encoder, &mut self.batch.data);
+        self.batch.events += turn.events;
         self.turns += 1;
-        self.after_turn(key, was_open, outcome, now);
+        self.after_turn(key, turn, now);
     }
 
-    /// Lends each idle helper the next backlogged, open stream among the first `left`
-    /// in the ready queue; returns how many it took from there.
+    /// Lends each helper the next backlogged, open stream among the first `left` in
+    /// the ready queue; returns how many it took from there.
     fn lend_to_helpers(&mut self, left: usize, now: Instant, read_time: i64) -> usize {
         if self.last_full.is_some_and(|at| now.saturating_duration_since(at) < HELPERS_REST) {
             // The next stage is the bottleneck: a second reader would only take CPU
             // from it (the sink, the buffer).
             return 0;
         }
-        let mut taken = 0;
-        for helper in 0..self.helpers.len() {
-            let Some(at) = self.ready.iter().take(left - taken).position(|k| {
+        while self.lent < self.helpers.len() {
+            let Some(at) = self.ready.iter().take(left - self.lent).position(|k| {
                 self.streams.get(k).is_some_and(|s| s.backlogged && s.follower.is_open())
             }) else {
                 break;
             };
             let key = self.ready.remove(at).expect("position is within the queue");
             self.queued.remove(&key);
-            taken += 1;
             let stream = self.streams.remove(&key).expect("a ready backlogged stream exists");
-            let (was_open, events_before) = (stream.follower.is_open(), stream.follower.decode_stats().events);
             let data = self.spare_batch_buffer().unwrap_or_else(|| Vec::with_capacity(BATCH_BYTES + 2 * self.settings.tail.read_bytes_per_turn));
-            self.helpers[helper].start(Job {
-                stream,
-                data,
-                budget: self.settings.tail.read_bytes_per_turn,
-                now,
-                read_time,
-                rotate_wait: self.settings.tail.rotate_wait,
-            });
-            self.lent.push(Lent { helper, key, was_open, events_before });
+            self.helpers[self.lent].start(Job { stream, data, now, read_time });
+            self.lent += 1;
         }
-        taken
+        self.lent
     }
 
     /// Takes back the streams lent for this turn; each helper's events go out as a
     /// batch of their own, after what the tailer read.
     fn take_back_lent(&mut self, now: Instant) {
-        for Lent { helper, key, was_open, events_before } in std::mem::take(&mut self.lent) {
-            let Done { stream, data, outcome } = self.helpers[helper].finish();
-            let events = stream.follower.decode_stats().events - events_before;
+        for helper in 0..std::mem::take(&mut self.lent) {
+            let Done { stream, data, turn } = self.helpers[helper].finish();
+            let key = stream.key.clone();
             self.streams.insert(key.clone(), stream);
             if self.try_ship() == Shipped::Sent {
                 let fresh = std::mem::replace(&mut self.batch.data, data);
@@ -556,14 +566,14 @@ impl Tailer {
                 self.batch.data.extend_from_slice(&data);
                 self.spares.push(data);
             }
-            self.batch.events += events;
+            self.batch.events += turn.events;
             self.helper_turns += 1;
-            self.after_turn(key, was_open, outcome, now);
+            self.after_turn(key, turn, now);
         }
     }
 
     /// Bookkeeping after a stream's turn, wherever it was read.
-    fn after_turn(&mut self, key: Arc<Path>, was_open: bool, outcome: io::Result<ReadOutcome>, now: Instant) {
+    fn after_turn(&mut self, key: Arc<Path>, Turn { outcome, was_open, .. }: Turn, now: Instant) {
         let Some(s) = self.streams.get_mut(&key) else { return };
         match (was_open, s.follower.is_open()) {
             (false, true) => self.open_files += 1,
@@ -711,6 +721,10 @@ enum Shipped {
     Full,
     /// The next stage is gone (shutting down).
     Gone,
+}
+
+fn turn_limits(settings: &TailerSettings) -> TurnLimits {
+    TurnLimits { budget: settings.tail.read_bytes_per_turn, rotate_wait: settings.tail.rotate_wait }
 }
 
 fn add_follow(t: &mut FollowStats, s: &FollowStats) {
