@@ -16,6 +16,8 @@
 //!   neither delivered nor on disk: a crash re-reads, never skips.
 //! - The sink thread reads records from the buffer, ships them, makes them durable
 //!   (fsync for a file) and acknowledges them; acknowledged segments are deleted. A
+//!   file is written on its own I/O thread while the sink stages the next read (see
+//!   `sink::file`). A
 //!   sink that keeps up is handed every batch from memory and nothing is written to
 //!   the buffer's disk at all.
 //!
@@ -38,6 +40,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 
+use crate::buffer::segment::Record;
 use crate::buffer::{Buffer, BufferOptions, BufferStats};
 use crate::config::{BufferConfig, Config, SinkConfig, WatchMode};
 use crate::metrics::{http, SinkCounters, Telemetry};
@@ -45,7 +48,7 @@ use crate::sink::backoff::Backoff;
 use crate::sink::deliver::{deliver_to, started, AwsSink, Chunk};
 use crate::sink::{JsonLines, Target};
 use crate::tail::checkpoint::Checkpoints;
-use crate::tail::tailer::{Batch, TailStats, Tailer, TailerSettings, BATCH_BYTES};
+use crate::tail::tailer::{Batch, RoomBell, TailStats, Tailer, TailerSettings, BATCH_BYTES};
 use crate::tail::watch::{Wake, Watch};
 
 /// Batches in flight between the tail and sink threads.
@@ -133,12 +136,13 @@ pub async fn run_until(
     let tailer = Tailer::new(settings, resume, first_start, watch, wake_rx, batch_tx, stop.clone());
     let telemetry = Telemetry::new(sink_name, tailer.snapshot(), counters.clone(), Some(buffer.clone()));
     let recycle = tailer.recycler();
+    let room = tailer.room_bell(wake_tx.clone());
     if let Some(addr) = config.metrics_listen {
         serve_metrics(addr, telemetry).await?;
     }
     let tail_thread = thread::Builder::new().name("tail".into()).spawn(move || tailer.run())?;
 
-    let writer = BufferWriter { buffer: buffer.clone(), recycle, checkpoints, opts: config.buffer, checkpoint_interval: config.tail.checkpoint_interval };
+    let writer = BufferWriter { buffer: buffer.clone(), recycle, room, checkpoints, opts: config.buffer, checkpoint_interval: config.tail.checkpoint_interval };
     let done = writer_done.clone();
     let buffer_thread = thread::Builder::new().name("buffer".into()).spawn(move || {
         let r = writer.run(batch_rx);
@@ -255,6 +259,8 @@ struct BufferWriter {
     buffer: Buffer,
     /// Hands batch buffers back to the tailer.
     recycle: mpsc::Sender<Vec<u8>>,
+    /// Tells the tailer there is room again.
+    room: RoomBell,
     checkpoints: Checkpoints,
     opts: BufferConfig,
     checkpoint_interval: Duration,
@@ -285,6 +291,7 @@ impl BufferWriter {
             };
             match batches.recv_timeout(wait) {
                 Ok(mut batch) => {
+                    self.room.ring();
                     if !batch.data.is_empty() {
                         let data = Bytes::from(std::mem::take(&mut batch.data));
                         match self.append(data, batch.events) {
@@ -507,30 +514,30 @@ struct Shipper {
 }
 
 impl Shipper {
-    /// Returns (records, bytes, events) shipped.
+    /// Returns (records, bytes, events) shipped. Writing is pipelined: while one read's
+    /// records are written and fsynced (on the file's I/O thread), the next read's are
+    /// staged; each is acknowledged once its write is durable.
     fn run(mut self) -> anyhow::Result<(u64, u64, u64)> {
-        let (mut records, mut bytes, mut events) = (0, 0, 0);
+        let mut shipped = (0, 0, 0);
+        let mut in_flight: Vec<Record> = Vec::new();
         let mut last_persist = Instant::now().checked_sub(self.ack_interval).unwrap_or_else(Instant::now);
         loop {
-            let batch = self.buffer.read(LOCAL_SINK_READ_BYTES, Duration::from_millis(200))?;
-            if batch.is_empty() {
-                if self.writer_done.load(Ordering::Acquire) && self.buffer.drained() {
-                    break;
-                }
-            } else {
-                for r in &batch {
-                    retry(&self.counters, || self.sink.write_batch(&r.payload));
-                }
-                retry(&self.counters, || self.sink.finish());
-                for r in &batch {
-                    self.buffer.ack(r.seq);
-                    records += 1;
-                    bytes += r.payload.len() as u64;
-                    events += u64::from(r.events);
-                    self.counters.records_ok.fetch_add(u64::from(r.events), Ordering::Relaxed);
-                    self.counters.bytes.fetch_add(r.payload.len() as u64, Ordering::Relaxed);
-                }
-                batch.into_iter().for_each(|r| self.buffer.recycle(r.payload));
+            // With a write in flight, take only what is there already.
+            let wait = if in_flight.is_empty() { Duration::from_millis(200) } else { Duration::ZERO };
+            let batch = self.buffer.read(LOCAL_SINK_READ_BYTES, wait)?;
+            if batch.is_empty() && in_flight.is_empty() && self.writer_done.load(Ordering::Acquire) && self.buffer.drained() {
+                break;
+            }
+            for r in &batch {
+                retry(&self.counters, || self.sink.write_batch(&r.payload));
+            }
+            if !in_flight.is_empty() {
+                retry(&self.counters, || self.sink.wait());
+                self.acknowledge(std::mem::take(&mut in_flight), &mut shipped);
+            }
+            if !batch.is_empty() {
+                retry(&self.counters, || self.sink.submit());
+                in_flight = batch;
             }
             if last_persist.elapsed() >= self.ack_interval {
                 if let Err(e) = self.buffer.persist_ack() {
@@ -541,7 +548,20 @@ impl Shipper {
         }
         retry(&self.counters, || self.sink.finish());
         self.buffer.persist_ack()?;
-        Ok((records, bytes, events))
+        Ok(shipped)
+    }
+
+    /// Releases records whose write is durable; counts them in `shipped`.
+    fn acknowledge(&self, records: Vec<Record>, (n, bytes, events): &mut (u64, u64, u64)) {
+        for r in &records {
+            self.buffer.ack(r.seq);
+            *n += 1;
+            *bytes += r.payload.len() as u64;
+            *events += u64::from(r.events);
+            self.counters.records_ok.fetch_add(u64::from(r.events), Ordering::Relaxed);
+            self.counters.bytes.fetch_add(r.payload.len() as u64, Ordering::Relaxed);
+        }
+        records.into_iter().for_each(|r| self.buffer.recycle(r.payload));
     }
 }
 

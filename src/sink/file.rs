@@ -16,16 +16,28 @@
 //! A crash can leave the file ending in part of a line (whole blocks are written
 //! first); opening the file cuts that back to its last newline before appending.
 //!
+//! Writes can overlap the next batch: [`OutputFile::submit`] hands the staged bytes to
+//! the sink's I/O thread ("sink-io") and returns; appends meanwhile go into a second
+//! stage (which starts with the partial last block, so that it too begins on a block
+//! boundary); [`OutputFile::wait`] says when the write is durable. One write is in
+//! flight at most, so writes land in order. [`OutputFile::sync`] does the same here
+//! and now. A disk writes while the CPU copies and encodes the next batch, instead of
+//! each waiting for the other.
+//!
 //! Failure: `append` only copies into memory and cannot fail. `sync` writes what is
 //! staged and fdatasyncs; if any of that fails, the file is cut back to the length of
 //! the last successful sync (so it never ends in half a batch) and the next call
 //! reopens the path first (the disk may have been replaced or remounted), appending
-//! at whatever end the file has then. Nothing staged is dropped until it is synced.
+//! at whatever end the file has then. A write that fails on the I/O thread is handled
+//! the same way when it lands: what it held and what was staged since are pending
+//! again. Nothing staged is dropped until it is synced.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::thread::{self, JoinHandle};
 
 /// Block size and buffer alignment for direct writes (a multiple of every common
 /// logical block size).
@@ -37,10 +49,8 @@ const STAGE_BYTES: usize = 4 << 20;
 /// Appends to one file; see the module doc.
 pub struct OutputFile {
     path: PathBuf,
-    /// Ordinary descriptor: the partial last block, reads, truncation, fdatasync.
-    plain: File,
-    /// `O_DIRECT` descriptor for whole blocks, if the file system takes it.
-    direct: Option<File>,
+    /// The descriptors; away on the I/O thread while a write is in flight.
+    writer: Option<Writer>,
     stage: Stage,
     /// File offset of the stage's first byte; a multiple of `ALIGN` with `direct`.
     base: u64,
@@ -50,6 +60,48 @@ pub struct OutputFile {
     failed: bool,
     /// Allow `O_DIRECT` (off only to test the fallback).
     try_direct: bool,
+    /// The write handed to the I/O thread by [`Self::submit`], not yet landed.
+    flight: Option<Flight>,
+    /// Started by the first [`Self::submit`].
+    io: Option<IoThread>,
+    /// A stage back from the I/O thread, to stage the next write in.
+    spare: Option<Stage>,
+}
+
+/// The descriptors of the file being appended to.
+struct Writer {
+    path: PathBuf,
+    /// Ordinary descriptor: the partial last block, reads, truncation, fdatasync.
+    plain: File,
+    /// `O_DIRECT` descriptor for whole blocks, if the file system takes it.
+    direct: Option<File>,
+}
+
+/// A write on the I/O thread: `stage` holds the file's bytes from `base` to `end`.
+struct Flight {
+    end: u64,
+    base: u64,
+    /// The bytes after the last whole block, copied to the start of the next stage.
+    carried: usize,
+}
+
+struct IoThread {
+    jobs: SyncSender<Job>,
+    landed: Receiver<Landed>,
+    handle: JoinHandle<()>,
+}
+
+struct Job {
+    writer: Writer,
+    stage: Stage,
+    base: u64,
+    durable: u64,
+}
+
+struct Landed {
+    writer: Writer,
+    stage: Stage,
+    result: io::Result<()>,
 }
 
 impl OutputFile {
@@ -64,13 +116,15 @@ impl OutputFile {
         let direct = if try_direct { open_direct(path)? } else { None };
         let mut file = Self {
             path: path.to_path_buf(),
-            plain,
-            direct,
+            writer: Some(Writer { path: path.to_path_buf(), plain, direct }),
             stage: Stage::with_capacity(STAGE_BYTES),
             base: 0,
             durable: 0,
             failed: false,
             try_direct,
+            flight: None,
+            io: None,
+            spare: None,
         };
         file.start_at_end()?;
         Ok(file)
@@ -80,71 +134,146 @@ impl OutputFile {
         &self.path
     }
 
-    /// Whether whole blocks go out with `O_DIRECT`.
+    /// Whether whole blocks go out with `O_DIRECT` (as of the last write that landed).
     pub fn is_direct(&self) -> bool {
-        self.direct.is_some()
+        self.writer.as_ref().is_some_and(|w| w.direct.is_some())
     }
 
-    /// Stages `bytes` to be written at the next [`Self::sync`].
+    /// Stages `bytes` to be written at the next [`Self::sync`] or [`Self::submit`].
     pub fn append(&mut self, bytes: &[u8]) {
         self.stage.extend(bytes);
     }
 
-    /// Writes everything staged and makes it durable.
+    /// Writes everything staged and makes it durable, here and now.
     pub fn sync(&mut self) -> io::Result<()> {
+        self.land()?;
         if self.failed {
             self.reopen()?;
         }
-        match self.write_staged() {
-            Ok(()) => {
+        let writer = self.writer.as_mut().expect("nothing is in flight after land");
+        match writer.write_synced(self.stage.bytes(), self.base, self.durable) {
+            Ok(whole) => {
                 self.failed = false;
+                self.durable = self.base + self.stage.len() as u64;
+                self.base += whole as u64;
+                self.stage.consume(whole);
                 Ok(())
             }
             Err(e) => {
-                // Never leave half a batch behind; the staged bytes stay for the retry.
-                let _ = self.plain.set_len(self.durable);
+                // The staged bytes stay for the retry.
                 self.failed = true;
                 Err(e)
             }
         }
     }
 
-    fn write_staged(&mut self) -> io::Result<()> {
+    /// Starts writing everything staged on the sink's I/O thread and returns at once;
+    /// [`Self::wait`] says when it is durable. Appends meanwhile are staged for the
+    /// next write (so that copying the next batch overlaps writing this one). Waits
+    /// first for a write still in flight. Without an I/O thread, this is `sync`.
+    pub fn submit(&mut self) -> io::Result<()> {
+        self.land()?;
+        if self.failed || self.io_thread().is_none() {
+            return self.sync();
+        }
+        if self.base + self.stage.len() as u64 == self.durable {
+            return Ok(()); // nothing new
+        }
+        let writer = self.writer.take().expect("nothing is in flight after land");
         let staged = self.stage.len();
-        let whole = if self.direct.is_some() { staged / ALIGN * ALIGN } else { staged };
-        if whole > 0 {
-            self.write_blocks(whole)?;
-        }
-        if staged > whole {
-            self.plain.write_all_at(&self.stage.bytes()[whole..], self.base + whole as u64)?;
-        }
-        self.plain.sync_data()?;
-        self.durable = self.base + staged as u64;
+        let whole = writer.whole_blocks(staged);
+        let mut next = self.spare.take().unwrap_or_else(|| Stage::with_capacity(STAGE_BYTES));
+        next.clear();
+        next.extend(&self.stage.bytes()[whole..]);
+        let stage = std::mem::replace(&mut self.stage, next);
+        let job = Job { writer, stage, base: self.base, durable: self.durable };
+        self.flight = Some(Flight { end: self.base + staged as u64, base: self.base, carried: staged - whole });
         self.base += whole as u64;
-        self.stage.consume(whole);
+        let io = self.io.as_ref().expect("started above");
+        if let Err(mpsc::SendError(job)) = io.jobs.send(job) {
+            // The thread is gone (it cannot be, short of a panic): write here instead.
+            self.io = None;
+            let landed = job.run();
+            return self.landed(landed);
+        }
         Ok(())
     }
 
-    fn write_blocks(&mut self, whole: usize) -> io::Result<()> {
-        let bytes = &self.stage.bytes()[..whole];
-        let Some(direct) = &self.direct else {
-            return self.plain.write_all_at(bytes, self.base);
-        };
-        match direct.write_all_at(bytes, self.base) {
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                tracing::warn!(path = %self.path.display(), "the file system refuses direct writes here; writing through the page cache");
-                self.direct = None;
-                self.plain.write_all_at(bytes, self.base)
-            }
-            r => r,
+    /// Waits until everything submitted is durable (retrying a failed write first,
+    /// like [`Self::sync`]).
+    pub fn wait(&mut self) -> io::Result<()> {
+        self.land()?;
+        if self.failed {
+            return self.sync();
         }
+        Ok(())
+    }
+
+    /// Takes back the write in flight, if any, with its outcome.
+    fn land(&mut self) -> io::Result<()> {
+        if self.flight.is_none() {
+            return Ok(());
+        }
+        let io = self.io.as_ref().expect("a write in flight has a thread");
+        let Ok(landed) = io.landed.recv() else {
+            // Only a panic ends the thread with a write in flight: pass it on (what was
+            // in flight is not acknowledged, so it is written again after a restart).
+            let io = self.io.take().expect("checked above");
+            let panic = io.handle.join().err();
+            std::panic::resume_unwind(panic.unwrap_or_else(|| Box::new("the file sink's I/O thread ended with a write in flight")));
+        };
+        self.landed(landed)
+    }
+
+    fn landed(&mut self, Landed { writer, stage, result }: Landed) -> io::Result<()> {
+        let flight = self.flight.take().expect("a write was in flight");
+        self.writer = Some(writer);
+        match result {
+            Ok(()) => {
+                self.durable = flight.end;
+                self.spare = Some(stage);
+                Ok(())
+            }
+            Err(e) => {
+                // The file was cut back to `durable`: what the write held, then what was
+                // staged since, is all pending again, for the retry.
+                let mut pending = stage;
+                pending.extend(&self.stage.bytes()[flight.carried..]);
+                self.stage = pending;
+                self.base = flight.base;
+                self.failed = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// The I/O thread, started on first use; `None` if it cannot be started.
+    fn io_thread(&mut self) -> Option<&IoThread> {
+        if self.io.is_none() {
+            let (jobs, inbox) = mpsc::sync_channel::<Job>(1);
+            let (outbox, landed) = mpsc::sync_channel::<Landed>(1);
+            let spawned = thread::Builder::new().name("sink-io".into()).spawn(move || {
+                for job in inbox {
+                    if outbox.send(job.run()).is_err() {
+                        break;
+                    }
+                }
+            });
+            match spawned {
+                Ok(handle) => self.io = Some(IoThread { jobs, landed, handle }),
+                Err(e) => tracing::warn!(error = %e, "cannot start the file sink's I/O thread; writing from the sink thread"),
+            }
+        }
+        self.io.as_ref()
     }
 
     /// Opens the path again and stages what was not yet synced after its end.
     fn reopen(&mut self) -> io::Result<()> {
         let pending = self.stage.bytes()[(self.durable - self.base) as usize..].to_vec();
-        let mut fresh = Self::open_with(&self.path, false, self.try_direct && self.direct.is_some())?;
+        let direct = self.try_direct && self.is_direct();
+        let mut fresh = Self::open_with(&self.path, false, direct)?;
         fresh.append(&pending);
+        fresh.io = self.io.take();
         *self = fresh;
         Ok(())
     }
@@ -152,23 +281,91 @@ impl OutputFile {
     /// Positions the stage at the file's end; a partial last block is read back into
     /// it so that whole blocks can be rewritten.
     fn start_at_end(&mut self) -> io::Result<()> {
-        let len = self.cut_torn_line()?;
+        let writer = self.writer.as_ref().expect("opened, nothing in flight");
+        let len = writer.cut_torn_line()?;
         self.durable = len;
-        self.base = if self.direct.is_some() { len / ALIGN as u64 * ALIGN as u64 } else { len };
+        self.base = if writer.direct.is_some() { len / ALIGN as u64 * ALIGN as u64 } else { len };
         let tail = (len - self.base) as usize;
         if tail > 0 {
             let mut head = vec![0; tail];
-            self.plain.read_exact_at(&mut head, self.base)?;
+            writer.plain.read_exact_at(&mut head, self.base)?;
             self.stage.extend(&head);
         }
         Ok(())
+    }
+}
+
+impl Drop for OutputFile {
+    /// A write in flight is finished (and its outcome dropped): the descriptors are
+    /// not closed under it.
+    fn drop(&mut self) {
+        if let Some(io) = self.io.take() {
+            drop(io.jobs);
+            let _ = io.handle.join();
+        }
+    }
+}
+
+impl Job {
+    fn run(self) -> Landed {
+        let Job { mut writer, stage, base, durable } = self;
+        let result = writer.write_synced(stage.bytes(), base, durable).map(|_| ());
+        Landed { writer, stage, result }
+    }
+}
+
+impl Writer {
+    /// How much of `staged` bytes goes out as whole blocks (all of it, written plainly).
+    fn whole_blocks(&self, staged: usize) -> usize {
+        if self.direct.is_some() {
+            staged / ALIGN * ALIGN
+        } else {
+            staged
+        }
+    }
+
+    /// Writes `bytes` at `base` and fdatasyncs; returns how many went out as whole
+    /// blocks. On failure the file is cut back to `durable`, never left ending in half
+    /// a batch.
+    fn write_synced(&mut self, bytes: &[u8], base: u64, durable: u64) -> io::Result<usize> {
+        let r = self.write_at_base(bytes, base);
+        if r.is_err() {
+            let _ = self.plain.set_len(durable);
+        }
+        r
+    }
+
+    fn write_at_base(&mut self, bytes: &[u8], base: u64) -> io::Result<usize> {
+        let whole = self.whole_blocks(bytes.len());
+        if whole > 0 {
+            self.write_blocks(&bytes[..whole], base)?;
+        }
+        if bytes.len() > whole {
+            self.plain.write_all_at(&bytes[whole..], base + whole as u64)?;
+        }
+        self.plain.sync_data()?;
+        Ok(whole)
+    }
+
+    fn write_blocks(&mut self, bytes: &[u8], base: u64) -> io::Result<()> {
+        let Some(direct) = &self.direct else {
+            return self.plain.write_all_at(bytes, base);
+        };
+        match direct.write_all_at(bytes, base) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::warn!(path = %self.path.display(), "the file system refuses direct writes here; writing through the page cache");
+                self.direct = None;
+                self.plain.write_all_at(bytes, base)
+            }
+            r => r,
+        }
     }
 
     /// A file written by this sink ends with a newline unless a crash cut a write
     /// short (whole blocks are written before the partial last one). What follows
     /// the last newline was never acknowledged and will be sent again, so it is cut
     /// off rather than left to be glued to the next line. Returns the length after.
-    fn cut_torn_line(&mut self) -> io::Result<u64> {
+    fn cut_torn_line(&self) -> io::Result<u64> {
         let len = self.plain.metadata()?.len();
         let whole = end_of_last_line(&self.plain, len)?;
         if whole < len {
@@ -242,6 +439,10 @@ impl Stage {
         let at = self.start + self.len;
         self.vec[at..at + bytes.len()].copy_from_slice(bytes);
         self.len = needed;
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
     }
 
     /// Drops the first `n` bytes (a multiple of `ALIGN` when writing directly).
@@ -339,11 +540,14 @@ mod tests {
     }
 
     /// What the file holds after synced appends, restarts (a reopen cuts a partial last
-    /// line) and unsynced appends lost to a restart.
+    /// line) and unsynced appends lost to a restart; with writes submitted to the I/O
+    /// thread, awaited, and overlapped by the next appends.
     #[derive(Debug, Clone)]
     enum Op {
         Append(usize),
         Sync,
+        Submit,
+        Wait,
         Restart,
     }
 
@@ -351,7 +555,9 @@ mod tests {
         use proptest::prelude::*;
         prop_oneof![
             4 => (0usize..20_000).prop_map(Op::Append),
-            2 => Just(Op::Sync),
+            1 => Just(Op::Sync),
+            2 => Just(Op::Submit),
+            1 => Just(Op::Wait),
             1 => Just(Op::Restart),
         ]
     }
@@ -363,21 +569,41 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("out.jsonl");
             let mut f = OutputFile::open_with(&path, false, direct).unwrap();
-            let (mut synced, mut staged) = (Vec::new(), Vec::new());
+            // Durable; submitted and maybe still in flight; staged since.
+            let (mut synced, mut submitted, mut staged) = (Vec::new(), Vec::new(), Vec::new());
             for (i, op) in ops.into_iter().enumerate() {
                 match op {
                     Op::Append(n) => {
-                        let piece: Vec<u8> = (0..n).map(|j| (i * 31 + j) as u8).collect();
+                        // Newline-terminated pieces now and then, so restarts keep some.
+                        let mut piece: Vec<u8> = (0..n).map(|j| (i * 31 + j) as u8).collect();
+                        if i % 3 == 0 {
+                            piece.push(b'\n');
+                        }
                         f.append(&piece);
                         staged.extend_from_slice(&piece);
                     }
                     Op::Sync => {
                         f.sync().unwrap();
+                        synced.append(&mut submitted);
                         synced.append(&mut staged);
                         proptest::prop_assert_eq!(std::fs::read(&path).unwrap(), synced.clone());
                     }
+                    Op::Submit => {
+                        // Lands the write before, starts this one.
+                        f.submit().unwrap();
+                        synced.append(&mut submitted);
+                        submitted.append(&mut staged);
+                    }
+                    Op::Wait => {
+                        f.wait().unwrap();
+                        synced.append(&mut submitted);
+                        let on_disk = std::fs::read(&path).unwrap();
+                        proptest::prop_assert_eq!(on_disk, synced.clone());
+                    }
                     Op::Restart => {
+                        // Dropping finishes a write in flight; what was only staged is lost.
                         drop(f);
+                        synced.append(&mut submitted);
                         staged.clear();
                         // Reopening cuts what follows the last newline.
                         synced.truncate(synced.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1));
@@ -386,9 +612,72 @@ mod tests {
                 }
             }
             f.sync().unwrap();
+            synced.append(&mut submitted);
             synced.append(&mut staged);
             proptest::prop_assert_eq!(std::fs::read(&path).unwrap(), synced);
         }
+    }
+
+    #[test]
+    fn appends_while_a_write_is_in_flight_go_into_the_next() {
+        for direct in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("out.jsonl");
+            let mut f = OutputFile::open_with(&path, false, direct).unwrap();
+            let mut want = Vec::new();
+            for (i, n) in [5000usize, 1, 8192, 4095, 300_000, 7].into_iter().enumerate() {
+                let mut piece: Vec<u8> = (0..n).map(|j| b'a' + ((i * 7 + j) % 26) as u8).collect();
+                piece.push(b'\n');
+                f.append(&piece);
+                want.extend_from_slice(&piece);
+                f.submit().unwrap();
+            }
+            f.wait().unwrap();
+            let same = |got: Vec<u8>, want: &[u8]| got.len() == want.len() && got == want;
+            assert!(same(std::fs::read(&path).unwrap(), &want), "direct={direct}");
+            assert_eq!(f.is_direct(), direct);
+            drop(f);
+            let mut f = OutputFile::open_with(&path, false, direct).unwrap();
+            f.append(b"more\n");
+            f.submit().unwrap();
+            f.wait().unwrap();
+            want.extend_from_slice(b"more\n");
+            assert!(same(std::fs::read(&path).unwrap(), &want), "direct={direct}, reopened");
+        }
+    }
+
+    /// Makes every write through `f`'s current descriptors fail (a read-only
+    /// descriptor), as a disk gone bad would.
+    fn break_descriptors(f: &mut OutputFile) {
+        let writer = f.writer.as_mut().expect("nothing in flight");
+        writer.plain = File::open(&f.path).unwrap();
+        writer.direct = None;
+    }
+
+    #[test]
+    fn a_write_that_fails_in_flight_is_written_again_with_what_was_staged_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut f = OutputFile::open(&path, false).unwrap();
+        f.append(b"zero\n");
+        f.sync().unwrap();
+        break_descriptors(&mut f);
+        let one = b"one\n".repeat(3000); // more than a block: a carried tail
+        f.append(&one);
+        f.submit().unwrap();
+        f.append(b"two\n"); // staged while the doomed write is in flight
+        assert!(f.wait().is_err(), "the write in flight failed");
+        assert_eq!(std::fs::read(&path).unwrap(), b"zero\n", "nothing half-written");
+        f.wait().unwrap(); // reopens the path and writes it all
+        let mut want = b"zero\n".to_vec();
+        want.extend_from_slice(&one);
+        want.extend_from_slice(b"two\n");
+        assert_eq!(std::fs::read(&path).unwrap(), want);
+        f.append(b"three\n");
+        f.submit().unwrap();
+        f.wait().unwrap();
+        want.extend_from_slice(b"three\n");
+        assert_eq!(std::fs::read(&path).unwrap(), want);
     }
 
     #[test]

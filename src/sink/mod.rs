@@ -101,6 +101,26 @@ impl JsonLines {
         r.map_err(|source| self.write_error(source))
     }
 
+    /// Starts making every batch durable without waiting (a file: written on its I/O
+    /// thread while the next batches are staged); [`Self::wait`] waits for it.
+    /// Standard output is flushed here and now.
+    pub fn submit(&mut self) -> Result<(), SinkError> {
+        let r = match &mut self.out {
+            Out::Stdout(s) => s.lock().flush(),
+            Out::File(f) => f.submit(),
+        };
+        r.map_err(|source| self.write_error(source))
+    }
+
+    /// After this returns, every batch submitted is durable.
+    pub fn wait(&mut self) -> Result<(), SinkError> {
+        let r = match &mut self.out {
+            Out::Stdout(_) => Ok(()),
+            Out::File(f) => f.wait(),
+        };
+        r.map_err(|source| self.write_error(source))
+    }
+
     fn write_error(&self, source: io::Error) -> SinkError {
         let target = match &self.out {
             Out::Stdout(_) => "standard output".to_string(),

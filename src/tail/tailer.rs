@@ -40,7 +40,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// After a wake-up by a write, at least this long since the last read round before
 /// the next: bounds the rounds to ~40 a second under a steady stream of small writes.
 const COALESCE: Duration = Duration::from_millis(25);
-/// While the next stage is full, how often the batch is offered again.
+/// While the next stage is full, how often the batch is offered again if no
+/// [`RoomBell`] rings first.
 const RETRY_WHEN_FULL: Duration = Duration::from_millis(20);
 /// Helpers are not lent streams for this long after the next stage refused a batch.
 const HELPERS_REST: Duration = Duration::from_millis(100);
@@ -210,6 +211,26 @@ pub struct Tailer {
     helper_turns: u64,
     /// When the next stage last refused a batch (see `HELPERS_REST`).
     last_full: Option<Instant>,
+    /// Set while a batch waits for room in the next stage (see [`RoomBell`]).
+    waiting_for_room: Arc<AtomicBool>,
+}
+
+/// Wakes the tailer when the next stage takes a batch while the tailer waits for room,
+/// so that reading resumes the moment there is room, not at its next retry (a sink
+/// that drains its memory in a few milliseconds would otherwise sit idle meanwhile).
+#[derive(Clone)]
+pub struct RoomBell {
+    waiting: Arc<AtomicBool>,
+    wake: std::sync::mpsc::Sender<Wake>,
+}
+
+impl RoomBell {
+    /// Call after taking a batch from the channel.
+    pub fn ring(&self) {
+        if self.waiting.swap(false, Ordering::AcqRel) {
+            let _ = self.wake.send(Wake::Room);
+        }
+    }
 }
 
 impl Tailer {
@@ -267,7 +288,14 @@ impl Tailer {
             turns: 0,
             helper_turns: 0,
             last_full: None,
+            waiting_for_room: Arc::default(),
         }
+    }
+
+    /// What the next stage rings after each batch it takes; `wake` is the sender of
+    /// this tailer's wake-ups.
+    pub fn room_bell(&self, wake: std::sync::mpsc::Sender<Wake>) -> RoomBell {
+        RoomBell { waiting: self.waiting_for_room.clone(), wake }
     }
 
     /// Where the next stage hands batch buffers back once it has copied them.
@@ -355,6 +383,7 @@ impl Tailer {
             Duration::ZERO
         };
         match self.wakes.recv_timeout(timeout) {
+            Ok(Wake::Room) => {}
             Ok(w) => {
                 self.on_wake(w);
                 // Woken by a write: let the writes of the next few milliseconds
@@ -394,6 +423,7 @@ impl Tailer {
     fn on_wake(&mut self, w: Wake) {
         match w {
             Wake::Stop => self.stop.store(true, Ordering::Relaxed),
+            Wake::Room => {}
             Wake::Reload(tail) => {
                 self.discovery = Discovery::new(&tail);
                 for dir in self.discovery.watch_dirs() {
@@ -700,8 +730,13 @@ impl Tailer {
         let turn = self.settings.tail.read_bytes_per_turn;
         let data = self.spare_batch_buffer().unwrap_or_else(|| Vec::with_capacity(BATCH_BYTES + 2 * turn));
         let batch = std::mem::replace(&mut self.batch, Batch { data, ..Batch::default() });
+        // Raised before the try, so that a batch taken right after a refusal rings.
+        self.waiting_for_room.store(true, Ordering::Release);
         match self.out.try_send(batch) {
-            Ok(()) => Shipped::Sent,
+            Ok(()) => {
+                self.waiting_for_room.store(false, Ordering::Release);
+                Shipped::Sent
+            }
             Err(TrySendError::Full(batch)) => {
                 // Keep the buffer taken for nothing for the next try.
                 let unused = std::mem::replace(&mut self.batch, batch);

@@ -23,6 +23,9 @@ pub enum Wake {
     Stop,
     /// Follow these files from now on (SIGHUP).
     Reload(Box<crate::config::TailConfig>),
+    /// The next stage took a batch after refusing one: there is room to ship again
+    /// (see `tailer::RoomBell`).
+    Room,
 }
 
 pub struct Watch {
