@@ -16,7 +16,9 @@
 #        logferry replay -q --dry-run DIR/var/log/pods
 #        logferry replay -q DIR/var/log/pods > /dev/null
 #      and once, untimed, `replay -q DIR/var/log/pods > bench-data/pipeline/replay.jsonl`
-#      for the expected output size;
+#      for the expected output size; and R runs of the disk alone writing as many bytes
+#      as the pipeline will (what bounds a file sink):
+#        dd if=/dev/zero of=bench-data/pipeline/dd.tmp bs=12M oflag=direct conv=fdatasync
 #   3. R runs of `logferry run --config CFG`, each with a fresh data_dir and output in
 #      bench-data/pipeline/ and this configuration (defaults otherwise):
 #        data_dir = ".../bench-data/pipeline/<format>-run<i>/data"
@@ -211,6 +213,17 @@ for fmt in $formats; do
         exit 1
     fi
 
+    # The disk alone: the pipeline writes ref_bytes to it, in large direct writes.
+    for run in $(seq 1 "$runs"); do
+        sync
+        t0="$(date +%s.%N)"
+        dd if=/dev/zero of="$work/dd.tmp" bs=12M count="$(( (ref_bytes + 12582911) / 12582912 ))" oflag=direct conv=fdatasync status=none
+        wall="$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')"
+        rm -f "$work/dd.tmp"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$fmt" disk "$ref_bytes" "$run" 0 "$wall" 0 "$ref_bytes" >> "$results"
+        printf '  disk    dd      run %d: wall %6.2f s for %d bytes (%.0f MB/s)\n' "$run" "$wall" "$ref_bytes" "$(awk -v b="$ref_bytes" -v w="$wall" 'BEGIN { print b / 1e6 / w }')"
+    done
+
     for mode in dry-run output; do
         for run in $(seq 1 "$runs"); do
             args=(replay -q "$pods")
@@ -300,16 +313,29 @@ cmd = {
     "dry-run": "`logferry replay -q --dry-run DIR/var/log/pods`",
     "output": "`logferry replay -q DIR/var/log/pods > /dev/null`",
     "run": "`logferry run --config CFG` (tail → buffer → file sink)" + ("" if sys.argv[2] == "inotify" else ", `watch = \"%s\"`" % sys.argv[2]),
+    "disk": "`dd bs=12M oflag=direct conv=fdatasync`, as many bytes as `run` writes",
 }
 print("| format | command | wall s | MB/s | CPU s | MB per CPU-s | peak RSS MiB | disk written MB | vs replay > /dev/null (wall / CPU) |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+notes = []
 for (fmt, mode), r in rows.items():
     mb = r["bytes"] / 1e6
     cpu, wall = min(r["cpu"]), min(r["wall"])
+    if mode == "disk":
+        # MB/s here is of the output-sized file dd writes, not of the corpus.
+        print("| %s | %s | %.2f | %.0f (written) |  |  |  | %.0f |  |" % (fmt, cmd[mode], wall, mb / wall, mb))
+        if (fmt, "run") in rows:
+            run_wall = min(rows[(fmt, "run")]["wall"])
+            notes.append("%s: `run` wrote its output at %.0f MB/s, %.0f %% of the disk's rate under dd (%.0f MB/s), "
+                         "and needed %.0f %% of dd's time" % (fmt, mb / run_wall, 100 * wall / run_wall, mb / wall, 100 * run_wall / wall))
+        continue
     ratio = ""
     if mode == "run" and (fmt, "output") in rows:
         base = rows[(fmt, "output")]
         ratio = "**%.0f %%** / %.0f %%" % (100 * min(base["wall"]) / wall, 100 * min(base["cpu"]) / cpu)
     written = "%.0f" % (max(r["written"]) / 1e6) if mode == "run" else ""
     print("| %s | %s | %.2f | %.0f | %.2f | %.0f | %.1f | %s | %s |" % (fmt, cmd[mode], wall, mb / wall, cpu, mb / cpu, max(r["rss"]) / 1024, written, ratio))
+print()
+for n in notes:
+    print(n)
 PY

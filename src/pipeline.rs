@@ -59,9 +59,13 @@ const SAFE_POLL: Duration = Duration::from_millis(50);
 
 /// Records handed to the sink per read from the buffer.
 const SINK_READ_BYTES: usize = 4 << 20;
-/// The same for stdout and file sinks, which fsync once per read: larger, so that a
-/// file sink makes fewer journal commits when it has much to write.
-const LOCAL_SINK_READ_BYTES: usize = 12 << 20;
+/// The same for stdout and file sinks.
+const LOCAL_SINK_READ_BYTES: usize = 4 << 20;
+/// At most this much goes into one write of a file sink (one fsync each): while a
+/// write is under way, what arrives is staged for the next, up to this.
+const LOCAL_WRITE_BYTES: usize = 12 << 20;
+/// While a write is under way, how long a read from the buffer waits for records.
+const LOOK_WHILE_WRITING: Duration = Duration::from_millis(1);
 
 /// What a run did, logged at exit.
 #[derive(Debug, Default)]
@@ -514,30 +518,39 @@ struct Shipper {
 }
 
 impl Shipper {
-    /// Returns (records, bytes, events) shipped. Writing is pipelined: while one read's
-    /// records are written and fsynced (on the file's I/O thread), the next read's are
-    /// staged; each is acknowledged once its write is durable.
+    /// Returns (records, bytes, events) shipped. Writing is pipelined: while one write
+    /// is under way (on the file's I/O thread), what arrives is staged for the next,
+    /// so that the disk is kept busy with few, large writes (one fsync each); each
+    /// write's records are acknowledged once it is durable.
     fn run(mut self) -> anyhow::Result<(u64, u64, u64)> {
         let mut shipped = (0, 0, 0);
-        let mut in_flight: Vec<Record> = Vec::new();
+        let (mut in_flight, mut staged): (Vec<Record>, Vec<Record>) = (Vec::new(), Vec::new());
+        let mut staged_bytes = 0;
         let mut last_persist = Instant::now().checked_sub(self.ack_interval).unwrap_or_else(Instant::now);
         loop {
-            // With a write in flight, take only what is there already.
-            let wait = if in_flight.is_empty() { Duration::from_millis(200) } else { Duration::ZERO };
-            let batch = self.buffer.read(LOCAL_SINK_READ_BYTES, wait)?;
-            if batch.is_empty() && in_flight.is_empty() && self.writer_done.load(Ordering::Acquire) && self.buffer.drained() {
+            // With a write under way, look for more only briefly: it may land any moment.
+            let wait = if in_flight.is_empty() { Duration::from_millis(200) } else { LOOK_WHILE_WRITING };
+            let room = LOCAL_WRITE_BYTES.saturating_sub(staged_bytes).max(1);
+            let batch = self.buffer.read(room.min(LOCAL_SINK_READ_BYTES), wait)?;
+            if batch.is_empty() && in_flight.is_empty() && staged.is_empty() && self.writer_done.load(Ordering::Acquire) && self.buffer.drained() {
                 break;
             }
-            for r in &batch {
+            for r in batch {
                 retry(&self.counters, || self.sink.write_batch(&r.payload));
+                staged_bytes += r.payload.len();
+                staged.push(r);
             }
             if !in_flight.is_empty() {
+                if staged_bytes < LOCAL_WRITE_BYTES && self.sink.busy() {
+                    continue;
+                }
                 retry(&self.counters, || self.sink.wait());
                 self.acknowledge(std::mem::take(&mut in_flight), &mut shipped);
             }
-            if !batch.is_empty() {
+            if !staged.is_empty() {
                 retry(&self.counters, || self.sink.submit());
-                in_flight = batch;
+                in_flight = std::mem::take(&mut staged);
+                staged_bytes = 0;
             }
             if last_persist.elapsed() >= self.ack_interval {
                 if let Err(e) = self.buffer.persist_ack() {

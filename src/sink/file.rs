@@ -66,6 +66,8 @@ pub struct OutputFile {
     io: Option<IoThread>,
     /// A stage back from the I/O thread, to stage the next write in.
     spare: Option<Stage>,
+    /// The outcome of the write in flight, if it came before it was asked for.
+    arrived: Option<Landed>,
 }
 
 /// The descriptors of the file being appended to.
@@ -125,6 +127,7 @@ impl OutputFile {
             flight: None,
             io: None,
             spare: None,
+            arrived: None,
         };
         file.start_at_end()?;
         Ok(file)
@@ -209,10 +212,29 @@ impl OutputFile {
         Ok(())
     }
 
+    /// Whether a submitted write is still under way (without waiting for it).
+    pub fn busy(&mut self) -> bool {
+        if self.flight.is_none() || self.arrived.is_some() {
+            return false;
+        }
+        let io = self.io.as_ref().expect("a write in flight has a thread");
+        match io.landed.try_recv() {
+            Ok(landed) => {
+                self.arrived = Some(landed);
+                false
+            }
+            Err(mpsc::TryRecvError::Empty) => true,
+            Err(mpsc::TryRecvError::Disconnected) => false, // `land` reports it
+        }
+    }
+
     /// Takes back the write in flight, if any, with its outcome.
     fn land(&mut self) -> io::Result<()> {
         if self.flight.is_none() {
             return Ok(());
+        }
+        if let Some(landed) = self.arrived.take() {
+            return self.landed(landed);
         }
         let io = self.io.as_ref().expect("a write in flight has a thread");
         let Ok(landed) = io.landed.recv() else {

@@ -35,8 +35,8 @@ pub struct JsonLines {
 
 enum Out {
     Stdout(io::Stdout),
-    /// Staged, written at `finish` (see [`file`]).
-    File(file::OutputFile),
+    /// Staged, written at `finish` or `submit` (see [`file`]); boxed, as it is large.
+    File(Box<file::OutputFile>),
 }
 
 /// A write that failed, with the destination named.
@@ -70,9 +70,9 @@ impl JsonLines {
     pub fn open(target: &Target, truncate: bool) -> Result<Self, SinkError> {
         let out = match target {
             Target::Stdout => Out::Stdout(io::stdout()),
-            Target::File(path) => Out::File(
+            Target::File(path) => Out::File(Box::new(
                 file::OutputFile::open(path, truncate).map_err(|source| SinkError::Open { path: path.clone(), source })?,
-            ),
+            )),
             Target::Aws { sink, .. } => {
                 return Err(SinkError::Remote(anyhow::anyhow!("{} is not written as JSON lines here: use deliver::Background", sink.name())))
             }
@@ -110,6 +110,14 @@ impl JsonLines {
             Out::File(f) => f.submit(),
         };
         r.map_err(|source| self.write_error(source))
+    }
+
+    /// Whether a submitted write is still under way.
+    pub fn busy(&mut self) -> bool {
+        match &mut self.out {
+            Out::Stdout(_) => false,
+            Out::File(f) => f.busy(),
+        }
     }
 
     /// After this returns, every batch submitted is durable.
