@@ -43,8 +43,6 @@ const COALESCE: Duration = Duration::from_millis(25);
 /// While the next stage is full, how often the batch is offered again if no
 /// [`RoomBell`] rings first.
 const RETRY_WHEN_FULL: Duration = Duration::from_millis(20);
-/// Helpers are not lent streams for this long after the next stage refused a batch.
-const HELPERS_REST: Duration = Duration::from_millis(100);
 /// How often streams waiting for a descriptor try again.
 const FD_RETRY: Duration = Duration::from_secs(1);
 
@@ -209,8 +207,6 @@ pub struct Tailer {
     lent: usize,
     turns: u64,
     helper_turns: u64,
-    /// When the next stage last refused a batch (see `HELPERS_REST`).
-    last_full: Option<Instant>,
     /// Set while a batch waits for room in the next stage (see [`RoomBell`]).
     waiting_for_room: Arc<AtomicBool>,
 }
@@ -287,7 +283,6 @@ impl Tailer {
             lent: 0,
             turns: 0,
             helper_turns: 0,
-            last_full: None,
             waiting_for_room: Arc::default(),
         }
     }
@@ -560,11 +555,6 @@ impl Tailer {
     /// Lends each helper the next backlogged, open stream among the first `left` in
     /// the ready queue; returns how many it took from there.
     fn lend_to_helpers(&mut self, left: usize, now: Instant, read_time: i64) -> usize {
-        if self.last_full.is_some_and(|at| now.saturating_duration_since(at) < HELPERS_REST) {
-            // The next stage is the bottleneck: a second reader would only take CPU
-            // from it (the sink, the buffer).
-            return 0;
-        }
         while self.lent < self.helpers.len() {
             let Some(at) = self.ready.iter().take(left - self.lent).position(|k| {
                 self.streams.get(k).is_some_and(|s| s.backlogged && s.follower.is_open())
@@ -741,7 +731,6 @@ impl Tailer {
                 // Keep the buffer taken for nothing for the next try.
                 let unused = std::mem::replace(&mut self.batch, batch);
                 let _ = self.giver.send(unused.data);
-                self.last_full = Some(Instant::now());
                 Shipped::Full
             }
             Err(TrySendError::Disconnected(_)) => Shipped::Gone,
