@@ -16,10 +16,9 @@
 //!   neither delivered nor on disk: a crash re-reads, never skips.
 //! - The sink thread reads records from the buffer, ships them, makes them durable
 //!   (fsync for a file) and acknowledges them; acknowledged segments are deleted. A
-//!   file is written on its own I/O thread while the sink stages the next read (see
-//!   `sink::file`). A
-//!   sink that keeps up is handed every batch from memory and nothing is written to
-//!   the buffer's disk at all.
+//!   file is written on its own I/O thread while the sink stages what arrives next
+//!   (see `sink::file`). A sink that keeps up is handed every batch from memory and
+//!   nothing is written to the buffer's disk at all.
 //!
 //! When the sink is slow the buffer fills; at `max_bytes` appends wait (or, with
 //! `when_full = "drop_oldest"`, the oldest segment goes), the bounded channel to the

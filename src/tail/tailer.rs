@@ -766,6 +766,19 @@ mod tests {
     use super::*;
     use crate::config::{Config, EnvView};
 
+    #[test]
+    fn the_room_bell_rings_once_per_refusal() {
+        let (wake, wakes) = mpsc::channel();
+        let bell = RoomBell { waiting: Arc::default(), wake };
+        bell.ring();
+        assert!(wakes.try_recv().is_err(), "nobody waits: no wake-up");
+        bell.waiting.store(true, Ordering::Release);
+        bell.ring();
+        bell.ring();
+        assert!(matches!(wakes.try_recv(), Ok(Wake::Room)));
+        assert!(wakes.try_recv().is_err(), "one wake-up per wait");
+    }
+
     const STREAMS: usize = 4;
     const LINES: usize = 20_000;
 
