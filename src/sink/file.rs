@@ -4,8 +4,8 @@
 //! freshly allocated cache page (on the nodes we measured, that copy cost the sink
 //! more CPU than reading and encoding the same logs), and the cache then fills with
 //! output nobody reads back, pushing out the log files that will be read. So the
-//! writer stages what it is given in one reused, page-aligned buffer and writes whole
-//! 4 KiB blocks with `O_DIRECT`, straight from that buffer to the disk. Only the last,
+//! writer stages what it is given in reused, page-aligned buffers and writes whole
+//! 4 KiB blocks with `O_DIRECT`, straight from them to the disk. Only the last,
 //! partial block of a sync goes through the page cache (an ordinary write at the
 //! same offset); the next sync overwrites that block directly with more appended.
 //! The file's length is always exactly the bytes written, never padded.
