@@ -58,8 +58,6 @@ const SAFE_POLL: Duration = Duration::from_millis(50);
 
 /// Records handed to the sink per read from the buffer.
 const SINK_READ_BYTES: usize = 4 << 20;
-/// The same for stdout and file sinks.
-const LOCAL_SINK_READ_BYTES: usize = 4 << 20;
 /// At most this much goes into one write of a file sink (one fsync each): while a
 /// write is under way, what arrives is staged for the next, up to this.
 const LOCAL_WRITE_BYTES: usize = 12 << 20;
@@ -530,7 +528,7 @@ impl Shipper {
             // With a write under way, look for more only briefly: it may land any moment.
             let wait = if in_flight.is_empty() { Duration::from_millis(200) } else { LOOK_WHILE_WRITING };
             let room = LOCAL_WRITE_BYTES.saturating_sub(staged_bytes).max(1);
-            let batch = self.buffer.read(room.min(LOCAL_SINK_READ_BYTES), wait)?;
+            let batch = self.buffer.read(room.min(SINK_READ_BYTES), wait)?;
             if batch.is_empty() && in_flight.is_empty() && staged.is_empty() && self.writer_done.load(Ordering::Acquire) && self.buffer.drained() {
                 break;
             }

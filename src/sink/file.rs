@@ -79,12 +79,11 @@ struct Writer {
     direct: Option<File>,
 }
 
-/// A write on the I/O thread: `stage` holds the file's bytes from `base` to `end`.
+/// A write on the I/O thread: its stage holds the file's bytes from `base` to `end`
+/// (what follows its last whole block was copied to the start of the next stage).
 struct Flight {
     end: u64,
     base: u64,
-    /// The bytes after the last whole block, copied to the start of the next stage.
-    carried: usize,
 }
 
 struct IoThread {
@@ -190,15 +189,11 @@ impl OutputFile {
         next.extend(&self.stage.bytes()[whole..]);
         let stage = std::mem::replace(&mut self.stage, next);
         let job = Job { writer, stage, base: self.base, durable: self.durable };
-        self.flight = Some(Flight { end: self.base + staged as u64, base: self.base, carried: staged - whole });
+        self.flight = Some(Flight { end: self.base + staged as u64, base: self.base });
         self.base += whole as u64;
         let io = self.io.as_ref().expect("started above");
-        if let Err(mpsc::SendError(job)) = io.jobs.send(job) {
-            // The thread is gone (it cannot be, short of a panic): write here instead.
-            self.io = None;
-            let landed = job.run();
-            return self.landed(landed);
-        }
+        // The thread ends only with a panic, which `land` passes on.
+        io.jobs.send(job).expect("the file sink's I/O thread is running");
         Ok(())
     }
 
@@ -259,8 +254,9 @@ impl OutputFile {
             Err(e) => {
                 // The file was cut back to `durable`: what the write held, then what was
                 // staged since, is all pending again, for the retry.
+                let carried = (flight.end - self.base) as usize;
                 let mut pending = stage;
-                pending.extend(&self.stage.bytes()[flight.carried..]);
+                pending.extend(&self.stage.bytes()[carried..]);
                 self.stage = pending;
                 self.base = flight.base;
                 self.failed = true;
@@ -306,7 +302,7 @@ impl OutputFile {
         let writer = self.writer.as_ref().expect("opened, nothing in flight");
         let len = writer.cut_torn_line()?;
         self.durable = len;
-        self.base = if writer.direct.is_some() { len / ALIGN as u64 * ALIGN as u64 } else { len };
+        self.base = writer.whole_blocks(len as usize) as u64;
         let tail = (len - self.base) as usize;
         if tail > 0 {
             let mut head = vec![0; tail];
