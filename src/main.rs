@@ -153,7 +153,7 @@ fn main() -> ExitCode {
                     eprintln!("logferry: error: the configuration has {} problem(s):", problems.len());
                     problems.iter().for_each(|p| eprintln!("  {p}"));
                 }
-                _ => eprintln!("logferry: error: {err:#}"),
+                _ => eprintln!("logferry: error: {}", error_chain(&err)),
             }
             if err.is::<UsageError>() || err.is::<ConfigError>() {
                 ExitCode::from(EXIT_USAGE)
@@ -162,6 +162,22 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The error and its causes, `: `-separated; a cause the message above already ends
+/// with (a `thiserror` message that shows its source) is not repeated.
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if !text.ends_with(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
 }
 
 fn run_shipper(args: RunArgs) -> anyhow::Result<ExitCode> {

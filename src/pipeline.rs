@@ -42,7 +42,7 @@ use bytes::Bytes;
 use crate::buffer::segment::Record;
 use crate::buffer::{Buffer, BufferOptions, BufferStats};
 use crate::config::{BufferConfig, Config, SinkConfig, WatchMode};
-use crate::metrics::{http, SinkCounters, Telemetry};
+use crate::metrics::{http, Fault, SinkCounters, Telemetry};
 use crate::sink::backoff::Backoff;
 use crate::sink::deliver::{deliver_to, started, AwsSink, Chunk};
 use crate::sink::{JsonLines, Target};
@@ -106,7 +106,10 @@ pub async fn run_until(
     let first_start = checkpoints.first_start();
     let resume: HashMap<PathBuf, _> = checkpoints.iter().map(|(p, pos)| (p.to_path_buf(), pos)).collect();
     // Record that logferry has started here, so `start_at = "end"` applies only once.
-    checkpoints.save()?;
+    // A disk that refuses (full, read-only) is a condition, not an exit: a pod that
+    // crash-loops ships nothing.
+    let checkpoint_fault = Fault::default();
+    save_checkpoints(&mut checkpoints, &checkpoint_fault);
     let buffer = open_buffer(&config)?;
     let sink_name = config.sink.name();
     let counters = Arc::new(SinkCounters::new());
@@ -135,7 +138,8 @@ pub async fn run_until(
         WatchMode::Poll => Watch::polling_only(),
     };
     let tailer = Tailer::new(settings, resume, first_start, watch, wake_rx, batch_tx, stop.clone());
-    let telemetry = Telemetry::new(sink_name, tailer.snapshot(), counters.clone(), Some(buffer.clone()));
+    let mut telemetry = Telemetry::new(sink_name, tailer.snapshot(), counters.clone(), Some(buffer.clone()));
+    telemetry.checkpoints = checkpoint_fault.clone();
     let recycle = tailer.recycler();
     let room = tailer.room_bell(wake_tx.clone());
     if let Some(addr) = config.metrics_listen {
@@ -143,7 +147,15 @@ pub async fn run_until(
     }
     let tail_thread = thread::Builder::new().name("tail".into()).spawn(move || tailer.run())?;
 
-    let writer = BufferWriter { buffer: buffer.clone(), recycle, room, checkpoints, opts: config.buffer, checkpoint_interval: config.tail.checkpoint_interval };
+    let writer = BufferWriter {
+        buffer: buffer.clone(),
+        recycle,
+        room,
+        checkpoints,
+        checkpoint_fault,
+        opts: config.buffer,
+        checkpoint_interval: config.tail.checkpoint_interval,
+    };
     let done = writer_done.clone();
     let buffer_thread = thread::Builder::new().name("buffer".into()).spawn(move || {
         let r = writer.run(batch_rx);
@@ -186,7 +198,7 @@ pub async fn run_until(
         let shipped = sink_thread.join().map_err(|_| anyhow::anyhow!("the sink thread panicked"))??;
         (report.records_shipped, report.bytes_shipped, report.events_shipped) = shipped;
     }
-    buffer.persist_ack()?;
+    persist_acks(&buffer);
     report.buffer = buffer.stats();
     Ok(report)
 }
@@ -263,6 +275,8 @@ struct BufferWriter {
     /// Tells the tailer there is room again.
     room: RoomBell,
     checkpoints: Checkpoints,
+    /// Why checkpoints cannot be saved, for `/readyz`.
+    checkpoint_fault: Fault,
     opts: BufferConfig,
     checkpoint_interval: Duration,
 }
@@ -318,7 +332,7 @@ impl BufferWriter {
                 self.checkpoint(&mut pending, safe);
             }
             if last_save.elapsed() >= self.checkpoint_interval {
-                save_checkpoints(&mut self.checkpoints);
+                save_checkpoints(&mut self.checkpoints, &self.checkpoint_fault);
                 last_save = Instant::now();
             }
         }
@@ -328,16 +342,16 @@ impl BufferWriter {
         if let Some(safe) = self.commit(Duration::ZERO) {
             self.checkpoint(&mut pending, safe);
         }
-        self.checkpoints.save()?;
+        save_checkpoints(&mut self.checkpoints, &self.checkpoint_fault);
         Ok(())
     }
 
     /// Appends one batch, retrying while the disk refuses; `None` once closed. A batch
-    /// is appended in pieces of at most a quarter of the buffer, cut between lines, so
-    /// that any batch fits; a single event larger than that can never be buffered and
-    /// is dropped, counted and logged.
+    /// is appended in pieces of at most [`Buffer::record_limit`], cut between lines, so
+    /// that any batch fits and every record can be read back; a single event larger
+    /// than that can never be buffered and is dropped, counted and logged.
     fn append(&self, data: Bytes, events: u64) -> Option<u64> {
-        let limit = (self.opts.max_bytes / 4) as usize;
+        let limit = self.buffer.record_limit();
         if data.len() <= limit {
             return self.append_piece(data, events as u32);
         }
@@ -346,7 +360,7 @@ impl BufferWriter {
             match piece {
                 Ok(chunk) => last = Some(self.append_piece(data.slice_ref(chunk), memchr::memchr_iter(b'\n', chunk).count() as u32)?),
                 Err(line) => {
-                    tracing::error!(bytes = line.len(), limit, "an event larger than a quarter of buffer.max_bytes was dropped; raise buffer.max_bytes or lower decode.max_message_bytes");
+                    tracing::error!(bytes = line.len(), limit, "an event larger than a buffer record can hold (a quarter of buffer.max_bytes, at most 64 MiB) was dropped; lower decode.max_message_bytes");
                     self.buffer.note_dropped_too_large(1);
                 }
             }
@@ -392,12 +406,14 @@ impl BufferWriter {
 
     /// Group commit: writes what the sink has not acknowledged within `hold`, fsyncs;
     /// returns the safe sequence number (`None` if the disk failed).
+    /// A disk that refuses leaves what it could not take in memory, unsafe: the
+    /// checkpoints stop short of it, and the buffer logs and reports the cause.
     fn commit(&self, hold: Duration) -> Option<u64> {
         match self.buffer.commit(hold) {
             Ok(safe) => Some(safe),
             Err(e) => {
-                tracing::error!(error = %e, "cannot write or fsync the buffer; checkpoints wait");
-                None
+                tracing::debug!(error = %e, "cannot write or fsync the buffer; checkpoints wait for what is not on disk");
+                Some(self.buffer.safe_seq())
             }
         }
     }
@@ -472,7 +488,7 @@ fn ship_to_aws(sink: AwsSink, ship: ShipSettings, ready: mpsc::SyncSender<anyhow
         let on_ack = move |seq| acks.ack(seq);
         let delivered = deliver_to(sink, &ship.data_dir, ship.counters, rx, on_ack, ready).await?;
         let events = reader.join().map_err(|_| anyhow::anyhow!("the sink reader panicked"))??;
-        ship.buffer.persist_ack()?;
+        persist_acks(&ship.buffer);
         Ok((delivered.chunks, delivered.bytes, events))
     })
 }
@@ -486,9 +502,7 @@ fn read_chunks(buffer: &Buffer, writer_done: &AtomicBool, tx: &tokio::sync::mpsc
     let mut last_persist = Instant::now();
     loop {
         if last_persist.elapsed() >= ack_interval {
-            if let Err(e) = buffer.persist_ack() {
-                tracing::error!(error = %e, "saving the buffer's ack position failed; will retry");
-            }
+            persist_acks(buffer);
             last_persist = Instant::now();
         }
         let batch = buffer.read(SINK_READ_BYTES, ack_interval.min(Duration::from_millis(200)))?;
@@ -550,14 +564,12 @@ impl Shipper {
                 staged_bytes = 0;
             }
             if last_persist.elapsed() >= self.ack_interval {
-                if let Err(e) = self.buffer.persist_ack() {
-                    tracing::error!(error = %e, "saving the buffer's ack position failed; will retry");
-                }
+                persist_acks(&self.buffer);
                 last_persist = Instant::now();
             }
         }
         retry(&self.counters, || self.sink.finish());
-        self.buffer.persist_ack()?;
+        persist_acks(&self.buffer);
         Ok(shipped)
     }
 
@@ -600,9 +612,29 @@ fn pieces(data: &[u8], limit: usize) -> impl Iterator<Item = Result<&[u8], &[u8]
     })
 }
 
-fn save_checkpoints(checkpoints: &mut Checkpoints) {
-    if let Err(e) = checkpoints.save() {
-        tracing::error!(error = %e, "saving checkpoints failed; will retry");
+/// Saves which records were acknowledged. A disk that refuses is reported by the
+/// buffer (`/readyz`, logged once per cause) and tried again at the next call; until
+/// then a restart ships those records again.
+fn persist_acks(buffer: &Buffer) {
+    if let Err(e) = buffer.persist_ack() {
+        tracing::debug!(error = %e, "cannot save the acknowledged records yet");
+    }
+}
+
+/// Saves the checkpoints; a failure is kept for `/readyz` (logged once per cause) and
+/// the save is tried again at the next interval.
+fn save_checkpoints(checkpoints: &mut Checkpoints, fault: &Fault) {
+    match checkpoints.save() {
+        Ok(()) => {
+            if fault.clear() {
+                tracing::info!("checkpoints are saved again");
+            }
+        }
+        Err(e) => {
+            if fault.set(e.to_string()) {
+                tracing::error!(error = %e, "cannot save checkpoints; keeps them in memory and tries again every checkpoint_interval");
+            }
+        }
     }
 }
 

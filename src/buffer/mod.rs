@@ -152,6 +152,8 @@ pub struct BufferStats {
     /// Bytes of torn records truncated at recovery.
     pub torn_bytes: u64,
     pub segments: u64,
+    /// Failed writes, fsyncs and segment creations (a full or read-only disk).
+    pub disk_errors: u64,
     /// Records written to segments, and their framed bytes (the rest were
     /// acknowledged while still in memory).
     pub written_records: u64,
@@ -188,8 +190,14 @@ struct Held {
 
 struct State {
     segments: VecDeque<Segment>,
-    /// The newest segment, open for appending.
+    /// The newest segment, open for appending; `None` until the next write creates
+    /// one (at start, and after a roll, when the disk refused a new segment).
     writer: Option<File>,
+    /// Id of the next segment to create: past every segment file found, even those
+    /// that could not be used or deleted.
+    next_segment: u64,
+    /// The disk's last refusal (full, read-only, failing), until a write works again.
+    disk_error: Option<String>,
     next_seq: u64,
     /// Records in memory, in sequence order, all newer than any record on disk. The
     /// front one is never acknowledged: `ack` and `write_front` let go of acknowledged
@@ -291,13 +299,22 @@ fn write_all_vectored(file: &mut File, mut bufs: &mut [IoSlice<'_>]) -> io::Resu
 
 impl Buffer {
     /// Opens (creating if needed) the buffer in `dir` and recovers what it holds.
+    ///
+    /// A disk that refuses writes (full, read-only) does not stop it: what cannot be
+    /// cleaned up is left as it is, the buffer runs from memory meanwhile
+    /// ([`Self::disk_fault`] says why), and segments are created once writes work.
     pub fn open(dir: &Path, opts: BufferOptions) -> Result<(Buffer, Recovery), BufferError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut disk_error = None;
+        if let Err(e) = fs::create_dir_all(dir) {
+            disk_error = Some(io_err(dir)(e).to_string());
+        }
         let acked = read_ack(dir)?;
         let mut rec = Recovery::default();
         let mut st = State {
             segments: VecDeque::new(),
             writer: None,
+            next_segment: 1,
+            disk_error,
             next_seq: acked + 1,
             held: VecDeque::new(),
             held_bytes: 0,
@@ -320,14 +337,22 @@ impl Buffer {
         };
         let mut buf = Vec::new();
         let mut reader_set = false;
-        for (id, path) in list_segments(dir).map_err(io_err(dir))? {
+        let found = match list_segments(dir) {
+            Ok(found) => found,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && st.disk_error.is_some() => Vec::new(),
+            Err(e) => return Err(io_err(dir)(e)),
+        };
+        for (id, path) in found {
+            st.next_segment = st.next_segment.max(id + 1);
             rec.segments += 1;
             let scan = match segment::scan_file(&path, &mut buf).map_err(io_err(&path))? {
                 Ok(s) => s,
                 // Cut while being created (shorter than its header): nothing in it.
                 Err(_) if buf.len() < HEADER_LEN as usize => {
                     rec.torn_bytes += buf.len() as u64;
-                    fs::remove_file(&path).map_err(io_err(&path))?;
+                    if let Err(e) = fs::remove_file(&path) {
+                        note_cleanup_failed(&mut st, &path, e);
+                    }
                     continue;
                 }
                 // Not a segment we can read: set it aside (for `buffer inspect` and a
@@ -335,7 +360,9 @@ impl Buffer {
                 Err(why) => {
                     let aside = path.with_extension("seg.unreadable");
                     tracing::warn!(segment = %path.display(), moved_to = %aside.display(), why, "unreadable buffer segment set aside");
-                    fs::rename(&path, &aside).map_err(io_err(&path))?;
+                    if let Err(e) = fs::rename(&path, &aside) {
+                        note_cleanup_failed(&mut st, &path, e);
+                    }
                     rec.corrupt_regions += 1;
                     continue;
                 }
@@ -344,14 +371,20 @@ impl Buffer {
             let mut bytes = buf.len() as u64;
             if scan.torn {
                 rec.torn_bytes += bytes - scan.valid_end;
-                let f = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
-                f.set_len(scan.valid_end).and_then(|()| f.sync_all()).map_err(io_err(&path))?;
+                // Never appended to again (new records go to a new segment): if the
+                // disk refuses the cut, reading simply stops at the valid end.
+                let cut = OpenOptions::new().write(true).open(&path).and_then(|f| f.set_len(scan.valid_end).and_then(|()| f.sync_all()));
+                if let Err(e) = cut {
+                    note_cleanup_failed(&mut st, &path, e);
+                }
                 bytes = scan.valid_end;
             }
             let last_seq = scan.records.last().map_or(0, |r| r.seq);
             rec.records += scan.records.len() as u64;
             if last_seq != 0 && last_seq <= acked {
-                fs::remove_file(&path).map_err(io_err(&path))?;
+                if let Err(e) = fs::remove_file(&path) {
+                    note_cleanup_failed(&mut st, &path, e);
+                }
                 continue;
             }
             for r in scan.records.iter().filter(|r| r.seq > acked && r.seq >= st.next_seq) {
@@ -372,14 +405,16 @@ impl Buffer {
         st.spilled_seq = st.durable_seq;
         st.stats.corrupt_regions = rec.corrupt_regions;
         st.stats.torn_bytes = rec.torn_bytes;
+        if !reader_set {
+            // Nothing to read on disk: the reader waits at the start of the next segment.
+            (st.read_seg, st.read_offset) = (st.next_segment, HEADER_LEN);
+        }
         let inner = Inner { dir: dir.to_path_buf(), opts, state: Mutex::new(st), changed: Condvar::new() };
         let buffer = Buffer { inner: Arc::new(inner) };
         {
             let mut st = buffer.lock();
-            buffer.start_segment(&mut st)?;
-            if !reader_set {
-                let active = st.segments.back().expect("just started").id;
-                (st.read_seg, st.read_offset) = (active, HEADER_LEN);
+            if let Err(e) = buffer.start_segment(&mut st) {
+                tracing::error!(error = %e, "the buffer cannot create a segment; it holds records in memory until the disk takes writes again");
             }
         }
         Ok((buffer, rec))
@@ -476,6 +511,13 @@ impl Buffer {
         }
     }
 
+    /// The largest payload one record may hold: a quarter of the cap (so that a record
+    /// always fits beside others), and never more than recovery reads back
+    /// ([`segment::MAX_RECORD_LEN`]).
+    pub fn record_limit(&self) -> usize {
+        (self.inner.opts.max_bytes / 4).min(u64::from(segment::MAX_RECORD_LEN)) as usize
+    }
+
     /// Memory may hold at most a quarter of the cap, so that the cap can always be
     /// met by dropping or waiting for what is on disk.
     fn memory_cap(&self) -> u64 {
@@ -485,7 +527,8 @@ impl Buffer {
     /// Writes the oldest record held in memory to the active segment (rolling it over
     /// when full). Its room was taken when it was appended.
     fn spill_front(&self, st: &mut State) -> Result<(), BufferError> {
-        if st.segments.back().is_some_and(|s| s.bytes >= self.inner.opts.segment_bytes) {
+        let full = st.segments.back().is_some_and(|s| s.bytes >= self.inner.opts.segment_bytes);
+        if st.writer.is_none() || full {
             self.start_segment(st)?;
         }
         self.write_front(st)
@@ -497,12 +540,13 @@ impl Buffer {
         let (seq, payload) = (h.seq, h.payload.clone());
         let frame = segment::frame(seq, h.time, h.events, &payload);
         let framed = (RECORD_HEADER_LEN + payload.len()) as u64;
-        let at = st.segments.back().expect("a segment is always open").bytes;
-        let writer = st.writer.as_mut().expect("a segment is always open");
+        let at = st.segments.back().expect("spill_front opened a segment").bytes;
+        let writer = st.writer.as_mut().expect("spill_front opened a segment");
         if let Err(e) = write_all_vectored(writer, &mut [IoSlice::new(&frame), IoSlice::new(&payload)]) {
             // Cut back what was written, so the segment stays whole.
             let _ = writer.set_len(at);
-            return Err(io_err(&st.segments.back().unwrap().path)(e));
+            let e = io_err(&st.segments.back().unwrap().path)(e);
+            return Err(disk_failed(st, e));
         }
         // The reader already handed it out from memory and stands at the end of the
         // segment: step over it rather than read it back.
@@ -525,8 +569,14 @@ impl Buffer {
 
     /// Group commit: writes every record held in memory for `hold` or longer and not
     /// acknowledged, fsyncs what was written, and returns [`Self::safe_seq`].
+    ///
+    /// While the disk is refusing writes, each commit first tries a new segment, so
+    /// that [`Self::disk_fault`] clears as soon as space returns.
     pub fn commit(&self, hold: Duration) -> Result<u64, BufferError> {
         let mut st = self.lock();
+        if st.disk_error.is_some() {
+            let _ = self.start_segment(&mut st);
+        }
         loop {
             match st.held.front() {
                 Some(h) if h.since.elapsed() >= hold => self.spill_front(&mut st)?,
@@ -535,14 +585,16 @@ impl Buffer {
         }
         let spilled = st.spilled_seq;
         if st.unsynced > 0 {
+            // Written bytes are synced before a segment is closed: a writer is open.
             let path = st.segments.back().unwrap().path.clone();
-            let file = st.writer.as_ref().expect("a segment is always open").try_clone().map_err(io_err(&path))?;
+            let file = st.writer.as_ref().expect("unsynced bytes are in the open segment").try_clone().map_err(io_err(&path))?;
             st.unsynced = 0;
             drop(st);
             // fsync without the lock: the sink keeps reading and acknowledging.
             if let Err(e) = file.sync_data() {
-                self.lock().unsynced += 1; // try again next time
-                return Err(io_err(&path)(e));
+                let mut st = self.lock();
+                st.unsynced += 1; // try again next time
+                return Err(disk_failed(&mut st, io_err(&path)(e)));
             }
             st = self.lock();
         }
@@ -620,8 +672,7 @@ impl Buffer {
 
     /// The reader has handed out everything on disk: what it reads next is in memory.
     fn reader_in_memory(&self, st: &State) -> bool {
-        let active = st.segments.back().expect("a segment is always open");
-        st.read_seg == active.id && st.read_offset >= active.bytes
+        reader_past_disk(st)
     }
 
     /// The sink has `seq`: release it.
@@ -656,7 +707,10 @@ impl Buffer {
             fs::rename(&tmp, &path)?;
             File::open(&self.inner.dir)?.sync_all()
         };
-        write().map_err(io_err(&path))?;
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(disk_failed(&mut self.lock(), io_err(&path)(e)));
+        }
         let mut st = self.lock();
         st.persisted_ack = st.persisted_ack.max(acked);
         Ok(())
@@ -704,29 +758,45 @@ impl Buffer {
         }
     }
 
-    /// Closes the active segment and opens the next.
+    /// Closes the active segment (fsynced first) and opens the next. If the disk
+    /// refuses, the old segment stays open when its fsync failed, or none is open
+    /// (the next write tries again); the error is kept for [`Self::disk_fault`].
     fn start_segment(&self, st: &mut State) -> Result<(), BufferError> {
-        let mut reader_at_end = false;
-        if let Some(w) = st.writer.take() {
-            let active = st.segments.back().unwrap();
-            w.sync_data().map_err(io_err(&active.path))?;
-            reader_at_end = st.read_seg == active.id && st.read_offset >= active.bytes;
+        if let Some(w) = &st.writer {
+            let path = &st.segments.back().expect("an open writer has its segment").path;
+            if let Err(e) = w.sync_data() {
+                let e = io_err(path)(e);
+                return Err(disk_failed(st, e));
+            }
+            st.writer = None;
             st.unsynced = 0;
             st.durable_seq = st.durable_seq.max(st.spilled_seq);
         }
-        let id = st.segments.back().map_or(1, |s| s.id + 1);
+        let reader_at_end = reader_past_disk(st);
+        let id = st.next_segment;
         let path = segment_path(&self.inner.dir, id);
-        let mut f = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
-        // Header first, then the name: a crash never leaves a named file without one.
-        f.write_all(&segment::header()).and_then(|()| f.sync_data()).map_err(io_err(&path))?;
-        File::open(&self.inner.dir).and_then(|d| d.sync_all()).map_err(io_err(&self.inner.dir))?;
+        let f = match create_segment(&self.inner.dir, &path) {
+            Ok(f) => f,
+            Err(e) => return Err(disk_failed(st, e)),
+        };
+        st.next_segment += 1;
         st.writer = Some(f);
         st.total_bytes += HEADER_LEN;
         st.segments.push_back(Segment { id, path, bytes: HEADER_LEN, last_seq: 0 });
         if reader_at_end {
             (st.read_seg, st.read_offset) = (id, HEADER_LEN);
         }
+        if st.disk_error.take().is_some() {
+            tracing::info!(dir = %self.inner.dir.display(), "the buffer's disk takes writes again");
+        }
         Ok(())
+    }
+
+    /// Why the disk refuses the buffer's writes (full, read-only, failing), while it
+    /// does: records are then held in memory only, and files are not checkpointed
+    /// past them.
+    pub fn disk_fault(&self) -> Option<String> {
+        self.lock().disk_error.clone()
     }
 
     /// The next record to hand out: from disk first, then from memory.
@@ -861,6 +931,50 @@ fn read_record(file: &File, offset: u64, end: u64, payload: &mut Vec<u8>) -> io:
     let time = i64::from_le_bytes(head[20..28].try_into().unwrap());
     let events = u32::from_le_bytes(head[28..32].try_into().unwrap());
     Ok(Some((Record { seq, time, events, payload: Bytes::new() }, framed)))
+}
+
+/// Creates a segment file: header first, then the name made durable, so a crash
+/// never leaves a named file without one. A file left from a failed attempt is cut.
+fn create_segment(dir: &Path, path: &Path) -> Result<File, BufferError> {
+    let made = (|| {
+        // (Gone if it could not be created at start: a read-only disk since remounted.)
+        fs::create_dir_all(dir)?;
+        let mut f = OpenOptions::new().create(true).append(true).open(path)?;
+        f.set_len(0)?;
+        f.write_all(&segment::header())?;
+        f.sync_data()?;
+        Ok(f)
+    })();
+    let f = made.map_err(|e| {
+        let _ = fs::remove_file(path);
+        io_err(path)(e)
+    })?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
+    Ok(f)
+}
+
+/// The reader has handed out every record on disk (it stands at the end of the newest
+/// segment, or past it at one not created yet).
+fn reader_past_disk(st: &State) -> bool {
+    st.segments.back().is_none_or(|s| st.read_seg > s.id || (st.read_seg == s.id && st.read_offset >= s.bytes))
+}
+
+/// Keeps a disk error for [`Buffer::disk_fault`] (logged when it first appears).
+fn disk_failed(st: &mut State, e: BufferError) -> BufferError {
+    st.stats.disk_errors += 1;
+    let text = e.to_string();
+    if st.disk_error.as_deref() != Some(text.as_str()) {
+        tracing::error!(error = %text, "the buffer's disk refuses writes; records stay in memory, reading pauses when it is full");
+    }
+    st.disk_error = Some(text);
+    e
+}
+
+/// A file recovery could not delete, move or cut (a read-only disk): left as it is.
+fn note_cleanup_failed(st: &mut State, path: &Path, e: io::Error) {
+    tracing::warn!(segment = %path.display(), error = %e, "cannot clean up a buffer segment (is data_dir read-only?); leaving it as it is");
+    st.stats.disk_errors += 1;
+    st.disk_error.get_or_insert_with(|| io_err(path)(e).to_string());
 }
 
 /// Lets go of acknowledged records at the front of memory.

@@ -92,6 +92,46 @@ impl SinkCounters {
     }
 }
 
+/// A condition a stage reports until it clears (checkpoints that cannot be saved on a
+/// full or read-only disk): `/readyz` names it meanwhile, and every occurrence is
+/// counted. Clones share it.
+#[derive(Debug, Clone, Default)]
+pub struct Fault {
+    inner: Arc<FaultState>,
+}
+
+#[derive(Debug, Default)]
+struct FaultState {
+    why: Mutex<Option<String>>,
+    count: AtomicU64,
+}
+
+impl Fault {
+    /// Records a failure; true when it is new (not the one already reported), so the
+    /// caller logs each cause once.
+    pub fn set(&self, why: String) -> bool {
+        self.inner.count.fetch_add(1, Ordering::Relaxed);
+        let mut now = self.inner.why.lock().unwrap_or_else(|p| p.into_inner());
+        let new = now.as_deref() != Some(why.as_str());
+        *now = Some(why);
+        new
+    }
+
+    /// The condition is over; true when it was set.
+    pub fn clear(&self) -> bool {
+        self.inner.why.lock().unwrap_or_else(|p| p.into_inner()).take().is_some()
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.inner.why.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Failures so far.
+    pub fn count(&self) -> u64 {
+        self.inner.count.load(Ordering::Relaxed)
+    }
+}
+
 /// The registry and what health checks look at.
 pub struct Telemetry {
     handle: PrometheusHandle,
@@ -99,6 +139,8 @@ pub struct Telemetry {
     pub tail: Arc<Mutex<TailSnapshot>>,
     pub sink: Arc<SinkCounters>,
     pub buffer: Option<crate::buffer::Buffer>,
+    /// Checkpoints that cannot be saved.
+    pub checkpoints: Fault,
     started: Instant,
 }
 
@@ -116,7 +158,7 @@ fn handle() -> PrometheusHandle {
 
 impl Telemetry {
     pub fn new(sink_name: &'static str, tail: Arc<Mutex<TailSnapshot>>, sink: Arc<SinkCounters>, buffer: Option<crate::buffer::Buffer>) -> Self {
-        let t = Self { handle: handle(), sink_name, tail, sink, buffer, started: Instant::now() };
+        let t = Self { handle: handle(), sink_name, tail, sink, buffer, checkpoints: Fault::default(), started: Instant::now() };
         gauge!("logferry_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         t
     }
@@ -128,6 +170,7 @@ impl Telemetry {
         if let Some(b) = &self.buffer {
             publish_buffer(&b.stats(), crate::event::time::now());
         }
+        counter!("logferry_data_dir_errors_total", "what" => "checkpoints").absolute(self.checkpoints.count());
         self.publish_sink();
     }
 
@@ -189,6 +232,12 @@ impl Telemetry {
             if s.backpressure {
                 problems.push(format!("buffer: full ({} of {} bytes); reading is paused", s.bytes, s.max_bytes));
             }
+            if let Some(why) = b.disk_fault() {
+                problems.push(format!("data_dir: the buffer cannot write to disk ({why}); records are held in memory only, reading pauses when it is full"));
+            }
+        }
+        if let Some(why) = self.checkpoints.get() {
+            problems.push(format!("data_dir: {why}; positions are kept in memory and saved once it works (a restart meanwhile reads some lines again)"));
         }
         match problems.is_empty() {
             true => Response::text(200, "ready\n"),
@@ -233,6 +282,7 @@ fn publish_buffer(b: &BufferStats, now: i64) {
     counter!("logferry_dropped_records_total", "reason" => "corrupt").absolute(b.corrupt_records);
     counter!("logferry_dropped_records_total", "reason" => "too_large").absolute(b.too_large_records);
     counter!("logferry_buffer_corrupt_regions_total").absolute(b.corrupt_regions);
+    counter!("logferry_data_dir_errors_total", "what" => "buffer").absolute(b.disk_errors);
 }
 
 fn describe_all() {
@@ -259,6 +309,7 @@ fn describe_all() {
     describe_gauge!("logferry_shipping_lag_seconds", Unit::Seconds, "Age of the oldest unacknowledged record, by when it was read.");
     describe_gauge!("logferry_backpressure_active", "1 while the buffer is full and reading is paused.");
     describe_counter!("logferry_buffer_corrupt_regions_total", "Corrupted regions skipped in the disk buffer.");
+    describe_counter!("logferry_data_dir_errors_total", "Writes to data_dir that failed (a full, read-only or failing disk), by what was written: buffer, checkpoints. Retried until they work.");
     describe_counter!("logferry_sink_requests_total", "Requests (batches) sent to the sink, by outcome.");
     describe_counter!("logferry_sink_records_total", "Records by outcome (ok, failed and retried, dead_letter, truncated): a Firehose record, or an event for stdout and file.");
     describe_counter!("logferry_sink_throttled_total", "Calls or records the destination refused for being over its quota.");

@@ -16,6 +16,10 @@
 //! A crash can leave the file ending in part of a line (whole blocks are written
 //! first); opening the file cuts that back to its last newline before appending.
 //!
+//! An output that is not a regular file (`/dev/null`, a pipe, a terminal) has no
+//! offsets, no blocks and no fsync: it is written in order with ordinary writes, and
+//! a write that returned is as durable as it gets.
+//!
 //! Writes can overlap the next batch: [`OutputFile::submit`] hands the staged bytes to
 //! the sink's I/O thread ("sink-io") and returns; appends meanwhile go into a second
 //! stage (which starts with the partial last block, so that it too begins on a block
@@ -33,7 +37,7 @@
 //! again. Nothing staged is dropped until it is synced.
 
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -77,6 +81,9 @@ struct Writer {
     plain: File,
     /// `O_DIRECT` descriptor for whole blocks, if the file system takes it.
     direct: Option<File>,
+    /// A regular file (offsets, truncation, fsync); otherwise a device or a pipe,
+    /// written in order.
+    regular: bool,
 }
 
 /// A write on the I/O thread: its stage holds the file's bytes from `base` to `end`
@@ -113,11 +120,12 @@ impl OutputFile {
 
     /// Like [`Self::open`]; `try_direct = false` always uses ordinary writes.
     pub fn open_with(path: &Path, truncate: bool, try_direct: bool) -> io::Result<Self> {
-        let plain = OpenOptions::new().read(true).write(true).create(true).truncate(truncate).open(path)?;
-        let direct = if try_direct { open_direct(path)? } else { None };
+        let plain = open_plain(path, truncate)?;
+        let regular = plain.metadata()?.file_type().is_file();
+        let direct = if try_direct && regular { open_direct(path)? } else { None };
         let mut file = Self {
             path: path.to_path_buf(),
-            writer: Some(Writer { path: path.to_path_buf(), plain, direct }),
+            writer: Some(Writer { path: path.to_path_buf(), plain, direct, regular }),
             stage: Stage::with_capacity(STAGE_BYTES),
             base: 0,
             durable: 0,
@@ -346,6 +354,9 @@ impl Writer {
     /// blocks. On failure the file is cut back to `durable`, never left ending in half
     /// a batch.
     fn write_synced(&mut self, bytes: &[u8], base: u64, durable: u64) -> io::Result<usize> {
+        if !self.regular {
+            return self.write_in_order(bytes);
+        }
         let r = self.write_at_base(bytes, base);
         if r.is_err() {
             let _ = self.plain.set_len(durable);
@@ -363,6 +374,12 @@ impl Writer {
         }
         self.plain.sync_data()?;
         Ok(whole)
+    }
+
+    /// A device or a pipe: no offsets to write at, nothing to cut back or fsync.
+    fn write_in_order(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        (&self.plain).write_all(bytes)?;
+        Ok(bytes.len())
     }
 
     fn write_blocks(&mut self, bytes: &[u8], base: u64) -> io::Result<()> {
@@ -384,6 +401,9 @@ impl Writer {
     /// the last newline was never acknowledged and will be sent again, so it is cut
     /// off rather than left to be glued to the next line. Returns the length after.
     fn cut_torn_line(&self) -> io::Result<u64> {
+        if !self.regular {
+            return Ok(0);
+        }
         let len = self.plain.metadata()?.len();
         let whole = end_of_last_line(&self.plain, len)?;
         if whole < len {
@@ -409,6 +429,14 @@ fn end_of_last_line(file: &File, len: u64) -> io::Result<u64> {
         end = start;
     }
     Ok(0)
+}
+
+/// Read and write, so that a torn last line can be found and cut; a device or a pipe
+/// that cannot be opened for reading (a FIFO with no writer to read from) is opened
+/// write-only.
+fn open_plain(path: &Path, truncate: bool) -> io::Result<File> {
+    let regular = std::fs::metadata(path).map_or(true, |m| m.file_type().is_file());
+    OpenOptions::new().read(regular).write(true).create(regular).truncate(truncate && regular).open(path)
 }
 
 fn open_direct(path: &Path) -> io::Result<Option<File>> {

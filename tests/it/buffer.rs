@@ -375,3 +375,27 @@ fn payloads_handed_back_are_reused_whole() {
     let spare = b.spare().expect("the payload came back");
     assert!(spare.is_empty() && spare.capacity() >= 5000, "capacity {}", spare.capacity());
 }
+
+/// Regression: the buffer thread cut batches at a quarter of `max_bytes` (256 MiB by
+/// default) while recovery refused records over 64 MiB as corrupt, so a large batch
+/// written during an outage was lost at the next start. The largest record the
+/// buffer admits is now one recovery reads back.
+#[test]
+fn a_record_of_the_largest_admitted_size_is_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = BufferOptions { max_bytes: 4 << 30, ..opts() }.write_through();
+    let (b, _) = Buffer::open(dir.path(), opts).unwrap();
+    let limit = b.record_limit();
+    assert_eq!(limit, logferry::buffer::segment::MAX_RECORD_LEN as usize);
+    let mut payload = vec![b'x'; limit];
+    payload[limit - 1] = b'\n';
+    let seq = b.append(1, 1, bytes::Bytes::from(payload.clone())).unwrap();
+    b.sync().unwrap();
+    drop(b);
+    let (b, rec) = Buffer::open(dir.path(), opts).unwrap();
+    assert_eq!((rec.unacked, rec.corrupt_regions), (1, 0), "{rec:?}");
+    let back = read_all(&b);
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].0, seq);
+    assert!(back[0].1 == payload, "the payload came back changed");
+}

@@ -51,6 +51,34 @@ fn writes_to_a_file_and_dry_run_writes_nothing() {
     assert!(stderr(&dry).contains("events 13"), "{}", stderr(&dry));
 }
 
+/// Regression: `--output /dev/null` failed with os error 22 (fdatasync of a device),
+/// and a pipe has no offsets to write at. A device or a pipe is written in order.
+#[test]
+fn a_file_sink_writes_to_a_device_or_a_pipe() {
+    let input = fixtures().join("cri_containerd.log");
+    let out = logferry(&["replay", "-q", "--to", "file", "--output", "/dev/null", input.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("events.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+    assert!(made.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    let out = logferry(&["replay", "-q", "--to", "file", "--output", fifo.to_str().unwrap(), input.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let through_pipe = reader.join().unwrap();
+    let plain = logferry(&["replay", "-q", input.to_str().unwrap()]);
+    // (A malformed line's time is when it was read: compare the messages.)
+    let messages = |out: &[u8]| -> Vec<serde_json::Value> {
+        out.split(|&c| c == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["message"].clone()).collect()
+    };
+    assert_eq!(messages(&through_pipe), messages(&plain.stdout), "through a pipe");
+    assert_eq!(messages(&through_pipe).len(), 13);
+}
+
 #[test]
 fn an_unreadable_path_is_named_and_the_rest_still_replayed() {
     let missing = fixtures().join("does-not-exist.log");

@@ -5,6 +5,7 @@ mod aws;
 mod backpressure;
 mod buffer;
 mod cloudwatch;
+mod data_dir;
 mod cli;
 mod deploy;
 mod fault;
