@@ -105,6 +105,9 @@ impl DecodeStats {
     }
 }
 
+/// Scratch space a decoder keeps between turns; more is freed.
+const SCRATCH_KEPT: usize = 1024;
+
 /// Decodes the lines of one file, or of one container's files in rotation order.
 #[derive(Debug)]
 pub struct FileDecoder {
@@ -201,6 +204,14 @@ impl FileDecoder {
     }
 
     /// A split message is waiting for more pieces.
+    /// Lets go of the unescaping scratch space between turns: a stream holds no
+    /// memory for the largest line it once saw (it is allocated again on demand).
+    pub fn release_scratch(&mut self) {
+        if self.scratch.capacity() > SCRATCH_KEPT {
+            self.scratch = Vec::new();
+        }
+    }
+
     pub fn has_pending(&self) -> bool {
         self.reassembler.has_pending()
     }

@@ -42,13 +42,15 @@ use std::time::{Duration, Instant};
 
 use super::checkpoint::Position;
 use super::identity::{self, FileId};
-use super::lines::{LineKind, LineReader};
+use super::lines::{LineKind, LineReader, READ_SIZE};
 use super::rotation::{self, SetMember};
 use crate::decode::{DecodeOptions, FileDecoder};
 use crate::event::{Event, Nanos};
 
 /// Read buffers kept for reuse across streams.
 const MAX_POOLED_BUFFERS: usize = 4;
+/// A read buffer larger than this (grown for a long line) is not kept for reuse.
+const MAX_POOLED_CAPACITY: usize = 2 * READ_SIZE;
 
 /// Counters a follower keeps; summed by the tailer into metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -186,6 +188,12 @@ impl Follower {
         }
     }
 
+    /// Bytes of read buffer the stream holds between turns: 0, or the exact size of an
+    /// incomplete line from a `.gz` (which cannot be read again).
+    pub fn held_bytes(&self) -> usize {
+        self.cur.as_ref().map_or(0, |c| c.reader.capacity())
+    }
+
     /// Marks the stream as no longer discovered (container restarted, pod gone,
     /// filtered out): it is drained and forgotten after `rotate_wait`.
     pub fn mark_gone(&mut self, now: Instant) {
@@ -247,14 +255,15 @@ impl Follower {
         emit: &mut F,
     ) -> io::Result<ReadOutcome> {
         if let Some(cur) = &mut self.cur {
-            cur.reader.lend(pool.pop().unwrap_or_default());
-        }
-        let outcome = self.read_turn(budget, now, read_time, rotate_wait, emit);
-        if let Some(buf) = self.cur.as_mut().and_then(|c| c.reader.reclaim()) {
-            if pool.len() < MAX_POOLED_BUFFERS {
-                pool.push(buf);
+            if let Some(unused) = cur.reader.lend(pool.pop().unwrap_or_default()) {
+                give_back(pool, unused);
             }
         }
+        let outcome = self.read_turn(budget, now, read_time, rotate_wait, emit);
+        if let Some(buf) = self.cur.as_mut().and_then(release_buffer) {
+            give_back(pool, buf);
+        }
+        self.decoder.release_scratch();
         outcome
     }
 
@@ -570,18 +579,47 @@ fn drain_lines<F: FnMut(&Event<'_>, &[u8])>(
     let start = cur.reader.bytes_read();
     let mut any = Drained::None;
     let emit = &mut |e: &Event<'_>| emit(e, kube);
-    while let Some(line) = cur.reader.next_line()? {
+    // Once the budget is spent, the lines already read are handed out, and no more
+    // read: the turn ends holding at most an incomplete line.
+    loop {
+        let left = (budget as u64).saturating_sub(cur.reader.bytes_read() - start) as usize;
+        let Some(line) = cur.reader.next_line_reading(left)? else {
+            return Ok(if left == 0 { Drained::Budget } else { any });
+        };
         any = Drained::Some;
         let offset = cur.base + line.offset;
         match line.kind {
             LineKind::Overlong => decoder.overlong_line(line.bytes, read_time, emit),
             _ => decoder.line(line.bytes, offset, read_time, emit),
         }
-        if cur.reader.bytes_read() - start >= budget as u64 {
-            return Ok(Drained::Budget);
-        }
     }
-    Ok(any)
+}
+
+/// At the end of a turn, the read buffer goes back to the pool, so that a stream
+/// holds none between turns whatever the number of streams: an incomplete last line
+/// is read again next turn from a plain file (the descriptor moves back over it), or
+/// kept in an exact-size copy from a gzip stream (which cannot move back).
+fn release_buffer(cur: &mut Current) -> Option<Vec<u8>> {
+    if cur.reader.buffered() > 0 {
+        if let Source::Plain(f) = cur.reader.get_ref() {
+            let held = cur.reader.buffered() as i64;
+            let mut f: &File = f;
+            if f.seek(SeekFrom::Current(-held)).is_ok() {
+                cur.reader.unread_held();
+                return cur.reader.reclaim();
+            }
+        }
+        return cur.reader.shrink();
+    }
+    cur.reader.reclaim()
+}
+
+/// Keeps a read buffer for the next turn, unless enough are kept or it grew for a long
+/// line (the memory a burst of long lines took is given back).
+fn give_back(pool: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
+    if pool.len() < MAX_POOLED_BUFFERS && (READ_SIZE..=MAX_POOLED_CAPACITY).contains(&buf.capacity()) {
+        pool.push(buf);
+    }
 }
 
 /// The file after `cur` in its rotation set: the next newer rotated file, or the live
@@ -684,4 +722,52 @@ fn find_stamp(key: &Path, id: &FileId) -> io::Result<Option<String>> {
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cri_lines(n: usize, tail: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        for i in 0..n {
+            out.extend_from_slice(format!("2026-11-21T10:00:00.000000001Z stdout F line {i:06} {}\n", "x".repeat(100)).as_bytes());
+        }
+        out.extend_from_slice(tail.as_bytes());
+        out
+    }
+
+    /// Regression: a stream whose turn ended mid-buffer kept its read buffer (256 KiB
+    /// to ~1.3 MiB) until its next turn; with a thousand streams after downtime that
+    /// was over 600 MiB. Every turn now ends holding nothing.
+    #[test]
+    fn a_turn_ends_holding_no_read_buffer_and_loses_no_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let data = cri_lines(20_000, "2026-11-21T10:00:00.000000001Z stdout F incompl");
+        std::fs::write(&path, &data).unwrap();
+        let mut f = Follower::new(path.clone(), b"{}".to_vec(), &DecodeOptions::default(), None, StartFrom::Beginning);
+        let mut pool = Vec::new();
+        let mut got = Vec::new();
+        let now = Instant::now();
+        let mut turns = 0;
+        loop {
+            turns += 1;
+            let outcome = f.read(100_000, now, 0, Duration::from_secs(30), &mut pool, &mut |e, _| got.push(e.message.to_vec())).unwrap();
+            assert_eq!(f.held_bytes(), 0, "turn {turns} ended holding a buffer");
+            assert!(pool.len() <= MAX_POOLED_BUFFERS);
+            if outcome != ReadOutcome::More {
+                break;
+            }
+        }
+        assert!(turns > 20, "the budget ended turns ({turns})");
+        assert_eq!(got.len(), 20_000);
+        assert!(got.iter().enumerate().all(|(i, m)| m.starts_with(format!("line {i:06} ").as_bytes())));
+        // The incomplete line is read again, whole, once it is finished.
+        let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        std::io::Write::write_all(&mut file, b"ete\n").unwrap();
+        f.read(100_000, now, 0, Duration::from_secs(30), &mut pool, &mut |e, _| got.push(e.message.to_vec())).unwrap();
+        assert_eq!(got.last().unwrap(), b"incomplete");
+        assert_eq!(f.position().unwrap().offset, data.len() as u64 + 4);
+    }
 }

@@ -65,6 +65,14 @@ impl<R: Read> LineReader<R> {
 
     /// The next complete line, or `None` when the source has no more for now.
     pub fn next_line(&mut self) -> io::Result<Option<Line<'_>>> {
+        self.next_line_reading(usize::MAX)
+    }
+
+    /// The next complete line, reading at most `up_to` more bytes from the source for
+    /// it (more only while a single line is longer than the buffer; 0: only what is
+    /// buffered). A turn that has used its budget hands out what it holds without
+    /// reading on, so that it ends with at most an incomplete line buffered.
+    pub fn next_line_reading(&mut self, up_to: usize) -> io::Result<Option<Line<'_>>> {
         loop {
             if let Some(pos) = memchr::memchr(b'\n', &self.buf[self.scanned..self.end]) {
                 let nl = self.scanned + pos;
@@ -85,7 +93,7 @@ impl<R: Read> LineReader<R> {
                 self.consume_to(self.end);
                 return Ok(Some(Line { bytes: &self.buf[start..start + self.max_line], offset, kind: LineKind::Overlong }));
             }
-            if !self.fill()? {
+            if up_to == 0 || !self.fill(up_to)? {
                 return Ok(None);
             }
         }
@@ -118,14 +126,51 @@ impl<R: Read> LineReader<R> {
         self.end - self.start
     }
 
-    /// Gives the reader a buffer to read into if it has none (see [`Self::reclaim`]).
-    pub fn lend(&mut self, buf: Vec<u8>) {
-        if self.buf.capacity() == 0 {
-            self.buf = buf;
-            self.start = 0;
-            self.end = 0;
-            self.scanned = 0;
+    /// Gives the reader a buffer to read into if it has only a small one (none, or
+    /// the exact-size copy of an incomplete line that [`Self::shrink`] left): what it
+    /// held moves to the front of `buf`. Returns `buf` when it was not needed.
+    pub fn lend(&mut self, mut buf: Vec<u8>) -> Option<Vec<u8>> {
+        if self.buf.capacity() >= READ_SIZE || buf.capacity() <= self.buf.capacity() {
+            return Some(buf);
         }
+        // (Its length is kept: a buffer handed back is not filled with zeros again.)
+        let held = self.end - self.start;
+        if buf.len() < held {
+            buf.resize(held, 0);
+        }
+        buf[..held].copy_from_slice(&self.buf[self.start..self.end]);
+        self.buf = buf;
+        self.scanned -= self.start;
+        (self.start, self.end) = (0, held);
+        None
+    }
+
+    /// Drops the incomplete line held (if any) so that it is read again from the
+    /// source, which the caller moves back by the returned number of bytes. The
+    /// stream offset is unchanged: those bytes were never handed out.
+    pub fn unread_held(&mut self) -> usize {
+        let held = self.end - self.start;
+        self.bytes_read -= held as u64;
+        self.end = self.start;
+        self.scanned = self.start;
+        held
+    }
+
+    /// Keeps the incomplete line held (if any) in an exact-size copy and returns the
+    /// read buffer, for a source that cannot move back (gzip).
+    pub fn shrink(&mut self) -> Option<Vec<u8>> {
+        if self.end == self.start {
+            return self.reclaim();
+        }
+        let held = self.buf[self.start..self.end].to_vec();
+        self.scanned -= self.start;
+        (self.start, self.end) = (0, held.len());
+        Some(std::mem::replace(&mut self.buf, held))
+    }
+
+    /// Bytes the reader holds in memory between turns (0 once reclaimed).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Takes the buffer back when it holds nothing unconsumed, so that a caller
@@ -156,7 +201,7 @@ impl<R: Read> LineReader<R> {
 
     /// Reads more; `false` at end of input. Moves an incomplete line to the front
     /// first, and grows the buffer only while a line is longer than it.
-    fn fill(&mut self) -> io::Result<bool> {
+    fn fill(&mut self, up_to: usize) -> io::Result<bool> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -167,11 +212,16 @@ impl<R: Read> LineReader<R> {
             self.scanned -= self.start;
             self.start = 0;
         }
-        if self.buf.len() - self.end < READ_SIZE {
-            self.buf.resize(self.end + READ_SIZE, 0);
+        // Read at least a quarter of READ_SIZE at a time; grow only for a long line
+        // (an incomplete line near the end of the buffer doubles it otherwise).
+        if self.buf.len() - self.end < READ_SIZE / 4 {
+            let cap = self.buf.capacity();
+            self.buf.resize(if self.end + READ_SIZE / 4 <= cap { cap } else { self.end + READ_SIZE }, 0);
         }
+        // A line longer than `up_to` still gets the room it needs.
+        let room = (self.buf.len() - self.end).min(up_to.max(READ_SIZE / 4));
         loop {
-            match self.inner.read(&mut self.buf[self.end..]) {
+            match self.inner.read(&mut self.buf[self.end..self.end + room]) {
                 Ok(n) => {
                     self.end += n;
                     self.bytes_read += n as u64;
@@ -261,6 +311,47 @@ mod tests {
         let buf = r.reclaim().expect("nothing left");
         assert!(buf.capacity() >= READ_SIZE);
         assert!(r.next_line().unwrap().is_none(), "reads on without a buffer");
+    }
+
+    #[test]
+    fn a_spent_turn_hands_out_what_it_holds_and_keeps_only_an_incomplete_line() {
+        let mut input = Vec::new();
+        for i in 0..1000 {
+            input.extend_from_slice(format!("line {i:04}\n").as_bytes());
+        }
+        input.extend_from_slice(b"incomplete");
+        let mut r = LineReader::new(io::Cursor::new(input.clone()), 1 << 20, 0);
+        assert_eq!(r.next_line_reading(usize::MAX).unwrap().unwrap().bytes, b"line 0000");
+        let mut n = 1;
+        while r.next_line_reading(0).unwrap().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 1000, "every buffered line, and no read");
+        assert_eq!(r.buffered(), b"incomplete".len());
+        // Gzip: the incomplete line is kept in an exact-size copy, the buffer given back.
+        let big = r.shrink().expect("the read buffer comes back");
+        assert!(big.capacity() >= READ_SIZE);
+        assert_eq!(r.capacity(), b"incomplete".len());
+        assert!(r.lend(big).is_none(), "the small copy makes room for a lent buffer");
+        r.get_mut().get_mut().extend_from_slice(b" now\n");
+        let l = r.next_line().unwrap().unwrap();
+        assert_eq!((l.bytes, l.offset), (&b"incomplete now"[..], 10_000));
+    }
+
+    #[test]
+    fn an_incomplete_line_given_back_is_read_again_from_the_source() {
+        use std::io::{Seek, SeekFrom};
+        let mut r = LineReader::new(io::Cursor::new(b"a\nbcd".to_vec()), 100, 0);
+        assert_eq!(r.next_line().unwrap().unwrap().bytes, b"a");
+        assert!(r.next_line().unwrap().is_none());
+        let held = r.unread_held();
+        assert_eq!(held, 3);
+        assert_eq!((r.offset(), r.bytes_read()), (2, 2));
+        r.get_mut().seek(SeekFrom::Current(-(held as i64))).unwrap();
+        assert!(r.reclaim().is_some(), "nothing held: the buffer can go");
+        r.get_mut().get_mut().extend_from_slice(b"e\n");
+        let l = r.next_line().unwrap().unwrap();
+        assert_eq!((l.bytes, l.offset), (&b"bcde"[..], 2));
     }
 
     #[test]

@@ -55,8 +55,11 @@ fn a_stalled_sink_pauses_reading_at_the_buffer_cap_and_loses_nothing() {
     append_cri(&live, &lines);
     let (mut shipper, stdout) = stalled_shipper(&node);
     // Nobody reads the sink's pipe: the buffer fills to its cap and reading stops.
+    // Nearly full: records are whole batches (a turn of up to 1 MiB read, ~1.5 MB
+    // encoded here), so the cap is reached within a record in memory and one that
+    // does not fit.
     let cap = 8 << 20;
-    wait_until("the buffer is nearly full", || buffer_bytes(&node.data()) > cap - (2 << 20));
+    wait_until("the buffer is nearly full", || buffer_bytes(&node.data()) > cap - (3 << 20));
     std::thread::sleep(Duration::from_secs(1));
     assert!(buffer_bytes(&node.data()) <= cap + (1 << 20), "the cap holds: {}", buffer_bytes(&node.data()));
     // Operators see it: not ready, backpressure on, lag growing.
