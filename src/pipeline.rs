@@ -182,6 +182,11 @@ pub async fn run_until(
     // (A oneshot receiver that has completed must not be polled again.)
     let drained = sink_ended || tokio::time::timeout(config.shutdown_timeout, done_rx).await.is_ok();
     let mut report = RunReport::default();
+    if sink_ended {
+        // Nothing will drain the buffer: appends waiting for room must not wait forever.
+        // What was read is written to disk and checkpointed for the next start.
+        buffer.close();
+    }
     if !drained {
         // The destination is slow or down: what is left stays buffered for next time.
         buffer.close();
@@ -194,6 +199,14 @@ pub async fn run_until(
     }
     report.tail = tail_thread.join().map_err(|_| anyhow::anyhow!("the tail thread panicked"))?;
     buffer_thread.join().map_err(|_| anyhow::anyhow!("the buffer thread panicked"))??;
+    if sink_ended {
+        persist_acks(&buffer);
+        return Err(match sink_thread.join() {
+            Err(_) => anyhow::anyhow!("the sink thread panicked; what it had not shipped stays buffered for the next start"),
+            Ok(Err(e)) => e.context("the sink failed; what it had not shipped stays buffered for the next start"),
+            Ok(Ok(_)) => anyhow::anyhow!("the sink stopped before it was asked to; what it had not shipped stays buffered for the next start"),
+        });
+    }
     if drained {
         let shipped = sink_thread.join().map_err(|_| anyhow::anyhow!("the sink thread panicked"))??;
         (report.records_shipped, report.bytes_shipped, report.events_shipped) = shipped;

@@ -157,3 +157,29 @@ fn a_sink_that_keeps_up_is_fed_from_memory_and_the_disk_buffer_stays_empty() {
     assert!(buffer_bytes(&node.data()) < 4096, "only empty segments: {}", buffer_bytes(&node.data()));
     crate::node::assert_exactly_once(node.messages(), &lines);
 }
+
+/// Regression: a sink that ended while the buffer was full left the buffer thread
+/// waiting for room that would never come: the process hung instead of exiting for
+/// Kubernetes to restart it. Here the sink fails because its buffer segments were
+/// deleted under it; the process must exit non-zero within `shutdown_timeout`, having
+/// checkpointed only what it buffered or shipped.
+#[test]
+fn a_sink_that_fails_ends_the_process_promptly_and_non_zero() {
+    let node = Node::new();
+    let live = node.container("default", "web", "app", 0);
+    append_cri(&live, &long_lines("held", 30_000));
+    let (mut shipper, stdout) = stalled_shipper(&node);
+    let cap = 8 << 20;
+    wait_until("the buffer is nearly full", || buffer_bytes(&node.data()) > cap - (3 << 20));
+    for e in fs::read_dir(node.data().join("buffer")).unwrap().flatten() {
+        if e.path().extension().is_some_and(|x| x == "seg") {
+            fs::remove_file(e.path()).unwrap();
+        }
+    }
+    let _reader = drain(stdout);
+    let status = shipper.wait_exit(Duration::from_secs(20)).unwrap_or_else(|| panic!("still running after its sink failed:\n{}", shipper.stderr()));
+    assert!(!status.success(), "exit {status}");
+    let log = shipper.stderr();
+    assert!(log.contains("the sink stopped unexpectedly"), "{log}");
+    assert!(log.contains("the sink failed"), "{log}");
+}

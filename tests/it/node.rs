@@ -263,6 +263,15 @@ impl Shipper {
         wait_with_timeout(&mut child, Duration::from_secs(30)).unwrap_or_else(|| panic!("no exit after SIGTERM\n{}", self.stderr()))
     }
 
+    /// Waits up to `timeout` for it to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let status = wait_with_timeout(self.child.as_mut().expect("running"), timeout);
+        if status.is_some() {
+            self.child = None;
+        }
+        status
+    }
+
     /// SIGHUP: reload the configuration file.
     pub fn hangup(&self) {
         signal(self.child.as_ref().expect("running"), "HUP");
