@@ -74,6 +74,19 @@ fn wait_for_readyz(shipper: &Shipper, status: u16, words: &[&str]) -> String {
     }
 }
 
+/// Once the disk works again: more lines arrive, everything exactly once after a
+/// clean stop, and a restart reads nothing again (the positions were saved).
+fn ship_more_then_restart(node: &Node, mut shipper: Shipper, log: &Path, before: &[String], prefix: &str) {
+    let more = numbered(prefix, 300);
+    append_cri(log, &more);
+    let all: Vec<String> = before.iter().chain(&more).cloned().collect();
+    node.wait_for(&all, Duration::from_secs(30));
+    shipper.stop_and_check(node, &all);
+    let mut again = node.start("");
+    std::thread::sleep(Duration::from_secs(1));
+    again.stop_and_check(node, &all);
+}
+
 fn metric(shipper: &Shipper, name: &str) -> f64 {
     let (_, body) = http_get(shipper.metrics_addr(), "/metrics");
     body.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
@@ -91,7 +104,7 @@ fn a_full_data_dir_at_start_keeps_shipping_and_recovers_when_space_returns() {
     let first = numbered("while-full", 300);
     append_cri(&log, &first);
 
-    let mut shipper = node.start("");
+    let shipper = node.start("");
     node.wait_for(&first, Duration::from_secs(30));
     let why = wait_for_readyz(&shipper, 503, &["data_dir", "No space left on device", &node.data().display().to_string()]);
     assert!(why.contains("checkpoints"), "{why}");
@@ -105,18 +118,9 @@ fn a_full_data_dir_at_start_keeps_shipping_and_recovers_when_space_returns() {
         assert!(Instant::now() < deadline, "checkpoints never saved after space returned\n{}", shipper.stderr());
         std::thread::sleep(Duration::from_millis(50));
     }
-    let second = numbered("after-space", 300);
-    append_cri(&log, &second);
-    let all: Vec<String> = first.iter().chain(&second).cloned().collect();
-    node.wait_for(&all, Duration::from_secs(30));
-    shipper.stop_and_check(&node, &all);
     let log_text = shipper.stderr();
     assert_eq!(log_text.matches("cannot save checkpoints").count(), 1, "one log line per cause:\n{log_text}");
-
-    // The positions were saved: a restart reads nothing again.
-    let mut again = node.start("");
-    std::thread::sleep(Duration::from_secs(1));
-    again.stop_and_check(&node, &all);
+    ship_more_then_restart(&node, shipper, &log, &first, "after-space");
 }
 
 /// The disk fills while logferry runs with a sink that keeps up: shipping goes on,
@@ -129,7 +133,7 @@ fn a_data_dir_filling_up_mid_run_loses_nothing() {
     let log = node.container("default", "web", "app", 0);
     let before = numbered("before", 200);
     append_cri(&log, &before);
-    let mut shipper = node.start("");
+    let shipper = node.start("");
     node.wait_for(&before, Duration::from_secs(30));
     node.wait_for_checkpoint_change(Duration::from_secs(5));
 
@@ -142,14 +146,7 @@ fn a_data_dir_filling_up_mid_run_loses_nothing() {
 
     disk.free();
     wait_for_readyz(&shipper, 200, &["ready"]);
-    let after = numbered("after", 200);
-    append_cri(&log, &after);
-    let all: Vec<String> = so_far.iter().chain(&after).cloned().collect();
-    node.wait_for(&all, Duration::from_secs(30));
-    shipper.stop_and_check(&node, &all);
-    let mut again = node.start("");
-    std::thread::sleep(Duration::from_secs(1));
-    again.stop_and_check(&node, &all);
+    ship_more_then_restart(&node, shipper, &log, &so_far, "after");
 }
 
 /// A read-only data_dir (a remount after disk errors, a wrong mount option): shipping
@@ -162,20 +159,13 @@ fn a_read_only_data_dir_keeps_shipping_and_recovers_when_writable() {
     let log = node.container("default", "web", "app", 0);
     let first = numbered("read-only", 300);
     append_cri(&log, &first);
-    let mut shipper = node.start("");
+    let shipper = node.start("");
     node.wait_for(&first, Duration::from_secs(30));
     wait_for_readyz(&shipper, 503, &["data_dir", "Read-only file system"]);
 
     disk.remount("rw");
     wait_for_readyz(&shipper, 200, &["ready"]);
-    let second = numbered("writable", 300);
-    append_cri(&log, &second);
-    let all: Vec<String> = first.iter().chain(&second).cloned().collect();
-    node.wait_for(&all, Duration::from_secs(30));
-    shipper.stop_and_check(&node, &all);
-    let mut again = node.start("");
-    std::thread::sleep(Duration::from_secs(1));
-    again.stop_and_check(&node, &all);
+    ship_more_then_restart(&node, shipper, &log, &first, "writable");
 }
 
 /// The buffer on a disk that fills: rolling to a new segment and writing fail without
