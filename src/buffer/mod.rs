@@ -502,7 +502,7 @@ impl Buffer {
                 return Ok(st);
             }
             let age = front.since.elapsed();
-            let sink_keeps_up = st.last_ack.is_some_and(|t| t.elapsed() < hold) && self.reader_in_memory(&st);
+            let sink_keeps_up = st.last_ack.is_some_and(|t| t.elapsed() < hold) && reader_past_disk(&st);
             if sink_keeps_up && age < hold && !st.closed {
                 st = self.wait(st, hold - age);
                 continue;
@@ -667,12 +667,7 @@ impl Buffer {
     /// True when every appended record has been handed out by [`Self::read`].
     pub fn drained(&self) -> bool {
         let st = self.lock();
-        self.reader_in_memory(&st) && st.held.back().is_none_or(|h| h.seq <= st.last_read)
-    }
-
-    /// The reader has handed out everything on disk: what it reads next is in memory.
-    fn reader_in_memory(&self, st: &State) -> bool {
-        reader_past_disk(st)
+        reader_past_disk(&st) && st.held.back().is_none_or(|h| h.seq <= st.last_read)
     }
 
     /// The sink has `seq`: release it.
