@@ -52,6 +52,8 @@ pub struct SinkCounters {
     pub healthy: AtomicBool,
     /// Why the sink is failing, for `/readyz`.
     pub last_error: Mutex<Option<String>>,
+    /// Dead letters that cannot be written (they wait in memory meanwhile).
+    pub dead_letters: Fault,
 }
 
 impl SinkCounters {
@@ -171,6 +173,7 @@ impl Telemetry {
             publish_buffer(&b.stats(), crate::event::time::now());
         }
         counter!("logferry_data_dir_errors_total", "what" => "checkpoints").absolute(self.checkpoints.count());
+        counter!("logferry_data_dir_errors_total", "what" => "dead_letters").absolute(self.sink.dead_letters.count());
         self.publish_sink();
     }
 
@@ -235,6 +238,9 @@ impl Telemetry {
             if let Some(why) = b.disk_fault() {
                 problems.push(format!("data_dir: the buffer cannot write to disk ({why}); records are held in memory only, reading pauses when it is full"));
             }
+        }
+        if let Some(why) = self.sink.dead_letters.get() {
+            problems.push(format!("data_dir: {why}; the events wait in memory (their records unacknowledged) and are retried"));
         }
         if let Some(why) = self.checkpoints.get() {
             problems.push(format!("data_dir: {why}; positions are kept in memory and saved once it works (a restart meanwhile reads some lines again)"));
@@ -309,7 +315,7 @@ fn describe_all() {
     describe_gauge!("logferry_shipping_lag_seconds", Unit::Seconds, "Age of the oldest unacknowledged record, by when it was read.");
     describe_gauge!("logferry_backpressure_active", "1 while the buffer is full and reading is paused.");
     describe_counter!("logferry_buffer_corrupt_regions_total", "Corrupted regions skipped in the disk buffer.");
-    describe_counter!("logferry_data_dir_errors_total", "Writes to data_dir that failed (a full, read-only or failing disk), by what was written: buffer, checkpoints. Retried until they work.");
+    describe_counter!("logferry_data_dir_errors_total", "Writes to data_dir that failed (a full, read-only or failing disk), by what was written: buffer, checkpoints, dead_letters. Retried until they work.");
     describe_counter!("logferry_sink_requests_total", "Requests (batches) sent to the sink, by outcome.");
     describe_counter!("logferry_sink_records_total", "Records by outcome (ok, failed and retried, dead_letter, truncated): a Firehose record, or an event for stdout and file.");
     describe_counter!("logferry_sink_throttled_total", "Calls or records the destination refused for being over its quota.");

@@ -79,6 +79,8 @@ pub struct Delivered {
 struct Pending {
     /// Sealed records holding its lines, not yet accepted.
     records: u32,
+    /// Its lines set aside as dead letters, not yet written.
+    dead: u32,
     /// All its lines were handed to the aggregator.
     complete: bool,
 }
@@ -169,9 +171,8 @@ impl<A: FnMut(u64)> Delivery<A> {
         }
     }
 
-    /// Events larger than a record: cut to fit, or written to the dead letters.
-    fn oversize(&mut self, seq: u64) -> anyhow::Result<()> {
-        let mut dead = Vec::new();
+    /// Events larger than a record: cut to fit, or set aside for the dead letters.
+    fn oversize(&mut self, seq: u64) {
         for line in self.aggregator.take_oversize() {
             let cut = match self.config.oversize {
                 SinkOversize::Truncate => truncate_event(&line, self.aggregator.record_max()),
@@ -183,18 +184,32 @@ impl<A: FnMut(u64)> Delivery<A> {
                     self.done.truncated += 1;
                     self.counters.records_truncated.fetch_add(1, Ordering::Relaxed);
                 }
-                None => dead.push(line),
+                None => {
+                    if let Some(p) = self.pending.get_mut(&seq) {
+                        p.dead += 1;
+                    }
+                    self.dead.set_aside(seq, line);
+                }
             }
         }
-        if !dead.is_empty() {
-            self.dead.write(&dead).map_err(|e| {
-                anyhow::anyhow!("cannot write dead letters to {}: {e}; is data_dir full or read-only?", self.dead.path().display())
-            })?;
-            tracing::warn!(events = dead.len(), path = %self.dead.path().display(), "events larger than sink.record_max_bytes were set aside whole (dead letters)");
-            self.done.dead_letters += dead.len() as u64;
-            self.counters.records_dead_letter.fetch_add(dead.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Writes the dead letters set aside (unless a failed write's backoff runs) and
+    /// acknowledges the chunks that waited only on them.
+    fn write_dead(&mut self) {
+        let written = self.dead.flush();
+        if written.is_empty() {
+            return;
         }
-        Ok(())
+        tracing::warn!(events = written.len(), path = %self.dead.path().display(), "events larger than sink.record_max_bytes were set aside whole (dead letters)");
+        self.done.dead_letters += written.len() as u64;
+        self.counters.records_dead_letter.fetch_add(written.len() as u64, Ordering::Relaxed);
+        for seq in written {
+            if let Some(p) = self.pending.get_mut(&seq) {
+                p.dead -= 1;
+            }
+            self.try_ack(seq);
+        }
     }
 
     /// Moves sealed records to the queue, counting them against their chunks.
@@ -212,7 +227,7 @@ impl<A: FnMut(u64)> Delivery<A> {
     fn try_ack(&mut self, seq: u64) {
         let Some(p) = self.pending.get(&seq) else { return };
         let held_open = self.aggregator.open_tags().is_some_and(|(first, last)| first <= seq && seq <= last);
-        if p.complete && p.records == 0 && !held_open {
+        if p.complete && p.records == 0 && p.dead == 0 && !held_open {
             self.pending.remove(&seq);
             (self.on_ack)(seq);
         }
@@ -376,7 +391,8 @@ impl<A: FnMut(u64)> Loop for Delivery<A> {
         let seq = chunk.seq;
         self.pending.insert(seq, Pending::default());
         self.aggregator.push(&chunk.data, seq);
-        self.oversize(seq)?;
+        self.oversize(seq);
+        self.write_dead();
         self.collect_sealed();
         if let Some(p) = self.pending.get_mut(&seq) {
             p.complete = true;
@@ -389,21 +405,24 @@ impl<A: FnMut(u64)> Loop for Delivery<A> {
         Ok(())
     }
 
-    /// The earliest instant something becomes due: the linger of the oldest data, or
-    /// the end of a retry backoff.
-    /// (None while the requests in flight are at the limit: only an answer helps.)
+    /// The earliest instant something becomes due: the linger of the oldest data, the
+    /// end of a retry backoff, or another try at writing dead letters.
+    /// (Sending is never due while the requests in flight are at the limit: only an
+    /// answer helps.)
     fn deadline(&self) -> Option<Instant> {
-        if self.in_flight.len() >= self.config.max_in_flight {
-            return None;
-        }
-        match self.retry_at.filter(|&r| r > Instant::now()) {
-            Some(r) => Some(r),
-            None => self.oldest.map(|t| t + self.config.linger),
-        }
+        let send = (self.in_flight.len() < self.config.max_in_flight)
+            .then(|| match self.retry_at.filter(|&r| r > Instant::now()) {
+                Some(r) => Some(r),
+                None => self.oldest.map(|t| t + self.config.linger),
+            })
+            .flatten();
+        earliest(send, self.dead.retry_at())
     }
 
-    /// Sends batches while there is room in flight and something is due.
+    /// Writes dead letters that wait, then sends batches while there is room in flight
+    /// and something is due.
     async fn dispatch(&mut self, closing: bool) {
+        self.write_dead();
         loop {
             if self.queue.is_empty() && self.aggregator.open_tags().is_none() {
                 self.oldest = None;
@@ -451,11 +470,11 @@ impl<A: FnMut(u64)> Loop for Delivery<A> {
     }
 
     fn idle(&self) -> bool {
-        self.queue.is_empty() && self.aggregator.open_tags().is_none() && self.in_flight.is_empty()
+        self.queue.is_empty() && self.aggregator.open_tags().is_none() && self.in_flight.is_empty() && self.dead.is_empty()
     }
 
     fn room(&self) -> bool {
-        self.queue_bytes + self.aggregator.open_bytes() < QUEUE_BYTES
+        self.queue_bytes + self.aggregator.open_bytes() + self.dead.waiting_bytes() < QUEUE_BYTES
     }
 
     fn in_flight(&mut self) -> &mut JoinSet<Answer> {
@@ -464,6 +483,14 @@ impl<A: FnMut(u64)> Loop for Delivery<A> {
 
     fn delivered(&self) -> Delivered {
         self.done
+    }
+}
+
+/// The earlier of two optional instants.
+pub(super) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -500,7 +527,7 @@ pub async fn deliver_to(
     on_ack: impl FnMut(u64),
     ready: std::sync::mpsc::SyncSender<anyhow::Result<()>>,
 ) -> anyhow::Result<Delivered> {
-    let dead = DeadLetters::new(data_dir, sink.name());
+    let dead = DeadLetters::new(data_dir, sink.name(), counters.dead_letters.clone());
     match sink {
         AwsSink::Firehose(config) => match Firehose::connect(&config).await {
             Ok(firehose) => {

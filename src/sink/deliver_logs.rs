@@ -31,7 +31,7 @@ use super::backoff::Backoff;
 use super::cloudwatch::{CloudWatchLogs, Rejected};
 use super::dead_letter::DeadLetters;
 use super::backoff::seed;
-use super::deliver::{Chunk, Delivered, Failures, Loop};
+use super::deliver::{earliest, Chunk, Delivered, Failures, Loop};
 use super::pace::Pacer;
 use crate::batch::cloudwatch::{age, batch_bytes, fit_event, take_batch, Age, LogEvent, Router, StreamKey, MAX_BATCH_BYTES, MAX_BATCH_EVENTS};
 use crate::config::CloudWatchConfig;
@@ -108,13 +108,25 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
         c.fetch_add(n, Ordering::Relaxed);
     }
 
-    fn write_dead(&mut self, lines: &[Vec<u8>]) -> anyhow::Result<()> {
-        if lines.is_empty() {
-            return Ok(());
+    /// Writes the dead letters set aside (unless a failed write's backoff runs) and
+    /// acknowledges the chunks that waited only on them.
+    fn write_dead(&mut self) {
+        let written = self.dead.flush();
+        if written.is_empty() {
+            return;
         }
-        self.dead.write(lines).map_err(|e| anyhow::anyhow!("cannot write dead letters to {}: {e}; is data_dir full or read-only?", self.dead.path().display()))?;
-        tracing::warn!(events = lines.len(), path = %self.dead.path().display(), "events CloudWatch Logs would refuse for their time (older than 14 days or the retention, or over 2 h ahead) were set aside (dead letters)");
-        Ok(())
+        tracing::warn!(events = written.len(), path = %self.dead.path().display(), "events CloudWatch Logs would refuse for their time (older than 14 days or the retention, or over 2 h ahead) were set aside (dead letters)");
+        for seq in written {
+            self.settled(seq);
+        }
+    }
+
+    /// One event of chunk `seq` was accepted or written to the dead letters.
+    fn settled(&mut self, seq: u64) {
+        if let Some(p) = self.pending.get_mut(&seq) {
+            p.0 = p.0.saturating_sub(1);
+        }
+        self.try_ack(seq);
     }
 
     fn try_ack(&mut self, seq: u64) {
@@ -139,7 +151,7 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
         }
     }
 
-    fn accepted(&mut self, key: &StreamKey, batch: Vec<LogEvent>, rejected: Rejected) -> anyhow::Result<()> {
+    fn accepted(&mut self, key: &StreamKey, batch: Vec<LogEvent>, rejected: Rejected) {
         self.counters.requests_ok.fetch_add(1, Ordering::Relaxed);
         self.counters.succeeded_quietly();
         self.failures.succeeded();
@@ -147,8 +159,6 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
         if let Some(q) = self.queues.get_mut(key) {
             q.backoff.reset();
         }
-        let mut dead = Vec::new();
-        let mut chunks = Vec::with_capacity(batch.len());
         for (i, event) in batch.into_iter().enumerate() {
             match rejected.reason(i) {
                 None => {
@@ -156,22 +166,15 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
                     self.done.bytes += event.message.len() as u64;
                     self.counters.records_ok.fetch_add(1, Ordering::Relaxed);
                     self.counters.bytes.fetch_add(event.message.len() as u64, Ordering::Relaxed);
+                    self.settled(event.chunk);
                 }
                 Some(reason) => {
                     self.count_dead(reason == "too_old", 1);
-                    dead.push(rejected_line(key, &event, reason));
+                    self.dead.set_aside(event.chunk, rejected_line(key, &event, reason));
                 }
             }
-            chunks.push(event.chunk);
         }
-        self.write_dead(&dead)?;
-        for chunk in chunks {
-            if let Some(p) = self.pending.get_mut(&chunk) {
-                p.0 = p.0.saturating_sub(1);
-            }
-            self.try_ack(chunk);
-        }
-        Ok(())
+        self.write_dead();
     }
 
     fn failed(&mut self, key: &StreamKey, batch: Vec<LogEvent>, sent: Instant, failure: Failure) {
@@ -231,7 +234,6 @@ impl<A: FnMut(u64)> Loop for LogsDelivery<A> {
     /// dead letters at once.
     fn take(&mut self, chunk: Chunk) -> anyhow::Result<()> {
         let now_ms = crate::event::time::now().div_euclid(1_000_000);
-        let mut dead = Vec::new();
         let mut queued = 0;
         let cap = self.config.retry_max_wait;
         for line in chunk.data.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
@@ -244,7 +246,8 @@ impl<A: FnMut(u64)> Loop for LogsDelivery<A> {
                 Age::Ok => {}
                 too => {
                     self.count_dead(too == Age::TooOld, 1);
-                    dead.push([line, b"\n"].concat());
+                    self.dead.set_aside(chunk.seq, [line, b"\n"].concat());
+                    queued += 1;
                     continue;
                 }
             }
@@ -258,9 +261,9 @@ impl<A: FnMut(u64)> Loop for LogsDelivery<A> {
             q.events.push(event);
             queued += 1;
         }
-        self.write_dead(&dead)?;
         self.done.chunks += 1;
         self.pending.insert(chunk.seq, (queued, true));
+        self.write_dead();
         self.try_ack(chunk.seq);
         Ok(())
     }
@@ -269,21 +272,25 @@ impl<A: FnMut(u64)> Loop for LogsDelivery<A> {
     /// the limit: only an answer helps).
     fn deadline(&self) -> Option<Instant> {
         if self.in_flight.len() >= self.config.max_in_flight {
-            return None;
+            return self.dead.retry_at();
         }
         let now = Instant::now();
-        self.queues
+        let send = self
+            .queues
             .values()
             .filter(|q| !q.busy && !q.events.is_empty())
             .filter_map(|q| match q.retry_at.filter(|&r| r > now) {
                 Some(r) => Some(r),
                 None => q.oldest.map(|t| t + self.config.linger),
             })
-            .min()
+            .min();
+        earliest(send, self.dead.retry_at())
     }
 
-    /// Sends due streams' batches, the longest-waiting first, while there is room.
+    /// Writes dead letters that wait, then sends due streams' batches, the
+    /// longest-waiting first, while there is room.
     async fn dispatch(&mut self, closing: bool) {
+        self.write_dead();
         let now = Instant::now();
         let mut due: Vec<(Instant, StreamKey)> = self
             .queues
@@ -322,7 +329,7 @@ impl<A: FnMut(u64)> Loop for LogsDelivery<A> {
             q.busy = false;
         }
         match result {
-            Ok(rejected) => self.accepted(&key, batch, rejected)?,
+            Ok(rejected) => self.accepted(&key, batch, rejected),
             Err(f) if f.code.as_deref() == Some("ResourceNotFoundException") && self.config.create_missing => {
                 self.counters.requests_failed.fetch_add(1, Ordering::Relaxed);
                 match self.create(&key).await {
@@ -337,11 +344,11 @@ impl<A: FnMut(u64)> Loop for LogsDelivery<A> {
     }
 
     fn idle(&self) -> bool {
-        self.queues.values().all(|q| q.events.is_empty()) && self.in_flight.is_empty()
+        self.queues.values().all(|q| q.events.is_empty()) && self.in_flight.is_empty() && self.dead.is_empty()
     }
 
     fn room(&self) -> bool {
-        self.queued_bytes < QUEUE_BYTES
+        self.queued_bytes + self.dead.waiting_bytes() < QUEUE_BYTES
     }
 
     fn in_flight(&mut self) -> &mut JoinSet<Answer> {

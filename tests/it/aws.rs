@@ -76,6 +76,13 @@ pub fn aws_env(cmd: &mut Command) -> &mut Command {
         .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
 }
 
+/// `logferry` with the dummy credentials and no pod identity of its own.
+pub fn logferry_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
+    aws_env(&mut cmd).env_remove("POD_NAME").env_remove("POD_NAMESPACE");
+    cmd
+}
+
 /// Writes a replay config into `dir`.
 pub fn replay_config(dir: &Path, sink: &str) -> PathBuf {
     let path = dir.join("replay.toml");
@@ -132,9 +139,7 @@ pub fn run_with_sink(sink: &str) -> (crate::node::Node, PathBuf, crate::node::Sh
     let text = fs::read_to_string(&config).unwrap();
     let file_sink = format!("[sink]\ntype = \"file\"\npath = \"{}\"\n", node.out().display());
     fs::write(&config, text.replace(&file_sink, sink)).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
-    aws_env(&mut cmd).env_remove("POD_NAME").env_remove("POD_NAMESPACE");
-    let shipper = crate::node::Shipper::start(cmd, &config, node.out());
+    let shipper = crate::node::Shipper::start(logferry_command(), &config, node.out());
     (node, live, shipper)
 }
 
@@ -173,9 +178,7 @@ pub fn sigkill_rounds(sink: &str, append: impl Fn(&Path, &[String]), delivered: 
         std::thread::sleep(Duration::from_millis(50 + 60 * round as u64));
         shipper.kill();
         in_flight.extend(busy);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
-        aws_env(&mut cmd).env_remove("POD_NAME").env_remove("POD_NAMESPACE");
-        shipper = crate::node::Shipper::start(cmd, &config, node.out());
+        shipper = crate::node::Shipper::start(logferry_command(), &config, node.out());
     }
     wait_for(&in_flight);
     assert!(shipper.stop().success(), "{}", shipper.stderr());

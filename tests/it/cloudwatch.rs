@@ -93,6 +93,23 @@ fn message_key_sends_the_bare_message() {
     assert_eq!(streams["p-c"], msgs);
 }
 
+/// The messages of the live node's stream (`default/api/app`) in the emulator, once it
+/// holds at least `n` (or after a minute, whatever it holds).
+fn live_messages(moto: &Moto, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, streams) = read_group(moto, "/eks/test/containers");
+        let got: Vec<String> = streams
+            .get("default/api/app")
+            .map(|m| m.iter().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["message"].as_str().unwrap().to_string()).collect())
+            .unwrap_or_default();
+        if got.len() >= n || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 #[test]
 fn a_live_node_ships_to_the_emulator_in_order() {
     let moto = Moto::start();
@@ -102,20 +119,50 @@ fn a_live_node_ships_to_the_emulator_in_order() {
         cri_now(&live, part, 60_000 - n as i64 * 1000);
         std::thread::sleep(Duration::from_millis(300));
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let got = loop {
-        let (_, streams) = read_group(&moto, "/eks/test/containers");
-        let got: Vec<String> = streams
-            .get("default/api/app")
-            .map(|m| m.iter().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["message"].as_str().unwrap().to_string()).collect())
-            .unwrap_or_default();
-        if got.len() >= want.len() || Instant::now() > deadline {
-            break got;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    let got = live_messages(&moto, want.len());
     assert!(shipper.stop().success(), "{}", shipper.stderr());
     assert_eq!(got, want, "every line once, in order");
+}
+
+/// Regression: a dead letter that could not be written ended the delivery loop (and so
+/// the process). Now the events wait in memory, `/readyz` says so, their records stay
+/// unacknowledged, and once the directory can be written they are, exactly once;
+/// everything else flows meanwhile.
+#[test]
+fn an_unwritable_dead_letter_directory_holds_the_events_until_it_can_be_written() {
+    let moto = Moto::start();
+    let (node, live, mut shipper) = run_with_sink(&cloudwatch_sink(&moto.endpoint, "linger = \"50ms\""));
+    let addr = shipper.metrics_addr();
+    // A file where the dead-letter directory goes: it cannot be created, even by root.
+    let blocker = node.data().join("dead-letter");
+    fs::create_dir_all(node.data()).unwrap();
+    fs::write(&blocker, b"in the way\n").unwrap();
+    let month_old: Vec<String> = (0..3).map(|i| format!("a month old {i}")).collect();
+    cri_now(&live, &month_old, 30 * 24 * 3600 * 1000);
+    let want: Vec<String> = (0..500).map(|i| format!("fresh {i}")).collect();
+    cri_now(&live, &want, 10_000);
+    assert_eq!(live_messages(&moto, want.len()), want, "the rest flows while dead letters wait");
+    crate::data_dir::wait_for_readyz(&shipper, 503, &["cannot write dead letters", &blocker.display().to_string()]);
+    assert!(metric(addr, r#"logferry_data_dir_errors_total{what="dead_letters"}"#) > 0.0);
+
+    fs::remove_file(&blocker).unwrap();
+    crate::data_dir::wait_for_readyz(&shipper, 200, &["ready"]);
+    let dead_file = blocker.join("cloudwatch.jsonl");
+    let dead_messages = |path: &Path| -> Vec<String> {
+        fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["message"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(dead_messages(&dead_file), month_old);
+    assert!(shipper.stop().success(), "{}", shipper.stderr());
+    let log = shipper.stderr();
+    assert_eq!(log.matches("dead letters wait in memory").count(), 1, "one error line per cause:\n{log}");
+
+    // Acknowledged once written: a restart sends nothing again.
+    let mut again = crate::node::Shipper::start(crate::aws::logferry_command(), &node.root().join("logferry.toml"), node.out());
+    again.metrics_addr();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(again.stop().success(), "{}", again.stderr());
+    assert_eq!(dead_messages(&dead_file), month_old);
+    assert_eq!(live_messages(&moto, want.len()), want);
 }
 
 /// Random throttling, 500s and dropped connections; streams (and the group) that do

@@ -61,7 +61,7 @@ impl Drop for SmallDisk {
 }
 
 /// Waits until `/readyz` answers `status` with a body containing every one of `words`.
-fn wait_for_readyz(shipper: &Shipper, status: u16, words: &[&str]) -> String {
+pub fn wait_for_readyz(shipper: &Shipper, status: u16, words: &[&str]) -> String {
     let addr = shipper.metrics_addr();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
