@@ -45,6 +45,7 @@ const ALERTS: &[&str] = &[
     "LogferryBufferNearlyFull",
     "LogferryRecordsDropped",
     "LogferrySinkThrottled",
+    "LogferryDataDirFailing",
     "LogferryLogsLostToRotation",
     "LogferryDown",
     "LogferryAbsent",
