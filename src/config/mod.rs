@@ -391,7 +391,7 @@ fn build_tail(ck: &mut Checker, raw: RawTail, env: &EnvView) -> TailConfig {
         checkpoint_interval: ck.duration(
             "tail.checkpoint_interval",
             raw.checkpoint_interval,
-            secs(1),
+            Duration::from_millis(200),
             true,
         ),
         max_open_files: ck.count("tail.max_open_files", raw.max_open_files, 1024, 1, None),

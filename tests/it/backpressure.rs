@@ -71,14 +71,13 @@ fn a_stalled_sink_pauses_reading_at_the_buffer_cap_and_loses_nothing() {
     assert!(scrape.contains("\nlogferry_backpressure_active 1\n"), "{scrape}");
     assert!(!scrape.contains("\nlogferry_shipping_lag_seconds 0\n"), "{scrape}");
     assert_eq!(crate::node::http_get(addr, "/healthz").0, 200, "paused is not dead");
-    let checkpoints = fs::read_to_string(node.data().join("checkpoints.json")).unwrap_or_default();
     let size = fs::metadata(&live).unwrap().len();
-    let offset: u64 = serde_json::from_str::<serde_json::Value>(&checkpoints).map_or(0, |v| v["streams"][0]["offset"].as_u64().unwrap_or(0));
+    let offset: u64 = node.checkpoints().first().map_or(0, |(_, pos)| pos.offset);
     assert!(offset < size / 2, "reading paused with most of the file unread ({offset} of {size})");
     // The sink drains again: everything arrives.
     let reader = drain(stdout);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while fs::read_to_string(node.data().join("checkpoints.json")).map_or(true, |c| !c.contains(&format!("\"offset\": {size}"))) {
+    while !node.checkpointed_at(size) {
         assert!(Instant::now() < deadline, "never caught up");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -115,8 +114,7 @@ fn files_rotated_away_while_paused_are_counted() {
     let all: Vec<String> = first.iter().chain(&last).cloned().collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let c = fs::read_to_string(node.data().join("checkpoints.json")).unwrap_or_default();
-        if c.contains(&format!("\"offset\": {}", fs::metadata(&live).unwrap().len())) {
+        if node.checkpointed_at(fs::metadata(&live).unwrap().len()) {
             break;
         }
         assert!(Instant::now() < deadline, "never caught up");
@@ -144,7 +142,7 @@ fn a_sink_that_keeps_up_is_fed_from_memory_and_the_disk_buffer_stays_empty() {
     let size = fs::metadata(&live).unwrap().len();
     let deadline = Instant::now() + Duration::from_secs(30);
     // Checkpoints advance over what the sink acknowledged, with nothing written.
-    while fs::read_to_string(node.data().join("checkpoints.json")).map_or(true, |c| !c.contains(&format!("\"offset\": {size}"))) {
+    while !node.checkpointed_at(size) {
         assert!(Instant::now() < deadline, "checkpoints never covered the file");
         std::thread::sleep(Duration::from_millis(100));
     }

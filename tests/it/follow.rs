@@ -141,14 +141,13 @@ fn container_restarts_and_pod_deletion() {
         fs::remove_file(l.unwrap().path()).unwrap();
     }
     // After rotate_wait (2 s) the streams are forgotten, checkpoints included.
-    let checkpoints = node.data().join("checkpoints.json");
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let text = fs::read_to_string(&checkpoints).unwrap_or_default();
-        if !text.contains("cart") {
+        let left = node.checkpoints();
+        if !left.iter().any(|(path, _)| path.to_string_lossy().contains("cart")) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "checkpoints still name the deleted pod: {text}");
+        assert!(std::time::Instant::now() < deadline, "checkpoints still name the deleted pod: {left:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
     shipper.stop_and_check(&node, &all);
@@ -186,10 +185,11 @@ fn a_reused_inode_is_not_mistaken_for_the_old_file() {
     let new = numbered("new-file", 400);
     append_cri(&live, &new);
     let ino = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&live).unwrap());
-    let cp = node.data().join("checkpoints.json");
-    let mut v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&cp).unwrap()).unwrap();
-    v["streams"][0]["file"]["ino"] = ino.into();
-    fs::write(&cp, v.to_string()).unwrap();
+    let mut cp = logferry::tail::checkpoint::Checkpoints::load(&node.data()).unwrap();
+    let (path, mut pos) = cp.iter().map(|(p, pos)| (p.to_path_buf(), pos)).next().unwrap();
+    pos.file.ino = ino;
+    cp.set(&path, pos);
+    cp.compact().unwrap();
 
     let mut shipper = node.start("");
     let all = [old, new].concat();

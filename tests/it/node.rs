@@ -118,15 +118,27 @@ listen = "127.0.0.1:0"
 }
 
 impl Node {
-    /// Waits until `checkpoints.json` is rewritten (or `timeout` passes).
+    /// Waits until the saved checkpoints change (or `timeout` passes).
     pub fn wait_for_checkpoint_change(&self, timeout: Duration) {
-        let path = self.data().join("checkpoints.json");
-        let stamp = || fs::metadata(&path).and_then(|m| m.modified()).ok();
-        let before = stamp();
+        let before = self.checkpoints();
         let deadline = Instant::now() + timeout;
-        while stamp() == before && Instant::now() < deadline {
+        while self.checkpoints() == before && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The checkpoints saved in the node's data_dir (snapshot and journal), as logferry
+    /// would load them: each stream's path and position.
+    pub fn checkpoints(&self) -> Vec<(PathBuf, logferry::tail::checkpoint::Position)> {
+        match logferry::tail::checkpoint::Checkpoints::load(&self.data()) {
+            Ok(c) => c.iter().map(|(p, pos)| (p.to_path_buf(), pos)).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Whether some stream's saved checkpoint is at `offset`.
+    pub fn checkpointed_at(&self, offset: u64) -> bool {
+        self.checkpoints().iter().any(|(_, pos)| pos.offset == offset)
     }
 }
 
@@ -302,8 +314,13 @@ impl Drop for Shipper {
 }
 
 fn signal(child: &Child, sig: &str) {
+    signal_pid(child.id(), sig);
+}
+
+/// Sends `sig` (`TERM`, `HUP` …) to process `pid`.
+pub fn signal_pid(pid: u32, sig: &str) {
     // The shell's `kill` builtin: no dependency on a `kill` binary being installed.
-    let ok = Command::new("sh").args(["-c", &format!("kill -{sig} {}", child.id())]).status().unwrap().success();
+    let ok = Command::new("sh").args(["-c", &format!("kill -{sig} {pid}")]).status().unwrap().success();
     assert!(ok);
 }
 
