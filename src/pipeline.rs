@@ -450,7 +450,7 @@ struct ShipSettings {
     buffer: Buffer,
     /// The buffer thread has finished: once the buffer is drained, so are we.
     writer_done: Arc<AtomicBool>,
-    /// How often the ack position is saved.
+    /// How often the acknowledged records are saved.
     ack_interval: Duration,
     counters: Arc<SinkCounters>,
     data_dir: PathBuf,
@@ -507,7 +507,7 @@ fn ship_to_aws(sink: AwsSink, ship: ShipSettings, ready: mpsc::SyncSender<anyhow
 }
 
 /// Hands every buffer record to the delivery loop, until the buffer thread is done
-/// and all was read; saves the ack position every `ack_interval` meanwhile (acks come
+/// and all was read; saves which records are acknowledged every `ack_interval` meanwhile (acks come
 /// from the delivery loop at any time, and a crash must not forget them for long).
 /// Returns the events read.
 fn read_chunks(buffer: &Buffer, writer_done: &AtomicBool, tx: &tokio::sync::mpsc::Sender<Chunk>, ack_interval: Duration) -> anyhow::Result<u64> {

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::Path;
 
-use super::{list_segments, read_ack, segment, BufferError};
+use super::{acks, list_segments, segment, BufferError};
 
 /// One segment's summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +25,8 @@ pub struct SegmentReport {
 pub struct Report {
     pub dir: String,
     pub acked: u64,
+    /// Ranges acknowledged above `acked` (out of order).
+    pub acked_above: usize,
     pub segments: Vec<SegmentReport>,
     /// When the oldest unacknowledged record was read (ns since the epoch).
     pub oldest_unacked_time: Option<i64>,
@@ -43,8 +45,8 @@ impl Report {
 /// Reads the buffer under `<data_dir>/buffer`.
 pub fn inspect(data_dir: &Path) -> Result<Report, BufferError> {
     let dir = data_dir.join("buffer");
-    let acked = read_ack(&dir)?;
-    let mut report = Report { dir: dir.display().to_string(), acked, segments: Vec::new(), oldest_unacked_time: None };
+    let saved = acks::read(&dir).map_err(|source| BufferError::Io { path: dir.join("acks"), source })?;
+    let mut report = Report { dir: dir.display().to_string(), acked: saved.through, acked_above: saved.ranges.len(), segments: Vec::new(), oldest_unacked_time: None };
     let mut buf = Vec::new();
     for (_, path) in list_segments(&dir).map_err(super::io_err(&dir))? {
         let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
@@ -69,7 +71,7 @@ pub fn inspect(data_dir: &Path) -> Result<Report, BufferError> {
                 seg.last_seq = scan.records.last().map(|r| r.seq);
                 seg.corrupt_regions = scan.corrupt_regions;
                 seg.torn_bytes = if scan.torn { seg.bytes - scan.valid_end } else { 0 };
-                let unacked: Vec<_> = scan.records.iter().filter(|r| r.seq > acked).collect();
+                let unacked: Vec<_> = scan.records.iter().filter(|r| !saved.contains(r.seq)).collect();
                 seg.unacked = unacked.len() as u64;
                 if report.oldest_unacked_time.is_none() {
                     report.oldest_unacked_time = unacked.first().map(|r| r.time);
@@ -84,7 +86,7 @@ pub fn inspect(data_dir: &Path) -> Result<Report, BufferError> {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "buffer {}", self.dir)?;
-        writeln!(f, "acknowledged up to seq {}", self.acked)?;
+        writeln!(f, "acknowledged up to seq {}, and {} range(s) above it", self.acked, self.acked_above)?;
         writeln!(f, "{:<22} {:>12} {:>9} {:>9} {:>21}  damage", "segment", "bytes", "records", "unacked", "seqs")?;
         for s in &self.segments {
             let seqs = match (s.first_seq, s.last_seq) {

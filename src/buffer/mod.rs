@@ -9,7 +9,8 @@
 //! # On disk
 //!
 //! `<data_dir>/buffer/` holds numbered segment files (`0000000000000001.seg`, …) and
-//! `ack`, the highest sequence number below which every record was acknowledged. The
+//! `acks`, which records were acknowledged: every one up to a number, and the ranges
+//! acknowledged above it, since sinks acknowledge out of order (see [`acks`]). The
 //! segment format (header, framed records with CRC-32C and a resync magic) is in
 //! [`segment`]. The newest segment is the only one written to; it is rolled over at
 //! `segment_bytes`.
@@ -25,7 +26,8 @@
 //! 3. [`Buffer::commit`] and [`Buffer::safe_seq`] return the highest sequence number
 //!    at or below which every record is acknowledged or fsynced: the caller advances
 //!    file checkpoints only up to what that covers.
-//! 4. A segment is deleted only when every record in it is acknowledged (or, with
+//! 4. A segment is deleted once every record in it is acknowledged, whatever older
+//!    records still wait (or, with
 //!    `when_full = "drop_oldest"`, when room is needed: those records are counted as
 //!    dropped).
 //! 5. What the buffer holds, on disk and in memory (framed as on disk), is capped at
@@ -36,7 +38,7 @@
 //!
 //! # Recovery
 //!
-//! At open every segment is scanned: records at or below the ack are skipped, a torn
+//! At open every segment is scanned: records saved as acknowledged are skipped, a torn
 //! record at the end of a segment (a write cut by the crash) is truncated away, and a
 //! corrupted record in the middle is skipped — found again by its magic and CRC — and
 //! counted; nothing in a segment is fatal. The reader then starts at the first
@@ -61,6 +63,7 @@
 //! crash can then lose a record that was already shipped, which is harmless — its
 //! file checkpoint had not advanced, so it is read again (a duplicate, never a loss).
 
+pub mod acks;
 pub mod inspect;
 pub mod segment;
 mod seqset;
@@ -218,7 +221,8 @@ struct State {
     last_read: u64,
     /// When the sink last acknowledged a record.
     last_ack: Option<Instant>,
-    persisted_ack: u64,
+    /// What was last saved as acknowledged.
+    persisted: acks::Acked,
     total_bytes: u64,
     /// Reader position on disk: segment id and offset of its next record.
     read_seg: u64,
@@ -275,15 +279,6 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-fn read_ack(dir: &Path) -> Result<u64, BufferError> {
-    let path = dir.join("ack");
-    match fs::read_to_string(&path) {
-        Ok(t) => t.trim().parse().map_err(|_| BufferError::BadSegment { path, why: format!("ack file holds {t:?}, not a number") }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(io_err(&path)(e)),
-    }
-}
-
 /// Writes every byte of `bufs`, however the kernel splits the write.
 fn write_all_vectored(file: &mut File, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
     while !bufs.is_empty() {
@@ -308,23 +303,23 @@ impl Buffer {
         if let Err(e) = fs::create_dir_all(dir) {
             disk_error = Some(io_err(dir)(e).to_string());
         }
-        let acked = read_ack(dir)?;
+        let acked = acks::read(dir).map_err(io_err(&dir.join("acks")))?;
         let mut rec = Recovery::default();
         let mut st = State {
             segments: VecDeque::new(),
             writer: None,
             next_segment: 1,
             disk_error,
-            next_seq: acked + 1,
+            next_seq: acked.end(),
             held: VecDeque::new(),
             held_bytes: 0,
             spilled_seq: 0,
             durable_seq: 0,
             unsynced: 0,
             outstanding: SeqSet::default(),
-            last_read: acked,
+            last_read: acked.through,
             last_ack: None,
-            persisted_ack: acked,
+            persisted: acked.clone(),
             total_bytes: 0,
             read_seg: 0,
             read_offset: HEADER_LEN,
@@ -337,6 +332,9 @@ impl Buffer {
         };
         let mut buf = Vec::new();
         let mut reader_set = false;
+        // Sequence numbers only increase across segments: a record at or below the
+        // last one taken is a stray copy.
+        let mut last_taken = 0;
         let found = match list_segments(dir) {
             Ok(found) => found,
             Err(e) if e.kind() == io::ErrorKind::NotFound && st.disk_error.is_some() => Vec::new(),
@@ -381,13 +379,18 @@ impl Buffer {
             }
             let last_seq = scan.records.last().map_or(0, |r| r.seq);
             rec.records += scan.records.len() as u64;
-            if last_seq != 0 && last_seq <= acked {
+            if !scan.records.is_empty() && scan.records.iter().all(|r| acked.contains(r.seq)) {
                 if let Err(e) = fs::remove_file(&path) {
                     note_cleanup_failed(&mut st, &path, e);
                 }
+                st.next_seq = st.next_seq.max(last_seq + 1);
                 continue;
             }
-            for r in scan.records.iter().filter(|r| r.seq > acked && r.seq >= st.next_seq) {
+            for r in &scan.records {
+                if acked.contains(r.seq) || r.seq <= last_taken {
+                    continue;
+                }
+                last_taken = r.seq;
                 rec.unacked += 1;
                 st.outstanding.push(r.seq);
                 if !reader_set {
@@ -683,31 +686,21 @@ impl Buffer {
         self.inner.changed.notify_all();
     }
 
-    /// Writes the ack position if it moved (temp file, fsync, rename).
+    /// Saves which records are acknowledged, if that changed (see [`acks`]).
     pub fn persist_ack(&self) -> Result<(), BufferError> {
         let acked = {
             let st = self.lock();
-            let acked = watermark(&st);
-            if acked == st.persisted_ack {
+            let through = watermark(&st);
+            let acked = acks::Acked { through, ranges: st.outstanding.gaps(through + 1, st.next_seq, acks::MAX_RANGES) };
+            if acked == st.persisted {
                 return Ok(());
             }
             acked
         };
-        let path = self.inner.dir.join("ack");
-        let tmp = self.inner.dir.join("ack.tmp");
-        let write = || -> io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(format!("{acked}\n").as_bytes())?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            File::open(&self.inner.dir)?.sync_all()
-        };
-        if let Err(e) = write() {
-            let _ = fs::remove_file(&tmp);
-            return Err(disk_failed(&mut self.lock(), io_err(&path)(e)));
+        if let Err(e) = acks::write(&self.inner.dir, &acked) {
+            return Err(disk_failed(&mut self.lock(), io_err(&self.inner.dir.join("acks"))(e)));
         }
-        let mut st = self.lock();
-        st.persisted_ack = st.persisted_ack.max(acked);
+        self.lock().persisted = acked;
         Ok(())
     }
 
@@ -872,14 +865,25 @@ impl Buffer {
         Ok(())
     }
 
+    /// Deletes every segment but the newest whose records are all acknowledged, even
+    /// with older records still outstanding (acknowledgements come out of order), and
+    /// empty ones the reader has passed.
     fn delete_acked_segments(&self, st: &mut State) {
-        let acked = watermark(st);
-        while st.segments.len() > 1 {
-            let s = &st.segments[0];
-            if s.last_seq > acked || (s.last_seq == 0 && s.id >= st.read_seg) {
-                break;
+        let mut i = 0;
+        // The last record of the segments before `i`: its records are all above.
+        let mut below = 0;
+        while i + 1 < st.segments.len() {
+            let s = &st.segments[i];
+            let done = match s.last_seq {
+                0 => s.id < st.read_seg,
+                last => st.outstanding.first_from(below + 1).is_none_or(|o| o > last),
+            };
+            below = below.max(s.last_seq);
+            if !done {
+                i += 1;
+                continue;
             }
-            let s = st.segments.pop_front().unwrap();
+            let s = st.segments.remove(i).expect("i is within the segments");
             st.total_bytes -= s.bytes;
             if let Err(e) = fs::remove_file(&s.path) {
                 tracing::warn!(segment = %s.path.display(), error = %e, "cannot delete an acknowledged buffer segment");

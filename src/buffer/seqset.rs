@@ -67,6 +67,29 @@ impl SeqSet {
         true
     }
 
+    /// The ranges in `from..to` (start, end exclusive) that are not members, in order;
+    /// at most `max` of them (the lowest).
+    pub fn gaps(&self, from: u64, to: u64, max: usize) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut at = from;
+        for (&start, &end) in self.ranges.range(..to) {
+            if end <= at {
+                continue;
+            }
+            if start > at {
+                out.push((at, start));
+                if out.len() == max {
+                    return out;
+                }
+            }
+            at = end;
+        }
+        if at < to && out.len() < max {
+            out.push((at, to));
+        }
+        out
+    }
+
     /// Removes every member in `from..to`; returns how many there were.
     pub fn remove_range(&mut self, from: u64, to: u64) -> u64 {
         if from >= to {
@@ -133,6 +156,9 @@ mod tests {
                 prop_assert_eq!(s.len(), model.len() as u64);
                 prop_assert_eq!(s.min(), model.first().copied());
                 prop_assert_eq!(s.first_from(a), model.range(a..).next().copied());
+                let outside: Vec<u64> = s.gaps(1, 230, usize::MAX).into_iter().flat_map(|(s, e)| s..e).collect();
+                let model_outside: Vec<u64> = (1..230).filter(|i| !model.contains(i)).collect();
+                prop_assert_eq!(outside, model_outside);
             }
         }
     }

@@ -33,6 +33,8 @@ enum Op {
     Read,
     Ack(prop::sample::Index),
     PersistAck,
+    /// Damage the saved acknowledgements (cut or garbled), then restart.
+    DamageAcks(prop::sample::Index),
     /// Restart; optionally cut the newest segment at a point after its durable part.
     Restart { tear: Option<prop::sample::Index> },
     /// Flip a byte in a durable part of some segment, then restart.
@@ -47,7 +49,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::SafeSeq),
         3 => Just(Op::Read),
         4 => any::<prop::sample::Index>().prop_map(Op::Ack),
-        1 => Just(Op::PersistAck),
+        2 => Just(Op::PersistAck),
+        1 => any::<prop::sample::Index>().prop_map(Op::DamageAcks),
         2 => prop::option::of(any::<prop::sample::Index>()).prop_map(|tear| Op::Restart { tear }),
         1 => (any::<prop::sample::Index>(), any::<prop::sample::Index>()).prop_map(|(a, b)| Op::Flip(a, b)),
     ]
@@ -62,7 +65,14 @@ struct Model {
     /// Every record the buffer may still hold.
     records: BTreeMap<u64, Vec<u8>>,
     acked: BTreeSet<u64>,
-    persisted: u64,
+    /// Acknowledged and saved: never handed out again (acknowledged out of order).
+    persisted: BTreeSet<u64>,
+    /// Records acknowledged, saved and not handed out again since, which damaged
+    /// acknowledgements may bring back (sent twice, never lost).
+    acked_gone: BTreeMap<u64, Vec<u8>>,
+    /// The saved acknowledgements were damaged: at the next restart acknowledged
+    /// records may come back.
+    acks_damaged: bool,
     /// Everything at or below is acknowledged or durable.
     durable: u64,
     /// Records a flip may have destroyed.
@@ -104,23 +114,41 @@ fn restart_and_check(dir: &Path, m: &mut Model) -> Result<Buffer, TestCaseError>
     let seqs: Vec<u64> = got.iter().map(|g| g.0).collect();
     prop_assert!(seqs.windows(2).all(|w| w[0] < w[1]), "out of order: {seqs:?}");
     for (seq, p) in &got {
-        prop_assert!(*seq > m.persisted, "acknowledged and persisted record {seq} came back");
-        prop_assert_eq!(m.records.get(seq), Some(p), "record {} is not what was written", seq);
+        prop_assert!(m.acks_damaged || !m.persisted.contains(seq), "acknowledged and persisted record {seq} came back");
+        prop_assert_eq!(m.records.get(seq).or(m.acked_gone.get(seq)), Some(p), "record {} is not what was written", seq);
     }
     let got_set: BTreeSet<u64> = seqs.iter().copied().collect();
-    for (seq, _) in m.records.iter().filter(|(s, _)| **s > m.persisted && **s <= m.durable) {
+    for (seq, _) in m.records.iter().filter(|(s, _)| !m.persisted.contains(s) && **s <= m.durable) {
         if !m.acked.contains(seq) && !m.damaged.contains(seq) {
             prop_assert!(got_set.contains(seq), "durable unacked record {seq} lost");
         }
     }
     // What did not come back is gone; what did is unacknowledged again.
+    for seq in &seqs {
+        if let Some(p) = m.acked_gone.remove(seq) {
+            m.records.insert(*seq, p);
+        }
+        m.persisted.remove(seq);
+    }
+    let persisted = &m.persisted;
+    let gone: Vec<(u64, Vec<u8>)> = m.records.iter().filter(|(s, _)| !got_set.contains(s) && persisted.contains(s)).map(|(s, p)| (*s, p.clone())).collect();
+    m.acked_gone.extend(gone);
     m.records.retain(|s, _| got_set.contains(s));
     m.acked.clear();
     m.damaged.clear();
     m.in_flight = seqs;
     // A lost record's number may be given again (it was never acknowledged); what
     // survived, and what was acknowledged and persisted, never is.
-    m.highest = m.in_flight.last().copied().unwrap_or(0).max(m.persisted);
+    // (Unless the saved acknowledgements were damaged: then the numbers of
+    // acknowledged records no longer on disk are unknown and may be given again.)
+    let acked_highest = if m.acks_damaged { 0 } else { m.persisted.last().copied().unwrap_or(0) };
+    if m.acks_damaged {
+        // What did not come back despite that is gone for good (its segment deleted).
+        m.persisted.clear();
+        m.acked_gone.clear();
+    }
+    m.acks_damaged = false;
+    m.highest = m.in_flight.last().copied().unwrap_or(0).max(acked_highest);
     m.durable = m.highest;
     m.handed = m.highest;
     Ok(b)
@@ -136,13 +164,19 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let p = payload(m.highest + 1, len);
                 let seq = b.append(m.highest as i64, 1, p.clone().into()).unwrap();
                 prop_assert!(seq > m.highest, "seq {seq} reused (highest was {})", m.highest);
+                // A number is given again only if no record with it is left on disk.
+                m.acked_gone.remove(&seq);
+                m.persisted.remove(&seq);
                 m.highest = seq;
                 m.records.insert(seq, p);
             }
             Op::Sync => {
                 m.durable = b.sync().unwrap();
                 m.synced = newest_segment(dir.path());
-                prop_assert_eq!(m.durable, m.highest, "after sync everything is safe");
+                // Numbers past `highest` may have been used by records lost since
+                // (saved as no longer outstanding): never given again.
+                prop_assert!(m.durable >= m.highest, "after sync everything is safe: {} < {}", m.durable, m.highest);
+                m.highest = m.durable;
             }
             Op::Commit => {
                 let safe = b.commit(Duration::from_secs(3600)).unwrap();
@@ -172,9 +206,24 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Ack(_) => {}
             Op::PersistAck => {
                 b.persist_ack().unwrap();
-                // Persisted: everything below the oldest record still outstanding.
-                let oldest = m.records.keys().find(|s| !m.acked.contains(s));
-                m.persisted = m.persisted.max(oldest.map_or(m.highest, |s| s - 1));
+                // Persisted: every record acknowledged, in whatever order.
+                m.persisted.extend(m.acked.iter().copied());
+            }
+            Op::DamageAcks(at) => {
+                b.close();
+                drop(b);
+                let path = dir.path().join("acks");
+                if let Ok(text) = fs::read(&path) {
+                    let i = at.index(text.len().max(1));
+                    let mut bad = text[..i.min(text.len())].to_vec();
+                    if i % 2 == 1 {
+                        bad.extend_from_slice(b"\n7 3\n");
+                    }
+                    fs::write(&path, bad).unwrap();
+                    // Acknowledged records may come back; none may be lost.
+                    m.acks_damaged = true;
+                }
+                b = restart_and_check(dir.path(), &mut m)?;
             }
             Op::Restart { tear } => {
                 b.close();

@@ -242,3 +242,58 @@ fn sigkill_while_shipping_loses_nothing_and_repeats_only_what_was_in_flight() {
     };
     crate::aws::sigkill_rounds(&sink, |path, msgs| cri_now(path, msgs, 5_000), messages);
 }
+
+/// Regression: the buffer saved only the highest record below which everything was
+/// acknowledged, so a crash sent again every record acknowledged after an older one
+/// still waiting. Here one stream's record waits (its stream refused) while a newer
+/// one's, written to the buffer's disk first, is accepted; then SIGKILL. After the
+/// restart the accepted events are not sent again, and the waiting ones arrive.
+#[test]
+fn a_crash_after_out_of_order_acks_sends_nothing_acknowledged_again() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let refuse_api = Arc::new(AtomicBool::new(true));
+    let refuse_slow = Arc::new(AtomicBool::new(true));
+    let (api_flag, slow_flag) = (refuse_api.clone(), refuse_slow.clone());
+    let server = FaultServer::start(move |call| {
+        let refused = if call.stream.ends_with("default/api/app") { &api_flag } else { &slow_flag };
+        match refused.load(Ordering::Relaxed) {
+            true => Action::ServerError,
+            false => Action::Accept,
+        }
+    });
+    let sink = cloudwatch_sink(&server.endpoint(), "linger = \"20ms\"\nretry_max_wait = \"200ms\"");
+    let (node, api, mut shipper) = run_with_sink(&sink);
+    let slow = node.container("default", "slow", "app", 0);
+    let slow_msgs: Vec<String> = (0..200).map(|i| format!("waits {i}")).collect();
+    cri_now(&slow, &slow_msgs, 5_000);
+    std::thread::sleep(Duration::from_millis(400));
+    let api_msgs: Vec<String> = (0..1000).map(|i| format!("accepted {i}")).collect();
+    cri_now(&api, &api_msgs, 4_000);
+    // Unacknowledged for longer than the hold (200 ms): both are on the buffer's disk.
+    std::thread::sleep(Duration::from_millis(1000));
+    refuse_api.store(false, Ordering::Relaxed);
+    let api_of = |server: &FaultServer| server.seen.lock().unwrap().messages("/eks/test/containers|default/api/app");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api_of(&server).len() < api_msgs.len() {
+        assert!(Instant::now() < deadline, "the accepted stream never arrived\n{}", shipper.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The acknowledgements are saved every checkpoint_interval (200 ms).
+    std::thread::sleep(Duration::from_millis(800));
+    shipper.kill();
+
+    refuse_slow.store(false, Ordering::Relaxed);
+    let mut again = crate::node::Shipper::start(crate::aws::logferry_command(), &node.root().join("logferry.toml"), node.out());
+    let slow_of = |server: &FaultServer| server.seen.lock().unwrap().messages("/eks/test/containers|default/slow/app");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while slow_of(&server).len() < slow_msgs.len() {
+        assert!(Instant::now() < deadline, "the waiting stream never arrived\n{}", again.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(again.stop().success(), "{}", again.stderr());
+    assert_eq!(slow_of(&server), slow_msgs, "the waiting events arrive once");
+    let api_got = api_of(&server);
+    let resent = api_got.len() - api_msgs.len();
+    assert_eq!(api_got, api_msgs, "{resent} acknowledged events were sent again");
+}

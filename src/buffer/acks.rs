@@ -1,0 +1,173 @@
+//! What the sink has acknowledged, as it is saved in `<data_dir>/buffer/acks`: every
+//! sequence number up to `through`, and the ranges acknowledged above it.
+//!
+//! The sinks acknowledge out of order (CloudWatch Logs finishes one log stream's
+//! batch before another's; Firehose retries a refused record while later ones go
+//! through), so a watermark alone would send everything acknowledged above the oldest
+//! outstanding record again after a crash. The ranges make that nothing.
+//!
+//! ```text
+//! logferry-acks 1
+//! through 1200
+//! 1203 1210
+//! 1215 1300
+//! end
+//! ```
+//!
+//! Ranges are `start end` with `end` exclusive. The file is replaced atomically; one
+//! that does not parse (damaged, or cut) is reported and ignored: the records are then
+//! sent again, never lost. An older `ack` file (a number) is read when there is no
+//! `acks`.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::Path;
+
+const HEADER: &str = "logferry-acks 1";
+const FILE_NAME: &str = "acks";
+const OLD_FILE_NAME: &str = "ack";
+/// At most this many ranges are saved (the lowest); beyond, the rest is sent again
+/// after a crash. Acknowledgements out of order leave a handful in practice.
+pub const MAX_RANGES: usize = 4096;
+
+/// Acknowledged sequence numbers: `1..=through` and each range (end exclusive).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Acked {
+    pub through: u64,
+    pub ranges: Vec<(u64, u64)>,
+}
+
+impl Acked {
+    pub fn contains(&self, seq: u64) -> bool {
+        seq <= self.through || {
+            let i = self.ranges.partition_point(|&(start, _)| start <= seq);
+            i > 0 && seq < self.ranges[i - 1].1
+        }
+    }
+
+    /// One past the highest number acknowledged.
+    pub fn end(&self) -> u64 {
+        self.ranges.last().map_or(self.through + 1, |&(_, end)| end.max(self.through + 1))
+    }
+
+    fn encode(&self) -> String {
+        let mut text = format!("{HEADER}\nthrough {}\n", self.through);
+        for (start, end) in &self.ranges {
+            text.push_str(&format!("{start} {end}\n"));
+        }
+        text.push_str("end\n");
+        text
+    }
+
+    fn decode(text: &str) -> Result<Self, String> {
+        if !text.ends_with("\nend\n") {
+            return Err("cut short (it does not end in an \"end\" line)".into());
+        }
+        let mut lines = text.lines();
+        if lines.next() != Some(HEADER) {
+            return Err(format!("does not start with {HEADER:?}"));
+        }
+        let through = lines
+            .next()
+            .and_then(|l| l.strip_prefix("through "))
+            .and_then(|n| n.parse().ok())
+            .ok_or("no \"through N\" line")?;
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for line in lines {
+            if line == "end" {
+                return Ok(Self { through, ranges });
+            }
+            let range = line
+                .split_once(' ')
+                .and_then(|(s, e)| Some((s.parse::<u64>().ok()?, e.parse::<u64>().ok()?)))
+                .filter(|&(s, e)| s < e && s > through && ranges.last().is_none_or(|&(_, prev)| prev < s))
+                .ok_or_else(|| format!("bad range line {line:?}"))?;
+            ranges.push(range);
+        }
+        Err("cut short (no \"end\" line)".into())
+    }
+}
+
+/// Reads what was acknowledged from `dir`: `acks`, else the older `ack`, else nothing.
+/// A file that does not parse is logged and counts as nothing acknowledged.
+pub fn read(dir: &Path) -> io::Result<Acked> {
+    match fs::read_to_string(dir.join(FILE_NAME)) {
+        Ok(text) => {
+            return Ok(Acked::decode(&text).unwrap_or_else(|why| {
+                tracing::warn!(file = %dir.join(FILE_NAME).display(), why, "the saved acknowledgements are damaged; records in the buffer are sent again");
+                Acked::default()
+            }));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    match fs::read_to_string(dir.join(OLD_FILE_NAME)) {
+        Ok(text) => Ok(Acked { through: text.trim().parse().unwrap_or(0), ranges: Vec::new() }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Acked::default()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Replaces `dir/acks` atomically (temp file, fsync, rename, fsync of the directory),
+/// then removes an older `ack`.
+pub fn write(dir: &Path, acked: &Acked) -> io::Result<()> {
+    let path = dir.join(FILE_NAME);
+    let tmp = dir.join("acks.tmp");
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(acked.encode().as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    match fs::remove_file(dir.join(OLD_FILE_NAME)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_answers_membership() {
+        let d = tempfile::tempdir().unwrap();
+        let a = Acked { through: 10, ranges: vec![(12, 14), (20, 21)] };
+        write(d.path(), &a).unwrap();
+        let back = read(d.path()).unwrap();
+        assert_eq!(back, a);
+        let members: Vec<u64> = (0..25).filter(|&s| back.contains(s)).collect();
+        assert_eq!(members, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 20]);
+        assert_eq!(back.end(), 21);
+        assert_eq!(Acked { through: 7, ranges: vec![] }.end(), 8);
+    }
+
+    #[test]
+    fn a_damaged_or_cut_file_counts_as_nothing_acknowledged() {
+        let d = tempfile::tempdir().unwrap();
+        let whole = Acked { through: 10, ranges: vec![(12, 14)] }.encode();
+        for cut in 0..whole.len() {
+            fs::write(d.path().join(FILE_NAME), &whole[..cut]).unwrap();
+            assert_eq!(read(d.path()).unwrap(), Acked::default(), "cut at {cut}");
+        }
+        for bad in ["logferry-acks 1\nthrough 10\n9 12\nend\n", "logferry-acks 1\nthrough 1\n5 3\nend\n", "logferry-acks 1\nthrough 1\n3 5\n4 6\nend\n"] {
+            fs::write(d.path().join(FILE_NAME), bad).unwrap();
+            assert_eq!(read(d.path()).unwrap(), Acked::default(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_older_watermark_file_is_read_then_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join(OLD_FILE_NAME), "42\n").unwrap();
+        assert_eq!(read(d.path()).unwrap(), Acked { through: 42, ranges: vec![] });
+        write(d.path(), &Acked { through: 50, ranges: vec![] }).unwrap();
+        assert!(!d.path().join(OLD_FILE_NAME).exists());
+        assert_eq!(read(d.path()).unwrap().through, 50);
+    }
+}
