@@ -209,6 +209,9 @@ pub struct CloudWatchConfig {
     pub retention_days: u32,
     /// Send the bare message rather than the event's JSON line.
     pub bare_message: bool,
+    /// A log stream refused permanently this long, while others are accepted, is
+    /// parked: its events go to the dead letters.
+    pub park_after: Duration,
     pub region: Option<String>,
     pub endpoint: Option<String>,
     pub linger: Duration,

@@ -164,6 +164,7 @@ pub(super) struct RawSink {
     pub create_missing: Opt<bool>,
     pub retention_days: Opt<i64>,
     pub message_key: Opt<String>,
+    pub park_after: Opt<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -171,7 +172,7 @@ pub(super) struct RawSink {
 impl RawSink {
     /// The keys that were written (but `type`), for "not used by this type".
     pub fn present(&self) -> Vec<&'static str> {
-        let keys: [(&str, bool); 22] = [
+        let keys: [(&str, bool); 23] = [
             ("path", self.path.is_some()),
             ("delivery_stream", self.delivery_stream.is_some()),
             ("region", self.region.is_some()),
@@ -194,6 +195,7 @@ impl RawSink {
             ("create_missing", self.create_missing.is_some()),
             ("retention_days", self.retention_days.is_some()),
             ("message_key", self.message_key.is_some()),
+            ("park_after", self.park_after.is_some()),
         ];
         keys.into_iter().filter_map(|(k, set)| set.then_some(k)).collect()
     }
@@ -217,6 +219,7 @@ pub(super) const SINK_KEYS: &[&str] = &[
     "create_missing",
     "retention_days",
     "message_key",
+    "park_after",
     "region",
     "endpoint",
     "linger",
@@ -234,7 +237,7 @@ pub(super) fn sink_key_types(key: &str) -> &'static [&'static str] {
         "path" => &["file"],
         "delivery_stream" | "aggregate" | "record_max_bytes" | "oversize" | "max_records_per_second"
         | "max_bytes_per_second" => &["firehose"],
-        "log_group" | "log_stream" | "cluster" | "node" | "create_missing" | "retention_days" | "message_key" => {
+        "log_group" | "log_stream" | "cluster" | "node" | "create_missing" | "retention_days" | "message_key" | "park_after" => {
             &["cloudwatch"]
         }
         "region" | "endpoint" | "linger" | "max_in_flight" | "request_timeout" | "retry_max_wait"

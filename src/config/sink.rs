@@ -141,6 +141,7 @@ fn build_cloudwatch(ck: &mut Checker, raw: RawSink, env: &EnvView) -> CloudWatch
         create_missing: ck.bool("sink.create_missing", raw.create_missing, true),
         retention_days,
         bare_message,
+        park_after: ck.duration("sink.park_after", raw.park_after, Duration::from_secs(600), false),
         region: common.region,
         endpoint: common.endpoint,
         linger: common.linger,

@@ -40,6 +40,11 @@ pub struct SinkCounters {
     /// CloudWatch Logs events set aside for their time.
     pub dropped_too_old: AtomicU64,
     pub dropped_too_new: AtomicU64,
+    /// CloudWatch Logs events of parked log streams, set aside.
+    pub dropped_parked: AtomicU64,
+    /// CloudWatch Logs: log streams with a queue now, and of those, parked.
+    pub streams: AtomicU64,
+    pub streams_parked: AtomicU64,
     /// Calls or records refused for being over the quota.
     pub throttled: AtomicU64,
     /// Firehose: accepted records' sizes rounded up to 5 KiB, as AWS bills them.
@@ -195,6 +200,11 @@ impl Telemetry {
         counter!("logferry_dropped_records_total", "reason" => "dead_letter").absolute(get(&s.records_dead_letter));
         counter!("logferry_dropped_records_total", "reason" => "too_old").absolute(get(&s.dropped_too_old));
         counter!("logferry_dropped_records_total", "reason" => "too_new").absolute(get(&s.dropped_too_new));
+        if sink == "cloudwatch" {
+            counter!("logferry_dropped_records_total", "reason" => "parked").absolute(get(&s.dropped_parked));
+            gauge!("logferry_sink_streams", "sink" => sink, "state" => "active").set(get(&s.streams).saturating_sub(get(&s.streams_parked)) as f64);
+            gauge!("logferry_sink_streams", "sink" => sink, "state" => "parked").set(get(&s.streams_parked) as f64);
+        }
         if sink == "firehose" {
             counter!("logferry_firehose_billed_bytes_total").absolute(get(&s.billed_bytes));
         }
@@ -298,7 +308,8 @@ fn describe_all() {
     describe_counter!("logferry_events_total", "Events read, by stream.");
     describe_counter!("logferry_lines_truncated_total", "Events cut at decode.max_message_bytes.");
     describe_counter!("logferry_partial_lines_total", "Split lines emitted unfinished (the file ended or went quiet).");
-    describe_counter!("logferry_dropped_records_total", "Records dropped by policy, by reason (oversize, buffer_full, corrupt, too_large, dead_letter, too_old, too_new).");
+    describe_counter!("logferry_dropped_records_total", "Records dropped by policy, by reason (oversize, buffer_full, corrupt, too_large, dead_letter, too_old, too_new, parked).");
+    describe_gauge!("logferry_sink_streams", "CloudWatch Logs: log streams with events queued or in flight (state=active), and those parked after refusing permanently (state=parked).");
     describe_counter!("logferry_read_bytes_total", Unit::Bytes, "Bytes read from log files.");
     describe_counter!("logferry_rotations_total", "Rotated files read to their end and left for the next.");
     describe_counter!("logferry_truncations_total", "Files truncated in place (copytruncate) and read again from 0.");

@@ -18,6 +18,17 @@
 //! - Throttling halves the pace (shared `pace`, as for Firehose); other failures back
 //!   off per stream with full jitter. Events AWS refuses for their time
 //!   (`rejectedLogEventsInfo`) go to the dead letters, counted.
+//! - A stream refused for a reason no retry fixes (access denied to its group, a group
+//!   that cannot be created) for `park_after`, while other streams were accepted
+//!   meanwhile, is parked: what it holds and what comes for it go to the dead letters,
+//!   counted, and one batch is tried every [`PROBE_EVERY`] (or `park_after` if
+//!   shorter); accepted, it flows again.
+//!   So one broken stream cannot hold back the node (its records would never be
+//!   acknowledged and the buffer would fill). Every stream refused (credentials) is an
+//!   outage, not a broken stream: nothing is parked, the data waits in the buffer.
+//! - A stream's queue exists only while it has events queued or in flight (parked
+//!   ones: until idle for `park_after`), so pod churn grows neither memory nor the work
+//!   of each round.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -39,6 +50,11 @@ use crate::metrics::SinkCounters;
 
 /// Events waiting to be sent, at most (then no more chunks are taken).
 const QUEUE_BYTES: usize = 32 << 20;
+/// A parked stream is tried again (one batch) this often (or every `park_after`, if
+/// shorter, but not more than once a second).
+pub const PROBE_EVERY: Duration = Duration::from_secs(60);
+/// Idle parked streams are looked for this often.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// One log stream's events waiting to be sent.
 struct Queue {
@@ -49,12 +65,31 @@ struct Queue {
     busy: bool,
     retry_at: Option<Instant>,
     backoff: Backoff,
+    /// Since when every put was refused for a reason retries do not fix.
+    refused_since: Option<Instant>,
+    /// Parked, and why: its events go to the dead letters but for a probe.
+    parked: Option<Arc<str>>,
+    /// When a parked stream's next batch is tried.
+    probe_at: Instant,
+    /// When an event last came for it.
+    last_used: Instant,
 }
 
 impl Queue {
     fn new(seed: u64, cap: Duration) -> Self {
         let backoff = Backoff::try_new(Duration::from_millis(100), cap.max(Duration::from_millis(100)), seed).expect("valid bounds");
-        Self { events: Vec::new(), bytes: 0, oldest: None, busy: false, retry_at: None, backoff }
+        let now = Instant::now();
+        Self { events: Vec::new(), bytes: 0, oldest: None, busy: false, retry_at: None, backoff, refused_since: None, parked: None, probe_at: now, last_used: now }
+    }
+
+    /// Why its events go to the dead letters now (parked, and no probe due).
+    fn parked_now(&self, now: Instant) -> Option<&Arc<str>> {
+        self.parked.as_ref().filter(|_| now < self.probe_at)
+    }
+
+    /// Nothing queued, nothing in flight, nothing to remember.
+    fn idle(&self, now: Instant, forget_parked: Duration) -> bool {
+        self.events.is_empty() && !self.busy && (self.parked.is_none() || now.saturating_duration_since(self.last_used) >= forget_parked) && (self.parked.is_some() || self.refused_since.is_none())
     }
 }
 
@@ -77,6 +112,9 @@ pub struct LogsDelivery<A: FnMut(u64)> {
     done: Delivered,
     failures: Failures,
     jitter: Backoff,
+    /// When any stream's put was last accepted.
+    last_accepted: Option<Instant>,
+    last_sweep: Instant,
 }
 
 impl<A: FnMut(u64)> LogsDelivery<A> {
@@ -98,6 +136,8 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
             done: Delivered::default(),
             failures: Failures::default(),
             jitter: Backoff::try_new(Duration::from_millis(100), Duration::from_secs(1), seed()).expect("valid bounds"),
+            last_accepted: None,
+            last_sweep: Instant::now(),
             config,
         }
     }
@@ -156,8 +196,14 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
         self.counters.succeeded_quietly();
         self.failures.succeeded();
         self.pacer.succeeded();
+        self.last_accepted = Some(Instant::now());
         if let Some(q) = self.queues.get_mut(key) {
             q.backoff.reset();
+            q.refused_since = None;
+            if q.parked.take().is_some() {
+                self.counters.streams_parked.fetch_sub(1, Ordering::Relaxed);
+                tracing::info!(group = %key.group, stream = %key.stream, "CloudWatch Logs accepts this log stream again: no longer parked");
+            }
         }
         for (i, event) in batch.into_iter().enumerate() {
             match rejected.reason(i) {
@@ -179,6 +225,10 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
 
     fn failed(&mut self, key: &StreamKey, batch: Vec<LogEvent>, sent: Instant, failure: Failure) {
         let log = self.failures.failed(&self.counters, &failure, batch.len());
+        if failure.kind == FailureKind::Permanent && self.refused_for_good(key, sent) {
+            self.park(key, batch, &failure.message);
+            return;
+        }
         let wait = match failure.kind {
             FailureKind::Throttled => {
                 self.counters.throttled.fetch_add(1, Ordering::Relaxed);
@@ -199,6 +249,74 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
         self.requeue(key, batch, wait);
     }
 
+    /// Whether `key` is to be parked: refused for good since `park_after` ago while
+    /// another stream was accepted since, or parked already (a probe failed).
+    fn refused_for_good(&mut self, key: &StreamKey, sent: Instant) -> bool {
+        let (park_after, last_accepted) = (self.config.park_after, self.last_accepted);
+        let Some(q) = self.queues.get_mut(key) else { return false };
+        let since = *q.refused_since.get_or_insert(sent);
+        q.parked.is_some() || (sent.saturating_duration_since(since) >= park_after && last_accepted.is_some_and(|t| t > since))
+    }
+
+    /// Parks `key`: the refused batch and what waits for the stream go to the dead
+    /// letters, and the next batch is tried after [`PROBE_EVERY`].
+    fn park(&mut self, key: &StreamKey, batch: Vec<LogEvent>, why: &str) {
+        let Some(q) = self.queues.get_mut(key) else { return };
+        let newly = q.parked.is_none();
+        let why = q.parked.get_or_insert_with(|| why.into()).clone();
+        q.probe_at = Instant::now() + self.config.park_after.clamp(Duration::from_secs(1), PROBE_EVERY);
+        let waiting = std::mem::take(&mut q.events);
+        self.queued_bytes -= std::mem::take(&mut q.bytes);
+        (q.oldest, q.retry_at) = (None, None);
+        if newly {
+            self.counters.streams_parked.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                group = %key.group,
+                stream = %key.stream,
+                error = %why,
+                park_after = ?self.config.park_after,
+                "CloudWatch Logs keeps refusing this log stream while it accepts others: parked; its events go to the dead letters, and it is tried again every minute"
+            );
+        }
+        for event in batch.into_iter().chain(waiting) {
+            self.set_aside_parked(key, event, &why);
+        }
+        self.write_dead();
+    }
+
+    fn set_aside_parked(&mut self, key: &StreamKey, event: LogEvent, why: &str) {
+        self.done.dead_letters += 1;
+        self.counters.dropped_parked.fetch_add(1, Ordering::Relaxed);
+        self.dead.set_aside(event.chunk, parked_line(key, &event, why));
+    }
+
+    /// Forgets the queues of streams with nothing queued or in flight (parked ones
+    /// once idle for `park_after`), at most every [`SWEEP_EVERY`].
+    fn sweep(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.last_sweep) < SWEEP_EVERY {
+            return;
+        }
+        self.last_sweep = now;
+        let forget = self.config.park_after.max(PROBE_EVERY);
+        let mut unparked = 0;
+        self.queues.retain(|_, q| {
+            let gone = q.idle(now, forget);
+            unparked += u64::from(gone && q.parked.is_some());
+            !gone
+        });
+        self.counters.streams_parked.fetch_sub(unparked, Ordering::Relaxed);
+        self.counters.streams.store(self.queues.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Forgets `key`'s queue if nothing is queued or in flight for it and nothing is
+    /// to be remembered (refusals, parking).
+    fn forget_if_idle(&mut self, key: &StreamKey) {
+        if self.queues.get(key).is_some_and(|q| q.idle(Instant::now(), Duration::MAX)) {
+            self.queues.remove(key);
+        }
+        self.counters.streams.store(self.queues.len() as u64, Ordering::Relaxed);
+    }
+
     /// Puts a batch back on its stream's queue, to go again after `wait`.
     fn requeue(&mut self, key: &StreamKey, batch: Vec<LogEvent>, wait: Duration) {
         self.counters.retries.fetch_add(1, Ordering::Relaxed);
@@ -211,6 +329,21 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
         q.oldest = Some(Instant::now().checked_sub(self.config.linger).unwrap_or_else(Instant::now));
         q.retry_at = Some(Instant::now() + wait);
     }
+}
+
+/// An event of a parked stream as a dead letter, with the error that parked it.
+fn parked_line(key: &StreamKey, event: &LogEvent, error: &str) -> Vec<u8> {
+    let v = serde_json::json!({
+        "reason": "parked",
+        "error": error,
+        "log_group": key.group,
+        "log_stream": key.stream,
+        "timestamp": event.timestamp,
+        "message": event.message,
+    });
+    let mut line = serde_json::to_vec(&v).unwrap_or_default();
+    line.push(b'\n');
+    line
 }
 
 /// A refused event as a dead letter: where it was going, why, and the event.
@@ -234,6 +367,7 @@ impl<A: FnMut(u64)> Loop for LogsDelivery<A> {
     /// dead letters at once.
     fn take(&mut self, chunk: Chunk) -> anyhow::Result<()> {
         let now_ms = crate::event::time::now().div_euclid(1_000_000);
+        let now = Instant::now();
         let mut queued = 0;
         let cap = self.config.retry_max_wait;
         for line in chunk.data.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
@@ -255,6 +389,13 @@ impl<A: FnMut(u64)> Loop for LogsDelivery<A> {
                 self.queues.insert(key.clone(), Queue::new(seed() ^ queued, cap));
             }
             let q = self.queues.get_mut(key).expect("inserted above");
+            q.last_used = now;
+            if let Some(why) = q.parked_now(now).cloned() {
+                let key = key.clone();
+                self.set_aside_parked(&key, event, &why);
+                queued += 1;
+                continue;
+            }
             q.bytes += event.size();
             self.queued_bytes += event.size();
             q.oldest.get_or_insert_with(Instant::now);
@@ -265,6 +406,7 @@ impl<A: FnMut(u64)> Loop for LogsDelivery<A> {
         self.pending.insert(chunk.seq, (queued, true));
         self.write_dead();
         self.try_ack(chunk.seq);
+        self.counters.streams.store(self.queues.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -292,6 +434,7 @@ impl<A: FnMut(u64)> Loop for LogsDelivery<A> {
     async fn dispatch(&mut self, closing: bool) {
         self.write_dead();
         let now = Instant::now();
+        self.sweep(now);
         let mut due: Vec<(Instant, StreamKey)> = self
             .queues
             .iter()
@@ -339,6 +482,7 @@ impl<A: FnMut(u64)> Loop for LogsDelivery<A> {
             }
             Err(f) => self.failed(&key, batch, sent, f),
         }
+        self.forget_if_idle(&key);
         self.counters.set_rate(0.0, self.pacer.requests_per_second());
         Ok(())
     }

@@ -297,3 +297,129 @@ fn a_crash_after_out_of_order_acks_sends_nothing_acknowledged_again() {
     let resent = api_got.len() - api_msgs.len();
     assert_eq!(api_got, api_msgs, "{resent} acknowledged events were sent again");
 }
+
+/// One log stream CloudWatch Logs refuses for good (access denied to it) while the
+/// others are accepted: the others arrive in time, and after `park_after` the refused
+/// stream is parked — what it held and what comes for it goes to the dead letters,
+/// counted — so its records no longer hold back the buffer. Once it is accepted again,
+/// a probe finds out and it flows; a restart sends nothing again.
+#[test]
+fn a_stream_refused_for_good_is_parked_to_the_dead_letters_while_the_others_flow() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let deny = Arc::new(AtomicBool::new(true));
+    let denied = deny.clone();
+    let server = FaultServer::start(move |call| match call.stream.ends_with("default/denied/app") && denied.load(Ordering::Relaxed) {
+        true => Action::Error(400, "AccessDeniedException"),
+        false => Action::Accept,
+    });
+    let sink = cloudwatch_sink(&server.endpoint(), "linger = \"20ms\"\nretry_max_wait = \"200ms\"\npark_after = \"2s\"");
+    let (node, api, mut shipper) = run_with_sink(&sink);
+    let addr = shipper.metrics_addr();
+    let refused = node.container("default", "denied", "app", 0);
+    let first: Vec<String> = (0..100).map(|i| format!("refused {i}")).collect();
+    cri_now(&refused, &first, 10_000);
+    let mut flowing = Vec::new();
+    for round in 0..20 {
+        let msgs: Vec<String> = (0..50).map(|i| format!("flows {round} {i}")).collect();
+        cri_now(&api, &msgs, 5_000 - round * 100);
+        flowing.extend(msgs);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let messages_of = |stream: &str| server.seen.lock().unwrap().messages(&format!("/eks/test/containers|{stream}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while messages_of("default/api/app").len() < flowing.len() {
+        assert!(Instant::now() < deadline, "the other stream was held back\n{}", shipper.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(messages_of("default/api/app"), flowing);
+
+    let dead_file = node.data().join("dead-letter/cloudwatch.jsonl");
+    let parked = || -> Vec<String> {
+        fs::read_to_string(&dead_file)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .inspect(|v| assert_eq!((v["reason"].as_str(), v["log_stream"].as_str()), (Some("parked"), Some("default/denied/app")), "{v}"))
+            .map(|v| crate::fault::message(v["message"].as_str().unwrap().as_bytes()))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while parked().len() < first.len() {
+        assert!(Instant::now() < deadline, "never parked\n{}", shipper.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(parked(), first);
+    assert_eq!(metric(addr, r#"logferry_dropped_records_total{reason="parked"}"#), 100.0);
+    assert_eq!(metric(addr, r#"logferry_sink_streams{sink="cloudwatch",state="parked"}"#), 1.0);
+    assert!(shipper.stderr().contains("parked"), "{}", shipper.stderr());
+
+    // Access granted: a probe (every park_after here) finds out, and it flows again.
+    deny.store(false, Ordering::Relaxed);
+    let later: Vec<String> = (0..50).map(|i| format!("granted {i}")).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut round = 0;
+    while !messages_of("default/denied/app").iter().any(|m| m.starts_with("granted ")) {
+        assert!(Instant::now() < deadline, "never flowed again\n{}", shipper.stderr());
+        round += 1;
+        cri_now(&refused, &[format!("probe {round}")], 1_000);
+        std::thread::sleep(Duration::from_millis(300));
+        if round == 10 {
+            cri_now(&refused, &later, 1_000);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !later.iter().all(|m| messages_of("default/denied/app").contains(m)) {
+        assert!(Instant::now() < deadline, "the granted stream never caught up\n{}", shipper.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(metric(addr, r#"logferry_sink_streams{sink="cloudwatch",state="parked"}"#), 0.0);
+    assert!(shipper.stop().success(), "{}", shipper.stderr());
+
+    // Every event went one way or the other, once; a restart sends nothing again.
+    let dead_before = parked();
+    let sent_before = messages_of("default/denied/app");
+    let mut again = crate::node::Shipper::start(crate::aws::logferry_command(), &node.root().join("logferry.toml"), node.out());
+    again.metrics_addr();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(again.stop().success(), "{}", again.stderr());
+    assert_eq!(parked(), dead_before);
+    assert_eq!(messages_of("default/denied/app"), sent_before);
+    let mut all: Vec<String> = dead_before.into_iter().chain(sent_before).collect();
+    all.sort();
+    let mut want: Vec<String> = first.iter().chain(&later).cloned().chain((1..=round).map(|r| format!("probe {r}"))).collect();
+    want.sort();
+    assert_eq!(all, want, "each event of the refused stream either sent or set aside, once");
+}
+
+/// Pod churn: a thousand short-lived pods through the CloudWatch Logs sink. Each log
+/// stream's queue lives only while it has events queued or in flight, so once
+/// everything is delivered none is left.
+#[test]
+fn pod_churn_leaves_no_stream_queues_behind() {
+    let server = FaultServer::start(|_| Action::Accept);
+    let sink = cloudwatch_sink(&server.endpoint(), "linger = \"50ms\"");
+    let (node, _, mut shipper) = run_with_sink(&sink);
+    let addr = shipper.metrics_addr();
+    let pods = 1000;
+    for p in 0..pods {
+        let log = node.container("churn", &format!("job-{p}"), "run", 0);
+        cri_now(&log, &[format!("job {p} done")], 2_000);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = server.seen.lock().unwrap().accepted.len();
+        if seen >= pods {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{seen} of {pods} streams arrived\n{}", shipper.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let active = r#"logferry_sink_streams{sink="cloudwatch",state="active"}"#;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(addr, active) != 0.0 {
+        assert!(Instant::now() < deadline, "{} stream queues left after delivery", metric(addr, active));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(shipper.stop().success(), "{}", shipper.stderr());
+}
