@@ -155,6 +155,12 @@ pub async fn run_until(
         checkpoint_fault,
         opts: config.buffer,
         checkpoint_interval: config.tail.checkpoint_interval,
+        pending: Vec::new(),
+        // The first batch is committed at once (a pod killed early still advances),
+        // later ones every `fsync_interval`; the first safe batch is checkpointed at
+        // once, later ones every interval.
+        last_commit: Instant::now().checked_sub(config.buffer.fsync_interval).unwrap_or_else(Instant::now),
+        last_save: Instant::now().checked_sub(config.tail.checkpoint_interval).unwrap_or_else(Instant::now),
     };
     let done = writer_done.clone();
     let buffer_thread = thread::Builder::new().name("buffer".into()).spawn(move || {
@@ -292,6 +298,10 @@ struct BufferWriter {
     checkpoint_fault: Fault,
     opts: BufferConfig,
     checkpoint_interval: Duration,
+    /// Batches appended whose positions wait for their record to be safe.
+    pending: Vec<PendingPositions>,
+    last_commit: Instant,
+    last_save: Instant,
 }
 
 /// A batch's positions, waiting for its record (`seq`) to be safe.
@@ -302,20 +312,14 @@ struct PendingPositions {
 
 impl BufferWriter {
     fn run(mut self, batches: Receiver<Batch>) -> anyhow::Result<()> {
-        let mut pending: Vec<PendingPositions> = Vec::new();
         let mut last_seq = 0;
-        // The first batch is committed at once (a pod killed early still advances),
-        // later ones every `fsync_interval`.
-        let mut last_commit = Instant::now().checked_sub(self.opts.fsync_interval).unwrap_or_else(Instant::now);
-        // The first safe batch is checkpointed at once, later ones every interval.
-        let mut last_save = Instant::now().checked_sub(self.checkpoint_interval).unwrap_or_else(Instant::now);
         loop {
             // With batches pending, acknowledgements can make them safe at any time:
             // look again soon. Otherwise sleep until the next checkpoint save.
-            let wait = if pending.is_empty() {
+            let wait = if self.pending.is_empty() {
                 self.checkpoint_interval
             } else {
-                self.opts.fsync_interval.saturating_sub(last_commit.elapsed()).min(SAFE_POLL)
+                self.opts.fsync_interval.saturating_sub(self.last_commit.elapsed()).min(SAFE_POLL)
             };
             match batches.recv_timeout(wait) {
                 Ok(mut batch) => {
@@ -329,41 +333,46 @@ impl BufferWriter {
                         }
                         self.hand_back_spares();
                     }
-                    pending.push(PendingPositions { seq: last_seq, batch });
+                    self.pending.push(PendingPositions { seq: last_seq, batch });
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            let due = last_commit.elapsed() >= self.opts.fsync_interval || self.buffer.unsynced_bytes() >= self.opts.fsync_bytes;
-            let safe = if due {
-                last_commit = Instant::now();
-                self.commit(self.opts.fsync_interval)
-            } else {
-                Some(self.buffer.safe_seq())
-            };
-            if let Some(safe) = safe {
-                self.checkpoint(&mut pending, safe);
-            }
-            if last_save.elapsed() >= self.checkpoint_interval {
-                save_checkpoints(&mut self.checkpoints, &self.checkpoint_fault);
-                last_save = Instant::now();
-            }
+            self.commit_and_checkpoint();
         }
         // Give the sink a moment to take what memory holds, then write the rest, so
         // that every batch read is checkpointed.
         self.buffer.settle(self.opts.fsync_interval);
         if let Some(safe) = self.commit(Duration::ZERO) {
-            self.checkpoint(&mut pending, safe);
+            self.checkpoint(safe);
         }
         save_checkpoints(&mut self.checkpoints, &self.checkpoint_fault);
         Ok(())
+    }
+
+    /// Group commit when due, checkpoints over what became safe, and a save when due.
+    fn commit_and_checkpoint(&mut self) {
+        let due = self.last_commit.elapsed() >= self.opts.fsync_interval || self.buffer.unsynced_bytes() >= self.opts.fsync_bytes;
+        let safe = if due {
+            self.last_commit = Instant::now();
+            self.commit(self.opts.fsync_interval)
+        } else {
+            Some(self.buffer.safe_seq())
+        };
+        if let Some(safe) = safe {
+            self.checkpoint(safe);
+        }
+        if self.last_save.elapsed() >= self.checkpoint_interval {
+            save_checkpoints(&mut self.checkpoints, &self.checkpoint_fault);
+            self.last_save = Instant::now();
+        }
     }
 
     /// Appends one batch, retrying while the disk refuses; `None` once closed. A batch
     /// is appended in pieces of at most [`Buffer::record_limit`], cut between lines, so
     /// that any batch fits and every record can be read back; a single event larger
     /// than that can never be buffered and is dropped, counted and logged.
-    fn append(&self, data: Bytes, events: u64) -> Option<u64> {
+    fn append(&mut self, data: Bytes, events: u64) -> Option<u64> {
         let limit = self.buffer.record_limit();
         if data.len() <= limit {
             return self.append_piece(data, events as u32);
@@ -381,13 +390,19 @@ impl BufferWriter {
         last.or_else(|| self.append_piece(Bytes::new(), 0))
     }
 
-    fn append_piece(&self, mut data: Bytes, events: u32) -> Option<u64> {
+    /// Appends one record, retrying while the disk refuses. While the buffer is full
+    /// (the sink is down or slow), what was appended before keeps being committed and
+    /// checkpointed: written to disk, fsynced, its positions saved — so that a long
+    /// outage does not leave what was read only in memory, where a crash or the
+    /// kubelet rotating the files away would take it.
+    fn append_piece(&mut self, mut data: Bytes, events: u32) -> Option<u64> {
         debug_assert_eq!(events as usize, memchr::memchr_iter(b'\n', &data).count(), "a batch's event count");
         let mut backoff = Backoff::try_new(Duration::from_millis(100), Duration::from_secs(5), data.len() as u64)
             .expect("constant bounds are valid");
         let mut logged = false;
+        let patience = self.opts.fsync_interval.max(SAFE_POLL);
         loop {
-            match self.buffer.try_append(crate::event::time::now(), events, data) {
+            match self.buffer.try_append_for(crate::event::time::now(), events, data, patience) {
                 Ok(seq) => {
                     if logged {
                         tracing::info!("the buffer accepts writes again");
@@ -395,6 +410,10 @@ impl BufferWriter {
                     return Some(seq);
                 }
                 Err((crate::buffer::BufferError::Closed, _)) => return None,
+                Err((crate::buffer::BufferError::Full, refused)) => {
+                    data = refused;
+                    self.commit_and_checkpoint();
+                }
                 Err((e, refused)) => {
                     data = refused;
                     if !logged {
@@ -432,9 +451,9 @@ impl BufferWriter {
     }
 
     /// Checkpoints the batches at or below `safe`.
-    fn checkpoint(&mut self, pending: &mut Vec<PendingPositions>, safe: u64) {
-        let done = pending.iter().take_while(|p| p.seq <= safe).count();
-        for p in pending.drain(..done) {
+    fn checkpoint(&mut self, safe: u64) {
+        let done = self.pending.iter().take_while(|p| p.seq <= safe).count();
+        for p in self.pending.drain(..done) {
             for (key, pos) in p.batch.positions {
                 self.checkpoints.set(&key, pos);
             }

@@ -128,6 +128,9 @@ pub enum BufferError {
     BadSegment { path: PathBuf, why: String },
     #[error("the buffer is closed")]
     Closed,
+    /// [`Buffer::try_append_for`]: still full when its patience ran out.
+    #[error("the buffer is full")]
+    Full,
 }
 
 /// Counters and levels, for metrics and `/readyz`.
@@ -444,9 +447,21 @@ impl Buffer {
     /// without keeping a second reference meanwhile, which would stop the sink from
     /// recycling the buffer).
     pub fn try_append(&self, time: i64, events: u32, payload: Bytes) -> Result<u64, (BufferError, Bytes)> {
+        self.append_within(time, events, payload, None)
+    }
+
+    /// [`Self::try_append`], but with `when_full = "block"` it waits for room at most
+    /// `patience`, then hands the payload back with [`BufferError::Full`] — so that the
+    /// caller can commit and checkpoint meanwhile (a long outage must not stop what was
+    /// read from becoming durable).
+    pub fn try_append_for(&self, time: i64, events: u32, payload: Bytes, patience: Duration) -> Result<u64, (BufferError, Bytes)> {
+        self.append_within(time, events, payload, Some(Instant::now() + patience))
+    }
+
+    fn append_within(&self, time: i64, events: u32, payload: Bytes, deadline: Option<Instant>) -> Result<u64, (BufferError, Bytes)> {
         let len = payload.len() as u64;
         let mut st = self.lock();
-        st = match self.wait_for_room(st, RECORD_HEADER_LEN as u64 + len) {
+        st = match self.wait_for_room(st, RECORD_HEADER_LEN as u64 + len, deadline) {
             Ok(st) => st,
             Err(e) => return Err((e, payload)),
         };
@@ -469,7 +484,7 @@ impl Buffer {
     /// The cap counts what is on disk and what memory holds (as it will be on disk):
     /// waits until `framed` more bytes fit (`block`), or drops the oldest segment
     /// (`drop_oldest`).
-    fn wait_for_room<'a>(&'a self, mut st: MutexGuard<'a, State>, framed: u64) -> Result<MutexGuard<'a, State>, BufferError> {
+    fn wait_for_room<'a>(&'a self, mut st: MutexGuard<'a, State>, framed: u64, deadline: Option<Instant>) -> Result<MutexGuard<'a, State>, BufferError> {
         loop {
             if st.closed {
                 st.waiting_for_room = false;
@@ -488,7 +503,13 @@ impl Buffer {
                 WhenFull::DropOldest => return Ok(st), // larger than the cap allows: the caller's limit prevents it
                 WhenFull::Block => {
                     st.waiting_for_room = true;
-                    st = self.wait(st, Duration::from_millis(200));
+                    let now = Instant::now();
+                    let wait = match deadline {
+                        Some(d) if d <= now => return Err(BufferError::Full),
+                        Some(d) => (d - now).min(Duration::from_millis(200)),
+                        None => Duration::from_millis(200),
+                    };
+                    st = self.wait(st, wait);
                 }
             }
         }

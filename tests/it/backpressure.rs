@@ -181,3 +181,45 @@ fn a_sink_that_fails_ends_the_process_promptly_and_non_zero() {
     assert!(log.contains("the sink stopped unexpectedly"), "{log}");
     assert!(log.contains("the sink failed"), "{log}");
 }
+
+/// Regression: while the buffer was full (a long outage), the records held in memory
+/// stayed there — never written, never fsynced, their positions never checkpointed —
+/// so a crash, or the kubelet deleting the files meanwhile, lost them. Now they are
+/// written and fsynced as for a slow sink, and the checkpoints cover them: a SIGKILL
+/// during the outage, then the pod's files deleted, still delivers every line read.
+#[test]
+fn a_long_outage_spills_memory_to_disk_so_a_crash_and_a_deleted_pod_lose_nothing_read() {
+    let node = Node::new();
+    let live = node.container("default", "web", "app", 0);
+    let lines = long_lines("outage", 30_000);
+    append_cri(&live, &lines);
+    let file = fs::read(&live).unwrap();
+    let (mut shipper, _stdout) = stalled_shipper(&node);
+    let addr = shipper.metrics_addr();
+    let gauge = |name: &str| -> f64 {
+        let (_, body) = crate::node::http_get(addr, "/metrics");
+        body.lines().find(|l| l.starts_with(&format!("{name} "))).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(-1.0)
+    };
+    wait_until("reading pauses", || gauge("logferry_backpressure_active") == 1.0);
+    wait_until("memory is written to disk", || gauge("logferry_buffer_memory_bytes") == 0.0);
+    // Checkpoints saved every 200 ms cover what is on disk.
+    std::thread::sleep(Duration::from_millis(600));
+    shipper.kill();
+    let offset = node.checkpoints().first().map_or(0, |(_, pos)| pos.offset);
+    assert!(offset > 4 << 20, "the checkpoint covers what the buffer holds: {offset}");
+    // The pod goes away during the outage: only the buffer has its lines now.
+    fs::remove_dir_all(node.root().join("var/log/pods/default_web_uid-web")).unwrap();
+    for l in fs::read_dir(node.root().join("var/log/containers")).unwrap() {
+        fs::remove_file(l.unwrap().path()).unwrap();
+    }
+    let read = file[..offset as usize].iter().filter(|&&b| b == b'\n').count();
+    assert_eq!(file[offset as usize - 1], b'\n', "a checkpoint is at a line's end");
+
+    let (mut again, stdout) = Shipper::start_piped(&node.root().join("stdout.toml"), node.out());
+    let reader = drain(stdout);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(again.stop().success(), "{}", again.stderr());
+    let got: std::collections::HashSet<String> = reader.join().unwrap().into_iter().collect();
+    let missing = lines[..read].iter().filter(|m| !got.contains(*m)).count();
+    assert_eq!(missing, 0, "{missing} of the {read} lines read before the crash were lost");
+}
