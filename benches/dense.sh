@@ -80,10 +80,7 @@ echo
 
 # checkpoint_total DATA_DIR: the sum of the saved offsets (0 before the first save).
 checkpoint_total() {
-    python3 - "$1/checkpoints.json" <<'EOF' 2>/dev/null || echo 0
-import json, sys
-print(sum(s["offset"] for s in json.load(open(sys.argv[1]))["streams"]))
-EOF
+    python3 benches/checkpoints.py "$1" 2>/dev/null || echo 0
 }
 
 status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }

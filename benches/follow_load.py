@@ -315,12 +315,9 @@ def thread_stats(pid: int) -> dict[int, tuple[str, int, int]]:
 
 
 def read_checkpoints(data_dir: str) -> dict[str, int]:
-    try:
-        with open(os.path.join(data_dir, "checkpoints.json")) as f:
-            d = json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    return {s["path"]: s["offset"] for s in d.get("streams", [])}
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import checkpoints
+    return checkpoints.offsets(data_dir)
 
 
 def files_of(args: argparse.Namespace) -> list[str]:

@@ -107,6 +107,8 @@ echo
 # The monitor: starts `logferry run`, detects completion, measures, stops it.
 cat > "$tmp/monitor.py" <<'PY'
 import json, os, signal, subprocess, sys, time
+sys.path.insert(0, os.environ["BENCHES_DIR"])
+import checkpoints
 
 bin_, cfg, data_dir, pods, out, want_bytes, pidfile, log = sys.argv[1:9]
 want_bytes = int(want_bytes)
@@ -116,16 +118,10 @@ for d, _, names in os.walk(pods):
         if n.endswith(".log"):
             p = os.path.join(d, n)
             files[p] = os.path.getsize(p)
-ckpt = os.path.join(data_dir, "checkpoints.json")
 tick = os.sysconf("SC_CLK_TCK")
 
 def checkpoints_done():
-    try:
-        with open(ckpt, "rb") as f:
-            streams = json.load(f)["streams"]
-    except (OSError, ValueError, KeyError):
-        return False
-    at = {s["path"]: s["offset"] for s in streams}
+    at = checkpoints.offsets(data_dir)
     return all(at.get(p) == size for p, size in files.items())
 
 def output_size():
@@ -270,7 +266,7 @@ EOF
             exit 1
         fi
         sync # start each run without others' dirty pages queued
-        if ! python3 "$tmp/monitor.py" "$bin" "$cfg" "$rdir/data" "$pods" "$rdir/out.jsonl" "$ref_bytes" "$pidfile" "$rdir/logferry.log" > "$tmp/mon.txt"; then
+        if ! BENCHES_DIR="$(pwd)/benches" python3 "$tmp/monitor.py" "$bin" "$cfg" "$rdir/data" "$pods" "$rdir/out.jsonl" "$ref_bytes" "$pidfile" "$rdir/logferry.log" > "$tmp/mon.txt"; then
             tail -n 20 "$rdir/logferry.log" >&2 || true
             echo "pipeline.sh: FAILED: run $run of $fmt" >&2
             exit 1
