@@ -579,10 +579,23 @@ fn drain_lines<F: FnMut(&Event<'_>, &[u8])>(
     let start = cur.reader.bytes_read();
     let mut any = Drained::None;
     let emit = &mut |e: &Event<'_>| emit(e, kube);
-    // Once the budget is spent, the lines already read are handed out, and no more
-    // read: the turn ends holding at most an incomplete line.
+    // A message the runtime split is read to its last piece before the turn ends, so
+    // that no stream holds one between turns (on a node catching up, nearly every turn
+    // would end inside one: most bytes are in long lines). That may take the turn past
+    // its budget by about one message, at most by `overrun` (pieces of two streams
+    // interleaving for longer wait for the next turn).
+    let overrun = (4 * cur.reader.max_line()) as u64;
+    // Once the budget is spent (and no message is open), the turn ends: the lines read
+    // but not handed out are read again next turn (see `release_buffer`).
     loop {
-        let left = (budget as u64).saturating_sub(cur.reader.bytes_read() - start) as usize;
+        let spent = cur.reader.bytes_read() - start;
+        let finish_message = decoder.has_pending() && spent < budget as u64 + overrun;
+        let allowance = if finish_message { budget as u64 + overrun } else { budget as u64 };
+        let left = allowance.saturating_sub(spent) as usize;
+        if left == 0 {
+            // What was read past the last line handed out is read again next turn.
+            return Ok(Drained::Budget);
+        }
         let Some(line) = cur.reader.next_line_reading(left)? else {
             return Ok(if left == 0 { Drained::Budget } else { any });
         };
@@ -769,5 +782,39 @@ mod tests {
         f.read(100_000, now, 0, Duration::from_secs(30), &mut pool, &mut |e, _| got.push(e.message.to_vec())).unwrap();
         assert_eq!(got.last().unwrap(), b"incomplete");
         assert_eq!(f.position().unwrap().offset, data.len() as u64 + 4);
+    }
+
+    /// Regression: a turn that spent its budget inside a message the runtime split
+    /// ended there, and the stream held the pieces read so far until its next turn —
+    /// on a node catching up (most bytes in long lines) nearly every stream did, tens
+    /// of MiB across a thousand. A turn now reads such a message to its last piece.
+    #[test]
+    fn a_turn_ends_between_messages_not_inside_a_split_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let mut data = Vec::new();
+        let piece = "p".repeat(16 * 1024);
+        for i in 0..200 {
+            for _ in 0..4 {
+                data.extend_from_slice(format!("2026-11-21T10:00:00.000000001Z stdout P {piece}\n").as_bytes());
+            }
+            data.extend_from_slice(format!("2026-11-21T10:00:00.000000001Z stdout F end {i}\n").as_bytes());
+        }
+        std::fs::write(&path, &data).unwrap();
+        let mut f = Follower::new(path, b"{}".to_vec(), &DecodeOptions::default(), None, StartFrom::Beginning);
+        let (mut pool, mut got, now) = (Vec::new(), Vec::new(), Instant::now());
+        let mut turns = 0;
+        loop {
+            turns += 1;
+            // A budget of a piece and a half: every turn would end inside a message.
+            let outcome = f.read(24 * 1024, now, 0, Duration::from_secs(30), &mut pool, &mut |e, _| got.push(e.message.len())).unwrap();
+            assert!(!f.has_pending(), "turn {turns} ended inside a split message");
+            if outcome != ReadOutcome::More {
+                break;
+            }
+        }
+        let want: Vec<usize> = (0..200).map(|i: usize| 4 * 16 * 1024 + format!("end {i}").len()).collect();
+        assert_eq!(got, want, "every message whole");
+        assert!(turns >= 100, "about one message per turn ({turns} turns)");
     }
 }

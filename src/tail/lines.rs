@@ -63,6 +63,11 @@ impl<R: Read> LineReader<R> {
         }
     }
 
+    /// The longest line handed out whole.
+    pub fn max_line(&self) -> usize {
+        self.max_line
+    }
+
     /// The next complete line, or `None` when the source has no more for now.
     pub fn next_line(&mut self) -> io::Result<Option<Line<'_>>> {
         self.next_line_reading(usize::MAX)
