@@ -137,6 +137,20 @@ enum When {
 #[error("{0}")]
 struct UsageError(String);
 
+/// glibc's allocator, tuned for a long-running shipper with a memory budget: large
+/// blocks (batches, staging buffers) are mapped on their own and go back to the system
+/// when freed — by default the threshold rises after the first large free and they
+/// stay in the heap, where freed ones are kept — and at most two arenas (one per core
+/// here), so that each thread does not keep a heap of its own.
+fn keep_the_heap_compact() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -181,6 +195,7 @@ fn error_chain(err: &anyhow::Error) -> String {
 }
 
 fn run_shipper(args: RunArgs) -> anyhow::Result<ExitCode> {
+    keep_the_heap_compact();
     let config = Config::load(&args.config)?;
     init_logging(&config.log);
     let report = logferry::pipeline::run(config, args.config)?;

@@ -103,7 +103,7 @@ pub struct BufferOptions {
 
 /// Records held in memory by default: room for the sink's read in flight (up to 12 MiB
 /// for a file) with as much again for reading to go on meanwhile.
-pub const DEFAULT_MEMORY_BYTES: u64 = 32 << 20;
+pub const DEFAULT_MEMORY_BYTES: u64 = 16 << 20;
 
 impl BufferOptions {
     /// Segments of 1/8 of the cap, between 1 and 64 MiB, so that `drop_oldest` frees
@@ -257,7 +257,7 @@ pub struct Buffer {
 
 const SAMPLE_EVERY_NS: i64 = 1_000_000_000;
 /// Payload buffers kept for reuse.
-const POOLED_PAYLOADS: usize = 16;
+const POOLED_PAYLOADS: usize = 4;
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BufferError + '_ {
     move |source| BufferError::Io { path: path.to_path_buf(), source }

@@ -401,7 +401,7 @@ fn build_tail(ck: &mut Checker, raw: RawTail, env: &EnvView) -> TailConfig {
         read_bytes_per_turn: ck.count(
             "tail.read_bytes_per_turn",
             raw.read_bytes_per_turn,
-            1 << 20,
+            512 << 10,
             MIN_READ_BYTES_PER_TURN,
             Some(MAX_READ_BYTES_PER_TURN),
         ),

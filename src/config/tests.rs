@@ -75,7 +75,7 @@ fn a_minimal_config_gets_every_default() {
         (t.rescan_interval, t.rotate_wait, t.checkpoint_interval),
         (ms(10_000), ms(30_000), ms(200))
     );
-    assert_eq!((t.max_open_files, t.read_bytes_per_turn, t.read_threads), (1024, 1 << 20, 2));
+    assert_eq!((t.max_open_files, t.read_bytes_per_turn, t.read_threads), (1024, 512 << 10, 2));
     assert!(t.pods.allows("kube-system", "coredns-1", "coredns"));
     assert_eq!(t.pods.own_pod(), None, "no env, no own pod");
 

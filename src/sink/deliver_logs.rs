@@ -49,7 +49,7 @@ use crate::config::CloudWatchConfig;
 use crate::metrics::SinkCounters;
 
 /// Events waiting to be sent, at most (then no more chunks are taken).
-const QUEUE_BYTES: usize = 32 << 20;
+const QUEUE_BYTES: usize = 16 << 20;
 /// A parked stream is tried again (one batch) this often (or every `park_after`, if
 /// shorter, but not more than once a second).
 pub const PROBE_EVERY: Duration = Duration::from_secs(60);

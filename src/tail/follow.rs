@@ -47,6 +47,9 @@ use super::rotation::{self, SetMember};
 use crate::decode::{DecodeOptions, FileDecoder};
 use crate::event::{Event, Nanos};
 
+/// Reads while finishing a split message past a turn's budget are this small.
+const FINISH_STEP: u64 = 16 * 1024;
+
 /// Read buffers kept for reuse across streams.
 const MAX_POOLED_BUFFERS: usize = 4;
 /// A read buffer larger than this (grown for a long line) is not kept for reuse.
@@ -576,7 +579,9 @@ fn drain_lines<F: FnMut(&Event<'_>, &[u8])>(
     read_time: Nanos,
     emit: &mut F,
 ) -> io::Result<Drained> {
-    let start = cur.reader.bytes_read();
+    // The budget counts what is handed out; reads are sized to what is left of it, so
+    // little is read past the end of a turn (and read again at the next).
+    let start = cur.reader.offset();
     let mut any = Drained::None;
     let emit = &mut |e: &Event<'_>| emit(e, kube);
     // A message the runtime split is read to its last piece before the turn ends, so
@@ -585,17 +590,30 @@ fn drain_lines<F: FnMut(&Event<'_>, &[u8])>(
     // its budget by about one message, at most by `overrun` (pieces of two streams
     // interleaving for longer wait for the next turn).
     let overrun = (4 * cur.reader.max_line()) as u64;
-    // Once the budget is spent (and no message is open), the turn ends: the lines read
-    // but not handed out are read again next turn (see `release_buffer`).
+    let budget = budget as u64;
+    // Once the budget is spent, the lines already read are handed out and no more is
+    // read — but for a split message open then, which is finished, and ends the turn:
+    // what was read past it is read again next turn (see `release_buffer`).
+    let mut finishing = false;
     loop {
-        let spent = cur.reader.bytes_read() - start;
-        let finish_message = decoder.has_pending() && spent < budget as u64 + overrun;
-        let allowance = if finish_message { budget as u64 + overrun } else { budget as u64 };
-        let left = allowance.saturating_sub(spent) as usize;
-        if left == 0 {
-            // What was read past the last line handed out is read again next turn.
-            return Ok(Drained::Budget);
+        let spent = cur.reader.offset() - start;
+        let open = decoder.has_pending();
+        if spent >= budget {
+            if open {
+                finishing = true;
+            } else if finishing {
+                return Ok(Drained::Budget);
+            }
         }
+        // (Finishing a message past the budget reads in small steps: what follows it
+        // is read again next turn.)
+        let left = if spent < budget {
+            budget - spent
+        } else if open {
+            (budget + overrun).saturating_sub(spent).min(FINISH_STEP)
+        } else {
+            0
+        } as usize;
         let Some(line) = cur.reader.next_line_reading(left)? else {
             return Ok(if left == 0 { Drained::Budget } else { any });
         };
@@ -773,7 +791,7 @@ mod tests {
                 break;
             }
         }
-        assert!(turns > 20, "the budget ended turns ({turns})");
+        assert!(turns > 10, "the budget ended turns ({turns})");
         assert_eq!(got.len(), 20_000);
         assert!(got.iter().enumerate().all(|(i, m)| m.starts_with(format!("line {i:06} ").as_bytes())));
         // The incomplete line is read again, whole, once it is finished.
