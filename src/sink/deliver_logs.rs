@@ -216,7 +216,7 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
                 }
                 Some(reason) => {
                     self.count_dead(reason == "too_old", 1);
-                    self.dead.set_aside(event.chunk, rejected_line(key, &event, reason));
+                    self.dead.set_aside(event.chunk, dead_letter_line(key, &event, reason, None));
                 }
             }
         }
@@ -287,7 +287,7 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
     fn set_aside_parked(&mut self, key: &StreamKey, event: LogEvent, why: &str) {
         self.done.dead_letters += 1;
         self.counters.dropped_parked.fetch_add(1, Ordering::Relaxed);
-        self.dead.set_aside(event.chunk, parked_line(key, &event, why));
+        self.dead.set_aside(event.chunk, dead_letter_line(key, &event, "parked", Some(why)));
     }
 
     /// Forgets the queues of streams with nothing queued or in flight (parked ones
@@ -331,30 +331,19 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
     }
 }
 
-/// An event of a parked stream as a dead letter, with the error that parked it.
-fn parked_line(key: &StreamKey, event: &LogEvent, error: &str) -> Vec<u8> {
-    let v = serde_json::json!({
-        "reason": "parked",
-        "error": error,
-        "log_group": key.group,
-        "log_stream": key.stream,
-        "timestamp": event.timestamp,
-        "message": event.message,
-    });
-    let mut line = serde_json::to_vec(&v).unwrap_or_default();
-    line.push(b'\n');
-    line
-}
-
-/// A refused event as a dead letter: where it was going, why, and the event.
-fn rejected_line(key: &StreamKey, event: &LogEvent, reason: &str) -> Vec<u8> {
-    let v = serde_json::json!({
+/// An event set aside as a dead letter: where it was going, why (and the error, for a
+/// parked stream), and the event.
+fn dead_letter_line(key: &StreamKey, event: &LogEvent, reason: &str, error: Option<&str>) -> Vec<u8> {
+    let mut v = serde_json::json!({
         "reason": reason,
         "log_group": key.group,
         "log_stream": key.stream,
         "timestamp": event.timestamp,
         "message": event.message,
     });
+    if let Some(error) = error {
+        v["error"] = error.into();
+    }
     let mut line = serde_json::to_vec(&v).unwrap_or_default();
     line.push(b'\n');
     line
