@@ -60,7 +60,7 @@ const SAFE_POLL: Duration = Duration::from_millis(50);
 const SINK_READ_BYTES: usize = 4 << 20;
 /// At most this much goes into one write of a file sink (one fsync each): while a
 /// write is under way, what arrives is staged for the next, up to this.
-const LOCAL_WRITE_BYTES: usize = 4 << 20;
+const LOCAL_WRITE_BYTES: usize = 8 << 20;
 /// While a write is under way, how long a read from the buffer waits for records.
 const LOOK_WHILE_WRITING: Duration = Duration::from_millis(1);
 

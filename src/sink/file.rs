@@ -477,7 +477,9 @@ impl Stage {
     fn extend(&mut self, bytes: &[u8]) {
         let needed = self.len + bytes.len();
         if self.start + needed > self.vec.len() {
-            let mut bigger = Self::with_capacity(needed.next_power_of_two());
+            // Whole MiB with one to spare, not the next power of two: a stage of one
+            // write plus a record would otherwise double (memory is budgeted).
+            let mut bigger = Self::with_capacity(needed.next_multiple_of(1 << 20) + (1 << 20));
             bigger.vec[bigger.start..bigger.start + self.len].copy_from_slice(self.bytes());
             bigger.len = self.len;
             *self = bigger;
