@@ -137,7 +137,8 @@ enum When {
 #[error("{0}")]
 struct UsageError(String);
 
-/// glibc's allocator, tuned for a long-running shipper with a memory budget: large
+/// glibc's allocator, tuned for a shipper with a memory budget (`run`, and `replay`
+/// into a sink): large
 /// blocks (batches, staging buffers) are mapped on their own and go back to the system
 /// when freed — by default the threshold rises after the first large free and they
 /// stay in the heap, where freed ones are kept — and at most two arenas (one per core
@@ -152,6 +153,7 @@ fn keep_the_heap_compact() {
 }
 
 fn main() -> ExitCode {
+    keep_the_heap_compact();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run_shipper(args),
@@ -195,7 +197,6 @@ fn error_chain(err: &anyhow::Error) -> String {
 }
 
 fn run_shipper(args: RunArgs) -> anyhow::Result<ExitCode> {
-    keep_the_heap_compact();
     let config = Config::load(&args.config)?;
     init_logging(&config.log);
     let report = logferry::pipeline::run(config, args.config)?;
