@@ -4,6 +4,8 @@
 # Usage: bash benches/follow.sh [options]
 #   --files N            container log files on the fake node; default 500
 #   --rate-mb R          busy: total write rate in MB/s (MB = 1e6 bytes); default 50
+#   --writing W          busy: only W of the files are written to (the rest stay
+#                        quiet, as on a node with many idle containers); default all
 #   --seconds T          busy: how long the writers write; default 30
 #   --skip S             busy: seconds of load left out of the CPU window; default 5
 #   --idle-seconds T     idle: the CPU window; default 60
@@ -35,7 +37,7 @@
 #            taken over [S, T] of the load, its peak RSS is VmHWM. The checkpoints are
 #            compared with the file sizes every second (lag). After the writers stop:
 #            the time until the checkpoints cover every byte (drain; checkpoints are saved
-#            every 1 s, the default), then SIGTERM, and logferry's own "stopped events=N"
+#            every 200 ms, the default), then SIGTERM, and logferry's own "stopped events=N"
 #            must equal the lines written.
 #   check    the busy load for --check-seconds with a file sink in bench-data instead;
 #            every event is parsed: per pod, events, message bytes and the sum of the
@@ -59,6 +61,7 @@
 set -euo pipefail
 
 files=500
+writing=0
 rate_mb=50
 seconds=30
 skip=5
@@ -75,6 +78,7 @@ while (($#)); do
     case "$1" in
         --files) files="${2:?}"; shift 2 ;;
         --rate-mb) rate_mb="${2:?}"; shift 2 ;;
+        --writing) writing="${2:?}"; shift 2 ;;
         --seconds) seconds="${2:?}"; shift 2 ;;
         --skip) skip="${2:?}"; shift 2 ;;
         --idle-seconds) idle_seconds="${2:?}"; shift 2 ;;
@@ -277,7 +281,7 @@ busy_run() {
     start_at="$(at_plus 4)" # the writers generate their line buffers meanwhile
     local wpids=() k
     for ((k = 0; k < writers; k++)); do
-        "$py" "$helper" write "$dir/node" --shard "$k" --shards "$writers" --rate-mb "$rate_mb" --seconds "$secs" \
+        "$py" "$helper" write "$dir/node" --shard "$k" --shards "$writers" --rate-mb "$rate_mb" --writing "$writing" --seconds "$secs" \
             --start-at "$start_at" --result "$dir/writer-$k.json" &
         wpids+=($!)
         started+=($!)
@@ -373,7 +377,7 @@ PY
 }
 
 if has_phase busy; then
-    echo "== busy: $files files, $rate_mb MB/s for $seconds s, CPU window $skip-$seconds s, $writers writer process(es)"
+    echo "== busy: $files files (${writing/#0/all} written to), $rate_mb MB/s for $seconds s, CPU window $skip-$seconds s, $writers writer process(es)"
     for ((i = 1; i <= runs; i++)); do busy_run "busy-$i" measure "$seconds"; done
     echo
 fi
@@ -539,7 +543,7 @@ if busy:
     rows.append(("", "best run: CPU by thread, % of a core; context switches per second",
                  "; ".join("%s %.1f" % kv for kv in bm["threads_cpu_pct"].items()) + "; %.0f/s" % bm["ctxt_switches_per_s"], "", "", ""))
     lag = [b["measure"]["lag_bytes_max"] / 1e6 for b in busy]
-    rows.append(("", "max checkpoint lag during the load, MB (checkpoints saved every 1 s)", "%.1f" % min(lag), fmt_runs(lag), "", ""))
+    rows.append(("", "max checkpoint lag during the load, MB (checkpoints saved every 200 ms, the default)", "%.1f" % min(lag), fmt_runs(lag), "", ""))
     drains = [b["drain"]["elapsed_s"] if b["drain"].get("done") else float("inf") for b in busy]
     kept = all(b["events"] == b["writer_lines"] and b["drain"].get("done") for b in busy)
     rows.append(("", "kept up: events (logferry's count) = lines written; drain after the writers stop", "%s" % ("yes" if kept else "NO"),
