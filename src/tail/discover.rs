@@ -29,6 +29,16 @@ pub struct Found {
     pub kube: Option<KubeMeta>,
 }
 
+/// What [`Discovery::check_one`] makes of a path.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Checked {
+    Follow(Box<Found>),
+    /// Gone, not matched, excluded, filtered out or refused.
+    Ignore,
+    /// A directory: a scan finds what it holds.
+    Scan,
+}
+
 pub struct Discovery {
     include: GlobSet,
     exclude: GlobSet,
@@ -78,6 +88,17 @@ impl Discovery {
             }
         }
         (found, complete)
+    }
+
+    /// One path that just appeared in a watched directory (a new link): a file to
+    /// follow, one to leave alone, or a directory (what it holds needs a scan).
+    pub fn check_one(&mut self, path: &Path) -> Checked {
+        match fs::symlink_metadata(path) {
+            Err(_) => Checked::Ignore,
+            Ok(md) if md.is_dir() => Checked::Scan,
+            Ok(_) if !self.include.is_match(path) || self.exclude.is_match(path) => Checked::Ignore,
+            Ok(_) => self.admit(path.to_path_buf()).map_or(Checked::Ignore, |f| Checked::Follow(Box::new(f))),
+        }
     }
 
     /// Collects matching files under `dir`; false if a directory could not be read
@@ -200,5 +221,40 @@ mod tests {
         assert_eq!(glob_prefix("/var/log/pods/*/*/*.log"), ("/var/log/pods".into(), Some(3)));
         assert_eq!(glob_prefix("/var/log/pods/**/*.log"), ("/var/log/pods".into(), None));
         assert_eq!(glob_prefix("/var/log/app.log"), ("/var/log".into(), Some(1)));
+    }
+
+    /// A new link is judged on its own (pod churn must not rescan every link).
+    #[test]
+    fn one_new_path_is_followed_ignored_or_scanned() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        let pod = r.join("pods/shop_web_uid-1/app");
+        fs::create_dir_all(&pod).unwrap();
+        fs::create_dir_all(r.join("containers")).unwrap();
+        fs::write(pod.join("0.log"), b"").unwrap();
+        let text = format!(
+            "data_dir = \"{r}/data\"\n[tail]\ninclude = [\"{r}/containers/*.log\"]\nroots = [\"{r}/pods\"]\nexclude_namespaces = [\"kube-*\"]\n[sink]\ntype = \"stdout\"\n",
+            r = r.display()
+        );
+        let config = crate::config::Config::from_toml_str_with_env(&text, &crate::config::EnvView::default()).unwrap();
+        let mut d = Discovery::new(&config.tail);
+        let link = r.join("containers/web_shop_app-0123.log");
+        std::os::unix::fs::symlink(pod.join("0.log"), &link).unwrap();
+        match d.check_one(&link) {
+            Checked::Follow(f) => assert_eq!((f.key, f.kube.unwrap().namespace), (fs::canonicalize(pod.join("0.log")).unwrap(), "shop".to_string())),
+            other => panic!("{other:?}"),
+        }
+        // Filtered out, not matched, gone: left alone, no scan.
+        let kube = r.join("pods/kube-system_dns_uid-2/dns");
+        fs::create_dir_all(&kube).unwrap();
+        fs::write(kube.join("0.log"), b"").unwrap();
+        let filtered = r.join("containers/dns_kube-system_dns-0456.log");
+        std::os::unix::fs::symlink(kube.join("0.log"), &filtered).unwrap();
+        assert_eq!(d.check_one(&filtered), Checked::Ignore);
+        fs::write(r.join("containers/notes.txt"), b"").unwrap();
+        assert_eq!(d.check_one(&r.join("containers/notes.txt")), Checked::Ignore);
+        assert_eq!(d.check_one(&r.join("containers/gone.log")), Checked::Ignore);
+        fs::create_dir(r.join("containers/sub.log")).unwrap();
+        assert_eq!(d.check_one(&r.join("containers/sub.log")), Checked::Scan);
     }
 }

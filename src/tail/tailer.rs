@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::checkpoint::Position;
-use super::discover::{Discovery, Found};
+use super::discover::{Checked, Discovery, Found};
 use super::follow::{FollowStats, Follower, ReadOutcome, StartFrom};
 use super::helper::{Done, Helper, Job};
 use super::watch::{Wake, Watch};
@@ -442,10 +442,22 @@ impl Tailer {
                     let keys: Vec<_> = self.streams.iter().filter(|(_, s)| s.dir == dir).map(|(k, _)| k.clone()).collect();
                     keys.into_iter().for_each(|k| self.make_ready(k));
                 } else {
-                    // A link appeared or went in an include directory.
-                    self.rescan_now = true;
+                    self.link_changed(&path);
                 }
             }
+        }
+    }
+
+    /// A link appeared or went in an include directory. A new link to a container's
+    /// log is followed at once, without a scan of every link (pod churn on a node with
+    /// thousands of containers would otherwise rescan them all for each new pod); a
+    /// link that went is noticed by the next rescan (its file is drained meanwhile);
+    /// anything else (a new directory under a deeper glob) gets a rescan now.
+    fn link_changed(&mut self, path: &Path) {
+        match self.discovery.check_one(path) {
+            Checked::Follow(f) if !self.streams.contains_key(f.key.as_path()) => self.add_stream(&f, Instant::now()),
+            Checked::Follow(_) | Checked::Ignore => {}
+            Checked::Scan => self.rescan_now = true,
         }
     }
 
