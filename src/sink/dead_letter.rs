@@ -2,16 +2,19 @@
 //! by AWS as permanently invalid), kept whole in `<data_dir>/dead-letter/<sink>.jsonl`
 //! so that nothing leaves the node uncounted and unrecoverable.
 //!
-//! A set-aside event waits in memory until it is written and fsynced; only then is the
-//! buffer record holding it acknowledged (the caller counts it as outstanding until
-//! [`DeadLetters::flush`] names its record). A write that fails (a full or read-only
-//! disk, a directory that cannot be created) is undone, reported on `/readyz` and
-//! retried after a backoff: it never ends the delivery loop, and a crash meanwhile
-//! only sends the record through the sink again.
+//! A set-aside event waits until it is written and fsynced; only then is the buffer
+//! record holding it acknowledged (the caller counts it as outstanding until
+//! [`DeadLetters::flush`] names its record). The file is written on a thread of its own,
+//! so that a slow or failing disk never stalls the delivery loop that sets events
+//! aside. A write that fails (a full or read-only disk, a directory that cannot be
+//! created) is undone, reported on `/readyz` and retried after a backoff: it never
+//! ends the delivery loop, and a crash meanwhile only sends the record through the
+//! sink again.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use super::backoff::{seed, Backoff};
@@ -20,18 +23,135 @@ use crate::metrics::Fault;
 /// First and longest wait before writing again after a failure.
 const RETRY_FIRST: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(10);
+/// While lines are with the writer, the delivery loop looks for its word this often.
+const POLL: Duration = Duration::from_millis(20);
 
-/// An append-only file of JSON lines, opened when the first line comes, and the lines
-/// set aside but not written yet.
+/// Lines for the writer, each with the tag of the record it came from.
+type Lines = Vec<(u64, Vec<u8>)>;
+/// The writer's word: the tags of the lines written, and their bytes.
+type Written = (Vec<u64>, usize);
+
+/// The lines set aside, and the thread that writes them (started with the first).
 pub struct DeadLetters {
     path: PathBuf,
-    file: Option<Open>,
-    /// Lines not written yet, each with the tag of the record it came from.
-    waiting: Vec<(u64, Vec<u8>)>,
-    waiting_bytes: usize,
-    retry_at: Option<Instant>,
-    backoff: Backoff,
     fault: Fault,
+    /// Lines not handed to the writer yet.
+    waiting: Lines,
+    /// Lines set aside and not yet written (waiting, or with the writer), and bytes.
+    unwritten: usize,
+    unwritten_bytes: usize,
+    writer: Option<(Sender<Lines>, Receiver<Written>)>,
+}
+
+impl DeadLetters {
+    /// Dead letters of `sink` under `data_dir`; write failures are reported on `fault`.
+    pub fn new(data_dir: &Path, sink: &str, fault: Fault) -> Self {
+        Self {
+            path: data_dir.join("dead-letter").join(format!("{sink}.jsonl")),
+            fault,
+            waiting: Vec::new(),
+            unwritten: 0,
+            unwritten_bytes: 0,
+            writer: None,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Sets `line` (ending in `\n`) of record `tag` aside, to be written.
+    pub fn set_aside(&mut self, tag: u64, line: Vec<u8>) {
+        self.unwritten += 1;
+        self.unwritten_bytes += line.len();
+        self.waiting.push((tag, line));
+    }
+
+    /// Every line set aside is written.
+    pub fn is_empty(&self) -> bool {
+        self.unwritten == 0
+    }
+
+    /// Bytes set aside and not written yet (they count against the sink's memory bound).
+    pub fn waiting_bytes(&self) -> usize {
+        self.unwritten_bytes
+    }
+
+    /// When to look for the writer's word again, while lines are unwritten.
+    pub fn retry_at(&self) -> Option<Instant> {
+        (!self.is_empty()).then(|| Instant::now() + POLL)
+    }
+
+    /// Hands the lines set aside to the writer, and returns the tags of the lines
+    /// written (and fsynced) since the last call, one per line. Never blocks.
+    pub fn flush(&mut self) -> Vec<u64> {
+        if !self.waiting.is_empty() && self.writer.is_none() {
+            match spawn_writer(self.path.clone(), self.fault.clone()) {
+                Ok(w) => self.writer = Some(w),
+                Err(e) => {
+                    if self.fault.set(format!("cannot start the dead-letter writer for {}: {e}", self.path.display())) {
+                        tracing::error!(error = %e, "cannot start a thread to write dead letters; they wait in memory");
+                    }
+                }
+            }
+        }
+        let mut done = Vec::new();
+        let Some((lines, written)) = &self.writer else { return done };
+        if !self.waiting.is_empty() && lines.send(std::mem::take(&mut self.waiting)).is_err() {
+            tracing::error!("the dead-letter writer stopped; dead letters wait in memory");
+        }
+        while let Ok((tags, bytes)) = written.try_recv() {
+            self.unwritten -= tags.len();
+            self.unwritten_bytes -= bytes;
+            done.extend(tags);
+        }
+        done
+    }
+}
+
+/// Starts the thread that appends lines to `path`, retrying failed writes with backoff.
+fn spawn_writer(path: PathBuf, fault: Fault) -> io::Result<(Sender<Lines>, Receiver<Written>)> {
+    let (lines_tx, lines_rx) = mpsc::channel::<Lines>();
+    let (written_tx, written_rx) = mpsc::channel::<Written>();
+    std::thread::Builder::new().name("dead-letter".into()).spawn(move || write_forever(&path, &fault, &lines_rx, &written_tx))?;
+    Ok((lines_tx, written_rx))
+}
+
+/// The writer's loop: takes what came, writes and fsyncs it, says so; a failure is
+/// undone and retried after a backoff. Ends when the delivery loop is gone.
+fn write_forever(path: &Path, fault: &Fault, lines: &Receiver<Lines>, written: &Sender<Written>) {
+    let mut file = None;
+    let mut pending = Lines::new();
+    let mut backoff = Backoff::try_new(RETRY_FIRST, RETRY_MAX, seed()).expect("valid bounds");
+    loop {
+        if pending.is_empty() {
+            match lines.recv() {
+                Ok(more) => pending = more,
+                Err(_) => return,
+            }
+        }
+        pending.extend(lines.try_iter().flatten());
+        match write_lines(&mut file, path, &pending) {
+            Ok(bytes) => {
+                backoff.reset();
+                if fault.clear() {
+                    tracing::info!(path = %path.display(), "dead letters are written again");
+                }
+                let tags = pending.drain(..).map(|(tag, _)| tag).collect();
+                if written.send((tags, bytes)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                file = None;
+                let why = format!("cannot write dead letters to {}: {e}", path.display());
+                if fault.set(why.clone()) {
+                    tracing::error!(error = %why, events = pending.len(), "dead letters wait in memory and are retried; is data_dir full or read-only?");
+                }
+                std::thread::sleep(RETRY_FIRST.max(backoff.next_wait()));
+            }
+        }
+    }
 }
 
 /// The open file and its length after the last complete write.
@@ -40,98 +160,29 @@ struct Open {
     len: u64,
 }
 
-impl DeadLetters {
-    /// Dead letters of `sink` under `data_dir`; write failures are reported on `fault`.
-    pub fn new(data_dir: &Path, sink: &str, fault: Fault) -> Self {
-        Self {
-            path: data_dir.join("dead-letter").join(format!("{sink}.jsonl")),
-            file: None,
-            waiting: Vec::new(),
-            waiting_bytes: 0,
-            retry_at: None,
-            backoff: Backoff::try_new(RETRY_FIRST, RETRY_MAX, seed()).expect("valid bounds"),
-            fault,
+/// Appends `lines` and fsyncs; returns their bytes. A failure cuts the file back to
+/// where it was, so a retry never leaves a torn or doubled line.
+fn write_lines(file: &mut Option<Open>, path: &Path, lines: &Lines) -> io::Result<usize> {
+    let open = match file {
+        Some(open) => open,
+        None => file.insert(open_for_append(path)?),
+    };
+    let mut bytes = 0;
+    let written = (|| {
+        for (_, line) in lines {
+            open.file.write_all(line)?;
+            bytes += line.len();
         }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Sets `line` (ending in `\n`) of record `tag` aside, to be written by the next
-    /// [`flush`](Self::flush).
-    pub fn set_aside(&mut self, tag: u64, line: Vec<u8>) {
-        self.waiting_bytes += line.len();
-        self.waiting.push((tag, line));
-    }
-
-    /// Nothing waits to be written.
-    pub fn is_empty(&self) -> bool {
-        self.waiting.is_empty()
-    }
-
-    /// Bytes waiting to be written (they count against the sink's memory bound).
-    pub fn waiting_bytes(&self) -> usize {
-        self.waiting_bytes
-    }
-
-    /// When a failed write is next tried, while lines wait.
-    pub fn retry_at(&self) -> Option<Instant> {
-        self.retry_at.filter(|_| !self.is_empty())
-    }
-
-    /// Writes and fsyncs every waiting line, unless a failed write's backoff has not
-    /// ended yet. Returns the tags of the lines written, one per line (empty when
-    /// nothing was written); on failure the lines keep waiting.
-    pub fn flush(&mut self) -> Vec<u64> {
-        if self.waiting.is_empty() || self.retry_at.is_some_and(|t| Instant::now() < t) {
-            return Vec::new();
+        open.file.sync_data()
+    })();
+    match written {
+        Ok(()) => {
+            open.len += bytes as u64;
+            Ok(bytes)
         }
-        match self.write_waiting() {
-            Ok(()) => {
-                self.retry_at = None;
-                self.backoff.reset();
-                if self.fault.clear() {
-                    tracing::info!(path = %self.path.display(), "dead letters are written again");
-                }
-                self.waiting_bytes = 0;
-                self.waiting.drain(..).map(|(tag, _)| tag).collect()
-            }
-            Err(e) => {
-                self.file = None;
-                let wait = RETRY_FIRST.max(self.backoff.next_wait());
-                self.retry_at = Some(Instant::now() + wait);
-                let why = format!("cannot write dead letters to {}: {e}", self.path.display());
-                if self.fault.set(why.clone()) {
-                    tracing::error!(error = %why, events = self.waiting.len(), "dead letters wait in memory and are retried; is data_dir full or read-only?");
-                }
-                Vec::new()
-            }
-        }
-    }
-
-    /// Appends the waiting lines and fsyncs; a failure cuts the file back to where it
-    /// was, so a retry never leaves a torn or doubled line.
-    fn write_waiting(&mut self) -> io::Result<()> {
-        let open = match &mut self.file {
-            Some(open) => open,
-            None => self.file.insert(open_for_append(&self.path)?),
-        };
-        let written = (|| {
-            for (_, line) in &self.waiting {
-                open.file.write_all(line)?;
-            }
-            open.file.sync_data()
-        })();
-        match written {
-            Ok(()) => {
-                open.len += self.waiting_bytes as u64;
-                Ok(())
-            }
-            Err(e) => {
-                let _ = open.file.set_len(open.len);
-                Err(e)
-            }
+        Err(e) => {
+            let _ = open.file.set_len(open.len);
+            Err(e)
         }
     }
 }
@@ -160,6 +211,17 @@ fn open_for_append(path: &Path) -> io::Result<Open> {
 mod tests {
     use super::*;
 
+    /// Flushes until `n` tags came back (or 10 s passed).
+    fn flush_until(dead: &mut DeadLetters, n: usize) -> Vec<u64> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        while got.len() < n && Instant::now() < deadline {
+            got.extend(dead.flush());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        got
+    }
+
     #[test]
     fn a_failed_write_keeps_the_lines_and_a_later_one_writes_them_once() {
         let dir = tempfile::tempdir().unwrap();
@@ -170,19 +232,24 @@ mod tests {
         dead.set_aside(3, b"{\"a\":1}\n".to_vec());
         dead.set_aside(4, b"{\"b\":2}\n".to_vec());
         assert!(dead.flush().is_empty());
-        assert!(!dead.is_empty());
-        assert_eq!(dead.waiting_bytes(), 16);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while fault.get().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert!(fault.get().unwrap().contains("cannot write dead letters"), "{:?}", fault.get());
-        assert!(dead.retry_at().is_some());
-        // Within the backoff nothing is tried.
-        std::fs::remove_file(dir.path().join("dead-letter")).unwrap();
+        assert!(!dead.is_empty() && dead.retry_at().is_some());
+        assert_eq!(dead.waiting_bytes(), 16);
+        // Lines set aside meanwhile go out with the next try.
+        dead.set_aside(5, b"{\"c\":3}\n".to_vec());
         assert!(dead.flush().is_empty());
-        std::thread::sleep(dead.retry_at().unwrap() - Instant::now());
-        assert_eq!(dead.flush(), vec![3, 4]);
-        assert!(dead.is_empty() && dead.retry_at().is_none());
+        std::fs::remove_file(dir.path().join("dead-letter")).unwrap();
+        let mut tags = flush_until(&mut dead, 3);
+        tags.sort();
+        assert_eq!(tags, vec![3, 4, 5]);
+        assert!(dead.is_empty() && dead.retry_at().is_none() && dead.waiting_bytes() == 0);
         assert_eq!(fault.get(), None);
-        assert_eq!(fault.count(), 1);
-        assert_eq!(std::fs::read(dead.path()).unwrap(), b"{\"a\":1}\n{\"b\":2}\n");
+        assert!(fault.count() >= 1);
+        assert_eq!(std::fs::read(dead.path()).unwrap(), b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n");
     }
 
     #[test]
@@ -192,7 +259,7 @@ mod tests {
         std::fs::write(dir.path().join("dead-letter/s.jsonl"), b"{\"whole\":1}\n{\"to").unwrap();
         let mut dead = DeadLetters::new(dir.path(), "s", Fault::default());
         dead.set_aside(0, b"{\"next\":2}\n".to_vec());
-        assert_eq!(dead.flush(), vec![0]);
+        assert_eq!(flush_until(&mut dead, 1), vec![0]);
         assert_eq!(std::fs::read(dead.path()).unwrap(), b"{\"whole\":1}\n{\"to\n{\"next\":2}\n");
     }
 }
