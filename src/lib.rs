@@ -13,6 +13,7 @@ pub mod batch;
 pub mod buffer;
 pub mod config;
 pub mod decode;
+pub mod durable;
 pub mod event;
 pub mod metrics;
 pub mod pipeline;

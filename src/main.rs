@@ -138,11 +138,10 @@ enum When {
 struct UsageError(String);
 
 /// glibc's allocator, tuned for a shipper with a memory budget (`run`, and `replay`
-/// into a sink): large
-/// blocks (batches, staging buffers) are mapped on their own and go back to the system
-/// when freed — by default the threshold rises after the first large free and they
-/// stay in the heap, where freed ones are kept — and at most two arenas (one per core
-/// here), so that each thread does not keep a heap of its own.
+/// into a sink): large blocks (batches, staging buffers) are mapped on their own and
+/// go back to the system when freed — by default the threshold rises after the first
+/// large free and they stay in the heap, where freed ones are kept — and at most two
+/// arenas, so that each thread does not keep a heap of its own.
 fn keep_the_heap_compact() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; called before any thread starts.

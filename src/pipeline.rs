@@ -343,9 +343,8 @@ impl BufferWriter {
         // Give the sink a moment to take what memory holds, then write the rest, so
         // that every batch read is checkpointed.
         self.buffer.settle(self.opts.fsync_interval);
-        if let Some(safe) = self.commit(Duration::ZERO) {
-            self.checkpoint(safe);
-        }
+        let safe = self.commit(Duration::ZERO);
+        self.checkpoint(safe);
         save_checkpoints(&mut self.checkpoints, &self.checkpoint_fault);
         Ok(())
     }
@@ -357,11 +356,9 @@ impl BufferWriter {
             self.last_commit = Instant::now();
             self.commit(self.opts.fsync_interval)
         } else {
-            Some(self.buffer.safe_seq())
+            self.buffer.safe_seq()
         };
-        if let Some(safe) = safe {
-            self.checkpoint(safe);
-        }
+        self.checkpoint(safe);
         if self.last_save.elapsed() >= self.checkpoint_interval {
             save_checkpoints(&mut self.checkpoints, &self.checkpoint_fault);
             self.last_save = Instant::now();
@@ -437,17 +434,14 @@ impl BufferWriter {
     }
 
     /// Group commit: writes what the sink has not acknowledged within `hold`, fsyncs;
-    /// returns the safe sequence number (`None` if the disk failed).
-    /// A disk that refuses leaves what it could not take in memory, unsafe: the
-    /// checkpoints stop short of it, and the buffer logs and reports the cause.
-    fn commit(&self, hold: Duration) -> Option<u64> {
-        match self.buffer.commit(hold) {
-            Ok(safe) => Some(safe),
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot write or fsync the buffer; checkpoints wait for what is not on disk");
-                Some(self.buffer.safe_seq())
-            }
-        }
+    /// returns the safe sequence number. A disk that refuses leaves what it could not
+    /// take in memory, unsafe: the checkpoints stop short of it, and the buffer logs
+    /// and reports the cause.
+    fn commit(&self, hold: Duration) -> u64 {
+        self.buffer.commit(hold).unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "cannot write or fsync the buffer; checkpoints wait for what is not on disk");
+            self.buffer.safe_seq()
+        })
     }
 
     /// Checkpoints the batches at or below `safe`.

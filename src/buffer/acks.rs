@@ -19,8 +19,8 @@
 //! sent again, never lost. An older `ack` file (a number) is read when there is no
 //! `acks`.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::Path;
 
 const HEADER: &str = "logferry-acks 1";
@@ -111,19 +111,7 @@ pub fn read(dir: &Path) -> io::Result<Acked> {
 /// Replaces `dir/acks` atomically (temp file, fsync, rename, fsync of the directory),
 /// then removes an older `ack`.
 pub fn write(dir: &Path, acked: &Acked) -> io::Result<()> {
-    let path = dir.join(FILE_NAME);
-    let tmp = dir.join("acks.tmp");
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(acked.encode().as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result?;
+    crate::durable::replace_file(&dir.join(FILE_NAME), acked.encode().as_bytes())?;
     match fs::remove_file(dir.join(OLD_FILE_NAME)) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),

@@ -203,7 +203,6 @@ impl FileDecoder {
         self.reassembler.oldest_pending_offset().map_or(read_offset, |o| o.min(read_offset))
     }
 
-    /// A split message is waiting for more pieces.
     /// Lets go of the unescaping scratch space between turns: a stream holds no
     /// memory for the largest line it once saw (it is allocated again on demand).
     pub fn release_scratch(&mut self) {
@@ -212,6 +211,7 @@ impl FileDecoder {
         }
     }
 
+    /// A split message is waiting for more pieces.
     pub fn has_pending(&self) -> bool {
         self.reassembler.has_pending()
     }

@@ -78,7 +78,7 @@ impl DeadLetters {
     }
 
     /// When to look for the writer's word again, while lines are unwritten.
-    pub fn retry_at(&self) -> Option<Instant> {
+    pub fn poll_at(&self) -> Option<Instant> {
         (!self.is_empty()).then(|| Instant::now() + POLL)
     }
 
@@ -237,7 +237,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert!(fault.get().unwrap().contains("cannot write dead letters"), "{:?}", fault.get());
-        assert!(!dead.is_empty() && dead.retry_at().is_some());
+        assert!(!dead.is_empty() && dead.poll_at().is_some());
         assert_eq!(dead.waiting_bytes(), 16);
         // Lines set aside meanwhile go out with the next try.
         dead.set_aside(5, b"{\"c\":3}\n".to_vec());
@@ -246,7 +246,7 @@ mod tests {
         let mut tags = flush_until(&mut dead, 3);
         tags.sort();
         assert_eq!(tags, vec![3, 4, 5]);
-        assert!(dead.is_empty() && dead.retry_at().is_none() && dead.waiting_bytes() == 0);
+        assert!(dead.is_empty() && dead.poll_at().is_none() && dead.waiting_bytes() == 0);
         assert_eq!(fault.get(), None);
         assert!(fault.count() >= 1);
         assert_eq!(std::fs::read(dead.path()).unwrap(), b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n");

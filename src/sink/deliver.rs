@@ -194,8 +194,8 @@ impl<A: FnMut(u64)> Delivery<A> {
         }
     }
 
-    /// Writes the dead letters set aside (unless a failed write's backoff runs) and
-    /// acknowledges the chunks that waited only on them.
+    /// Hands the dead letters set aside to their writer, and acknowledges the chunks
+    /// that waited only on lines now written.
     fn write_dead(&mut self) {
         let written = self.dead.flush();
         if written.is_empty() {
@@ -406,7 +406,7 @@ impl<A: FnMut(u64)> Loop for Delivery<A> {
     }
 
     /// The earliest instant something becomes due: the linger of the oldest data, the
-    /// end of a retry backoff, or another try at writing dead letters.
+    /// end of a retry backoff, or a look for dead letters written.
     /// (Sending is never due while the requests in flight are at the limit: only an
     /// answer helps.)
     fn deadline(&self) -> Option<Instant> {
@@ -416,7 +416,7 @@ impl<A: FnMut(u64)> Loop for Delivery<A> {
                 None => self.oldest.map(|t| t + self.config.linger),
             })
             .flatten();
-        earliest(send, self.dead.retry_at())
+        earliest(send, self.dead.poll_at())
     }
 
     /// Writes dead letters that wait, then sends batches while there is room in flight

@@ -87,9 +87,14 @@ impl Queue {
         self.parked.as_ref().filter(|_| now < self.probe_at)
     }
 
-    /// Nothing queued, nothing in flight, nothing to remember.
+    /// Nothing queued, nothing in flight, nothing to remember: no refusal under way,
+    /// and no parking, or one unused for `forget_parked`.
     fn idle(&self, now: Instant, forget_parked: Duration) -> bool {
-        self.events.is_empty() && !self.busy && (self.parked.is_none() || now.saturating_duration_since(self.last_used) >= forget_parked) && (self.parked.is_some() || self.refused_since.is_none())
+        let remembered = match self.parked {
+            Some(_) => now.saturating_duration_since(self.last_used) < forget_parked,
+            None => self.refused_since.is_some(),
+        };
+        self.events.is_empty() && !self.busy && !remembered
     }
 }
 
@@ -148,14 +153,14 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
         c.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Writes the dead letters set aside (unless a failed write's backoff runs) and
-    /// acknowledges the chunks that waited only on them.
+    /// Hands the dead letters set aside to their writer, and acknowledges the chunks
+    /// that waited only on lines now written.
     fn write_dead(&mut self) {
         let written = self.dead.flush();
         if written.is_empty() {
             return;
         }
-        tracing::warn!(events = written.len(), path = %self.dead.path().display(), "events CloudWatch Logs would refuse for their time (older than 14 days or the retention, or over 2 h ahead) were set aside (dead letters)");
+        tracing::warn!(events = written.len(), path = %self.dead.path().display(), "events were set aside in the dead letters (refused for their time, or their log stream parked; logferry_dropped_records_total says which)");
         for seq in written {
             self.settled(seq);
         }
@@ -403,7 +408,7 @@ impl<A: FnMut(u64)> Loop for LogsDelivery<A> {
     /// the limit: only an answer helps).
     fn deadline(&self) -> Option<Instant> {
         if self.in_flight.len() >= self.config.max_in_flight {
-            return self.dead.retry_at();
+            return self.dead.poll_at();
         }
         let now = Instant::now();
         let send = self
@@ -415,7 +420,7 @@ impl<A: FnMut(u64)> Loop for LogsDelivery<A> {
                 None => q.oldest.map(|t| t + self.config.linger),
             })
             .min();
-        earliest(send, self.dead.retry_at())
+        earliest(send, self.dead.poll_at())
     }
 
     /// Writes dead letters that wait, then sends due streams' batches, the

@@ -291,7 +291,7 @@ impl Checkpoints {
         let bytes = serde_json::to_vec(&disk).expect("checkpoints always serialize");
         let snapshot = self.snapshot_path();
         let new_journal = self.journal_path(next);
-        let written = File::create(&new_journal).and_then(|_| write_atomically(&snapshot, &bytes));
+        let written = File::create(&new_journal).and_then(|_| crate::durable::replace_file(&snapshot, &bytes));
         written.map_err(|source| CheckpointError::Write { path: snapshot, source })?;
         self.remove_old_journals(next);
         self.generation = next;
@@ -317,18 +317,6 @@ impl Checkpoints {
     }
 }
 
-/// temp file → fsync → rename → fsync the directory.
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("json.tmp");
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    File::open(dir)?.sync_all()
-}
 
 #[cfg(test)]
 mod tests {
