@@ -98,7 +98,9 @@ impl Queue {
     }
 }
 
-type Answer = (StreamKey, Vec<LogEvent>, Instant, Result<Rejected, Failure>);
+/// A put's answer: the stream, the batch, when it was sent, whether the stream (and
+/// group) was created first, and the put's result (or the creation's failure).
+type Answer = (StreamKey, Vec<LogEvent>, Instant, bool, Result<Rejected, Failure>);
 
 /// The CloudWatch Logs delivery loop.
 pub struct LogsDelivery<A: FnMut(u64)> {
@@ -181,21 +183,6 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
         }
     }
 
-    /// Creates the stream's group (with its retention) and the stream.
-    async fn create(&mut self, key: &StreamKey) -> Result<(), Failure> {
-        tracing::info!(group = %key.group, stream = %key.stream, "creating the missing log group and stream");
-        self.pacer.admit(1, 0).await;
-        match self.logs.create_stream(key).await {
-            Err(f) if f.code.as_deref() == Some("ResourceNotFoundException") => {
-                self.pacer.admit(1, 0).await;
-                self.logs.create_group(&key.group, self.config.retention_days).await?;
-                self.pacer.admit(1, 0).await;
-                self.logs.create_stream(key).await
-            }
-            other => other,
-        }
-    }
-
     fn accepted(&mut self, key: &StreamKey, batch: Vec<LogEvent>, rejected: Rejected) {
         self.counters.requests_ok.fetch_add(1, Ordering::Relaxed);
         self.counters.succeeded_quietly();
@@ -252,6 +239,26 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
             }
         };
         self.requeue(key, batch, wait);
+    }
+
+    /// A put found its stream missing: creates it and puts the batch again, as a task
+    /// in flight like any put (new pods' streams are created side by side, not one
+    /// after the other in the loop, which would hold every other stream back). The
+    /// stream stays busy meanwhile, so its events stay in order.
+    async fn create_then_put(&mut self, key: StreamKey, batch: Vec<LogEvent>) {
+        // The stream, perhaps the group and the stream again, then the put.
+        self.pacer.admit(3, 0).await;
+        let cap = self.config.retry_max_wait;
+        self.queues.entry(key.clone()).or_insert_with(|| Queue::new(seed(), cap)).busy = true;
+        let (logs, retention_days) = (self.logs.clone(), self.config.retention_days);
+        self.in_flight.spawn(async move {
+            let sent = Instant::now();
+            let result = match create_stream(&logs, &key, retention_days).await {
+                Ok(()) => logs.put(&key, &batch).await,
+                Err(f) => Err(f),
+            };
+            (key, batch, sent, true, result)
+        });
     }
 
     /// Whether `key` is to be parked: refused for good since `park_after` ago while
@@ -333,6 +340,18 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
         self.queued_bytes += bytes;
         q.oldest = Some(Instant::now().checked_sub(self.config.linger).unwrap_or_else(Instant::now));
         q.retry_at = Some(Instant::now() + wait);
+    }
+}
+
+/// Creates `key`'s stream (and its group, with `retention_days`, if that is missing too).
+async fn create_stream(logs: &CloudWatchLogs, key: &StreamKey, retention_days: u32) -> Result<(), Failure> {
+    tracing::info!(group = %key.group, stream = %key.stream, "creating the missing log group and stream");
+    match logs.create_stream(key).await {
+        Err(f) if f.code.as_deref() == Some("ResourceNotFoundException") => {
+            logs.create_group(&key.group, retention_days).await?;
+            logs.create_stream(key).await
+        }
+        other => other,
     }
 }
 
@@ -456,23 +475,20 @@ impl<A: FnMut(u64)> Loop for LogsDelivery<A> {
             self.in_flight.spawn(async move {
                 let sent = Instant::now();
                 let result = logs.put(&key, &batch).await;
-                (key, batch, sent, result)
+                (key, batch, sent, false, result)
             });
         }
     }
 
-    async fn answer(&mut self, (key, batch, sent, result): Answer) -> anyhow::Result<()> {
+    async fn answer(&mut self, (key, batch, sent, created, result): Answer) -> anyhow::Result<()> {
         if let Some(q) = self.queues.get_mut(&key) {
             q.busy = false;
         }
         match result {
             Ok(rejected) => self.accepted(&key, batch, rejected),
-            Err(f) if f.code.as_deref() == Some("ResourceNotFoundException") && self.config.create_missing => {
+            Err(f) if f.code.as_deref() == Some("ResourceNotFoundException") && self.config.create_missing && !created => {
                 self.counters.requests_failed.fetch_add(1, Ordering::Relaxed);
-                match self.create(&key).await {
-                    Ok(()) => self.requeue(&key, batch, Duration::ZERO),
-                    Err(f) => self.failed(&key, batch, sent, f),
-                }
+                self.create_then_put(key.clone(), batch).await;
             }
             Err(f) => self.failed(&key, batch, sent, f),
         }
