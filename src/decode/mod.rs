@@ -82,7 +82,8 @@ pub struct DecodeStats {
     pub truncated: u64,
     /// Messages over `max_message_bytes` dropped by policy.
     pub dropped_oversize: u64,
-    /// Unfinished messages emitted because the input ended or went quiet.
+    /// Messages emitted not known to be whole: unfinished because the input ended or
+    /// went quiet, or the first of their stream after a gap in the input.
     pub partial: u64,
     /// Docker records without a usable `stream` (taken as stdout).
     pub missing_stream: u64,
@@ -181,6 +182,13 @@ impl FileDecoder {
     pub fn finish<F: FnMut(&Event<'_>)>(&mut self, emit: &mut F) {
         let Self { reassembler, stats, .. } = self;
         reassembler.flush_all(stats, emit);
+    }
+
+    /// The input has a hole here (a file deleted unread, a truncation): unfinished
+    /// messages are emitted as `partial`, and so is the next message of each stream.
+    pub fn gap<F: FnMut(&Event<'_>)>(&mut self, emit: &mut F) {
+        let Self { reassembler, stats, .. } = self;
+        reassembler.gap(stats, emit);
     }
 
     /// Emits unfinished messages as `partial` once the follower has read everything in

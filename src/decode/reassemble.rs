@@ -14,6 +14,11 @@
 //! character boundary, `truncated`) or dropped whole, per [`Oversize`]. Either way the
 //! rest of its pieces are consumed, not buffered.
 //!
+//! Input can also have a hole: a file deleted before it was read, a file truncated in
+//! place. [`Reassembler::gap`] flushes what was pending and marks the first message of
+//! each stream after the hole `partial`, since its head may have been in the lost bytes
+//! (Docker's last piece and CRI's `F` line look exactly like a whole line).
+//!
 //! Never flush a pending message just because time passed while its continuation may
 //! already be in the file unread: the caller decides when the input has really gone
 //! quiet (see `FileDecoder::flush_stale`) or ended (`flush_all`).
@@ -51,6 +56,8 @@ struct Pending {
     start_offset: u64,
     pieces: u32,
     overflowed: bool,
+    /// Its first piece came right after a gap in the input: the head may be lost.
+    head_lost: bool,
 }
 
 #[derive(Debug)]
@@ -58,25 +65,30 @@ pub struct Reassembler {
     max_message_bytes: usize,
     oversize: Oversize,
     pending: [Pending; 2],
+    /// Per stream: the next message follows a gap in the input.
+    after_gap: [bool; 2],
 }
 
 impl Reassembler {
     pub fn new(max_message_bytes: usize, oversize: Oversize) -> Self {
-        Self { max_message_bytes, oversize, pending: Default::default() }
+        Self { max_message_bytes, oversize, pending: Default::default(), after_gap: [false; 2] }
     }
 
     /// Takes one piece; emits a message when `frag.last` completes one.
     pub fn push<F: FnMut(&Event<'_>)>(&mut self, frag: Fragment<'_>, stats: &mut DecodeStats, emit: &mut F) {
         let max = self.max_message_bytes;
-        let p = &mut self.pending[frag.stream.index()];
+        let i = frag.stream.index();
+        let p = &mut self.pending[i];
         if !p.active {
+            let head_lost = std::mem::take(&mut self.after_gap[i]);
             if frag.last {
-                emit_whole(frag.bytes, frag.time, frag.stream, max, self.oversize, stats, emit);
+                emit_whole(frag.bytes, frag.time, frag.stream, max, self.oversize, head_lost, stats, emit);
                 return;
             }
             p.active = true;
             p.time = frag.time;
             p.start_offset = frag.offset;
+            p.head_lost = head_lost;
         }
         p.pieces += 1;
         append_capped(p, frag.bytes, max, self.oversize);
@@ -93,6 +105,14 @@ impl Reassembler {
                 finish(p, stream, true, self.oversize, stats, emit);
             }
         }
+    }
+
+    /// The input has a hole here (bytes lost unread): what was pending is emitted as
+    /// `partial`, and so is the next message of each stream, whose head may have been
+    /// in the hole.
+    pub fn gap<F: FnMut(&Event<'_>)>(&mut self, stats: &mut DecodeStats, emit: &mut F) {
+        self.flush_all(stats, emit);
+        self.after_gap = [true; 2];
     }
 
     /// Where the oldest unfinished message starts: a checkpoint must not pass it.
@@ -138,6 +158,7 @@ fn finish<F: FnMut(&Event<'_>)>(
         let message = if p.overflowed { cut_at_char_boundary(&buf) } else { &buf[..] };
         stats.truncated += u64::from(p.overflowed);
         stats.rejoined += u64::from(p.pieces > 1);
+        let partial = partial || p.head_lost;
         stats.partial += u64::from(partial);
         stats.events += 1;
         stats.stderr_events += u64::from(stream == Stream::Stderr);
@@ -146,12 +167,14 @@ fn finish<F: FnMut(&Event<'_>)>(
     *p = Pending::default();
 }
 
+#[allow(clippy::too_many_arguments)]
 fn emit_whole<F: FnMut(&Event<'_>)>(
     bytes: &[u8],
     time: Nanos,
     stream: Stream,
     max: usize,
     oversize: Oversize,
+    partial: bool,
     stats: &mut DecodeStats,
     emit: &mut F,
 ) {
@@ -162,9 +185,10 @@ fn emit_whole<F: FnMut(&Event<'_>)>(
     }
     let message = if over { cut_at_char_boundary(&bytes[..max]) } else { bytes };
     stats.truncated += u64::from(over);
+    stats.partial += u64::from(partial);
     stats.events += 1;
     stats.stderr_events += u64::from(stream == Stream::Stderr);
-    emit(&Event { time, stream, message, truncated: over, partial: false });
+    emit(&Event { time, stream, message, truncated: over, partial });
 }
 
 /// Drops an incomplete UTF-8 sequence left at the end by a byte cut.
@@ -254,6 +278,29 @@ mod tests {
         assert_eq!(partial, vec![(O, true, 7), (E, true, 7)]);
         assert_eq!(r.oldest_pending_offset(), None);
         assert_eq!(stats.partial, 2);
+    }
+
+    #[test]
+    fn after_a_gap_the_first_message_of_each_stream_is_partial() {
+        let mut r = Reassembler::new(100, Oversize::Truncate);
+        let mut stats = DecodeStats::default();
+        let mut out = Vec::new();
+        let f = |stream, bytes, last| Fragment { stream, time: 1, bytes, last, offset: 0 };
+        r.push(f(O, b"head-", false), &mut stats, &mut |_| panic!("nothing complete yet"));
+        r.gap(&mut stats, &mut |e| out.push((e.stream, e.message.to_vec(), e.partial)));
+        // The hole held the end of "head-" and perhaps the head of what follows.
+        for (stream, bytes, last) in [(O, &b"tail"[..], true), (O, b"next", true), (E, b"err-", false), (E, b"end", true), (E, b"e2", true)] {
+            r.push(f(stream, bytes, last), &mut stats, &mut |e| out.push((e.stream, e.message.to_vec(), e.partial)));
+        }
+        let want: Vec<(Stream, Vec<u8>, bool)> = vec![
+            (O, b"head-".to_vec(), true),
+            (O, b"tail".to_vec(), true),
+            (O, b"next".to_vec(), false),
+            (E, b"err-end".to_vec(), true),
+            (E, b"e2".to_vec(), false),
+        ];
+        assert_eq!(out, want);
+        assert_eq!(stats.partial, 3);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The event's JSON form:
 //! `{"time":"…","stream":"stdout","message":"…","truncated":true,"partial":true,"kubernetes":{…}}`
-//! followed by `\n`. `truncated` and `partial` appear only when true; `kubernetes` only
+//! followed by `\n`. `truncated` and `partial` (the message may not be whole: cut short,
+//! or following input lost unread) appear only when true; `kubernetes` only
 //! for files whose path names a pod.
 //!
 //! Encoding appends to a caller-owned `Vec<u8>` and never allocates on its own. Invalid

@@ -307,7 +307,7 @@ fn describe_all() {
     describe_counter!("logferry_malformed_lines_total", "Lines that fit no log format, shipped raw.");
     describe_counter!("logferry_events_total", "Events read, by stream.");
     describe_counter!("logferry_lines_truncated_total", "Events cut at decode.max_message_bytes.");
-    describe_counter!("logferry_partial_lines_total", "Split lines emitted unfinished (the file ended or went quiet).");
+    describe_counter!("logferry_partial_lines_total", "Messages emitted flagged partial: a split line unfinished when its file ended or went quiet, or the first message of a stream after input lost unread (its head may be missing).");
     describe_counter!("logferry_dropped_records_total", "Records dropped by policy, by reason (oversize, buffer_full, corrupt, too_large, dead_letter, too_old, too_new, parked).");
     describe_gauge!("logferry_sink_streams", "CloudWatch Logs: log streams with events queued or in flight (state=active), and those parked after refusing permanently (state=parked).");
     describe_counter!("logferry_read_bytes_total", Unit::Bytes, "Bytes read from log files.");

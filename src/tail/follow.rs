@@ -135,6 +135,9 @@ pub struct Follower {
     missing_since: Option<Instant>,
     /// Rotated files seen and not yet read: stamp → size, to count losses.
     seen_rotated: std::collections::BTreeMap<String, u64>,
+    /// Input before the next file to read was lost unread (its position's file was
+    /// gone, rotated files were deleted): that file starts after a gap.
+    lost_ahead: bool,
     pub stats: FollowStats,
 }
 
@@ -154,6 +157,7 @@ impl Follower {
             gone_since: None,
             missing_since: None,
             seen_rotated: Default::default(),
+            lost_ahead: false,
             stats: FollowStats::default(),
         }
     }
@@ -283,6 +287,7 @@ impl Follower {
                 return Ok(self.when_nothing_to_read(now, rotate_wait, emit));
             }
             self.missing_since = None;
+            self.mark_gap(emit);
         }
         let start_bytes = self.stats.bytes_read;
         loop {
@@ -314,7 +319,7 @@ impl Follower {
                 };
                 let next = next.clone();
                 self.finish_file(read_time, emit);
-                if !self.advance(&next, &members)? {
+                if !self.advance(&next, &members, emit)? {
                     // It vanished as we looked (compressed, renamed): look again next turn.
                     return Ok(ReadOutcome::CaughtUp);
                 }
@@ -330,9 +335,10 @@ impl Follower {
                 }
                 LiveState::Rotated => continue,
                 LiveState::Truncated => {
-                    // What was pending belonged to the old content: emit it as partial.
-                    let kube = &self.kube;
-                    self.decoder.finish(&mut |e| emit(e, kube));
+                    // What was pending belonged to the old content, and what was
+                    // written between our last read and the truncation is gone.
+                    self.lost_ahead = true;
+                    self.mark_gap(emit);
                     self.restart_truncated()?;
                 }
             }
@@ -425,6 +431,7 @@ impl Follower {
         }
         // The file is gone: rotation or deletion outran us while we were away.
         self.stats.lost_positions += 1;
+        self.lost_ahead = true;
         tracing::warn!(
             stream = %self.key.display(),
             offset = pos.offset,
@@ -454,13 +461,24 @@ impl Follower {
     /// Moves from a finished rotated file to `next`, the following file of the set.
     /// The finished file stays current until `next` is open, so a failure or a race
     /// (the kubelet compressing `next` right now) is retried, never skipped.
-    fn advance(&mut self, next: &SetMember, members: &[SetMember]) -> io::Result<bool> {
+    fn advance<F: FnMut(&Event<'_>, &[u8])>(&mut self, next: &SetMember, members: &[SetMember], emit: &mut F) -> io::Result<bool> {
         let Some(cur) = open_member(next, self.chain_end, self.max_line, 0)? else { return Ok(false) };
         let done = self.cur.take().expect("a file was open");
         self.count_skipped(members, done.stamp.as_deref());
+        self.mark_gap(emit);
         self.stats.rotations += 1;
         self.install(cur);
         Ok(true)
+    }
+
+    /// If input was lost before the file about to be read, tells the decoder: a
+    /// message cut by the hole is emitted `partial`, never joined to unrelated pieces
+    /// nor passed off as whole.
+    fn mark_gap<F: FnMut(&Event<'_>, &[u8])>(&mut self, emit: &mut F) {
+        if std::mem::take(&mut self.lost_ahead) {
+            let kube = &self.kube;
+            self.decoder.gap(&mut |e| emit(e, kube));
+        }
     }
 
     /// Looks at the stream's rotated files (on each rescan): remembers the ones
@@ -494,6 +512,7 @@ impl Follower {
         if lost > 0 {
             tracing::warn!(stream = %self.key.display(), bytes = lost, "the kubelet deleted rotated log files before logferry read them (it is too far behind: see the buffer and sink)");
             self.stats.rotated_unread_bytes += lost;
+            self.lost_ahead = true;
         }
         for m in members {
             let Some(stamp) = &m.stamp else { continue };
@@ -800,6 +819,38 @@ mod tests {
         f.read(100_000, now, 0, Duration::from_secs(30), &mut pool, &mut |e, _| got.push(e.message.to_vec())).unwrap();
         assert_eq!(got.last().unwrap(), b"incomplete");
         assert_eq!(f.position().unwrap().offset, data.len() as u64 + 4);
+    }
+
+    /// A rotated file deleted before it was read leaves a hole: the message pending
+    /// before it is flushed `partial` (not joined to pieces of another message), and
+    /// the first message after it is flagged `partial` too, its head may be lost.
+    #[test]
+    fn rotated_files_deleted_unread_leave_a_marked_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("0.log");
+        let cri = |tag: &str, msg: &str| format!("2026-11-21T10:00:00.000000001Z stdout {tag} {msg}\n");
+        std::fs::write(&live, cri("F", "a1") + &cri("P", "head-")).unwrap();
+        let mut f = Follower::new(live.clone(), b"{}".to_vec(), &DecodeOptions::default(), None, StartFrom::Beginning);
+        let (mut pool, mut got, now) = (Vec::new(), Vec::new(), Instant::now());
+        let mut read = |f: &mut Follower, got: &mut Vec<(String, bool)>| {
+            f.read(1 << 20, now, 0, Duration::from_secs(30), &mut pool, &mut |e, _| {
+                got.push((String::from_utf8(e.message.to_vec()).unwrap(), e.partial))
+            })
+            .unwrap()
+        };
+        read(&mut f, &mut got);
+        // Two rotations while the follower is away; the middle file is seen, then
+        // deleted unread (the kubelet keeping too few files for a slow reader).
+        std::fs::rename(&live, dir.path().join("0.log.20261121-100001")).unwrap();
+        std::fs::write(&live, cri("P", "middle-") + &cri("F", "end")).unwrap();
+        std::fs::rename(&live, dir.path().join("0.log.20261121-100002")).unwrap();
+        std::fs::write(&live, cri("F", "tail") + &cri("F", "next")).unwrap();
+        f.observe_rotations();
+        std::fs::remove_file(dir.path().join("0.log.20261121-100002")).unwrap();
+        read(&mut f, &mut got);
+        let want = [("a1", false), ("head-", true), ("tail", true), ("next", false)];
+        assert_eq!(got, want.map(|(m, p)| (m.to_string(), p)));
+        assert_eq!(f.stats.rotated_unread_bytes, (cri("P", "middle-") + &cri("F", "end")).len() as u64);
     }
 
     /// Regression: a turn that spent its budget inside a message the runtime split

@@ -168,6 +168,59 @@ fn copytruncate_restarts_at_zero() {
     node.wait_for(&all, WAIT);
     shipper.stop_and_check(&node, &all);
     assert!(shipper.stderr().contains("truncated in place"), "{}", shipper.stderr());
+    // What was written between the last read and the truncation is gone, and may have
+    // held the head of the first message after it: that one is flagged.
+    let flagged: Vec<String> = read_events(&node.out()).iter().filter(|e| e["partial"] == true).map(|e| e["message"].to_string()).collect();
+    assert_eq!(flagged, ["\"after-0\""]);
+}
+
+/// The issue-15 cut line: logferry was killed while its checkpoint still pointed into
+/// a rotated file, and the kubelet deleted that file before logferry came back. The
+/// oldest file left began with the last piece of a split message, which looks exactly
+/// like a whole line (Docker's last piece ends in `\n`; CRI's is `F`), and was shipped
+/// as one. It now arrives flagged `partial`, on each stream, and only that one.
+#[test]
+fn a_position_whose_file_was_deleted_during_downtime_flags_the_first_message_partial() {
+    let node = Node::new();
+    let live = node.container("default", "api", "app", 0);
+    let docker = |stream: &str, log: &str| format!("{{\"log\":\"{log}\",\"stream\":\"{stream}\",\"time\":\"2026-11-21T10:00:00.000000001Z\"}}\n");
+    let before = numbered("before", 20);
+    let lines: String = before.iter().map(|m| docker("stdout", &format!("{m}\\n"))).collect();
+    append(&live, lines.as_bytes());
+    node.ship_once(&before);
+    // Checkpoint 'before' is where the restart would resume; the kill is simulated by
+    // what follows: lines logferry never read, in a file it will not find again.
+    // While logferry is down: more lines, one message split on each stream, rotation
+    // in the middle of both, and the rotated file deleted.
+    append(&live, (docker("stdout", "lost\\n") + &docker("stdout", "out-head-") + &docker("stderr", "err-head-")).as_bytes());
+    let rotated = rotate(&live, "20261121-100000");
+    append(&live, (docker("stderr", "err-tail\\n") + &docker("stdout", "out-tail\\n")).as_bytes());
+    let after = numbered("after", 5);
+    let lines: String = after.iter().map(|m| docker("stdout", &format!("{m}\\n")) + &docker("stderr", &format!("err-{m}\\n"))).collect();
+    append(&live, lines.as_bytes());
+    fs::remove_file(rotated).unwrap();
+
+    let mut shipper = node.start("");
+    let want_new: Vec<String> = after.iter().cloned().chain(after.iter().map(|m| format!("err-{m}"))).collect();
+    node.wait_for(&want_new, WAIT);
+    let deadline = std::time::Instant::now() + WAIT;
+    let lost = || crate::aws::metric(shipper.metrics_addr(), "logferry_lost_positions_total");
+    while lost() < 1.0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(lost(), 1.0);
+    assert!(shipper.stop().success(), "{}", shipper.stderr());
+    assert!(shipper.stderr().contains("was deleted before logferry got back to it"), "{}", shipper.stderr());
+    let events = read_events(&node.out());
+    let flagged: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e["partial"] == true)
+        .map(|e| (e["stream"].as_str().unwrap(), e["message"].as_str().unwrap()))
+        .collect();
+    assert_eq!(flagged, [("stderr", "err-tail"), ("stdout", "out-tail")]);
+    let whole: Vec<String> = events.iter().filter(|e| e.get("partial").is_none()).map(|e| e["message"].as_str().unwrap().to_string()).collect();
+    let want_whole: Vec<String> = before.iter().cloned().chain(want_new).collect();
+    assert_exactly_once(whole, &want_whole);
 }
 
 #[test]

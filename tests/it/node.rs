@@ -192,7 +192,10 @@ pub fn numbered(prefix: &str, n: usize) -> Vec<String> {
 /// A running `logferry run`.
 pub struct Shipper {
     child: Option<Child>,
+    /// Shared by the runs of one test, appended to.
     log: PathBuf,
+    /// Where this run's part of `log` starts.
+    log_start: usize,
 }
 
 impl Shipper {
@@ -212,6 +215,7 @@ impl Shipper {
     fn start_with_stdout(mut cmd: Command, config: &Path, out: PathBuf, stdout: Stdio) -> Self {
         let log = out.with_extension(format!("stderr.{}", std::process::id()));
         let stderr = OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let log_start = stderr.metadata().unwrap().len() as usize;
         let child = cmd
             .args(["run", "--config", config.to_str().unwrap()])
             .env("RUST_LOG", std::env::var("TEST_RUST_LOG").unwrap_or("info".into()))
@@ -219,7 +223,7 @@ impl Shipper {
             .stderr(stderr)
             .spawn()
             .expect("logferry starts");
-        Self { child: Some(child), log }
+        Self { child: Some(child), log, log_start }
     }
 
     /// Its own log so far.
@@ -227,11 +231,11 @@ impl Shipper {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The metrics listener's address, once it has said where it listens.
+    /// The metrics listener's address, once this run has said where it listens.
     pub fn metrics_addr(&self) -> std::net::SocketAddr {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let log = self.stderr();
+            let log = self.stderr().get(self.log_start..).unwrap_or_default().to_string();
             if let Some(line) = log.lines().find(|l| l.contains("serving /metrics")) {
                 if let Some(addr) = log_field(line, "address") {
                     return addr.parse().unwrap();
