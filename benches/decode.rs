@@ -28,6 +28,10 @@
 //!   events only: per-event overhead dominates) and `json_mode_short` (the same with
 //!   `MessageFormat::Json`, which checks whether each message is a JSON object).
 //!   Bytes: the events' messages (not the output).
+//! - `route`: [`Router::route`] of every event with a route of 10 `drop_messages`
+//!   patterns of the kind operators write (health checks, probes, debug levels), few
+//!   of which match: nearly every message is searched whole. `mixed` (the events of
+//!   the `file_decoder` file) and `short` (the short events). Bytes: the messages.
 //!
 //! Setup checks that the generated files decode to the expected number of events,
 //! rejoined events and message bytes, so a broken generator cannot go unnoticed.
@@ -43,6 +47,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Thro
 
 use logferry::decode::{cri, docker, DecodeOptions, FileDecoder};
 use logferry::event::{Event, EventEncoder, KubeMeta, MessageFormat, Nanos, Stream};
+use logferry::route::Router;
 
 /// Size of the per-kind line sets (`plain`, `json_app`, …).
 const LINES_BYTES: usize = 4_000_000;
@@ -622,6 +627,37 @@ fn benches(c: &mut Criterion) {
     bench_cri_parse(c, &cri);
     bench_file_decoder(c, &docker, &cri);
     bench_encode(c, &docker);
+    bench_route(c, &docker);
+}
+
+/// Ten patterns of the kind a `drop_messages` list holds.
+const DROP_PATTERNS: &str = r#"['^GET /healthz', '^GET /readyz', 'kube-probe/', 'level=debug\b', '"level":"debug"', '^\s*$', 'ELB-HealthChecker/', '"GET /metrics HTTP/1\.[01]" 200', '(?i)^debug:', 'heartbeat ok$']"#;
+
+fn bench_route(c: &mut Criterion, mixed: &LogFile) {
+    let toml = format!("[sink]\ntype = \"stdout\"\n[sink.route]\ndrop_messages = {DROP_PATTERNS}\n");
+    let config = logferry::config::Config::from_toml_str_with_env(&toml, &Default::default()).expect("the route is valid");
+    let router = Router::new(config.sinks.into_iter().map(|s| s.route).collect());
+    let mixed = Events::of(mixed);
+    let short = Events::of(&log_file(Fmt::Cri, 41, LINES_BYTES, |r| match r.below(10) {
+        0..=4 => plain_message(r),
+        5..=8 => json_message(r),
+        _ => html_message(r),
+    }));
+    let mut g = c.benchmark_group("route");
+    configure(&mut g);
+    for (name, events) in [("drop10_mixed", &mixed), ("drop10_short", &short)] {
+        g.throughput(Throughput::Bytes(events.message_bytes()));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut kept = 0usize;
+                for (_, _, range) in &events.events {
+                    kept += usize::from(router.route(1, black_box(&events.text[range.clone()])) != 0);
+                }
+                black_box(kept)
+            })
+        });
+    }
+    g.finish();
 }
 
 criterion_group!(decode, benches);

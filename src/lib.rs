@@ -5,6 +5,7 @@
 //!
 //! - [`tail`]: finds container log files and reads them as lines;
 //! - [`decode`]: Docker json-file and CRI lines → events, split lines rejoined;
+//! - [`route`]: which sinks each event goes to;
 //! - [`event`]: the event and its JSON form, the payload of every sink;
 //! - [`sink`]: where encoded events go;
 //! - [`replay`]: the `logferry replay` command, wiring the stages for a one-shot run.
@@ -18,5 +19,6 @@ pub mod event;
 pub mod metrics;
 pub mod pipeline;
 pub mod replay;
+pub mod route;
 pub mod sink;
 pub mod tail;

@@ -265,13 +265,14 @@ fn init_logging(log: &logferry::config::LogConfig) {
 fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.config {
         let config = Config::load(path)?;
-        let output = (!args.dry_run).then(|| Target::from_config(&config.sink, &config.data_dir));
+        let output = (!args.dry_run).then(|| Target::from_config(&config.sinks[0].config, &config.data_dir));
         let opts = ReplayOptions {
             paths: args.paths.clone(),
             decode: config.decode,
             message_format: config.message_format,
             output,
             show_progress: show_progress(args.progress),
+            router: std::sync::Arc::new(logferry::route::Router::new(vec![config.sinks[0].route.clone()])),
         };
         return finish_replay(&opts, args.quiet);
     }
@@ -309,6 +310,7 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         },
         output,
         show_progress: show_progress(args.progress),
+        router: std::sync::Arc::new(logferry::route::Router::everything()),
     };
     finish_replay(&opts, args.quiet)
 }

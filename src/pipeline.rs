@@ -43,6 +43,7 @@ use crate::buffer::segment::Record;
 use crate::buffer::{Buffer, BufferOptions, BufferStats};
 use crate::config::{BufferConfig, Config, SinkConfig, WatchMode};
 use crate::metrics::{http, Fault, SinkCounters, Telemetry};
+use crate::route::Router;
 use crate::sink::backoff::Backoff;
 use crate::sink::deliver::{deliver_to, started, AwsSink, Chunk};
 use crate::sink::{JsonLines, Target};
@@ -111,7 +112,8 @@ pub async fn run_until(
     let checkpoint_fault = Fault::default();
     save_checkpoints(&mut checkpoints, &checkpoint_fault);
     let buffer = open_buffer(&config)?;
-    let sink_name = config.sink.name();
+    let sink = &config.sinks[0];
+    let sink_name = sink.config.name();
     let counters = Arc::new(SinkCounters::new());
     let writer_done = Arc::new(AtomicBool::new(false));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -122,8 +124,9 @@ pub async fn run_until(
         counters: counters.clone(),
         data_dir: config.data_dir.clone(),
     };
-    let sink_thread = spawn_sink(&config.sink, ship, done_tx)?;
+    let sink_thread = spawn_sink(&sink.config, ship, done_tx)?;
 
+    let router = Arc::new(Router::new(config.sinks.iter().map(|s| s.route.clone()).collect()));
     let (batch_tx, batch_rx) = mpsc::sync_channel::<Batch>(CHANNEL_BATCHES);
     let (wake_tx, wake_rx) = mpsc::channel::<Wake>();
     let stop = Arc::new(AtomicBool::new(false));
@@ -132,6 +135,7 @@ pub async fn run_until(
         decode: config.decode,
         message_format: config.message_format,
         partial_flush_timeout: config.partial_flush_timeout,
+        router: router.clone(),
     };
     let watch = match config.tail.watch {
         WatchMode::Inotify => Watch::new(wake_tx.clone()),
@@ -140,6 +144,7 @@ pub async fn run_until(
     let tailer = Tailer::new(settings, resume, first_start, watch, wake_rx, batch_tx, stop.clone());
     let mut telemetry = Telemetry::new(sink_name, tailer.snapshot(), counters.clone(), Some(buffer.clone()));
     telemetry.checkpoints = checkpoint_fault.clone();
+    telemetry.router = Some(router);
     let recycle = tailer.recycler();
     let room = tailer.room_bell(wake_tx.clone());
     if let Some(addr) = config.metrics_listen {
@@ -238,7 +243,7 @@ fn reload(path: Option<&std::path::Path>, running: &Config, wake: &mpsc::Sender<
     };
     let needs_restart: Vec<&str> = [
         ("data_dir", new.data_dir != running.data_dir),
-        ("sink", new.sink != running.sink),
+        ("sinks", new.sinks != running.sinks),
         ("metrics.listen", new.metrics_listen != running.metrics_listen),
         ("buffer", new.buffer.max_bytes != running.buffer.max_bytes || new.buffer.when_full != running.buffer.when_full || new.buffer.memory_bytes != running.buffer.memory_bytes),
     ]
@@ -266,10 +271,12 @@ async fn serve_metrics(addr: std::net::SocketAddr, telemetry: Telemetry) -> anyh
 
 fn open_buffer(config: &Config) -> anyhow::Result<Buffer> {
     let dir = config.data_dir.join("buffer");
+    // One sink: its share (at most the whole buffer) and its when_full are the buffer's.
+    let sink = &config.sinks[0];
     let opts = BufferOptions {
         memory_bytes: config.buffer.memory_bytes,
         hold: config.buffer.fsync_interval,
-        ..BufferOptions::with_cap(config.buffer.max_bytes, config.buffer.when_full)
+        ..BufferOptions::with_cap(config.buffer.max_bytes.min(sink.max_bytes), sink.when_full)
     };
     let (buffer, rec) = Buffer::open(&dir, opts)?;
     if rec.corrupt_regions > 0 || rec.torn_bytes > 0 {

@@ -53,10 +53,13 @@ impl Checker {
     pub fn unknown_keys(&mut self, table: &str, unknown: &Unknown, expected: &[&str]) {
         for key in unknown.keys() {
             let mut message = format!("unknown key (expected one of: {})", expected.join(", "));
-            if let Some(near) = expected
+            let near = expected
                 .iter()
-                .find(|e| edit_distance(key, e) <= (e.len() / 3).max(1))
-            {
+                .map(|e| (edit_distance(key, e), e))
+                .filter(|(d, e)| *d <= (e.len() / 3).max(1))
+                .min_by_key(|(d, _)| *d)
+                .map(|(_, e)| e);
+            if let Some(near) = near {
                 message.push_str(&format!("; did you mean {near:?}?"));
             } else if let Some((home, _)) = TABLES
                 .iter()
@@ -333,7 +336,7 @@ fn index(key: &str, i: usize) -> String {
 }
 
 /// A key as TOML would need it written: bare when it can be, quoted otherwise.
-fn quote_key(key: &str) -> String {
+pub(super) fn quote_key(key: &str) -> String {
     let bare = !key.is_empty()
         && key
             .bytes()

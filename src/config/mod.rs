@@ -19,6 +19,7 @@ mod env;
 mod error;
 mod pods;
 mod raw;
+mod route;
 mod sink;
 
 use std::path::{Path, PathBuf};
@@ -34,7 +35,8 @@ use pods::NameFilter;
 pub use pods::PodFilter;
 use crate::buffer::WhenFull;
 use raw::{Field, List, RawBuffer, RawConfig, RawDecode, RawLog, RawMetrics, RawTail};
-pub use sink::{FIREHOSE_BYTES_PER_SECOND, FIREHOSE_RECORDS_PER_SECOND, FIREHOSE_REQUESTS_PER_SECOND};
+pub use route::RouteConfig;
+pub use sink::{DEFAULT_SINK, FIREHOSE_BYTES_PER_SECOND, FIREHOSE_RECORDS_PER_SECOND, FIREHOSE_REQUESTS_PER_SECOND, MAX_SINKS};
 pub use env::OVERRIDES as ENV_OVERRIDES;
 
 const DEFAULT_DATA_DIR: &str = "/var/lib/logferry";
@@ -70,7 +72,8 @@ pub struct Config {
     /// A split line whose next piece has not come for this long is emitted as partial.
     pub partial_flush_timeout: Duration,
     pub buffer: BufferConfig,
-    pub sink: SinkConfig,
+    /// At least one; a lone `[sink]` table is the sink named `default`.
+    pub sinks: Vec<NamedSink>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; `None`: nowhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub log: LogConfig,
@@ -149,6 +152,24 @@ pub struct TailConfig {
     pub read_threads: usize,
     pub pods: PodFilter,
 }
+
+/// One destination: what it is, its share of the buffer, and which events it takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedSink {
+    /// The operator's name (`default` for a lone `[sink]`): the `sink` label of its
+    /// metrics.
+    pub name: String,
+    /// Its table's key path (`sink`, `sinks.archive`), for messages.
+    pub at: String,
+    pub config: SinkConfig,
+    pub route: RouteConfig,
+    /// What this sink may leave unacknowledged in the buffer.
+    pub max_bytes: u64,
+    /// What happens when it has: reading waits, or this sink drops its oldest.
+    pub when_full: WhenFull,
+}
+
+const WHEN_FULL: [(&str, WhenFull); 2] = [("block", WhenFull::Block), ("drop_oldest", WhenFull::DropOldest)];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SinkConfig {
@@ -312,15 +333,41 @@ const REFERENCE: &str = include_str!("../../tests/fixtures/config/node.toml");
 /// The effective configuration of a valid `text`, as TOML: every key, the file's
 /// values (after `${VAR}` and `LOGFERRY_*`) over the defaults.
 pub fn effective_toml(text: &str, env: &EnvView) -> Result<String, ConfigError> {
-    Config::from_toml_str_with_env(text, env)?;
+    let config = Config::from_toml_str_with_env(text, env)?;
     let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::syntax(text, &e))?;
     env::apply_overrides(&mut table, &env.vars);
     env::interpolate(&mut table, &env.vars, &mut Vec::new());
     let mut merged: toml::Table = toml::from_str(REFERENCE).expect("the reference config parses");
-    // The sink's keys depend on its type: take it as written, not merged.
-    if let Some(sink) = table.remove("sink") {
-        merged.insert("sink".into(), sink);
+    let reference_route = merged["sink"]["route"].as_table().cloned().unwrap_or_default();
+    merged.remove("sink");
+    // A sink's keys depend on its type: taken as written, with the keys every sink
+    // has filled in (its share of the buffer, its route).
+    for sink in &config.sinks {
+        let path: Vec<&str> = if sink.at == "sink" { vec!["sink"] } else { vec!["sinks", &sink.name] };
+        let written = path.iter().try_fold(&table, |t, k| t.get(*k).and_then(toml::Value::as_table)).cloned().unwrap_or_default();
+        let mut filled = written;
+        filled.insert("max_bytes".into(), toml::Value::Integer(sink.max_bytes as i64));
+        let when_full = WHEN_FULL.iter().find(|(_, w)| *w == sink.when_full).map_or("block", |(n, _)| n);
+        filled.insert("when_full".into(), toml::Value::String(when_full.into()));
+        let mut route = reference_route.clone();
+        if let Some(toml::Value::Table(written)) = filled.remove("route") {
+            merge(&mut route, written);
+        }
+        filled.insert("route".into(), toml::Value::Table(route));
+        match path.as_slice() {
+            [one] => {
+                merged.insert((*one).into(), toml::Value::Table(filled));
+            }
+            _ => {
+                let sinks = merged.entry("sinks").or_insert_with(|| toml::Value::Table(Default::default()));
+                if let toml::Value::Table(sinks) = sinks {
+                    sinks.insert(sink.name.clone(), toml::Value::Table(filled));
+                }
+            }
+        }
     }
+    table.remove("sink");
+    table.remove("sinks");
     merge(&mut merged, table);
     Ok(toml::to_string_pretty(&merged).unwrap_or_default())
 }
@@ -353,7 +400,11 @@ fn build(raw: RawConfig, env: &EnvView) -> Result<Config, Vec<Problem>> {
     let (decode, message_format, partial_flush_timeout) = build_decode(&mut ck, decode);
     let buffer = ck.table("buffer", raw.buffer);
     let buffer = build_buffer(&mut ck, buffer);
-    let sink = sink::build_sink(&mut ck, raw.sink, env);
+    let sinks = sink::build_sinks(&mut ck, raw.sink, raw.sinks, env, &buffer);
+    if sinks.len() > 1 {
+        let names: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
+        ck.report("sinks", format!("{} sinks ({}): this version ships to one sink at a time; keep one (its route and drop_messages apply)", sinks.len(), names.join(", ")));
+    }
     let metrics = ck.table("metrics", raw.metrics);
     let metrics_listen = build_metrics(&mut ck, metrics);
     let log = ck.table("log", raw.log);
@@ -369,7 +420,7 @@ fn build(raw: RawConfig, env: &EnvView) -> Result<Config, Vec<Problem>> {
         message_format,
         partial_flush_timeout,
         buffer,
-        sink,
+        sinks,
         metrics_listen,
         log,
     })
@@ -498,12 +549,7 @@ fn build_buffer(ck: &mut Checker, raw: RawBuffer) -> BufferConfig {
     ck.unknown_keys("buffer", &raw.unknown, raw::BUFFER_KEYS);
     BufferConfig {
         max_bytes: ck.count("buffer.max_bytes", raw.max_bytes, 1 << 30, MIN_BUFFER_BYTES, None) as u64,
-        when_full: ck.choice(
-            "buffer.when_full",
-            raw.when_full,
-            WhenFull::Block,
-            &[("block", WhenFull::Block), ("drop_oldest", WhenFull::DropOldest)],
-        ),
+        when_full: ck.choice("buffer.when_full", raw.when_full, WhenFull::Block, &WHEN_FULL),
         fsync_interval: ck.duration(
             "buffer.fsync_interval",
             raw.fsync_interval,

@@ -47,7 +47,7 @@ pub(super) struct NameFilter {
 }
 
 impl NameFilter {
-    fn allows(&self, name: &str) -> bool {
+    pub(super) fn allows(&self, name: &str) -> bool {
         let included = self.include.as_ref().is_none_or(|set| set.is_match(name));
         included && !self.exclude.is_match(name)
     }

@@ -48,6 +48,7 @@ pub(super) struct RawConfig {
     pub decode: Opt<RawDecode>,
     pub buffer: Opt<RawBuffer>,
     pub sink: Opt<RawSink>,
+    pub sinks: Opt<BTreeMap<String, Field<RawSink>>>,
     pub metrics: Opt<RawMetrics>,
     pub log: Opt<RawLog>,
     #[serde(flatten)]
@@ -55,7 +56,7 @@ pub(super) struct RawConfig {
 }
 
 pub(super) const TOP_KEYS: &[&str] =
-    &["data_dir", "shutdown_timeout", "tail", "decode", "buffer", "sink", "metrics", "log"];
+    &["data_dir", "shutdown_timeout", "tail", "decode", "buffer", "sink", "sinks", "metrics", "log"];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -165,6 +166,9 @@ pub(super) struct RawSink {
     pub retention_days: Opt<i64>,
     pub message_key: Opt<String>,
     pub park_after: Opt<String>,
+    pub max_bytes: Opt<i64>,
+    pub when_full: Opt<String>,
+    pub route: Opt<RawRoute>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -201,10 +205,17 @@ impl RawSink {
     }
 }
 
-/// Every sink type's keys: `type`, the file sink's, Firehose's own, CloudWatch
-/// Logs' own, then those of every AWS sink ([`sink_key_types`] says which is which).
+/// The keys every sink type has.
+pub(super) const COMMON_SINK_KEYS: &[&str] = &["type", "max_bytes", "when_full", "route"];
+
+/// Every sink type's keys: `type` and those of every type, the file sink's,
+/// Firehose's own, CloudWatch Logs' own, then those of every AWS sink
+/// ([`sink_key_types`] says which is which).
 pub(super) const SINK_KEYS: &[&str] = &[
     "type",
+    "max_bytes",
+    "when_full",
+    "route",
     "path",
     "delivery_stream",
     "aggregate",
@@ -232,8 +243,10 @@ pub(super) const SINK_KEYS: &[&str] = &[
 
 /// The sink types a key of [`SINK_KEYS`] belongs to.
 pub(super) fn sink_key_types(key: &str) -> &'static [&'static str] {
+    if COMMON_SINK_KEYS.contains(&key) {
+        return &["stdout", "file", "firehose", "cloudwatch"];
+    }
     match key {
-        "type" => &["stdout", "file", "firehose", "cloudwatch"],
         "path" => &["file"],
         "delivery_stream" | "aggregate" | "record_max_bytes" | "oversize" | "max_records_per_second"
         | "max_bytes_per_second" => &["firehose"],
@@ -250,6 +263,33 @@ pub(super) fn sink_key_types(key: &str) -> &'static [&'static str] {
 pub(super) fn sink_keys_of(kind: &str) -> Vec<&'static str> {
     SINK_KEYS.iter().copied().filter(|k| sink_key_types(k).contains(&kind)).collect()
 }
+
+/// `[sinks.<name>.route]`: which events go to that sink.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawRoute {
+    pub include_namespaces: List,
+    pub exclude_namespaces: List,
+    pub include_pods: List,
+    pub exclude_pods: List,
+    pub include_containers: List,
+    pub exclude_containers: List,
+    pub streams: List,
+    pub drop_messages: List,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+pub(super) const ROUTE_KEYS: &[&str] = &[
+    "include_namespaces",
+    "exclude_namespaces",
+    "include_pods",
+    "exclude_pods",
+    "include_containers",
+    "exclude_containers",
+    "streams",
+    "drop_messages",
+];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -280,6 +320,7 @@ pub(super) const TABLES: &[(&str, &[&str])] = &[
     ("decode", DECODE_KEYS),
     ("buffer", BUFFER_KEYS),
     ("sink", SINK_KEYS),
+    ("sink.route", ROUTE_KEYS),
     ("metrics", METRICS_KEYS),
     ("log", LOG_KEYS),
 ];

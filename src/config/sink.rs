@@ -1,11 +1,13 @@
-//! `[sink]`: where events go. Its keys depend on `type`; a key of another type is
-//! reported with the type it belongs to.
+//! `[sink]` or `[sinks.<name>]`: where events go. A sink's keys depend on its `type`;
+//! a key of another type is reported with the type it belongs to. Every sink has its
+//! share of the buffer (`max_bytes`, `when_full`) and a `route`.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::check::{self, Checker};
-use super::raw::{self, Field, RawSink};
-use super::{CloudWatchConfig, EnvView, FirehoseConfig, Pacing, SinkConfig, SinkOversize};
+use super::raw::{self, Field, Opt, RawSink};
+use super::{BufferConfig, CloudWatchConfig, EnvView, FirehoseConfig, NamedSink, Pacing, SinkConfig, SinkOversize};
 use crate::batch::cloudwatch::Template;
 use crate::batch::firehose::MAX_RECORD_BYTES;
 
@@ -21,54 +23,132 @@ pub const FIREHOSE_REQUESTS_PER_SECOND: usize = 1_000;
 pub const FIREHOSE_RECORDS_PER_SECOND: usize = 100_000;
 pub const FIREHOSE_BYTES_PER_SECOND: usize = 1 << 20;
 
-pub(super) fn build_sink(ck: &mut Checker, field: Option<Field<RawSink>>, env: &EnvView) -> SinkConfig {
+/// At most this many sinks: each is a bit in a record's routing mask, and every
+/// sink's metrics are series of their own.
+pub const MAX_SINKS: usize = 16;
+
+/// `[sink]` (one sink, named `default`) or `[sinks.<name>]` tables.
+pub(super) fn build_sinks(
+    ck: &mut Checker,
+    one: Opt<RawSink>,
+    many: Opt<BTreeMap<String, Field<RawSink>>>,
+    env: &EnvView,
+    buffer: &BufferConfig,
+) -> Vec<NamedSink> {
     let one_of_types = format!("one of {}", check::quoted(TYPES));
-    if field.is_none() {
-        ck.report("sink.type", format!("required: add a [sink] table with type = {one_of_types}"));
-        return SinkConfig::Stdout;
-    }
-    let Some(raw) = ck.get("sink", field, "a table") else {
-        return SinkConfig::Stdout;
+    let tables: Vec<(String, String, Opt<RawSink>)> = match (one, many) {
+        (Some(_), Some(_)) => {
+            ck.report("sinks", "write either one [sink] table or [sinks.<name>] tables, not both (a [sink] is the sink named \"default\")");
+            return Vec::new();
+        }
+        (None, None) => {
+            ck.report("sink.type", format!("required: add a [sink] table with type = {one_of_types} (or [sinks.<name>] tables, one per sink)"));
+            return Vec::new();
+        }
+        (Some(one), None) => vec![(DEFAULT_SINK.to_string(), "sink".to_string(), Some(one))],
+        (None, Some(many)) => {
+            let Some(many) = ck.get("sinks", Some(many), "a table of sinks ([sinks.<name>])") else { return Vec::new() };
+            if many.is_empty() {
+                ck.report("sinks", format!("must name at least one sink: [sinks.<name>] with type = {one_of_types}"));
+            }
+            if many.len() > MAX_SINKS {
+                ck.report("sinks", format!("{} sinks; at most {MAX_SINKS}", many.len()));
+            }
+            many.into_iter().map(|(name, t)| (name.clone(), format!("sinks.{}", check::quote_key(&name)), Some(t))).collect()
+        }
     };
-    if raw.kind.is_none() {
-        ck.report("sink.type", format!("required: {one_of_types}"));
-    }
-    let Some(kind) = ck.get("sink.type", raw.kind.clone(), &one_of_types) else {
-        ck.unknown_keys("sink", &raw.unknown, raw::SINK_KEYS);
-        return SinkConfig::Stdout;
-    };
-    if !TYPES.contains(&kind.as_str()) {
-        ck.report("sink.type", check::not_one_of(&kind, TYPES));
-        ck.unknown_keys("sink", &raw.unknown, raw::SINK_KEYS);
-        return SinkConfig::Stdout;
-    }
-    let allowed = raw::sink_keys_of(&kind);
-    ck.unknown_keys("sink", &raw.unknown, &allowed);
-    for key in raw.present() {
-        if !allowed.contains(&key) {
-            ck.report(&format!("sink.{key}"), not_for_type(key, &kind));
+    let mut sinks = Vec::new();
+    for (name, at, table) in tables {
+        if !valid_name(&name) {
+            ck.report(&at, format!("{name:?} is not a sink name: 1 to 32 lowercase letters, digits, '_' or '-', starting with a letter (it names metrics series and files)"));
+        }
+        if let Some(sink) = build_sink(ck, name, &at, table, env, buffer) {
+            sinks.push(sink);
         }
     }
-    match kind.as_str() {
-        "file" if raw.path.is_none() => {
-            ck.report("sink.path", r#"required when sink.type = "file""#);
-            SinkConfig::Stdout
+    check_outputs_distinct(ck, &sinks);
+    sinks
+}
+
+/// The name a lone `[sink]` table gets.
+pub const DEFAULT_SINK: &str = "default";
+
+fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (1..=32).contains(&b.len())
+        && b[0].is_ascii_lowercase()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+}
+
+/// Two sinks writing one file (or both to standard output) would interleave and
+/// corrupt each other's lines.
+fn check_outputs_distinct(ck: &mut Checker, sinks: &[NamedSink]) {
+    for (i, b) in sinks.iter().enumerate() {
+        let output = |s: &NamedSink| match &s.config {
+            SinkConfig::File { path } => Some(path.display().to_string()),
+            SinkConfig::Stdout => Some("standard output".to_string()),
+            _ => None,
+        };
+        let Some(out) = output(b) else { continue };
+        if let Some(a) = sinks[..i].iter().find(|a| output(a).as_ref() == Some(&out)) {
+            let key = match &b.config {
+                SinkConfig::File { .. } => format!("{}.path", b.at),
+                _ => format!("{}.type", b.at),
+            };
+            ck.report(&key, format!("{out} is written by {} already: two sinks cannot write one output", a.at));
         }
-        "file" => SinkConfig::File { path: ck.absolute_path("sink.path", raw.path, "") },
-        "firehose" => SinkConfig::Firehose(build_firehose(ck, raw)),
-        "cloudwatch" => SinkConfig::CloudWatch(build_cloudwatch(ck, raw, env)),
-        _ => SinkConfig::Stdout,
     }
 }
 
+fn build_sink(ck: &mut Checker, name: String, at: &str, field: Opt<RawSink>, env: &EnvView, buffer: &BufferConfig) -> Option<NamedSink> {
+    let one_of_types = format!("one of {}", check::quoted(TYPES));
+    let mut raw = ck.get(at, field, "a table")?;
+    if raw.kind.is_none() {
+        ck.report(&format!("{at}.type"), format!("required: {one_of_types}"));
+    }
+    let route = super::route::build_route(ck, &format!("{at}.route"), raw.route.take());
+    let max_bytes = ck.count(&format!("{at}.max_bytes"), raw.max_bytes.take(), buffer.max_bytes as usize, super::MIN_BUFFER_BYTES, None) as u64;
+    if max_bytes > buffer.max_bytes {
+        ck.report(&format!("{at}.max_bytes"), format!("{max_bytes} is more than buffer.max_bytes ({}): a sink's share cannot exceed the buffer", buffer.max_bytes));
+    }
+    let when_full = ck.choice(&format!("{at}.when_full"), raw.when_full.take(), buffer.when_full, &super::WHEN_FULL);
+    let Some(kind) = ck.get(&format!("{at}.type"), raw.kind.clone(), &one_of_types) else {
+        ck.unknown_keys(at, &raw.unknown, raw::SINK_KEYS);
+        return None;
+    };
+    if !TYPES.contains(&kind.as_str()) {
+        ck.report(&format!("{at}.type"), check::not_one_of(&kind, TYPES));
+        ck.unknown_keys(at, &raw.unknown, raw::SINK_KEYS);
+        return None;
+    }
+    let allowed = raw::sink_keys_of(&kind);
+    ck.unknown_keys(at, &raw.unknown, &allowed);
+    for key in raw.present() {
+        if !allowed.contains(&key) {
+            ck.report(&format!("{at}.{key}"), not_for_type(at, key, &kind));
+        }
+    }
+    let config = match kind.as_str() {
+        "file" if raw.path.is_none() => {
+            ck.report(&format!("{at}.path"), format!(r#"required when {at}.type = "file""#));
+            return None;
+        }
+        "file" => SinkConfig::File { path: ck.absolute_path(&format!("{at}.path"), raw.path, "") },
+        "firehose" => SinkConfig::Firehose(build_firehose(ck, at, raw)),
+        "cloudwatch" => SinkConfig::CloudWatch(build_cloudwatch(ck, at, raw, env)),
+        _ => SinkConfig::Stdout,
+    };
+    Some(NamedSink { name, at: at.to_string(), config, route, max_bytes, when_full })
+}
+
 /// "not allowed when sink.type = "stdout" (… belongs to type = "firehose")".
-fn not_for_type(key: &str, kind: &str) -> String {
+fn not_for_type(at: &str, key: &str, kind: &str) -> String {
     let owners: Vec<String> = raw::sink_key_types(key).iter().map(|t| format!("{t:?}")).collect();
     match kind {
         "stdout" if owners == ["\"file\""] => {
-            r#"not allowed when sink.type = "stdout" (remove it, or set type = "file")"#.to_string()
+            format!(r#"not allowed when {at}.type = "stdout" (remove it, or set type = "file")"#)
         }
-        _ => format!(r#"not allowed when sink.type = {kind:?} (it belongs to type = {})"#, owners.join(" or ")),
+        _ => format!(r#"not allowed when {at}.type = {kind:?} (it belongs to type = {})"#, owners.join(" or ")),
     }
 }
 
@@ -84,28 +164,28 @@ struct Common {
     recovery: Duration,
 }
 
-fn build_common(ck: &mut Checker, raw: &RawSink, example: &str, default_requests: usize) -> Common {
-    let region = ck.get("sink.region", raw.region.clone(), "a string").filter(|r| !r.is_empty());
-    let endpoint = ck.get("sink.endpoint", raw.endpoint.clone(), "a string").filter(|e| !e.is_empty());
+fn build_common(ck: &mut Checker, at: &str, raw: &RawSink, example: &str, default_requests: usize) -> Common {
+    let region = ck.get(&format!("{at}.region"), raw.region.clone(), "a string").filter(|r| !r.is_empty());
+    let endpoint = ck.get(&format!("{at}.endpoint"), raw.endpoint.clone(), "a string").filter(|e| !e.is_empty());
     if let Some(e) = &endpoint {
         if !(e.starts_with("http://") || e.starts_with("https://")) {
-            ck.report("sink.endpoint", format!("{e:?} is not a URL like {example:?}"));
+            ck.report(&format!("{at}.endpoint"), format!("{e:?} is not a URL like {example:?}"));
         }
     }
     Common {
         region,
         endpoint,
-        linger: ck.duration("sink.linger", raw.linger.clone(), Duration::from_secs(1), false),
-        max_in_flight: ck.count("sink.max_in_flight", raw.max_in_flight.clone(), 4, 1, Some(64)),
-        request_timeout: ck.duration("sink.request_timeout", raw.request_timeout.clone(), Duration::from_secs(30), true),
-        retry_max_wait: ck.duration("sink.retry_max_wait", raw.retry_max_wait.clone(), Duration::from_secs(30), true),
-        requests_per_second: ck.count("sink.max_requests_per_second", raw.max_requests_per_second.clone(), default_requests, 1, Some(1 << 20)) as u32,
-        recovery: ck.duration("sink.rate_recovery", raw.rate_recovery.clone(), Duration::from_secs(60), true),
+        linger: ck.duration(&format!("{at}.linger"), raw.linger.clone(), Duration::from_secs(1), false),
+        max_in_flight: ck.count(&format!("{at}.max_in_flight"), raw.max_in_flight.clone(), 4, 1, Some(64)),
+        request_timeout: ck.duration(&format!("{at}.request_timeout"), raw.request_timeout.clone(), Duration::from_secs(30), true),
+        retry_max_wait: ck.duration(&format!("{at}.retry_max_wait"), raw.retry_max_wait.clone(), Duration::from_secs(30), true),
+        requests_per_second: ck.count(&format!("{at}.max_requests_per_second"), raw.max_requests_per_second.clone(), default_requests, 1, Some(1 << 20)) as u32,
+        recovery: ck.duration(&format!("{at}.rate_recovery"), raw.rate_recovery.clone(), Duration::from_secs(60), true),
     }
 }
 
-fn build_cloudwatch(ck: &mut Checker, raw: RawSink, env: &EnvView) -> CloudWatchConfig {
-    let common = build_common(ck, &raw, "https://logs.eu-west-1.amazonaws.com", CLOUDWATCH_REQUESTS_PER_SECOND);
+fn build_cloudwatch(ck: &mut Checker, at: &str, raw: RawSink, env: &EnvView) -> CloudWatchConfig {
+    let common = build_common(ck, at, &raw, "https://logs.eu-west-1.amazonaws.com", CLOUDWATCH_REQUESTS_PER_SECOND);
     let mut template = |key: &str, field, default: &str| {
         let text = ck.get(key, field, "a string").unwrap_or_else(|| default.to_string());
         match Template::parse(&text) {
@@ -116,32 +196,32 @@ fn build_cloudwatch(ck: &mut Checker, raw: RawSink, env: &EnvView) -> CloudWatch
             }
         }
     };
-    let log_group = template("sink.log_group", raw.log_group, "/eks/{cluster}/containers");
-    let log_stream = template("sink.log_stream", raw.log_stream, "{namespace}/{pod}/{container}");
+    let log_group = template(&format!("{at}.log_group"), raw.log_group, "/eks/{cluster}/containers");
+    let log_stream = template(&format!("{at}.log_stream"), raw.log_stream, "{namespace}/{pod}/{container}");
     let var = |name: &str| env.vars.get(name).cloned().unwrap_or_default();
-    let cluster = ck.get("sink.cluster", raw.cluster, "a string").unwrap_or_else(|| var("CLUSTER_NAME"));
-    let node = ck.get("sink.node", raw.node, "a string").unwrap_or_else(|| var("NODE_NAME"));
+    let cluster = ck.get(&format!("{at}.cluster"), raw.cluster, "a string").unwrap_or_else(|| var("CLUSTER_NAME"));
+    let node = ck.get(&format!("{at}.node"), raw.node, "a string").unwrap_or_else(|| var("NODE_NAME"));
     for (name, value, source) in [("cluster", &cluster, "CLUSTER_NAME"), ("node", &node, "NODE_NAME")] {
         let used = [&log_group, &log_stream].into_iter().flatten().any(|t| t.uses(name));
         if used && value.is_empty() {
-            ck.report(&format!("sink.{name}"), format!("required by {{{name}}} in sink.log_group or sink.log_stream: set it, or {source} in the environment"));
+            ck.report(&format!("{at}.{name}"), format!("required by {{{name}}} in {at}.log_group or {at}.log_stream: set it, or {source} in the environment"));
         }
     }
-    let retention_days = ck.count("sink.retention_days", raw.retention_days, 30, 0, Some(3653)) as u32;
+    let retention_days = ck.count(&format!("{at}.retention_days"), raw.retention_days, 30, 0, Some(3653)) as u32;
     if retention_days != 0 && !RETENTION_DAYS.contains(&retention_days) {
-        ck.report("sink.retention_days", format!("{retention_days} is not a retention CloudWatch Logs offers (0 for none, or one of {RETENTION_DAYS:?})"));
+        ck.report(&format!("{at}.retention_days"), format!("{retention_days} is not a retention CloudWatch Logs offers (0 for none, or one of {RETENTION_DAYS:?})"));
     }
     let keys = [("", false), ("message", true)];
-    let bare_message = ck.choice("sink.message_key", raw.message_key, false, &keys);
+    let bare_message = ck.choice(&format!("{at}.message_key"), raw.message_key, false, &keys);
     CloudWatchConfig {
         log_group: log_group.unwrap_or_else(|| Template::parse("/eks/containers").expect("a valid template")),
         log_stream: log_stream.unwrap_or_else(|| Template::parse("{namespace}/{pod}/{container}").expect("a valid template")),
         cluster,
         node,
-        create_missing: ck.bool("sink.create_missing", raw.create_missing, true),
+        create_missing: ck.bool(&format!("{at}.create_missing"), raw.create_missing, true),
         retention_days,
         bare_message,
-        park_after: ck.duration("sink.park_after", raw.park_after, Duration::from_secs(600), false),
+        park_after: ck.duration(&format!("{at}.park_after"), raw.park_after, Duration::from_secs(600), false),
         region: common.region,
         endpoint: common.endpoint,
         linger: common.linger,
@@ -152,31 +232,31 @@ fn build_cloudwatch(ck: &mut Checker, raw: RawSink, env: &EnvView) -> CloudWatch
     }
 }
 
-fn build_firehose(ck: &mut Checker, raw: RawSink) -> FirehoseConfig {
-    let common = build_common(ck, &raw, "https://firehose.eu-west-1.amazonaws.com", FIREHOSE_REQUESTS_PER_SECOND);
+fn build_firehose(ck: &mut Checker, at: &str, raw: RawSink) -> FirehoseConfig {
+    let common = build_common(ck, at, &raw, "https://firehose.eu-west-1.amazonaws.com", FIREHOSE_REQUESTS_PER_SECOND);
     if raw.delivery_stream.is_none() {
-        ck.report("sink.delivery_stream", r#"required when sink.type = "firehose": the delivery stream's name"#);
+        ck.report(&format!("{at}.delivery_stream"), format!(r#"required when {at}.type = "firehose": the delivery stream's name"#));
     }
-    let delivery_stream = ck.get("sink.delivery_stream", raw.delivery_stream, "a string").unwrap_or_default();
-    if delivery_stream.is_empty() && ck.problems.iter().all(|p| p.key != "sink.delivery_stream") {
-        ck.report("sink.delivery_stream", "must not be empty");
+    let delivery_stream = ck.get(&format!("{at}.delivery_stream"), raw.delivery_stream, "a string").unwrap_or_default();
+    if delivery_stream.is_empty() && ck.problems.iter().all(|p| p.key != format!("{at}.delivery_stream")) {
+        ck.report(&format!("{at}.delivery_stream"), "must not be empty");
     }
     let oversize = [("truncate", SinkOversize::Truncate), ("dead_letter", SinkOversize::DeadLetter)];
     FirehoseConfig {
         delivery_stream,
         region: common.region,
         endpoint: common.endpoint,
-        aggregate: ck.bool("sink.aggregate", raw.aggregate, true),
-        record_max_bytes: ck.count("sink.record_max_bytes", raw.record_max_bytes, MAX_RECORD_BYTES, 1024, Some(MAX_RECORD_BYTES)),
-        oversize: ck.choice("sink.oversize", raw.oversize, SinkOversize::Truncate, &oversize),
+        aggregate: ck.bool(&format!("{at}.aggregate"), raw.aggregate, true),
+        record_max_bytes: ck.count(&format!("{at}.record_max_bytes"), raw.record_max_bytes, MAX_RECORD_BYTES, 1024, Some(MAX_RECORD_BYTES)),
+        oversize: ck.choice(&format!("{at}.oversize"), raw.oversize, SinkOversize::Truncate, &oversize),
         linger: common.linger,
         max_in_flight: common.max_in_flight,
         request_timeout: common.request_timeout,
         retry_max_wait: common.retry_max_wait,
         pacing: Pacing {
             requests_per_second: common.requests_per_second,
-            records_per_second: ck.count("sink.max_records_per_second", raw.max_records_per_second, FIREHOSE_RECORDS_PER_SECOND, 1, Some(100 << 20)) as u32,
-            bytes_per_second: ck.count("sink.max_bytes_per_second", raw.max_bytes_per_second, FIREHOSE_BYTES_PER_SECOND, 1024, Some(1 << 31)) as u64,
+            records_per_second: ck.count(&format!("{at}.max_records_per_second"), raw.max_records_per_second, FIREHOSE_RECORDS_PER_SECOND, 1, Some(100 << 20)) as u32,
+            bytes_per_second: ck.count(&format!("{at}.max_bytes_per_second"), raw.max_bytes_per_second, FIREHOSE_BYTES_PER_SECOND, 1024, Some(1 << 31)) as u64,
             recovery: common.recovery,
         },
     }

@@ -51,7 +51,7 @@ fn a_minimal_config_gets_every_default() {
     let c = ok(STDOUT);
     assert_eq!(c.data_dir, Path::new("/var/lib/logferry"));
     assert_eq!(c.shutdown_timeout, ms(20_000));
-    assert_eq!(c.sink, SinkConfig::Stdout);
+    assert_eq!(c.sinks[0].config, SinkConfig::Stdout);
 
     let t = &c.tail;
     assert_eq!(t.include, ["/var/log/containers/*.log"]);
@@ -122,7 +122,7 @@ fn a_full_config_sets_every_value() {
     assert_eq!(c.data_dir, Path::new("/data/logferry"));
     assert_eq!(c.shutdown_timeout, ms(90_000));
     assert_eq!(
-        c.sink,
+        c.sinks[0].config,
         SinkConfig::File {
             path: "/data/out.jsonl".into()
         }
@@ -284,13 +284,13 @@ fn unknown_keys_are_reported_in_every_table() {
     );
     assert_eq!(
         message(&p, "colour"),
-        "unknown key (expected one of: data_dir, shutdown_timeout, tail, decode, buffer, sink, metrics, log)"
+        "unknown key (expected one of: data_dir, shutdown_timeout, tail, decode, buffer, sink, sinks, metrics, log)"
     );
     assert!(message(&p, "tail.include_pod").ends_with(r#"; did you mean "include_pods"?"#));
     assert!(message(&p, "decode.type").ends_with(r#"; "type" belongs in [sink]"#));
     assert_eq!(
         message(&p, "sink.\"a.b\""),
-        "unknown key (expected one of: type)"
+        "unknown key (expected one of: type, max_bytes, when_full, route)"
     );
 }
 
@@ -344,7 +344,7 @@ fn the_sink_type_decides_which_keys_it_needs() {
     let sink = |body: &str| problems(&format!("[sink]\n{body}"));
     assert_eq!(
         message(&problems(""), "sink.type"),
-        r#"required: add a [sink] table with type = one of "stdout", "file", "firehose", "cloudwatch""#
+        r#"required: add a [sink] table with type = one of "stdout", "file", "firehose", "cloudwatch" (or [sinks.<name>] tables, one per sink)"#
     );
     assert_eq!(
         message(&sink("path = \"/x\""), "sink.type"),
@@ -541,13 +541,19 @@ fn the_reference_config_sets_every_key_to_its_default() {
     let doc: toml::Table = text.parse().unwrap();
     for (table, known) in raw::TABLES {
         // The [sink] of node.toml is a file sink; sink/*.toml hold the others' keys.
+        // It is the one-sink form, so it has no [sinks].
         let file_keys = raw::sink_keys_of("file");
-        let known: &[&str] = if *table == "sink" { &file_keys } else { known };
+        let top: Vec<&str> = known.iter().copied().filter(|k| *k != "sinks").collect();
+        let known: &[&str] = match *table {
+            "sink" => &file_keys,
+            "" => &top,
+            _ => known,
+        };
         let keys: Vec<&str> = match *table {
             "" => doc.keys().map(String::as_str).collect(),
-            name => doc[name]
-                .as_table()
-                .unwrap()
+            path => path
+                .split('.')
+                .fold(&doc, |t, name| t[name].as_table().unwrap())
                 .keys()
                 .map(String::as_str)
                 .collect(),
@@ -615,7 +621,7 @@ fn environment_variables_fill_values_and_override_node_keys() {
     let text = "data_dir = \"/var/lib/logferry\"\n[sink]\ntype = \"file\"\npath = \"/var/log/${NODE_NAME}.jsonl\"\n";
     let config = Config::from_toml_str_with_env(text, &env).unwrap();
     assert_eq!(config.data_dir, PathBuf::from("/mnt/logferry"));
-    assert_eq!(config.sink, SinkConfig::File { path: "/var/log/ip-10-0-1-2.jsonl".into() });
+    assert_eq!(config.sinks[0].config, SinkConfig::File { path: "/var/log/ip-10-0-1-2.jsonl".into() });
     let err = Config::from_toml_str_with_env("[sink]\ntype = \"${SINK_TYPE}\"\n", &env).unwrap_err();
     assert_eq!(err.problems()[0].key, "sink.type");
     assert!(err.problems()[0].message.contains("SINK_TYPE is not set"), "{err}");
@@ -667,16 +673,17 @@ fn the_firehose_reference_sets_every_key_to_its_default() {
     let text = std::fs::read_to_string(fixtures().join("sink/firehose.toml")).unwrap();
     let doc: toml::Table = text.parse().unwrap();
     let mut keys: Vec<&str> = doc["sink"].as_table().unwrap().keys().map(String::as_str).collect();
-    let mut known = raw::sink_keys_of("firehose");
+    // The keys every type has are documented once, in node.toml.
+    let mut known: Vec<&str> = raw::sink_keys_of("firehose").into_iter().filter(|k| *k == "type" || !raw::COMMON_SINK_KEYS.contains(k)).collect();
     keys.sort_unstable();
     known.sort_unstable();
     assert_eq!(keys, known, "sink/firehose.toml must set every Firehose key");
     let reference = Config::from_toml_str_with_env(&text, &EnvView::default()).unwrap();
     let minimal = ok("[sink]\ntype = \"firehose\"\ndelivery_stream = \"logs\"\nregion = \"eu-west-1\"");
-    let SinkConfig::Firehose(f) = &minimal.sink else { panic!("{:?}", minimal.sink) };
+    let SinkConfig::Firehose(f) = &minimal.sinks[0].config else { panic!("{:?}", minimal.sinks[0].config) };
     assert_eq!(f.record_max_bytes, 1_024_000);
     assert_eq!(f.pacing.bytes_per_second, 1 << 20);
-    assert_eq!(format!("{:?}", reference.sink), format!("{:?}", SinkConfig::Firehose(FirehoseConfig { endpoint: None, ..f.clone() })));
+    assert_eq!(format!("{:?}", reference.sinks[0].config), format!("{:?}", SinkConfig::Firehose(FirehoseConfig { endpoint: None, ..f.clone() })));
 }
 
 #[test]
@@ -698,7 +705,7 @@ fn cloudwatch_templates_and_node_values_are_checked() {
     env.vars.insert("CLUSTER_NAME".into(), "prod".into());
     env.vars.insert("NODE_NAME".into(), "ip-1".into());
     let c = sink("log_stream = \"{node}/{pod}\"\nmessage_key = \"message\"", &env).unwrap();
-    let SinkConfig::CloudWatch(cw) = c.sink else { panic!("{:?}", c.sink) };
+    let SinkConfig::CloudWatch(cw) = c.sinks[0].config.clone() else { panic!("{:?}", c.sinks[0].config) };
     assert_eq!((cw.cluster.as_str(), cw.node.as_str(), cw.retention_days, cw.bare_message, cw.create_missing), ("prod", "ip-1", 30, true, true));
     assert_eq!(cw.pacing.requests_per_second, 1500);
 }
@@ -710,13 +717,14 @@ fn the_cloudwatch_reference_sets_every_key_to_its_default() {
     let text = std::fs::read_to_string(fixtures().join("sink/cloudwatch.toml")).unwrap();
     let doc: toml::Table = text.parse().unwrap();
     let mut keys: Vec<&str> = doc["sink"].as_table().unwrap().keys().map(String::as_str).collect();
-    let mut known = raw::sink_keys_of("cloudwatch");
+    // The keys every type has are documented once, in node.toml.
+    let mut known: Vec<&str> = raw::sink_keys_of("cloudwatch").into_iter().filter(|k| *k == "type" || !raw::COMMON_SINK_KEYS.contains(k)).collect();
     keys.sort_unstable();
     known.sort_unstable();
     assert_eq!(keys, known, "sink/cloudwatch.toml must set every CloudWatch Logs key");
     let reference = Config::from_toml_str_with_env(&text, &EnvView::default()).unwrap();
     let minimal = ok("[sink]\ntype = \"cloudwatch\"\ncluster = \"prod\"\nnode = \"ip-10-0-0-1\"\nregion = \"eu-west-1\"");
-    assert_eq!(format!("{:?}", reference.sink), format!("{:?}", minimal.sink));
+    assert_eq!(format!("{:?}", reference.sinks[0].config), format!("{:?}", minimal.sinks[0].config));
 }
 
 #[test]
@@ -727,4 +735,81 @@ fn sink_keys_are_the_union_of_each_types_keys() {
     let mut all = raw::SINK_KEYS.to_vec();
     all.sort_unstable();
     assert_eq!(all, union);
+}
+
+#[test]
+fn a_lone_sinks_table_is_a_named_sink_and_sink_is_default() {
+    let one = ok("[sink]\ntype = \"stdout\"");
+    assert_eq!((one.sinks.len(), one.sinks[0].name.as_str(), one.sinks[0].at.as_str()), (1, DEFAULT_SINK, "sink"));
+    assert!(one.sinks[0].route.is_everything());
+    assert_eq!((one.sinks[0].max_bytes, one.sinks[0].when_full), (1 << 30, WhenFull::Block));
+    let named = ok("[buffer]\nmax_bytes = 67108864\nwhen_full = \"drop_oldest\"\n[sinks.archive]\ntype = \"file\"\npath = \"/var/log/a.jsonl\"");
+    let s = &named.sinks[0];
+    assert_eq!((s.name.as_str(), s.at.as_str(), s.max_bytes, s.when_full), ("archive", "sinks.archive", 64 << 20, WhenFull::DropOldest));
+    // The sink's table path is the key path of its problems.
+    let p = problems("[sinks.archive]\ntype = \"file\"");
+    assert_eq!(message(&p, "sinks.archive.path"), r#"required when sinks.archive.type = "file""#);
+}
+
+#[test]
+fn routing_problems_are_all_reported_with_their_key_paths() {
+    let p = problems(
+        r#"[buffer]
+max_bytes = 67108864
+[sink]
+type = "stdout"
+max_bytes = 134217728
+when_full = "wait"
+[sink.route]
+include_namespaces = ["team-[a"]
+exclude_pod = ["x"]
+streams = ["stdout", "stdin"]
+drop_messages = ['^GET /healthz', 'level=(debug', 42]"#,
+    );
+    assert_eq!(
+        keys(&p),
+        [
+            "sink.route.exclude_pod",
+            "sink.route.include_namespaces[0]",
+            "sink.route.streams[1]",
+            "sink.route.drop_messages[2]",
+            "sink.route.drop_messages[1]",
+            "sink.max_bytes",
+            "sink.when_full",
+        ]
+    );
+    assert!(message(&p, "sink.route.exclude_pod").ends_with(r#"did you mean "exclude_pods"?"#));
+    assert_eq!(message(&p, "sink.route.streams[1]"), r#""stdin" is not a stream: "stdout" or "stderr""#);
+    // The regex crate's own message, which points at the problem.
+    let bad = message(&p, "sink.route.drop_messages[1]");
+    assert!(bad.starts_with("not a regex: regex parse error:") && bad.contains("unclosed group"), "{bad}");
+    assert_eq!(message(&p, "sink.max_bytes"), "134217728 is more than buffer.max_bytes (67108864): a sink's share cannot exceed the buffer");
+    let none = problems("[sink]\ntype = \"stdout\"\n[sink.route]\nstreams = []");
+    assert!(message(&none, "sink.route.streams").starts_with("must list"));
+}
+
+#[test]
+fn sinks_are_named_once_each_and_never_share_an_output() {
+    let both = problems("[sink]\ntype = \"stdout\"\n[sinks.a]\ntype = \"stdout\"");
+    assert_eq!(keys(&both), ["sinks"]);
+    assert!(message(&both, "sinks").starts_with("write either one [sink] table or [sinks.<name>] tables"));
+    let empty = problems("sinks = {}");
+    assert_eq!(message(&empty, "sinks"), r#"must name at least one sink: [sinks.<name>] with type = one of "stdout", "file", "firehose", "cloudwatch""#);
+    let bad = problems("[sinks.\"Team A\"]\ntype = \"stdout\"");
+    assert!(message(&bad, "sinks.\"Team A\"").starts_with(r#""Team A" is not a sink name"#));
+    let shared = problems("[sinks.a]\ntype = \"file\"\npath = \"/x.jsonl\"\n[sinks.b]\ntype = \"file\"\npath = \"/x.jsonl\"");
+    assert_eq!(message(&shared, "sinks.b.path"), "/x.jsonl is written by sinks.a already: two sinks cannot write one output");
+}
+
+#[test]
+fn the_effective_config_shows_each_sink_with_its_share_and_route() {
+    let text = "[sinks.archive]\ntype = \"file\"\npath = \"/var/log/a.jsonl\"\n[sinks.archive.route]\nexclude_namespaces = [\"kube-*\"]";
+    let out: toml::Table = effective_toml(text, &EnvView::default()).unwrap().parse().unwrap();
+    assert!(out.get("sink").is_none());
+    let archive = out["sinks"]["archive"].as_table().unwrap();
+    assert_eq!(archive["max_bytes"].as_integer(), Some(1 << 30));
+    assert_eq!(archive["when_full"].as_str(), Some("block"));
+    assert_eq!(archive["route"]["exclude_namespaces"].as_array().unwrap().len(), 1);
+    assert_eq!(archive["route"]["streams"].as_array().unwrap().len(), 2);
+    assert!(archive["route"]["drop_messages"].as_array().unwrap().is_empty());
 }

@@ -148,6 +148,8 @@ pub struct Telemetry {
     pub buffer: Option<crate::buffer::Buffer>,
     /// Checkpoints that cannot be saved.
     pub checkpoints: Fault,
+    /// Events each sink's route left out.
+    pub router: Option<Arc<crate::route::Router>>,
     started: Instant,
 }
 
@@ -165,7 +167,7 @@ fn handle() -> PrometheusHandle {
 
 impl Telemetry {
     pub fn new(sink_name: &'static str, tail: Arc<Mutex<TailSnapshot>>, sink: Arc<SinkCounters>, buffer: Option<crate::buffer::Buffer>) -> Self {
-        let t = Self { handle: handle(), sink_name, tail, sink, buffer, checkpoints: Fault::default(), started: Instant::now() };
+        let t = Self { handle: handle(), sink_name, tail, sink, buffer, checkpoints: Fault::default(), router: None, started: Instant::now() };
         gauge!("logferry_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         t
     }
@@ -179,6 +181,9 @@ impl Telemetry {
         }
         counter!("logferry_data_dir_errors_total", "what" => "checkpoints").absolute(self.checkpoints.count());
         counter!("logferry_data_dir_errors_total", "what" => "dead_letters").absolute(self.sink.dead_letters.count());
+        if let Some(router) = &self.router {
+            counter!("logferry_filtered_events_total", "sink" => self.sink_name).absolute(router.filtered(0));
+        }
         self.publish_sink();
     }
 
@@ -315,6 +320,7 @@ fn describe_all() {
     describe_counter!("logferry_truncations_total", "Files truncated in place (copytruncate) and read again from 0.");
     describe_counter!("logferry_rotated_unread_bytes_total", Unit::Bytes, "Bytes the kubelet deleted by rotation before logferry read them.");
     describe_counter!("logferry_lost_positions_total", "Streams whose saved position pointed into a file deleted meanwhile.");
+    describe_counter!("logferry_filtered_events_total", "Events a sink's route left out (its streams, or its drop_messages); containers no route selects are not read at all.");
     describe_gauge!("logferry_files_followed", "Log files followed now.");
     describe_counter!("logferry_read_turns_total", "Turns of reading one file (up to tail.read_bytes_per_turn), by the thread that read it: the tailer, or a helper reading a backlogged file beside it.");
     describe_gauge!("logferry_file_unread_bytes", Unit::Bytes, "Bytes written to followed files and not yet read: how far reading is behind.");

@@ -13,10 +13,12 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::decode::{DecodeOptions, DecodeStats, FileDecoder};
 use crate::event::{time, Event, EventEncoder, KubeMeta, MessageFormat};
+use crate::route::{Filtered, Mask, Router};
 use crate::batch::cloudwatch::{age, Age};
 use crate::sink::deliver::{AwsSink, Background, Delivered};
 use crate::sink::{JsonLines, SinkError, Target};
@@ -35,6 +37,9 @@ pub struct ReplayOptions {
     /// `None`: decode only (`--dry-run`).
     pub output: Option<Target>,
     pub show_progress: bool,
+    /// Which events the sink takes (`replay --config`: its route); a container it
+    /// does not select is not read.
+    pub router: Arc<Router>,
 }
 
 /// What a replay did.
@@ -54,6 +59,9 @@ pub struct Summary {
     pub delivered: Option<Delivered>,
     /// CloudWatch Logs: events found, before shipping, too old / too new to be accepted.
     pub out_of_range: Option<(u64, u64)>,
+    /// Events the route left out, and streams (containers) it did not select.
+    pub filtered: u64,
+    pub unselected_sets: usize,
 }
 
 /// Replays every file under `opts.paths`. Read problems end up in
@@ -78,13 +86,14 @@ pub fn replay(opts: &ReplayOptions) -> Result<Summary, SinkError> {
         Some(target) => Some(Sink::Lines(JsonLines::open(target, true)?)),
         None => None,
     };
-    let mut out = Output { encoder: EventEncoder::new(opts.message_format), batch: Vec::with_capacity(BATCH_BYTES * 2), sink, ages: None };
+    let mut out = Output { batch: Vec::with_capacity(BATCH_BYTES * 2), sink, ..Output::new(opts) };
     let total: u64 = sets.iter().flat_map(|s| &s.files).map(|f| f.size).sum();
     let mut progress = Progress::new(opts.show_progress, total);
     for set in &sets {
         replay_set(set, opts, &mut out, &mut progress, &mut summary)?;
     }
     summary.delivered = out.finish()?;
+    summary.filtered = out.filtered.0[0];
     progress.finish();
     summary.elapsed = started.elapsed();
     Ok(summary)
@@ -107,7 +116,7 @@ fn warn_out_of_range(sets: &[FileSet], opts: &ReplayOptions, retention_days: u32
 fn count_out_of_range(sets: &[FileSet], opts: &ReplayOptions, retention_days: u32) -> (u64, u64) {
     let now_ms = time::now().div_euclid(1_000_000);
     let counting = ReplayOptions { output: None, show_progress: false, ..opts.clone() };
-    let mut out = Output { encoder: EventEncoder::new(opts.message_format), batch: Vec::new(), sink: None, ages: Some((now_ms, retention_days, 0, 0)) };
+    let mut out = Output { ages: Some((now_ms, retention_days, 0, 0)), ..Output::new(opts) };
     let mut progress = Progress::new(false, 0);
     let mut scratch = Summary::default();
     for set in sets {
@@ -124,6 +133,10 @@ struct Output {
     /// Counting CloudWatch Logs' time limits instead: (now ms, retention days, too
     /// old, too new).
     ages: Option<(i64, u32, u64, u64)>,
+    router: Arc<Router>,
+    /// The sinks taking stdout and stderr of the stream being replayed.
+    masks: [Mask; 2],
+    filtered: Filtered,
 }
 
 enum Sink {
@@ -133,8 +146,25 @@ enum Sink {
 }
 
 impl Output {
+    fn new(opts: &ReplayOptions) -> Self {
+        Output {
+            encoder: EventEncoder::new(opts.message_format),
+            batch: Vec::new(),
+            sink: None,
+            ages: None,
+            router: opts.router.clone(),
+            masks: [0; 2],
+            filtered: Filtered::default(),
+        }
+    }
+
     #[inline]
     fn event(&mut self, ev: &Event<'_>, kube: &[u8]) {
+        let kept = self.router.route(self.masks[ev.stream.index()], ev.message);
+        self.filtered.count(self.router.all(), kept);
+        if kept == 0 {
+            return;
+        }
         if let Some((now, retention, old, new)) = &mut self.ages {
             match age(ev.time.div_euclid(1_000_000), *now, *retention) {
                 Age::TooOld => *old += 1,
@@ -185,6 +215,11 @@ fn replay_set(
     progress: &mut Progress,
     summary: &mut Summary,
 ) -> Result<(), SinkError> {
+    out.masks = out.router.for_container(set.kube.as_ref());
+    if out.masks == [0; 2] {
+        summary.unselected_sets += 1;
+        return Ok(());
+    }
     let mut decoder = FileDecoder::new(&opts.decode);
     let kube = set.kube.as_ref().map(KubeMeta::json_fragment).unwrap_or_default();
     for file in &set.files {
@@ -305,6 +340,9 @@ impl std::fmt::Display for Summary {
                 write!(f, " (billed as {}, {:.3}×)", d.billed_bytes, d.billed_bytes as f64 / d.bytes.max(1) as f64)?;
             }
             write!(f, "  truncated {}  dead letters {}", d.truncated, d.dead_letters)?;
+        }
+        if self.filtered + self.unselected_sets as u64 > 0 {
+            write!(f, "\n  left out by the route: {} events, {} streams not read", self.filtered, self.unselected_sets)?;
         }
         if !self.failures.is_empty() {
             write!(f, "\n  {} path(s) could not be read", self.failures.len())?;

@@ -14,7 +14,10 @@ use std::path::{Component, Path, PathBuf};
 
 use globset::GlobSet;
 
+use std::sync::Arc;
+
 use crate::config::{PodFilter, TailConfig};
+use crate::route::Router;
 use crate::event::KubeMeta;
 
 use super::meta;
@@ -46,6 +49,8 @@ pub struct Discovery {
     walks: Vec<(PathBuf, Option<usize>)>,
     roots: Vec<PathBuf>,
     pods: PodFilter,
+    /// A container no sink's route selects is not followed.
+    router: Arc<Router>,
     /// Paths already reported as refused, so each is logged once.
     refused: HashSet<PathBuf>,
 }
@@ -54,7 +59,7 @@ pub struct Discovery {
 const MAX_DEPTH: usize = 8;
 
 impl Discovery {
-    pub fn new(cfg: &TailConfig) -> Self {
+    pub fn new(cfg: &TailConfig, router: Arc<Router>) -> Self {
         let walks = cfg.include.iter().map(|g| glob_prefix(g)).collect();
         let roots = cfg.roots.iter().map(|r| fs::canonicalize(r).unwrap_or_else(|_| r.clone())).collect();
         Self {
@@ -63,6 +68,7 @@ impl Discovery {
             walks,
             roots,
             pods: cfg.pods.clone(),
+            router,
             refused: HashSet::new(),
         }
     }
@@ -157,7 +163,7 @@ impl Discovery {
             Some(k) => self.pods.allows(&k.namespace, &k.pod, &k.container),
             None => self.pods.allows("", "", ""),
         };
-        if !allowed {
+        if !allowed || !self.router.selects(kube.as_ref()) {
             return None;
         }
         self.refused.remove(&path);
@@ -237,7 +243,7 @@ mod tests {
             r = r.display()
         );
         let config = crate::config::Config::from_toml_str_with_env(&text, &crate::config::EnvView::default()).unwrap();
-        let mut d = Discovery::new(&config.tail);
+        let mut d = Discovery::new(&config.tail, Arc::new(crate::route::Router::everything()));
         let link = r.join("containers/web_shop_app-0123.log");
         std::os::unix::fs::symlink(pod.join("0.log"), &link).unwrap();
         match d.check_one(&link) {

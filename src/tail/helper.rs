@@ -15,8 +15,11 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread;
 use std::time::Instant;
 
-use super::tailer::{take_turn, Stream, Turn, TurnLimits};
+use std::sync::Arc;
+
+use super::tailer::{take_turn, Routing, Stream, Turn, TurnLimits};
 use crate::event::{EventEncoder, MessageFormat, Nanos};
+use crate::route::Router;
 
 /// One turn to read: the stream and where to encode its events.
 pub struct Job {
@@ -40,7 +43,7 @@ pub struct Helper {
 }
 
 impl Helper {
-    pub fn spawn(format: MessageFormat, limits: TurnLimits) -> io::Result<Self> {
+    pub fn spawn(format: MessageFormat, limits: TurnLimits, router: Arc<Router>) -> io::Result<Self> {
         let (jobs, job_rx) = mpsc::sync_channel::<Job>(1);
         let (done_tx, done) = mpsc::sync_channel(1);
         thread::Builder::new().name("tail-helper".into()).spawn(move || {
@@ -48,7 +51,8 @@ impl Helper {
             let mut buffers = Vec::new();
             for job in job_rx {
                 let Job { mut stream, mut data, now, read_time } = job;
-                let turn = take_turn(&mut stream.follower, limits, now, read_time, &mut buffers, &mut encoder, &mut data);
+                let routing = Routing { router: &router, masks: stream.routes };
+                let turn = take_turn(&mut stream.follower, routing, limits, now, read_time, &mut buffers, &mut encoder, &mut data);
                 if done_tx.send(Done { stream, data, turn }).is_err() {
                     return;
                 }

@@ -28,7 +28,8 @@ use super::helper::{Done, Helper, Job};
 use super::watch::{Wake, Watch};
 use crate::config::{StartAt, TailConfig};
 use crate::decode::{DecodeOptions, DecodeStats, Format};
-use crate::event::{time, EventEncoder, KubeMeta, MessageFormat};
+use crate::event::{time, Event, EventEncoder, KubeMeta, MessageFormat};
+use crate::route::{Filtered, Mask, Router};
 
 /// A batch is shipped once it holds this many bytes, or when nothing else is ready.
 pub const BATCH_BYTES: usize = 256 << 10;
@@ -71,6 +72,8 @@ pub struct TailerSettings {
     pub decode: DecodeOptions,
     pub message_format: MessageFormat,
     pub partial_flush_timeout: Duration,
+    /// Which sinks each event goes to; a container no sink takes is not followed.
+    pub router: Arc<Router>,
 }
 
 /// What the tailer has seen, for metrics and the shutdown log line.
@@ -121,6 +124,8 @@ const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 pub(super) struct Stream {
     pub(super) follower: Follower,
+    /// The sinks taking its stdout and its stderr.
+    pub(super) routes: [Mask; 2],
     key: Arc<Path>,
     dir: PathBuf,
     last_active: Instant,
@@ -142,13 +147,43 @@ pub(super) struct Turn {
     pub outcome: io::Result<ReadOutcome>,
     /// The stream's file was open before the turn (for the descriptor count).
     pub was_open: bool,
-    pub events: u64,
+    pub routed: Routed,
 }
 
-/// Reads one turn of `follower`, encoding its events onto `data`: the same on the
-/// tailer's thread and on a helper's.
+/// Events encoded for the sinks, and those their routes left out.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Routed {
+    pub events: u64,
+    pub filtered: Filtered,
+}
+
+/// Where a stream's events go: the router, and the sinks taking each of its streams.
+#[derive(Clone, Copy)]
+pub(super) struct Routing<'a> {
+    pub router: &'a Router,
+    pub masks: [Mask; 2],
+}
+
+impl Routing<'_> {
+    /// Encodes `ev` onto `data` if a sink takes it, and counts it either way.
+    #[inline]
+    fn encode(self, ev: &Event<'_>, kube: &[u8], encoder: &mut EventEncoder, data: &mut Vec<u8>, routed: &mut Routed) {
+        let mask = self.masks[ev.stream.index()];
+        let kept = self.router.route(mask, ev.message);
+        routed.filtered.count(self.router.all(), kept);
+        if kept != 0 {
+            encoder.encode(ev, kube, data);
+            routed.events += 1;
+        }
+    }
+}
+
+/// Reads one turn of `follower`, encoding the events its routes keep onto `data`:
+/// the same on the tailer's thread and on a helper's.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn take_turn(
     follower: &mut Follower,
+    routing: Routing<'_>,
     limits: TurnLimits,
     now: Instant,
     read_time: i64,
@@ -157,9 +192,11 @@ pub(super) fn take_turn(
     data: &mut Vec<u8>,
 ) -> Turn {
     let was_open = follower.is_open();
-    let before = follower.decode_stats().events;
-    let outcome = follower.read(limits.budget, now, read_time, limits.rotate_wait, pool, &mut |ev, kube| encoder.encode(ev, kube, data));
-    Turn { outcome, was_open, events: follower.decode_stats().events - before }
+    let mut routed = Routed::default();
+    let outcome = follower.read(limits.budget, now, read_time, limits.rotate_wait, pool, &mut |ev, kube| {
+        routing.encode(ev, kube, encoder, data, &mut routed)
+    });
+    Turn { outcome, was_open, routed }
 }
 
 pub struct Tailer {
@@ -243,14 +280,14 @@ impl Tailer {
         let now = Instant::now();
         let helpers = (1..settings.tail.read_threads)
             .map_while(|_| {
-                Helper::spawn(settings.message_format, turn_limits(&settings))
+                Helper::spawn(settings.message_format, turn_limits(&settings), settings.router.clone())
                     .inspect_err(|e| tracing::warn!(error = %e, "cannot start a reading thread; reading with fewer"))
                     .ok()
             })
             .collect();
         let (giver, returned) = std::sync::mpsc::channel();
         Self {
-            discovery: Discovery::new(&settings.tail),
+            discovery: Discovery::new(&settings.tail, settings.router.clone()),
             encoder: EventEncoder::new(settings.message_format),
             settings,
             watch,
@@ -420,7 +457,7 @@ impl Tailer {
             Wake::Stop => self.stop.store(true, Ordering::Relaxed),
             Wake::Room => {}
             Wake::Reload(tail) => {
-                self.discovery = Discovery::new(&tail);
+                self.discovery = Discovery::new(&tail, self.settings.router.clone());
                 for dir in self.discovery.watch_dirs() {
                     self.watch.watch_dir(&dir);
                 }
@@ -515,13 +552,14 @@ impl Tailer {
             _ => StartFrom::Beginning,
         };
         let kube = f.kube.as_ref().map(KubeMeta::json_fragment).unwrap_or_default();
+        let routes = self.settings.router.for_container(f.kube.as_ref());
         let follower = Follower::new(f.key.clone(), kube, &self.settings.decode, resume, start);
         let dir = f.key.parent().unwrap_or(Path::new("/")).to_path_buf();
         self.watch.watch_dir(&dir);
         *self.dirs.entry(dir.clone()).or_default() += 1;
         let key: Arc<Path> = Arc::from(f.key.as_path());
         tracing::debug!(file = %f.key.display(), "following");
-        self.streams.insert(key.clone(), Stream { follower, key: key.clone(), dir, last_active: now, warned: false, backlogged: false });
+        self.streams.insert(key.clone(), Stream { follower, routes, key: key.clone(), dir, last_active: now, warned: false, backlogged: false });
         self.make_ready(key);
     }
 
@@ -558,8 +596,9 @@ impl Tailer {
     fn read_turn(&mut self, key: Arc<Path>, now: Instant, read_time: i64) {
         let limits = turn_limits(&self.settings);
         let Some(s) = self.streams.get_mut(&key) else { return };
-        let turn = take_turn(&mut s.follower, limits, now, read_time, &mut self.buffers, &mut self.encoder, &mut self.batch.data);
-        self.batch.events += turn.events;
+        let routing = Routing { router: &self.settings.router, masks: s.routes };
+        let turn = take_turn(&mut s.follower, routing, limits, now, read_time, &mut self.buffers, &mut self.encoder, &mut self.batch.data);
+        self.batch.events += turn.routed.events;
         self.turns += 1;
         self.after_turn(key, turn, now);
     }
@@ -598,14 +637,17 @@ impl Tailer {
                 self.batch.data.extend_from_slice(&data);
                 self.spares.push(data);
             }
-            self.batch.events += turn.events;
+            self.batch.events += turn.routed.events;
             self.helper_turns += 1;
             self.after_turn(key, turn, now);
         }
     }
 
     /// Bookkeeping after a stream's turn, wherever it was read.
-    fn after_turn(&mut self, key: Arc<Path>, Turn { outcome, was_open, .. }: Turn, now: Instant) {
+    fn after_turn(&mut self, key: Arc<Path>, Turn { outcome, was_open, routed }: Turn, now: Instant) {
+        if !routed.filtered.is_zero() {
+            self.settings.router.add_filtered(&routed.filtered);
+        }
         let Some(s) = self.streams.get_mut(&key) else { return };
         match (was_open, s.follower.is_open()) {
             (false, true) => self.open_files += 1,
@@ -690,18 +732,20 @@ impl Tailer {
 
     fn flush_quiet_partials(&mut self, now: Instant) {
         let timeout = self.settings.partial_flush_timeout;
-        let (encoder, batch) = (&mut self.encoder, &mut self.batch);
+        let (encoder, batch, router) = (&mut self.encoder, &mut self.batch, &self.settings.router);
         let mut flushed = Vec::new();
+        let mut routed = Routed::default();
         for (key, s) in self.streams.iter_mut() {
             if !s.follower.has_pending() {
                 continue;
             }
-            let before = s.follower.decode_stats().events;
-            if s.follower.flush_stale(now, timeout, &mut |ev, kube| encoder.encode(ev, kube, &mut batch.data)) {
-                batch.events += s.follower.decode_stats().events - before;
+            let routing = Routing { router, masks: s.routes };
+            if s.follower.flush_stale(now, timeout, &mut |ev, kube| routing.encode(ev, kube, encoder, &mut batch.data, &mut routed)) {
                 flushed.push(key.clone());
             }
         }
+        batch.events += routed.events;
+        router.add_filtered(&routed.filtered);
         for key in flushed {
             self.record_position(&key);
         }
@@ -829,6 +873,7 @@ mod tests {
             decode: config.decode,
             message_format: config.message_format,
             partial_flush_timeout: config.partial_flush_timeout,
+            router: Arc::new(crate::route::Router::everything()),
         };
         // A next stage with room for one batch that takes its time: helpers' turns
         // often come back to a full channel.

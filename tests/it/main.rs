@@ -17,5 +17,6 @@ mod metrics;
 mod node;
 mod prometheus;
 mod props;
+mod route;
 mod util;
 mod vectors;
