@@ -406,7 +406,7 @@ impl BufferWriter {
         let mut logged = false;
         let patience = self.opts.fsync_interval.max(SAFE_POLL);
         loop {
-            match self.buffer.try_append_for(crate::event::time::now(), events, data, patience) {
+            match self.buffer.try_append_for(u16::MAX, crate::event::time::now(), events, data, patience) {
                 Ok(seq) => {
                     if logged {
                         tracing::info!("the buffer accepts writes again");

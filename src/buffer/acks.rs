@@ -1,5 +1,6 @@
-//! What the sink has acknowledged, as it is saved in `<data_dir>/buffer/acks`: every
-//! sequence number up to `through`, and the ranges acknowledged above it.
+//! What one sink has acknowledged, as it is saved in `<data_dir>/buffer/acks.<sink>`:
+//! every sequence number up to `through`, and the ranges acknowledged above it (a
+//! record not routed to the sink counts as acknowledged by it).
 //!
 //! The sinks acknowledge out of order (CloudWatch Logs finishes one log stream's
 //! batch before another's; Firehose retries a refused record while later ones go
@@ -16,15 +17,19 @@
 //!
 //! Ranges are `start end` with `end` exclusive. The file is replaced atomically; one
 //! that does not parse (damaged, or cut) is reported and ignored: the records are then
-//! sent again, never lost. An older `ack` file (a number) is read when there is no
-//! `acks`.
+//! sent again, never lost. Older logferrys, with one sink, wrote `acks` (or `ack`, a
+//! number): a sink without a file of its own reads those, which are removed once
+//! every sink has saved its own.
 
 use std::fs;
 use std::io;
 use std::path::Path;
 
 const HEADER: &str = "logferry-acks 1";
-const FILE_NAME: &str = "acks";
+/// One sink's file is `acks.<sink>`.
+const FILE_PREFIX: &str = "acks.";
+/// What logferry wrote when it had one sink.
+const SHARED_FILE_NAME: &str = "acks";
 const OLD_FILE_NAME: &str = "ack";
 /// At most this many ranges are saved (the lowest); beyond, the rest is sent again
 /// after a crash. Acknowledgements out of order leave a handful in practice.
@@ -88,18 +93,22 @@ impl Acked {
     }
 }
 
-/// Reads what was acknowledged from `dir`: `acks`, else the older `ack`, else nothing.
-/// A file that does not parse is logged and counts as nothing acknowledged.
-pub fn read(dir: &Path) -> io::Result<Acked> {
-    match fs::read_to_string(dir.join(FILE_NAME)) {
-        Ok(text) => {
-            return Ok(Acked::decode(&text).unwrap_or_else(|why| {
-                tracing::warn!(file = %dir.join(FILE_NAME).display(), why, "the saved acknowledgements are damaged; records in the buffer are sent again");
-                Acked::default()
-            }));
+/// Reads what `sink` acknowledged from `dir`: `acks.<sink>`, else what a logferry
+/// with one sink left (`acks`, else `ack`), else nothing. A file that does not parse
+/// is logged and counts as nothing acknowledged.
+pub fn read(dir: &Path, sink: &str) -> io::Result<Acked> {
+    for name in [format!("{FILE_PREFIX}{sink}"), SHARED_FILE_NAME.to_string()] {
+        let path = dir.join(&name);
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                return Ok(Acked::decode(&text).unwrap_or_else(|why| {
+                    tracing::warn!(file = %path.display(), why, "the saved acknowledgements are damaged; records in the buffer are sent again");
+                    Acked::default()
+                }));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
     }
     match fs::read_to_string(dir.join(OLD_FILE_NAME)) {
         Ok(text) => Ok(Acked { through: text.trim().parse().unwrap_or(0), ranges: Vec::new() }),
@@ -108,14 +117,39 @@ pub fn read(dir: &Path) -> io::Result<Acked> {
     }
 }
 
-/// Replaces `dir/acks` atomically (temp file, fsync, rename, fsync of the directory),
-/// then removes an older `ack`.
-pub fn write(dir: &Path, acked: &Acked) -> io::Result<()> {
-    crate::durable::replace_file(&dir.join(FILE_NAME), acked.encode().as_bytes())?;
-    match fs::remove_file(dir.join(OLD_FILE_NAME)) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+/// The path `sink`'s acknowledgements are saved to.
+pub fn path(dir: &Path, sink: &str) -> std::path::PathBuf {
+    dir.join(format!("{FILE_PREFIX}{sink}"))
+}
+
+/// Replaces `dir/acks.<sink>` atomically (temp file, fsync, rename, fsync of the
+/// directory).
+pub fn write(dir: &Path, sink: &str, acked: &Acked) -> io::Result<()> {
+    crate::durable::replace_file(&path(dir, sink), acked.encode().as_bytes())
+}
+
+/// Removes what a logferry with one sink saved, once every sink has its own file.
+pub fn remove_shared(dir: &Path) -> io::Result<()> {
+    for name in [SHARED_FILE_NAME, OLD_FILE_NAME] {
+        match fs::remove_file(dir.join(name)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
     }
+    Ok(())
+}
+
+/// The sinks with a file in `dir`, for `buffer inspect`.
+pub fn saved_sinks(dir: &Path) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if let Some(sink) = name.strip_prefix(FILE_PREFIX).filter(|s| !s.ends_with(".tmp")) {
+            names.push(sink.to_string());
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 #[cfg(test)]
@@ -126,36 +160,46 @@ mod tests {
     fn round_trips_and_answers_membership() {
         let d = tempfile::tempdir().unwrap();
         let a = Acked { through: 10, ranges: vec![(12, 14), (20, 21)] };
-        write(d.path(), &a).unwrap();
-        let back = read(d.path()).unwrap();
+        write(d.path(), "archive", &a).unwrap();
+        let back = read(d.path(), "archive").unwrap();
         assert_eq!(back, a);
+        assert_eq!(read(d.path(), "other").unwrap(), Acked::default(), "each sink has its own");
         let members: Vec<u64> = (0..25).filter(|&s| back.contains(s)).collect();
         assert_eq!(members, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 20]);
         assert_eq!(back.end(), 21);
         assert_eq!(Acked { through: 7, ranges: vec![] }.end(), 8);
+        assert_eq!(saved_sinks(d.path()).unwrap(), ["archive"]);
     }
 
     #[test]
     fn a_damaged_or_cut_file_counts_as_nothing_acknowledged() {
         let d = tempfile::tempdir().unwrap();
         let whole = Acked { through: 10, ranges: vec![(12, 14)] }.encode();
+        let file = path(d.path(), "s");
         for cut in 0..whole.len() {
-            fs::write(d.path().join(FILE_NAME), &whole[..cut]).unwrap();
-            assert_eq!(read(d.path()).unwrap(), Acked::default(), "cut at {cut}");
+            fs::write(&file, &whole[..cut]).unwrap();
+            assert_eq!(read(d.path(), "s").unwrap(), Acked::default(), "cut at {cut}");
         }
         for bad in ["logferry-acks 1\nthrough 10\n9 12\nend\n", "logferry-acks 1\nthrough 1\n5 3\nend\n", "logferry-acks 1\nthrough 1\n3 5\n4 6\nend\n"] {
-            fs::write(d.path().join(FILE_NAME), bad).unwrap();
-            assert_eq!(read(d.path()).unwrap(), Acked::default(), "{bad:?}");
+            fs::write(&file, bad).unwrap();
+            assert_eq!(read(d.path(), "s").unwrap(), Acked::default(), "{bad:?}");
         }
     }
 
+    /// A logferry with one sink saved `acks` (and before that `ack`, a number): every
+    /// sink reads it until it has saved its own, then it is removed.
     #[test]
-    fn the_older_watermark_file_is_read_then_replaced() {
+    fn what_a_one_sink_logferry_saved_is_read_by_every_sink() {
         let d = tempfile::tempdir().unwrap();
         fs::write(d.path().join(OLD_FILE_NAME), "42\n").unwrap();
-        assert_eq!(read(d.path()).unwrap(), Acked { through: 42, ranges: vec![] });
-        write(d.path(), &Acked { through: 50, ranges: vec![] }).unwrap();
-        assert!(!d.path().join(OLD_FILE_NAME).exists());
-        assert_eq!(read(d.path()).unwrap().through, 50);
+        assert_eq!(read(d.path(), "default").unwrap(), Acked { through: 42, ranges: vec![] });
+        fs::write(d.path().join(SHARED_FILE_NAME), Acked { through: 45, ranges: vec![] }.encode()).unwrap();
+        assert_eq!(read(d.path(), "a").unwrap().through, 45);
+        write(d.path(), "a", &Acked { through: 50, ranges: vec![] }).unwrap();
+        assert_eq!(read(d.path(), "a").unwrap().through, 50);
+        assert_eq!(read(d.path(), "b").unwrap().through, 45);
+        remove_shared(d.path()).unwrap();
+        assert!(!d.path().join(OLD_FILE_NAME).exists() && !d.path().join(SHARED_FILE_NAME).exists());
+        assert_eq!(read(d.path(), "b").unwrap(), Acked::default());
     }
 }

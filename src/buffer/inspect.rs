@@ -4,7 +4,15 @@
 use std::fmt;
 use std::path::Path;
 
-use super::{acks, list_segments, segment, BufferError};
+use super::{acks, list_segments, segment, sinks, BufferError};
+
+/// What one sink acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkReport {
+    pub name: String,
+    pub acked: u64,
+    pub acked_above: usize,
+}
 
 /// One segment's summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,9 +32,9 @@ pub struct SegmentReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     pub dir: String,
-    pub acked: u64,
-    /// Ranges acknowledged above `acked` (out of order).
-    pub acked_above: usize,
+    /// Per sink (by the names its files carry): acknowledged up to, and ranges
+    /// acknowledged above that (out of order).
+    pub sinks: Vec<SinkReport>,
     pub segments: Vec<SegmentReport>,
     /// When the oldest unacknowledged record was read (ns since the epoch).
     pub oldest_unacked_time: Option<i64>,
@@ -45,8 +53,20 @@ impl Report {
 /// Reads the buffer under `<data_dir>/buffer`.
 pub fn inspect(data_dir: &Path) -> Result<Report, BufferError> {
     let dir = data_dir.join("buffer");
-    let saved = acks::read(&dir).map_err(|source| BufferError::Io { path: dir.join("acks"), source })?;
-    let mut report = Report { dir: dir.display().to_string(), acked: saved.through, acked_above: saved.ranges.len(), segments: Vec::new(), oldest_unacked_time: None };
+    let io = |path: std::path::PathBuf| move |source| BufferError::Io { path, source };
+    let names = match sinks::read(&dir).map_err(io(dir.join("sinks")))? {
+        Some(names) => names,
+        None => acks::saved_sinks(&dir).map_err(io(dir.clone()))?,
+    };
+    // Without any file of its own, a sink reads what a one-sink logferry saved.
+    let names = if names.is_empty() { vec![crate::config::DEFAULT_SINK.to_string()] } else { names };
+    let mut saved = Vec::new();
+    for name in &names {
+        saved.push(acks::read(&dir, name).map_err(io(acks::path(&dir, name)))?);
+    }
+    let map = sinks::remap(sinks::read(&dir).ok().flatten().as_deref(), &names);
+    let sinks_report = names.iter().zip(&saved).map(|(name, a)| SinkReport { name: name.clone(), acked: a.through, acked_above: a.ranges.len() }).collect();
+    let mut report = Report { dir: dir.display().to_string(), sinks: sinks_report, segments: Vec::new(), oldest_unacked_time: None };
     let mut buf = Vec::new();
     for (_, path) in list_segments(&dir).map_err(super::io_err(&dir))? {
         let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
@@ -71,7 +91,11 @@ pub fn inspect(data_dir: &Path) -> Result<Report, BufferError> {
                 seg.last_seq = scan.records.last().map(|r| r.seq);
                 seg.corrupt_regions = scan.corrupt_regions;
                 seg.torn_bytes = if scan.torn { seg.bytes - scan.valid_end } else { 0 };
-                let unacked: Vec<_> = scan.records.iter().filter(|r| !saved.contains(r.seq)).collect();
+                let owed = |r: &&segment::RecordMeta| {
+                    let mask = sinks::translate(r.sinks, &map, names.len());
+                    saved.iter().enumerate().any(|(c, a)| mask & (1 << c) != 0 && !a.contains(r.seq))
+                };
+                let unacked: Vec<_> = scan.records.iter().filter(owed).collect();
                 seg.unacked = unacked.len() as u64;
                 if report.oldest_unacked_time.is_none() {
                     report.oldest_unacked_time = unacked.first().map(|r| r.time);
@@ -86,7 +110,9 @@ pub fn inspect(data_dir: &Path) -> Result<Report, BufferError> {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "buffer {}", self.dir)?;
-        writeln!(f, "acknowledged up to seq {}, and {} range(s) above it", self.acked, self.acked_above)?;
+        for s in &self.sinks {
+            writeln!(f, "sink {}: acknowledged up to seq {}, and {} range(s) above it", s.name, s.acked, s.acked_above)?;
+        }
         writeln!(f, "{:<22} {:>12} {:>9} {:>9} {:>21}  damage", "segment", "bytes", "records", "unacked", "seqs")?;
         for s in &self.segments {
             let seqs = match (s.first_seq, s.last_seq) {

@@ -3,12 +3,17 @@
 //! ```text
 //! segment  = header record*
 //! header   = "LFBUFSEG" (8 bytes) | version u32 | reserved u32          (16 bytes)
-//! record   = magic u32 | len u32 | crc u32 | seq u64 | time i64 | events u32 | payload[len]
+//! record   = magic u32 | len u32 | crc u32 | seq u64 | time i64 | events u32
+//!            | sinks u16 | reserved u16 | payload[len]
 //!            ("LFRC")              CRC-32C of everything after itself: seq … payload
 //! ```
 //!
 //! Little-endian throughout. `time` is when the data was read (ns since the epoch),
-//! for the shipping-lag metric; `events` is how many JSON lines the payload holds.
+//! for the shipping-lag metric; `events` is how many JSON lines the payload holds;
+//! `sinks` which sinks the record goes to, one bit per sink in the order the buffer's
+//! `sinks` file names them. Version 1 (before sinks had their own cursors) has no
+//! `sinks` or `reserved`: its records go to every sink ([`ALL_SINKS`]). It is read,
+//! never written.
 //! The magic lets a reader find the next record after a corrupted one: it scans
 //! forward for the magic and accepts a record there only if its CRC holds.
 
@@ -16,11 +21,26 @@ use std::fs::File;
 use std::io::{self, Read};
 
 pub const SEGMENT_MAGIC: &[u8; 8] = b"LFBUFSEG";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+/// The version before `sinks`.
+pub const VERSION_1: u32 = 1;
 pub const HEADER_LEN: u64 = 16;
 pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"LFRC");
-/// magic, len, crc, seq, time, events.
-pub const RECORD_HEADER_LEN: usize = 4 + 4 + 4 + 8 + 8 + 4;
+/// magic, len, crc, seq, time, events, sinks, reserved.
+pub const RECORD_HEADER_LEN: usize = 4 + 4 + 4 + 8 + 8 + 4 + 2 + 2;
+/// A version-1 record's header: no `sinks`, no `reserved`.
+const RECORD_HEADER_LEN_V1: usize = RECORD_HEADER_LEN - 4;
+/// A version-1 record goes to every sink.
+pub const ALL_SINKS: u16 = u16::MAX;
+
+/// The record header's length in a segment of `version`.
+pub fn record_header_len(version: u32) -> usize {
+    if version == VERSION_1 {
+        RECORD_HEADER_LEN_V1
+    } else {
+        RECORD_HEADER_LEN
+    }
+}
 /// A record larger than this is taken for garbage (a batch is ~1 MiB).
 pub const MAX_RECORD_LEN: u32 = 64 << 20;
 
@@ -40,31 +60,32 @@ pub fn header() -> [u8; HEADER_LEN as usize] {
     h
 }
 
-/// Checks a segment header; the error says what is wrong.
-pub fn check_header(h: &[u8]) -> Result<(), String> {
+/// Checks a segment header and returns its version; the error says what is wrong.
+pub fn check_header(h: &[u8]) -> Result<u32, String> {
     if h.len() < HEADER_LEN as usize || &h[..8] != SEGMENT_MAGIC {
         return Err("not a logferry buffer segment (bad magic)".into());
     }
     let v = u32::from_le_bytes(h[8..12].try_into().unwrap());
-    if v != VERSION {
-        return Err(format!("segment version {v}; this logferry reads version {VERSION}"));
+    if v != VERSION && v != VERSION_1 {
+        return Err(format!("segment version {v}; this logferry reads versions {VERSION_1} and {VERSION}"));
     }
-    Ok(())
+    Ok(v)
 }
 
 /// Appends the framed record to `out`.
-pub fn encode(seq: u64, time: i64, events: u32, payload: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&frame(seq, time, events, payload));
+pub fn encode(seq: u64, time: i64, events: u32, sinks: u16, payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&frame(seq, time, events, sinks, payload));
     out.extend_from_slice(payload);
 }
 
 /// The framing that goes before `payload` on disk (written with it in one vectored
 /// write, so the payload is not copied first).
-pub fn frame(seq: u64, time: i64, events: u32, payload: &[u8]) -> [u8; RECORD_HEADER_LEN] {
+pub fn frame(seq: u64, time: i64, events: u32, sinks: u16, payload: &[u8]) -> [u8; RECORD_HEADER_LEN] {
     let mut h = [0u8; RECORD_HEADER_LEN];
     h[12..20].copy_from_slice(&seq.to_le_bytes());
     h[20..28].copy_from_slice(&time.to_le_bytes());
     h[28..32].copy_from_slice(&events.to_le_bytes());
+    h[32..34].copy_from_slice(&sinks.to_le_bytes());
     let crc = crc32c::crc32c_append(crc32c::crc32c(&h[12..]), payload);
     h[..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
     h[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -78,6 +99,7 @@ pub struct RecordRef<'a> {
     pub seq: u64,
     pub time: i64,
     pub events: u32,
+    pub sinks: u16,
     pub payload: &'a [u8],
 }
 
@@ -92,9 +114,15 @@ pub enum Parsed<'a> {
     Corrupt,
 }
 
-/// Parses the record at the start of `b`.
+/// Parses the record at the start of `b` (in a segment of the current version).
 pub fn parse(b: &[u8]) -> Parsed<'_> {
-    if b.len() < RECORD_HEADER_LEN {
+    parse_version(b, VERSION)
+}
+
+/// Parses the record at the start of `b`, in a segment of `version`.
+pub fn parse_version(b: &[u8], version: u32) -> Parsed<'_> {
+    let head = record_header_len(version);
+    if b.len() < head {
         return if b.len() < 4 || b[..4] == RECORD_MAGIC.to_le_bytes() { Parsed::Incomplete } else { Parsed::Corrupt };
     }
     let word = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
@@ -105,7 +133,7 @@ pub fn parse(b: &[u8]) -> Parsed<'_> {
     if len > MAX_RECORD_LEN {
         return Parsed::Corrupt;
     }
-    let total = RECORD_HEADER_LEN + len as usize;
+    let total = head + len as usize;
     if b.len() < total {
         return Parsed::Incomplete;
     }
@@ -116,7 +144,8 @@ pub fn parse(b: &[u8]) -> Parsed<'_> {
     let seq = u64::from_le_bytes(body[..8].try_into().unwrap());
     let time = i64::from_le_bytes(body[8..16].try_into().unwrap());
     let events = u32::from_le_bytes(body[16..20].try_into().unwrap());
-    Parsed::Record(RecordRef { seq, time, events, payload: &body[20..] }, total)
+    let sinks = if version == VERSION_1 { ALL_SINKS } else { u16::from_le_bytes(body[20..22].try_into().unwrap()) };
+    Parsed::Record(RecordRef { seq, time, events, sinks, payload: &body[head - 12..] }, total)
 }
 
 /// Where the next record magic starts at or after `from`, if anywhere.
@@ -139,6 +168,7 @@ pub struct RecordMeta {
     pub seq: u64,
     pub time: i64,
     pub events: u32,
+    pub sinks: u16,
     /// Offset of the record's magic in the segment file.
     pub offset: u64,
     /// Framed length (header and payload).
@@ -148,6 +178,8 @@ pub struct RecordMeta {
 /// The result of reading a whole segment.
 #[derive(Debug, Default)]
 pub struct Scan {
+    /// The segment's format version.
+    pub version: u32,
     pub records: Vec<RecordMeta>,
     /// Bytes of corrupted regions skipped, and how many such regions.
     pub corrupt_regions: u64,
@@ -163,26 +195,26 @@ pub struct Scan {
 pub fn scan_file(path: &std::path::Path, buf: &mut Vec<u8>) -> io::Result<Result<Scan, String>> {
     buf.clear();
     File::open(path)?.read_to_end(buf)?;
-    if let Err(e) = check_header(buf) {
-        return Ok(Err(e));
+    match check_header(buf) {
+        Ok(version) => Ok(Ok(scan_bytes(buf, version))),
+        Err(e) => Ok(Err(e)),
     }
-    Ok(Ok(scan_bytes(buf)))
 }
 
-/// Scans a segment's bytes (header included).
-pub fn scan_bytes(bytes: &[u8]) -> Scan {
-    let mut scan = Scan::default();
+/// Scans a segment's bytes (header included) of `version`.
+pub fn scan_bytes(bytes: &[u8], version: u32) -> Scan {
+    let mut scan = Scan { version, ..Scan::default() };
     let mut at = HEADER_LEN as usize;
     while at < bytes.len() {
-        match parse(&bytes[at..]) {
+        match parse_version(&bytes[at..], version) {
             Parsed::Record(r, n) => {
-                scan.records.push(RecordMeta { seq: r.seq, time: r.time, events: r.events, offset: at as u64, framed: n as u64 });
+                scan.records.push(RecordMeta { seq: r.seq, time: r.time, events: r.events, sinks: r.sinks, offset: at as u64, framed: n as u64 });
                 at += n;
             }
             Parsed::Incomplete => {
                 // Either a torn tail, or a corrupted length pointing past the end:
                 // a valid record further on means the latter.
-                match next_valid(bytes, at + 1) {
+                match next_valid(bytes, at + 1, version) {
                     Some(next) => {
                         scan.corrupt_regions += 1;
                         scan.corrupt_bytes += (next - at) as u64;
@@ -196,7 +228,7 @@ pub fn scan_bytes(bytes: &[u8]) -> Scan {
                 }
             }
             Parsed::Corrupt => {
-                let next = next_valid(bytes, at + 1);
+                let next = next_valid(bytes, at + 1, version);
                 scan.corrupt_regions += 1;
                 match next {
                     Some(n) => {
@@ -219,10 +251,10 @@ pub fn scan_bytes(bytes: &[u8]) -> Scan {
 }
 
 /// The next offset ≥ `from` holding a record whose CRC holds.
-fn next_valid(bytes: &[u8], from: usize) -> Option<usize> {
+pub fn next_valid(bytes: &[u8], from: usize, version: u32) -> Option<usize> {
     let mut i = from;
     while let Some(m) = find_magic(bytes, i) {
-        if matches!(parse(&bytes[m..]), Parsed::Record(..)) {
+        if matches!(parse_version(&bytes[m..], version), Parsed::Record(..)) {
             return Some(m);
         }
         i = m + 1;
@@ -237,9 +269,13 @@ mod tests {
     fn seg(records: &[(u64, &[u8])]) -> Vec<u8> {
         let mut b = header().to_vec();
         for (seq, p) in records {
-            encode(*seq, 7, 1, p, &mut b);
+            encode(*seq, 7, 1, 0b101, p, &mut b);
         }
         b
+    }
+
+    fn scan_bytes(b: &[u8]) -> Scan {
+        super::scan_bytes(b, check_header(b).unwrap())
     }
 
     #[test]
@@ -254,6 +290,35 @@ mod tests {
         }
         assert!(!s.torn);
         assert_eq!(s.valid_end, b.len() as u64);
+        assert!(s.records.iter().all(|r| r.sinks == 0b101));
+    }
+
+    /// A segment written before sinks had cursors (version 1: no `sinks` field) is
+    /// read, its records going to every sink.
+    #[test]
+    fn a_version_1_segment_is_read_for_every_sink() {
+        let mut b = header().to_vec();
+        b[8..12].copy_from_slice(&VERSION_1.to_le_bytes());
+        for (seq, p) in [(1u64, &b"one\n"[..]), (2, b"two\n")] {
+            let mut h = vec![0u8; RECORD_HEADER_LEN_V1];
+            h[12..20].copy_from_slice(&seq.to_le_bytes());
+            h[20..28].copy_from_slice(&7i64.to_le_bytes());
+            h[28..32].copy_from_slice(&1u32.to_le_bytes());
+            let crc = crc32c::crc32c_append(crc32c::crc32c(&h[12..]), p);
+            h[..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
+            h[4..8].copy_from_slice(&(p.len() as u32).to_le_bytes());
+            h[8..12].copy_from_slice(&crc.to_le_bytes());
+            b.extend_from_slice(&h);
+            b.extend_from_slice(p);
+        }
+        let s = scan_bytes(&b);
+        assert_eq!(s.version, VERSION_1);
+        let got: Vec<(u64, u16, u64)> = s.records.iter().map(|r| (r.seq, r.sinks, r.framed)).collect();
+        assert_eq!(got, [(1, ALL_SINKS, 32 + 4), (2, ALL_SINKS, 32 + 4)]);
+        match parse_version(&b[s.records[1].offset as usize..], VERSION_1) {
+            Parsed::Record(r, _) => assert_eq!(r.payload, b"two\n"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -301,8 +366,9 @@ mod tests {
 
     #[test]
     fn headers_are_checked() {
-        assert!(check_header(&header()).is_ok());
-        assert!(check_header(b"LFBUFSEG\x02\0\0\0\0\0\0\0").unwrap_err().contains("version 2"));
+        assert_eq!(check_header(&header()), Ok(VERSION));
+        assert_eq!(check_header(b"LFBUFSEG\x01\0\0\0\0\0\0\0"), Ok(VERSION_1));
+        assert!(check_header(b"LFBUFSEG\x03\0\0\0\0\0\0\0").unwrap_err().contains("version 3"));
         assert!(check_header(b"garbage garbage!").is_err());
     }
 }

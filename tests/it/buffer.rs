@@ -212,7 +212,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::DamageAcks(at) => {
                 b.close();
                 drop(b);
-                let path = dir.path().join("acks");
+                let path = logferry::buffer::acks::path(dir.path(), "default");
                 if let Ok(text) = fs::read(&path) {
                     // A whole file is damaged (cut short, or cut and followed by junk);
                     // one damaged already is left as it is: cutting it again could
@@ -279,7 +279,7 @@ fn flip(dir: &Path, m: &mut Model, which: prop::sample::Index, at: prop::sample:
     let segs = list_segments(dir).unwrap();
     let (_, path) = &segs[which.index(segs.len())];
     let mut bytes = fs::read(path).unwrap();
-    let scan = scan_bytes(&bytes);
+    let scan = scan_bytes(&bytes, logferry::buffer::segment::VERSION);
     if scan.records.is_empty() {
         return;
     }

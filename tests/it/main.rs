@@ -4,6 +4,7 @@ mod alloc;
 mod aws;
 mod backpressure;
 mod buffer;
+mod buffer_sinks;
 mod cloudwatch;
 mod data_dir;
 mod cli;
