@@ -265,14 +265,17 @@ fn init_logging(log: &logferry::config::LogConfig) {
 fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.config {
         let config = Config::load(path)?;
-        let output = (!args.dry_run).then(|| Target::from_config(&config.sinks[0].config, &config.data_dir));
+        let outputs = match args.dry_run {
+            true => Vec::new(),
+            false => config.sinks.iter().map(|s| Target::from_config(&s.config, &config.data_dir, &s.name)).collect(),
+        };
         let opts = ReplayOptions {
             paths: args.paths.clone(),
             decode: config.decode,
             message_format: config.message_format,
-            output,
+            outputs,
             show_progress: show_progress(args.progress),
-            router: std::sync::Arc::new(logferry::route::Router::new(vec![config.sinks[0].route.clone()])),
+            router: std::sync::Arc::new(logferry::route::Router::new(config.sinks.iter().map(|s| s.route.clone()).collect())),
         };
         return finish_replay(&opts, args.quiet);
     }
@@ -308,7 +311,7 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             MessageFormatArg::String => MessageFormat::String,
             MessageFormatArg::Json => MessageFormat::Json,
         },
-        output,
+        outputs: output.into_iter().collect(),
         show_progress: show_progress(args.progress),
         router: std::sync::Arc::new(logferry::route::Router::everything()),
     };

@@ -40,10 +40,10 @@ use anyhow::Context;
 use bytes::Bytes;
 
 use crate::buffer::segment::Record;
-use crate::buffer::{Buffer, BufferOptions, BufferStats};
-use crate::config::{BufferConfig, Config, SinkConfig, WatchMode};
-use crate::metrics::{http, Fault, SinkCounters, Telemetry};
-use crate::route::Router;
+use crate::buffer::{Buffer, BufferOptions, BufferStats, SinkShare};
+use crate::config::{BufferConfig, Config, WatchMode};
+use crate::metrics::{http, Fault, SinkCounters, SinkTelemetry, Telemetry};
+use crate::route::{Mask, Router};
 use crate::sink::backoff::Backoff;
 use crate::sink::deliver::{deliver_to, started, AwsSink, Chunk};
 use crate::sink::{JsonLines, Target};
@@ -112,19 +112,26 @@ pub async fn run_until(
     let checkpoint_fault = Fault::default();
     save_checkpoints(&mut checkpoints, &checkpoint_fault);
     let buffer = open_buffer(&config)?;
-    let sink = &config.sinks[0];
-    let sink_name = sink.config.name();
-    let counters = Arc::new(SinkCounters::new());
     let writer_done = Arc::new(AtomicBool::new(false));
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let ship = ShipSettings {
-        buffer: buffer.clone(),
-        writer_done: writer_done.clone(),
-        ack_interval: config.tail.checkpoint_interval,
-        counters: counters.clone(),
-        data_dir: config.data_dir.clone(),
-    };
-    let sink_thread = spawn_sink(&sink.config, ship, done_tx)?;
+    // Each sink thread says when it ends, by its index.
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let mut sink_threads = Vec::new();
+    let mut sink_telemetry = Vec::new();
+    for (cursor, sink) in config.sinks.iter().enumerate() {
+        let counters = Arc::new(SinkCounters::new());
+        let ship = ShipSettings {
+            buffer: buffer.clone(),
+            cursor,
+            writer_done: writer_done.clone(),
+            ack_interval: config.tail.checkpoint_interval,
+            counters: counters.clone(),
+            target: Target::from_config(&sink.config, &config.data_dir, &sink.name),
+        };
+        let thread = spawn_sink(&sink.name, ship, done_tx.clone()).with_context(|| format!("sink {}", sink.name))?;
+        sink_threads.push(thread);
+        sink_telemetry.push(SinkTelemetry { name: sink.name.clone(), kind: sink.config.name(), counters });
+    }
+    drop(done_tx);
 
     let router = Arc::new(Router::new(config.sinks.iter().map(|s| s.route.clone()).collect()));
     let (batch_tx, batch_rx) = mpsc::sync_channel::<Batch>(CHANNEL_BATCHES);
@@ -142,9 +149,9 @@ pub async fn run_until(
         WatchMode::Poll => Watch::polling_only(),
     };
     let tailer = Tailer::new(settings, resume, first_start, watch, wake_rx, batch_tx, stop.clone());
-    let mut telemetry = Telemetry::new(sink_name, tailer.snapshot(), counters.clone(), Some(buffer.clone()));
+    let mut telemetry = Telemetry::new(sink_telemetry, tailer.snapshot(), Some(buffer.clone()));
     telemetry.checkpoints = checkpoint_fault.clone();
-    telemetry.router = Some(router);
+    telemetry.router = Some(router.clone());
     let recycle = tailer.recycler();
     let room = tailer.room_bell(wake_tx.clone());
     if let Some(addr) = config.metrics_listen {
@@ -156,6 +163,7 @@ pub async fn run_until(
         buffer: buffer.clone(),
         recycle,
         room,
+        router: router.clone(),
         checkpoints,
         checkpoint_fault,
         opts: config.buffer,
@@ -176,30 +184,37 @@ pub async fn run_until(
 
 
     tokio::pin!(shutdown);
-    let mut done_rx = done_rx;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    // A sink that ends before it is asked to (it failed, or panicked) ends the run.
     let sink_ended = loop {
         tokio::select! {
-            _ = &mut shutdown => break false,
-            _ = &mut done_rx => {
-                tracing::error!("the sink stopped unexpectedly; shutting down");
-                break true;
+            _ = &mut shutdown => break None,
+            Some(i) = done_rx.recv() => {
+                tracing::error!(sink = %config.sinks[i].name, "the sink stopped unexpectedly; shutting down");
+                break Some(i);
             }
             _ = hangup.recv() => reload(config_path.as_deref(), &config, &wake_tx),
         }
     };
     stop.store(true, Ordering::Relaxed);
     let _ = wake_tx.send(Wake::Stop);
-    // (A oneshot receiver that has completed must not be polled again.)
-    let drained = sink_ended || tokio::time::timeout(config.shutdown_timeout, done_rx).await.is_ok();
+    let mut ended = usize::from(sink_ended.is_some());
+    let drained = sink_ended.is_some()
+        || tokio::time::timeout(config.shutdown_timeout, async {
+            while ended < sink_threads.len() && done_rx.recv().await.is_some() {
+                ended += 1;
+            }
+        })
+        .await
+        .is_ok();
     let mut report = RunReport::default();
-    if sink_ended {
-        // Nothing will drain the buffer: appends waiting for room must not wait forever.
-        // What was read is written to disk and checkpointed for the next start.
+    if sink_ended.is_some() {
+        // Nothing will drain that sink's share: appends waiting for room must not wait
+        // forever. What was read is written to disk and checkpointed for the next start.
         buffer.close();
     }
     if !drained {
-        // The destination is slow or down: what is left stays buffered for next time.
+        // A destination is slow or down: what is left stays buffered for next time.
         buffer.close();
         report.left_in_buffer = buffer.stats().records;
         tracing::warn!(
@@ -210,17 +225,23 @@ pub async fn run_until(
     }
     report.tail = tail_thread.join().map_err(|_| anyhow::anyhow!("the tail thread panicked"))?;
     buffer_thread.join().map_err(|_| anyhow::anyhow!("the buffer thread panicked"))??;
-    if sink_ended {
+    if let Some(i) = sink_ended {
         persist_acks(&buffer);
-        return Err(match sink_thread.join() {
-            Err(_) => anyhow::anyhow!("the sink thread panicked; what it had not shipped stays buffered for the next start"),
-            Ok(Err(e)) => e.context("the sink failed; what it had not shipped stays buffered for the next start"),
-            Ok(Ok(_)) => anyhow::anyhow!("the sink stopped before it was asked to; what it had not shipped stays buffered for the next start"),
+        let name = &config.sinks[i].name;
+        let thread = sink_threads.swap_remove(i);
+        return Err(match thread.join() {
+            Err(_) => anyhow::anyhow!("sink {name}: its thread panicked; what it had not shipped stays buffered for the next start"),
+            Ok(Err(e)) => e.context(format!("sink {name} failed; what it had not shipped stays buffered for the next start")),
+            Ok(Ok(_)) => anyhow::anyhow!("sink {name} stopped before it was asked to; what it had not shipped stays buffered for the next start"),
         });
     }
     if drained {
-        let shipped = sink_thread.join().map_err(|_| anyhow::anyhow!("the sink thread panicked"))??;
-        (report.records_shipped, report.bytes_shipped, report.events_shipped) = shipped;
+        for (thread, sink) in sink_threads.into_iter().zip(&config.sinks) {
+            let shipped = thread.join().map_err(|_| anyhow::anyhow!("sink {}: its thread panicked", sink.name))??;
+            report.records_shipped += shipped.0;
+            report.bytes_shipped += shipped.1;
+            report.events_shipped += shipped.2;
+        }
     }
     persist_acks(&buffer);
     report.buffer = buffer.stats();
@@ -271,14 +292,13 @@ async fn serve_metrics(addr: std::net::SocketAddr, telemetry: Telemetry) -> anyh
 
 fn open_buffer(config: &Config) -> anyhow::Result<Buffer> {
     let dir = config.data_dir.join("buffer");
-    // One sink: its share (at most the whole buffer) and its when_full are the buffer's.
-    let sink = &config.sinks[0];
     let opts = BufferOptions {
         memory_bytes: config.buffer.memory_bytes,
         hold: config.buffer.fsync_interval,
-        ..BufferOptions::with_cap(config.buffer.max_bytes.min(sink.max_bytes), sink.when_full)
+        ..BufferOptions::with_cap(config.buffer.max_bytes, config.buffer.when_full)
     };
-    let (buffer, rec) = Buffer::open(&dir, opts)?;
+    let shares: Vec<SinkShare> = config.sinks.iter().map(|s| SinkShare { name: s.name.clone(), max_bytes: s.max_bytes, when_full: s.when_full }).collect();
+    let (buffer, rec) = Buffer::open_for(&dir, opts, &shares)?;
     if rec.corrupt_regions > 0 || rec.torn_bytes > 0 {
         tracing::warn!(
             corrupted_regions = rec.corrupt_regions,
@@ -300,6 +320,8 @@ struct BufferWriter {
     recycle: mpsc::Sender<Vec<u8>>,
     /// Tells the tailer there is room again.
     room: RoomBell,
+    /// Counts the events routed to each sink.
+    router: Arc<Router>,
     checkpoints: Checkpoints,
     /// Why checkpoints cannot be saved, for `/readyz`.
     checkpoint_fault: Fault,
@@ -331,13 +353,17 @@ impl BufferWriter {
             match batches.recv_timeout(wait) {
                 Ok(mut batch) => {
                     self.room.ring();
-                    if !batch.data.is_empty() {
-                        let data = Bytes::from(std::mem::take(&mut batch.data));
-                        match self.append(data, batch.events) {
+                    for part in &mut batch.encoded.parts {
+                        if part.data.is_empty() {
+                            continue;
+                        }
+                        let data = Bytes::from(std::mem::take(&mut part.data));
+                        match self.append(part.sinks, data, part.events) {
                             Some(seq) => last_seq = seq,
                             // Closed while full at shutdown: not buffered, not checkpointed.
-                            None => break,
+                            None => return self.finish(),
                         }
+                        self.router.add_routed(part.sinks, part.events);
                         self.hand_back_spares();
                     }
                     self.pending.push(PendingPositions { seq: last_seq, batch });
@@ -347,8 +373,12 @@ impl BufferWriter {
             }
             self.commit_and_checkpoint();
         }
-        // Give the sink a moment to take what memory holds, then write the rest, so
-        // that every batch read is checkpointed.
+        self.finish()
+    }
+
+    /// At the end: gives the sinks a moment to take what memory holds, then writes
+    /// the rest, so that every batch read is checkpointed.
+    fn finish(mut self) -> anyhow::Result<()> {
         self.buffer.settle(self.opts.fsync_interval);
         let safe = self.commit(Duration::ZERO);
         self.checkpoint(safe);
@@ -376,22 +406,22 @@ impl BufferWriter {
     /// is appended in pieces of at most [`Buffer::record_limit`], cut between lines, so
     /// that any batch fits and every record can be read back; a single event larger
     /// than that can never be buffered and is dropped, counted and logged.
-    fn append(&mut self, data: Bytes, events: u64) -> Option<u64> {
+    fn append(&mut self, sinks: Mask, data: Bytes, events: u64) -> Option<u64> {
         let limit = self.buffer.record_limit();
         if data.len() <= limit {
-            return self.append_piece(data, events as u32);
+            return self.append_piece(sinks, data, events as u32);
         }
         let mut last = None;
         for piece in pieces(&data, limit) {
             match piece {
-                Ok(chunk) => last = Some(self.append_piece(data.slice_ref(chunk), memchr::memchr_iter(b'\n', chunk).count() as u32)?),
+                Ok(chunk) => last = Some(self.append_piece(sinks, data.slice_ref(chunk), memchr::memchr_iter(b'\n', chunk).count() as u32)?),
                 Err(line) => {
                     tracing::error!(bytes = line.len(), limit, "an event larger than a buffer record can hold (a quarter of buffer.max_bytes, at most 64 MiB) was dropped; lower decode.max_message_bytes");
                     self.buffer.note_dropped_too_large(1);
                 }
             }
         }
-        last.or_else(|| self.append_piece(Bytes::new(), 0))
+        last.or_else(|| self.append_piece(sinks, Bytes::new(), 0))
     }
 
     /// Appends one record, retrying while the disk refuses. While the buffer is full
@@ -399,14 +429,14 @@ impl BufferWriter {
     /// checkpointed: written to disk, fsynced, its positions saved — so that a long
     /// outage does not leave what was read only in memory, where a crash or the
     /// kubelet rotating the files away would take it.
-    fn append_piece(&mut self, mut data: Bytes, events: u32) -> Option<u64> {
+    fn append_piece(&mut self, sinks: Mask, mut data: Bytes, events: u32) -> Option<u64> {
         debug_assert_eq!(events as usize, memchr::memchr_iter(b'\n', &data).count(), "a batch's event count");
         let mut backoff = Backoff::try_new(Duration::from_millis(100), Duration::from_secs(5), data.len() as u64)
             .expect("constant bounds are valid");
         let mut logged = false;
         let patience = self.opts.fsync_interval.max(SAFE_POLL);
         loop {
-            match self.buffer.try_append_for(u16::MAX, crate::event::time::now(), events, data, patience) {
+            match self.buffer.try_append_for(sinks, crate::event::time::now(), events, data, patience) {
                 Ok(seq) => {
                     if logged {
                         tracing::info!("the buffer accepts writes again");
@@ -468,26 +498,30 @@ impl BufferWriter {
 /// What every sink thread needs.
 struct ShipSettings {
     buffer: Buffer,
+    /// This sink's cursor in the buffer.
+    cursor: usize,
     /// The buffer thread has finished: once the buffer is drained, so are we.
     writer_done: Arc<AtomicBool>,
     /// How often the acknowledged records are saved.
     ack_interval: Duration,
     counters: Arc<SinkCounters>,
-    data_dir: PathBuf,
+    target: Target,
 }
 
 type Shipped = anyhow::Result<(u64, u64, u64)>;
 
-/// Starts the sink thread; `done` fires when it ends. For an AWS sink, returns once
-/// its client is set up (or with why it cannot be: no region, say).
-fn spawn_sink(sink: &SinkConfig, ship: ShipSettings, done: tokio::sync::oneshot::Sender<()>) -> anyhow::Result<thread::JoinHandle<Shipped>> {
-    let builder = thread::Builder::new().name("sink".into());
-    match Target::from_config(sink, &ship.data_dir) {
-        Target::Aws { sink, .. } => {
+/// Starts sink `name`'s thread; it sends its cursor on `done` when it ends. For an
+/// AWS sink, returns once its client is set up (or with why it cannot be: no region,
+/// say).
+fn spawn_sink(name: &str, ship: ShipSettings, done: tokio::sync::mpsc::UnboundedSender<usize>) -> anyhow::Result<thread::JoinHandle<Shipped>> {
+    let builder = thread::Builder::new().name(format!("sink-{name}"));
+    let cursor = ship.cursor;
+    match ship.target.clone() {
+        Target::Aws { sink, data_dir, letters } => {
             let (ready_tx, ready_rx) = mpsc::sync_channel(1);
             let handle = builder.spawn(move || {
-                let r = ship_to_aws(*sink, ship, ready_tx);
-                let _ = done.send(());
+                let r = ship_to_aws(*sink, &data_dir, &letters, ship, ready_tx);
+                let _ = done.send(cursor);
                 r
             })?;
             started(&ready_rx, handle)
@@ -496,13 +530,14 @@ fn spawn_sink(sink: &SinkConfig, ship: ShipSettings, done: tokio::sync::oneshot:
             let shipper = Shipper {
                 sink: JsonLines::open(&local, false)?,
                 buffer: ship.buffer,
+                cursor,
                 writer_done: ship.writer_done,
                 ack_interval: ship.ack_interval,
                 counters: ship.counters,
             };
             Ok(builder.spawn(move || {
                 let r = shipper.run();
-                let _ = done.send(());
+                let _ = done.send(cursor);
                 r
             })?)
         }
@@ -511,15 +546,15 @@ fn spawn_sink(sink: &SinkConfig, ship: ShipSettings, done: tokio::sync::oneshot:
 
 /// An AWS sink's thread: a reader hands buffer records to the delivery loop, which
 /// acknowledges each once every event in it was accepted (or set aside).
-fn ship_to_aws(sink: AwsSink, ship: ShipSettings, ready: mpsc::SyncSender<anyhow::Result<()>>) -> Shipped {
+fn ship_to_aws(sink: AwsSink, data_dir: &std::path::Path, letters: &str, ship: ShipSettings, ready: mpsc::SyncSender<anyhow::Result<()>>) -> Shipped {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         let (tx, rx) = tokio::sync::mpsc::channel(8);
-        let (buffer, writer_done, interval) = (ship.buffer.clone(), ship.writer_done.clone(), ship.ack_interval);
-        let reader = thread::Builder::new().name("sink-read".into()).spawn(move || read_chunks(&buffer, &writer_done, &tx, interval))?;
+        let (buffer, writer_done, interval, cursor) = (ship.buffer.clone(), ship.writer_done.clone(), ship.ack_interval, ship.cursor);
+        let reader = thread::Builder::new().name("sink-read".into()).spawn(move || read_chunks(&buffer, cursor, &writer_done, &tx, interval))?;
         let acks = ship.buffer.clone();
-        let on_ack = move |seq| acks.ack(seq);
-        let delivered = deliver_to(sink, &ship.data_dir, ship.counters, rx, on_ack, ready).await?;
+        let on_ack = move |seq| acks.ack_for(cursor, seq);
+        let delivered = deliver_to(sink, data_dir, letters, ship.counters, rx, on_ack, ready).await?;
         let events = reader.join().map_err(|_| anyhow::anyhow!("the sink reader panicked"))??;
         persist_acks(&ship.buffer);
         Ok((delivered.chunks, delivered.bytes, events))
@@ -530,7 +565,7 @@ fn ship_to_aws(sink: AwsSink, ship: ShipSettings, ready: mpsc::SyncSender<anyhow
 /// and all was read; saves which records are acknowledged every `ack_interval` meanwhile (acks come
 /// from the delivery loop at any time, and a crash must not forget them for long).
 /// Returns the events read.
-fn read_chunks(buffer: &Buffer, writer_done: &AtomicBool, tx: &tokio::sync::mpsc::Sender<Chunk>, ack_interval: Duration) -> anyhow::Result<u64> {
+fn read_chunks(buffer: &Buffer, cursor: usize, writer_done: &AtomicBool, tx: &tokio::sync::mpsc::Sender<Chunk>, ack_interval: Duration) -> anyhow::Result<u64> {
     let mut events = 0;
     let mut last_persist = Instant::now();
     loop {
@@ -538,8 +573,8 @@ fn read_chunks(buffer: &Buffer, writer_done: &AtomicBool, tx: &tokio::sync::mpsc
             persist_acks(buffer);
             last_persist = Instant::now();
         }
-        let batch = buffer.read(SINK_READ_BYTES, ack_interval.min(Duration::from_millis(200)))?;
-        if batch.is_empty() && writer_done.load(Ordering::Acquire) && buffer.drained() {
+        let batch = buffer.read_for(cursor, SINK_READ_BYTES, ack_interval.min(Duration::from_millis(200)))?;
+        if batch.is_empty() && writer_done.load(Ordering::Acquire) && buffer.drained_for(cursor) {
             return Ok(events);
         }
         for r in batch {
@@ -554,6 +589,8 @@ fn read_chunks(buffer: &Buffer, writer_done: &AtomicBool, tx: &tokio::sync::mpsc
 /// Ships what the buffer holds to stdout or a file and acknowledges it.
 struct Shipper {
     buffer: Buffer,
+    /// This sink's cursor in the buffer.
+    cursor: usize,
     sink: JsonLines,
     /// The buffer thread has finished: once the buffer is drained, so are we.
     writer_done: Arc<AtomicBool>,
@@ -575,8 +612,8 @@ impl Shipper {
             // With a write under way, look for more only briefly: it may land any moment.
             let wait = if in_flight.is_empty() { Duration::from_millis(200) } else { LOOK_WHILE_WRITING };
             let room = LOCAL_WRITE_BYTES.saturating_sub(staged_bytes).max(1);
-            let batch = self.buffer.read(room.min(SINK_READ_BYTES), wait)?;
-            if batch.is_empty() && in_flight.is_empty() && staged.is_empty() && self.writer_done.load(Ordering::Acquire) && self.buffer.drained() {
+            let batch = self.buffer.read_for(self.cursor, room.min(SINK_READ_BYTES), wait)?;
+            if batch.is_empty() && in_flight.is_empty() && staged.is_empty() && self.writer_done.load(Ordering::Acquire) && self.buffer.drained_for(self.cursor) {
                 break;
             }
             for r in batch {
@@ -609,7 +646,7 @@ impl Shipper {
     /// Releases records whose write is durable; counts them in `shipped`.
     fn acknowledge(&self, records: Vec<Record>, (n, bytes, events): &mut (u64, u64, u64)) {
         for r in &records {
-            self.buffer.ack(r.seq);
+            self.buffer.ack_for(self.cursor, r.seq);
             *n += 1;
             *bytes += r.payload.len() as u64;
             *events += u64::from(r.events);

@@ -49,6 +49,7 @@ pub struct Router {
     /// Sinks with `drop_messages`.
     dropping: Mask,
     filtered: [AtomicU64; MAX_SINKS],
+    routed: [AtomicU64; MAX_SINKS],
 }
 
 impl Router {
@@ -56,7 +57,7 @@ impl Router {
         assert!(!routes.is_empty() && routes.len() <= MAX_SINKS, "1 to {MAX_SINKS} sinks");
         let all = (((1u32 << routes.len()) - 1) & u32::from(Mask::MAX)) as Mask;
         let dropping = routes.iter().enumerate().filter(|(_, r)| r.drops_any()).fold(0, |m, (i, _)| m | (1 << i));
-        Self { routes, all, dropping, filtered: Default::default() }
+        Self { routes, all, dropping, filtered: Default::default(), routed: Default::default() }
     }
 
     /// One sink that takes everything (`replay` without a config, tests).
@@ -115,6 +116,20 @@ impl Router {
                 total.fetch_add(n, Ordering::Relaxed);
             }
         }
+    }
+
+    /// `events` were buffered for the sinks of `sinks` (once per batch part).
+    pub fn add_routed(&self, sinks: Mask, events: u64) {
+        let mut left = sinks & self.all;
+        while left != 0 {
+            self.routed[left.trailing_zeros() as usize].fetch_add(events, Ordering::Relaxed);
+            left &= left - 1;
+        }
+    }
+
+    /// Events buffered for sink `i` so far.
+    pub fn routed(&self, i: usize) -> u64 {
+        self.routed[i].load(Ordering::Relaxed)
     }
 
     /// Events left out for sink `i` so far.

@@ -207,6 +207,7 @@ impl Buffer {
     /// Saves which records each sink acknowledged, where that changed (see [`acks`]).
     /// Once every sink has its own file, what a one-sink logferry left is removed.
     pub fn persist_ack(&self) -> Result<(), BufferError> {
+        let _one_at_a_time = self.inner.persisting.lock().unwrap_or_else(|p| p.into_inner());
         let changed: Vec<(usize, String, acks::Acked)> = {
             let st = self.lock();
             st.cursors

@@ -282,6 +282,8 @@ struct Inner {
     opts: BufferOptions,
     state: Mutex<State>,
     changed: Condvar,
+    /// One saver of acknowledgements at a time (every sink's thread saves them).
+    persisting: Mutex<()>,
 }
 
 /// The disk buffer; clones share it (one writer, one reader per sink).

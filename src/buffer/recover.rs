@@ -88,7 +88,7 @@ impl Buffer {
                 (cur.read_seg, cur.read_offset) = (next_segment, HEADER_LEN);
             }
         }
-        let inner = Inner { dir: dir.to_path_buf(), opts, state: Mutex::new(st), changed: Condvar::new() };
+        let inner = Inner { dir: dir.to_path_buf(), opts, state: Mutex::new(st), changed: Condvar::new(), persisting: Mutex::new(()) };
         let buffer = Buffer { inner: Arc::new(inner) };
         {
             let mut st = buffer.lock();

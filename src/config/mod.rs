@@ -401,10 +401,6 @@ fn build(raw: RawConfig, env: &EnvView) -> Result<Config, Vec<Problem>> {
     let buffer = ck.table("buffer", raw.buffer);
     let buffer = build_buffer(&mut ck, buffer);
     let sinks = sink::build_sinks(&mut ck, raw.sink, raw.sinks, env, &buffer);
-    if sinks.len() > 1 {
-        let names: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
-        ck.report("sinks", format!("{} sinks ({}): this version ships to one sink at a time; keep one (its route and drop_messages apply)", sinks.len(), names.join(", ")));
-    }
     let metrics = ck.table("metrics", raw.metrics);
     let metrics_listen = build_metrics(&mut ck, metrics);
     let log = ck.table("log", raw.log);
@@ -458,19 +454,9 @@ fn build_tail(ck: &mut Checker, raw: RawTail, env: &EnvView) -> TailConfig {
         ),
         read_threads: ck.count("tail.read_threads", raw.read_threads, 2, 1, Some(MAX_READ_THREADS)),
         pods: PodFilter {
-            namespaces: build_names(
-                ck,
-                "namespaces",
-                raw.include_namespaces,
-                raw.exclude_namespaces,
-            ),
-            pods: build_names(ck, "pods", raw.include_pods, raw.exclude_pods),
-            containers: build_names(
-                ck,
-                "containers",
-                raw.include_containers,
-                raw.exclude_containers,
-            ),
+            namespaces: build_names(ck, "tail", "namespaces", raw.include_namespaces, raw.exclude_namespaces, &mut Vec::new()),
+            pods: build_names(ck, "tail", "pods", raw.include_pods, raw.exclude_pods, &mut Vec::new()),
+            containers: build_names(ck, "tail", "containers", raw.include_containers, raw.exclude_containers, &mut Vec::new()),
             own_pod: match ck.bool("tail.exclude_own_pod", raw.exclude_own_pod, true) {
                 true => env.own_pod(),
                 false => None,
@@ -490,16 +476,21 @@ fn build_include(ck: &mut Checker, field: List) -> (Vec<String>, GlobSet) {
     (items.into_iter().map(|item| item.value).collect(), set)
 }
 
-/// `tail.include_<what>` and `tail.exclude_<what>`; an empty include list lets all in.
-fn build_names(ck: &mut Checker, what: &str, include: List, exclude: List) -> NameFilter {
+/// `<at>.include_<what>` and `<at>.exclude_<what>` (in `[tail]`, or a sink's route);
+/// an empty include list lets all in. `written` gets each non-empty list as written
+/// (`include_<what>`, its globs).
+fn build_names(ck: &mut Checker, at: &str, what: &str, include: List, exclude: List, written: &mut Vec<(String, Vec<String>)>) -> NameFilter {
     let mut globs = |key: String, field: List| {
-        let items = ck.strings(&key, field, &[]);
-        let set = ck.globs(&key, &items, GlobKind::Name);
+        let items = ck.strings(&format!("{at}.{key}"), field, &[]);
+        let set = ck.globs(&format!("{at}.{key}"), &items, GlobKind::Name);
+        if !items.is_empty() {
+            written.push((key, items.iter().map(|i| i.value.clone()).collect()));
+        }
         (!items.is_empty()).then_some(set)
     };
     NameFilter {
-        include: globs(format!("tail.include_{what}"), include),
-        exclude: globs(format!("tail.exclude_{what}"), exclude).unwrap_or_default(),
+        include: globs(format!("include_{what}"), include),
+        exclude: globs(format!("exclude_{what}"), exclude).unwrap_or_default(),
     }
 }
 

@@ -13,7 +13,8 @@
 use regex::bytes::{Regex, RegexBuilder};
 use regex_syntax::hir::Look;
 
-use super::check::{Checker, GlobKind};
+use super::build_names;
+use super::check::Checker;
 use super::pods::NameFilter;
 use super::raw::{self, List, Opt, RawRoute};
 use crate::event::Stream;
@@ -99,23 +100,9 @@ pub(super) fn build_route(ck: &mut Checker, at: &str, field: Opt<RawRoute>) -> R
     let Some(raw) = ck.get(at, field, "a table") else { return RouteConfig::everything() };
     ck.unknown_keys(at, &raw.unknown, raw::ROUTE_KEYS);
     let mut written = Vec::new();
-    let mut names = |ck: &mut Checker, what: &str, include: List, exclude: List| {
-        let mut globs = |key: String, field: List| {
-            let items = ck.strings(&key, field, &[]);
-            let set = ck.globs(&key, &items, GlobKind::Name);
-            if !items.is_empty() {
-                written.push((key.rsplit('.').next().unwrap_or_default().to_string(), items.iter().map(|i| i.value.clone()).collect()));
-            }
-            (!items.is_empty()).then_some(set)
-        };
-        NameFilter {
-            include: globs(format!("{at}.include_{what}"), include),
-            exclude: globs(format!("{at}.exclude_{what}"), exclude).unwrap_or_default(),
-        }
-    };
-    let namespaces = names(ck, "namespaces", raw.include_namespaces, raw.exclude_namespaces);
-    let pods = names(ck, "pods", raw.include_pods, raw.exclude_pods);
-    let containers = names(ck, "containers", raw.include_containers, raw.exclude_containers);
+    let namespaces = build_names(ck, at, "namespaces", raw.include_namespaces, raw.exclude_namespaces, &mut written);
+    let pods = build_names(ck, at, "pods", raw.include_pods, raw.exclude_pods, &mut written);
+    let containers = build_names(ck, at, "containers", raw.include_containers, raw.exclude_containers, &mut written);
     let streams = build_streams(ck, &format!("{at}.streams"), raw.streams, &mut written);
     let drop = build_drop(ck, &format!("{at}.drop_messages"), raw.drop_messages, &mut written);
     RouteConfig { namespaces, pods, containers, streams, written, drop }

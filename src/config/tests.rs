@@ -813,3 +813,20 @@ fn the_effective_config_shows_each_sink_with_its_share_and_route() {
     assert_eq!(archive["route"]["streams"].as_array().unwrap().len(), 2);
     assert!(archive["route"]["drop_messages"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn several_sinks_are_accepted_in_the_order_written_and_shown_each() {
+    let text = "[buffer]\nmax_bytes = 134217728\n[sinks.b-archive]\ntype = \"stdout\"\n[sinks.a-team]\ntype = \"file\"\npath = \"/var/log/a.jsonl\"\nmax_bytes = 67108864\nwhen_full = \"drop_oldest\"\n[sinks.a-team.route]\ninclude_namespaces = [\"team-a\"]";
+    let c = ok(text);
+    // A TOML table's keys come back sorted: the names decide the order (and the bits).
+    let names: Vec<&str> = c.sinks.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["a-team", "b-archive"]);
+    assert_eq!((c.sinks[0].max_bytes, c.sinks[0].when_full), (64 << 20, WhenFull::DropOldest));
+    assert_eq!((c.sinks[1].max_bytes, c.sinks[1].when_full), (128 << 20, WhenFull::Block));
+    assert!(!c.sinks[0].route.is_everything() && c.sinks[1].route.is_everything());
+    let out: toml::Table = effective_toml(text, &EnvView::default()).unwrap().parse().unwrap();
+    assert_eq!(out["sinks"].as_table().unwrap().len(), 2);
+    assert_eq!(out["sinks"]["b-archive"]["route"]["streams"].as_array().unwrap().len(), 2);
+    let too_many: String = (0..17).map(|i| format!("[sinks.s{i}]\ntype = \"file\"\npath = \"/x{i}\"\n")).collect();
+    assert_eq!(message(&problems(&too_many), "sinks"), "17 sinks; at most 16");
+}

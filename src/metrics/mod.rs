@@ -139,16 +139,25 @@ impl Fault {
     }
 }
 
+/// One sink, as metrics and health checks see it.
+pub struct SinkTelemetry {
+    /// The operator's name: the `sink` label.
+    pub name: String,
+    /// Its type (`file`, `firehose`, `cloudwatch`…): which families it has.
+    pub kind: &'static str,
+    pub counters: Arc<SinkCounters>,
+}
+
 /// The registry and what health checks look at.
 pub struct Telemetry {
     handle: PrometheusHandle,
-    pub sink_name: &'static str,
+    /// In configuration order (the buffer's cursor order).
+    pub sinks: Vec<SinkTelemetry>,
     pub tail: Arc<Mutex<TailSnapshot>>,
-    pub sink: Arc<SinkCounters>,
     pub buffer: Option<crate::buffer::Buffer>,
     /// Checkpoints that cannot be saved.
     pub checkpoints: Fault,
-    /// Events each sink's route left out.
+    /// Events each sink's route left out, and those it routed.
     pub router: Option<Arc<crate::route::Router>>,
     started: Instant,
 }
@@ -166,8 +175,8 @@ fn handle() -> PrometheusHandle {
 }
 
 impl Telemetry {
-    pub fn new(sink_name: &'static str, tail: Arc<Mutex<TailSnapshot>>, sink: Arc<SinkCounters>, buffer: Option<crate::buffer::Buffer>) -> Self {
-        let t = Self { handle: handle(), sink_name, tail, sink, buffer, checkpoints: Fault::default(), router: None, started: Instant::now() };
+    pub fn new(sinks: Vec<SinkTelemetry>, tail: Arc<Mutex<TailSnapshot>>, buffer: Option<crate::buffer::Buffer>) -> Self {
+        let t = Self { handle: handle(), sinks, tail, buffer, checkpoints: Fault::default(), router: None, started: Instant::now() };
         gauge!("logferry_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         t
     }
@@ -176,42 +185,43 @@ impl Telemetry {
     pub fn publish(&self) {
         let snap = self.tail.lock().map(|s| *s).unwrap_or_default();
         publish_tail(&snap.stats);
+        let now = crate::event::time::now();
         if let Some(b) = &self.buffer {
-            publish_buffer(&b.stats(), crate::event::time::now());
+            publish_buffer(&b.stats());
         }
         counter!("logferry_data_dir_errors_total", "what" => "checkpoints").absolute(self.checkpoints.count());
-        counter!("logferry_data_dir_errors_total", "what" => "dead_letters").absolute(self.sink.dead_letters.count());
-        if let Some(router) = &self.router {
-            counter!("logferry_filtered_events_total", "sink" => self.sink_name).absolute(router.filtered(0));
+        let dead_letter_errors = self.sinks.iter().map(|s| s.counters.dead_letters.count()).sum::<u64>();
+        counter!("logferry_data_dir_errors_total", "what" => "dead_letters").absolute(dead_letter_errors);
+        for (i, sink) in self.sinks.iter().enumerate() {
+            publish_sink(sink);
+            let name = sink.name.clone();
+            if let Some(router) = &self.router {
+                counter!("logferry_filtered_events_total", "sink" => name.clone()).absolute(router.filtered(i));
+                counter!("logferry_routed_events_total", "sink" => name.clone()).absolute(router.routed(i));
+            }
+            if let Some(b) = self.buffer.as_ref().filter(|b| i < b.sinks()) {
+                let s = b.sink_stats(i);
+                let lag = s.oldest_unacked_time.map_or(0.0, |t| ((now - t).max(0)) as f64 / 1e9);
+                gauge!("logferry_shipping_lag_seconds", "sink" => name.clone()).set(lag);
+                gauge!("logferry_sink_buffer_bytes", "sink" => name.clone()).set(s.bytes as f64);
+                gauge!("logferry_sink_buffer_max_bytes", "sink" => name).set(s.max_bytes as f64);
+            }
         }
-        self.publish_sink();
+        self.publish_dropped();
     }
 
-    fn publish_sink(&self) {
-        let s = &self.sink;
-        let sink = self.sink_name;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        counter!("logferry_sink_requests_total", "sink" => sink, "outcome" => "ok").absolute(get(&s.requests_ok));
-        counter!("logferry_sink_requests_total", "sink" => sink, "outcome" => "error").absolute(get(&s.requests_failed));
-        counter!("logferry_sink_records_total", "sink" => sink, "outcome" => "ok").absolute(get(&s.records_ok));
-        counter!("logferry_sink_records_total", "sink" => sink, "outcome" => "failed").absolute(get(&s.records_failed));
-        counter!("logferry_sink_records_total", "sink" => sink, "outcome" => "dead_letter").absolute(get(&s.records_dead_letter));
-        counter!("logferry_sink_records_total", "sink" => sink, "outcome" => "truncated").absolute(get(&s.records_truncated));
-        counter!("logferry_sink_bytes_total", "sink" => sink).absolute(get(&s.bytes));
-        counter!("logferry_sink_retries_total", "sink" => sink).absolute(get(&s.retries));
-        counter!("logferry_sink_throttled_total", "sink" => sink).absolute(get(&s.throttled));
-        gauge!("logferry_sink_rate_bytes_per_second", "sink" => sink).set(f64::from_bits(get(&s.rate_bytes_per_second)));
-        gauge!("logferry_sink_rate_requests_per_second", "sink" => sink).set(f64::from_bits(get(&s.rate_requests_per_second)));
-        counter!("logferry_dropped_records_total", "reason" => "dead_letter").absolute(get(&s.records_dead_letter));
-        counter!("logferry_dropped_records_total", "reason" => "too_old").absolute(get(&s.dropped_too_old));
-        counter!("logferry_dropped_records_total", "reason" => "too_new").absolute(get(&s.dropped_too_new));
-        if sink == "cloudwatch" {
-            counter!("logferry_dropped_records_total", "reason" => "parked").absolute(get(&s.dropped_parked));
-            gauge!("logferry_sink_streams", "sink" => sink, "state" => "active").set(get(&s.streams).saturating_sub(get(&s.streams_parked)) as f64);
-            gauge!("logferry_sink_streams", "sink" => sink, "state" => "parked").set(get(&s.streams_parked) as f64);
+    /// `logferry_dropped_records_total` by reason, summed over the sinks.
+    fn publish_dropped(&self) {
+        let sum = |f: fn(&SinkCounters) -> &AtomicU64| self.sinks.iter().map(|s| f(&s.counters).load(Ordering::Relaxed)).sum::<u64>();
+        counter!("logferry_dropped_records_total", "reason" => "dead_letter").absolute(sum(|c| &c.records_dead_letter));
+        counter!("logferry_dropped_records_total", "reason" => "too_old").absolute(sum(|c| &c.dropped_too_old));
+        counter!("logferry_dropped_records_total", "reason" => "too_new").absolute(sum(|c| &c.dropped_too_new));
+        if self.sinks.iter().any(|s| s.kind == "cloudwatch") {
+            counter!("logferry_dropped_records_total", "reason" => "parked").absolute(sum(|c| &c.dropped_parked));
         }
-        if sink == "firehose" {
-            counter!("logferry_firehose_billed_bytes_total").absolute(get(&s.billed_bytes));
+        if self.sinks.iter().any(|s| s.kind == "firehose") {
+            let billed = self.sinks.iter().filter(|s| s.kind == "firehose").map(|s| s.counters.billed_bytes.load(Ordering::Relaxed)).sum::<u64>();
+            counter!("logferry_firehose_billed_bytes_total").absolute(billed);
         }
     }
 
@@ -241,9 +251,11 @@ impl Telemetry {
     /// Ready: the sink accepts data and the buffer is not full.
     fn readyz(&self) -> Response {
         let mut problems = Vec::new();
-        if !self.sink.healthy.load(Ordering::Relaxed) {
-            let why = self.sink.last_error.lock().ok().and_then(|e| e.clone()).unwrap_or_default();
-            problems.push(format!("sink {}: failing: {why}", self.sink_name));
+        for sink in &self.sinks {
+            if !sink.counters.healthy.load(Ordering::Relaxed) {
+                let why = sink.counters.last_error.lock().ok().and_then(|e| e.clone()).unwrap_or_default();
+                problems.push(format!("sink {}: failing: {why}", sink.name));
+            }
         }
         if let Some(b) = &self.buffer {
             let s = b.stats();
@@ -254,8 +266,10 @@ impl Telemetry {
                 problems.push(format!("data_dir: the buffer cannot write to disk ({why}); records are held in memory only, reading pauses when it is full"));
             }
         }
-        if let Some(why) = self.sink.dead_letters.get() {
-            problems.push(format!("data_dir: {why}; the events wait in memory (their records unacknowledged) and are retried"));
+        for sink in &self.sinks {
+            if let Some(why) = sink.counters.dead_letters.get() {
+                problems.push(format!("data_dir: sink {}: {why}; the events wait in memory (their records unacknowledged) and are retried", sink.name));
+            }
         }
         if let Some(why) = self.checkpoints.get() {
             problems.push(format!("data_dir: {why}; positions are kept in memory and saved once it works (a restart meanwhile reads some lines again)"));
@@ -264,6 +278,28 @@ impl Telemetry {
             true => Response::text(200, "ready\n"),
             false => Response::text(503, problems.join("\n") + "\n"),
         }
+    }
+}
+
+/// One sink's families, labelled with its name.
+fn publish_sink(sink: &SinkTelemetry) {
+    let s = &sink.counters;
+    let name = || sink.name.clone();
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    counter!("logferry_sink_requests_total", "sink" => name(), "outcome" => "ok").absolute(get(&s.requests_ok));
+    counter!("logferry_sink_requests_total", "sink" => name(), "outcome" => "error").absolute(get(&s.requests_failed));
+    counter!("logferry_sink_records_total", "sink" => name(), "outcome" => "ok").absolute(get(&s.records_ok));
+    counter!("logferry_sink_records_total", "sink" => name(), "outcome" => "failed").absolute(get(&s.records_failed));
+    counter!("logferry_sink_records_total", "sink" => name(), "outcome" => "dead_letter").absolute(get(&s.records_dead_letter));
+    counter!("logferry_sink_records_total", "sink" => name(), "outcome" => "truncated").absolute(get(&s.records_truncated));
+    counter!("logferry_sink_bytes_total", "sink" => name()).absolute(get(&s.bytes));
+    counter!("logferry_sink_retries_total", "sink" => name()).absolute(get(&s.retries));
+    counter!("logferry_sink_throttled_total", "sink" => name()).absolute(get(&s.throttled));
+    gauge!("logferry_sink_rate_bytes_per_second", "sink" => name()).set(f64::from_bits(get(&s.rate_bytes_per_second)));
+    gauge!("logferry_sink_rate_requests_per_second", "sink" => name()).set(f64::from_bits(get(&s.rate_requests_per_second)));
+    if sink.kind == "cloudwatch" {
+        gauge!("logferry_sink_streams", "sink" => name(), "state" => "active").set(get(&s.streams).saturating_sub(get(&s.streams_parked)) as f64);
+        gauge!("logferry_sink_streams", "sink" => name(), "state" => "parked").set(get(&s.streams_parked) as f64);
     }
 }
 
@@ -290,14 +326,12 @@ fn publish_tail(t: &TailStats) {
     counter!("logferry_read_turns_total", "thread" => "helper").absolute(t.helper_turns);
 }
 
-fn publish_buffer(b: &BufferStats, now: i64) {
+fn publish_buffer(b: &BufferStats) {
     gauge!("logferry_buffer_bytes").set((b.bytes + b.memory_bytes) as f64);
     gauge!("logferry_buffer_memory_bytes").set(b.memory_bytes as f64);
     counter!("logferry_buffer_written_bytes_total").absolute(b.written_bytes);
     gauge!("logferry_buffer_max_bytes").set(b.max_bytes as f64);
     gauge!("logferry_buffer_records").set(b.records as f64);
-    let lag = b.oldest_unacked_time.map_or(0.0, |t| ((now - t).max(0)) as f64 / 1e9);
-    gauge!("logferry_shipping_lag_seconds").set(lag);
     gauge!("logferry_backpressure_active").set(if b.backpressure { 1.0 } else { 0.0 });
     counter!("logferry_dropped_records_total", "reason" => "buffer_full").absolute(b.dropped_records);
     counter!("logferry_dropped_records_total", "reason" => "corrupt").absolute(b.corrupt_records);
@@ -320,6 +354,9 @@ fn describe_all() {
     describe_counter!("logferry_truncations_total", "Files truncated in place (copytruncate) and read again from 0.");
     describe_counter!("logferry_rotated_unread_bytes_total", Unit::Bytes, "Bytes the kubelet deleted by rotation before logferry read them.");
     describe_counter!("logferry_lost_positions_total", "Streams whose saved position pointed into a file deleted meanwhile.");
+    describe_counter!("logferry_routed_events_total", "Events buffered for a sink (its route took them).");
+    describe_gauge!("logferry_sink_buffer_bytes", Unit::Bytes, "What a sink holds in the buffer (segments with records it has not acknowledged, and memory), against its share.");
+    describe_gauge!("logferry_sink_buffer_max_bytes", Unit::Bytes, "A sink's share of the buffer (its max_bytes).");
     describe_counter!("logferry_filtered_events_total", "Events a sink's route left out (its streams, or its drop_messages); containers no route selects are not read at all.");
     describe_gauge!("logferry_files_followed", "Log files followed now.");
     describe_counter!("logferry_read_turns_total", "Turns of reading one file (up to tail.read_bytes_per_turn), by the thread that read it: the tailer, or a helper reading a backlogged file beside it.");
@@ -329,7 +366,7 @@ fn describe_all() {
     describe_gauge!("logferry_buffer_memory_bytes", Unit::Bytes, "What the buffer holds in memory, not written to disk (the sink has not acknowledged it yet).");
     describe_gauge!("logferry_buffer_max_bytes", Unit::Bytes, "The disk buffer's cap (buffer.max_bytes).");
     describe_gauge!("logferry_buffer_records", "Records in the disk buffer not yet acknowledged by the sink.");
-    describe_gauge!("logferry_shipping_lag_seconds", Unit::Seconds, "Age of the oldest unacknowledged record, by when it was read.");
+    describe_gauge!("logferry_shipping_lag_seconds", Unit::Seconds, "Per sink: age of the oldest record it has not acknowledged, by when it was read.");
     describe_gauge!("logferry_backpressure_active", "1 while the buffer is full and reading is paused.");
     describe_counter!("logferry_buffer_corrupt_regions_total", "Corrupted regions skipped in the disk buffer.");
     describe_counter!("logferry_data_dir_errors_total", "Writes to data_dir that failed (a full, read-only or failing disk), by what was written: buffer, checkpoints, dead_letters. Retried until they work.");

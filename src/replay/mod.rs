@@ -34,8 +34,9 @@ pub struct ReplayOptions {
     pub paths: Vec<PathBuf>,
     pub decode: DecodeOptions,
     pub message_format: MessageFormat,
-    /// `None`: decode only (`--dry-run`).
-    pub output: Option<Target>,
+    /// Where events go, one per sink of `router` (`replay --config`: every
+    /// configured sink); none: decode only (`--dry-run`).
+    pub outputs: Vec<Target>,
     pub show_progress: bool,
     /// Which events the sink takes (`replay --config`: its route); a container it
     /// does not select is not read.
@@ -55,11 +56,12 @@ pub struct Summary {
     pub elapsed: Duration,
     /// Paths that could not be read (fully), with why.
     pub failures: Vec<(PathBuf, String)>,
-    /// What an AWS sink delivered.
+    /// What the AWS sinks delivered (summed over them).
     pub delivered: Option<Delivered>,
     /// CloudWatch Logs: events found, before shipping, too old / too new to be accepted.
     pub out_of_range: Option<(u64, u64)>,
-    /// Events the route left out, and streams (containers) it did not select.
+    /// Events the routes left out (summed over the sinks), and streams (containers)
+    /// no route selected.
     pub filtered: u64,
     pub unselected_sets: usize,
 }
@@ -73,39 +75,44 @@ pub fn replay(opts: &ReplayOptions) -> Result<Summary, SinkError> {
     for e in plan_errors {
         summary.failures.push((e.path, e.error.to_string()));
     }
-    if let Some(Target::Aws { sink, data_dir }) = &opts.output {
-        if let AwsSink::CloudWatch(c) = sink.as_ref() {
-            warn_out_of_range(&sets, opts, c.retention_days, data_dir, &mut summary);
+    for output in &opts.outputs {
+        if let Target::Aws { sink, data_dir, letters } = output {
+            if let AwsSink::CloudWatch(c) = sink.as_ref() {
+                let file = data_dir.join("dead-letter").join(format!("{letters}.jsonl"));
+                warn_out_of_range(&sets, opts, c.retention_days, &file, &mut summary);
+            }
         }
     }
-    let sink = match &opts.output {
-        Some(Target::Aws { sink, data_dir }) => {
-            let counters = std::sync::Arc::new(crate::metrics::SinkCounters::new());
-            Some(Sink::Remote(Background::start(sink.as_ref().clone(), data_dir, counters).map_err(SinkError::Remote)?))
-        }
-        Some(target) => Some(Sink::Lines(JsonLines::open(target, true)?)),
-        None => None,
-    };
-    let mut out = Output { batch: Vec::with_capacity(BATCH_BYTES * 2), sink, ..Output::new(opts) };
+    let mut out = Output::new(opts);
+    for output in &opts.outputs {
+        let sink = match output {
+            Target::Aws { sink, data_dir, letters } => {
+                let counters = std::sync::Arc::new(crate::metrics::SinkCounters::new());
+                Sink::Remote(Background::start(sink.as_ref().clone(), data_dir, letters, counters).map_err(SinkError::Remote)?)
+            }
+            target => Sink::Lines(JsonLines::open(target, true)?),
+        };
+        out.sinks.push(OutSink { sink, batch: Vec::with_capacity(BATCH_BYTES * 2) });
+    }
     let total: u64 = sets.iter().flat_map(|s| &s.files).map(|f| f.size).sum();
     let mut progress = Progress::new(opts.show_progress, total);
     for set in &sets {
         replay_set(set, opts, &mut out, &mut progress, &mut summary)?;
     }
     summary.delivered = out.finish()?;
-    summary.filtered = out.filtered.0[0];
+    summary.filtered = out.filtered.0.iter().sum();
     progress.finish();
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
 
 /// Says up front how many events CloudWatch Logs will refuse for their time.
-fn warn_out_of_range(sets: &[FileSet], opts: &ReplayOptions, retention_days: u32, data_dir: &std::path::Path, summary: &mut Summary) {
+fn warn_out_of_range(sets: &[FileSet], opts: &ReplayOptions, retention_days: u32, dead_letters: &std::path::Path, summary: &mut Summary) {
     let (old, new) = count_out_of_range(sets, opts, retention_days);
     if old + new > 0 {
         eprintln!(
-            "logferry: warning: {old} event(s) are older than CloudWatch Logs accepts (14 days, or the retention of {retention_days} days) and {new} more than 2 h ahead; they will be set aside in {}/dead-letter/cloudwatch.jsonl, not shipped",
-            data_dir.display()
+            "logferry: warning: {old} event(s) are older than CloudWatch Logs accepts (14 days, or the retention of {retention_days} days) and {new} more than 2 h ahead; they will be set aside in {}, not shipped",
+            dead_letters.display()
         );
     }
     summary.out_of_range = Some((old, new));
@@ -115,7 +122,7 @@ fn warn_out_of_range(sets: &[FileSet], opts: &ReplayOptions, retention_days: u32
 /// time: (too old, too new).
 fn count_out_of_range(sets: &[FileSet], opts: &ReplayOptions, retention_days: u32) -> (u64, u64) {
     let now_ms = time::now().div_euclid(1_000_000);
-    let counting = ReplayOptions { output: None, show_progress: false, ..opts.clone() };
+    let counting = ReplayOptions { outputs: Vec::new(), show_progress: false, ..opts.clone() };
     let mut out = Output { ages: Some((now_ms, retention_days, 0, 0)), ..Output::new(opts) };
     let mut progress = Progress::new(false, 0);
     let mut scratch = Summary::default();
@@ -125,11 +132,13 @@ fn count_out_of_range(sets: &[FileSet], opts: &ReplayOptions, retention_days: u3
     out.ages.map_or((0, 0), |(_, _, old, new)| (old, new))
 }
 
-/// Encodes events into a batch and hands full batches to the sink.
+/// Encodes events into each sink's batch and hands full batches to the sinks.
 struct Output {
     encoder: EventEncoder,
-    batch: Vec<u8>,
-    sink: Option<Sink>,
+    /// One per sink, in the router's order.
+    sinks: Vec<OutSink>,
+    /// An event for several sinks is encoded here once, then copied to each.
+    scratch: Vec<u8>,
     /// Counting CloudWatch Logs' time limits instead: (now ms, retention days, too
     /// old, too new).
     ages: Option<(i64, u32, u64, u64)>,
@@ -137,6 +146,11 @@ struct Output {
     /// The sinks taking stdout and stderr of the stream being replayed.
     masks: [Mask; 2],
     filtered: Filtered,
+}
+
+struct OutSink {
+    sink: Sink,
+    batch: Vec<u8>,
 }
 
 enum Sink {
@@ -149,8 +163,8 @@ impl Output {
     fn new(opts: &ReplayOptions) -> Self {
         Output {
             encoder: EventEncoder::new(opts.message_format),
-            batch: Vec::new(),
-            sink: None,
+            sinks: Vec::new(),
+            scratch: Vec::new(),
             ages: None,
             router: opts.router.clone(),
             masks: [0; 2],
@@ -172,39 +186,64 @@ impl Output {
                 Age::Ok => {}
             }
         }
-        if self.sink.is_some() {
-            self.encoder.encode(ev, kube, &mut self.batch);
+        if self.sinks.is_empty() {
+            return;
+        }
+        if kept.count_ones() == 1 {
+            let one = &mut self.sinks[kept.trailing_zeros() as usize];
+            self.encoder.encode(ev, kube, &mut one.batch);
+            return;
+        }
+        self.scratch.clear();
+        self.encoder.encode(ev, kube, &mut self.scratch);
+        for (i, out) in self.sinks.iter_mut().enumerate() {
+            if kept & (1 << i) != 0 {
+                out.batch.extend_from_slice(&self.scratch);
+            }
         }
     }
 
     #[inline]
     fn ship_if_full(&mut self) -> Result<(), SinkError> {
-        if self.batch.len() >= BATCH_BYTES {
-            self.ship()?;
+        for out in &mut self.sinks {
+            if out.batch.len() >= BATCH_BYTES {
+                out.ship()?;
+            }
         }
         Ok(())
     }
 
+    /// Ships what is left and waits for every sink; what the AWS sinks delivered,
+    /// summed.
+    fn finish(&mut self) -> Result<Option<Delivered>, SinkError> {
+        let mut total: Option<Delivered> = None;
+        for out in &mut self.sinks {
+            out.ship()?;
+            let delivered = match &mut out.sink {
+                Sink::Lines(sink) => sink.finish().map(|()| None)?,
+                Sink::Remote(sink) => Some(sink.finish().map_err(SinkError::Remote)?),
+            };
+            if let Some(d) = delivered {
+                let t = total.get_or_insert_with(Delivered::default);
+                t.add(&d);
+            }
+        }
+        Ok(total)
+    }
+}
+
+impl OutSink {
     fn ship(&mut self) -> Result<(), SinkError> {
         match &mut self.sink {
-            Some(Sink::Lines(sink)) => sink.write_batch(&self.batch)?,
-            Some(Sink::Remote(sink)) if !self.batch.is_empty() => {
+            Sink::Lines(sink) => sink.write_batch(&self.batch)?,
+            Sink::Remote(sink) if !self.batch.is_empty() => {
                 let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_BYTES * 2));
                 sink.send(batch).map_err(SinkError::Remote)?;
             }
-            _ => {}
+            Sink::Remote(_) => {}
         }
         self.batch.clear();
         Ok(())
-    }
-
-    fn finish(&mut self) -> Result<Option<Delivered>, SinkError> {
-        self.ship()?;
-        match &mut self.sink {
-            Some(Sink::Lines(sink)) => sink.finish().map(|()| None),
-            Some(Sink::Remote(sink)) => sink.finish().map(Some).map_err(SinkError::Remote),
-            None => Ok(None),
-        }
     }
 }
 
@@ -342,7 +381,7 @@ impl std::fmt::Display for Summary {
             write!(f, "  truncated {}  dead letters {}", d.truncated, d.dead_letters)?;
         }
         if self.filtered + self.unselected_sets as u64 > 0 {
-            write!(f, "\n  left out by the route: {} events, {} streams not read", self.filtered, self.unselected_sets)?;
+            write!(f, "\n  left out by the routes: {} events, {} streams not read", self.filtered, self.unselected_sets)?;
         }
         if !self.failures.is_empty() {
             write!(f, "\n  {} path(s) could not be read", self.failures.len())?;

@@ -74,6 +74,17 @@ pub struct Delivered {
     pub dead_letters: u64,
 }
 
+impl Delivered {
+    pub fn add(&mut self, o: &Delivered) {
+        self.chunks += o.chunks;
+        self.records += o.records;
+        self.bytes += o.bytes;
+        self.billed_bytes += o.billed_bytes;
+        self.truncated += o.truncated;
+        self.dead_letters += o.dead_letters;
+    }
+}
+
 /// A chunk whose lines are not all accepted yet.
 #[derive(Debug, Default)]
 struct Pending {
@@ -518,16 +529,18 @@ impl AwsSink {
 }
 
 /// Sets up the sink's client (saying how that went on `ready`), then delivers what
-/// `input` yields until it closes. Dead letters go under `data_dir`.
+/// `input` yields until it closes. Dead letters go to
+/// `<data_dir>/dead-letter/<letters>.jsonl`.
 pub async fn deliver_to(
     sink: AwsSink,
     data_dir: &std::path::Path,
+    letters: &str,
     counters: Arc<SinkCounters>,
     input: mpsc::Receiver<Chunk>,
     on_ack: impl FnMut(u64),
     ready: std::sync::mpsc::SyncSender<anyhow::Result<()>>,
 ) -> anyhow::Result<Delivered> {
-    let dead = DeadLetters::new(data_dir, sink.name(), counters.dead_letters.clone());
+    let dead = DeadLetters::new(data_dir, letters, counters.dead_letters.clone());
     match sink {
         AwsSink::Firehose(config) => match Firehose::connect(&config).await {
             Ok(firehose) => {
@@ -580,13 +593,13 @@ pub struct Background {
 
 impl Background {
     /// Connects and starts delivering; returns once the client is set up.
-    pub fn start(sink: AwsSink, data_dir: &std::path::Path, counters: Arc<SinkCounters>) -> anyhow::Result<Self> {
+    pub fn start(sink: AwsSink, data_dir: &std::path::Path, letters: &str, counters: Arc<SinkCounters>) -> anyhow::Result<Self> {
         let (tx, rx) = mpsc::channel(4);
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
-        let data_dir = data_dir.to_path_buf();
+        let (data_dir, letters) = (data_dir.to_path_buf(), letters.to_string());
         let thread = std::thread::Builder::new().name("sink".into()).spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            runtime.block_on(deliver_to(sink, &data_dir, counters, rx, |_| {}, ready_tx))
+            runtime.block_on(deliver_to(sink, &data_dir, &letters, counters, rx, |_| {}, ready_tx))
         })?;
         let thread = started(&ready_rx, thread)?;
         Ok(Self { tx: Some(tx), thread: Some(thread), next_seq: 0 })

@@ -24,8 +24,9 @@ use std::path::{Path, PathBuf};
 pub enum Target {
     Stdout,
     File(PathBuf),
-    /// Firehose or CloudWatch Logs; dead letters go under the data directory.
-    Aws { sink: Box<deliver::AwsSink>, data_dir: PathBuf },
+    /// Firehose or CloudWatch Logs; dead letters go to
+    /// `<data_dir>/dead-letter/<letters>.jsonl`.
+    Aws { sink: Box<deliver::AwsSink>, data_dir: PathBuf, letters: String },
 }
 
 /// Writes batches of JSON lines to stdout or a file.
@@ -51,11 +52,16 @@ pub enum SinkError {
 }
 
 impl Target {
-    /// Where the `[sink]` of a configuration sends events; AWS dead letters go under
-    /// `data_dir`.
-    pub fn from_config(sink: &crate::config::SinkConfig, data_dir: &Path) -> Target {
+    /// Where the sink `name` of a configuration sends events; AWS dead letters go
+    /// under `data_dir`: `dead-letter/<type>.jsonl` for the sink named `default` (a
+    /// lone `[sink]`), `dead-letter/<name>.<type>.jsonl` for the others.
+    pub fn from_config(sink: &crate::config::SinkConfig, data_dir: &Path, name: &str) -> Target {
         use crate::config::SinkConfig;
-        let aws = |sink| Target::Aws { sink: Box::new(sink), data_dir: data_dir.to_path_buf() };
+        let letters = match name {
+            crate::config::DEFAULT_SINK => sink.name().to_string(),
+            _ => format!("{name}.{}", sink.name()),
+        };
+        let aws = |sink| Target::Aws { sink: Box::new(sink), data_dir: data_dir.to_path_buf(), letters: letters.clone() };
         match sink {
             SinkConfig::Stdout => Target::Stdout,
             SinkConfig::File { path } => Target::File(path.clone()),

@@ -17,14 +17,14 @@ use std::time::Instant;
 
 use std::sync::Arc;
 
-use super::tailer::{take_turn, Routing, Stream, Turn, TurnLimits};
+use super::tailer::{take_turn, Encoded, Routing, Stream, Turn, TurnLimits};
 use crate::event::{EventEncoder, MessageFormat, Nanos};
 use crate::route::Router;
 
 /// One turn to read: the stream and where to encode its events.
 pub struct Job {
     pub stream: Stream,
-    pub data: Vec<u8>,
+    pub data: Encoded,
     pub now: Instant,
     pub read_time: Nanos,
 }
@@ -32,7 +32,7 @@ pub struct Job {
 /// A turn read: the stream back, the encoded events, what the turn did.
 pub struct Done {
     pub stream: Stream,
-    pub data: Vec<u8>,
+    pub data: Encoded,
     pub turn: Turn,
 }
 

@@ -50,9 +50,8 @@ const FD_RETRY: Duration = Duration::from_secs(1);
 /// Encoded events and the stream positions they complete.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// JSON lines.
-    pub data: Vec<u8>,
-    pub events: u64,
+    /// JSON lines, by the sinks they go to.
+    pub encoded: Encoded,
     /// In order; a later position for the same stream supersedes an earlier one.
     pub positions: Vec<(Arc<Path>, Position)>,
     /// Streams gone for good: forget their checkpoints once this batch is durable.
@@ -61,7 +60,75 @@ pub struct Batch {
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty() && self.positions.is_empty() && self.finished.is_empty()
+        self.encoded.is_empty() && self.positions.is_empty() && self.finished.is_empty()
+    }
+}
+
+/// Encoded events for one set of sinks.
+#[derive(Debug, Default)]
+pub struct Part {
+    pub sinks: Mask,
+    pub data: Vec<u8>,
+    pub events: u64,
+}
+
+/// Encoded events, one part per set of sinks they go to: one part when they all go
+/// to the same sinks (one sink, or routes that select alike), so the common case is
+/// one buffer as before.
+#[derive(Debug, Default)]
+pub struct Encoded {
+    pub parts: Vec<Part>,
+    /// The buffer the next new part takes (a spare handed back, with capacity).
+    spare: Vec<u8>,
+}
+
+impl Encoded {
+    /// Empty, with `spare` for its first part.
+    pub fn with_buffer(spare: Vec<u8>) -> Self {
+        Encoded { parts: Vec::new(), spare }
+    }
+
+    /// The part for `sinks`, made if there is none.
+    #[inline]
+    fn part(&mut self, sinks: Mask) -> &mut Part {
+        // The same sinks as the last event, nearly always.
+        let at = match self.parts.iter().rposition(|p| p.sinks == sinks) {
+            Some(i) => i,
+            None => {
+                self.parts.push(Part { sinks, data: std::mem::take(&mut self.spare), events: 0 });
+                self.parts.len() - 1
+            }
+        };
+        &mut self.parts[at]
+    }
+
+    /// Encoded bytes in every part.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(|p| p.data.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parts.iter().all(|p| p.data.is_empty())
+    }
+
+    pub fn events(&self) -> u64 {
+        self.parts.iter().map(|p| p.events).sum()
+    }
+
+    /// Adds `other`'s events after these (copying them); its buffers go to `spares`.
+    fn absorb(&mut self, other: Encoded, spares: &mut Vec<Vec<u8>>) {
+        for p in other.parts {
+            let into = self.part(p.sinks);
+            into.data.extend_from_slice(&p.data);
+            into.events += p.events;
+            spares.push(p.data);
+        }
+        spares.push(other.spare);
+    }
+
+    /// Every buffer it holds, emptied of meaning (for reuse).
+    pub fn into_buffers(self) -> impl Iterator<Item = Vec<u8>> {
+        self.parts.into_iter().map(|p| p.data).chain(std::iter::once(self.spare))
     }
 }
 
@@ -165,14 +232,17 @@ pub(super) struct Routing<'a> {
 }
 
 impl Routing<'_> {
-    /// Encodes `ev` onto `data` if a sink takes it, and counts it either way.
+    /// Encodes `ev` into the part for the sinks that take it, if any, and counts it
+    /// either way.
     #[inline]
-    fn encode(self, ev: &Event<'_>, kube: &[u8], encoder: &mut EventEncoder, data: &mut Vec<u8>, routed: &mut Routed) {
+    fn encode(self, ev: &Event<'_>, kube: &[u8], encoder: &mut EventEncoder, out: &mut Encoded, routed: &mut Routed) {
         let mask = self.masks[ev.stream.index()];
         let kept = self.router.route(mask, ev.message);
         routed.filtered.count(self.router.all(), kept);
         if kept != 0 {
-            encoder.encode(ev, kube, data);
+            let part = out.part(kept);
+            encoder.encode(ev, kube, &mut part.data);
+            part.events += 1;
             routed.events += 1;
         }
     }
@@ -189,12 +259,12 @@ pub(super) fn take_turn(
     read_time: i64,
     pool: &mut Vec<Vec<u8>>,
     encoder: &mut EventEncoder,
-    data: &mut Vec<u8>,
+    out: &mut Encoded,
 ) -> Turn {
     let was_open = follower.is_open();
     let mut routed = Routed::default();
     let outcome = follower.read(limits.budget, now, read_time, limits.rotate_wait, pool, &mut |ev, kube| {
-        routing.encode(ev, kube, encoder, data, &mut routed)
+        routing.encode(ev, kube, encoder, out, &mut routed)
     });
     Turn { outcome, was_open, routed }
 }
@@ -360,7 +430,7 @@ impl Tailer {
         while !self.stop.load(Ordering::Relaxed) {
             // Backpressure: the next stage is full and so is our batch. Read nothing
             // more; keep watching (rescans count files rotated away meanwhile).
-            let paused = self.batch.data.len() >= BATCH_BYTES && self.try_ship() == Shipped::Full;
+            let paused = self.batch.encoded.len() >= BATCH_BYTES && self.try_ship() == Shipped::Full;
             self.wait_for_work(paused);
             if self.stop.load(Ordering::Relaxed) {
                 break;
@@ -587,7 +657,7 @@ impl Tailer {
             }
             self.read_turn(key, now, read_time);
             self.take_back_lent(now);
-            if self.batch.data.len() >= BATCH_BYTES && self.try_ship() != Shipped::Sent {
+            if self.batch.encoded.len() >= BATCH_BYTES && self.try_ship() != Shipped::Sent {
                 return;
             }
         }
@@ -597,8 +667,7 @@ impl Tailer {
         let limits = turn_limits(&self.settings);
         let Some(s) = self.streams.get_mut(&key) else { return };
         let routing = Routing { router: &self.settings.router, masks: s.routes };
-        let turn = take_turn(&mut s.follower, routing, limits, now, read_time, &mut self.buffers, &mut self.encoder, &mut self.batch.data);
-        self.batch.events += turn.routed.events;
+        let turn = take_turn(&mut s.follower, routing, limits, now, read_time, &mut self.buffers, &mut self.encoder, &mut self.batch.encoded);
         self.turns += 1;
         self.after_turn(key, turn, now);
     }
@@ -616,7 +685,7 @@ impl Tailer {
             self.queued.remove(&key);
             let stream = self.streams.remove(&key).expect("a ready backlogged stream exists");
             let data = self.spare_batch_buffer().unwrap_or_else(|| Vec::with_capacity(BATCH_BYTES + 2 * self.settings.tail.read_bytes_per_turn));
-            self.helpers[self.lent].start(Job { stream, data, now, read_time });
+            self.helpers[self.lent].start(Job { stream, data: Encoded::with_buffer(data), now, read_time });
             self.lent += 1;
         }
         self.lent
@@ -630,14 +699,13 @@ impl Tailer {
             let key = stream.key.clone();
             self.streams.insert(key.clone(), stream);
             if self.try_ship() == Shipped::Sent {
-                let fresh = std::mem::replace(&mut self.batch.data, data);
-                self.spares.push(fresh);
+                let fresh = std::mem::replace(&mut self.batch.encoded, data);
+                self.spares.extend(fresh.into_buffers().filter(|b| b.capacity() > 0));
             } else {
                 // The next stage is full: this batch grows instead (a copy, rare).
-                self.batch.data.extend_from_slice(&data);
-                self.spares.push(data);
+                self.batch.encoded.absorb(data, &mut self.spares);
+                self.spares.retain(|b| b.capacity() > 0);
             }
-            self.batch.events += turn.routed.events;
             self.helper_turns += 1;
             self.after_turn(key, turn, now);
         }
@@ -740,11 +808,10 @@ impl Tailer {
                 continue;
             }
             let routing = Routing { router, masks: s.routes };
-            if s.follower.flush_stale(now, timeout, &mut |ev, kube| routing.encode(ev, kube, encoder, &mut batch.data, &mut routed)) {
+            if s.follower.flush_stale(now, timeout, &mut |ev, kube| routing.encode(ev, kube, encoder, &mut batch.encoded, &mut routed)) {
                 flushed.push(key.clone());
             }
         }
-        batch.events += routed.events;
         router.add_filtered(&routed.filtered);
         for key in flushed {
             self.record_position(&key);
@@ -775,7 +842,7 @@ impl Tailer {
         // growing would copy).
         let turn = self.settings.tail.read_bytes_per_turn;
         let data = self.spare_batch_buffer().unwrap_or_else(|| Vec::with_capacity(BATCH_BYTES + 2 * turn));
-        let batch = std::mem::replace(&mut self.batch, Batch { data, ..Batch::default() });
+        let batch = std::mem::replace(&mut self.batch, Batch { encoded: Encoded::with_buffer(data), ..Batch::default() });
         // Raised before the try, so that a batch taken right after a refusal rings.
         self.waiting_for_room.store(true, Ordering::Release);
         match self.out.try_send(batch) {
@@ -786,7 +853,9 @@ impl Tailer {
             Err(TrySendError::Full(batch)) => {
                 // Keep the buffer taken for nothing for the next try.
                 let unused = std::mem::replace(&mut self.batch, batch);
-                let _ = self.giver.send(unused.data);
+                for buffer in unused.encoded.into_buffers().filter(|b| b.capacity() > 0) {
+                    let _ = self.giver.send(buffer);
+                }
                 Shipped::Full
             }
             Err(TrySendError::Disconnected(_)) => Shipped::Gone,
@@ -887,13 +956,13 @@ mod tests {
         while data.iter().filter(|&&b| b == b'\n').count() < STREAMS * LINES {
             assert!(Instant::now() < deadline, "not everything arrived");
             if let Ok(batch) = batch_rx.recv_timeout(Duration::from_millis(100)) {
-                data.extend_from_slice(&batch.data);
+                batch.encoded.parts.iter().for_each(|p| data.extend_from_slice(&p.data));
                 std::thread::sleep(Duration::from_millis(3));
             }
         }
         stop.store(true, Ordering::Relaxed);
         while let Ok(batch) = batch_rx.recv() {
-            data.extend_from_slice(&batch.data);
+            batch.encoded.parts.iter().for_each(|p| data.extend_from_slice(&p.data));
         }
         let stats = tail.join().unwrap();
         let got = shipped(&data);

@@ -179,7 +179,7 @@ fn a_sink_that_fails_ends_the_process_promptly_and_non_zero() {
     assert!(!status.success(), "exit {status}");
     let log = shipper.stderr();
     assert!(log.contains("the sink stopped unexpectedly"), "{log}");
-    assert!(log.contains("the sink failed"), "{log}");
+    assert!(log.contains("sink default failed"), "{log}");
 }
 
 /// Regression: while the buffer was full (a long outage), the records held in memory

@@ -220,11 +220,11 @@ fn throttling_slows_the_node_and_the_pace_recovers() {
     let (server, throttle) = throttling_server();
     let sink = cloudwatch_sink(&server.endpoint(), "linger = \"50ms\"\nretry_max_wait = \"300ms\"\nrate_recovery = \"3s\"\nmax_requests_per_second = 100");
     let (_node, live, mut shipper) = run_with_sink(&sink);
-    let rate = r#"logferry_sink_rate_requests_per_second{sink="cloudwatch"}"#;
+    let rate = r#"logferry_sink_rate_requests_per_second{sink="default"}"#;
     assert_eq!(metric(shipper.metrics_addr(), rate), 100.0);
     let want: Vec<String> = (0..300).map(|i| format!("paced {i}")).collect();
     cri_now(&live, &want, 10_000);
-    let throttled = r#"logferry_sink_throttled_total{sink="cloudwatch"}"#;
+    let throttled = r#"logferry_sink_throttled_total{sink="default"}"#;
     pace_drops_and_recovers(&shipper, rate, throttled, 100.0, &throttle, |n| cri_now(&live, &[format!("more {n}")], 0));
     assert!(shipper.stop().success(), "{}", shipper.stderr());
     let got: Vec<String> = server.seen.lock().unwrap().messages("/eks/test/containers|default/api/app").into_iter().filter(|m| m.starts_with("paced ")).collect();
@@ -351,7 +351,7 @@ fn a_stream_refused_for_good_is_parked_to_the_dead_letters_while_the_others_flow
     }
     assert_eq!(parked(), first);
     assert_eq!(metric(addr, r#"logferry_dropped_records_total{reason="parked"}"#), 100.0);
-    assert_eq!(metric(addr, r#"logferry_sink_streams{sink="cloudwatch",state="parked"}"#), 1.0);
+    assert_eq!(metric(addr, r#"logferry_sink_streams{sink="default",state="parked"}"#), 1.0);
     assert!(shipper.stderr().contains("parked"), "{}", shipper.stderr());
 
     // Access granted: a probe (every park_after here) finds out, and it flows again.
@@ -373,7 +373,7 @@ fn a_stream_refused_for_good_is_parked_to_the_dead_letters_while_the_others_flow
         assert!(Instant::now() < deadline, "the granted stream never caught up\n{}", shipper.stderr());
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(metric(addr, r#"logferry_sink_streams{sink="cloudwatch",state="parked"}"#), 0.0);
+    assert_eq!(metric(addr, r#"logferry_sink_streams{sink="default",state="parked"}"#), 0.0);
     assert!(shipper.stop().success(), "{}", shipper.stderr());
 
     // Every event went one way or the other, once; a restart sends nothing again.
@@ -415,7 +415,7 @@ fn pod_churn_leaves_no_stream_queues_behind() {
         assert!(Instant::now() < deadline, "{seen} of {pods} streams arrived\n{}", shipper.stderr());
         std::thread::sleep(Duration::from_millis(100));
     }
-    let active = r#"logferry_sink_streams{sink="cloudwatch",state="active"}"#;
+    let active = r#"logferry_sink_streams{sink="default",state="active"}"#;
     let deadline = Instant::now() + Duration::from_secs(10);
     while metric(addr, active) != 0.0 {
         assert!(Instant::now() < deadline, "{} stream queues left after delivery", metric(addr, active));

@@ -138,12 +138,12 @@ fn throttling_slows_the_node_and_the_pace_recovers() {
     let (server, throttle) = throttling_server();
     let extra = "linger = \"50ms\"\nretry_max_wait = \"300ms\"\nrate_recovery = \"3s\"";
     let (_node, live, mut shipper) = run_to_firehose(&server.endpoint(), "aimd", extra);
-    let rate = r#"logferry_sink_rate_bytes_per_second{sink="firehose"}"#;
+    let rate = r#"logferry_sink_rate_bytes_per_second{sink="default"}"#;
     let ceiling = 1_048_576.0;
     assert_eq!(metric(shipper.metrics_addr(), rate), ceiling);
     let want = numbered("paced", 500);
     append_cri(&live, &want);
-    let throttled = r#"logferry_sink_throttled_total{sink="firehose"}"#;
+    let throttled = r#"logferry_sink_throttled_total{sink="default"}"#;
     pace_drops_and_recovers(&shipper, rate, throttled, ceiling, &throttle, |_| append_cri(&live, &numbered("more", 5)));
     let status = shipper.stop();
     assert!(status.success(), "{}", shipper.stderr());

@@ -26,7 +26,7 @@ fn the_catalogue_is_served_with_values_that_add_up() {
     let scrape = loop {
         let (status, body) = http_get(addr, "/metrics");
         assert_eq!(status, 200);
-        let shipped = sample(&body, "logferry_sink_records_total{sink=\"file\",outcome=\"ok\"}");
+        let shipped = sample(&body, "logferry_sink_records_total{sink=\"default\",outcome=\"ok\"}");
         // The tailer publishes its counters about once a second.
         let read = sample(&body, "logferry_events_total{stream=\"stdout\"}");
         if shipped == Some(501.0) && read == Some(501.0) {
@@ -42,7 +42,8 @@ fn the_catalogue_is_served_with_values_that_add_up() {
         ("logferry_file_unread_bytes", Some(0.0)),
         ("logferry_buffer_records", Some(0.0)),
         ("logferry_buffer_memory_bytes", Some(0.0)),
-        ("logferry_shipping_lag_seconds", Some(0.0)),
+        ("logferry_shipping_lag_seconds{sink=\"default\"}", Some(0.0)),
+        ("logferry_routed_events_total{sink=\"default\"}", Some(501.0)),
         ("logferry_backpressure_active", Some(0.0)),
         ("logferry_malformed_lines_total{format=\"cri\"}", Some(0.0)),
         ("logferry_rotated_unread_bytes_total", Some(0.0)),
@@ -82,7 +83,7 @@ fn readyz_fails_while_the_sink_cannot_write_and_recovers_without_loss() {
         assert!(Instant::now() < deadline, "never reported the sink failing: {body}");
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert!(body.contains("sink file: failing") && body.contains("No space left"), "{body}");
+    assert!(body.contains("sink default: failing") && body.contains("No space left"), "{body}");
     assert_eq!(http_get(addr, "/healthz").0, 200, "failing output is not a dead process");
     // Space returns: the sink's path is a real file again.
     std::fs::remove_file(&out).unwrap();

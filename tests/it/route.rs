@@ -50,7 +50,7 @@ drop_messages = ['^GET /healthz ', 'never matches \d{40}']
     let mut shipper = Shipper::start(cmd, &config, node.out());
     node.wait_for(&wanted, Duration::from_secs(30));
     // 50 stderr lines and 10 health checks were read and left out.
-    wait_for_metric(&shipper, r#"logferry_filtered_events_total{sink="file"}"#, 60.0);
+    wait_for_metric(&shipper, r#"logferry_filtered_events_total{sink="default"}"#, 60.0);
     // The containers no route selects are not even opened.
     wait_for_metric(&shipper, "logferry_files_followed", 1.0);
     assert!(shipper.stop().success(), "{}", shipper.stderr());
@@ -76,5 +76,132 @@ fn replay_with_a_config_follows_its_route() {
     assert!(out.status.success(), "{stderr}");
     let got: Vec<String> = read_events(&node.out()).iter().map(|e| e["message"].as_str().unwrap().to_string()).collect();
     assert_eq!(got, ["api-1", "api-2"]);
-    assert!(stderr.contains("left out by the route: 2 events, 1 streams not read"), "{stderr}");
+    assert!(stderr.contains("left out by the routes: 2 events, 1 streams not read"), "{stderr}");
+}
+
+/// Three file sinks with their own routes on one node: each receives exactly the
+/// lines its route selects, each once, in order per container; one read, one buffer.
+#[test]
+fn several_sinks_each_receive_exactly_what_their_route_selects() {
+    let node = Node::new();
+    let root = node.root().display().to_string();
+    let a = node.container("team-a", "api", "app", 0);
+    let b = node.container("team-b", "web", "app", 0);
+    let (mut a_out, mut a_err, mut b_out, mut health) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut text_a = String::new();
+    for i in 0..300 {
+        a_out.push(format!("a-out-{i}"));
+        a_err.push(format!("a-err-{i}"));
+        text_a += &cri("stdout", &a_out[i]);
+        text_a += &cri("stderr", &a_err[i]);
+        if i % 10 == 0 {
+            health.push(format!("GET /healthz {i}"));
+            text_a += &cri("stdout", health.last().unwrap());
+        }
+    }
+    let mut text_b = String::new();
+    for i in 0..300 {
+        b_out.push(format!("b-out-{i}"));
+        text_b += &cri("stdout", &b_out[i]);
+    }
+    append(&a, text_a.as_bytes());
+    append(&b, text_b.as_bytes());
+    let config = node.root().join("sinks.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "{root}/data"
+shutdown_timeout = "10s"
+[tail]
+include = ["{root}/var/log/containers/*.log"]
+roots = ["{root}/var/log/pods"]
+checkpoint_interval = "200ms"
+[metrics]
+listen = "127.0.0.1:0"
+[sinks.all]
+type = "file"
+path = "{root}/all.jsonl"
+[sinks.team-a]
+type = "file"
+path = "{root}/team-a.jsonl"
+[sinks.team-a.route]
+include_namespaces = ["team-a"]
+drop_messages = ['^GET /healthz']
+[sinks.errors]
+type = "file"
+path = "{root}/errors.jsonl"
+[sinks.errors.route]
+streams = ["stderr"]
+"#
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
+    cmd.env_remove("POD_NAME").env_remove("POD_NAMESPACE");
+    let mut shipper = Shipper::start(cmd, &config, node.root().join("all.jsonl"));
+    let messages = |file: &str| -> Vec<String> {
+        read_events(&node.root().join(file)).iter().map(|e| e["message"].as_str().unwrap().to_string()).collect()
+    };
+    let everything = a_out.len() + a_err.len() + health.len() + b_out.len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while messages("all.jsonl").len() < everything || messages("team-a.jsonl").len() < a_out.len() + a_err.len() || messages("errors.jsonl").len() < a_err.len() {
+        assert!(Instant::now() < deadline, "not everything arrived:\n{}", shipper.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_for_metric(&shipper, r#"logferry_filtered_events_total{sink="team-a"}"#, (health.len() + b_out.len()) as f64);
+    wait_for_metric(&shipper, r#"logferry_routed_events_total{sink="errors"}"#, a_err.len() as f64);
+    assert!(shipper.stop().success(), "{}", shipper.stderr());
+
+    let of = |all: &[String], prefix: &str| -> Vec<String> { all.iter().filter(|m| m.starts_with(prefix)).cloned().collect() };
+    let all = messages("all.jsonl");
+    assert_eq!(all.len(), everything, "every line once");
+    assert_eq!(of(&all, "a-out"), a_out);
+    assert_eq!(of(&all, "b-out"), b_out);
+    assert_eq!(of(&all, "GET"), health);
+    let team_a = messages("team-a.jsonl");
+    assert_eq!(team_a.len(), a_out.len() + a_err.len(), "team-a's lines but the health checks, once");
+    assert_eq!(of(&team_a, "a-out"), a_out);
+    assert_eq!(of(&team_a, "a-err"), a_err);
+    assert_eq!(messages("errors.jsonl"), a_err, "stderr only, in order");
+}
+
+/// `replay --config` ships through every configured sink, with its route.
+#[test]
+fn replay_ships_through_every_configured_sink() {
+    let node = Node::new();
+    let root = node.root().display().to_string();
+    let api = node.container("team-a", "api", "app", 0);
+    let dns = node.container("kube-system", "coredns", "coredns", 0);
+    append(&api, (cri("stdout", "api-1") + &cri("stderr", "api-err") + &cri("stdout", "api-2")).as_bytes());
+    append(&dns, cri("stdout", "dns-1").as_bytes());
+    let config = node.root().join("replay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "{root}/data"
+[sinks.everything]
+type = "file"
+path = "{root}/everything.jsonl"
+[sinks.apps]
+type = "file"
+path = "{root}/apps.jsonl"
+[sinks.apps.route]
+exclude_namespaces = ["kube-*"]
+streams = ["stdout"]
+"#
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_logferry"))
+        .args(["replay", "--config", config.to_str().unwrap(), &format!("{root}/var/log/pods")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let messages = |file: &str| -> Vec<String> {
+        let mut m: Vec<String> = read_events(&node.root().join(file)).iter().map(|e| e["message"].as_str().unwrap().to_string()).collect();
+        m.sort();
+        m
+    };
+    assert_eq!(messages("everything.jsonl"), ["api-1", "api-2", "api-err", "dns-1"]);
+    assert_eq!(messages("apps.jsonl"), ["api-1", "api-2"]);
 }
