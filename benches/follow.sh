@@ -17,6 +17,9 @@
 #   --phases P           any of "busy idle catchup check perf"; default "busy idle catchup check"
 #   --perf               add the "perf" phase: one extra busy run with `perf record -g`
 #                        for 10 s after --skip (not counted), top symbols and threads
+#   --sinks K            busy and idle: K file sinks writing to /dev/null (each through
+#                        a link of its own), every event to every one, instead of the
+#                        stdout sink; for the cost of more sinks (compare K=1 with K=2)
 #   --bin PATH           benchmark this logferry binary instead of building the working
 #                        tree (`cargo build --release`, the default): for A/B comparisons
 #   --work DIR           where runs and results go; default bench-data/follow
@@ -61,6 +64,7 @@
 set -euo pipefail
 
 files=500
+sinks=0
 writing=0
 rate_mb=50
 seconds=30
@@ -77,6 +81,7 @@ work_arg=""
 while (($#)); do
     case "$1" in
         --files) files="${2:?}"; shift 2 ;;
+        --sinks) sinks="${2:?}"; shift 2 ;;
         --rate-mb) rate_mb="${2:?}"; shift 2 ;;
         --writing) writing="${2:?}"; shift 2 ;;
         --seconds) seconds="${2:?}"; shift 2 ;;
@@ -249,12 +254,21 @@ node_config() {
         echo "[tail]"
         echo "include = [\"$dir/node/var/log/containers/*.log\"]"
         echo "roots = [\"$dir/node/var/log/pods\"]"
-        echo "[sink]"
-        if [[ "$sink" == stdout ]]; then
-            echo 'type = "stdout"'
+        if [[ "$sink" == stdout && "$sinks" -gt 0 ]]; then
+            for i in $(seq "$sinks"); do
+                ln -sf /dev/null "$dir/null-$i"
+                echo "[sinks.s$i]"
+                echo 'type = "file"'
+                echo "path = \"$dir/null-$i\""
+            done
         else
-            echo 'type = "file"'
-            echo "path = \"$sink\""
+            echo "[sink]"
+            if [[ "$sink" == stdout ]]; then
+                echo 'type = "stdout"'
+            else
+                echo 'type = "file"'
+                echo "path = \"$sink\""
+            fi
         fi
     } > "$dir/logferry.toml"
 }

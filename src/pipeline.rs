@@ -43,13 +43,13 @@ use crate::buffer::segment::Record;
 use crate::buffer::{Buffer, BufferOptions, BufferStats, SinkShare};
 use crate::config::{BufferConfig, Config, WatchMode};
 use crate::metrics::{http, Fault, SinkCounters, SinkTelemetry, Telemetry};
-use crate::route::{Mask, Router};
+use crate::route::{Mask, RouteCounters, Router};
 use crate::sink::backoff::Backoff;
 use crate::sink::deliver::{deliver_to, started, AwsSink, Chunk};
 use crate::sink::{JsonLines, Target};
 use crate::tail::checkpoint::Checkpoints;
 use crate::tail::tailer::{Batch, RoomBell, TailStats, Tailer, TailerSettings, BATCH_BYTES};
-use crate::tail::watch::{Wake, Watch};
+use crate::tail::watch::{Reload, Wake, Watch};
 
 /// Batches in flight between the tail and sink threads.
 const CHANNEL_BATCHES: usize = 4;
@@ -134,6 +134,7 @@ pub async fn run_until(
     drop(done_tx);
 
     let router = Arc::new(Router::new(config.sinks.iter().map(|s| s.route.clone()).collect()));
+    let router_counters = router.counters().clone();
     let (batch_tx, batch_rx) = mpsc::sync_channel::<Batch>(CHANNEL_BATCHES);
     let (wake_tx, wake_rx) = mpsc::channel::<Wake>();
     let stop = Arc::new(AtomicBool::new(false));
@@ -151,7 +152,7 @@ pub async fn run_until(
     let tailer = Tailer::new(settings, resume, first_start, watch, wake_rx, batch_tx, stop.clone());
     let mut telemetry = Telemetry::new(sink_telemetry, tailer.snapshot(), Some(buffer.clone()));
     telemetry.checkpoints = checkpoint_fault.clone();
-    telemetry.router = Some(router.clone());
+    telemetry.routes = Some(router.counters().clone());
     let recycle = tailer.recycler();
     let room = tailer.room_bell(wake_tx.clone());
     if let Some(addr) = config.metrics_listen {
@@ -163,7 +164,7 @@ pub async fn run_until(
         buffer: buffer.clone(),
         recycle,
         room,
-        router: router.clone(),
+        routes: router.counters().clone(),
         checkpoints,
         checkpoint_fault,
         opts: config.buffer,
@@ -193,7 +194,7 @@ pub async fn run_until(
                 tracing::error!(sink = %config.sinks[i].name, "the sink stopped unexpectedly; shutting down");
                 break Some(i);
             }
-            _ = hangup.recv() => reload(config_path.as_deref(), &config, &wake_tx),
+            _ = hangup.recv() => reload(config_path.as_deref(), &config, &router_counters, &wake_tx),
         }
     };
     stop.store(true, Ordering::Relaxed);
@@ -249,11 +250,12 @@ pub async fn run_until(
 }
 
 /// SIGHUP: reads the configuration file again and applies what can change without a
-/// restart (which files to follow: include/exclude globs, namespace/pod/container
-/// filters). A file that is no longer wanted is read to its current end and then
-/// dropped; a newly wanted one is followed like any new file. A configuration with
+/// restart: which files to follow (include/exclude globs, namespace/pod/container
+/// filters) and the sinks' routes (`drop_messages` included). A file that is no longer
+/// wanted is read to its current end and then dropped; a newly wanted one is followed
+/// like any new file; new routes apply from the next event read. A configuration with
 /// problems is refused and the running one kept.
-fn reload(path: Option<&std::path::Path>, running: &Config, wake: &mpsc::Sender<Wake>) {
+fn reload(path: Option<&std::path::Path>, running: &Config, counters: &Arc<RouteCounters>, wake: &mpsc::Sender<Wake>) {
     let Some(path) = path else { return };
     let new = match Config::load(path) {
         Ok(c) => c,
@@ -262,9 +264,13 @@ fn reload(path: Option<&std::path::Path>, running: &Config, wake: &mpsc::Sender<
             return;
         }
     };
+    // The sinks themselves (which there are, in which order, what they are and their
+    // shares) change only with a restart; their routes change now.
+    let same_sinks = new.sinks.len() == running.sinks.len()
+        && new.sinks.iter().zip(&running.sinks).all(|(n, r)| n.name == r.name && n.config == r.config && n.max_bytes == r.max_bytes && n.when_full == r.when_full);
     let needs_restart: Vec<&str> = [
         ("data_dir", new.data_dir != running.data_dir),
-        ("sinks", new.sinks != running.sinks),
+        ("sinks", !same_sinks),
         ("metrics.listen", new.metrics_listen != running.metrics_listen),
         ("buffer", new.buffer.max_bytes != running.buffer.max_bytes || new.buffer.when_full != running.buffer.when_full || new.buffer.memory_bytes != running.buffer.memory_bytes),
     ]
@@ -272,10 +278,12 @@ fn reload(path: Option<&std::path::Path>, running: &Config, wake: &mpsc::Sender<
     .filter_map(|(k, changed)| changed.then_some(k))
     .collect();
     if !needs_restart.is_empty() {
-        tracing::warn!(keys = ?needs_restart, "SIGHUP: these settings change only with a restart; the rest is applied now");
+        tracing::warn!(keys = ?needs_restart, "SIGHUP: these settings change only with a restart (sinks added, removed or changed; routes are applied now when the sinks are the same); the rest is applied now");
     }
-    tracing::info!(config = %path.display(), "SIGHUP: reloading which files to follow");
-    let _ = wake.send(Wake::Reload(Box::new(new.tail)));
+    let routes_changed = same_sinks && new.sinks.iter().zip(&running.sinks).any(|(n, r)| n.route != r.route);
+    let router = routes_changed.then(|| Arc::new(Router::with_counters(new.sinks.iter().map(|s| s.route.clone()).collect(), counters.clone())));
+    tracing::info!(config = %path.display(), routes_changed, "SIGHUP: reloading which files to follow and the sinks' routes");
+    let _ = wake.send(Wake::Reload(Box::new(Reload { tail: new.tail, router })));
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `addr` from now on.
@@ -321,7 +329,7 @@ struct BufferWriter {
     /// Tells the tailer there is room again.
     room: RoomBell,
     /// Counts the events routed to each sink.
-    router: Arc<Router>,
+    routes: Arc<RouteCounters>,
     checkpoints: Checkpoints,
     /// Why checkpoints cannot be saved, for `/readyz`.
     checkpoint_fault: Fault,
@@ -363,7 +371,7 @@ impl BufferWriter {
                             // Closed while full at shutdown: not buffered, not checkpointed.
                             None => return self.finish(),
                         }
-                        self.router.add_routed(part.sinks, part.events);
+                        self.routes.add_routed(part.sinks, part.events);
                         self.hand_back_spares();
                     }
                     self.pending.push(PendingPositions { seq: last_seq, batch });

@@ -9,9 +9,11 @@
 //!
 //! Events a sink's route leaves out are counted per sink (`filtered`); the counts are
 //! kept by the caller per turn ([`Filtered`]) and added to the shared totals after it,
-//! so the hot path touches no atomic.
+//! so the hot path touches no atomic. The totals ([`RouteCounters`]) outlive a router:
+//! SIGHUP swaps in a router with the new routes and the same counters.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::config::{RouteConfig, MAX_SINKS};
 use crate::event::{KubeMeta, Stream};
@@ -41,6 +43,43 @@ impl Filtered {
     }
 }
 
+/// Events per sink: left out by its route, and buffered for it.
+#[derive(Debug, Default)]
+pub struct RouteCounters {
+    filtered: [AtomicU64; MAX_SINKS],
+    routed: [AtomicU64; MAX_SINKS],
+}
+
+impl RouteCounters {
+    /// Adds one turn's counts to the totals.
+    pub fn add_filtered(&self, counts: &Filtered) {
+        for (total, &n) in self.filtered.iter().zip(&counts.0) {
+            if n > 0 {
+                total.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// `events` were buffered for the sinks of `sinks` (once per batch part).
+    pub fn add_routed(&self, sinks: Mask, events: u64) {
+        let mut left = sinks;
+        while left != 0 {
+            self.routed[left.trailing_zeros() as usize].fetch_add(events, Ordering::Relaxed);
+            left &= left - 1;
+        }
+    }
+
+    /// Events left out for sink `i` so far.
+    pub fn filtered(&self, i: usize) -> u64 {
+        self.filtered[i].load(Ordering::Relaxed)
+    }
+
+    /// Events buffered for sink `i` so far.
+    pub fn routed(&self, i: usize) -> u64 {
+        self.routed[i].load(Ordering::Relaxed)
+    }
+}
+
 /// The routes of every configured sink, in configuration order.
 #[derive(Debug)]
 pub struct Router {
@@ -48,16 +87,25 @@ pub struct Router {
     all: Mask,
     /// Sinks with `drop_messages`.
     dropping: Mask,
-    filtered: [AtomicU64; MAX_SINKS],
-    routed: [AtomicU64; MAX_SINKS],
+    counters: Arc<RouteCounters>,
 }
 
 impl Router {
     pub fn new(routes: Vec<RouteConfig>) -> Self {
+        Self::with_counters(routes, Arc::default())
+    }
+
+    /// Routes that count into `counters` (a reload keeps the totals going).
+    pub fn with_counters(routes: Vec<RouteConfig>, counters: Arc<RouteCounters>) -> Self {
         assert!(!routes.is_empty() && routes.len() <= MAX_SINKS, "1 to {MAX_SINKS} sinks");
         let all = (((1u32 << routes.len()) - 1) & u32::from(Mask::MAX)) as Mask;
         let dropping = routes.iter().enumerate().filter(|(_, r)| r.drops_any()).fold(0, |m, (i, _)| m | (1 << i));
-        Self { routes, all, dropping, filtered: Default::default(), routed: Default::default() }
+        Self { routes, all, dropping, counters }
+    }
+
+    /// The totals this router counts into.
+    pub fn counters(&self) -> &Arc<RouteCounters> {
+        &self.counters
     }
 
     /// One sink that takes everything (`replay` without a config, tests).
@@ -111,30 +159,7 @@ impl Router {
 
     /// Adds one turn's counts to the totals.
     pub fn add_filtered(&self, counts: &Filtered) {
-        for (total, &n) in self.filtered.iter().zip(&counts.0) {
-            if n > 0 {
-                total.fetch_add(n, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// `events` were buffered for the sinks of `sinks` (once per batch part).
-    pub fn add_routed(&self, sinks: Mask, events: u64) {
-        let mut left = sinks & self.all;
-        while left != 0 {
-            self.routed[left.trailing_zeros() as usize].fetch_add(events, Ordering::Relaxed);
-            left &= left - 1;
-        }
-    }
-
-    /// Events buffered for sink `i` so far.
-    pub fn routed(&self, i: usize) -> u64 {
-        self.routed[i].load(Ordering::Relaxed)
-    }
-
-    /// Events left out for sink `i` so far.
-    pub fn filtered(&self, i: usize) -> u64 {
-        self.filtered[i].load(Ordering::Relaxed)
+        self.counters.add_filtered(counts);
     }
 }
 
@@ -215,6 +240,10 @@ drop_messages = ['(?i)^debug:', '^INFO x', 'tail$|^head', 'a\bb|café\b', 'x{3}'
         let r = Router::everything();
         r.add_filtered(&f);
         r.add_filtered(&f);
-        assert_eq!(r.filtered(0), 2);
+        assert_eq!(r.counters().filtered(0), 2);
+        // A router with new routes keeps counting into the same totals.
+        let again = Router::with_counters(vec![RouteConfig::everything()], r.counters().clone());
+        again.add_filtered(&f);
+        assert_eq!(r.counters().filtered(0), 3);
     }
 }

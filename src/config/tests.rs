@@ -830,3 +830,42 @@ fn several_sinks_are_accepted_in_the_order_written_and_shown_each() {
     let too_many: String = (0..17).map(|i| format!("[sinks.s{i}]\ntype = \"file\"\npath = \"/x{i}\"\n")).collect();
     assert_eq!(message(&problems(&too_many), "sinks"), "17 sinks; at most 16");
 }
+
+/// Every example config and every config the manifests ship (all written with one
+/// `[sink]`) still means what it meant: one sink, named `default`, taking everything,
+/// with the whole buffer as its share; and its effective configuration is the one
+/// saved beside the fixtures (`effective/<name>.toml`; `BLESS=1` rewrites them).
+#[test]
+fn every_one_sink_config_still_runs_unchanged() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cases = [
+        ("node", fixtures().join("node.toml")),
+        ("sink-firehose", fixtures().join("sink/firehose.toml")),
+        ("sink-cloudwatch", fixtures().join("sink/cloudwatch.toml")),
+        ("manifests-base", repo.join("manifests/base/logferry.toml")),
+        ("manifests-firehose", repo.join("manifests/overlays/firehose/logferry.toml")),
+        ("manifests-cloudwatch", repo.join("manifests/overlays/cloudwatch/logferry.toml")),
+    ];
+    let bless = std::env::var_os("BLESS").is_some();
+    let mut env = EnvView::default();
+    env.vars.insert("CLUSTER_NAME".into(), "prod".into());
+    env.vars.insert("NODE_NAME".into(), "ip-10-0-1-2".into());
+    for (name, path) in cases {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let config = Config::from_toml_str_with_env(&text, &env).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(config.sinks.len(), 1, "{name}");
+        let sink = &config.sinks[0];
+        assert_eq!((sink.name.as_str(), sink.at.as_str()), (DEFAULT_SINK, "sink"), "{name}");
+        assert!(sink.route.is_everything(), "{name}");
+        assert_eq!((sink.max_bytes, sink.when_full), (config.buffer.max_bytes, config.buffer.when_full), "{name}");
+        let effective = effective_toml(&text, &env).unwrap();
+        let golden = fixtures().join("effective").join(format!("{name}.toml"));
+        if bless {
+            std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
+            std::fs::write(&golden, &effective).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&golden).unwrap_or_else(|e| panic!("{}: {e} (BLESS=1 writes it)", golden.display()));
+        assert_eq!(effective, want, "{name}: the effective configuration changed");
+    }
+}

@@ -158,7 +158,7 @@ pub struct Telemetry {
     /// Checkpoints that cannot be saved.
     pub checkpoints: Fault,
     /// Events each sink's route left out, and those it routed.
-    pub router: Option<Arc<crate::route::Router>>,
+    pub routes: Option<Arc<crate::route::RouteCounters>>,
     started: Instant,
 }
 
@@ -176,7 +176,7 @@ fn handle() -> PrometheusHandle {
 
 impl Telemetry {
     pub fn new(sinks: Vec<SinkTelemetry>, tail: Arc<Mutex<TailSnapshot>>, buffer: Option<crate::buffer::Buffer>) -> Self {
-        let t = Self { handle: handle(), sinks, tail, buffer, checkpoints: Fault::default(), router: None, started: Instant::now() };
+        let t = Self { handle: handle(), sinks, tail, buffer, checkpoints: Fault::default(), routes: None, started: Instant::now() };
         gauge!("logferry_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         t
     }
@@ -195,9 +195,9 @@ impl Telemetry {
         for (i, sink) in self.sinks.iter().enumerate() {
             publish_sink(sink);
             let name = sink.name.clone();
-            if let Some(router) = &self.router {
-                counter!("logferry_filtered_events_total", "sink" => name.clone()).absolute(router.filtered(i));
-                counter!("logferry_routed_events_total", "sink" => name.clone()).absolute(router.routed(i));
+            if let Some(routes) = &self.routes {
+                counter!("logferry_filtered_events_total", "sink" => name.clone()).absolute(routes.filtered(i));
+                counter!("logferry_routed_events_total", "sink" => name.clone()).absolute(routes.routed(i));
             }
             if let Some(b) = self.buffer.as_ref().filter(|b| i < b.sinks()) {
                 let s = b.sink_stats(i);

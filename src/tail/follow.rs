@@ -504,8 +504,11 @@ impl Follower {
     fn count_skipped(&mut self, members: &[SetMember], after: Option<&str>) {
         let present: BTreeSet<&str> = members.iter().filter_map(|m| m.stamp.as_deref()).collect();
         let mut lost = 0;
+        let key = &self.key;
         self.seen_rotated.retain(|stamp, size| {
-            let gone = !present.contains(stamp.as_str());
+            // A directory listing taken while the kubelet compresses can miss both the
+            // plain file and its `.gz`: only a file that is not there now is gone.
+            let gone = !present.contains(stamp.as_str()) && !rotated_exists(key, stamp);
             lost += if gone { *size } else { 0 };
             !gone
         });
@@ -709,6 +712,14 @@ fn list_members(key: &Path) -> io::Result<Vec<SetMember>> {
     }
 }
 
+/// Whether the rotated file `<live>.<stamp>` of `live` is there, plain or compressed.
+/// The plain one is looked at first: the kubelet writes the `.gz` before it removes the
+/// plain file, so one of the two is always seen.
+fn rotated_exists(live: &Path, stamp: &str) -> bool {
+    let plain = format!("{}.{stamp}", live.display());
+    fs::symlink_metadata(&plain).is_ok() || fs::symlink_metadata(format!("{plain}.gz")).is_ok()
+}
+
 /// Opens a member at `offset` (uncompressed); `None` if it vanished meanwhile.
 fn open_member(m: &SetMember, chain_base: u64, max_line: usize, offset: u64) -> io::Result<Option<Current>> {
     let mut file = match File::open(&m.path) {
@@ -851,6 +862,20 @@ mod tests {
         let want = [("a1", false), ("head-", true), ("tail", true), ("next", false)];
         assert_eq!(got, want.map(|(m, p)| (m.to_string(), p)));
         assert_eq!(f.stats.rotated_unread_bytes, (cri("P", "middle-") + &cri("F", "end")).len() as u64);
+    }
+
+    /// A directory listing taken while the kubelet compresses can lack a rotated file
+    /// that is there (its plain name already removed as the listing reached it, its
+    /// `.gz` created after the listing passed): only a file not on disk is lost.
+    #[test]
+    fn a_rotated_file_is_looked_for_plain_and_compressed() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("0.log");
+        std::fs::write(dir.path().join("0.log.20261121-100002.gz"), b"").unwrap();
+        std::fs::write(dir.path().join("0.log.20261121-100004"), b"").unwrap();
+        assert!(rotated_exists(&live, "20261121-100002"));
+        assert!(rotated_exists(&live, "20261121-100004"));
+        assert!(!rotated_exists(&live, "20261121-100003"));
     }
 
     /// Regression: a turn that spent its budget inside a message the runtime split

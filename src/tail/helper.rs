@@ -24,6 +24,8 @@ use crate::route::Router;
 /// One turn to read: the stream and where to encode its events.
 pub struct Job {
     pub stream: Stream,
+    /// The routes now (a reload may have changed them since the last job).
+    pub router: Arc<Router>,
     pub data: Encoded,
     pub now: Instant,
     pub read_time: Nanos,
@@ -43,14 +45,14 @@ pub struct Helper {
 }
 
 impl Helper {
-    pub fn spawn(format: MessageFormat, limits: TurnLimits, router: Arc<Router>) -> io::Result<Self> {
+    pub fn spawn(format: MessageFormat, limits: TurnLimits) -> io::Result<Self> {
         let (jobs, job_rx) = mpsc::sync_channel::<Job>(1);
         let (done_tx, done) = mpsc::sync_channel(1);
         thread::Builder::new().name("tail-helper".into()).spawn(move || {
             let mut encoder = EventEncoder::new(format);
             let mut buffers = Vec::new();
             for job in job_rx {
-                let Job { mut stream, mut data, now, read_time } = job;
+                let Job { mut stream, router, mut data, now, read_time } = job;
                 let routing = Routing { router: &router, masks: stream.routes };
                 let turn = take_turn(&mut stream.follower, routing, limits, now, read_time, &mut buffers, &mut encoder, &mut data);
                 if done_tx.send(Done { stream, data, turn }).is_err() {

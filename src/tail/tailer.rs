@@ -25,7 +25,7 @@ use super::checkpoint::Position;
 use super::discover::{Checked, Discovery, Found};
 use super::follow::{FollowStats, Follower, ReadOutcome, StartFrom};
 use super::helper::{Done, Helper, Job};
-use super::watch::{Wake, Watch};
+use super::watch::{Reload, Wake, Watch};
 use crate::config::{StartAt, TailConfig};
 use crate::decode::{DecodeOptions, DecodeStats, Format};
 use crate::event::{time, Event, EventEncoder, KubeMeta, MessageFormat};
@@ -193,6 +193,8 @@ pub(super) struct Stream {
     pub(super) follower: Follower,
     /// The sinks taking its stdout and its stderr.
     pub(super) routes: [Mask; 2],
+    /// Its metadata, for the routes to be worked out again on a reload.
+    kube: Option<KubeMeta>,
     key: Arc<Path>,
     dir: PathBuf,
     last_active: Instant,
@@ -350,7 +352,7 @@ impl Tailer {
         let now = Instant::now();
         let helpers = (1..settings.tail.read_threads)
             .map_while(|_| {
-                Helper::spawn(settings.message_format, turn_limits(&settings), settings.router.clone())
+                Helper::spawn(settings.message_format, turn_limits(&settings))
                     .inspect_err(|e| tracing::warn!(error = %e, "cannot start a reading thread; reading with fewer"))
                     .ok()
             })
@@ -526,12 +528,21 @@ impl Tailer {
         match w {
             Wake::Stop => self.stop.store(true, Ordering::Relaxed),
             Wake::Room => {}
-            Wake::Reload(tail) => {
+            Wake::Reload(reload) => {
+                let Reload { tail, router } = *reload;
+                if let Some(router) = router {
+                    // New routes apply to the next event read; what was encoded before
+                    // goes where the old ones said (nothing lost, nothing twice).
+                    for s in self.streams.values_mut() {
+                        s.routes = router.for_container(s.kube.as_ref());
+                    }
+                    self.settings.router = router;
+                }
                 self.discovery = Discovery::new(&tail, self.settings.router.clone());
                 for dir in self.discovery.watch_dirs() {
                     self.watch.watch_dir(&dir);
                 }
-                self.settings.tail = *tail;
+                self.settings.tail = tail;
                 self.rescan_now = true;
             }
             Wake::Rescan => {
@@ -629,7 +640,7 @@ impl Tailer {
         *self.dirs.entry(dir.clone()).or_default() += 1;
         let key: Arc<Path> = Arc::from(f.key.as_path());
         tracing::debug!(file = %f.key.display(), "following");
-        self.streams.insert(key.clone(), Stream { follower, routes, key: key.clone(), dir, last_active: now, warned: false, backlogged: false });
+        self.streams.insert(key.clone(), Stream { follower, routes, kube: f.kube.clone(), key: key.clone(), dir, last_active: now, warned: false, backlogged: false });
         self.make_ready(key);
     }
 
@@ -685,7 +696,8 @@ impl Tailer {
             self.queued.remove(&key);
             let stream = self.streams.remove(&key).expect("a ready backlogged stream exists");
             let data = self.spare_batch_buffer().unwrap_or_else(|| Vec::with_capacity(BATCH_BYTES + 2 * self.settings.tail.read_bytes_per_turn));
-            self.helpers[self.lent].start(Job { stream, data: Encoded::with_buffer(data), now, read_time });
+            let router = self.settings.router.clone();
+            self.helpers[self.lent].start(Job { stream, router, data: Encoded::with_buffer(data), now, read_time });
             self.lent += 1;
         }
         self.lent

@@ -14,6 +14,13 @@ use notify::{RecursiveMode, Watcher};
 
 /// Why the tailer woke up.
 #[derive(Debug)]
+/// What SIGHUP changes while running.
+pub struct Reload {
+    pub tail: crate::config::TailConfig,
+    /// The sinks' new routes (same sinks, same order), if they changed.
+    pub router: Option<std::sync::Arc<crate::route::Router>>,
+}
+
 pub enum Wake {
     /// Something changed at this path (a file, or an entry of a watched directory).
     Changed(PathBuf),
@@ -21,8 +28,8 @@ pub enum Wake {
     Rescan,
     /// Shut down.
     Stop,
-    /// Follow these files from now on (SIGHUP).
-    Reload(Box<crate::config::TailConfig>),
+    /// Follow these files, with these routes if they changed, from now on (SIGHUP).
+    Reload(Box<Reload>),
     /// The next stage took a batch after refusing one: there is room to ship again
     /// (see `tailer::RoomBell`).
     Room,

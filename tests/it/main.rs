@@ -19,5 +19,6 @@ mod node;
 mod prometheus;
 mod props;
 mod route;
+mod sinks;
 mod util;
 mod vectors;
