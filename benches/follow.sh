@@ -255,6 +255,7 @@ node_config() {
         echo "include = [\"$dir/node/var/log/containers/*.log\"]"
         echo "roots = [\"$dir/node/var/log/pods\"]"
         if [[ "$sink" == stdout && "$sinks" -gt 0 ]]; then
+            local i
             for i in $(seq "$sinks"); do
                 ln -sf /dev/null "$dir/null-$i"
                 echo "[sinks.s$i]"

@@ -118,6 +118,34 @@ listen = "127.0.0.1:0"
 }
 
 impl Node {
+    /// A config with `sinks` (whole `[sinks.…]` tables) in place of the node's `[sink]`,
+    /// `buffer` keys in `[buffer]`, and the default partial flush (5 s).
+    pub fn sinks_config(&self, buffer: &str, sinks: &str) -> PathBuf {
+        let root = self.root().display().to_string();
+        let text = format!(
+            r#"data_dir = "{root}/data"
+shutdown_timeout = "10s"
+[tail]
+include = ["{root}/var/log/containers/*.log"]
+roots = ["{root}/var/log/pods"]
+rescan_interval = "1s"
+checkpoint_interval = "200ms"
+[decode]
+partial_flush_timeout = "5s"
+[buffer]
+{buffer}
+[metrics]
+listen = "127.0.0.1:0"
+{sinks}
+"#
+        );
+        let path = self.root().join("sinks.toml");
+        fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Node {
     /// Waits until the saved checkpoints change (or `timeout` passes).
     pub fn wait_for_checkpoint_change(&self, timeout: Duration) {
         let before = self.checkpoints();

@@ -106,19 +106,10 @@ fn several_sinks_each_receive_exactly_what_their_route_selects() {
     }
     append(&a, text_a.as_bytes());
     append(&b, text_b.as_bytes());
-    let config = node.root().join("sinks.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"data_dir = "{root}/data"
-shutdown_timeout = "10s"
-[tail]
-include = ["{root}/var/log/containers/*.log"]
-roots = ["{root}/var/log/pods"]
-checkpoint_interval = "200ms"
-[metrics]
-listen = "127.0.0.1:0"
-[sinks.all]
+    let config = node.sinks_config(
+        "",
+        &format!(
+            r#"[sinks.all]
 type = "file"
 path = "{root}/all.jsonl"
 [sinks.team-a]
@@ -134,8 +125,7 @@ path = "{root}/errors.jsonl"
 streams = ["stderr"]
 "#
         ),
-    )
-    .unwrap();
+    );
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
     cmd.env_remove("POD_NAME").env_remove("POD_NAMESPACE");
     let mut shipper = Shipper::start(cmd, &config, node.root().join("all.jsonl"));
@@ -174,12 +164,10 @@ fn replay_ships_through_every_configured_sink() {
     let dns = node.container("kube-system", "coredns", "coredns", 0);
     append(&api, (cri("stdout", "api-1") + &cri("stderr", "api-err") + &cri("stdout", "api-2")).as_bytes());
     append(&dns, cri("stdout", "dns-1").as_bytes());
-    let config = node.root().join("replay.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"data_dir = "{root}/data"
-[sinks.everything]
+    let config = node.sinks_config(
+        "",
+        &format!(
+            r#"[sinks.everything]
 type = "file"
 path = "{root}/everything.jsonl"
 [sinks.apps]
@@ -190,8 +178,7 @@ exclude_namespaces = ["kube-*"]
 streams = ["stdout"]
 "#
         ),
-    )
-    .unwrap();
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_logferry"))
         .args(["replay", "--config", config.to_str().unwrap(), &format!("{root}/var/log/pods")])
         .output()
@@ -223,18 +210,11 @@ fn sighup_applies_changed_routes_without_loss_or_duplicates() {
     let root = node.root().display().to_string();
     let a = node.container("team-a", "api", "app", 0);
     let b = node.container("team-b", "web", "app", 0);
-    let config = node.root().join("sinks.toml");
     let write_config = |route: &str, extra: &str| {
-        let text = format!(
-            r#"data_dir = "{root}/data"
-[tail]
-include = ["{root}/var/log/containers/*.log"]
-roots = ["{root}/var/log/pods"]
-rescan_interval = "1s"
-checkpoint_interval = "200ms"
-[metrics]
-listen = "127.0.0.1:0"
-[sinks.all]
+        node.sinks_config(
+            "",
+            &format!(
+                r#"[sinks.all]
 type = "file"
 path = "{root}/all.jsonl"
 [sinks.team]
@@ -244,9 +224,10 @@ path = "{root}/team.jsonl"
 {route}
 {extra}
 "#
-        );
-        std::fs::write(&config, text).unwrap();
+            ),
+        )
     };
+    let config = node.root().join("sinks.toml");
     write_config("include_namespaces = [\"team-a\"]\ndrop_messages = ['GET /healthz']", "");
     let mut shipper = Shipper::start(Command::new(env!("CARGO_BIN_EXE_logferry")), &config, node.root().join("all.jsonl"));
     let round = |tag: &str| -> Vec<String> {
