@@ -152,11 +152,13 @@ fn sigkill_while_the_kubelet_rotates(format: &str, seed: u64) {
 }
 
 #[test]
+#[ignore = "run alone by tests/run, after the rest: a simulator and a debug build racing the kubelet"]
 fn sigkill_while_the_kubelet_rotates_cri_loses_nothing_and_cuts_no_line() {
     sigkill_while_the_kubelet_rotates("cri", 11);
 }
 
 #[test]
+#[ignore = "run alone by tests/run, after the rest: a simulator and a debug build racing the kubelet"]
 fn sigkill_while_the_kubelet_rotates_docker_loses_nothing_and_cuts_no_line() {
     sigkill_while_the_kubelet_rotates("docker", 12);
 }

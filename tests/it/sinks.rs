@@ -105,6 +105,7 @@ when_full = "block"
 /// selects at least once, no piece of a split line alone, and duplicates stay within
 /// what was in flight at a kill.
 #[test]
+#[ignore = "run alone by tests/run, after the rest: a simulator and a debug build racing the kubelet"]
 fn sigkill_with_two_sinks_loses_nothing_for_either() {
     let node = Node::new();
     let root = node.root().display().to_string();
