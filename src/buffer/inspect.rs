@@ -54,8 +54,9 @@ impl Report {
 pub fn inspect(data_dir: &Path) -> Result<Report, BufferError> {
     let dir = data_dir.join("buffer");
     let io = |path: std::path::PathBuf| move |source| BufferError::Io { path, source };
-    let names = match sinks::read(&dir).map_err(io(dir.join("sinks")))? {
-        Some(names) => names,
+    let saved_names = sinks::read(&dir).map_err(io(dir.join("sinks")))?;
+    let names = match &saved_names {
+        Some(names) => names.clone(),
         None => acks::saved_sinks(&dir).map_err(io(dir.clone()))?,
     };
     // Without any file of its own, a sink reads what a one-sink logferry saved.
@@ -64,7 +65,7 @@ pub fn inspect(data_dir: &Path) -> Result<Report, BufferError> {
     for name in &names {
         saved.push(acks::read(&dir, name).map_err(io(acks::path(&dir, name)))?);
     }
-    let map = sinks::remap(sinks::read(&dir).ok().flatten().as_deref(), &names);
+    let map = sinks::remap(saved_names.as_deref(), &names);
     let sinks_report = names.iter().zip(&saved).map(|(name, a)| SinkReport { name: name.clone(), acked: a.through, acked_above: a.ranges.len() }).collect();
     let mut report = Report { dir: dir.display().to_string(), sinks: sinks_report, segments: Vec::new(), oldest_unacked_time: None };
     let mut buf = Vec::new();

@@ -523,7 +523,7 @@ fn namespace_pod_and_container_filters_and_the_own_pod() {
 }
 
 /// Waits until the shipper's log contains `text` `n` times.
-fn wait_for_log(shipper: &crate::node::Shipper, text: &str, n: usize) {
+pub fn wait_for_log(shipper: &crate::node::Shipper, text: &str, n: usize) {
     let deadline = std::time::Instant::now() + WAIT;
     while shipper.stderr().matches(text).count() < n {
         assert!(std::time::Instant::now() < deadline, "never logged {text:?}:\n{}", shipper.stderr());

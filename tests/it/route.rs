@@ -5,6 +5,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::aws::metric;
+use crate::follow::wait_for_log;
 use crate::node::{append, numbered, read_events, Node, Shipper};
 
 fn cri(stream: &str, msg: &str) -> String {
@@ -191,14 +192,6 @@ streams = ["stdout"]
     };
     assert_eq!(messages("everything.jsonl"), ["api-1", "api-2", "api-err", "dns-1"]);
     assert_eq!(messages("apps.jsonl"), ["api-1", "api-2"]);
-}
-
-fn wait_for_log(shipper: &Shipper, text: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while shipper.stderr().matches(text).count() < n {
-        assert!(Instant::now() < deadline, "never logged {text:?}:\n{}", shipper.stderr());
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// SIGHUP with changed routes: `drop_messages` swapped and a namespace added, applied
