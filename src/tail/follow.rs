@@ -411,25 +411,60 @@ impl Follower {
 
     /// Finds the file a checkpoint points into — the live file, a plain rotated one
     /// (same inode) or a compressed one (same fingerprint) — and opens it there.
+    ///
+    /// A listing taken while the kubelet compresses that very file (the most recently
+    /// rotated one, where a restart often resumes) can name the plain file that is gone
+    /// by the time it is looked at, or miss both names: the position is lost only when
+    /// nothing vanished while looking and two listings in a row agree.
     fn open_at(&mut self, pos: Position) -> io::Result<bool> {
+        let mut previous: Option<Vec<SetMember>> = None;
+        for _ in 0..OPEN_AT_LOOKS {
+            let members = list_members(&self.key)?;
+            match self.find_position(&members, &pos)? {
+                Found::Opened => return Ok(true),
+                Found::Vanished => {}
+                Found::Nowhere if previous.as_ref() == Some(&members) => return self.resume_after_loss(&members, &pos),
+                Found::Nowhere => {}
+            }
+            previous = Some(members);
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let members = list_members(&self.key)?;
-        for m in &members {
-            match matches_position(m, &pos) {
-                Ok(true) => {}
-                Ok(false) => continue,
+        self.resume_after_loss(&members, &pos)
+    }
+
+    /// Looks for `pos` among `members` and opens it there.
+    fn find_position(&mut self, members: &[SetMember], pos: &Position) -> io::Result<Found> {
+        let mut vanished = false;
+        for m in members {
+            match matches_position(m, pos) {
+                Ok(Match::Yes) => {}
+                Ok(Match::No) => continue,
+                Ok(Match::Vanished) => {
+                    vanished = true;
+                    continue;
+                }
                 // One unreadable member (a torn .gz after a node crash) is not this one.
                 Err(e) => {
                     tracing::debug!(file = %m.path.display(), error = %e, "cannot identify");
                     continue;
                 }
             }
-            if let Some(cur) = open_member(m, self.chain_end, self.max_line, pos.offset)? {
-                tracing::debug!(stream = %self.key.display(), file = %m.path.display(), offset = pos.offset, "resuming");
-                self.install(cur);
-                return Ok(true);
+            match open_member(m, self.chain_end, self.max_line, pos.offset)? {
+                Some(cur) => {
+                    tracing::debug!(stream = %self.key.display(), file = %m.path.display(), offset = pos.offset, "resuming");
+                    self.install(cur);
+                    return Ok(Found::Opened);
+                }
+                None => vanished = true,
             }
         }
-        // The file is gone: rotation or deletion outran us while we were away.
+        Ok(if vanished { Found::Vanished } else { Found::Nowhere })
+    }
+
+    /// The file is gone: rotation or deletion outran us while we were away. Reading
+    /// goes on from the oldest file left, after a gap.
+    fn resume_after_loss(&mut self, members: &[SetMember], pos: &Position) -> io::Result<bool> {
         self.stats.lost_positions += 1;
         self.lost_ahead = true;
         tracing::warn!(
@@ -752,18 +787,46 @@ fn open_member(m: &SetMember, chain_base: u64, max_line: usize, offset: u64) -> 
 }
 
 /// Whether the member is the file a position was taken in.
-fn matches_position(m: &SetMember, pos: &Position) -> io::Result<bool> {
+fn matches_position(m: &SetMember, pos: &Position) -> io::Result<Match> {
+    let vanished = |e: io::Error| if e.kind() == io::ErrorKind::NotFound { Ok(Match::Vanished) } else { Err(e) };
     if m.gzipped {
-        return Ok(pos.file.fingerprint.is_some() && identity::fingerprint_path(&m.path, true)? == pos.file.fingerprint);
+        if pos.file.fingerprint.is_none() {
+            return Ok(Match::No);
+        }
+        return match identity::fingerprint_path(&m.path, true) {
+            Ok(fp) => Ok(if fp == pos.file.fingerprint { Match::Yes } else { Match::No }),
+            Err(e) => vanished(e),
+        };
     }
     let md = match fs::metadata(&m.path) {
         Ok(md) => md,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e),
+        Err(e) => return vanished(e),
     };
-    let fp = identity::fingerprint_path(&m.path, false)?;
-    Ok(FileId::from_metadata(&md, fp).same_file(&pos.file) && md.len() >= pos.offset)
+    let fp = match identity::fingerprint_path(&m.path, false) {
+        Ok(fp) => fp,
+        Err(e) => return vanished(e),
+    };
+    Ok(if FileId::from_metadata(&md, fp).same_file(&pos.file) && md.len() >= pos.offset { Match::Yes } else { Match::No })
 }
+
+/// Whether a member of a listing is the file a position points into.
+enum Match {
+    Yes,
+    No,
+    /// It was listed but is gone now (compressed or deleted as we looked).
+    Vanished,
+}
+
+/// What looking for a position among one listing found.
+enum Found {
+    Opened,
+    /// Not there, but a listed file vanished meanwhile: look again.
+    Vanished,
+    Nowhere,
+}
+
+/// How many listings [`Follower::open_at`] takes before it calls a position lost.
+const OPEN_AT_LOOKS: usize = 5;
 
 /// The rotation stamp of a file that was just renamed away from the live path.
 fn find_stamp(key: &Path, id: &FileId) -> io::Result<Option<String>> {
@@ -876,6 +939,46 @@ mod tests {
         assert!(rotated_exists(&live, "20261121-100002"));
         assert!(rotated_exists(&live, "20261121-100004"));
         assert!(!rotated_exists(&live, "20261121-100003"));
+    }
+
+    /// Regression (a SIGKILL test on CI): a restart resuming in the most recently
+    /// rotated file while the kubelet compressed it listed the plain file, found it gone
+    /// when it looked, and called the position lost — the next message flagged partial
+    /// and everything before it in the file sent again. It is looked for again.
+    #[test]
+    fn a_position_in_a_file_compressed_while_looking_is_found_in_its_gz() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("0.log");
+        let cri = |msg: &str| format!("2026-11-21T10:00:00.000000001Z stdout F {msg}\n");
+        std::fs::write(&live, cri("first") + &cri("second")).unwrap();
+        let mut f = Follower::new(live.clone(), b"{}".to_vec(), &DecodeOptions::default(), None, StartFrom::Beginning);
+        let (mut pool, now) = (Vec::new(), Instant::now());
+        f.read(1 << 20, now, 0, Duration::from_secs(30), &mut pool, &mut |_, _| {}).unwrap();
+        let pos = f.position().unwrap();
+        std::io::Write::write_all(&mut std::fs::OpenOptions::new().append(true).open(&live).unwrap(), cri("after").as_bytes()).unwrap();
+        let rotated = dir.path().join("0.log.20261121-100001");
+        std::fs::rename(&live, &rotated).unwrap();
+        std::fs::write(&live, cri("live")).unwrap();
+        let stale = list_members(&live).unwrap();
+        // The kubelet compresses the rotated file between the listing and the look.
+        let plain = std::fs::read(&rotated).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &plain).unwrap();
+        std::fs::write(dir.path().join("0.log.20261121-100001.gz"), gz.finish().unwrap()).unwrap();
+        std::fs::remove_file(&rotated).unwrap();
+
+        let mut g = Follower::new(live.clone(), b"{}".to_vec(), &DecodeOptions::default(), None, StartFrom::Beginning);
+        assert!(matches!(g.find_position(&stale, &pos).unwrap(), Found::Vanished));
+        assert!(g.open_at(pos).unwrap());
+        assert_eq!(g.stats.lost_positions, 0);
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            g.read(1 << 20, now, 0, Duration::from_secs(30), &mut pool, &mut |e, _| {
+                got.push((String::from_utf8(e.message.to_vec()).unwrap(), e.partial))
+            })
+            .unwrap();
+        }
+        assert_eq!(got, [("after".to_string(), false), ("live".to_string(), false)]);
     }
 
     /// Regression: a turn that spent its budget inside a message the runtime split
