@@ -38,6 +38,8 @@ pub(super) struct Cursor {
     samples: VecDeque<(u64, i64)>,
     pub dropped_records: u64,
     pub dropped_bytes: u64,
+    /// When `drop_oldest` last gave up records of this sink.
+    pub last_drop: Option<Instant>,
     pub corrupt_records: u64,
 }
 
@@ -53,6 +55,10 @@ pub struct SinkStats {
     pub oldest_unacked_time: Option<i64>,
     pub dropped_records: u64,
     pub dropped_bytes: u64,
+    /// When `drop_oldest` last gave up records of this sink.
+    pub last_drop: Option<Instant>,
+    /// Appends wait for this sink (`block`, its share full): reading is paused.
+    pub blocking: bool,
 }
 
 impl Cursor {
@@ -69,6 +75,7 @@ impl Cursor {
             samples: VecDeque::new(),
             dropped_records: 0,
             dropped_bytes: 0,
+            last_drop: None,
             corrupt_records: 0,
         }
     }
@@ -127,6 +134,7 @@ impl Cursor {
         if dropped > 0 {
             self.dropped_records += dropped;
             self.dropped_bytes += bytes;
+            self.last_drop = Some(Instant::now());
             self.last_read = self.last_read.max(to - 1);
             self.trim_samples();
         }
@@ -248,6 +256,8 @@ impl Buffer {
             oldest_unacked_time: cur.oldest_time(),
             dropped_records: cur.dropped_records,
             dropped_bytes: cur.dropped_bytes,
+            last_drop: cur.last_drop,
+            blocking: st.waiting_for_room && st.waiting_for == Some(sink),
         }
     }
 }

@@ -271,6 +271,8 @@ struct State {
     cursors: Vec<Cursor>,
     total_bytes: u64,
     waiting_for_room: bool,
+    /// The sink appends wait for (`block`, its share full); `None`: the whole buffer.
+    waiting_for: Option<usize>,
     closed: bool,
     /// Payload buffers handed back by the readers' callers.
     pool: Vec<Vec<u8>>,

@@ -60,6 +60,7 @@ impl Buffer {
             cursors,
             total_bytes: 0,
             waiting_for_room: false,
+            waiting_for: None,
             closed: false,
             pool: Vec::new(),
             stats: BufferStats { max_bytes: opts.max_bytes, ..BufferStats::default() },

@@ -10,6 +10,7 @@ use super::segment::{self, RECORD_HEADER_LEN};
 use super::{disk_failed, forget_acked_front, held_framed, io_err, release_range, write_all_vectored, Buffer, BufferError, State, WhenFull};
 
 /// What stands in the way of an append.
+#[derive(Clone, Copy)]
 enum Full {
     /// This sink's share (or, for the buffer's cap, the sink holding its oldest
     /// records) must make room.
@@ -47,6 +48,10 @@ impl Buffer {
                 }
             }
             st.waiting_for_room = true;
+            st.waiting_for = match full {
+                Full::Sink(c) => Some(c),
+                Full::Wait => None,
+            };
             let now = Instant::now();
             let wait = match deadline {
                 Some(d) if d <= now => return Err(BufferError::Full),

@@ -204,7 +204,9 @@ impl Telemetry {
                 let lag = s.oldest_unacked_time.map_or(0.0, |t| ((now - t).max(0)) as f64 / 1e9);
                 gauge!("logferry_shipping_lag_seconds", "sink" => name.clone()).set(lag);
                 gauge!("logferry_sink_buffer_bytes", "sink" => name.clone()).set(s.bytes as f64);
-                gauge!("logferry_sink_buffer_max_bytes", "sink" => name).set(s.max_bytes as f64);
+                gauge!("logferry_sink_buffer_max_bytes", "sink" => name.clone()).set(s.max_bytes as f64);
+                // What `when_full = "drop_oldest"` gave up for this sink alone.
+                counter!("logferry_sink_records_total", "sink" => name, "outcome" => "dropped").absolute(s.dropped_records);
             }
         }
         self.publish_dropped();
@@ -259,7 +261,8 @@ impl Telemetry {
         }
         if let Some(b) = &self.buffer {
             let s = b.stats();
-            if s.backpressure {
+            let blocking = self.share_problems(b, &mut problems);
+            if s.backpressure && !blocking {
                 problems.push(format!("buffer: full ({} of {} bytes); reading is paused", s.bytes, s.max_bytes));
             }
             if let Some(why) = b.disk_fault() {
@@ -280,6 +283,35 @@ impl Telemetry {
         }
     }
 }
+
+impl Telemetry {
+    /// Sinks whose share of the buffer is full: one that blocks pauses reading, one
+    /// that drops its oldest records has done so lately. Returns whether reading waits
+    /// for a sink named here.
+    fn share_problems(&self, b: &crate::buffer::Buffer, problems: &mut Vec<String>) -> bool {
+        let mut blocking = false;
+        for (i, sink) in self.sinks.iter().enumerate().filter(|(i, _)| *i < b.sinks()) {
+            let s = b.sink_stats(i);
+            if s.blocking {
+                blocking = true;
+                problems.push(format!(
+                    "sink {}: its share of the buffer is full ({} of {} bytes, when_full = \"block\"); reading is paused until it takes data again",
+                    sink.name, s.bytes, s.max_bytes
+                ));
+            }
+            if s.last_drop.is_some_and(|t| t.elapsed() < DROPPING_LATELY) {
+                problems.push(format!(
+                    "sink {}: its share of the buffer is full ({} of {} bytes, when_full = \"drop_oldest\"); it drops its oldest records ({} so far)",
+                    sink.name, s.bytes, s.max_bytes, s.dropped_records
+                ));
+            }
+        }
+        blocking
+    }
+}
+
+/// How long after its last drop a `drop_oldest` sink is reported by `/readyz`.
+const DROPPING_LATELY: Duration = Duration::from_secs(60);
 
 /// One sink's families, labelled with its name.
 fn publish_sink(sink: &SinkTelemetry) {
@@ -371,7 +403,7 @@ fn describe_all() {
     describe_counter!("logferry_buffer_corrupt_regions_total", "Corrupted regions skipped in the disk buffer.");
     describe_counter!("logferry_data_dir_errors_total", "Writes to data_dir that failed (a full, read-only or failing disk), by what was written: buffer, checkpoints, dead_letters. Retried until they work.");
     describe_counter!("logferry_sink_requests_total", "Requests (batches) sent to the sink, by outcome.");
-    describe_counter!("logferry_sink_records_total", "Records by outcome (ok, failed and retried, dead_letter, truncated): a Firehose record, or an event for stdout and file.");
+    describe_counter!("logferry_sink_records_total", "Records by outcome (ok, failed and retried, dead_letter, truncated, dropped by when_full = drop_oldest): a Firehose record, or an event for stdout and file.");
     describe_counter!("logferry_sink_throttled_total", "Calls or records the destination refused for being over its quota.");
     describe_gauge!("logferry_sink_rate_bytes_per_second", "The pace the sink allows itself now (AIMD below the configured ceiling); 0 when unpaced.");
     describe_gauge!("logferry_sink_rate_requests_per_second", "The request pace the sink allows itself now (AIMD below max_requests_per_second); 0 when unpaced.");

@@ -66,7 +66,7 @@ fn a_stalled_sink_pauses_reading_at_the_buffer_cap_and_loses_nothing() {
     let addr = shipper.metrics_addr();
     let (status, body) = crate::node::http_get(addr, "/readyz");
     assert_eq!(status, 503, "{body}");
-    assert!(body.contains("buffer: full"), "{body}");
+    assert!(body.contains("sink default: its share of the buffer is full") && body.contains("reading is paused"), "{body}");
     let (_, scrape) = crate::node::http_get(addr, "/metrics");
     assert!(scrape.contains("\nlogferry_backpressure_active 1\n"), "{scrape}");
     assert!(!scrape.contains("\nlogferry_shipping_lag_seconds 0\n"), "{scrape}");
