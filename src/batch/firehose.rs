@@ -29,7 +29,7 @@ pub fn billed_bytes(len: usize) -> u64 {
 /// A record: whole JSON lines, ending with `\n`, with the tags (buffer sequence
 /// numbers) of the first and last chunk whose lines it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
+pub struct FirehoseRecord {
     pub data: Vec<u8>,
     pub first: u64,
     pub last: u64,
@@ -43,7 +43,7 @@ pub struct Aggregator {
     current: Vec<u8>,
     /// Tags of the lines in `current`.
     current_tags: Option<(u64, u64)>,
-    records: Vec<Record>,
+    records: Vec<FirehoseRecord>,
     oversize: Vec<Vec<u8>>,
 }
 
@@ -101,7 +101,7 @@ impl Aggregator {
     /// Closes the record being filled.
     pub fn seal(&mut self) {
         if let Some((first, last)) = self.current_tags.take() {
-            self.records.push(Record { data: std::mem::take(&mut self.current), first, last });
+            self.records.push(FirehoseRecord { data: std::mem::take(&mut self.current), first, last });
         }
     }
 
@@ -116,7 +116,7 @@ impl Aggregator {
     }
 
     /// Sealed records, oldest first.
-    pub fn take_records(&mut self) -> Vec<Record> {
+    pub fn take_records(&mut self) -> Vec<FirehoseRecord> {
         std::mem::take(&mut self.records)
     }
 
@@ -162,9 +162,9 @@ fn with_newline(line: &[u8]) -> Vec<u8> {
 
 /// Takes the next request's records from the front of `queue`: at most
 /// `max_records` and `max_bytes` (each capped at AWS's limit), but at least one.
-pub fn take_batch(queue: &mut VecDeque<Record>, max_records: usize, max_bytes: usize) -> Vec<Record> {
+pub fn take_batch(queue: &mut VecDeque<FirehoseRecord>, max_records: usize, max_bytes: usize) -> Vec<FirehoseRecord> {
     let (max_records, max_bytes) = (max_records.min(MAX_BATCH_RECORDS), max_bytes.min(MAX_BATCH_BYTES));
-    let mut batch: Vec<Record> = Vec::new();
+    let mut batch: Vec<FirehoseRecord> = Vec::new();
     let mut bytes = 0;
     while let Some(r) = queue.front() {
         let fits = batch.is_empty() || (batch.len() < max_records && bytes + r.data.len() <= max_bytes);
@@ -184,7 +184,7 @@ mod tests {
 
     /// `records` cut into requests by [`take_batch`] at AWS's limits, as index ranges.
     fn batches(records: &[Vec<u8>]) -> Vec<std::ops::Range<usize>> {
-        let mut queue: VecDeque<Record> = records.iter().map(|d| Record { data: d.clone(), first: 0, last: 0 }).collect();
+        let mut queue: VecDeque<FirehoseRecord> = records.iter().map(|d| FirehoseRecord { data: d.clone(), first: 0, last: 0 }).collect();
         let mut out = Vec::new();
         let mut start = 0;
         while !queue.is_empty() {
@@ -219,7 +219,7 @@ mod tests {
         a.push(b"ok\n", 2);
         assert_eq!(a.open_tags(), Some((1, 2)));
         a.seal();
-        assert_eq!(a.take_records(), vec![Record { data: b"short\nok\n".to_vec(), first: 1, last: 2 }]);
+        assert_eq!(a.take_records(), vec![FirehoseRecord { data: b"short\nok\n".to_vec(), first: 1, last: 2 }]);
         assert_eq!(a.take_oversize(), vec![b"this line is far too long\n".to_vec()]);
     }
 

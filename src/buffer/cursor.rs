@@ -212,6 +212,15 @@ impl Buffer {
         self.ack_for(0, seq)
     }
 
+    /// [`Self::persist_ack`] for the sink and pipeline threads: a disk that refuses is
+    /// reported by the buffer (`/readyz`, logged once per cause) and tried again at the
+    /// next call; until then a restart ships those records again.
+    pub fn persist_ack_or_retry_later(&self) {
+        if let Err(e) = self.persist_ack() {
+            tracing::debug!(error = %e, "cannot save the acknowledged records yet");
+        }
+    }
+
     /// Saves which records each sink acknowledged, where that changed (see [`acks`]).
     /// Once every sink has its own file, what a one-sink logferry left is removed.
     pub fn persist_ack(&self) -> Result<(), BufferError> {

@@ -84,6 +84,7 @@ mod room;
 pub mod segment;
 mod seqset;
 pub mod sinks;
+pub mod writer;
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};

@@ -1,23 +1,29 @@
-//! Sink: where encoded events go.
+//! Sink: where encoded events go, one thread per configured sink.
 //!
-//! Events arrive already encoded as JSON lines (see `event::encode`), in batches; a
-//! sink writes a batch whole and says when it is durable. The local targets here
-//! (standard output, a file fsynced on [`JsonLines::finish`]); Amazon Data Firehose in
-//! [`firehose`] (one call) and [`deliver`] (the loop: aggregate, batch, pace, retry,
-//! acknowledge). [`aws`], [`pace`] and [`backoff`] are shared by every AWS sink.
+//! Events arrive already encoded as JSON lines (see `event::encode`), in buffer
+//! records; each sink reads its own cursor of the buffer and acknowledges a record
+//! once all of it is delivered. [`local`]: standard output and a file; [`aws`]:
+//! Firehose and CloudWatch Logs on one delivery core. [`spawn`] starts a sink's thread
+//! from its [`ShipSettings`].
 
 pub mod aws;
 pub mod backoff;
-pub mod dead_letter;
-pub mod cloudwatch;
-pub mod deliver;
-pub mod deliver_logs;
-pub mod file;
-pub mod firehose;
-pub mod pace;
+pub mod local;
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::Duration;
+
+pub use local::JsonLines;
+
+use crate::buffer::Buffer;
+use crate::metrics::SinkCounters;
+
+/// Records handed to a sink per read from the buffer, at most.
+const SINK_READ_BYTES: usize = 4 << 20;
 
 /// Where JSON lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,18 +32,7 @@ pub enum Target {
     File(PathBuf),
     /// Firehose or CloudWatch Logs; dead letters go to
     /// `<data_dir>/dead-letter/<letters>.jsonl`.
-    Aws { sink: Box<deliver::AwsSink>, data_dir: PathBuf, letters: String },
-}
-
-/// Writes batches of JSON lines to stdout or a file.
-pub struct JsonLines {
-    out: Out,
-}
-
-enum Out {
-    Stdout(io::Stdout),
-    /// Staged, written at `finish` or `submit` (see [`file`]); boxed, as it is large.
-    File(Box<file::OutputFile>),
+    Aws { sink: Box<aws::AwsSink>, data_dir: PathBuf, letters: String },
 }
 
 /// A write that failed, with the destination named.
@@ -65,82 +60,56 @@ impl Target {
         match sink {
             SinkConfig::Stdout => Target::Stdout,
             SinkConfig::File { path } => Target::File(path.clone()),
-            SinkConfig::Firehose(c) => aws(deliver::AwsSink::Firehose(c.clone())),
-            SinkConfig::CloudWatch(c) => aws(deliver::AwsSink::CloudWatch(c.clone())),
+            SinkConfig::Firehose(c) => aws(aws::AwsSink::Firehose(c.clone())),
+            SinkConfig::CloudWatch(c) => aws(aws::AwsSink::CloudWatch(c.clone())),
         }
     }
 }
 
-impl JsonLines {
-    /// Opens the target; a file is appended to, or emptied first when `truncate`.
-    pub fn open(target: &Target, truncate: bool) -> Result<Self, SinkError> {
-        let out = match target {
-            Target::Stdout => Out::Stdout(io::stdout()),
-            Target::File(path) => Out::File(Box::new(
-                file::OutputFile::open(path, truncate).map_err(|source| SinkError::Open { path: path.clone(), source })?,
-            )),
-            Target::Aws { sink, .. } => {
-                return Err(SinkError::Remote(anyhow::anyhow!("{} is not written as JSON lines here: use deliver::Background", sink.name())))
-            }
-        };
-        Ok(Self { out })
-    }
-
-    /// Writes one batch of whole lines (to a file: stages it for [`Self::finish`]).
-    pub fn write_batch(&mut self, batch: &[u8]) -> Result<(), SinkError> {
-        let r = match &mut self.out {
-            Out::Stdout(s) => s.lock().write_all(batch),
-            Out::File(f) => {
-                f.append(batch);
-                Ok(())
-            }
-        };
-        r.map_err(|source| self.write_error(source))
-    }
-
-    /// Flushes, and for a file fsyncs: after this returns, every batch is durable.
-    pub fn finish(&mut self) -> Result<(), SinkError> {
-        let r = match &mut self.out {
-            Out::Stdout(s) => s.lock().flush(),
-            Out::File(f) => f.sync(),
-        };
-        r.map_err(|source| self.write_error(source))
-    }
-
-    /// Starts making every batch durable without waiting (a file: written on its I/O
-    /// thread while the next batches are staged); [`Self::wait`] waits for it.
-    /// Standard output is flushed here and now.
-    pub fn submit(&mut self) -> Result<(), SinkError> {
-        let r = match &mut self.out {
-            Out::Stdout(s) => s.lock().flush(),
-            Out::File(f) => f.submit(),
-        };
-        r.map_err(|source| self.write_error(source))
-    }
-
-    /// Whether a submitted write is still under way.
-    pub fn busy(&mut self) -> bool {
-        match &mut self.out {
-            Out::Stdout(_) => false,
-            Out::File(f) => f.busy(),
-        }
-    }
-
-    /// After this returns, every batch submitted is durable.
-    pub fn wait(&mut self) -> Result<(), SinkError> {
-        let r = match &mut self.out {
-            Out::Stdout(_) => Ok(()),
-            Out::File(f) => f.wait(),
-        };
-        r.map_err(|source| self.write_error(source))
-    }
-
-    fn write_error(&self, source: io::Error) -> SinkError {
-        let target = match &self.out {
-            Out::Stdout(_) => "standard output".to_string(),
-            Out::File(f) => f.path().display().to_string(),
-        };
-        SinkError::Write { target, source }
-    }
+/// What every sink thread needs.
+pub struct ShipSettings {
+    pub buffer: Buffer,
+    /// This sink's cursor in the buffer.
+    pub cursor: usize,
+    /// The buffer thread has finished: once the buffer is drained, so are we.
+    pub writer_done: Arc<AtomicBool>,
+    /// How often the acknowledged records are saved.
+    pub ack_interval: Duration,
+    pub counters: Arc<SinkCounters>,
+    pub target: Target,
 }
 
+/// What a sink shipped: buffer records, their bytes, and the events in them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SinkReport {
+    pub records: u64,
+    pub bytes: u64,
+    pub events: u64,
+}
+
+/// Starts sink `name`'s thread; it sends its cursor on `done` when it ends. For an
+/// AWS sink, returns once its client is set up (or with why it cannot be: no region,
+/// say).
+pub fn spawn(name: &str, ship: ShipSettings, done: tokio::sync::mpsc::UnboundedSender<usize>) -> anyhow::Result<thread::JoinHandle<anyhow::Result<SinkReport>>> {
+    let builder = thread::Builder::new().name(format!("sink-{name}"));
+    let cursor = ship.cursor;
+    match ship.target.clone() {
+        Target::Aws { sink, data_dir, letters } => {
+            let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+            let handle = builder.spawn(move || {
+                let r = aws::ship(*sink, &data_dir, &letters, ship, ready_tx);
+                let _ = done.send(cursor);
+                r
+            })?;
+            aws::started(&ready_rx, handle)
+        }
+        _ => {
+            let shipper = local::LocalShipper::open(ship)?;
+            Ok(builder.spawn(move || {
+                let r = shipper.run();
+                let _ = done.send(cursor);
+                r
+            })?)
+        }
+    }
+}

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
-use super::backoff::{seed, Backoff};
+use crate::sink::backoff::{seed, Backoff};
 use crate::metrics::Fault;
 
 /// First and longest wait before writing again after a failure.

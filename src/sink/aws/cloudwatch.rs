@@ -7,7 +7,7 @@
 
 use aws_sdk_cloudwatchlogs::types::InputLogEvent;
 
-use super::aws::{self, Failure};
+use super::client::{self, Failure};
 use crate::batch::cloudwatch::{LogEvent, StreamKey};
 use crate::config::CloudWatchConfig;
 
@@ -43,7 +43,7 @@ pub struct CloudWatchLogs {
 
 impl CloudWatchLogs {
     pub async fn connect(config: &CloudWatchConfig) -> anyhow::Result<Self> {
-        let sdk = aws::sdk_config(config.region.as_deref(), config.endpoint.as_deref(), config.request_timeout).await?;
+        let sdk = client::sdk_config(config.region.as_deref(), config.endpoint.as_deref(), config.request_timeout).await?;
         Ok(Self { client: aws_sdk_cloudwatchlogs::Client::new(&sdk) })
     }
 
@@ -62,7 +62,7 @@ impl CloudWatchLogs {
             .set_log_events(Some(events))
             .send()
             .await
-            .map_err(|e| aws::classify(&e))?;
+            .map_err(|e| client::classify(&e))?;
         let index = |i: Option<i32>| i.and_then(|i| usize::try_from(i).ok());
         Ok(answer.rejected_log_events_info().map_or_else(Rejected::default, |r| Rejected {
             too_new_from: index(r.too_new_log_event_start_index()),
@@ -75,7 +75,7 @@ impl CloudWatchLogs {
     pub async fn create_group(&self, group: &str, retention_days: u32) -> Result<(), Failure> {
         let created = self.client.create_log_group().log_group_name(group).send().await;
         if let Err(e) = created {
-            let f = aws::classify(&e);
+            let f = client::classify(&e);
             if f.code.as_deref() != Some("ResourceAlreadyExistsException") {
                 return Err(f);
             }
@@ -88,7 +88,7 @@ impl CloudWatchLogs {
                 .retention_in_days(days)
                 .send()
                 .await
-                .map_err(|e| aws::classify(&e))?;
+                .map_err(|e| client::classify(&e))?;
         }
         Ok(())
     }
@@ -99,7 +99,7 @@ impl CloudWatchLogs {
         match created {
             Ok(_) => Ok(()),
             Err(e) => {
-                let f = aws::classify(&e);
+                let f = client::classify(&e);
                 match f.code.as_deref() {
                     Some("ResourceAlreadyExistsException") => Ok(()),
                     _ => Err(f),

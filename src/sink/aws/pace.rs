@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use governor::clock::{Clock, DefaultClock};
 use governor::{Quota, RateLimiter};
 
-use super::backoff::Aimd;
+use crate::sink::backoff::Aimd;
 use crate::config::Pacing;
 
 /// The lowest factor: a node throttled again and again still sends something.

@@ -1,4 +1,5 @@
-//! Delivery to CloudWatch Logs: chunks of JSON lines in, acknowledgements out.
+//! The CloudWatch Logs delivery loop, on the shared core (`core`): chunks of JSON
+//! lines in, acknowledgements out.
 //!
 //! ```text
 //! chunks ─► route each event to its log stream (templates) ─► per-stream queues
@@ -30,20 +31,18 @@
 //!   ones: until idle for `park_after`), so pod churn grows neither memory nor the work
 //!   of each round.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use super::aws::{Failure, FailureKind};
-use super::backoff::Backoff;
+use super::client::{Failure, FailureKind};
 use super::cloudwatch::{CloudWatchLogs, Rejected};
-use super::dead_letter::DeadLetters;
-use super::backoff::seed;
-use super::deliver::{earliest, Chunk, Delivered, Failures, Loop};
+use super::core::{earliest, Chunk, Delivered, Failures, Ledger, Loop};
 use super::pace::Pacer;
+use crate::sink::backoff::{seed, Backoff};
 use crate::batch::cloudwatch::{age, batch_bytes, fit_event, take_batch, Age, LogEvent, Router, StreamKey, MAX_BATCH_BYTES, MAX_BATCH_EVENTS};
 use crate::config::CloudWatchConfig;
 use crate::metrics::SinkCounters;
@@ -103,19 +102,17 @@ impl Queue {
 type Answer = (StreamKey, Vec<LogEvent>, Instant, bool, Result<Rejected, Failure>);
 
 /// The CloudWatch Logs delivery loop.
-pub struct LogsDelivery<A: FnMut(u64)> {
+pub struct CloudWatchDelivery<A: FnMut(u64)> {
     logs: CloudWatchLogs,
     config: CloudWatchConfig,
     router: Router,
     pacer: Pacer,
     queues: HashMap<StreamKey, Queue>,
     queued_bytes: usize,
-    /// Events of each chunk not yet accepted or set aside, and whether all of it came.
-    pending: BTreeMap<u64, (u64, bool)>,
+    /// Each chunk's events not yet accepted or set aside.
+    ledger: Ledger<A>,
     in_flight: JoinSet<Answer>,
-    dead: DeadLetters,
     counters: Arc<SinkCounters>,
-    on_ack: A,
     done: Delivered,
     failures: Failures,
     jitter: Backoff,
@@ -124,8 +121,8 @@ pub struct LogsDelivery<A: FnMut(u64)> {
     last_sweep: Instant,
 }
 
-impl<A: FnMut(u64)> LogsDelivery<A> {
-    pub fn new(logs: CloudWatchLogs, config: CloudWatchConfig, dead: DeadLetters, counters: Arc<SinkCounters>, on_ack: A) -> Self {
+impl<A: FnMut(u64)> CloudWatchDelivery<A> {
+    pub fn new(logs: CloudWatchLogs, config: CloudWatchConfig, ledger: Ledger<A>, counters: Arc<SinkCounters>) -> Self {
         let router = Router::new(config.log_group.clone(), config.log_stream.clone(), config.node.clone(), config.cluster.clone(), config.bare_message);
         let pacer = Pacer::new(config.pacing);
         counters.set_rate(0.0, pacer.requests_per_second());
@@ -135,11 +132,9 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
             pacer,
             queues: HashMap::new(),
             queued_bytes: 0,
-            pending: BTreeMap::new(),
+            ledger,
             in_flight: JoinSet::new(),
-            dead,
             counters,
-            on_ack,
             done: Delivered::default(),
             failures: Failures::default(),
             jitter: Backoff::try_new(Duration::from_millis(100), Duration::from_secs(1), seed()).expect("valid bounds"),
@@ -158,29 +153,20 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
     /// Hands the dead letters set aside to their writer, and acknowledges the chunks
     /// that waited only on lines now written.
     fn write_dead(&mut self) {
-        let written = self.dead.flush();
+        let written = self.ledger.write_dead();
         if written.is_empty() {
             return;
         }
-        tracing::warn!(events = written.len(), path = %self.dead.path().display(), "events were set aside in the dead letters (refused for their time, or their log stream parked; logferry_dropped_records_total says which)");
+        tracing::warn!(events = written.len(), path = %self.ledger.dead().path().display(), "events were set aside in the dead letters (refused for their time, or their log stream parked; logferry_dropped_records_total says which)");
         for seq in written {
-            self.settled(seq);
+            self.ledger.try_ack(seq, false);
         }
     }
 
-    /// One event of chunk `seq` was accepted or written to the dead letters.
+    /// One event of chunk `seq` was accepted.
     fn settled(&mut self, seq: u64) {
-        if let Some(p) = self.pending.get_mut(&seq) {
-            p.0 = p.0.saturating_sub(1);
-        }
-        self.try_ack(seq);
-    }
-
-    fn try_ack(&mut self, seq: u64) {
-        if let Some(&(0, true)) = self.pending.get(&seq) {
-            self.pending.remove(&seq);
-            (self.on_ack)(seq);
-        }
+        self.ledger.settle(seq);
+        self.ledger.try_ack(seq, false);
     }
 
     fn accepted(&mut self, key: &StreamKey, batch: Vec<LogEvent>, rejected: Rejected) {
@@ -208,7 +194,9 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
                 }
                 Some(reason) => {
                     self.count_dead(reason == "too_old", 1);
-                    self.dead.set_aside(event.chunk, dead_letter_line(key, &event, reason, None));
+                    // Moved from waiting in a queue to waiting to be written.
+                    self.ledger.settle(event.chunk);
+                    self.ledger.set_aside(event.chunk, dead_letter_line(key, &event, reason, None));
                 }
             }
         }
@@ -291,6 +279,8 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
             );
         }
         for event in batch.into_iter().chain(waiting) {
+            // From waiting to be sent to waiting to be written.
+            self.ledger.settle(event.chunk);
             self.set_aside_parked(key, event, &why);
         }
         self.write_dead();
@@ -299,7 +289,7 @@ impl<A: FnMut(u64)> LogsDelivery<A> {
     fn set_aside_parked(&mut self, key: &StreamKey, event: LogEvent, why: &str) {
         self.done.dead_letters += 1;
         self.counters.dropped_parked.fetch_add(1, Ordering::Relaxed);
-        self.dead.set_aside(event.chunk, dead_letter_line(key, &event, "parked", Some(why)));
+        self.ledger.set_aside(event.chunk, dead_letter_line(key, &event, "parked", Some(why)));
     }
 
     /// Forgets the queues of streams with nothing queued or in flight (parked ones
@@ -373,7 +363,7 @@ fn dead_letter_line(key: &StreamKey, event: &LogEvent, reason: &str, error: Opti
     line
 }
 
-impl<A: FnMut(u64)> Loop for LogsDelivery<A> {
+impl<A: FnMut(u64)> Loop for CloudWatchDelivery<A> {
     type Answer = Answer;
 
     /// Routes a chunk's events to their streams; the too old and too new go to the
@@ -383,6 +373,7 @@ impl<A: FnMut(u64)> Loop for LogsDelivery<A> {
         let now = Instant::now();
         let mut queued = 0;
         let cap = self.config.retry_max_wait;
+        self.ledger.open(chunk.seq);
         for line in chunk.data.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
             let (key, mut event) = self.router.route(line, chunk.seq, now_ms);
             if fit_event(&mut event.message) {
@@ -393,8 +384,7 @@ impl<A: FnMut(u64)> Loop for LogsDelivery<A> {
                 Age::Ok => {}
                 too => {
                     self.count_dead(too == Age::TooOld, 1);
-                    self.dead.set_aside(chunk.seq, [line, b"\n"].concat());
-                    queued += 1;
+                    self.ledger.set_aside(chunk.seq, [line, b"\n"].concat());
                     continue;
                 }
             }
@@ -406,19 +396,19 @@ impl<A: FnMut(u64)> Loop for LogsDelivery<A> {
             if let Some(why) = q.parked_now(now).cloned() {
                 let key = key.clone();
                 self.set_aside_parked(&key, event, &why);
-                queued += 1;
                 continue;
             }
             q.bytes += event.size();
             self.queued_bytes += event.size();
             q.oldest.get_or_insert_with(Instant::now);
             q.events.push(event);
+            self.ledger.wait(chunk.seq);
             queued += 1;
         }
         self.done.chunks += 1;
-        self.pending.insert(chunk.seq, (queued, true));
+        self.ledger.complete(chunk.seq);
         self.write_dead();
-        self.try_ack(chunk.seq);
+        self.ledger.try_ack(chunk.seq, false);
         self.counters.streams.store(self.queues.len() as u64, Ordering::Relaxed);
         Ok(())
     }
@@ -427,7 +417,7 @@ impl<A: FnMut(u64)> Loop for LogsDelivery<A> {
     /// the limit: only an answer helps).
     fn deadline(&self) -> Option<Instant> {
         if self.in_flight.len() >= self.config.max_in_flight {
-            return self.dead.poll_at();
+            return self.ledger.dead().poll_at();
         }
         let now = Instant::now();
         let send = self
@@ -439,7 +429,7 @@ impl<A: FnMut(u64)> Loop for LogsDelivery<A> {
                 None => q.oldest.map(|t| t + self.config.linger),
             })
             .min();
-        earliest(send, self.dead.poll_at())
+        earliest(send, self.ledger.dead().poll_at())
     }
 
     /// Writes dead letters that wait, then sends due streams' batches, the
@@ -498,11 +488,11 @@ impl<A: FnMut(u64)> Loop for LogsDelivery<A> {
     }
 
     fn idle(&self) -> bool {
-        self.queues.values().all(|q| q.events.is_empty()) && self.in_flight.is_empty() && self.dead.is_empty()
+        self.queues.values().all(|q| q.events.is_empty()) && self.in_flight.is_empty() && self.ledger.dead().is_empty()
     }
 
     fn room(&self) -> bool {
-        self.queued_bytes + self.dead.waiting_bytes() < QUEUE_BYTES
+        self.queued_bytes + self.ledger.dead().waiting_bytes() < QUEUE_BYTES
     }
 
     fn in_flight(&mut self) -> &mut JoinSet<Answer> {

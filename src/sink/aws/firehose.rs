@@ -9,7 +9,7 @@
 use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types::Record;
 
-use super::aws::{self, Failure};
+use super::client::{self, Failure};
 use crate::config::FirehoseConfig;
 
 /// The per-record error code that means "over the quota".
@@ -27,7 +27,7 @@ pub type RecordResults = Vec<Option<String>>;
 
 impl Firehose {
     pub async fn connect(config: &FirehoseConfig) -> anyhow::Result<Self> {
-        let sdk = aws::sdk_config(config.region.as_deref(), config.endpoint.as_deref(), config.request_timeout).await?;
+        let sdk = client::sdk_config(config.region.as_deref(), config.endpoint.as_deref(), config.request_timeout).await?;
         Ok(Self { client: aws_sdk_firehose::Client::new(&sdk), stream: config.delivery_stream.clone() })
     }
 
@@ -50,7 +50,7 @@ impl Firehose {
             .set_records(Some(records))
             .send()
             .await
-            .map_err(|e| aws::classify(&e))?;
+            .map_err(|e| client::classify(&e))?;
         let mut results: RecordResults = answer.request_responses().iter().map(|r| r.error_code().map(str::to_owned)).collect();
         // An answer with fewer entries than records says nothing of the rest: resend them.
         results.resize(n, Some("MissingResponse".into()));

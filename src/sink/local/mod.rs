@@ -1,0 +1,219 @@
+//! The local sinks: standard output and a file, written as JSON lines.
+//!
+//! [`JsonLines`] writes batches whole and says when they are durable (a file is
+//! fsynced; see [`file`] for its I/O thread and how a torn last line is cut after a
+//! crash). [`LocalShipper`] is such a sink's thread: it reads its cursor's records
+//! from the buffer, writes them pipelined (one write under way while the next is
+//! staged), and acknowledges each write's records once it is durable. Output failures
+//! (disk full, a closed pipe) are retried with backoff until they work; the data
+//! waits in the buffer meanwhile and `/readyz` says so.
+
+pub mod file;
+
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::backoff::Backoff;
+use super::{ShipSettings, SinkError, SinkReport, Target, SINK_READ_BYTES};
+use crate::buffer::segment::Record;
+use crate::buffer::Buffer;
+use crate::metrics::SinkCounters;
+
+/// At most this much goes into one write of a file sink (one fsync each): while a
+/// write is under way, what arrives is staged for the next, up to this.
+const LOCAL_WRITE_BYTES: usize = 8 << 20;
+/// While a write is under way, how long a read from the buffer waits for records.
+const LOOK_WHILE_WRITING: Duration = Duration::from_millis(1);
+
+/// Writes batches of JSON lines to stdout or a file.
+pub struct JsonLines {
+    out: Out,
+}
+
+enum Out {
+    Stdout(io::Stdout),
+    /// Staged, written at `finish` or `submit` (see [`file`]); boxed, as it is large.
+    File(Box<file::OutputFile>),
+}
+
+impl JsonLines {
+    /// Opens the target; a file is appended to, or emptied first when `truncate`.
+    pub fn open(target: &Target, truncate: bool) -> Result<Self, SinkError> {
+        let out = match target {
+            Target::Stdout => Out::Stdout(io::stdout()),
+            Target::File(path) => Out::File(Box::new(
+                file::OutputFile::open(path, truncate).map_err(|source| SinkError::Open { path: path.clone(), source })?,
+            )),
+            Target::Aws { sink, .. } => {
+                return Err(SinkError::Remote(anyhow::anyhow!("{} is not written as JSON lines here: use sink::aws::Background", sink.name())))
+            }
+        };
+        Ok(Self { out })
+    }
+
+    /// Writes one batch of whole lines (to a file: stages it for [`Self::finish`]).
+    pub fn write_batch(&mut self, batch: &[u8]) -> Result<(), SinkError> {
+        let r = match &mut self.out {
+            Out::Stdout(s) => s.lock().write_all(batch),
+            Out::File(f) => {
+                f.append(batch);
+                Ok(())
+            }
+        };
+        r.map_err(|source| self.write_error(source))
+    }
+
+    /// Flushes, and for a file fsyncs: after this returns, every batch is durable.
+    pub fn finish(&mut self) -> Result<(), SinkError> {
+        let r = match &mut self.out {
+            Out::Stdout(s) => s.lock().flush(),
+            Out::File(f) => f.sync(),
+        };
+        r.map_err(|source| self.write_error(source))
+    }
+
+    /// Starts making every batch durable without waiting (a file: written on its I/O
+    /// thread while the next batches are staged); [`Self::wait`] waits for it.
+    /// Standard output is flushed here and now.
+    pub fn submit(&mut self) -> Result<(), SinkError> {
+        let r = match &mut self.out {
+            Out::Stdout(s) => s.lock().flush(),
+            Out::File(f) => f.submit(),
+        };
+        r.map_err(|source| self.write_error(source))
+    }
+
+    /// Whether a submitted write is still under way.
+    pub fn busy(&mut self) -> bool {
+        match &mut self.out {
+            Out::Stdout(_) => false,
+            Out::File(f) => f.busy(),
+        }
+    }
+
+    /// After this returns, every batch submitted is durable.
+    pub fn wait(&mut self) -> Result<(), SinkError> {
+        let r = match &mut self.out {
+            Out::Stdout(_) => Ok(()),
+            Out::File(f) => f.wait(),
+        };
+        r.map_err(|source| self.write_error(source))
+    }
+
+    fn write_error(&self, source: io::Error) -> SinkError {
+        let target = match &self.out {
+            Out::Stdout(_) => "standard output".to_string(),
+            Out::File(f) => f.path().display().to_string(),
+        };
+        SinkError::Write { target, source }
+    }
+}
+
+/// Ships what the buffer holds to stdout or a file and acknowledges it.
+pub struct LocalShipper {
+    buffer: Buffer,
+    /// This sink's cursor in the buffer.
+    cursor: usize,
+    sink: JsonLines,
+    /// The buffer thread has finished: once the buffer is drained, so are we.
+    writer_done: Arc<AtomicBool>,
+    ack_interval: Duration,
+    counters: Arc<SinkCounters>,
+}
+
+impl LocalShipper {
+    /// Opens the sink's output (a file is appended to).
+    pub fn open(ship: ShipSettings) -> Result<Self, SinkError> {
+        Ok(Self {
+            sink: JsonLines::open(&ship.target, false)?,
+            buffer: ship.buffer,
+            cursor: ship.cursor,
+            writer_done: ship.writer_done,
+            ack_interval: ship.ack_interval,
+            counters: ship.counters,
+        })
+    }
+}
+
+impl LocalShipper {
+    /// Returns (records, bytes, events) shipped. Writing is pipelined: while one write
+    /// is under way (on the file's I/O thread), what arrives is staged for the next,
+    /// so that the disk is kept busy with few, large writes (one fsync each); each
+    /// write's records are acknowledged once it is durable.
+    pub fn run(mut self) -> anyhow::Result<SinkReport> {
+        let mut shipped = SinkReport::default();
+        let (mut in_flight, mut staged): (Vec<Record>, Vec<Record>) = (Vec::new(), Vec::new());
+        let mut staged_bytes = 0;
+        let mut last_persist = Instant::now().checked_sub(self.ack_interval).unwrap_or_else(Instant::now);
+        loop {
+            // With a write under way, look for more only briefly: it may land any moment.
+            let wait = if in_flight.is_empty() { Duration::from_millis(200) } else { LOOK_WHILE_WRITING };
+            let room = LOCAL_WRITE_BYTES.saturating_sub(staged_bytes).max(1);
+            let batch = self.buffer.read_for(self.cursor, room.min(SINK_READ_BYTES), wait)?;
+            if batch.is_empty() && in_flight.is_empty() && staged.is_empty() && self.writer_done.load(Ordering::Acquire) && self.buffer.drained_for(self.cursor) {
+                break;
+            }
+            for r in batch {
+                retry(&self.counters, || self.sink.write_batch(&r.payload));
+                staged_bytes += r.payload.len();
+                staged.push(r);
+            }
+            if !in_flight.is_empty() {
+                if staged_bytes < LOCAL_WRITE_BYTES && self.sink.busy() {
+                    continue;
+                }
+                retry(&self.counters, || self.sink.wait());
+                self.acknowledge(std::mem::take(&mut in_flight), &mut shipped);
+            }
+            if !staged.is_empty() {
+                retry(&self.counters, || self.sink.submit());
+                in_flight = std::mem::take(&mut staged);
+                staged_bytes = 0;
+            }
+            if last_persist.elapsed() >= self.ack_interval {
+                self.buffer.persist_ack_or_retry_later();
+                last_persist = Instant::now();
+            }
+        }
+        retry(&self.counters, || self.sink.finish());
+        self.buffer.persist_ack_or_retry_later();
+        Ok(shipped)
+    }
+
+    /// Releases records whose write is durable; counts them in `shipped`.
+    fn acknowledge(&self, records: Vec<Record>, shipped: &mut SinkReport) {
+        for r in &records {
+            self.buffer.ack_for(self.cursor, r.seq);
+            shipped.records += 1;
+            shipped.bytes += r.payload.len() as u64;
+            shipped.events += u64::from(r.events);
+            self.counters.records_ok.fetch_add(u64::from(r.events), Ordering::Relaxed);
+            self.counters.bytes.fetch_add(r.payload.len() as u64, Ordering::Relaxed);
+        }
+        records.into_iter().for_each(|r| self.buffer.recycle(r.payload));
+    }
+}
+
+/// Output failures (disk full, a closed pipe) are retried with backoff: the data
+/// waits in the buffer and, behind it, unread in the log files. `/readyz` says so.
+fn retry<E: std::fmt::Display>(counters: &SinkCounters, mut f: impl FnMut() -> Result<(), E>) {
+    let mut backoff = Backoff::try_new(Duration::from_millis(100), Duration::from_secs(5), crate::event::time::now() as u64)
+        .expect("constant bounds are valid");
+    let mut logged = false;
+    while let Err(e) = f() {
+        counters.failed(e.to_string());
+        counters.retries.fetch_add(1, Ordering::Relaxed);
+        if !logged {
+            tracing::error!(error = %e, "output failed; retrying until it works");
+            logged = true;
+        }
+        thread::sleep(backoff.next_wait());
+    }
+    counters.succeeded();
+    if logged {
+        tracing::info!("output works again");
+    }
+}
