@@ -43,7 +43,9 @@ use crate::metrics::{http, Fault, SinkCounters, SinkTelemetry, Telemetry};
 use crate::route::{RouteCounters, Router};
 use crate::sink::{ShipSettings, Target};
 use crate::tail::checkpoint::Checkpoints;
-use crate::tail::tailer::{Batch, TailStats, Tailer, TailerSettings};
+use crate::tail::stats::TailStats;
+use crate::tail::tailer::{Tailer, TailerSettings};
+use crate::tail::turn::Batch;
 use crate::tail::watch::{Reload, Wake, Watch};
 
 /// Batches in flight between the tail and buffer threads.

@@ -26,7 +26,8 @@ use crate::config::{BufferConfig, Config};
 use crate::metrics::Fault;
 use crate::route::{Mask, RouteCounters};
 use crate::tail::checkpoint::Checkpoints;
-use crate::tail::tailer::{Batch, RoomBell, BATCH_BYTES};
+use crate::tail::tailer::{RoomBell, BATCH_BYTES};
+use crate::tail::turn::Batch;
 
 /// How often the buffer thread looks for batches made safe by acknowledgements.
 const SAFE_POLL: Duration = Duration::from_millis(50);

@@ -18,7 +18,7 @@ use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::buffer::BufferStats;
-use crate::tail::tailer::{TailSnapshot, TailStats};
+use crate::tail::stats::{TailSnapshot, TailStats};
 use http::Response;
 
 /// A tail loop silent this long is stuck: `/healthz` fails so Kubernetes restarts us.

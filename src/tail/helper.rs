@@ -17,13 +17,13 @@ use std::time::Instant;
 
 use std::sync::Arc;
 
-use super::tailer::{take_turn, Encoded, Routing, Stream, Turn, TurnLimits};
+use super::turn::{take_turn, Encoded, Followed, Routing, Turn, TurnLimits};
 use crate::event::{EventEncoder, MessageFormat, Nanos};
 use crate::route::Router;
 
 /// One turn to read: the stream and where to encode its events.
 pub struct Job {
-    pub stream: Stream,
+    pub stream: Followed,
     /// The routes now (a reload may have changed them since the last job).
     pub router: Arc<Router>,
     pub data: Encoded,
@@ -33,7 +33,7 @@ pub struct Job {
 
 /// A turn read: the stream back, the encoded events, what the turn did.
 pub struct Done {
-    pub stream: Stream,
+    pub stream: Followed,
     pub data: Encoded,
     pub turn: Turn,
 }

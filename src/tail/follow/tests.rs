@@ -1,0 +1,165 @@
+//! The follower's unit tests.
+use super::*;
+
+fn cri_lines(n: usize, tail: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.extend_from_slice(format!("2026-11-21T10:00:00.000000001Z stdout F line {i:06} {}\n", "x".repeat(100)).as_bytes());
+    }
+    out.extend_from_slice(tail.as_bytes());
+    out
+}
+
+/// Regression: a stream whose turn ended mid-buffer kept its read buffer (256 KiB
+/// to ~1.3 MiB) until its next turn; with a thousand streams after downtime that
+/// was over 600 MiB. Every turn now ends holding nothing.
+#[test]
+fn a_turn_ends_holding_no_read_buffer_and_loses_no_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("0.log");
+    let data = cri_lines(20_000, "2026-11-21T10:00:00.000000001Z stdout F incompl");
+    std::fs::write(&path, &data).unwrap();
+    let mut f = Follower::new(path.clone(), b"{}".to_vec(), &DecodeOptions::default(), None, StartFrom::Beginning);
+    let mut pool = Vec::new();
+    let mut got = Vec::new();
+    let now = Instant::now();
+    let mut turns = 0;
+    loop {
+        turns += 1;
+        let outcome = f.read(100_000, now, 0, Duration::from_secs(30), &mut pool, &mut |e, _| got.push(e.message.to_vec())).unwrap();
+        assert_eq!(f.held_bytes(), 0, "turn {turns} ended holding a buffer");
+        assert!(pool.len() <= MAX_POOLED_BUFFERS);
+        if outcome != ReadOutcome::More {
+            break;
+        }
+    }
+    assert!(turns > 10, "the budget ended turns ({turns})");
+    assert_eq!(got.len(), 20_000);
+    assert!(got.iter().enumerate().all(|(i, m)| m.starts_with(format!("line {i:06} ").as_bytes())));
+    // The incomplete line is read again, whole, once it is finished.
+    let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    std::io::Write::write_all(&mut file, b"ete\n").unwrap();
+    f.read(100_000, now, 0, Duration::from_secs(30), &mut pool, &mut |e, _| got.push(e.message.to_vec())).unwrap();
+    assert_eq!(got.last().unwrap(), b"incomplete");
+    assert_eq!(f.position().unwrap().offset, data.len() as u64 + 4);
+}
+
+/// A rotated file deleted before it was read leaves a hole: the message pending
+/// before it is flushed `partial` (not joined to pieces of another message), and
+/// the first message after it is flagged `partial` too, its head may be lost.
+#[test]
+fn rotated_files_deleted_unread_leave_a_marked_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("0.log");
+    let cri = |tag: &str, msg: &str| format!("2026-11-21T10:00:00.000000001Z stdout {tag} {msg}\n");
+    std::fs::write(&live, cri("F", "a1") + &cri("P", "head-")).unwrap();
+    let mut f = Follower::new(live.clone(), b"{}".to_vec(), &DecodeOptions::default(), None, StartFrom::Beginning);
+    let (mut pool, mut got, now) = (Vec::new(), Vec::new(), Instant::now());
+    let mut read = |f: &mut Follower, got: &mut Vec<(String, bool)>| {
+        f.read(1 << 20, now, 0, Duration::from_secs(30), &mut pool, &mut |e, _| {
+            got.push((String::from_utf8(e.message.to_vec()).unwrap(), e.partial))
+        })
+        .unwrap()
+    };
+    read(&mut f, &mut got);
+    // Two rotations while the follower is away; the middle file is seen, then
+    // deleted unread (the kubelet keeping too few files for a slow reader).
+    std::fs::rename(&live, dir.path().join("0.log.20261121-100001")).unwrap();
+    std::fs::write(&live, cri("P", "middle-") + &cri("F", "end")).unwrap();
+    std::fs::rename(&live, dir.path().join("0.log.20261121-100002")).unwrap();
+    std::fs::write(&live, cri("F", "tail") + &cri("F", "next")).unwrap();
+    f.observe_rotations();
+    std::fs::remove_file(dir.path().join("0.log.20261121-100002")).unwrap();
+    read(&mut f, &mut got);
+    let want = [("a1", false), ("head-", true), ("tail", true), ("next", false)];
+    assert_eq!(got, want.map(|(m, p)| (m.to_string(), p)));
+    assert_eq!(f.stats.rotated_unread_bytes, (cri("P", "middle-") + &cri("F", "end")).len() as u64);
+}
+
+/// A directory listing taken while the kubelet compresses can lack a rotated file
+/// that is there (its plain name already removed as the listing reached it, its
+/// `.gz` created after the listing passed): only a file not on disk is lost.
+#[test]
+fn a_rotated_file_is_looked_for_plain_and_compressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("0.log");
+    std::fs::write(dir.path().join("0.log.20261121-100002.gz"), b"").unwrap();
+    std::fs::write(dir.path().join("0.log.20261121-100004"), b"").unwrap();
+    assert!(rotated_exists(&live, "20261121-100002"));
+    assert!(rotated_exists(&live, "20261121-100004"));
+    assert!(!rotated_exists(&live, "20261121-100003"));
+}
+
+/// Regression (a SIGKILL test on CI): a restart resuming in the most recently
+/// rotated file while the kubelet compressed it listed the plain file, found it gone
+/// when it looked, and called the position lost — the next message flagged partial
+/// and everything before it in the file sent again. It is looked for again.
+#[test]
+fn a_position_in_a_file_compressed_while_looking_is_found_in_its_gz() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("0.log");
+    let cri = |msg: &str| format!("2026-11-21T10:00:00.000000001Z stdout F {msg}\n");
+    std::fs::write(&live, cri("first") + &cri("second")).unwrap();
+    let mut f = Follower::new(live.clone(), b"{}".to_vec(), &DecodeOptions::default(), None, StartFrom::Beginning);
+    let (mut pool, now) = (Vec::new(), Instant::now());
+    f.read(1 << 20, now, 0, Duration::from_secs(30), &mut pool, &mut |_, _| {}).unwrap();
+    let pos = f.position().unwrap();
+    std::io::Write::write_all(&mut std::fs::OpenOptions::new().append(true).open(&live).unwrap(), cri("after").as_bytes()).unwrap();
+    let rotated = dir.path().join("0.log.20261121-100001");
+    std::fs::rename(&live, &rotated).unwrap();
+    std::fs::write(&live, cri("live")).unwrap();
+    let stale = list_members(&live).unwrap();
+    // The kubelet compresses the rotated file between the listing and the look.
+    let plain = std::fs::read(&rotated).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &plain).unwrap();
+    std::fs::write(dir.path().join("0.log.20261121-100001.gz"), gz.finish().unwrap()).unwrap();
+    std::fs::remove_file(&rotated).unwrap();
+
+    let mut g = Follower::new(live.clone(), b"{}".to_vec(), &DecodeOptions::default(), None, StartFrom::Beginning);
+    assert!(matches!(g.find_position(&stale, &pos).unwrap(), Found::Vanished));
+    assert!(g.open_at(pos).unwrap());
+    assert_eq!(g.stats.lost_positions, 0);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        g.read(1 << 20, now, 0, Duration::from_secs(30), &mut pool, &mut |e, _| {
+            got.push((String::from_utf8(e.message.to_vec()).unwrap(), e.partial))
+        })
+        .unwrap();
+    }
+    assert_eq!(got, [("after".to_string(), false), ("live".to_string(), false)]);
+}
+
+/// Regression: a turn that spent its budget inside a message the runtime split
+/// ended there, and the stream held the pieces read so far until its next turn —
+/// on a node catching up (most bytes in long lines) nearly every stream did, tens
+/// of MiB across a thousand. A turn now reads such a message to its last piece.
+#[test]
+fn a_turn_ends_between_messages_not_inside_a_split_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("0.log");
+    let mut data = Vec::new();
+    let piece = "p".repeat(16 * 1024);
+    for i in 0..200 {
+        for _ in 0..4 {
+            data.extend_from_slice(format!("2026-11-21T10:00:00.000000001Z stdout P {piece}\n").as_bytes());
+        }
+        data.extend_from_slice(format!("2026-11-21T10:00:00.000000001Z stdout F end {i}\n").as_bytes());
+    }
+    std::fs::write(&path, &data).unwrap();
+    let mut f = Follower::new(path, b"{}".to_vec(), &DecodeOptions::default(), None, StartFrom::Beginning);
+    let (mut pool, mut got, now) = (Vec::new(), Vec::new(), Instant::now());
+    let mut turns = 0;
+    loop {
+        turns += 1;
+        // A budget of a piece and a half: every turn would end inside a message.
+        let outcome = f.read(24 * 1024, now, 0, Duration::from_secs(30), &mut pool, &mut |e, _| got.push(e.message.len())).unwrap();
+        assert!(!f.has_pending(), "turn {turns} ended inside a split message");
+        if outcome != ReadOutcome::More {
+            break;
+        }
+    }
+    let want: Vec<usize> = (0..200).map(|i: usize| 4 * 16 * 1024 + format!("end {i}").len()).collect();
+    assert_eq!(got, want, "every message whole");
+    assert!(turns >= 100, "about one message per turn ({turns} turns)");
+}

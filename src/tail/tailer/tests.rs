@@ -1,0 +1,88 @@
+//! The tailer's unit tests.
+use std::sync::mpsc;
+
+use super::*;
+use crate::config::{Config, EnvView};
+
+#[test]
+fn the_room_bell_rings_once_per_refusal() {
+    let (wake, wakes) = mpsc::channel();
+    let bell = RoomBell { waiting: Arc::default(), wake };
+    bell.ring();
+    assert!(wakes.try_recv().is_err(), "nobody waits: no wake-up");
+    bell.waiting.store(true, Ordering::Release);
+    bell.ring();
+    bell.ring();
+    assert!(matches!(wakes.try_recv(), Ok(Wake::Room)));
+    assert!(wakes.try_recv().is_err(), "one wake-up per wait");
+}
+
+const STREAMS: usize = 4;
+const LINES: usize = 20_000;
+
+fn write_pods(root: &Path) {
+    for i in 0..STREAMS {
+        let dir = root.join(format!("var/log/pods/ns_pod{i}_uid{i}/app"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let lines: String =
+            (0..LINES).map(|n| format!("2026-11-22T00:00:00.000000000Z stdout F s{i}-{n:06} with some padding to fill turns\n")).collect();
+        std::fs::write(dir.join("0.log"), lines).unwrap();
+    }
+}
+
+/// The stream number and line number of each event, in the order shipped.
+fn shipped(data: &[u8]) -> Vec<(usize, usize)> {
+    data.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| {
+        let v: serde_json::Value = serde_json::from_slice(l).unwrap();
+        let msg = v["message"].as_str().unwrap();
+        let (stream, rest) = msg[1..].split_once('-').unwrap();
+        (stream.parse().unwrap(), rest[..6].parse().unwrap())
+    }).collect()
+}
+
+#[test]
+fn helper_turns_keep_every_stream_whole_and_in_order_while_the_next_stage_is_slow() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write_pods(root);
+    let text = format!(
+        "data_dir = \"{r}/data\"\n[tail]\ninclude = [\"{r}/var/log/pods/*/*/*.log\"]\nroots = [\"{r}/var/log/pods\"]\nread_bytes_per_turn = 65536\nwatch = \"poll\"\n[sink]\ntype = \"stdout\"\n",
+        r = root.display()
+    );
+    let config = Config::from_toml_str_with_env(&text, &EnvView::default()).unwrap();
+    let settings = TailerSettings {
+        tail: config.tail.clone(),
+        decode: config.decode,
+        message_format: config.message_format,
+        partial_flush_timeout: config.partial_flush_timeout,
+        router: Arc::new(crate::route::Router::everything()),
+    };
+    // A next stage with room for one batch that takes its time: helpers' turns
+    // often come back to a full channel.
+    let (batch_tx, batch_rx) = mpsc::sync_channel(1);
+    let (_wake_tx, wake_rx) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tailer = Tailer::new(settings, HashMap::new(), true, Watch::polling_only(), wake_rx, batch_tx, stop.clone());
+    let tail = std::thread::spawn(move || tailer.run());
+    let mut data = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while data.iter().filter(|&&b| b == b'\n').count() < STREAMS * LINES {
+        assert!(Instant::now() < deadline, "not everything arrived");
+        if let Ok(batch) = batch_rx.recv_timeout(Duration::from_millis(100)) {
+            batch.encoded.parts.iter().for_each(|p| data.extend_from_slice(&p.data));
+            std::thread::sleep(Duration::from_millis(3));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    while let Ok(batch) = batch_rx.recv() {
+        batch.encoded.parts.iter().for_each(|p| data.extend_from_slice(&p.data));
+    }
+    let stats = tail.join().unwrap();
+    let got = shipped(&data);
+    for i in 0..STREAMS {
+        let lines: Vec<usize> = got.iter().filter(|(s, _)| *s == i).map(|(_, n)| *n).collect();
+        assert!(lines.iter().copied().eq(0..LINES), "stream {i}: {} events, not 0..{LINES} in order", lines.len());
+    }
+    assert_eq!(got.len(), STREAMS * LINES);
+    assert!(stats.helper_turns > 0 && stats.turns > 0, "turns: {} own, {} by the helper", stats.turns, stats.helper_turns);
+}
