@@ -82,6 +82,12 @@ pub async fn shutdown_signal() {
 
 /// Runs until `shutdown` resolves (or a stage fails), then drains. Must run inside a
 /// `tokio::task::LocalSet` (the metrics listener is a local task).
+///
+/// Start order: checkpoints and the buffer (recovered), the sinks (each client set
+/// up, so a bad region fails before anything is read), the tailer, the metrics
+/// listener, the buffer thread. Stop order: the tailer, the buffer thread (everything
+/// read is buffered and checkpointed), the sinks (they drain within
+/// `shutdown_timeout`).
 pub async fn run_until(
     config: Config,
     config_path: Option<PathBuf>,
@@ -99,54 +105,21 @@ pub async fn run_until(
     save_checkpoints(&mut checkpoints, &checkpoint_fault);
     let buffer = open_buffer(&config)?;
     let writer_done = Arc::new(AtomicBool::new(false));
-    // Each sink thread says when it ends, by its index.
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
-    let mut sink_threads = Vec::new();
-    let mut sink_telemetry = Vec::new();
-    for (cursor, sink) in config.sinks.iter().enumerate() {
-        let counters = Arc::new(SinkCounters::new());
-        let ship = ShipSettings {
-            buffer: buffer.clone(),
-            cursor,
-            writer_done: writer_done.clone(),
-            ack_interval: config.tail.checkpoint_interval,
-            counters: counters.clone(),
-            target: Target::from_config(&sink.config, &config.data_dir, &sink.name),
-        };
-        let thread = crate::sink::spawn(&sink.name, ship, done_tx.clone()).with_context(|| format!("sink {}", sink.name))?;
-        sink_threads.push(thread);
-        sink_telemetry.push(SinkTelemetry { name: sink.name.clone(), kind: sink.config.name(), counters });
-    }
-    drop(done_tx);
+    let mut sinks = Sinks::start(&config, &buffer, &writer_done)?;
 
     let router = Arc::new(Router::new(config.sinks.iter().map(|s| s.route.clone()).collect()));
-    let router_counters = router.counters().clone();
     let (batch_tx, batch_rx) = mpsc::sync_channel::<Batch>(CHANNEL_BATCHES);
     let (wake_tx, wake_rx) = mpsc::channel::<Wake>();
     let stop = Arc::new(AtomicBool::new(false));
-    let settings = TailerSettings {
-        tail: config.tail.clone(),
-        decode: config.decode,
-        message_format: config.message_format,
-        partial_flush_timeout: config.partial_flush_timeout,
-        router: router.clone(),
-    };
-    let watch = match config.tail.watch {
-        WatchMode::Inotify => Watch::new(wake_tx.clone()),
-        WatchMode::Poll => Watch::polling_only(),
-    };
-    let tailer = Tailer::new(settings, resume, first_start, watch, wake_rx, batch_tx, stop.clone());
-    let mut telemetry = Telemetry::new(sink_telemetry, tailer.snapshot(), Some(buffer.clone()));
+    let tailer = new_tailer(&config, router.clone(), resume, first_start, (&wake_tx, wake_rx), batch_tx, &stop);
+    let mut telemetry = Telemetry::new(std::mem::take(&mut sinks.telemetry), tailer.snapshot(), Some(buffer.clone()));
     telemetry.checkpoints = checkpoint_fault.clone();
     telemetry.routes = Some(router.counters().clone());
-    let recycle = tailer.recycler();
-    let room = tailer.room_bell(wake_tx.clone());
+    let writer = BufferWriter::new(buffer.clone(), tailer.recycler(), tailer.room_bell(wake_tx.clone()), router.counters().clone(), checkpoints, checkpoint_fault, &config);
     if let Some(addr) = config.metrics_listen {
         serve_metrics(addr, telemetry).await?;
     }
     let tail_thread = thread::Builder::new().name("tail".into()).spawn(move || tailer.run())?;
-
-    let writer = BufferWriter::new(buffer.clone(), recycle, room, router.counters().clone(), checkpoints, checkpoint_fault, &config);
     let done = writer_done.clone();
     let buffer_thread = thread::Builder::new().name("buffer".into()).spawn(move || {
         let r = writer.run(batch_rx);
@@ -154,39 +127,48 @@ pub async fn run_until(
         r
     })?;
 
+    // Until asked to stop; a sink that ends before it is asked to (it failed, or
+    // panicked) ends the run.
     tokio::pin!(shutdown);
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    // A sink that ends before it is asked to (it failed, or panicked) ends the run.
     let sink_ended = loop {
         tokio::select! {
             _ = &mut shutdown => break None,
-            Some(i) = done_rx.recv() => {
+            Some(i) = sinks.done.recv() => {
                 tracing::error!(sink = %config.sinks[i].name, "the sink stopped unexpectedly; shutting down");
                 break Some(i);
             }
-            _ = hangup.recv() => reload(config_path.as_deref(), &config, &router_counters, &wake_tx),
+            _ = hangup.recv() => reload(config_path.as_deref(), &config, router.counters(), &wake_tx),
         }
     };
-    stop.store(true, Ordering::Relaxed);
-    let _ = wake_tx.send(Wake::Stop);
-    let mut ended = usize::from(sink_ended.is_some());
-    let drained = sink_ended.is_some()
-        || tokio::time::timeout(config.shutdown_timeout, async {
-            while ended < sink_threads.len() && done_rx.recv().await.is_some() {
-                ended += 1;
-            }
-        })
-        .await
-        .is_ok();
+
+    let reading = Reading { stop, wake: wake_tx, tail_thread, buffer_thread };
+    shut_down(reading, sinks, sink_ended, &buffer, &config).await
+}
+
+/// The tail and buffer threads, and how to stop them.
+struct Reading {
+    stop: Arc<AtomicBool>,
+    wake: mpsc::Sender<Wake>,
+    tail_thread: thread::JoinHandle<TailStats>,
+    buffer_thread: thread::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Stops reading (everything read is buffered and checkpointed), lets the sinks
+/// drain within `shutdown_timeout`, and joins every thread. A sink that ended on its
+/// own (`sink_ended`) makes this an error naming it.
+async fn shut_down(reading: Reading, mut sinks: Sinks, sink_ended: Option<usize>, buffer: &Buffer, config: &Config) -> anyhow::Result<RunReport> {
+    reading.stop.store(true, Ordering::Relaxed);
+    let _ = reading.wake.send(Wake::Stop);
+    let drained = sink_ended.is_none() && sinks.drained_within(config.shutdown_timeout).await;
     let mut report = RunReport::default();
-    if sink_ended.is_some() {
-        // Nothing will drain that sink's share: appends waiting for room must not wait
-        // forever. What was read is written to disk and checkpointed for the next start.
+    if !drained {
+        // A sink failed (nothing will drain its share: appends waiting for room must
+        // not wait forever), or a destination is slow or down: what was read is
+        // written to disk and checkpointed, and shipped at the next start.
         buffer.close();
     }
-    if !drained {
-        // A destination is slow or down: what is left stays buffered for next time.
-        buffer.close();
+    if sink_ended.is_none() && !drained {
         report.left_in_buffer = buffer.stats().records;
         tracing::warn!(
             records = report.left_in_buffer,
@@ -194,29 +176,108 @@ pub async fn run_until(
             config.shutdown_timeout
         );
     }
-    report.tail = tail_thread.join().map_err(|_| anyhow::anyhow!("the tail thread panicked"))?;
-    buffer_thread.join().map_err(|_| anyhow::anyhow!("the buffer thread panicked"))??;
+    report.tail = reading.tail_thread.join().map_err(|_| anyhow::anyhow!("the tail thread panicked"))?;
+    reading.buffer_thread.join().map_err(|_| anyhow::anyhow!("the buffer thread panicked"))??;
+    buffer.persist_ack_or_retry_later();
     if let Some(i) = sink_ended {
-        buffer.persist_ack_or_retry_later();
-        let name = &config.sinks[i].name;
-        let thread = sink_threads.swap_remove(i);
-        return Err(match thread.join() {
-            Err(_) => anyhow::anyhow!("sink {name}: its thread panicked; what it had not shipped stays buffered for the next start"),
-            Ok(Err(e)) => e.context(format!("sink {name} failed; what it had not shipped stays buffered for the next start")),
-            Ok(Ok(_)) => anyhow::anyhow!("sink {name} stopped before it was asked to; what it had not shipped stays buffered for the next start"),
-        });
+        return Err(sinks.why_it_ended(i, &config.sinks[i].name));
     }
     if drained {
-        for (thread, sink) in sink_threads.into_iter().zip(&config.sinks) {
+        sinks.join(config, &mut report)?;
+    }
+    buffer.persist_ack_or_retry_later();
+    report.buffer = buffer.stats();
+    Ok(report)
+}
+
+/// The sink threads, one per configured sink, in configuration (cursor) order.
+struct Sinks {
+    threads: Vec<thread::JoinHandle<anyhow::Result<crate::sink::ShipReport>>>,
+    /// Their counters, for the metrics (taken once the registry is made).
+    telemetry: Vec<SinkTelemetry>,
+    /// Each sink thread says when it ends, by its index.
+    done: tokio::sync::mpsc::UnboundedReceiver<usize>,
+}
+
+impl Sinks {
+    /// Starts every sink's thread (an AWS sink's once its client is set up).
+    fn start(config: &Config, buffer: &Buffer, writer_done: &Arc<AtomicBool>) -> anyhow::Result<Self> {
+        let (done_tx, done) = tokio::sync::mpsc::unbounded_channel::<usize>();
+        let (mut threads, mut telemetry) = (Vec::new(), Vec::new());
+        for (cursor, sink) in config.sinks.iter().enumerate() {
+            let counters = Arc::new(SinkCounters::new());
+            let ship = ShipSettings {
+                buffer: buffer.clone(),
+                cursor,
+                writer_done: writer_done.clone(),
+                ack_interval: config.tail.checkpoint_interval,
+                counters: counters.clone(),
+                target: Target::from_config(&sink.config, &config.data_dir, &sink.name),
+            };
+            threads.push(crate::sink::spawn(&sink.name, ship, done_tx.clone()).with_context(|| format!("sink {}", sink.name))?);
+            telemetry.push(SinkTelemetry { name: sink.name.clone(), kind: sink.config.name(), counters });
+        }
+        Ok(Self { threads, telemetry, done })
+    }
+
+    /// Whether every sink ended (drained the buffer) within `timeout`.
+    async fn drained_within(&mut self, timeout: std::time::Duration) -> bool {
+        let (all, done) = (self.threads.len(), &mut self.done);
+        let mut ended = 0;
+        tokio::time::timeout(timeout, async {
+            while ended < all && done.recv().await.is_some() {
+                ended += 1;
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    /// Why sink `i` ended before it was asked to.
+    fn why_it_ended(mut self, i: usize, name: &str) -> anyhow::Error {
+        let later = "what it had not shipped stays buffered for the next start";
+        match self.threads.swap_remove(i).join() {
+            Err(_) => anyhow::anyhow!("sink {name}: its thread panicked; {later}"),
+            Ok(Err(e)) => e.context(format!("sink {name} failed; {later}")),
+            Ok(Ok(_)) => anyhow::anyhow!("sink {name} stopped before it was asked to; {later}"),
+        }
+    }
+
+    /// Joins every sink thread, adding what each shipped to `report`.
+    fn join(self, config: &Config, report: &mut RunReport) -> anyhow::Result<()> {
+        for (thread, sink) in self.threads.into_iter().zip(&config.sinks) {
             let shipped = thread.join().map_err(|_| anyhow::anyhow!("sink {}: its thread panicked", sink.name))??;
             report.records_shipped += shipped.records;
             report.bytes_shipped += shipped.bytes;
             report.events_shipped += shipped.events;
         }
+        Ok(())
     }
-    buffer.persist_ack_or_retry_later();
-    report.buffer = buffer.stats();
-    Ok(report)
+}
+
+/// The tailer, reading from the checkpoints' positions (`resume`), woken on `wake`
+/// (inotify, unless `tail.watch = "poll"`), handing batches to `batches`.
+fn new_tailer(
+    config: &Config,
+    router: Arc<Router>,
+    resume: HashMap<PathBuf, crate::tail::checkpoint::Position>,
+    first_start: bool,
+    (wake_tx, wake_rx): (&mpsc::Sender<Wake>, mpsc::Receiver<Wake>),
+    batches: mpsc::SyncSender<Batch>,
+    stop: &Arc<AtomicBool>,
+) -> Tailer {
+    let settings = TailerSettings {
+        tail: config.tail.clone(),
+        decode: config.decode,
+        message_format: config.message_format,
+        partial_flush_timeout: config.partial_flush_timeout,
+        router,
+    };
+    let watch = match config.tail.watch {
+        WatchMode::Inotify => Watch::new(wake_tx.clone()),
+        WatchMode::Poll => Watch::polling_only(),
+    };
+    Tailer::new(settings, resume, first_start, watch, wake_rx, batches, stop.clone())
 }
 
 /// SIGHUP: reads the configuration file again and applies what can change without a

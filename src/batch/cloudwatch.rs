@@ -51,7 +51,7 @@ impl LogEvent {
 
 /// Our event format, read back (only what routing and timestamps need).
 #[derive(Deserialize)]
-struct Parsed<'a> {
+struct EventFields<'a> {
     #[serde(borrow)]
     time: Cow<'a, str>,
     #[serde(borrow)]
@@ -80,11 +80,11 @@ pub const PLACEHOLDERS: &[&str] = &["namespace", "pod", "pod_uid", "container", 
 /// A log group or stream name template: literal text and `{placeholder}`s.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
-    parts: Vec<Part>,
+    parts: Vec<TemplatePart>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
+enum TemplatePart {
     Text(String),
     Field(usize),
 }
@@ -96,7 +96,7 @@ impl Template {
         let mut rest = text;
         while let Some(open) = rest.find('{') {
             if open > 0 {
-                parts.push(Part::Text(rest[..open].to_string()));
+                parts.push(TemplatePart::Text(rest[..open].to_string()));
             }
             let close = rest[open..].find('}').ok_or_else(|| format!("{text:?} has a '{{' without its '}}'"))? + open;
             let name = &rest[open + 1..close];
@@ -104,11 +104,11 @@ impl Template {
                 .iter()
                 .position(|p| *p == name)
                 .ok_or_else(|| format!("{{{name}}} is not a placeholder (use {})", PLACEHOLDERS.iter().map(|p| format!("{{{p}}}")).collect::<Vec<_>>().join(", ")))?;
-            parts.push(Part::Field(field));
+            parts.push(TemplatePart::Field(field));
             rest = &rest[close + 1..];
         }
         if !rest.is_empty() {
-            parts.push(Part::Text(rest.to_string()));
+            parts.push(TemplatePart::Text(rest.to_string()));
         }
         if parts.is_empty() {
             return Err("must not be empty".into());
@@ -119,7 +119,7 @@ impl Template {
     /// Whether it names `placeholder`.
     pub fn uses(&self, placeholder: &str) -> bool {
         let i = PLACEHOLDERS.iter().position(|p| *p == placeholder);
-        self.parts.iter().any(|p| matches!(p, Part::Field(f) if Some(*f) == i))
+        self.parts.iter().any(|p| matches!(p, TemplatePart::Field(f) if Some(*f) == i))
     }
 
     /// The name for one event's fields (`values` in [`PLACEHOLDERS`] order; a missing
@@ -129,8 +129,8 @@ impl Template {
         let mut out = String::new();
         for part in &self.parts {
             match part {
-                Part::Text(t) => out.push_str(t),
-                Part::Field(i) => out.push_str(values[*i].filter(|v| !v.is_empty()).unwrap_or("unknown")),
+                TemplatePart::Text(t) => out.push_str(t),
+                TemplatePart::Field(i) => out.push_str(values[*i].filter(|v| !v.is_empty()).unwrap_or("unknown")),
             }
         }
         let valid = |c: char| if group { c.is_ascii_alphanumeric() || "._-/#".contains(c) } else { c != ':' && c != '*' };
@@ -148,7 +148,7 @@ impl Template {
 
 /// Where events go: the group and stream templates, with the node-wide values.
 #[derive(Debug, Clone)]
-pub struct Router {
+pub struct LogStreams {
     group: Template,
     stream: Template,
     node: String,
@@ -170,7 +170,7 @@ pub struct StreamKey {
     pub stream: String,
 }
 
-impl Router {
+impl LogStreams {
     pub fn new(group: Template, stream: Template, node: String, cluster: String, bare_message: bool) -> Self {
         Self { group, stream, node, cluster, bare_message, names: HashMap::new() }
     }
@@ -179,7 +179,7 @@ impl Router {
     /// A line that is not an event of ours goes to the group and stream of "unknown"
     /// metadata, timed `now_ms`, whole.
     pub fn route(&mut self, line: &[u8], chunk: u64, now_ms: i64) -> (&StreamKey, LogEvent) {
-        let parsed: Option<Parsed<'_>> = serde_json::from_slice(line).ok();
+        let parsed: Option<EventFields<'_>> = serde_json::from_slice(line).ok();
         let kube = parsed.as_ref().and_then(|p| p.kubernetes).map_or(&b""[..], |k| k.get().as_bytes());
         if !self.names.contains_key(kube) {
             if self.names.len() >= NAMES_KEPT {
@@ -284,8 +284,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn router(bare: bool) -> Router {
-        Router::new(
+    fn router(bare: bool) -> LogStreams {
+        LogStreams::new(
             Template::parse("/eks/{cluster}/containers").unwrap(),
             Template::parse("{namespace}/{pod}/{container}").unwrap(),
             "ip-10-0-0-1".into(),

@@ -36,35 +36,8 @@ impl Buffer {
         let names: Vec<String> = shares.iter().map(|s| s.name.clone()).collect();
         let saved = sinks::read(dir).map_err(io_err(&dir.join("sinks")))?;
         let map = sinks::remap(saved.as_deref(), &names);
-        let mut cursors = Vec::new();
-        let mut next_seq = 1;
-        for share in shares {
-            let acked = acks::read(dir, &share.name).map_err(io_err(&acks::path(dir, &share.name)))?;
-            next_seq = u64::max(next_seq, acked.end());
-            cursors.push(Cursor::new(share.clone(), acked));
-        }
-        let mut st = State {
-            segments: VecDeque::new(),
-            writer: None,
-            next_segment: 1,
-            disk_error,
-            sinks_saved: saved.as_ref() == Some(&names),
-            shared_acks_removed: false,
-            next_seq,
-            held: VecDeque::new(),
-            held_bytes: 0,
-            spilled_seq: 0,
-            durable_seq: 0,
-            unsynced: 0,
-            outstanding: SeqSet::default(),
-            cursors,
-            total_bytes: 0,
-            waiting_for_room: false,
-            waiting_for: None,
-            closed: false,
-            pool: Vec::new(),
-            stats: BufferStats { max_bytes: opts.max_bytes, ..BufferStats::default() },
-        };
+        let mut st = empty_state(dir, &opts, shares, disk_error)?;
+        st.sinks_saved = saved.as_ref() == Some(&names);
         let found = match list_segments(dir) {
             Ok(found) => found,
             Err(e) if e.kind() == io::ErrorKind::NotFound && st.disk_error.is_some() => Vec::new(),
@@ -77,18 +50,7 @@ impl Buffer {
             rec.segments += 1;
             recover_segment(&mut st, &mut rec, &mut scan, id, &path)?;
         }
-        st.durable_seq = st.next_seq - 1;
-        st.spilled_seq = st.durable_seq;
-        st.stats.corrupt_regions = rec.corrupt_regions;
-        st.stats.torn_bytes = rec.torn_bytes;
-        rec.unacked = st.outstanding.len();
-        let next_segment = st.next_segment;
-        for cur in &mut st.cursors {
-            if cur.outstanding.is_empty() || cur.read_seg == 0 {
-                // Nothing to read on disk: the reader waits at the start of the next segment.
-                (cur.read_seg, cur.read_offset) = (next_segment, HEADER_LEN);
-            }
-        }
+        recovered(&mut st, &mut rec);
         let inner = Inner { dir: dir.to_path_buf(), opts, state: Mutex::new(st), changed: Condvar::new(), persisting: Mutex::new(()) };
         let buffer = Buffer { inner: Arc::new(inner) };
         {
@@ -98,6 +60,56 @@ impl Buffer {
             }
         }
         Ok((buffer, rec))
+    }
+}
+
+/// The state before any segment is read: each sink's cursor from its saved
+/// acknowledgements.
+fn empty_state(dir: &Path, opts: &BufferOptions, shares: &[SinkShare], disk_error: Option<String>) -> Result<State, BufferError> {
+    let mut cursors = Vec::new();
+    let mut next_seq = 1;
+    for share in shares {
+        let acked = acks::read(dir, &share.name).map_err(io_err(&acks::path(dir, &share.name)))?;
+        next_seq = u64::max(next_seq, acked.end());
+        cursors.push(Cursor::new(share.clone(), acked));
+    }
+    Ok(State {
+        segments: VecDeque::new(),
+        writer: None,
+        next_segment: 1,
+        disk_error,
+        sinks_saved: false,
+        shared_acks_removed: false,
+        next_seq,
+        held: VecDeque::new(),
+        held_bytes: 0,
+        spilled_seq: 0,
+        durable_seq: 0,
+        unsynced: 0,
+        outstanding: SeqSet::default(),
+        cursors,
+        total_bytes: 0,
+        waiting_for_room: false,
+        waiting_for: None,
+        closed: false,
+        pool: Vec::new(),
+        stats: BufferStats { max_bytes: opts.max_bytes, ..BufferStats::default() },
+    })
+}
+
+/// After the last segment: everything recovered is durable, and a sink with nothing
+/// to read on disk waits at the start of the next segment.
+fn recovered(st: &mut State, rec: &mut Recovery) {
+    st.durable_seq = st.next_seq - 1;
+    st.spilled_seq = st.durable_seq;
+    st.stats.corrupt_regions = rec.corrupt_regions;
+    st.stats.torn_bytes = rec.torn_bytes;
+    rec.unacked = st.outstanding.len();
+    let next_segment = st.next_segment;
+    for cur in &mut st.cursors {
+        if cur.outstanding.is_empty() || cur.read_seg == 0 {
+            (cur.read_seg, cur.read_offset) = (next_segment, HEADER_LEN);
+        }
     }
 }
 
@@ -112,28 +124,7 @@ struct Scanning {
 }
 
 fn recover_segment(st: &mut State, rec: &mut Recovery, scan: &mut Scanning, id: u64, path: &Path) -> Result<(), BufferError> {
-    let found = match segment::scan_file(path, &mut scan.buf).map_err(io_err(path))? {
-        Ok(s) => s,
-        // Cut while being created (shorter than its header): nothing in it.
-        Err(_) if scan.buf.len() < HEADER_LEN as usize => {
-            rec.torn_bytes += scan.buf.len() as u64;
-            if let Err(e) = fs::remove_file(path) {
-                note_cleanup_failed(st, path, e);
-            }
-            return Ok(());
-        }
-        // Not a segment we can read: set it aside (for `buffer inspect` and a person),
-        // never refuse to start.
-        Err(why) => {
-            let aside = path.with_extension("seg.unreadable");
-            tracing::warn!(segment = %path.display(), moved_to = %aside.display(), why, "unreadable buffer segment set aside");
-            if let Err(e) = fs::rename(path, &aside) {
-                note_cleanup_failed(st, path, e);
-            }
-            rec.corrupt_regions += 1;
-            return Ok(());
-        }
-    };
+    let Some(found) = scan_or_set_aside(st, rec, scan, path)? else { return Ok(()) };
     rec.corrupt_regions += found.corrupt_regions;
     let mut bytes = scan.buf.len() as u64;
     if found.torn {
@@ -150,10 +141,52 @@ fn recover_segment(st: &mut State, rec: &mut Recovery, scan: &mut Scanning, id: 
     let last_seq = found.records.last().map_or(0, |r| r.seq);
     rec.records += found.records.len() as u64;
     st.next_seq = st.next_seq.max(last_seq + 1);
+    let (routed, needed) = give_back(st, scan, id, &found.records);
+    if !needed {
+        // Every sink it goes to has it (or it holds nothing: a new segment is started).
+        if let Err(e) = fs::remove_file(path) {
+            note_cleanup_failed(st, path, e);
+        }
+        return Ok(());
+    }
+    st.total_bytes += bytes;
+    st.segments.push_back(Segment { id, path: path.to_path_buf(), version: found.version, bytes, first_seq, last_seq, routed });
+    Ok(())
+}
+
+/// Reads a segment file; `None` when there is nothing in it to recover: cut while
+/// being created (removed), or not a segment we can read (set aside for `buffer
+/// inspect` and a person — never a reason to refuse to start).
+fn scan_or_set_aside(st: &mut State, rec: &mut Recovery, scan: &mut Scanning, path: &Path) -> Result<Option<segment::Scan>, BufferError> {
+    match segment::scan_file(path, &mut scan.buf).map_err(io_err(path))? {
+        Ok(s) => Ok(Some(s)),
+        Err(_) if scan.buf.len() < HEADER_LEN as usize => {
+            rec.torn_bytes += scan.buf.len() as u64;
+            if let Err(e) = fs::remove_file(path) {
+                note_cleanup_failed(st, path, e);
+            }
+            Ok(None)
+        }
+        Err(why) => {
+            let aside = path.with_extension("seg.unreadable");
+            tracing::warn!(segment = %path.display(), moved_to = %aside.display(), why, "unreadable buffer segment set aside");
+            if let Err(e) = fs::rename(path, &aside) {
+                note_cleanup_failed(st, path, e);
+            }
+            rec.corrupt_regions += 1;
+            Ok(None)
+        }
+    }
+}
+
+/// Gives each record of segment `id` back to the sinks it is routed to that have not
+/// acknowledged it. Returns the bytes routed to each sink, and whether any sink still
+/// needs the segment.
+fn give_back(st: &mut State, scan: &mut Scanning, id: u64, records: &[segment::RecordMeta]) -> ([u64; MAX_SINKS], bool) {
     let mut routed = [0u64; MAX_SINKS];
     let mut needed = false;
     let sinks_now = st.cursors.len();
-    for r in &found.records {
+    for r in records {
         let mask = sinks::translate(r.sinks, &scan.map, sinks_now);
         if r.seq <= scan.last_taken {
             continue;
@@ -179,16 +212,7 @@ fn recover_segment(st: &mut State, rec: &mut Recovery, scan: &mut Scanning, id: 
             needed = true;
         }
     }
-    if !needed {
-        // Every sink it goes to has it (or it holds nothing: a new segment is started).
-        if let Err(e) = fs::remove_file(path) {
-            note_cleanup_failed(st, path, e);
-        }
-        return Ok(());
-    }
-    st.total_bytes += bytes;
-    st.segments.push_back(Segment { id, path: path.to_path_buf(), version: found.version, bytes, first_seq, last_seq, routed });
-    Ok(())
+    (routed, needed)
 }
 
 /// A file recovery could not delete, move or cut (a read-only disk): left as it is.

@@ -81,7 +81,7 @@ pub struct ShipSettings {
 
 /// What a sink shipped: buffer records, their bytes, and the events in them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct SinkReport {
+pub struct ShipReport {
     pub records: u64,
     pub bytes: u64,
     pub events: u64,
@@ -90,7 +90,7 @@ pub struct SinkReport {
 /// Starts sink `name`'s thread; it sends its cursor on `done` when it ends. For an
 /// AWS sink, returns once its client is set up (or with why it cannot be: no region,
 /// say).
-pub fn spawn(name: &str, ship: ShipSettings, done: tokio::sync::mpsc::UnboundedSender<usize>) -> anyhow::Result<thread::JoinHandle<anyhow::Result<SinkReport>>> {
+pub fn spawn(name: &str, ship: ShipSettings, done: tokio::sync::mpsc::UnboundedSender<usize>) -> anyhow::Result<thread::JoinHandle<anyhow::Result<ShipReport>>> {
     let builder = thread::Builder::new().name(format!("sink-{name}"));
     let cursor = ship.cursor;
     match ship.target.clone() {

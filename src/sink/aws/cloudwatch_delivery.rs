@@ -43,7 +43,7 @@ use super::cloudwatch::{CloudWatchLogs, Rejected};
 use super::core::{earliest, Chunk, Delivered, Failures, Ledger, Loop};
 use super::pace::Pacer;
 use crate::sink::backoff::{seed, Backoff};
-use crate::batch::cloudwatch::{age, batch_bytes, fit_event, take_batch, Age, LogEvent, Router, StreamKey, MAX_BATCH_BYTES, MAX_BATCH_EVENTS};
+use crate::batch::cloudwatch::{age, batch_bytes, fit_event, take_batch, Age, LogEvent, LogStreams, StreamKey, MAX_BATCH_BYTES, MAX_BATCH_EVENTS};
 use crate::config::CloudWatchConfig;
 use crate::metrics::SinkCounters;
 
@@ -105,7 +105,7 @@ type Answer = (StreamKey, Vec<LogEvent>, Instant, bool, Result<Rejected, Failure
 pub struct CloudWatchDelivery<A: FnMut(u64)> {
     logs: CloudWatchLogs,
     config: CloudWatchConfig,
-    router: Router,
+    streams: LogStreams,
     pacer: Pacer,
     queues: HashMap<StreamKey, Queue>,
     queued_bytes: usize,
@@ -123,12 +123,12 @@ pub struct CloudWatchDelivery<A: FnMut(u64)> {
 
 impl<A: FnMut(u64)> CloudWatchDelivery<A> {
     pub fn new(logs: CloudWatchLogs, config: CloudWatchConfig, ledger: Ledger<A>, counters: Arc<SinkCounters>) -> Self {
-        let router = Router::new(config.log_group.clone(), config.log_stream.clone(), config.node.clone(), config.cluster.clone(), config.bare_message);
+        let streams = LogStreams::new(config.log_group.clone(), config.log_stream.clone(), config.node.clone(), config.cluster.clone(), config.bare_message);
         let pacer = Pacer::new(config.pacing);
         counters.set_rate(0.0, pacer.requests_per_second());
         Self {
             logs,
-            router,
+            streams,
             pacer,
             queues: HashMap::new(),
             queued_bytes: 0,
@@ -375,7 +375,7 @@ impl<A: FnMut(u64)> Loop for CloudWatchDelivery<A> {
         let cap = self.config.retry_max_wait;
         self.ledger.open(chunk.seq);
         for line in chunk.data.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
-            let (key, mut event) = self.router.route(line, chunk.seq, now_ms);
+            let (key, mut event) = self.streams.route(line, chunk.seq, now_ms);
             if fit_event(&mut event.message) {
                 self.done.truncated += 1;
                 self.counters.records_truncated.fetch_add(1, Ordering::Relaxed);

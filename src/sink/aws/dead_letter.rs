@@ -26,8 +26,8 @@ const RETRY_MAX: Duration = Duration::from_secs(10);
 /// While lines are with the writer, the delivery loop looks for its word this often.
 const POLL: Duration = Duration::from_millis(20);
 
-/// Lines for the writer, each with the tag of the record it came from.
-type Lines = Vec<(u64, Vec<u8>)>;
+/// Letters for the writer, each with the tag of the record it came from.
+type Letters = Vec<(u64, Vec<u8>)>;
 /// The writer's word: the tags of the lines written, and their bytes.
 type Written = (Vec<u64>, usize);
 
@@ -35,12 +35,12 @@ type Written = (Vec<u64>, usize);
 pub struct DeadLetters {
     path: PathBuf,
     fault: Fault,
-    /// Lines not handed to the writer yet.
-    waiting: Lines,
-    /// Lines set aside and not yet written (waiting, or with the writer), and bytes.
+    /// Letters not handed to the writer yet.
+    waiting: Letters,
+    /// Letters set aside and not yet written (waiting, or with the writer), and bytes.
     unwritten: usize,
     unwritten_bytes: usize,
-    writer: Option<(Sender<Lines>, Receiver<Written>)>,
+    writer: Option<(Sender<Letters>, Receiver<Written>)>,
 }
 
 impl DeadLetters {
@@ -110,8 +110,8 @@ impl DeadLetters {
 }
 
 /// Starts the thread that appends lines to `path`, retrying failed writes with backoff.
-fn spawn_writer(path: PathBuf, fault: Fault) -> io::Result<(Sender<Lines>, Receiver<Written>)> {
-    let (lines_tx, lines_rx) = mpsc::channel::<Lines>();
+fn spawn_writer(path: PathBuf, fault: Fault) -> io::Result<(Sender<Letters>, Receiver<Written>)> {
+    let (lines_tx, lines_rx) = mpsc::channel::<Letters>();
     let (written_tx, written_rx) = mpsc::channel::<Written>();
     std::thread::Builder::new().name("dead-letter".into()).spawn(move || write_forever(&path, &fault, &lines_rx, &written_tx))?;
     Ok((lines_tx, written_rx))
@@ -119,9 +119,9 @@ fn spawn_writer(path: PathBuf, fault: Fault) -> io::Result<(Sender<Lines>, Recei
 
 /// The writer's loop: takes what came, writes and fsyncs it, says so; a failure is
 /// undone and retried after a backoff. Ends when the delivery loop is gone.
-fn write_forever(path: &Path, fault: &Fault, lines: &Receiver<Lines>, written: &Sender<Written>) {
+fn write_forever(path: &Path, fault: &Fault, lines: &Receiver<Letters>, written: &Sender<Written>) {
     let mut file = None;
-    let mut pending = Lines::new();
+    let mut pending = Letters::new();
     let mut backoff = Backoff::try_new(RETRY_FIRST, RETRY_MAX, seed()).expect("valid bounds");
     loop {
         if pending.is_empty() {
@@ -162,7 +162,7 @@ struct Open {
 
 /// Appends `lines` and fsyncs; returns their bytes. A failure cuts the file back to
 /// where it was, so a retry never leaves a torn or doubled line.
-fn write_lines(file: &mut Option<Open>, path: &Path, lines: &Lines) -> io::Result<usize> {
+fn write_lines(file: &mut Option<Open>, path: &Path, lines: &Letters) -> io::Result<usize> {
     let open = match file {
         Some(open) => open,
         None => file.insert(open_for_append(path)?),
@@ -239,7 +239,7 @@ mod tests {
         assert!(fault.get().unwrap().contains("cannot write dead letters"), "{:?}", fault.get());
         assert!(!dead.is_empty() && dead.poll_at().is_some());
         assert_eq!(dead.waiting_bytes(), 16);
-        // Lines set aside meanwhile go out with the next try.
+        // Letters set aside meanwhile go out with the next try.
         dead.set_aside(5, b"{\"c\":3}\n".to_vec());
         assert!(dead.flush().is_empty());
         std::fs::remove_file(dir.path().join("dead-letter")).unwrap();

@@ -36,7 +36,7 @@ use self::core::{drive, Chunk, Delivered, Ledger};
 use self::dead_letter::DeadLetters;
 use self::firehose::Firehose;
 use self::firehose_delivery::FirehoseDelivery;
-use super::{ShipSettings, SinkReport, SINK_READ_BYTES};
+use super::{ShipSettings, ShipReport, SINK_READ_BYTES};
 use crate::buffer::Buffer;
 use crate::config::FirehoseConfig;
 use crate::metrics::SinkCounters;
@@ -44,7 +44,7 @@ use crate::metrics::SinkCounters;
 /// An AWS sink's thread: a reader hands buffer records to the delivery loop, which
 /// acknowledges each once every event in it was accepted (or set aside). Says on
 /// `ready` whether its client could be set up.
-pub fn ship(sink: AwsSink, data_dir: &std::path::Path, letters: &str, ship: ShipSettings, ready: mpsc::SyncSender<anyhow::Result<()>>) -> anyhow::Result<SinkReport> {
+pub fn ship(sink: AwsSink, data_dir: &std::path::Path, letters: &str, ship: ShipSettings, ready: mpsc::SyncSender<anyhow::Result<()>>) -> anyhow::Result<ShipReport> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         let (tx, rx) = tokio::sync::mpsc::channel(8);
@@ -55,7 +55,7 @@ pub fn ship(sink: AwsSink, data_dir: &std::path::Path, letters: &str, ship: Ship
         let delivered = deliver_to(sink, data_dir, letters, ship.counters, rx, on_ack, ready).await?;
         let events = reader.join().map_err(|_| anyhow::anyhow!("the sink reader panicked"))??;
         ship.buffer.persist_ack_or_retry_later();
-        Ok(SinkReport { records: delivered.chunks, bytes: delivered.bytes, events })
+        Ok(ShipReport { records: delivered.chunks, bytes: delivered.bytes, events })
     })
 }
 

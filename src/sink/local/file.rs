@@ -94,12 +94,12 @@ struct Flight {
 }
 
 struct IoThread {
-    jobs: SyncSender<Job>,
+    jobs: SyncSender<WriteJob>,
     landed: Receiver<Landed>,
     handle: JoinHandle<()>,
 }
 
-struct Job {
+struct WriteJob {
     writer: Writer,
     stage: Stage,
     base: u64,
@@ -196,7 +196,7 @@ impl OutputFile {
         next.clear();
         next.extend(&self.stage.bytes()[whole..]);
         let stage = std::mem::replace(&mut self.stage, next);
-        let job = Job { writer, stage, base: self.base, durable: self.durable };
+        let job = WriteJob { writer, stage, base: self.base, durable: self.durable };
         self.flight = Some(Flight { end: self.base + staged as u64, base: self.base });
         self.base += whole as u64;
         let io = self.io.as_ref().expect("started above");
@@ -276,7 +276,7 @@ impl OutputFile {
     /// The I/O thread, started on first use; `None` if it cannot be started.
     fn io_thread(&mut self) -> Option<&IoThread> {
         if self.io.is_none() {
-            let (jobs, inbox) = mpsc::sync_channel::<Job>(1);
+            let (jobs, inbox) = mpsc::sync_channel::<WriteJob>(1);
             let (outbox, landed) = mpsc::sync_channel::<Landed>(1);
             let spawned = thread::Builder::new().name("sink-io".into()).spawn(move || {
                 for job in inbox {
@@ -332,9 +332,9 @@ impl Drop for OutputFile {
     }
 }
 
-impl Job {
+impl WriteJob {
     fn run(self) -> Landed {
-        let Job { mut writer, stage, base, durable } = self;
+        let WriteJob { mut writer, stage, base, durable } = self;
         let result = writer.write_synced(stage.bytes(), base, durable).map(|_| ());
         Landed { writer, stage, result }
     }

@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::backoff::Backoff;
-use super::{ShipSettings, SinkError, SinkReport, Target, SINK_READ_BYTES};
+use super::{ShipSettings, SinkError, ShipReport, Target, SINK_READ_BYTES};
 use crate::buffer::segment::Record;
 use crate::buffer::Buffer;
 use crate::metrics::SinkCounters;
@@ -143,8 +143,8 @@ impl LocalShipper {
     /// is under way (on the file's I/O thread), what arrives is staged for the next,
     /// so that the disk is kept busy with few, large writes (one fsync each); each
     /// write's records are acknowledged once it is durable.
-    pub fn run(mut self) -> anyhow::Result<SinkReport> {
-        let mut shipped = SinkReport::default();
+    pub fn run(mut self) -> anyhow::Result<ShipReport> {
+        let mut shipped = ShipReport::default();
         let (mut in_flight, mut staged): (Vec<Record>, Vec<Record>) = (Vec::new(), Vec::new());
         let mut staged_bytes = 0;
         let mut last_persist = Instant::now().checked_sub(self.ack_interval).unwrap_or_else(Instant::now);
@@ -184,7 +184,7 @@ impl LocalShipper {
     }
 
     /// Releases records whose write is durable; counts them in `shipped`.
-    fn acknowledge(&self, records: Vec<Record>, shipped: &mut SinkReport) {
+    fn acknowledge(&self, records: Vec<Record>, shipped: &mut ShipReport) {
         for r in &records {
             self.buffer.ack_for(self.cursor, r.seq);
             shipped.records += 1;

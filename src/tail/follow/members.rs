@@ -147,7 +147,7 @@ pub(super) enum Match {
 }
 
 /// What looking for a position among one listing found.
-pub(super) enum Found {
+pub(super) enum Lookup {
     Opened,
     /// Not there, but a listed file vanished meanwhile: look again.
     Vanished,

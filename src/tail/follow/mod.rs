@@ -44,7 +44,7 @@ use super::checkpoint::Position;
 use super::identity::{self, FileId};
 use super::lines::{LineKind, LineReader, READ_SIZE};
 use super::rotation::SetMember;
-use members::{find_stamp, list_members, live_member, matches_position, open_member, rotated_exists, successor, uncompressed_size, Current, Found, Match, OPEN_AT_LOOKS, Source};
+use members::{find_stamp, list_members, live_member, matches_position, open_member, rotated_exists, successor, uncompressed_size, Current, Lookup, Match, OPEN_AT_LOOKS, Source};
 
 mod members;
 use crate::decode::{DecodeOptions, FileDecoder};
@@ -283,32 +283,13 @@ impl Follower {
             }
             // At the end of what the current file holds right now.
             if !cur.live {
-                // A rotated file is final once the runtime writes elsewhere: a newer
-                // file exists. Until then (renamed, reopen pending) it may still grow.
-                let members = list_members(&self.key)?;
-                let Some(next) = successor(&members, cur) else {
-                    self.caught_up_since.get_or_insert(now);
-                    if self.gone_since.is_some_and(|t| now.saturating_duration_since(t) >= rotate_wait) {
-                        return Ok(self.finish_stream(emit));
-                    }
-                    return Ok(ReadOutcome::CaughtUp);
-                };
-                let next = next.clone();
-                self.finish_file(read_time, emit);
-                if !self.advance(&next, &members, emit)? {
-                    // It vanished as we looked (compressed, renamed): look again next turn.
-                    return Ok(ReadOutcome::CaughtUp);
+                match self.next_after_rotated(now, read_time, rotate_wait, emit)? {
+                    Some(outcome) => return Ok(outcome),
+                    None => continue,
                 }
-                continue;
             }
             match self.check_live(now)? {
-                LiveState::Unchanged | LiveState::Waiting => {
-                    self.caught_up_since.get_or_insert(now);
-                    if self.gone_since.is_some_and(|t| now.saturating_duration_since(t) >= rotate_wait) {
-                        return Ok(self.finish_stream(emit));
-                    }
-                    return Ok(ReadOutcome::CaughtUp);
-                }
+                LiveState::Unchanged | LiveState::Waiting => return Ok(self.caught_up(now, rotate_wait, emit)),
                 LiveState::Rotated => continue,
                 LiveState::Truncated => {
                     // What was pending belonged to the old content, and what was
@@ -319,6 +300,32 @@ impl Follower {
                 }
             }
         }
+    }
+
+    /// At the end of a rotated file: moves to the next file of the set (`None`: read
+    /// on). A rotated file is final once the runtime writes elsewhere — a newer file
+    /// exists; until then (renamed, reopen pending) it may still grow.
+    fn next_after_rotated<F: FnMut(&Event<'_>, &[u8])>(&mut self, now: Instant, read_time: Nanos, rotate_wait: Duration, emit: &mut F) -> io::Result<Option<ReadOutcome>> {
+        let members = list_members(&self.key)?;
+        let Some(next) = self.cur.as_ref().and_then(|cur| successor(&members, cur)) else {
+            return Ok(Some(self.caught_up(now, rotate_wait, emit)));
+        };
+        let next = next.clone();
+        self.finish_file(read_time, emit);
+        if !self.advance(&next, &members, emit)? {
+            // It vanished as we looked (compressed, renamed): look again next turn.
+            return Ok(Some(ReadOutcome::CaughtUp));
+        }
+        Ok(None)
+    }
+
+    /// Caught up with what is written; a stream gone for `rotate_wait` is finished.
+    fn caught_up<F: FnMut(&Event<'_>, &[u8])>(&mut self, now: Instant, rotate_wait: Duration, emit: &mut F) -> ReadOutcome {
+        self.caught_up_since.get_or_insert(now);
+        if self.gone_since.is_some_and(|t| now.saturating_duration_since(t) >= rotate_wait) {
+            return self.finish_stream(emit);
+        }
+        ReadOutcome::CaughtUp
     }
 
     /// Emits a pending split message as partial once the stream has been caught up
@@ -397,10 +404,10 @@ impl Follower {
         for _ in 0..OPEN_AT_LOOKS {
             let members = list_members(&self.key)?;
             match self.find_position(&members, &pos)? {
-                Found::Opened => return Ok(true),
-                Found::Vanished => {}
-                Found::Nowhere if previous.as_ref() == Some(&members) => return self.resume_after_loss(&members, &pos),
-                Found::Nowhere => {}
+                Lookup::Opened => return Ok(true),
+                Lookup::Vanished => {}
+                Lookup::Nowhere if previous.as_ref() == Some(&members) => return self.resume_after_loss(&members, &pos),
+                Lookup::Nowhere => {}
             }
             previous = Some(members);
             std::thread::sleep(Duration::from_millis(10));
@@ -410,7 +417,7 @@ impl Follower {
     }
 
     /// Looks for `pos` among `members` and opens it there.
-    fn find_position(&mut self, members: &[SetMember], pos: &Position) -> io::Result<Found> {
+    fn find_position(&mut self, members: &[SetMember], pos: &Position) -> io::Result<Lookup> {
         let mut vanished = false;
         for m in members {
             match matches_position(m, pos) {
@@ -430,12 +437,12 @@ impl Follower {
                 Some(cur) => {
                     tracing::debug!(stream = %self.key.display(), file = %m.path.display(), offset = pos.offset, "resuming");
                     self.install(cur);
-                    return Ok(Found::Opened);
+                    return Ok(Lookup::Opened);
                 }
                 None => vanished = true,
             }
         }
-        Ok(if vanished { Found::Vanished } else { Found::Nowhere })
+        Ok(if vanished { Lookup::Vanished } else { Lookup::Nowhere })
     }
 
     /// The file is gone: rotation or deletion outran us while we were away. Reading

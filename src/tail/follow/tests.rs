@@ -117,7 +117,7 @@ fn a_position_in_a_file_compressed_while_looking_is_found_in_its_gz() {
     std::fs::remove_file(&rotated).unwrap();
 
     let mut g = Follower::new(live.clone(), b"{}".to_vec(), &DecodeOptions::default(), None, StartFrom::Beginning);
-    assert!(matches!(g.find_position(&stale, &pos).unwrap(), Found::Vanished));
+    assert!(matches!(g.find_position(&stale, &pos).unwrap(), Lookup::Vanished));
     assert!(g.open_at(pos).unwrap());
     assert_eq!(g.stats.lost_positions, 0);
     let mut got = Vec::new();
