@@ -16,7 +16,8 @@ use bytes::Bytes;
 
 use super::segment::{self, Record, HEADER_LEN};
 use super::seqset::SeqSet;
-use super::{acks, disk_failed, forget_acked_front, io_err, release_range, Buffer, BufferError, Segment, SinkShare, State, SAMPLE_EVERY_NS};
+use super::disk::disk_failed;
+use super::{acks, forget_acked_front, io_err, release_range, Buffer, BufferError, Segment, SinkShare, State, SAMPLE_EVERY_NS};
 
 /// A sink's reading position and what it owes.
 pub(super) struct Cursor {

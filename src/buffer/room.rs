@@ -7,7 +7,8 @@ use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 use super::segment::{self, RECORD_HEADER_LEN};
-use super::{disk_failed, forget_acked_front, held_framed, io_err, release_range, write_all_vectored, Buffer, BufferError, State, WhenFull};
+use super::disk::{disk_failed, write_all_vectored};
+use super::{forget_acked_front, held_framed, io_err, release_range, Buffer, BufferError, State, WhenFull};
 
 /// What stands in the way of an append.
 #[derive(Clone, Copy)]

@@ -1,0 +1,239 @@
+//! The file sink's unit tests.
+use super::*;
+
+fn write_all(file: &mut OutputFile, pieces: &[&[u8]]) {
+    for p in pieces {
+        file.append(p);
+        file.sync().unwrap();
+    }
+}
+
+#[test]
+fn appends_exactly_what_it_is_given_across_partial_blocks() {
+    for direct in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut f = OutputFile::open_with(&path, false, direct).unwrap();
+        let mut want = Vec::new();
+        for (i, n) in [1usize, 4095, 1, 4096, 10_000, 3, 70_000, 12_289].into_iter().enumerate() {
+            let piece: Vec<u8> = (0..n).map(|j| b'a' + ((i + j) % 26) as u8).collect();
+            f.append(&piece);
+            want.extend_from_slice(&piece);
+            if i % 2 == 1 {
+                f.sync().unwrap();
+                assert_eq!(std::fs::read(&path).unwrap(), want, "direct={direct} after piece {i}");
+            }
+        }
+        f.sync().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), want);
+    }
+}
+
+#[test]
+fn reopening_an_existing_file_appends_after_its_unaligned_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let mut existing = vec![b'x'; 4999];
+    existing.push(b'\n');
+    std::fs::write(&path, &existing).unwrap();
+    let mut f = OutputFile::open(&path, false).unwrap();
+    let mut ys = vec![b'y'; 8999];
+    ys.push(b'\n');
+    write_all(&mut f, &[b"first\n", &ys]);
+    drop(f);
+    let mut f = OutputFile::open(&path, false).unwrap();
+    write_all(&mut f, &[b"again\n"]);
+    let mut want = existing;
+    want.extend_from_slice(b"first\n");
+    want.extend_from_slice(&ys);
+    want.extend_from_slice(b"again\n");
+    assert_eq!(std::fs::read(&path).unwrap(), want);
+    assert_eq!(OutputFile::open(&path, true).unwrap().durable, 0, "truncate empties the file");
+    assert!(std::fs::read(&path).unwrap().is_empty());
+}
+
+#[test]
+fn a_torn_last_line_left_by_a_crash_is_cut_before_appending() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let mut torn = b"{\"a\":1}\n".repeat(10_000);
+    torn.extend_from_slice(&[b'x'; 70_000]); // a half-written line, longer than a read-back chunk
+    std::fs::write(&path, &torn).unwrap();
+    let mut f = OutputFile::open(&path, false).unwrap();
+    write_all(&mut f, &[b"{\"b\":2}\n"]);
+    let mut want = b"{\"a\":1}\n".repeat(10_000);
+    want.extend_from_slice(b"{\"b\":2}\n");
+    assert_eq!(std::fs::read(&path).unwrap(), want);
+
+    std::fs::write(&path, b"no newline at all").unwrap();
+    let mut f = OutputFile::open(&path, false).unwrap();
+    write_all(&mut f, &[b"line\n"]);
+    assert_eq!(std::fs::read(&path).unwrap(), b"line\n");
+}
+
+#[test]
+fn a_staged_batch_larger_than_the_stage_is_written_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let mut f = OutputFile::open(&path, false).unwrap();
+    let big: Vec<u8> = (0..STAGE_BYTES * 2 + 123).map(|i| (i % 251) as u8).collect();
+    write_all(&mut f, &[b"head\n", &big]);
+    let got = std::fs::read(&path).unwrap();
+    assert_eq!(&got[..5], b"head\n");
+    assert_eq!(&got[5..], &big[..]);
+}
+
+/// What the file holds after synced appends, restarts (a reopen cuts a partial last
+/// line) and unsynced appends lost to a restart; with writes submitted to the I/O
+/// thread, awaited, and overlapped by the next appends.
+#[derive(Debug, Clone)]
+enum Op {
+    Append(usize),
+    Sync,
+    Submit,
+    Wait,
+    Restart,
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (0usize..20_000).prop_map(Op::Append),
+        1 => Just(Op::Sync),
+        2 => Just(Op::Submit),
+        1 => Just(Op::Wait),
+        1 => Just(Op::Restart),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    #[test]
+    fn the_file_holds_exactly_what_was_synced(ops in proptest::collection::vec(op(), 1..40), direct: bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut f = OutputFile::open_with(&path, false, direct).unwrap();
+        // Durable; submitted and maybe still in flight; staged since.
+        let (mut synced, mut submitted, mut staged) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, op) in ops.into_iter().enumerate() {
+            match op {
+                Op::Append(n) => {
+                    // Newline-terminated pieces now and then, so restarts keep some.
+                    let mut piece: Vec<u8> = (0..n).map(|j| (i * 31 + j) as u8).collect();
+                    if i % 3 == 0 {
+                        piece.push(b'\n');
+                    }
+                    f.append(&piece);
+                    staged.extend_from_slice(&piece);
+                }
+                Op::Sync => {
+                    f.sync().unwrap();
+                    synced.append(&mut submitted);
+                    synced.append(&mut staged);
+                    proptest::prop_assert_eq!(std::fs::read(&path).unwrap(), synced.clone());
+                }
+                Op::Submit => {
+                    // Lands the write before, starts this one.
+                    f.submit().unwrap();
+                    synced.append(&mut submitted);
+                    submitted.append(&mut staged);
+                }
+                Op::Wait => {
+                    f.wait().unwrap();
+                    synced.append(&mut submitted);
+                    let on_disk = std::fs::read(&path).unwrap();
+                    proptest::prop_assert_eq!(on_disk, synced.clone());
+                }
+                Op::Restart => {
+                    // Dropping finishes a write in flight; what was only staged is lost.
+                    drop(f);
+                    synced.append(&mut submitted);
+                    staged.clear();
+                    // Reopening cuts what follows the last newline.
+                    synced.truncate(synced.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1));
+                    f = OutputFile::open_with(&path, false, direct).unwrap();
+                }
+            }
+        }
+        f.sync().unwrap();
+        synced.append(&mut submitted);
+        synced.append(&mut staged);
+        proptest::prop_assert_eq!(std::fs::read(&path).unwrap(), synced);
+    }
+}
+
+#[test]
+fn appends_while_a_write_is_in_flight_go_into_the_next() {
+    for direct in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut f = OutputFile::open_with(&path, false, direct).unwrap();
+        let mut want = Vec::new();
+        for (i, n) in [5000usize, 1, 8192, 4095, 300_000, 7].into_iter().enumerate() {
+            let mut piece: Vec<u8> = (0..n).map(|j| b'a' + ((i * 7 + j) % 26) as u8).collect();
+            piece.push(b'\n');
+            f.append(&piece);
+            want.extend_from_slice(&piece);
+            f.submit().unwrap();
+        }
+        f.wait().unwrap();
+        let same = |got: Vec<u8>, want: &[u8]| got.len() == want.len() && got == want;
+        assert!(same(std::fs::read(&path).unwrap(), &want), "direct={direct}");
+        assert_eq!(f.is_direct(), direct);
+        drop(f);
+        let mut f = OutputFile::open_with(&path, false, direct).unwrap();
+        f.append(b"more\n");
+        f.submit().unwrap();
+        f.wait().unwrap();
+        want.extend_from_slice(b"more\n");
+        assert!(same(std::fs::read(&path).unwrap(), &want), "direct={direct}, reopened");
+    }
+}
+
+/// Makes every write through `f`'s current descriptors fail (a read-only
+/// descriptor), as a disk gone bad would.
+fn break_descriptors(f: &mut OutputFile) {
+    let writer = f.writer.as_mut().expect("nothing in flight");
+    writer.plain = File::open(&f.path).unwrap();
+    writer.direct = None;
+}
+
+#[test]
+fn a_write_that_fails_in_flight_is_written_again_with_what_was_staged_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let mut f = OutputFile::open(&path, false).unwrap();
+    f.append(b"zero\n");
+    f.sync().unwrap();
+    break_descriptors(&mut f);
+    let one = b"one\n".repeat(3000); // more than a block: a carried tail
+    f.append(&one);
+    f.submit().unwrap();
+    f.append(b"two\n"); // staged while the doomed write is in flight
+    assert!(f.wait().is_err(), "the write in flight failed");
+    assert_eq!(std::fs::read(&path).unwrap(), b"zero\n", "nothing half-written");
+    f.wait().unwrap(); // reopens the path and writes it all
+    let mut want = b"zero\n".to_vec();
+    want.extend_from_slice(&one);
+    want.extend_from_slice(b"two\n");
+    assert_eq!(std::fs::read(&path).unwrap(), want);
+    f.append(b"three\n");
+    f.submit().unwrap();
+    f.wait().unwrap();
+    want.extend_from_slice(b"three\n");
+    assert_eq!(std::fs::read(&path).unwrap(), want);
+}
+
+#[test]
+fn after_a_failed_sync_the_path_is_reopened_and_nothing_staged_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let mut f = OutputFile::open(&path, false).unwrap();
+    write_all(&mut f, &[b"one\n"]);
+    // Make the next sync fail as a vanished disk would: the descriptors go bad.
+    f.failed = true;
+    std::fs::remove_file(&path).unwrap();
+    f.append(b"two\n");
+    f.sync().unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"two\n", "a replaced file gets what was not yet synced");
+}
