@@ -8,6 +8,8 @@
 #   --size-mb N   corpus size in MB; default 512 (bench-data/<format>-<N>, reused)
 #   --format F    default cri
 #   --runs R      timed runs per mode; default 3
+#   --bin PATH    this logferry binary instead of `cargo build --release`'s (to
+#                 compare two commits in one run)
 #
 # Modes: aggregate (the default: events packed into ≤ 1,000 KiB records) and
 # one-per-record (aggregate = false), each with pacing ceilings raised out of the way.
@@ -18,11 +20,13 @@ set -euo pipefail
 size_mb=512
 format=cri
 runs=3
+bin_arg=""
 while (($#)); do
     case "$1" in
         --size-mb) size_mb="${2:?}"; shift 2 ;;
         --format) format="${2:?}"; shift 2 ;;
         --runs) runs="${2:?}"; shift 2 ;;
+        --bin) bin_arg="${2:?}"; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "firehose.sh: unknown argument: $1 (see --help)" >&2; exit 64 ;;
     esac
@@ -30,14 +34,14 @@ done
 
 cd "$(dirname "$0")/.."
 source benches/common.sh
-bin=target/release/logferry
+bin="${bin_arg:-target/release/logferry}"
 timer=/usr/bin/time
 tmp="$(mktemp -d)"
 server_pid=""
 trap '[[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null; rm -rf "$tmp"' EXIT
 
 print_machine bench-data
-cargo build --release --quiet
+[[ -n "$bin_arg" ]] || cargo build --release --quiet
 
 dir="$(corpus "$format" "$size_mb")"
 bytes="$(json_get "$dir/expected.json" total_bytes)"

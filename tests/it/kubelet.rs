@@ -18,20 +18,28 @@ pub fn patient_config(node: &Node) -> std::path::PathBuf {
     path
 }
 
+/// `tests/kubelet_sim.py` for the node at `root`: the runtime writing `format`, the
+/// kubelet rotating every 512 KiB (checked every half second), its truth in
+/// `root/truth.jsonl`. Callers add the pods, rate, duration, seed and what they vary.
+pub fn simulator(root: &Path, format: &str) -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kubelet_sim.py"))
+        .args(["--root", root.to_str().unwrap(), "--format", format])
+        .args(["--max-size", "512Ki", "--rotate-check", "0.5"])
+        .args(["--truth", root.join("truth.jsonl").to_str().unwrap()]);
+    cmd
+}
+
 /// Runs the simulator to completion; returns the messages it wrote.
 fn simulate(root: &Path, format: &str, seconds: u32, extra: &[&str]) -> Vec<String> {
-    let sim = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kubelet_sim.py");
     let truth = root.join("truth.jsonl");
-    let status = Command::new("python3")
-        .arg(sim)
-        .args(["--root", root.to_str().unwrap(), "--format", format])
+    let status = simulator(root, format)
         .args(["--pods", "3", "--containers-per-pod", "2", "--rate", "2000"])
         .args(["--duration", &seconds.to_string(), "--seed", "7"])
         // Rotations every second or two per container, and deletions beyond five
         // files: a few seconds of slack before the kubelet deletes a file unread, so
         // a slow debug build on a loaded machine still keeps up.
-        .args(["--max-size", "512Ki", "--max-files", "5", "--rotate-check", "0.5"])
-        .args(["--truth", truth.to_str().unwrap()])
+        .args(["--max-files", "5"])
         .args(extra)
         .status()
         .expect("python3 runs tests/kubelet_sim.py");
@@ -74,18 +82,14 @@ fn every_docker_line_arrives_once_through_rotations_restarts_and_deletion() {
 /// stay within what was read but not yet checkpointed.
 fn sigkill_while_the_kubelet_rotates(format: &str, seed: u64) {
     let node = Node::new();
-    let sim = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kubelet_sim.py");
     let truth = node.root().join("truth.jsonl");
     let rate = 1500;
-    let mut writer = Command::new("python3")
-        .arg(sim)
-        .args(["--root", node.root().to_str().unwrap(), "--format", format])
+    let mut writer = simulator(node.root(), format)
         .args(["--pods", "2", "--containers-per-pod", "2", "--rate", &rate.to_string(), "--duration", "0", "--seed", &seed.to_string()])
         // Ten files kept (eight rotated): restarts of a debug build on a machine busy
         // with other tests must not fall so far behind that the kubelet deletes files
         // unread — this test is about crashes, not about racing the kubelet.
-        .args(["--max-size", "512Ki", "--max-files", "10", "--rotate-check", "0.5", "--long-every", "10"])
-        .args(["--truth", truth.to_str().unwrap()])
+        .args(["--max-files", "10", "--long-every", "10"])
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("python3 runs tests/kubelet_sim.py");

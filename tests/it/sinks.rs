@@ -27,33 +27,57 @@ fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// A node with a backlog of 30,000 long lines (~31 MB, far over a stuck sink's 8 MiB
+/// share) and a config with two sinks: `archive`, a file taking everything, and
+/// `stuck` (a whole `[sinks.…]` table, `{root}` replaced by the node's root).
+struct StuckNode {
+    node: Node,
+    lines: Vec<String>,
+    config: std::path::PathBuf,
+}
+
+impl StuckNode {
+    fn new(stuck: &str) -> Self {
+        let node = Node::new();
+        let root = node.root().display().to_string();
+        let live = node.container("default", "web", "app", 0);
+        let lines = long_lines("line", 30_000);
+        append_cri(&live, &lines);
+        let sinks = format!("[sinks.archive]\ntype = \"file\"\npath = \"{root}/archive.jsonl\"\n{}", stuck.replace("{root}", &root));
+        let config = node.sinks_config("max_bytes = 33554432", &sinks);
+        Self { node, lines, config }
+    }
+
+    fn archive(&self) -> Vec<String> {
+        messages(&self.node.root().join("archive.jsonl"))
+    }
+
+    fn start(&self, cmd: Command) -> Shipper {
+        Shipper::start(cmd, &self.config, self.node.root().join("archive.jsonl"))
+    }
+
+    /// Waits until reading pauses for the stuck sink, before the archive has it all,
+    /// and checks it stays paused, nothing dropped.
+    fn wait_paused(&self, addr: std::net::SocketAddr) {
+        wait_until("reading pauses", 60, || metric(addr, "logferry_backpressure_active") == 1.0);
+        let held = self.archive().len();
+        assert!(held < self.lines.len(), "reading paused before the end ({held} of {} arrived)", self.lines.len());
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(metric(addr, "logferry_backpressure_active"), 1.0, "still paused");
+        assert_eq!(metric(addr, r#"logferry_dropped_records_total{reason="buffer_full"}"#), 0.0);
+    }
+}
+
 /// The stuck sink writes to /dev/full (every write fails, as on a full disk) with a
 /// small share that drops its oldest: the other sink receives every line, once, while
 /// the stuck one drops within its share, counted; `/readyz` names it.
 #[test]
 fn a_stuck_sink_that_drops_its_oldest_never_holds_the_others_back() {
-    let node = Node::new();
-    let root = node.root().display().to_string();
-    let live = node.container("default", "web", "app", 0);
-    std::os::unix::fs::symlink("/dev/full", node.root().join("stuck.jsonl")).unwrap();
-    let lines = long_lines("line", 30_000); // ~31 MB, far over the stuck sink's 8 MiB
-    append_cri(&live, &lines);
-    let config = node.sinks_config(
-        "max_bytes = 33554432",
-        &format!(
-            r#"[sinks.archive]
-type = "file"
-path = "{root}/archive.jsonl"
-[sinks.stuck]
-type = "file"
-path = "{root}/stuck.jsonl"
-max_bytes = 8388608
-when_full = "drop_oldest"
-"#
-        ),
-    );
-    let mut shipper = Shipper::start(Command::new(env!("CARGO_BIN_EXE_logferry")), &config, node.root().join("archive.jsonl"));
-    wait_until("the healthy sink has every line", 120, || messages(&node.root().join("archive.jsonl")).len() >= lines.len());
+    let stuck = StuckNode::new("[sinks.stuck]\ntype = \"file\"\npath = \"{root}/stuck.jsonl\"\nmax_bytes = 8388608\nwhen_full = \"drop_oldest\"\n");
+    std::os::unix::fs::symlink("/dev/full", stuck.node.root().join("stuck.jsonl")).unwrap();
+    let lines = &stuck.lines;
+    let mut shipper = stuck.start(Command::new(env!("CARGO_BIN_EXE_logferry")));
+    wait_until("the healthy sink has every line", 120, || stuck.archive().len() >= lines.len());
     let addr = shipper.metrics_addr();
     wait_until("the stuck sink's drops are counted", 30, || metric(addr, r#"logferry_dropped_records_total{reason="buffer_full"}"#) > 0.0);
     assert!(metric(addr, r#"logferry_sink_buffer_bytes{sink="stuck"}"#) <= 8.0 * 1024.0 * 1024.0);
@@ -62,7 +86,7 @@ when_full = "drop_oldest"
     assert_eq!(status, 503);
     assert!(body.contains("sink stuck: failing") && !body.contains("sink archive"), "{body}");
     shipper.kill();
-    assert_exactly_once(messages(&node.root().join("archive.jsonl")), &lines);
+    assert_exactly_once(stuck.archive(), lines);
 }
 
 /// The stuck sink is standard output that nobody reads, with a share that blocks:
@@ -70,37 +94,16 @@ when_full = "drop_oldest"
 /// both), and once the pipe is read again both receive every line.
 #[test]
 fn a_stuck_sink_that_blocks_pauses_reading_and_everything_arrives_after() {
-    let node = Node::new();
-    let root = node.root().display().to_string();
-    let live = node.container("default", "web", "app", 0);
-    let lines = long_lines("line", 30_000);
-    append_cri(&live, &lines);
-    let config = node.sinks_config(
-        "max_bytes = 33554432",
-        &format!(
-            r#"[sinks.archive]
-type = "file"
-path = "{root}/archive.jsonl"
-[sinks.console]
-type = "stdout"
-max_bytes = 8388608
-when_full = "block"
-"#
-        ),
-    );
-    let (mut shipper, stdout) = Shipper::start_piped(&config, node.root().join("archive.jsonl"));
-    let addr = shipper.metrics_addr();
-    wait_until("reading pauses", 60, || metric(addr, "logferry_backpressure_active") == 1.0);
-    let held = messages(&node.root().join("archive.jsonl")).len();
-    assert!(held < lines.len(), "reading paused before the end ({held} of {} arrived)", lines.len());
-    std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(metric(addr, "logferry_backpressure_active"), 1.0, "still paused");
+    let stuck = StuckNode::new("[sinks.console]\ntype = \"stdout\"\nmax_bytes = 8388608\nwhen_full = \"block\"\n");
+    let lines = &stuck.lines;
+    let (mut shipper, stdout) = Shipper::start_piped(&stuck.config, stuck.node.root().join("archive.jsonl"));
+    stuck.wait_paused(shipper.metrics_addr());
     // The console is read again: everything flows.
     let console = drain(stdout);
-    wait_until("the archive has every line", 120, || messages(&node.root().join("archive.jsonl")).len() >= lines.len());
+    wait_until("the archive has every line", 120, || stuck.archive().len() >= lines.len());
     assert!(shipper.stop().success(), "{}", shipper.stderr());
-    assert_exactly_once(messages(&node.root().join("archive.jsonl")), &lines);
-    assert_exactly_once(console.join().unwrap(), &lines);
+    assert_exactly_once(stuck.archive(), lines);
+    assert_exactly_once(console.join().unwrap(), lines);
 }
 
 /// A Firehose sink whose endpoint fails every call (the fault server: a 500, then
@@ -119,32 +122,13 @@ fn a_stuck_firehose_sink_that_drops_its_oldest_never_holds_the_file_back() {
     });
     // (Throttled without end it is not "failing" — pacing deals with throttling — but
     // its share fills and it drops: `/readyz` says that.)
-    let node = Node::new();
-    let root = node.root().display().to_string();
-    let live = node.container("default", "web", "app", 0);
-    let lines = long_lines("line", 30_000);
-    append_cri(&live, &lines);
-    let config = node.sinks_config(
-        "max_bytes = 33554432",
-        &format!(
-            r#"[sinks.archive]
-type = "file"
-path = "{root}/archive.jsonl"
-[sinks.firehose]
-type = "firehose"
-delivery_stream = "stuck"
-region = "us-east-1"
-endpoint = "{}"
-linger = "50ms"
-retry_max_wait = "300ms"
-max_bytes = 8388608
-when_full = "drop_oldest"
-"#,
-            server.endpoint()
-        ),
-    );
-    let mut shipper = Shipper::start(crate::aws::logferry_command(), &config, node.root().join("archive.jsonl"));
-    wait_until("the file sink has every line", 120, || messages(&node.root().join("archive.jsonl")).len() >= lines.len());
+    let stuck = StuckNode::new(&format!(
+        "[sinks.firehose]\ntype = \"firehose\"\ndelivery_stream = \"stuck\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nlinger = \"50ms\"\nretry_max_wait = \"300ms\"\nmax_bytes = 8388608\nwhen_full = \"drop_oldest\"\n",
+        server.endpoint()
+    ));
+    let lines = &stuck.lines;
+    let mut shipper = stuck.start(crate::aws::logferry_command());
+    wait_until("the file sink has every line", 120, || stuck.archive().len() >= lines.len());
     let addr = shipper.metrics_addr();
     wait_until("the Firehose sink's drops are counted", 30, || metric(addr, r#"logferry_dropped_records_total{reason="buffer_full"}"#) > 0.0);
     assert!(metric(addr, r#"logferry_sink_buffer_bytes{sink="firehose"}"#) <= 8.0 * 1024.0 * 1024.0);
@@ -162,7 +146,7 @@ when_full = "drop_oldest"
     let last = lines.last().unwrap().clone();
     wait_until("Firehose has the last line", 60, || server.seen.lock().unwrap().messages("stuck").contains(&last));
     assert!(shipper.stop().success(), "{}", shipper.stderr());
-    assert_exactly_once(messages(&node.root().join("archive.jsonl")), &lines);
+    assert_exactly_once(stuck.archive(), lines);
     let got = server.seen.lock().unwrap().messages("stuck");
     let counts = crate::node::count(got.clone());
     assert!(counts.values().all(|&n| n == 1), "a line reached Firehose twice");
@@ -182,47 +166,24 @@ when_full = "drop_oldest"
 #[test]
 fn a_stuck_firehose_sink_that_blocks_pauses_reading_and_everything_arrives_after() {
     let (server, throttle) = throttling_server();
-    let node = Node::new();
-    let root = node.root().display().to_string();
-    let live = node.container("default", "web", "app", 0);
-    let lines = long_lines("line", 30_000);
-    append_cri(&live, &lines);
-    let config = node.sinks_config(
-        "max_bytes = 33554432",
-        &format!(
-            r#"[sinks.archive]
-type = "file"
-path = "{root}/archive.jsonl"
-[sinks.firehose]
-type = "firehose"
-delivery_stream = "held"
-region = "us-east-1"
-endpoint = "{}"
-linger = "50ms"
-retry_max_wait = "300ms"
-max_bytes = 8388608
-"#,
-            server.endpoint()
-        ),
-    );
-    let mut shipper = Shipper::start(crate::aws::logferry_command(), &config, node.root().join("archive.jsonl"));
+    let stuck = StuckNode::new(&format!(
+        "[sinks.firehose]\ntype = \"firehose\"\ndelivery_stream = \"held\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nlinger = \"50ms\"\nretry_max_wait = \"300ms\"\nmax_bytes = 8388608\n",
+        server.endpoint()
+    ));
+    let lines = &stuck.lines;
+    let mut shipper = stuck.start(crate::aws::logferry_command());
     let addr = shipper.metrics_addr();
-    wait_until("reading pauses", 60, || metric(addr, "logferry_backpressure_active") == 1.0);
-    let held = messages(&node.root().join("archive.jsonl")).len();
-    assert!(held < lines.len(), "reading paused before the end ({held} of {} arrived)", lines.len());
-    std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(metric(addr, "logferry_backpressure_active"), 1.0, "still paused");
-    assert_eq!(metric(addr, r#"logferry_dropped_records_total{reason="buffer_full"}"#), 0.0);
+    stuck.wait_paused(addr);
     let (status, body) = crate::node::http_get(addr, "/readyz");
     assert_eq!(status, 503);
     assert!(body.contains("sink firehose: its share of the buffer is full") && body.contains("reading is paused") && !body.contains("sink archive"), "{body}");
     throttle.store(false, Ordering::Relaxed);
     wait_until("both sinks have every line", 120, || {
-        messages(&node.root().join("archive.jsonl")).len() >= lines.len() && server.seen.lock().unwrap().lines("held").len() >= lines.len()
+        stuck.archive().len() >= lines.len() && server.seen.lock().unwrap().lines("held").len() >= lines.len()
     });
     assert!(shipper.stop().success(), "{}", shipper.stderr());
-    assert_exactly_once(messages(&node.root().join("archive.jsonl")), &lines);
-    assert_exactly_once(server.seen.lock().unwrap().messages("held"), &lines);
+    assert_exactly_once(stuck.archive(), lines);
+    assert_exactly_once(server.seen.lock().unwrap().messages("held"), lines);
 }
 
 /// Twenty SIGKILLs at pseudo-random instants while the kubelet rotates, with two sinks
@@ -248,14 +209,10 @@ streams = ["stderr"]
 "#
         ),
     );
-    let sim = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kubelet_sim.py");
     let truth = node.root().join("truth.jsonl");
-    let mut writer = Command::new("python3")
-        .arg(sim)
-        .args(["--root", &root, "--format", "cri"])
+    let mut writer = crate::kubelet::simulator(node.root(), "cri")
         .args(["--pods", "2", "--containers-per-pod", "2", "--rate", "1000", "--duration", "0", "--seed", "11"])
-        .args(["--max-size", "512Ki", "--max-files", "10", "--rotate-check", "0.5", "--long-every", "10"])
-        .args(["--truth", truth.to_str().unwrap()])
+        .args(["--max-files", "10", "--long-every", "10"])
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("python3 runs tests/kubelet_sim.py");
@@ -394,12 +351,9 @@ drop_messages = ["seq=\\d*[05] ", "^nothing matches this$"]
     );
     let mut shipper = Shipper::start(crate::aws::logferry_command(), &config, node.root().join("all.jsonl"));
     let truth = node.root().join("truth.jsonl");
-    let status = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kubelet_sim.py"))
-        .args(["--root", &root, "--format", "cri", "--pods", "5", "--containers-per-pod", "2"])
-        .args(["--rate", "800", "--duration", "6", "--seed", "16"])
-        .args(["--max-size", "512Ki", "--max-files", "5", "--rotate-check", "0.5", "--long-every", "40"])
-        .args(["--truth", truth.to_str().unwrap()])
+    let status = crate::kubelet::simulator(node.root(), "cri")
+        .args(["--pods", "5", "--containers-per-pod", "2", "--rate", "800", "--duration", "6", "--seed", "16"])
+        .args(["--max-files", "5", "--long-every", "40"])
         .stderr(std::process::Stdio::null())
         .status()
         .expect("python3 runs tests/kubelet_sim.py");
