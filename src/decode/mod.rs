@@ -12,6 +12,7 @@
 
 pub mod cri;
 pub mod docker;
+pub mod multiline;
 pub mod reassemble;
 
 use std::time::Duration;
