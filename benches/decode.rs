@@ -601,6 +601,7 @@ fn bench_encode(c: &mut Criterion, mixed: &LogFile) {
                         message: black_box(&events.text[range.clone()]),
                         truncated: false,
                         partial: false,
+                        lines: 1,
                     };
                     enc.encode(&ev, &kube, &mut out);
                     if out.len() >= BATCH_BYTES {

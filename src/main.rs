@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use logferry::config::{Config, ConfigError};
+use logferry::config::{Config, ConfigError, MultilineConfig};
+use logferry::decode::multiline::Parser as TraceParser;
 use logferry::decode::{DecodeOptions, FormatChoice, Oversize, DEFAULT_MAX_MESSAGE_BYTES};
 use logferry::event::MessageFormat;
 use logferry::replay::{self, ReplayOptions};
@@ -72,7 +73,7 @@ struct ReplayArgs {
     to: Option<To>,
     /// Ship through the sink of this `logferry run` configuration file (Firehose, say),
     /// decoding as its [decode] says; instead of --to.
-    #[arg(long, short, conflicts_with_all = ["to", "output", "format", "max_message_bytes", "oversize", "message_format"])]
+    #[arg(long, short, conflicts_with_all = ["to", "output", "format", "max_message_bytes", "oversize", "message_format", "multiline"])]
     config: Option<PathBuf>,
     /// The output file for `--to file`.
     #[arg(long, short)]
@@ -98,6 +99,31 @@ struct ReplayArgs {
     /// Print no summary.
     #[arg(long, short)]
     quiet: bool,
+    /// Group stack traces with this built-in rule, in every file (a run's
+    /// `[[multiline]]` entries choose per container; use --config for those).
+    #[arg(long, value_enum)]
+    multiline: Option<ParserArg>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ParserArg {
+    Java,
+    Python,
+    Go,
+    Ruby,
+    Nodejs,
+}
+
+impl From<ParserArg> for TraceParser {
+    fn from(p: ParserArg) -> TraceParser {
+        match p {
+            ParserArg::Java => TraceParser::Java,
+            ParserArg::Python => TraceParser::Python,
+            ParserArg::Go => TraceParser::Go,
+            ParserArg::Ruby => TraceParser::Ruby,
+            ParserArg::Nodejs => TraceParser::NodeJs,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -276,6 +302,7 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             outputs,
             show_progress: show_progress(args.progress),
             router: std::sync::Arc::new(logferry::route::Router::new(config.sinks.iter().map(|s| s.route.clone()).collect())),
+            multiline: config.multiline.clone(),
         };
         return finish_replay(&opts, args.quiet);
     }
@@ -314,6 +341,7 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         outputs: output.into_iter().collect(),
         show_progress: show_progress(args.progress),
         router: std::sync::Arc::new(logferry::route::Router::everything()),
+        multiline: args.multiline.map(|p| vec![MultilineConfig::everywhere(p.into())]).unwrap_or_default(),
     };
     finish_replay(&opts, args.quiet)
 }

@@ -272,6 +272,7 @@ fn new_tailer(
         message_format: config.message_format,
         partial_flush_timeout: config.partial_flush_timeout,
         router,
+        multiline: Arc::new(config.multiline.clone()),
     };
     let watch = match config.tail.watch {
         WatchMode::Inotify => Watch::new(wake_tx.clone()),

@@ -17,6 +17,7 @@
 mod check;
 mod env;
 mod error;
+pub mod multiline;
 mod pods;
 mod raw;
 mod route;
@@ -35,6 +36,7 @@ use pods::NameFilter;
 pub use pods::PodFilter;
 use crate::buffer::WhenFull;
 use raw::{Field, List, RawBuffer, RawConfig, RawDecode, RawLog, RawMetrics, RawTail};
+pub use multiline::MultilineConfig;
 pub use route::RouteConfig;
 pub use sink::{DEFAULT_SINK, FIREHOSE_BYTES_PER_SECOND, FIREHOSE_RECORDS_PER_SECOND, FIREHOSE_REQUESTS_PER_SECOND, MAX_SINKS};
 pub use env::OVERRIDES as ENV_OVERRIDES;
@@ -74,6 +76,9 @@ pub struct Config {
     pub buffer: BufferConfig,
     /// At least one; a lone `[sink]` table is the sink named `default`.
     pub sinks: Vec<NamedSink>,
+    /// `[[multiline]]`: stack traces grouped, per container; the first entry that
+    /// selects a container applies.
+    pub multiline: Vec<MultilineConfig>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; `None`: nowhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub log: LogConfig,
@@ -401,6 +406,7 @@ fn build(raw: RawConfig, env: &EnvView) -> Result<Config, Vec<Problem>> {
     let buffer = ck.table("buffer", raw.buffer);
     let buffer = build_buffer(&mut ck, buffer);
     let sinks = sink::build_sinks(&mut ck, raw.sink, raw.sinks, env, &buffer);
+    let multiline = multiline::build_multiline(&mut ck, raw.multiline);
     let metrics = ck.table("metrics", raw.metrics);
     let metrics_listen = build_metrics(&mut ck, metrics);
     let log = ck.table("log", raw.log);
@@ -417,6 +423,7 @@ fn build(raw: RawConfig, env: &EnvView) -> Result<Config, Vec<Problem>> {
         partial_flush_timeout,
         buffer,
         sinks,
+        multiline,
         metrics_listen,
         log,
     })

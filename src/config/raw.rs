@@ -49,6 +49,7 @@ pub(super) struct RawConfig {
     pub buffer: Opt<RawBuffer>,
     pub sink: Opt<RawSink>,
     pub sinks: Opt<BTreeMap<String, Field<RawSink>>>,
+    pub multiline: Opt<Vec<Field<RawMultiline>>>,
     pub metrics: Opt<RawMetrics>,
     pub log: Opt<RawLog>,
     #[serde(flatten)]
@@ -56,7 +57,7 @@ pub(super) struct RawConfig {
 }
 
 pub(super) const TOP_KEYS: &[&str] =
-    &["data_dir", "shutdown_timeout", "tail", "decode", "buffer", "sink", "sinks", "metrics", "log"];
+    &["data_dir", "shutdown_timeout", "tail", "decode", "buffer", "sink", "sinks", "multiline", "metrics", "log"];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -291,6 +292,40 @@ pub(super) const ROUTE_KEYS: &[&str] = &[
     "drop_messages",
 ];
 
+/// One `[[multiline]]` entry: which containers, and which rule.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawMultiline {
+    pub include_namespaces: List,
+    pub exclude_namespaces: List,
+    pub include_pods: List,
+    pub exclude_pods: List,
+    pub include_containers: List,
+    pub exclude_containers: List,
+    pub parser: Opt<String>,
+    pub start: Opt<String>,
+    #[serde(rename = "continue")]
+    pub continue_: Opt<String>,
+    pub max_lines: Opt<i64>,
+    pub flush_timeout: Opt<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+pub(super) const MULTILINE_KEYS: &[&str] = &[
+    "include_namespaces",
+    "exclude_namespaces",
+    "include_pods",
+    "exclude_pods",
+    "include_containers",
+    "exclude_containers",
+    "parser",
+    "start",
+    "continue",
+    "max_lines",
+    "flush_timeout",
+];
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(super) struct RawMetrics {
@@ -321,6 +356,7 @@ pub(super) const TABLES: &[(&str, &[&str])] = &[
     ("buffer", BUFFER_KEYS),
     ("sink", SINK_KEYS),
     ("sink.route", ROUTE_KEYS),
+    ("multiline", MULTILINE_KEYS),
     ("metrics", METRICS_KEYS),
     ("log", LOG_KEYS),
 ];

@@ -15,9 +15,11 @@ pub mod docker;
 pub mod multiline;
 pub mod reassemble;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::event::{Event, Nanos, Stream};
+use multiline::{Caps, Grouper, Rule};
 pub use reassemble::{Fragment, Oversize, Reassembler};
 
 /// A line that is not of the expected format.
@@ -90,6 +92,14 @@ pub struct DecodeStats {
     pub missing_stream: u64,
     /// Records without a usable `time` (given the time they were read).
     pub missing_time: u64,
+    /// Events grouped by a multiline rule (more than one line each), and the lines
+    /// in them; `events` counts each group once.
+    pub groups: u64,
+    pub grouped_lines: u64,
+    /// Groups closed because the input went quiet for `flush_timeout` or ended.
+    pub groups_flushed: u64,
+    /// Groups closed at `max_lines` or `max_message_bytes`.
+    pub groups_capped: u64,
 }
 
 impl DecodeStats {
@@ -104,7 +114,20 @@ impl DecodeStats {
         self.partial += o.partial;
         self.missing_stream += o.missing_stream;
         self.missing_time += o.missing_time;
+        self.groups += o.groups;
+        self.grouped_lines += o.grouped_lines;
+        self.groups_flushed += o.groups_flushed;
+        self.groups_capped += o.groups_capped;
     }
+}
+
+/// A multiline rule as a decoder applies it.
+#[derive(Debug, Clone)]
+pub struct Multiline {
+    pub rule: Arc<Rule>,
+    pub max_lines: u32,
+    /// An open group is emitted once the file has been caught up and quiet this long.
+    pub flush_timeout: Duration,
 }
 
 /// Scratch space a decoder keeps between turns; more is freed.
@@ -119,6 +142,9 @@ pub struct FileDecoder {
     oversize: Oversize,
     scratch: Vec<u8>,
     reassembler: Reassembler,
+    /// Groups stack traces, when a multiline rule selects this file's container.
+    grouper: Option<Grouper>,
+    group_flush: Duration,
     pub stats: DecodeStats,
 }
 
@@ -136,8 +162,20 @@ impl FileDecoder {
             oversize: opts.oversize,
             scratch: Vec::new(),
             reassembler: Reassembler::new(opts.max_message_bytes, opts.oversize),
+            grouper: None,
+            group_flush: Duration::ZERO,
             stats: DecodeStats::default(),
         }
+    }
+
+    /// Groups lines by `multiline`'s rule (after rejoining split lines), per stream.
+    pub fn with_multiline(mut self, multiline: Option<&Multiline>) -> Self {
+        if let Some(m) = multiline {
+            let caps = Caps { max_lines: m.max_lines, max_bytes: self.max_message_bytes };
+            self.grouper = Some(Grouper::new(m.rule.clone(), caps));
+            self.group_flush = m.flush_timeout;
+        }
+        self
     }
 
     /// The format in use, once known.
@@ -153,10 +191,10 @@ impl FileDecoder {
             Some(f) => f,
             None => match self.detect(line) {
                 Some(f) => f,
-                None => return self.raw(line, read_time, false, emit),
+                None => return self.raw(line, offset, read_time, false, emit),
             },
         };
-        let Self { scratch, reassembler, stats, .. } = self;
+        let Self { scratch, reassembler, stats, grouper, .. } = self;
         let decoded = match format {
             Format::Docker => docker_fragment(line, scratch, stats, offset, read_time),
             Format::Cri => cri::parse(line).map(|c| Fragment {
@@ -168,48 +206,104 @@ impl FileDecoder {
             }),
         };
         match decoded {
-            Ok(frag) => reassembler.push(frag, stats, emit),
-            Err(Malformed) => self.raw(line, read_time, false, emit),
+            Ok(frag) => match grouper {
+                None => reassembler.push(frag, stats, emit),
+                Some(g) => {
+                    // The message this piece finishes (if any) starts at its first piece.
+                    let start = reassembler.pending_offset(frag.stream).unwrap_or(frag.offset);
+                    let mut merged = Merged::default();
+                    reassembler.push(frag, stats, &mut |ev| g.push(ev, start, &mut merged.counting(emit)));
+                    merged.apply(stats, &g.stats);
+                }
+            },
+            Err(Malformed) => self.raw(line, offset, read_time, false, emit),
         }
     }
 
     /// A line longer than the reader's cap: its head is emitted raw and truncated.
-    pub fn overlong_line<F: FnMut(&Event<'_>)>(&mut self, head: &[u8], read_time: Nanos, emit: &mut F) {
+    pub fn overlong_line<F: FnMut(&Event<'_>)>(&mut self, head: &[u8], offset: u64, read_time: Nanos, emit: &mut F) {
         self.stats.lines += 1;
-        self.raw(head, read_time, true, emit);
+        self.raw(head, offset, read_time, true, emit);
     }
 
-    /// The input ended for good: emits unfinished messages as `partial`.
+    /// The input ended for good: emits unfinished messages as `partial`, and open
+    /// groups.
     pub fn finish<F: FnMut(&Event<'_>)>(&mut self, emit: &mut F) {
-        let Self { reassembler, stats, .. } = self;
-        reassembler.flush_all(stats, emit);
+        self.flush_pending(false, emit);
+        self.flush_groups(emit);
     }
 
     /// The input has a hole here (a file deleted unread, a truncation): unfinished
-    /// messages are emitted as `partial`, and so is the next message of each stream.
+    /// messages are emitted as `partial`, and so is the next message of each stream;
+    /// open groups are emitted (their continuation may be lost).
     pub fn gap<F: FnMut(&Event<'_>)>(&mut self, emit: &mut F) {
-        let Self { reassembler, stats, .. } = self;
-        reassembler.gap(stats, emit);
+        self.flush_pending(true, emit);
+        self.flush_groups(emit);
     }
 
     /// Emits unfinished messages as `partial` once the follower has read everything in
-    /// the file and nothing new has arrived for `timeout`. `idle_at_eof` must count
-    /// only time spent caught up with the file's end: while unread bytes remain, the
-    /// continuation may be among them, so the follower passes `None` and nothing is cut.
+    /// the file and nothing new has arrived for `timeout`, and open groups once that
+    /// lasted the rule's `flush_timeout`. `idle_at_eof` must count only time spent
+    /// caught up with the file's end: while unread bytes remain, the continuation may
+    /// be among them, so the follower passes `None` and nothing is cut.
     pub fn flush_stale<F: FnMut(&Event<'_>)>(&mut self, idle_at_eof: Option<Duration>, timeout: Duration, emit: &mut F) -> bool {
-        match idle_at_eof {
-            Some(idle) if idle >= timeout && self.reassembler.has_pending() => {
-                self.finish(emit);
-                true
+        let Some(idle) = idle_at_eof else { return false };
+        let mut flushed = false;
+        if idle >= timeout && self.reassembler.has_pending() {
+            self.flush_pending(false, emit);
+            flushed = true;
+        }
+        if idle >= self.group_flush && self.grouper.as_ref().is_some_and(Grouper::has_open) {
+            self.flush_groups(emit);
+            flushed = true;
+        }
+        flushed
+    }
+
+    /// How long after `idle_at_eof` began something held would be flushed by
+    /// [`Self::flush_stale`], given `timeout` for split messages.
+    pub fn flush_after(&self, timeout: Duration) -> Option<Duration> {
+        let split = self.reassembler.has_pending().then_some(timeout);
+        let group = self.grouper.as_ref().is_some_and(Grouper::has_open).then_some(self.group_flush);
+        split.into_iter().chain(group).min()
+    }
+
+    /// Emits what the reassembler holds (as `partial`), through the grouper; `gap`: and
+    /// marks the next message of each stream `partial`.
+    fn flush_pending<F: FnMut(&Event<'_>)>(&mut self, gap: bool, emit: &mut F) {
+        let Self { reassembler, stats, grouper, .. } = self;
+        match grouper {
+            None if gap => reassembler.gap(stats, emit),
+            None => reassembler.flush_all(stats, emit),
+            Some(g) => {
+                let starts = [reassembler.pending_offset(Stream::Stdout), reassembler.pending_offset(Stream::Stderr)];
+                let mut merged = Merged::default();
+                let mut through = |ev: &Event<'_>| g.push(ev, starts[ev.stream.index()].unwrap_or(0), &mut merged.counting(emit));
+                if gap {
+                    reassembler.gap(stats, &mut through);
+                } else {
+                    reassembler.flush_all(stats, &mut through);
+                }
+                merged.apply(stats, &g.stats);
             }
-            _ => false,
+        }
+    }
+
+    /// Emits every open group.
+    fn flush_groups<F: FnMut(&Event<'_>)>(&mut self, emit: &mut F) {
+        let Self { stats, grouper, .. } = self;
+        if let Some(g) = grouper {
+            let mut merged = Merged::default();
+            g.flush(&mut merged.counting(emit));
+            merged.apply(stats, &g.stats);
         }
     }
 
     /// The offset a checkpoint may record when everything before `read_offset` has
     /// been handed on: never past the first piece of an unfinished message.
     pub fn checkpoint_offset(&self, read_offset: u64) -> u64 {
-        self.reassembler.oldest_pending_offset().map_or(read_offset, |o| o.min(read_offset))
+        let group = self.grouper.as_ref().and_then(Grouper::oldest_open_offset);
+        [self.reassembler.oldest_pending_offset(), group].into_iter().flatten().fold(read_offset, u64::min)
     }
 
     /// Lets go of the unescaping scratch space between turns: a stream holds no
@@ -225,6 +319,16 @@ impl FileDecoder {
         self.reassembler.has_pending()
     }
 
+    /// Something is held in memory: a split message or an open group.
+    pub fn holds_lines(&self) -> bool {
+        self.reassembler.has_pending() || self.grouper.as_ref().is_some_and(Grouper::has_open)
+    }
+
+    /// Bytes held in open groups.
+    pub fn group_bytes(&self) -> usize {
+        self.grouper.as_ref().map_or(0, Grouper::held_bytes)
+    }
+
     fn detect(&mut self, line: &[u8]) -> Option<Format> {
         debug_assert_eq!(self.choice, FormatChoice::Auto);
         let found = if line.trim_ascii_start().first() == Some(&b'{') {
@@ -236,7 +340,9 @@ impl FileDecoder {
         found
     }
 
-    fn raw<F: FnMut(&Event<'_>)>(&mut self, line: &[u8], read_time: Nanos, overlong: bool, emit: &mut F) {
+    /// A line that fits no format (or is too long to read whole) is an event of its
+    /// own, on stdout; it goes through the grouper like any stdout line.
+    fn raw<F: FnMut(&Event<'_>)>(&mut self, line: &[u8], offset: u64, read_time: Nanos, overlong: bool, emit: &mut F) {
         self.stats.malformed += 1;
         let over = line.len() > self.max_message_bytes;
         if over && self.oversize == Oversize::Drop {
@@ -247,7 +353,53 @@ impl FileDecoder {
         let truncated = over || overlong;
         self.stats.truncated += u64::from(truncated);
         self.stats.events += 1;
-        emit(&Event { time: read_time, stream: Stream::Stdout, message, truncated, partial: false });
+        let ev = Event { time: read_time, stream: Stream::Stdout, message, truncated, partial: false, lines: 1 };
+        match &mut self.grouper {
+            None => emit(&ev),
+            Some(g) => {
+                let mut merged = Merged::default();
+                g.push(&ev, offset, &mut merged.counting(emit));
+                merged.apply(&mut self.stats, &g.stats);
+            }
+        }
+    }
+}
+
+/// Groups emitted during one call: the decoder counted each of their lines as an
+/// event when it was rejoined; a group is one.
+#[derive(Default)]
+struct Merged {
+    groups: u64,
+    lines: u64,
+    stderr_groups: u64,
+    stderr_lines: u64,
+}
+
+impl Merged {
+    /// `emit`, counting the groups that pass.
+    fn counting<'a, F: FnMut(&Event<'_>)>(&'a mut self, emit: &'a mut F) -> impl FnMut(&Event<'_>) + 'a {
+        move |ev: &Event<'_>| {
+            if ev.lines > 1 {
+                let lines = u64::from(ev.lines);
+                self.groups += 1;
+                self.lines += lines;
+                if ev.stream == Stream::Stderr {
+                    self.stderr_groups += 1;
+                    self.stderr_lines += lines;
+                }
+            }
+            emit(ev)
+        }
+    }
+
+    /// Counts the groups into `stats`, with the grouper's own counters.
+    fn apply(self, stats: &mut DecodeStats, grouper: &multiline::GroupStats) {
+        stats.events -= self.lines - self.groups;
+        stats.stderr_events -= self.stderr_lines - self.stderr_groups;
+        stats.groups += self.groups;
+        stats.grouped_lines += self.lines;
+        stats.groups_flushed = grouper.flushed;
+        stats.groups_capped = grouper.capped;
     }
 }
 

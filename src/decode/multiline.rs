@@ -28,7 +28,7 @@
 
 use std::sync::Arc;
 
-use regex::Regex;
+use regex::bytes::Regex;
 
 use crate::event::{Event, Nanos, Stream};
 
@@ -209,9 +209,7 @@ impl Rule {
 
     /// Where `line` leads from `state`, if anywhere.
     fn next(&self, state: usize, line: &[u8]) -> Option<Next> {
-        // Lines are matched as text; bytes that are not UTF-8 match nothing.
-        let text = std::str::from_utf8(line).ok()?;
-        self.states[state].rules.iter().find(|(re, _)| re.is_match(text)).map(|(_, next)| *next)
+        self.states[state].rules.iter().find(|(re, _)| re.is_match(line)).map(|(_, next)| *next)
     }
 }
 
@@ -290,12 +288,12 @@ impl Grouper {
 
     /// Takes one event (a whole line, rejoined) that starts at `offset`; emits what
     /// is finished: events passing through, and groups the event closes.
-    pub fn push<F: FnMut(&Event<'_>, u32)>(&mut self, ev: &Event<'_>, offset: u64, emit: &mut F) {
+    pub fn push<F: FnMut(&Event<'_>)>(&mut self, ev: &Event<'_>, offset: u64, emit: &mut F) {
         let held = Held { end: 0, time: ev.time, offset, partial: ev.partial, truncated: ev.truncated };
         self.take(ev.stream, ev.message, held, emit);
     }
 
-    fn take<F: FnMut(&Event<'_>, u32)>(&mut self, stream: Stream, line: &[u8], held: Held, emit: &mut F) {
+    fn take<F: FnMut(&Event<'_>)>(&mut self, stream: Stream, line: &[u8], held: Held, emit: &mut F) {
         let i = stream.index();
         if self.groups[i].is_open() {
             let g = &self.groups[i];
@@ -306,14 +304,14 @@ impl Grouper {
                     self.stats.capped += 1;
                     // A continuation past the cap: it goes on its own.
                     self.close(stream, emit);
-                    return emit(&event(stream, line, &held), 1);
+                    return emit(&event(stream, line, &held));
                 }
                 Some(Next::Restart) | None => self.close(stream, emit),
             }
         }
         match self.rule.next(0, line) {
             Some(Next::State(next)) if line.len() <= self.caps.max_bytes => self.open(i, next, line, held),
-            _ => emit(&event(stream, line, &held), 1),
+            _ => emit(&event(stream, line, &held)),
         }
     }
 
@@ -347,7 +345,7 @@ impl Grouper {
 
     /// Emits `stream`'s open group (its confirmed lines), then looks afresh at the
     /// tentative lines after them.
-    fn close<F: FnMut(&Event<'_>, u32)>(&mut self, stream: Stream, emit: &mut F) {
+    fn close<F: FnMut(&Event<'_>)>(&mut self, stream: Stream, emit: &mut F) {
         let g = &mut self.groups[stream.index()];
         if !g.is_open() {
             return;
@@ -357,12 +355,12 @@ impl Grouper {
         let tentative = std::mem::take(&mut g.tentative);
         let lines = g.committed_lines;
         let message = &buf[..g.committed_bytes];
-        let ev = Event { time: g.time, stream, message, truncated: g.truncated, partial: g.partial };
+        let ev = Event { time: g.time, stream, message, truncated: g.truncated, partial: g.partial, lines };
         if lines > 1 {
             self.stats.groups += 1;
             self.stats.grouped_lines += u64::from(lines);
         }
-        emit(&ev, lines);
+        emit(&ev);
         let mut start = self.groups[stream.index()].committed_bytes;
         for h in tentative {
             // Each tentative line follows a `\n`.
@@ -380,7 +378,7 @@ impl Grouper {
 
     /// Emits every open group (the input ended, went quiet for `flush_timeout`, or
     /// has a hole).
-    pub fn flush<F: FnMut(&Event<'_>, u32)>(&mut self, emit: &mut F) {
+    pub fn flush<F: FnMut(&Event<'_>)>(&mut self, emit: &mut F) {
         for stream in [Stream::Stdout, Stream::Stderr] {
             if self.groups[stream.index()].is_open() {
                 self.stats.flushed += 1;
@@ -409,7 +407,7 @@ impl Grouper {
 const KEPT_CAPACITY: usize = 16 * 1024;
 
 fn event<'a>(stream: Stream, message: &'a [u8], h: &Held) -> Event<'a> {
-    Event { time: h.time, stream, message, truncated: h.truncated, partial: h.partial }
+    Event { time: h.time, stream, message, truncated: h.truncated, partial: h.partial, lines: 1 }
 }
 
 #[cfg(test)]

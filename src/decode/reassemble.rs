@@ -124,6 +124,12 @@ impl Reassembler {
         self.pending.iter().any(|p| p.active)
     }
 
+    /// Where `stream`'s unfinished message starts, if it has one.
+    pub fn pending_offset(&self, stream: Stream) -> Option<u64> {
+        let p = &self.pending[stream.index()];
+        p.active.then_some(p.start_offset)
+    }
+
 }
 
 fn append_capped(p: &mut Pending, bytes: &[u8], max: usize, oversize: Oversize) {
@@ -162,7 +168,7 @@ fn finish<F: FnMut(&Event<'_>)>(
         stats.partial += u64::from(partial);
         stats.events += 1;
         stats.stderr_events += u64::from(stream == Stream::Stderr);
-        emit(&Event { time: p.time, stream, message, truncated: p.overflowed, partial });
+        emit(&Event { time: p.time, stream, message, truncated: p.overflowed, partial, lines: 1 });
     }
     *p = Pending::default();
 }
@@ -188,7 +194,7 @@ fn emit_whole<F: FnMut(&Event<'_>)>(
     stats.partial += u64::from(partial);
     stats.events += 1;
     stats.stderr_events += u64::from(stream == Stream::Stderr);
-    emit(&Event { time, stream, message, truncated: over, partial });
+    emit(&Event { time, stream, message, truncated: over, partial, lines: 1 });
 }
 
 /// Drops an incomplete UTF-8 sequence left at the end by a byte cut.

@@ -88,8 +88,25 @@ impl EventEncoder {
         if event.partial {
             out.extend_from_slice(b",\"partial\":true");
         }
+        if event.lines > 1 {
+            out.extend_from_slice(b",\"multiline\":");
+            out.extend_from_slice(itoa_u32(event.lines, &mut [0; 10]));
+        }
         out.extend_from_slice(kube);
         out.extend_from_slice(b"}\n");
+    }
+}
+
+/// `n` in decimal, written into `buf`.
+fn itoa_u32(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
     }
 }
 
@@ -216,7 +233,7 @@ mod tests {
     }
 
     fn ev(msg: &[u8]) -> Event<'_> {
-        Event { time: 0, stream: Stream::Stdout, message: msg, truncated: false, partial: false }
+        Event { time: 0, stream: Stream::Stdout, message: msg, truncated: false, partial: false, lines: 1 }
     }
 
     #[test]
@@ -267,6 +284,15 @@ mod tests {
             encode(e, MessageFormat::String, &meta.json_fragment()),
             "{\"time\":\"1970-01-01T00:00:00.000000000Z\",\"stream\":\"stderr\",\"message\":\"m\",\"truncated\":true,\"partial\":true,\"kubernetes\":{\"namespace\":\"ns\",\"pod\":\"p\",\"pod_uid\":\"u\",\"container\":\"c\",\"restart_count\":2}}\n"
         );
+    }
+
+    #[test]
+    fn a_grouped_event_says_how_many_lines_it_holds() {
+        let e = Event { lines: 42, ..ev(b"java.lang.Error: x\n\tat A.b(A.java:1)") };
+        let v: serde_json::Value = serde_json::from_str(&encode(e, MessageFormat::String, b"")).unwrap();
+        assert_eq!(v["multiline"], 42);
+        assert_eq!(v["message"], "java.lang.Error: x\n\tat A.b(A.java:1)");
+        assert!(!encode(ev(b"one"), MessageFormat::String, b"").contains("multiline"));
     }
 
     #[test]

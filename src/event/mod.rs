@@ -54,4 +54,6 @@ pub struct Event<'a> {
     pub truncated: bool,
     /// The input ended inside a split line; this is what had arrived.
     pub partial: bool,
+    /// Lines grouped into it by a multiline rule (a stack trace): 1 for a lone line.
+    pub lines: u32,
 }

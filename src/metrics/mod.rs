@@ -346,6 +346,10 @@ fn publish_tail(t: &TailStats) {
     counter!("logferry_events_total", "stream" => "stderr").absolute(d.stderr_events);
     counter!("logferry_lines_truncated_total").absolute(d.truncated);
     counter!("logferry_partial_lines_total").absolute(d.partial);
+    counter!("logferry_multiline_events_total").absolute(d.groups);
+    counter!("logferry_multiline_lines_total").absolute(d.grouped_lines);
+    counter!("logferry_multiline_flushed_total").absolute(d.groups_flushed);
+    counter!("logferry_multiline_capped_total").absolute(d.groups_capped);
     counter!("logferry_dropped_records_total", "reason" => "oversize").absolute(d.dropped_oversize);
     counter!("logferry_read_bytes_total").absolute(t.follow.bytes_read);
     counter!("logferry_rotations_total").absolute(t.follow.rotations);
@@ -378,6 +382,10 @@ fn describe_all() {
     describe_counter!("logferry_malformed_lines_total", "Lines that fit no log format, shipped raw.");
     describe_counter!("logferry_events_total", "Events read, by stream.");
     describe_counter!("logferry_lines_truncated_total", "Events cut at decode.max_message_bytes.");
+    describe_counter!("logferry_multiline_events_total", "Events grouped by a [[multiline]] rule from more than one line (a stack trace).");
+    describe_counter!("logferry_multiline_lines_total", "Lines that went into multiline events.");
+    describe_counter!("logferry_multiline_flushed_total", "Multiline groups closed because the file went quiet for flush_timeout, or ended, rather than by a line that does not continue them.");
+    describe_counter!("logferry_multiline_capped_total", "Multiline groups closed at max_lines or decode.max_message_bytes (the rest of the trace goes line by line).");
     describe_counter!("logferry_partial_lines_total", "Messages emitted flagged partial: a split line unfinished when its file ended or went quiet, or the first message of a stream after input lost unread (its head may be missing).");
     describe_counter!("logferry_dropped_records_total", "Records dropped by policy, by reason (oversize, buffer_full, corrupt, too_large, dead_letter, too_old, too_new, parked).");
     describe_gauge!("logferry_sink_streams", "CloudWatch Logs: log streams with events queued or in flight (state=active), and those parked after refusing permanently (state=parked).");

@@ -42,6 +42,8 @@ pub struct ReplayOptions {
     /// Which events the sink takes (`replay --config`: its route); a container it
     /// does not select is not read.
     pub router: Arc<Router>,
+    /// Stack traces grouped (`replay --config`: its `[[multiline]]`; `--multiline`).
+    pub multiline: Vec<crate::config::MultilineConfig>,
 }
 
 /// What a replay did.
@@ -260,7 +262,8 @@ fn replay_set(
         summary.unselected_sets += 1;
         return Ok(());
     }
-    let mut decoder = FileDecoder::new(&opts.decode);
+    let multiline = crate::config::multiline::rule_for(&opts.multiline, set.kube.as_ref());
+    let mut decoder = FileDecoder::new(&opts.decode).with_multiline(multiline);
     let kube = set.kube.as_ref().map(KubeMeta::json_fragment).unwrap_or_default();
     for file in &set.files {
         summary.files += 1;
@@ -338,7 +341,7 @@ fn replay_file(
         };
         let emit = &mut |ev: &Event<'_>| out.event(ev, kube);
         match line.kind {
-            LineKind::Overlong => decoder.overlong_line(line.bytes, read_time, emit),
+            LineKind::Overlong => decoder.overlong_line(line.bytes, line.offset, read_time, emit),
             LineKind::Complete | LineKind::Unterminated => decoder.line(line.bytes, line.offset, read_time, emit),
         }
         out.ship_if_full()?;
@@ -373,6 +376,9 @@ impl std::fmt::Display for Summary {
         )?;
         if s.missing_stream + s.missing_time > 0 {
             write!(f, "  missing stream {}  missing time {}", s.missing_stream, s.missing_time)?;
+        }
+        if s.groups + s.groups_flushed > 0 {
+            write!(f, "\n  multiline: {} lines grouped into {} events  flushed {}  capped {}", s.grouped_lines, s.groups, s.groups_flushed, s.groups_capped)?;
         }
         if let Some(d) = &self.delivered {
             write!(f, "\n  delivered {} records, {} bytes", d.records, d.bytes)?;

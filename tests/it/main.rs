@@ -15,6 +15,7 @@ mod follow;
 mod golden;
 mod kubelet;
 mod metrics;
+mod multiline;
 mod node;
 mod prometheus;
 mod props;

@@ -22,7 +22,7 @@ pub fn decode_to_json(input: &[u8], opts: &DecodeOptions, format: MessageFormat)
     let mut emit = |ev: &logferry::event::Event<'_>| encoder.encode(ev, b"", &mut out);
     while let Some(line) = reader.next_line().expect("reading memory cannot fail") {
         match line.kind {
-            LineKind::Overlong => decoder.overlong_line(line.bytes, 0, &mut emit),
+            LineKind::Overlong => decoder.overlong_line(line.bytes, line.offset, 0, &mut emit),
             _ => decoder.line(line.bytes, line.offset, 0, &mut emit),
         }
     }

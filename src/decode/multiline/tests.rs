@@ -1,6 +1,7 @@
 //! Multiline grouping against Fluent Bit's vectors and the cases they do not cover.
 
 use super::*;
+use regex::bytes::Regex;
 
 fn vectors() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vectors/fluent-bit/tests/internal/multiline")
@@ -19,9 +20,9 @@ fn caps() -> Caps {
 fn group(rule: Rule, lines: &[&str], caps: Caps) -> Vec<(String, u32)> {
     let mut g = Grouper::new(Arc::new(rule), caps);
     let mut out = Vec::new();
-    let mut emit = |e: &Event<'_>, n: u32| out.push((String::from_utf8(e.message.to_vec()).unwrap(), n));
+    let mut emit = |e: &Event<'_>| out.push((String::from_utf8(e.message.to_vec()).unwrap(), e.lines));
     for (i, line) in lines.iter().enumerate() {
-        let ev = Event { time: i as i64, stream: Stream::Stdout, message: line.as_bytes(), truncated: false, partial: false };
+        let ev = Event { time: i as i64, stream: Stream::Stdout, message: line.as_bytes(), truncated: false, partial: false, lines: 1 };
         g.push(&ev, i as u64 * 100, &mut emit);
     }
     g.flush(&mut emit);
@@ -117,8 +118,8 @@ fn a_group_stops_at_max_lines_and_the_rest_passes_through() {
 fn streams_never_mix_and_the_checkpoint_limit_is_the_oldest_open_group() {
     let mut g = Grouper::new(Arc::new(Rule::builtin(Parser::Java)), caps());
     let mut out = Vec::new();
-    let mut emit = |e: &Event<'_>, n: u32| out.push((e.stream, String::from_utf8(e.message.to_vec()).unwrap(), n));
-    let ev = |stream, message: &'static str| Event { time: 0, stream, message: message.as_bytes(), truncated: false, partial: false };
+    let mut emit = |e: &Event<'_>| out.push((e.stream, String::from_utf8(e.message.to_vec()).unwrap(), e.lines));
+    let ev = |stream, message: &'static str| Event { time: 0, stream, message: message.as_bytes(), truncated: false, partial: false, lines: 1 };
     g.push(&ev(Stream::Stderr, "x.Error: err"), 10, &mut emit);
     g.push(&ev(Stream::Stdout, "plain"), 20, &mut emit);
     g.push(&ev(Stream::Stdout, "y.Exception: out"), 30, &mut emit);

@@ -158,8 +158,27 @@ impl Follower {
         self.caught_up_since.map(|t| now.saturating_duration_since(t))
     }
 
+    /// A split message is pending (its pieces are in memory).
     pub fn has_pending(&self) -> bool {
         self.decoder.has_pending()
+    }
+
+    /// Lines are held in memory: a split message, or an open multiline group.
+    pub fn holds_lines(&self) -> bool {
+        self.decoder.holds_lines()
+    }
+
+    /// How long after catching up what it holds is flushed (`timeout` for a split
+    /// message; the rule's `flush_timeout` for a group).
+    pub fn flush_after(&self, timeout: Duration) -> Option<Duration> {
+        self.decoder.flush_after(timeout)
+    }
+
+    /// Groups stack traces by `multiline`'s rule.
+    pub fn with_multiline(mut self, multiline: Option<&crate::decode::Multiline>) -> Self {
+        let decoder = std::mem::replace(&mut self.decoder, FileDecoder::new(&crate::decode::DecodeOptions::default()));
+        self.decoder = decoder.with_multiline(multiline);
+        self
     }
 
     /// Bytes on disk not yet read in the current file (0 when unknown).
@@ -174,9 +193,10 @@ impl Follower {
     }
 
     /// Bytes of read buffer the stream holds between turns: 0, or the exact size of an
-    /// incomplete line from a `.gz` (which cannot be read again).
+    /// incomplete line from a `.gz` (which cannot be read again); plus an open
+    /// multiline group's.
     pub fn held_bytes(&self) -> usize {
-        self.cur.as_ref().map_or(0, |c| c.reader.capacity())
+        self.cur.as_ref().map_or(0, |c| c.reader.capacity()) + self.decoder.group_bytes()
     }
 
     /// Marks the stream as no longer discovered (container restarted, pod gone,
@@ -197,9 +217,9 @@ impl Follower {
     }
 
     /// Closes the descriptor, keeping the position (for the open-files cap). Refused
-    /// while a split message is pending, since its pieces are only in memory.
+    /// while lines are held (a split message, a group): they are only in memory.
     pub fn park(&mut self) -> bool {
-        if self.cur.is_none() || self.has_pending() {
+        if self.cur.is_none() || self.holds_lines() {
             return false;
         }
         self.resume = self.position();

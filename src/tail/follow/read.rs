@@ -70,7 +70,7 @@ pub(super) fn drain_lines<F: FnMut(&Event<'_>, &[u8])>(
         any = Drained::Some;
         let offset = cur.base + line.offset;
         match line.kind {
-            LineKind::Overlong => decoder.overlong_line(line.bytes, read_time, emit),
+            LineKind::Overlong => decoder.overlong_line(line.bytes, offset, read_time, emit),
             _ => decoder.line(line.bytes, offset, read_time, emit),
         }
     }

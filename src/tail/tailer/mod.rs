@@ -59,6 +59,8 @@ pub struct TailerSettings {
     pub partial_flush_timeout: Duration,
     /// Which sinks each event goes to; a container no sink takes is not followed.
     pub router: Arc<Router>,
+    /// `[[multiline]]`: the rule for each container, the first entry selecting it.
+    pub multiline: Arc<Vec<crate::config::MultilineConfig>>,
 }
 
 /// How often the tailer publishes its [`TailSnapshot`].
@@ -310,8 +312,8 @@ impl Tailer {
         let timeout = self.settings.partial_flush_timeout;
         let now = Instant::now();
         for s in self.streams.values() {
-            if let (true, Some(idle)) = (s.follower.has_pending(), s.follower.idle_for(now)) {
-                next = next.min(now + timeout.saturating_sub(idle));
+            if let (Some(after), Some(idle)) = (s.follower.flush_after(timeout), s.follower.idle_for(now)) {
+                next = next.min(now + after.saturating_sub(idle));
             }
         }
         next
@@ -495,7 +497,7 @@ impl Tailer {
         let mut flushed = Vec::new();
         let mut routed = Routed::default();
         for (key, s) in self.streams.iter_mut() {
-            if !s.follower.has_pending() {
+            if !s.follower.holds_lines() {
                 continue;
             }
             let routing = Routing { router, masks: s.routes };

@@ -70,7 +70,8 @@ impl Tailer {
         };
         let kube = f.kube.as_ref().map(KubeMeta::json_fragment).unwrap_or_default();
         let routes = self.settings.router.for_container(f.kube.as_ref());
-        let follower = Follower::new(f.key.clone(), kube, &self.settings.decode, resume, start);
+        let multiline = crate::config::multiline::rule_for(&self.settings.multiline, f.kube.as_ref());
+        let follower = Follower::new(f.key.clone(), kube, &self.settings.decode, resume, start).with_multiline(multiline);
         let dir = f.key.parent().unwrap_or(Path::new("/")).to_path_buf();
         self.watch.watch_dir(&dir);
         *self.dirs.entry(dir.clone()).or_default() += 1;
@@ -116,7 +117,7 @@ impl Tailer {
         let victim = self
             .streams
             .iter()
-            .filter(|(_, s)| s.follower.is_open() && !s.follower.has_pending())
+            .filter(|(_, s)| s.follower.is_open() && !s.follower.holds_lines())
             .filter(|(_, s)| s.follower.idle_for(now).is_some())
             .max_by_key(|(_, s)| s.follower.idle_for(now))
             .map(|(k, _)| k.clone());

@@ -56,6 +56,7 @@ fn helper_turns_keep_every_stream_whole_and_in_order_while_the_next_stage_is_slo
         message_format: config.message_format,
         partial_flush_timeout: config.partial_flush_timeout,
         router: Arc::new(crate::route::Router::everything()),
+        multiline: Arc::default(),
     };
     // A next stage with room for one batch that takes its time: helpers' turns
     // often come back to a full channel.
