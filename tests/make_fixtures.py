@@ -46,7 +46,7 @@ def parse_ns(s):
     return int(base.timestamp()) * 1_000_000_000 + frac
 
 
-def event(time_ns, stream, message: bytes, truncated=False, partial=False, kube=None):
+def event(time_ns, stream, message: bytes, truncated=False, partial=False, kube=None, lines=1):
     parts = [
         '"time":' + json.dumps(fmt_time(time_ns)),
         '"stream":' + json.dumps(stream),
@@ -56,6 +56,8 @@ def event(time_ns, stream, message: bytes, truncated=False, partial=False, kube=
         parts.append('"truncated":true')
     if partial:
         parts.append('"partial":true')
+    if lines > 1:
+        parts.append('"multiline":%d' % lines)
     if kube:
         k = ['"namespace":' + json.dumps(kube["namespace"]), '"pod":' + json.dumps(kube["pod"])]
         if "pod_uid" in kube:
@@ -322,6 +324,182 @@ def case_detect_after_garbage():
     return log, out
 
 
+
+# --- multiline: stack traces as the runtimes print them ----------------------------------
+
+# A long key list: the trace line holding it is over 16 KiB, so the runtime splits it.
+LONG_KEYS = ",".join(str(40_000_000 + i * 7) for i in range(2400))
+
+TRACES = {
+    "java": [
+        [
+            'java.lang.NullPointerException: Cannot invoke "String.length()" because "name" is null',
+            "\tat com.example.shop.CartService.total(CartService.java:42)",
+            "\tat com.example.shop.CartController.checkout(CartController.java:27)",
+            "\tat java.base/jdk.internal.reflect.DirectMethodHandleAccessor.invoke(DirectMethodHandleAccessor.java:103)",
+            "\tat java.base/java.lang.reflect.Method.invoke(Method.java:580)",
+            "\tat org.springframework.web.method.support.InvocableHandlerMethod.doInvoke(InvocableHandlerMethod.java:255)",
+            "\tat org.apache.tomcat.util.threads.TaskThread$WrappingRunnable.run(TaskThread.java:63)",
+            "\tat java.base/java.lang.Thread.run(Thread.java:1583)",
+        ],
+        [
+            "org.springframework.dao.DataIntegrityViolationException: could not execute statement "
+            '[ERROR: duplicate key value violates unique constraint "orders_pkey" Detail: Key (id)=(' + LONG_KEYS + ") already exists.]",
+            "\tat org.springframework.orm.jpa.vendor.HibernateJpaDialect.convertHibernateAccessException(HibernateJpaDialect.java:290)",
+            "\tat com.example.shop.OrderRepository$$SpringCGLIB$$0.save(<generated>)",
+            "\tat com.example.shop.OrderService.place(OrderService.java:58)",
+            "\tSuppressed: java.lang.IllegalStateException: rollback failed",
+            "\t\tat com.example.shop.Tx.rollback(Tx.java:17)",
+            "\t\t... 2 more",
+            'Caused by: org.postgresql.util.PSQLException: ERROR: duplicate key value violates unique constraint "orders_pkey"',
+            "\tat org.postgresql.core.v3.QueryExecutorImpl.receiveErrorResponse(QueryExecutorImpl.java:2725)",
+            "\tat org.postgresql.jdbc.PgStatement.executeInternal(PgStatement.java:517)",
+            "\t... 23 common frames omitted",
+        ],
+    ],
+    "python": [
+        [
+            "Traceback (most recent call last):",
+            '  File "/app/worker.py", line 41, in handle',
+            "    payload = json.loads(body)",
+            "              ^^^^^^^^^^^^^^^^",
+            '  File "/usr/local/lib/python3.12/json/__init__.py", line 346, in loads',
+            "    return _default_decoder.decode(s)",
+            "           ^^^^^^^^^^^^^^^^^^^^^^^^^^",
+            '  File "/usr/local/lib/python3.12/json/decoder.py", line 355, in raw_decode',
+            '    raise JSONDecodeError("Expecting value", s, err.value) from None',
+            "json.decoder.JSONDecodeError: Expecting value: line 1 column 1 (char 0)",
+            "",
+            "During handling of the above exception, another exception occurred:",
+            "",
+            "Traceback (most recent call last):",
+            '  File "/app/worker.py", line 44, in handle',
+            "    raise BadMessage(body[:40])",
+            "worker.BadMessage: b'not json: " + LONG_KEYS + "'",
+        ],
+        [
+            "Traceback (most recent call last):",
+            '  File "/app/app/db.py", line 12, in connect',
+            "    return psycopg.connect(DSN, connect_timeout=3)",
+            '  File "/usr/local/lib/python3.12/site-packages/psycopg/connection.py", line 119, in connect',
+            "    raise last_ex.with_traceback(None)",
+            "psycopg.OperationalError: connection failed: Connection refused",
+            "",
+            "The above exception was the direct cause of the following exception:",
+            "",
+            "Traceback (most recent call last):",
+            '  File "/app/app/main.py", line 8, in <module>',
+            "    db.connect()",
+            '  File "/app/app/db.py", line 14, in connect',
+            '    raise RuntimeError("database unavailable") from e',
+            "RuntimeError: database unavailable",
+        ],
+    ],
+    "go": [
+        [
+            "panic: assignment to entry in nil map",
+            "",
+            "goroutine 1 [running]:",
+            "main.(*Cache).Put(...)",
+            "\t/src/cache.go:21",
+            "main.main()",
+            "\t/src/main.go:14 +0x65",
+        ],
+        [
+            "fatal error: all goroutines are asleep - deadlock!",
+            "",
+            "goroutine 1 [chan receive]:",
+            "main.main()",
+            "\t/src/main.go:9 +0x3d",
+            "",
+            "goroutine 18 [chan send]:",
+            "main.worker(0xc000012345, {0x" + LONG_KEYS.replace(",", ", 0x") + "})",
+            "\t/src/main.go:15 +0x2a",
+            "created by main.main in goroutine 1",
+            "\t/src/main.go:8 +0x25",
+        ],
+    ],
+    "ruby": [
+        [
+            "/app/lib/billing.rb:12:in `charge': undefined method `amount' for nil:NilClass (NoMethodError)",
+            "\tfrom /app/lib/billing.rb:5:in `block in run'",
+            "\tfrom /app/lib/billing.rb:4:in `each'",
+            "\tfrom /app/lib/billing.rb:4:in `run'",
+            "\tfrom bin/billing:3:in `<main>'",
+        ],
+        [
+            "/app/app/jobs/sync.rb:20:in 'Sync#call': connection reset by peer: " + LONG_KEYS + " (Errno::ECONNRESET)",
+            "\tfrom /app/app/jobs/sync.rb:8:in 'block in Sync.run'",
+            "\tfrom <internal:kernel>:187:in 'Kernel#loop'",
+            "\tfrom /app/app/jobs/sync.rb:7:in 'Sync.run'",
+        ],
+    ],
+    "nodejs": [
+        [
+            "TypeError: Cannot read properties of undefined (reading 'id')",
+            "    at getUser (/app/src/users.js:14:22)",
+            "    at /app/src/routes.js:31:18",
+            "    at Layer.handle [as handle_request] (/app/node_modules/express/lib/router/layer.js:95:5)",
+            "    at next (/app/node_modules/express/lib/router/route.js:149:13)",
+        ],
+        [
+            'ValidationError: "email" must be a valid email: ' + LONG_KEYS,
+            "    at validate (/app/src/schema.js:40:11)",
+            "    at async createUser (/app/src/users.js:52:3)",
+            "    at async /app/src/routes.js:12:5",
+        ],
+    ],
+}
+
+# Lines around the traces that no rule continues (one mentions an error in passing).
+SINGLES = ["GET /api/cart 200 12ms", 'level=warn msg="retrying after Error: timeout"', "worker 3 ready"]
+
+
+def case_multiline(lang, fmt):
+    """Two traces on stderr between single lines, a stdout line after every second
+    stderr line; each line its own record (split at 16 KiB when longer). The events:
+    stdout's lines, then stderr's singles and traces, each stream in order."""
+    err = []  # (line, group id or None)
+    for i, trace in enumerate(TRACES[lang]):
+        err.append((SINGLES[i % len(SINGLES)].encode(), None))
+        err.extend((line.encode(), i) for line in trace)
+    err.append((b"done", None))
+    records, out_lines = [], []
+    n = 0
+    def record(stream, line):
+        nonlocal n
+        n += 1
+        ts = "2026-12-06T10:00:00.%09dZ" % n
+        if fmt == "docker":
+            for piece in docker_pieces(line):
+                records.append(docker_line(b"", stream, ts, raw_log=go_escape(piece)))
+        else:
+            for piece, last in cri_pieces(line):
+                records.append(cri_line(ts, stream, "F" if last else "P", piece))
+        return parse_ns(ts)
+    stdout_events, stderr_events = [], []
+    group = None  # (id, first time, lines)
+    def close():
+        nonlocal group
+        if group:
+            stderr_events.append(event(group[1], "stderr", b"\n".join(group[2]), lines=len(group[2])))
+            group = None
+    for k, (line, gid) in enumerate(err):
+        t = record("stderr", line)
+        if gid is None:
+            close()
+            stderr_events.append(event(t, "stderr", line))
+        elif group and group[0] == gid:
+            group[2].append(line)
+        else:
+            close()
+            group = (gid, t, [line])
+        if k % 2 == 1:
+            msg = ("request %d served" % k).encode()
+            stdout_events.append(event(record("stdout", msg), "stdout", msg))
+    close()
+    return b"".join(records), b"".join(stdout_events + stderr_events)
+
 CASES = {
     "docker_escapes": case_docker_escapes,
     "docker_split": case_docker_split,
@@ -332,6 +510,9 @@ CASES = {
     "cri_partial_at_end": case_cri_partial_at_end,
     "detect_after_garbage": case_detect_after_garbage,
 }
+for _lang in TRACES:
+    for _fmt in ("docker", "cri"):
+        CASES[f"multiline_{_lang}_{_fmt}"] = (lambda l, f: lambda: case_multiline(l, f))(_lang, _fmt)
 
 # --- a node's /var/log, for the demo and the replay golden test --------------------------
 

@@ -373,8 +373,20 @@ pub fn effective_toml(text: &str, env: &EnvView) -> Result<String, ConfigError> 
     }
     table.remove("sink");
     table.remove("sinks");
+    fill_multiline_defaults(&mut table);
     merge(&mut merged, table);
     Ok(toml::to_string_pretty(&merged).unwrap_or_default())
+}
+
+/// Each `[[multiline]]` entry as written, with `max_lines` and `flush_timeout` filled
+/// in where it leaves them out.
+fn fill_multiline_defaults(table: &mut toml::Table) {
+    let Some(toml::Value::Array(entries)) = table.get_mut("multiline") else { return };
+    for entry in entries.iter_mut().filter_map(toml::Value::as_table_mut) {
+        entry.entry("max_lines").or_insert(toml::Value::Integer(i64::from(multiline::DEFAULT_MAX_LINES)));
+        let flush = humantime::format_duration(multiline::DEFAULT_FLUSH_TIMEOUT).to_string();
+        entry.entry("flush_timeout").or_insert(toml::Value::String(flush));
+    }
 }
 
 fn merge(base: &mut toml::Table, over: toml::Table) {

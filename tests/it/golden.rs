@@ -70,3 +70,31 @@ fn counters_match_what_happened() {
     let (_, stats) = decode_to_json(&input, &DecodeOptions::default(), MessageFormat::String);
     assert_eq!((stats.missing_stream, stats.missing_time), (2, 2));
 }
+
+/// `tests/fixtures/multiline_<lang>_<format>.log`, grouped by the built-in `parser`,
+/// must give `.out`: each stream's events in order (stdout's first; the two streams'
+/// events interleave by when a group closes, which the oracle does not model).
+fn golden_multiline(lang: &str, format: &str) {
+    use logferry::decode::multiline::{Parser, Rule};
+    let case = format!("multiline_{lang}_{format}");
+    let dir = fixtures();
+    let input = std::fs::read(dir.join(format!("{case}.log"))).unwrap();
+    let want = std::fs::read(dir.join(format!("{case}.out"))).unwrap();
+    let rule = Rule::builtin(Parser::from_name(lang).unwrap());
+    let multiline = logferry::decode::Multiline { rule: std::sync::Arc::new(rule), max_lines: 1000, flush_timeout: std::time::Duration::from_secs(1) };
+    let (got, stats) = crate::util::decode_to_json_with(&input, &DecodeOptions::default(), MessageFormat::String, Some(&multiline));
+    let mut lines: Vec<&[u8]> = got.split_inclusive(|&c| c == b'\n').collect();
+    lines.sort_by_key(|l| !String::from_utf8_lossy(l).contains(r#""stream":"stdout""#));
+    assert_same_lines(&lines.concat(), &want, &case);
+    assert_eq!(stats.groups, 2, "{case}: two traces");
+    assert_eq!(stats.rejoined, 1, "{case}: one trace line was split at 16 KiB");
+}
+
+#[test]
+fn multiline_traces_of_each_language_group_in_docker_and_cri_files() {
+    for lang in ["java", "python", "go", "ruby", "nodejs"] {
+        for format in ["docker", "cri"] {
+            golden_multiline(lang, format);
+        }
+    }
+}

@@ -141,3 +141,30 @@ fn replay_groups_with_a_built_in_parser_and_counts_the_groups() {
     let summary = String::from_utf8_lossy(&out.stderr);
     assert!(summary.contains("events 2  lines 6") && summary.contains("multiline: 5 lines grouped into 1 events"), "{summary}");
 }
+
+/// SIGKILL with a group open: positions stopped at its first line, so the restarted
+/// logferry reads the trace again and it arrives whole, once.
+#[test]
+fn sigkill_mid_group_then_restart_delivers_the_group_whole() {
+    let node = Node::new();
+    let app = node.container("default", "web", "app", 0);
+    let config = node.config_with("", "[[multiline]]\nparser = \"java\"\nflush_timeout = \"30s\"\n");
+    let start = || crate::node::Shipper::start(Command::new(env!("CARGO_BIN_EXE_logferry")), &config, node.out());
+    let mut shipper = start();
+    let head = ["java.lang.IllegalStateException: boom", "\tat com.example.A.run(A.java:10)", "\tat com.example.A.main(A.java:3)"];
+    let rest = ["Caused by: java.io.IOException: disk", "\tat com.example.B.write(B.java:5)"];
+    append(&app, cri("stdout", &["before"]).as_bytes());
+    append(&app, cri("stdout", &head).as_bytes());
+    wait_for_events(&node.out(), 1, 30);
+    node.wait_for_checkpoint_change(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(500));
+    shipper.kill();
+    append(&app, cri("stdout", &rest).as_bytes());
+    append(&app, cri("stdout", &["after"]).as_bytes());
+    let mut shipper = start();
+    let events = wait_for_events(&node.out(), 3, 30);
+    assert!(shipper.stop().success(), "{}", shipper.stderr());
+    let trace: Vec<&str> = head.iter().chain(&rest).copied().collect();
+    let got: Vec<(String, u64)> = summary(&events).into_iter().map(|(_, _, m, n)| (m, n)).collect();
+    assert_eq!(got, [("before".to_string(), 1), (trace.join("\n"), 5), ("after".to_string(), 1)]);
+}

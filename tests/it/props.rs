@@ -264,3 +264,54 @@ proptest! {
         }
     }
 }
+
+/// A line of a multiline test: at most 20 KB, so that a group stays under the cap.
+fn short_text() -> impl Strategy<Value = String> {
+    let len = prop_oneof![4 => 0usize..200, 1 => 200usize..20_000];
+    let pattern = prop::collection::vec(any::<char>().prop_filter("no newline", |c| *c != '\n'), 1..20);
+    (pattern, len).prop_map(|(pattern, len)| pattern.iter().cycle().take(len).collect())
+}
+
+/// Per stream: groups (a `START` line and up to five continuation lines, which begin
+/// with a space) and single lines.
+fn ml_items() -> impl Strategy<Value = Vec<(Stream, Vec<String>)>> {
+    let stream = prop_oneof![Just(Stream::Stdout), Just(Stream::Stderr)];
+    let item = prop_oneof![
+        short_text().prop_map(|t| vec![format!("single {t}")]),
+        (short_text(), prop::collection::vec(short_text(), 0..6))
+            .prop_map(|(head, rest)| std::iter::once(format!("START {head}")).chain(rest.into_iter().map(|t| format!(" cont {t}"))).collect()),
+    ];
+    prop::collection::vec((stream, item), 1..10)
+}
+
+proptest! {
+    #![proptest_config(config(64))]
+
+    /// Random groups of random lines, split as containerd splits them and interleaved
+    /// across streams, come back grouped exactly, in order per stream; asking to flush
+    /// while the file is not caught up never cuts a group.
+    #[test]
+    fn multiline_groups_come_back_whole_per_stream(items in ml_items(), schedule in prop::collection::vec(any::<bool>(), 1..16), limit in piece_limit()) {
+        let lines: Vec<(Stream, String)> = items.iter().flat_map(|(s, group)| group.iter().map(move |l| (*s, l.clone()))).collect();
+        let input = interleave(&lines, &schedule, |m| cri_pieces(m, limit));
+        let rule = logferry::decode::multiline::Rule::custom(regex::bytes::Regex::new("^START").unwrap(), regex::bytes::Regex::new("^ ").unwrap());
+        let multiline = logferry::decode::Multiline { rule: std::sync::Arc::new(rule), max_lines: 1000, flush_timeout: std::time::Duration::ZERO };
+        let mut decoder = logferry::decode::FileDecoder::new(&DecodeOptions::default()).with_multiline(Some(&multiline));
+        let mut got: [Vec<(String, u32)>; 2] = Default::default();
+        let mut emit = |e: &logferry::event::Event<'_>| got[e.stream as usize].push((String::from_utf8(e.message.to_vec()).unwrap(), e.lines));
+        let mut offset = 0;
+        for line in input.split_inclusive(|&c| c == b'\n') {
+            decoder.line(&line[..line.len() - 1], offset, 0, &mut emit);
+            offset += line.len() as u64;
+            prop_assert!(!decoder.flush_stale(None, std::time::Duration::ZERO, &mut emit), "flushed while not caught up");
+        }
+        decoder.finish(&mut emit);
+        for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
+            let want: Vec<(String, u32)> = items.iter().filter(|(s, _)| *s == stream).map(|(_, g)| (g.join("\n"), g.len() as u32)).collect();
+            prop_assert_eq!(&got[i], &want);
+        }
+        let events = items.len() as u64;
+        prop_assert_eq!(decoder.stats.events, events);
+        prop_assert_eq!(decoder.stats.grouped_lines, items.iter().filter(|(_, g)| g.len() > 1).map(|(_, g)| g.len() as u64).sum::<u64>());
+    }
+}

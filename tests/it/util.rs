@@ -15,7 +15,12 @@ pub fn fixtures() -> PathBuf {
 
 /// Decodes `input` as one file; returns the JSON lines and the counters.
 pub fn decode_to_json(input: &[u8], opts: &DecodeOptions, format: MessageFormat) -> (Vec<u8>, DecodeStats) {
-    let mut decoder = FileDecoder::new(opts);
+    decode_to_json_with(input, opts, format, None)
+}
+
+/// [`decode_to_json`], grouping stack traces by `multiline`.
+pub fn decode_to_json_with(input: &[u8], opts: &DecodeOptions, format: MessageFormat, multiline: Option<&logferry::decode::Multiline>) -> (Vec<u8>, DecodeStats) {
+    let mut decoder = FileDecoder::new(opts).with_multiline(multiline);
     let mut encoder = EventEncoder::new(format);
     let mut out = Vec::new();
     let mut reader = LineReader::new(Cursor::new(input), opts.max_message_bytes + 65536, 0);

@@ -72,3 +72,17 @@ colour = "red"
     assert!(message(&p, "multiline[3]").contains("not both"));
     assert!(message(&p, "multiline[4]").contains("needs `parser`"));
 }
+
+/// The effective config shows each entry as written, with the defaults it leaves out.
+#[test]
+fn the_effective_config_shows_each_multiline_entry_with_its_defaults() {
+    let text = format!("{STDOUT}\n[[multiline]]\nparser = \"python\"\n[[multiline]]\nstart = \"^x\"\ncontinue = \"^ \"\nmax_lines = 50\n");
+    let effective: toml::Table = effective_toml(&text, &EnvView::default()).unwrap().parse().unwrap();
+    let entries = effective["multiline"].as_array().unwrap();
+    assert_eq!(entries[0]["parser"].as_str(), Some("python"));
+    assert_eq!(entries[0]["max_lines"].as_integer(), Some(1000));
+    assert_eq!(entries[0]["flush_timeout"].as_str(), Some("1s"));
+    assert_eq!(entries[1]["max_lines"].as_integer(), Some(50));
+    // It means what the file does.
+    assert!(Config::from_toml_str_with_env(&toml::to_string(&effective).unwrap(), &EnvView::default()).is_ok());
+}
