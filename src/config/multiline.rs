@@ -13,7 +13,7 @@ use super::build_names;
 use super::check::Checker;
 use super::pods::NameFilter;
 use super::raw::{self, Field, Opt, RawMultiline};
-use crate::decode::multiline::{Parser, Rule};
+use crate::decode::multiline::{GroupBudget, Parser, Rule, DEFAULT_GROUP_BUDGET};
 use crate::decode::Multiline;
 use crate::event::KubeMeta;
 
@@ -41,7 +41,8 @@ impl MultilineConfig {
 
     /// A rule for every container (`replay --multiline`).
     pub fn everywhere(parser: Parser) -> Self {
-        let multiline = Multiline { rule: Arc::new(Rule::builtin(parser)), max_lines: DEFAULT_MAX_LINES, flush_timeout: DEFAULT_FLUSH_TIMEOUT };
+        let budget = Arc::new(GroupBudget::new(DEFAULT_GROUP_BUDGET));
+        let multiline = Multiline { rule: Arc::new(Rule::builtin(parser)), max_lines: DEFAULT_MAX_LINES, flush_timeout: DEFAULT_FLUSH_TIMEOUT, budget };
         Self { namespaces: NameFilter::default(), pods: NameFilter::default(), containers: NameFilter::default(), multiline }
     }
 }
@@ -54,17 +55,19 @@ pub fn rule_for<'a>(entries: &'a [MultilineConfig], kube: Option<&KubeMeta>) -> 
 pub(super) fn build_multiline(ck: &mut Checker, field: Opt<Vec<Field<RawMultiline>>>) -> Vec<MultilineConfig> {
     let Some(entries) = ck.get("multiline", field, "an array of tables ([[multiline]])") else { return Vec::new() };
     let mut out = Vec::new();
+    // One budget for every group of every entry.
+    let budget = Arc::new(GroupBudget::new(DEFAULT_GROUP_BUDGET));
     for (i, entry) in entries.into_iter().enumerate() {
         let at = format!("multiline[{i}]");
         let Some(raw) = ck.get(&at, Some(entry), "a table") else { continue };
-        if let Some(m) = build_entry(ck, &at, raw) {
+        if let Some(m) = build_entry(ck, &at, raw, &budget) {
             out.push(m);
         }
     }
     out
 }
 
-fn build_entry(ck: &mut Checker, at: &str, raw: RawMultiline) -> Option<MultilineConfig> {
+fn build_entry(ck: &mut Checker, at: &str, raw: RawMultiline, budget: &Arc<GroupBudget>) -> Option<MultilineConfig> {
     ck.unknown_keys(at, &raw.unknown, raw::MULTILINE_KEYS);
     let mut written = Vec::new();
     let namespaces = build_names(ck, at, "namespaces", raw.include_namespaces, raw.exclude_namespaces, &mut written);
@@ -73,7 +76,8 @@ fn build_entry(ck: &mut Checker, at: &str, raw: RawMultiline) -> Option<Multilin
     let max_lines = ck.count(&format!("{at}.max_lines"), raw.max_lines, DEFAULT_MAX_LINES as usize, 2, Some(1_000_000)) as u32;
     let flush_timeout = ck.duration(&format!("{at}.flush_timeout"), raw.flush_timeout, DEFAULT_FLUSH_TIMEOUT, true);
     let rule = build_rule(ck, at, raw.parser, raw.start, raw.continue_)?;
-    Some(MultilineConfig { namespaces, pods, containers, multiline: Multiline { rule: Arc::new(rule), max_lines, flush_timeout } })
+    let multiline = Multiline { rule: Arc::new(rule), max_lines, flush_timeout, budget: budget.clone() };
+    Some(MultilineConfig { namespaces, pods, containers, multiline })
 }
 
 /// `parser`, or `start` and `continue`: exactly one of the two ways.

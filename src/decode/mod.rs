@@ -128,6 +128,8 @@ pub struct Multiline {
     pub max_lines: u32,
     /// An open group is emitted once the file has been caught up and quiet this long.
     pub flush_timeout: Duration,
+    /// Shared by every open group of the process.
+    pub budget: Arc<multiline::GroupBudget>,
 }
 
 /// Scratch space a decoder keeps between turns; more is freed.
@@ -172,7 +174,7 @@ impl FileDecoder {
     pub fn with_multiline(mut self, multiline: Option<&Multiline>) -> Self {
         if let Some(m) = multiline {
             let caps = Caps { max_lines: m.max_lines, max_bytes: self.max_message_bytes };
-            self.grouper = Some(Grouper::new(m.rule.clone(), caps));
+            self.grouper = Some(Grouper::new(m.rule.clone(), caps, m.budget.clone()));
             self.group_flush = m.flush_timeout;
         }
         self

@@ -26,6 +26,7 @@
 //! `truncated` if any line was. Where the group starts is its checkpoint limit:
 //! positions never pass an open group, so a crash re-reads it whole.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use regex::bytes::Regex;
@@ -220,6 +221,39 @@ pub struct Caps {
     pub max_bytes: usize,
 }
 
+/// What every open group of the process may hold together: groups wait in memory for
+/// their next line, so a thousand containers each in the middle of a trace must not
+/// add up past the memory budget. A group that would pass it closes early (counted
+/// as capped); the rest of its trace goes line by line.
+#[derive(Debug)]
+pub struct GroupBudget {
+    max: usize,
+    used: AtomicUsize,
+}
+
+impl GroupBudget {
+    pub fn new(max: usize) -> Self {
+        Self { max, used: AtomicUsize::new(0) }
+    }
+
+    /// Takes `n` bytes if they fit.
+    fn take(&self, n: usize) -> bool {
+        self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| (u + n <= self.max).then_some(u + n)).is_ok()
+    }
+
+    fn give(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Bytes held by open groups now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
+/// 32 MiB: the default for all open groups together.
+pub const DEFAULT_GROUP_BUDGET: usize = 32 << 20;
+
 /// One stream's open group.
 #[derive(Debug, Default)]
 struct Group {
@@ -273,13 +307,14 @@ pub struct GroupStats {
 pub struct Grouper {
     rule: Arc<Rule>,
     caps: Caps,
+    budget: Arc<GroupBudget>,
     groups: [Group; 2],
     pub stats: GroupStats,
 }
 
 impl Grouper {
-    pub fn new(rule: Arc<Rule>, caps: Caps) -> Self {
-        Self { rule, caps, groups: Default::default(), stats: GroupStats::default() }
+    pub fn new(rule: Arc<Rule>, caps: Caps, budget: Arc<GroupBudget>) -> Self {
+        Self { rule, caps, budget, groups: Default::default(), stats: GroupStats::default() }
     }
 
     pub fn rule(&self) -> &Rule {
@@ -299,7 +334,7 @@ impl Grouper {
             let g = &self.groups[i];
             let fits = g.lines < self.caps.max_lines && g.buf.len() + 1 + line.len() <= self.caps.max_bytes;
             match self.rule.next(g.state, line) {
-                Some(Next::State(next)) if fits => return self.join(i, next, line, held),
+                Some(Next::State(next)) if fits && self.budget.take(1 + line.len()) => return self.join(i, next, line, held),
                 Some(Next::State(_)) => {
                     self.stats.capped += 1;
                     // A continuation past the cap: it goes on its own.
@@ -310,7 +345,7 @@ impl Grouper {
             }
         }
         match self.rule.next(0, line) {
-            Some(Next::State(next)) if line.len() <= self.caps.max_bytes => self.open(i, next, line, held),
+            Some(Next::State(next)) if line.len() <= self.caps.max_bytes && self.budget.take(line.len()) => self.open(i, next, line, held),
             _ => emit(&event(stream, line, &held)),
         }
     }
@@ -352,6 +387,7 @@ impl Grouper {
         }
         g.state = 0;
         let buf = std::mem::take(&mut g.buf);
+        self.budget.give(buf.len());
         let tentative = std::mem::take(&mut g.tentative);
         let lines = g.committed_lines;
         let message = &buf[..g.committed_bytes];
@@ -400,6 +436,15 @@ impl Grouper {
     /// Bytes held in open groups.
     pub fn held_bytes(&self) -> usize {
         self.groups.iter().map(|g| g.buf.capacity()).sum()
+    }
+}
+
+impl Drop for Grouper {
+    /// What open groups held goes back to the budget (a stream forgotten mid-group).
+    fn drop(&mut self) {
+        for g in self.groups.iter().filter(|g| g.is_open()) {
+            self.budget.give(g.buf.len());
+        }
     }
 }
 

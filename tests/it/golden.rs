@@ -81,7 +81,8 @@ fn golden_multiline(lang: &str, format: &str) {
     let input = std::fs::read(dir.join(format!("{case}.log"))).unwrap();
     let want = std::fs::read(dir.join(format!("{case}.out"))).unwrap();
     let rule = Rule::builtin(Parser::from_name(lang).unwrap());
-    let multiline = logferry::decode::Multiline { rule: std::sync::Arc::new(rule), max_lines: 1000, flush_timeout: std::time::Duration::from_secs(1) };
+    let budget = std::sync::Arc::new(logferry::decode::multiline::GroupBudget::new(logferry::decode::multiline::DEFAULT_GROUP_BUDGET));
+    let multiline = logferry::decode::Multiline { rule: std::sync::Arc::new(rule), max_lines: 1000, flush_timeout: std::time::Duration::from_secs(1), budget };
     let (got, stats) = crate::util::decode_to_json_with(&input, &DecodeOptions::default(), MessageFormat::String, Some(&multiline));
     let mut lines: Vec<&[u8]> = got.split_inclusive(|&c| c == b'\n').collect();
     lines.sort_by_key(|l| !String::from_utf8_lossy(l).contains(r#""stream":"stdout""#));

@@ -295,7 +295,8 @@ proptest! {
         let lines: Vec<(Stream, String)> = items.iter().flat_map(|(s, group)| group.iter().map(move |l| (*s, l.clone()))).collect();
         let input = interleave(&lines, &schedule, |m| cri_pieces(m, limit));
         let rule = logferry::decode::multiline::Rule::custom(regex::bytes::Regex::new("^START").unwrap(), regex::bytes::Regex::new("^ ").unwrap());
-        let multiline = logferry::decode::Multiline { rule: std::sync::Arc::new(rule), max_lines: 1000, flush_timeout: std::time::Duration::ZERO };
+        let budget = std::sync::Arc::new(logferry::decode::multiline::GroupBudget::new(logferry::decode::multiline::DEFAULT_GROUP_BUDGET));
+        let multiline = logferry::decode::Multiline { rule: std::sync::Arc::new(rule), max_lines: 1000, flush_timeout: std::time::Duration::ZERO, budget };
         let mut decoder = logferry::decode::FileDecoder::new(&DecodeOptions::default()).with_multiline(Some(&multiline));
         let mut got: [Vec<(String, u32)>; 2] = Default::default();
         let mut emit = |e: &logferry::event::Event<'_>| got[e.stream as usize].push((String::from_utf8(e.message.to_vec()).unwrap(), e.lines));

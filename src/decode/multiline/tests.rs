@@ -18,7 +18,7 @@ fn caps() -> Caps {
 
 /// Feeds `lines` (one stream) through `rule`; returns (message, lines) per event.
 fn group(rule: Rule, lines: &[&str], caps: Caps) -> Vec<(String, u32)> {
-    let mut g = Grouper::new(Arc::new(rule), caps);
+    let mut g = Grouper::new(Arc::new(rule), caps, Arc::new(GroupBudget::new(DEFAULT_GROUP_BUDGET)));
     let mut out = Vec::new();
     let mut emit = |e: &Event<'_>| out.push((String::from_utf8(e.message.to_vec()).unwrap(), e.lines));
     for (i, line) in lines.iter().enumerate() {
@@ -116,7 +116,7 @@ fn a_group_stops_at_max_lines_and_the_rest_passes_through() {
 
 #[test]
 fn streams_never_mix_and_the_checkpoint_limit_is_the_oldest_open_group() {
-    let mut g = Grouper::new(Arc::new(Rule::builtin(Parser::Java)), caps());
+    let mut g = Grouper::new(Arc::new(Rule::builtin(Parser::Java)), caps(), Arc::new(GroupBudget::new(DEFAULT_GROUP_BUDGET)));
     let mut out = Vec::new();
     let mut emit = |e: &Event<'_>| out.push((e.stream, String::from_utf8(e.message.to_vec()).unwrap(), e.lines));
     let ev = |stream, message: &'static str| Event { time: 0, stream, message: message.as_bytes(), truncated: false, partial: false, lines: 1 };
@@ -139,4 +139,29 @@ fn streams_never_mix_and_the_checkpoint_limit_is_the_oldest_open_group() {
             (Stream::Stdout, "y.Exception: out\n\tat o1".to_string(), 2),
         ]
     );
+}
+
+/// The budget shared by every open group: a group that would pass it closes early
+/// (capped), the rest of its trace goes line by line; what closed groups held comes
+/// back, and so does what a dropped grouper held.
+#[test]
+fn open_groups_share_one_budget() {
+    let budget = Arc::new(GroupBudget::new(40));
+    let rule = Arc::new(Rule::builtin(Parser::Java));
+    let mut a = Grouper::new(rule.clone(), caps(), budget.clone());
+    let mut b = Grouper::new(rule, caps(), budget.clone());
+    let mut out = Vec::new();
+    let mut emit = |e: &Event<'_>| out.push((String::from_utf8(e.message.to_vec()).unwrap(), e.lines));
+    let ev = |m: &'static str| Event { time: 0, stream: Stream::Stdout, message: m.as_bytes(), truncated: false, partial: false, lines: 1 };
+    a.push(&ev("x.Error: aaaaaaaaaa"), 0, &mut emit); // 19 bytes
+    b.push(&ev("y.Error: bbbbbbbbbb"), 0, &mut emit); // 19 bytes: 38 used
+    assert_eq!(budget.used(), 38);
+    b.push(&ev("\tat frame"), 0, &mut emit); // would pass 40: b closes, the frame alone
+    assert_eq!(b.stats.capped, 1);
+    assert_eq!(budget.used(), 19);
+    a.push(&ev("\tat f"), 0, &mut emit);
+    assert_eq!(budget.used(), 25);
+    drop(a);
+    assert_eq!(budget.used(), 0);
+    assert_eq!(out, [("y.Error: bbbbbbbbbb".to_string(), 1), ("\tat frame".to_string(), 1)]);
 }
