@@ -456,16 +456,15 @@ SINGLES = ["GET /api/cart 200 12ms", 'level=warn msg="retrying after Error: time
 
 
 def case_multiline(lang, fmt):
-    """Two traces on stderr between single lines, a stdout line after every second
-    stderr line; each line its own record (split at 16 KiB when longer). The events:
-    stdout's lines, then stderr's singles and traces, each stream in order."""
-    err = []  # (line, group id or None)
-    for i, trace in enumerate(TRACES[lang]):
-        err.append((SINGLES[i % len(SINGLES)].encode(), None))
-        err.extend((line.encode(), i) for line in trace)
-    err.append((b"done", None))
-    records, out_lines = [], []
+    """Two traces, the first on stderr and the second on stdout, each between single
+    lines; after every second line of the trace's stream, a line on the other stream.
+    Each line its own record (split at 16 KiB when longer). The events: stdout's, then
+    stderr's, each stream in order (when a group closes decides how the two streams'
+    events interleave, which this oracle does not model)."""
+    records = []
+    events = {"stdout": [], "stderr": []}
     n = 0
+
     def record(stream, line):
         nonlocal n
         n += 1
@@ -477,28 +476,28 @@ def case_multiline(lang, fmt):
             for piece, last in cri_pieces(line):
                 records.append(cri_line(ts, stream, "F" if last else "P", piece))
         return parse_ns(ts)
-    stdout_events, stderr_events = [], []
-    group = None  # (id, first time, lines)
-    def close():
-        nonlocal group
-        if group:
-            stderr_events.append(event(group[1], "stderr", b"\n".join(group[2]), lines=len(group[2])))
-            group = None
-    for k, (line, gid) in enumerate(err):
-        t = record("stderr", line)
-        if gid is None:
-            close()
-            stderr_events.append(event(t, "stderr", line))
-        elif group and group[0] == gid:
-            group[2].append(line)
-        else:
-            close()
-            group = (gid, t, [line])
-        if k % 2 == 1:
-            msg = ("request %d served" % k).encode()
-            stdout_events.append(event(record("stdout", msg), "stdout", msg))
-    close()
-    return b"".join(records), b"".join(stdout_events + stderr_events)
+
+    k = 0
+    for i, trace in enumerate(TRACES[lang]):
+        stream, other = ("stderr", "stdout") if i % 2 == 0 else ("stdout", "stderr")
+        lines = [(SINGLES[i % len(SINGLES)].encode(), False)] + [(l.encode(), True) for l in trace] + [(b"done %d" % i, False)]
+        group = None  # (first time, lines)
+        for line, in_trace in lines:
+            t = record(stream, line)
+            if in_trace:
+                if group is None:
+                    group = (t, [])
+                group[1].append(line)
+            else:
+                if group:
+                    events[stream].append(event(group[0], stream, b"\n".join(group[1]), lines=len(group[1])))
+                    group = None
+                events[stream].append(event(t, stream, line))
+            k += 1
+            if k % 2 == 0:
+                msg = ("request %d served" % k).encode()
+                events[other].append(event(record(other, msg), other, msg))
+    return b"".join(records), b"".join(events["stdout"] + events["stderr"])
 
 CASES = {
     "docker_escapes": case_docker_escapes,

@@ -71,9 +71,11 @@ fn counters_match_what_happened() {
     assert_eq!((stats.missing_stream, stats.missing_time), (2, 2));
 }
 
-/// `tests/fixtures/multiline_<lang>_<format>.log`, grouped by the built-in `parser`,
-/// must give `.out`: each stream's events in order (stdout's first; the two streams'
-/// events interleave by when a group closes, which the oracle does not model).
+/// `tests/fixtures/multiline_<lang>_<format>.log` (two real traces, one on stderr and
+/// one on stdout, between single lines, the other stream's lines interleaved, one
+/// line split at 16 KiB), grouped by the built-in `parser`, must give `.out`: each
+/// stream's events in order (stdout's first; the two streams' events interleave by
+/// when a group closes, which the oracle does not model).
 fn golden_multiline(lang: &str, format: &str) {
     use logferry::decode::multiline::{Parser, Rule};
     let case = format!("multiline_{lang}_{format}");
