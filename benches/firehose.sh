@@ -10,8 +10,10 @@
 #   --runs R      timed runs per mode; default 3
 #   --bin PATH    this logferry binary instead of `cargo build --release`'s (to
 #                 compare two commits in one run)
+#   --corpus DIR  replay DIR/var/log/pods instead (DIR/expected.json gives total_bytes)
 #
-# Modes: aggregate (the default: events packed into ≤ 1,000 KiB records) and
+# Modes: aggregate (the default: events packed into ≤ 1,000 KiB records), partitioned
+# (aggregate with max_events_per_record = 500, for dynamic partitioning) and
 # one-per-record (aggregate = false), each with pacing ceilings raised out of the way.
 # Reports per mode: best user+sys CPU seconds, payload MB per CPU-second, wall MB/s,
 # peak RSS, records, and billed/payload from the replay summary.
@@ -21,12 +23,14 @@ size_mb=512
 format=cri
 runs=3
 bin_arg=""
+corpus_arg=""
 while (($#)); do
     case "$1" in
         --size-mb) size_mb="${2:?}"; shift 2 ;;
         --format) format="${2:?}"; shift 2 ;;
         --runs) runs="${2:?}"; shift 2 ;;
         --bin) bin_arg="${2:?}"; shift 2 ;;
+        --corpus) corpus_arg="${2:?}"; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "firehose.sh: unknown argument: $1 (see --help)" >&2; exit 64 ;;
     esac
@@ -43,7 +47,7 @@ trap '[[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null; rm -rf "$tmp"' E
 print_machine bench-data
 [[ -n "$bin_arg" ]] || cargo build --release --quiet
 
-dir="$(corpus "$format" "$size_mb")"
+if [[ -n "$corpus_arg" ]]; then dir="$corpus_arg"; else dir="$(corpus "$format" "$size_mb")"; fi
 bytes="$(json_get "$dir/expected.json" total_bytes)"
 
 python3 benches/accept_all.py "$tmp/port" & server_pid=$!
@@ -53,8 +57,9 @@ echo "corpus: $dir ($bytes bytes of log files); endpoint: $endpoint"
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_EC2_METADATA_DISABLED=true
 
 printf '\n%-16s %10s %12s %10s %9s %10s %8s\n' mode cpu_s MB/cpu_s wall_MB/s rss_MiB records billed/x
-for mode in aggregate one-per-record; do
+for mode in aggregate partitioned one-per-record; do
     aggregate=true; [[ $mode == one-per-record ]] && aggregate=false
+    max_events=0; [[ $mode == partitioned ]] && max_events=500
     cat > "$tmp/fh.toml" <<TOML
 data_dir = "$tmp/data"
 [sink]
@@ -63,6 +68,7 @@ delivery_stream = "bench"
 region = "us-east-1"
 endpoint = "$endpoint"
 aggregate = $aggregate
+max_events_per_record = $max_events
 max_requests_per_second = 1000000
 max_records_per_second = 100000000
 max_bytes_per_second = 2147483648

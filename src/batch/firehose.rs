@@ -40,7 +40,11 @@ pub struct FirehoseRecord {
 pub struct Aggregator {
     record_max: usize,
     aggregate: bool,
+    /// Events per record, at most; 0: as many as fit.
+    max_events: usize,
     current: Vec<u8>,
+    /// Events in `current`.
+    current_events: usize,
     /// Tags of the lines in `current`.
     current_tags: Option<(u64, u64)>,
     records: Vec<FirehoseRecord>,
@@ -53,11 +57,20 @@ impl Aggregator {
         Self {
             record_max: record_max.clamp(1, MAX_RECORD_BYTES),
             aggregate,
+            max_events: 0,
             current: Vec::new(),
+            current_events: 0,
             current_tags: None,
             records: Vec::new(),
             oversize: Vec::new(),
         }
+    }
+
+    /// At most `max` events per record (0: as many as fit): Firehose's dynamic
+    /// partitioning splits an aggregated record into at most 500 events.
+    pub fn with_max_events(mut self, max: usize) -> Self {
+        self.max_events = max;
+        self
     }
 
     pub fn record_max(&self) -> usize {
@@ -79,7 +92,8 @@ impl Aggregator {
             self.oversize.push(with_newline(line));
             return;
         }
-        if !self.aggregate || self.current.len() + len > self.record_max {
+        let full = self.max_events > 0 && self.current_events >= self.max_events;
+        if !self.aggregate || full || self.current.len() + len > self.record_max {
             self.seal();
         }
         if self.current.capacity() == 0 && self.aggregate {
@@ -89,6 +103,7 @@ impl Aggregator {
         if line.last() != Some(&b'\n') {
             self.current.push(b'\n');
         }
+        self.current_events += 1;
         self.current_tags = Some(match self.current_tags {
             Some((first, _)) => (first, tag),
             None => (tag, tag),
@@ -102,6 +117,7 @@ impl Aggregator {
     pub fn seal(&mut self) {
         if let Some((first, last)) = self.current_tags.take() {
             self.records.push(FirehoseRecord { data: std::mem::take(&mut self.current), first, last });
+            self.current_events = 0;
         }
     }
 
@@ -181,6 +197,26 @@ pub fn take_batch(queue: &mut VecDeque<FirehoseRecord>, max_records: usize, max_
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Dynamic partitioning splits a record into at most 500 events: with
+    /// `max_events`, no record holds more, and the bytes cap still applies.
+    #[test]
+    fn records_hold_at_most_max_events() {
+        let mut a = Aggregator::new(MAX_RECORD_BYTES, true).with_max_events(500);
+        let line = format!("{{\"message\":\"{}\"}}\n", "x".repeat(200));
+        for tag in 0..1234u64 {
+            a.push(line.as_bytes(), tag);
+        }
+        a.seal();
+        let counts: Vec<usize> = a.take_records().iter().map(|r| r.data.iter().filter(|&&c| c == b'\n').count()).collect();
+        assert_eq!(counts, [500, 500, 234]);
+        let mut a = Aggregator::new(10_000, true).with_max_events(500);
+        for tag in 0..100u64 {
+            a.push(line.as_bytes(), tag);
+        }
+        a.seal();
+        assert!(a.take_records().iter().all(|r| r.data.len() <= 10_000), "the byte cap still holds");
+    }
 
     /// `records` cut into requests by [`take_batch`] at AWS's limits, as index ranges.
     fn batches(records: &[Vec<u8>]) -> Vec<std::ops::Range<usize>> {

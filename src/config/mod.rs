@@ -207,6 +207,9 @@ pub struct FirehoseConfig {
     /// Pack many events per record (`false`: one event per record).
     pub aggregate: bool,
     pub record_max_bytes: usize,
+    /// Events in one record, at most (0: as many as fit). Firehose's dynamic
+    /// partitioning splits an aggregated record into at most 500 events.
+    pub max_events_per_record: usize,
     /// An event larger than a record: cut its message, or set it aside whole.
     pub oversize: SinkOversize,
     /// How long a batch may wait to fill before it is sent anyway.

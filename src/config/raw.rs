@@ -150,6 +150,7 @@ pub(super) struct RawSink {
     pub endpoint: Opt<String>,
     pub aggregate: Opt<bool>,
     pub record_max_bytes: Opt<i64>,
+    pub max_events_per_record: Opt<i64>,
     pub oversize: Opt<String>,
     pub linger: Opt<String>,
     pub max_in_flight: Opt<i64>,
@@ -177,13 +178,14 @@ pub(super) struct RawSink {
 impl RawSink {
     /// The keys that were written (but `type`), for "not used by this type".
     pub fn present(&self) -> Vec<&'static str> {
-        let keys: [(&str, bool); 23] = [
+        let keys: [(&str, bool); 24] = [
             ("path", self.path.is_some()),
             ("delivery_stream", self.delivery_stream.is_some()),
             ("region", self.region.is_some()),
             ("endpoint", self.endpoint.is_some()),
             ("aggregate", self.aggregate.is_some()),
             ("record_max_bytes", self.record_max_bytes.is_some()),
+            ("max_events_per_record", self.max_events_per_record.is_some()),
             ("oversize", self.oversize.is_some()),
             ("linger", self.linger.is_some()),
             ("max_in_flight", self.max_in_flight.is_some()),
@@ -221,6 +223,7 @@ pub(super) const SINK_KEYS: &[&str] = &[
     "delivery_stream",
     "aggregate",
     "record_max_bytes",
+    "max_events_per_record",
     "oversize",
     "max_records_per_second",
     "max_bytes_per_second",
@@ -249,7 +252,7 @@ pub(super) fn sink_key_types(key: &str) -> &'static [&'static str] {
     }
     match key {
         "path" => &["file"],
-        "delivery_stream" | "aggregate" | "record_max_bytes" | "oversize" | "max_records_per_second"
+        "delivery_stream" | "aggregate" | "record_max_bytes" | "max_events_per_record" | "oversize" | "max_records_per_second"
         | "max_bytes_per_second" => &["firehose"],
         "log_group" | "log_stream" | "cluster" | "node" | "create_missing" | "retention_days" | "message_key" | "park_after" => {
             &["cloudwatch"]

@@ -248,6 +248,7 @@ fn build_firehose(ck: &mut Checker, at: &str, raw: RawSink) -> FirehoseConfig {
         endpoint: common.endpoint,
         aggregate: ck.bool(&format!("{at}.aggregate"), raw.aggregate, true),
         record_max_bytes: ck.count(&format!("{at}.record_max_bytes"), raw.record_max_bytes, MAX_RECORD_BYTES, 1024, Some(MAX_RECORD_BYTES)),
+        max_events_per_record: ck.count(&format!("{at}.max_events_per_record"), raw.max_events_per_record, 0, 0, Some(MAX_RECORD_BYTES)),
         oversize: ck.choice(&format!("{at}.oversize"), raw.oversize, SinkOversize::Truncate, &oversize),
         linger: common.linger,
         max_in_flight: common.max_in_flight,

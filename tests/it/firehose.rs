@@ -290,3 +290,25 @@ fn sigkill_while_shipping_loses_nothing_and_repeats_only_what_was_in_flight() {
     };
     crate::aws::sigkill_rounds(&sink, append_cri, messages);
 }
+
+/// Dynamic partitioning splits a record into at most 500 events: with
+/// `max_events_per_record = 500` no record that reaches Firehose holds more, and every
+/// line arrives once.
+#[test]
+fn max_events_per_record_caps_every_record() {
+    let server = FaultServer::start(|_| Action::Accept);
+    let (_node, live, mut shipper) = run_to_firehose(&server.endpoint(), "partitioned", "linger = \"200ms\"\nmax_events_per_record = 500");
+    let want = numbered("short", 3000);
+    append_cri(&live, &want);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.seen.lock().unwrap().lines("partitioned").len() < want.len() {
+        assert!(Instant::now() < deadline, "not delivered:\n{}", shipper.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(shipper.stop().success());
+    let seen = server.seen.lock().unwrap();
+    let per_record: Vec<usize> = seen.accepted["partitioned"].iter().map(|r| r.iter().filter(|&&c| c == b'\n').count()).collect();
+    assert!(per_record.iter().all(|&n| n <= 500), "{per_record:?}");
+    assert!(per_record.contains(&500), "records were packed up to the cap: {per_record:?}");
+    crate::node::assert_exactly_once(seen.messages("partitioned"), &want);
+}

@@ -71,7 +71,7 @@ impl<A: FnMut(u64)> FirehoseDelivery<A> {
         counters.set_rate(pacer.bytes_per_second(), pacer.requests_per_second());
         Self {
             firehose,
-            aggregator: Aggregator::new(config.record_max_bytes, config.aggregate),
+            aggregator: Aggregator::new(config.record_max_bytes, config.aggregate).with_max_events(config.max_events_per_record),
             config,
             pacer,
             backoff,
