@@ -8,6 +8,11 @@
     aws_emulator.py logs-read ENDPOINT GROUP                JSON: the group's retention
                                                             and each stream's messages
                                                             in order (GetLogEvents)
+    aws_emulator.py s3-setup ENDPOINT BUCKET                an empty bucket
+    aws_emulator.py s3-objects ENDPOINT BUCKET              JSON: each object's key,
+                                                            size, content encoding and
+                                                            type, and its lines
+                                                            (decompressed)
 
 Talks only to ENDPOINT (a 127.0.0.1 URL), with dummy credentials.
 """
@@ -50,6 +55,34 @@ def s3_read(endpoint, bucket):
     out.flush()
 
 
+def s3_setup(endpoint, bucket):
+    client("s3", endpoint).create_bucket(Bucket=bucket)
+
+
+def s3_objects(endpoint, bucket):
+    import gzip
+    import json
+
+    s3 = client("s3", endpoint)
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    out = []
+    for key in sorted(keys):
+        obj = s3.get_object(Bucket=bucket, Key=key)
+        body = obj["Body"].read()
+        encoding = obj.get("ContentEncoding")
+        data = gzip.decompress(body) if encoding == "gzip" else body
+        out.append({
+            "key": key,
+            "size": len(body),
+            "content_encoding": encoding,
+            "content_type": obj.get("ContentType"),
+            "lines": data.decode("utf-8").splitlines(),
+        })
+    print(json.dumps(out))
+
+
 def logs_read(endpoint, group):
     import json
 
@@ -82,4 +115,5 @@ def logs_read(endpoint, group):
 
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
-    {"firehose-setup": firehose_setup, "s3-read": s3_read, "logs-read": logs_read}[command](*args)
+    commands = {"firehose-setup": firehose_setup, "s3-read": s3_read, "logs-read": logs_read, "s3-setup": s3_setup, "s3-objects": s3_objects}
+    commands[command](*args)

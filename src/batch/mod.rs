@@ -6,3 +6,4 @@
 
 pub mod cloudwatch;
 pub mod firehose;
+pub mod s3;

@@ -182,6 +182,7 @@ pub enum SinkConfig {
     File { path: PathBuf },
     Firehose(FirehoseConfig),
     CloudWatch(CloudWatchConfig),
+    S3(S3Config),
 }
 
 impl SinkConfig {
@@ -192,6 +193,7 @@ impl SinkConfig {
             SinkConfig::File { .. } => "file",
             SinkConfig::Firehose(_) => "firehose",
             SinkConfig::CloudWatch(_) => "cloudwatch",
+            SinkConfig::S3(_) => "s3",
         }
     }
 }
@@ -221,6 +223,44 @@ pub struct FirehoseConfig {
     /// The cap of the exponential backoff between retries.
     pub retry_max_wait: Duration,
     pub pacing: Pacing,
+}
+
+/// `[sink] type = "s3"`: objects of JSON lines straight into a bucket, `PutObject`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Config {
+    pub bucket: String,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    /// Where each event's object goes, from its metadata and its day.
+    pub key_prefix: crate::batch::s3::KeyTemplate,
+    pub node: String,
+    pub cluster: String,
+    pub compression: Compression,
+    /// An object is written once it holds this much (before compression)…
+    pub object_max_bytes: usize,
+    /// …or once its oldest line has waited this long.
+    pub object_max_age: Duration,
+    pub max_in_flight: usize,
+    pub request_timeout: Duration,
+    pub retry_max_wait: Duration,
+    pub pacing: Pacing,
+}
+
+/// How S3 objects are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Gzip,
+    None,
+}
+
+impl Compression {
+    /// The object name's extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::Gzip => ".jsonl.gz",
+            Compression::None => ".jsonl",
+        }
+    }
 }
 
 /// `[sink] type = "cloudwatch"`: CloudWatch Logs, `PutLogEvents`.

@@ -168,6 +168,11 @@ pub(super) struct RawSink {
     pub retention_days: Opt<i64>,
     pub message_key: Opt<String>,
     pub park_after: Opt<String>,
+    pub bucket: Opt<String>,
+    pub key_prefix: Opt<String>,
+    pub compression: Opt<String>,
+    pub object_max_bytes: Opt<i64>,
+    pub object_max_age: Opt<String>,
     pub max_bytes: Opt<i64>,
     pub when_full: Opt<String>,
     pub route: Opt<RawRoute>,
@@ -178,7 +183,7 @@ pub(super) struct RawSink {
 impl RawSink {
     /// The keys that were written (but `type`), for "not used by this type".
     pub fn present(&self) -> Vec<&'static str> {
-        let keys: [(&str, bool); 24] = [
+        let keys: [(&str, bool); 29] = [
             ("path", self.path.is_some()),
             ("delivery_stream", self.delivery_stream.is_some()),
             ("region", self.region.is_some()),
@@ -200,6 +205,11 @@ impl RawSink {
             ("cluster", self.cluster.is_some()),
             ("node", self.node.is_some()),
             ("create_missing", self.create_missing.is_some()),
+            ("bucket", self.bucket.is_some()),
+            ("key_prefix", self.key_prefix.is_some()),
+            ("compression", self.compression.is_some()),
+            ("object_max_bytes", self.object_max_bytes.is_some()),
+            ("object_max_age", self.object_max_age.is_some()),
             ("retention_days", self.retention_days.is_some()),
             ("message_key", self.message_key.is_some()),
             ("park_after", self.park_after.is_some()),
@@ -235,6 +245,11 @@ pub(super) const SINK_KEYS: &[&str] = &[
     "retention_days",
     "message_key",
     "park_after",
+    "bucket",
+    "key_prefix",
+    "compression",
+    "object_max_bytes",
+    "object_max_age",
     "region",
     "endpoint",
     "linger",
@@ -254,11 +269,13 @@ pub(super) fn sink_key_types(key: &str) -> &'static [&'static str] {
         "path" => &["file"],
         "delivery_stream" | "aggregate" | "record_max_bytes" | "max_events_per_record" | "oversize" | "max_records_per_second"
         | "max_bytes_per_second" => &["firehose"],
-        "log_group" | "log_stream" | "cluster" | "node" | "create_missing" | "retention_days" | "message_key" | "park_after" => {
-            &["cloudwatch"]
+        "log_group" | "log_stream" | "create_missing" | "retention_days" | "message_key" | "park_after" => &["cloudwatch"],
+        "cluster" | "node" => &["cloudwatch", "s3"],
+        "bucket" | "key_prefix" | "compression" | "object_max_bytes" | "object_max_age" => &["s3"],
+        "region" | "endpoint" | "max_in_flight" | "request_timeout" | "retry_max_wait" | "max_requests_per_second" | "rate_recovery" => {
+            &["firehose", "cloudwatch", "s3"]
         }
-        "region" | "endpoint" | "linger" | "max_in_flight" | "request_timeout" | "retry_max_wait"
-        | "max_requests_per_second" | "rate_recovery" => &["firehose", "cloudwatch"],
+        "linger" => &["firehose", "cloudwatch"],
         _ => &[],
     }
 }

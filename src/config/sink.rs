@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use super::check::{self, Checker};
 use super::raw::{self, Field, Opt, RawSink};
-use super::{BufferConfig, CloudWatchConfig, EnvView, FirehoseConfig, NamedSink, Pacing, SinkConfig, SinkOversize};
+use super::{BufferConfig, CloudWatchConfig, Compression, EnvView, FirehoseConfig, NamedSink, Pacing, S3Config, SinkConfig, SinkOversize};
 use crate::batch::cloudwatch::Template;
 use crate::batch::firehose::MAX_RECORD_BYTES;
 
-const TYPES: &[&str] = &["stdout", "file", "firehose", "cloudwatch"];
+const TYPES: &[&str] = &["stdout", "file", "firehose", "cloudwatch", "s3"];
 
 /// `PutLogEvents`: the smaller regional quota, per account and region.
 pub const CLOUDWATCH_REQUESTS_PER_SECOND: usize = 1_500;
@@ -136,6 +136,7 @@ fn build_sink(ck: &mut Checker, name: String, at: &str, field: Opt<RawSink>, env
         "file" => SinkConfig::File { path: ck.absolute_path(&format!("{at}.path"), raw.path, "") },
         "firehose" => SinkConfig::Firehose(build_firehose(ck, at, raw)),
         "cloudwatch" => SinkConfig::CloudWatch(build_cloudwatch(ck, at, raw, env)),
+        "s3" => SinkConfig::S3(build_s3(ck, at, raw, env)),
         _ => SinkConfig::Stdout,
     };
     Some(NamedSink { name, at: at.to_string(), config, route, max_bytes, when_full })
@@ -260,5 +261,50 @@ fn build_firehose(ck: &mut Checker, at: &str, raw: RawSink) -> FirehoseConfig {
             bytes_per_second: ck.count(&format!("{at}.max_bytes_per_second"), raw.max_bytes_per_second, FIREHOSE_BYTES_PER_SECOND, 1024, Some(1 << 31)) as u64,
             recovery: common.recovery,
         },
+    }
+}
+
+/// S3 accepts at least 3,500 PUT requests per second per key prefix.
+pub const S3_REQUESTS_PER_SECOND: usize = 3500;
+
+fn build_s3(ck: &mut Checker, at: &str, raw: RawSink, env: &EnvView) -> S3Config {
+    let common = build_common(ck, at, &raw, "https://s3.eu-west-1.amazonaws.com", S3_REQUESTS_PER_SECOND);
+    if raw.bucket.is_none() {
+        ck.report(&format!("{at}.bucket"), format!(r#"required when {at}.type = "s3": the bucket's name"#));
+    }
+    let bucket = ck.get(&format!("{at}.bucket"), raw.bucket, "a string").unwrap_or_default();
+    if bucket.is_empty() && ck.problems.iter().all(|p| p.key != format!("{at}.bucket")) {
+        ck.report(&format!("{at}.bucket"), "must not be empty");
+    }
+    let prefix_key = format!("{at}.key_prefix");
+    let prefix_text = ck.get(&prefix_key, raw.key_prefix, "a string").unwrap_or_else(|| "logs/{namespace}/dt={date}/".to_string());
+    let key_prefix = crate::batch::s3::KeyTemplate::parse(&prefix_text).unwrap_or_else(|e| {
+        ck.report(&prefix_key, e);
+        crate::batch::s3::KeyTemplate::parse("logs/").expect("a literal prefix parses")
+    });
+    let var = |name: &str| env.vars.get(name).cloned().unwrap_or_default();
+    let cluster = ck.get(&format!("{at}.cluster"), raw.cluster, "a string").unwrap_or_else(|| var("CLUSTER_NAME"));
+    let node = ck.get(&format!("{at}.node"), raw.node, "a string").unwrap_or_else(|| var("NODE_NAME"));
+    if node.is_empty() {
+        ck.report(&format!("{at}.node"), "required: object names carry the node so that nodes never overwrite each other's objects; set it, or NODE_NAME in the environment");
+    }
+    if key_prefix.uses("cluster") && cluster.is_empty() {
+        ck.report(&format!("{at}.cluster"), format!("required by {{cluster}} in {at}.key_prefix: set it, or CLUSTER_NAME in the environment"));
+    }
+    let compression = ck.choice(&format!("{at}.compression"), raw.compression, Compression::Gzip, &[("gzip", Compression::Gzip), ("none", Compression::None)]);
+    S3Config {
+        bucket,
+        region: common.region,
+        endpoint: common.endpoint,
+        key_prefix,
+        node,
+        cluster,
+        compression,
+        object_max_bytes: ck.count(&format!("{at}.object_max_bytes"), raw.object_max_bytes, 8 << 20, 64 * 1024, Some(4 << 30)),
+        object_max_age: ck.duration(&format!("{at}.object_max_age"), raw.object_max_age, Duration::from_secs(60), true),
+        max_in_flight: common.max_in_flight,
+        request_timeout: common.request_timeout,
+        retry_max_wait: common.retry_max_wait,
+        pacing: Pacing { requests_per_second: common.requests_per_second, records_per_second: u32::MAX, bytes_per_second: u64::from(u32::MAX), recovery: common.recovery },
     }
 }

@@ -344,11 +344,11 @@ fn the_sink_type_decides_which_keys_it_needs() {
     let sink = |body: &str| problems(&format!("[sink]\n{body}"));
     assert_eq!(
         message(&problems(""), "sink.type"),
-        r#"required: add a [sink] table with type = one of "stdout", "file", "firehose", "cloudwatch" (or [sinks.<name>] tables, one per sink)"#
+        r#"required: add a [sink] table with type = one of "stdout", "file", "firehose", "cloudwatch", "s3" (or [sinks.<name>] tables, one per sink)"#
     );
     assert_eq!(
         message(&sink("path = \"/x\""), "sink.type"),
-        r#"required: one of "stdout", "file", "firehose", "cloudwatch""#
+        r#"required: one of "stdout", "file", "firehose", "cloudwatch", "s3""#
     );
     assert_eq!(
         message(&sink("type = \"file\""), "sink.path"),
@@ -376,11 +376,11 @@ fn the_sink_type_decides_which_keys_it_needs() {
     );
     assert_eq!(
         message(&sink("type = \"file\"\npath = \"/x\"\nregion = \"r\""), "sink.region"),
-        r#"not allowed when sink.type = "file" (it belongs to type = "firehose" or "cloudwatch")"#
+        r#"not allowed when sink.type = "file" (it belongs to type = "firehose" or "cloudwatch" or "s3")"#
     );
     assert_eq!(
         message(&sink("type = \"kafka\""), "sink.type"),
-        r#""kafka" is not one of "stdout", "file", "firehose", "cloudwatch""#
+        r#""kafka" is not one of "stdout", "file", "firehose", "cloudwatch", "s3""#
     );
     assert_eq!(
         keys(&problems("sink = 1")),

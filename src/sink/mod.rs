@@ -62,6 +62,7 @@ impl Target {
             SinkConfig::File { path } => Target::File(path.clone()),
             SinkConfig::Firehose(c) => aws(aws::AwsSink::Firehose(c.clone())),
             SinkConfig::CloudWatch(c) => aws(aws::AwsSink::CloudWatch(c.clone())),
+            SinkConfig::S3(c) => aws(aws::AwsSink::S3(c.clone())),
         }
     }
 }

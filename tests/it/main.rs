@@ -20,6 +20,7 @@ mod node;
 mod prometheus;
 mod props;
 mod route;
+mod s3;
 mod sinks;
 mod util;
 mod vectors;

@@ -92,7 +92,7 @@ fn the_cloudwatch_reference_sets_every_key_to_its_default() {
 
 #[test]
 fn sink_keys_are_the_union_of_each_types_keys() {
-    let mut union: Vec<&str> = ["file", "firehose", "cloudwatch"].into_iter().flat_map(raw::sink_keys_of).collect();
+    let mut union: Vec<&str> = ["file", "firehose", "cloudwatch", "s3"].into_iter().flat_map(raw::sink_keys_of).collect();
     union.sort_unstable();
     union.dedup();
     let mut all = raw::SINK_KEYS.to_vec();
@@ -157,7 +157,7 @@ fn sinks_are_named_once_each_and_never_share_an_output() {
     assert_eq!(keys(&both), ["sinks"]);
     assert!(message(&both, "sinks").starts_with("write either one [sink] table or [sinks.<name>] tables"));
     let empty = problems("sinks = {}");
-    assert_eq!(message(&empty, "sinks"), r#"must name at least one sink: [sinks.<name>] with type = one of "stdout", "file", "firehose", "cloudwatch""#);
+    assert_eq!(message(&empty, "sinks"), r#"must name at least one sink: [sinks.<name>] with type = one of "stdout", "file", "firehose", "cloudwatch", "s3""#);
     let bad = problems("[sinks.\"Team A\"]\ntype = \"stdout\"");
     assert!(message(&bad, "sinks.\"Team A\"").starts_with(r#""Team A" is not a sink name"#));
     let shared = problems("[sinks.a]\ntype = \"file\"\npath = \"/x.jsonl\"\n[sinks.b]\ntype = \"file\"\npath = \"/x.jsonl\"");
@@ -231,4 +231,23 @@ fn every_one_sink_config_still_runs_unchanged() {
         let want = std::fs::read_to_string(&golden).unwrap_or_else(|e| panic!("{}: {e} (BLESS=1 writes it)", golden.display()));
         assert_eq!(effective, want, "{name}: the effective configuration changed");
     }
+}
+
+/// `tests/fixtures/config/sink/s3.toml` documents every S3 key at its default (but
+/// the bucket and node, which have none).
+#[test]
+fn the_s3_reference_sets_every_key_and_s3_problems_name_their_keys() {
+    let text = std::fs::read_to_string(fixtures().join("sink/s3.toml")).unwrap();
+    let doc: toml::Table = text.parse().unwrap();
+    let mut written: Vec<&str> = doc["sink"].as_table().unwrap().keys().map(String::as_str).filter(|k| !["type", "max_bytes", "when_full", "route"].contains(k)).collect();
+    written.sort_unstable();
+    let mut known: Vec<&str> = raw::sink_keys_of("s3").into_iter().filter(|k| !["type", "max_bytes", "when_full", "route"].contains(k)).collect();
+    known.sort_unstable();
+    assert_eq!(written, known, "sink/s3.toml must set every S3 key");
+    let config = ok(&text);
+    let SinkConfig::S3(s3) = &config.sinks[0].config else { panic!("an S3 sink") };
+    assert_eq!((s3.compression, s3.object_max_bytes, s3.object_max_age), (Compression::Gzip, 8 << 20, ms(60_000)));
+    let p = problems("[sink]\ntype = \"s3\"\nkey_prefix = \"/{day}/\"\ncompression = \"lz4\"\nobject_max_age = \"0s\"");
+    assert_eq!(keys(&p), ["sink.bucket", "sink.key_prefix", "sink.node", "sink.compression", "sink.object_max_age"]);
+    assert!(message(&p, "sink.node").contains("NODE_NAME"));
 }

@@ -25,6 +25,8 @@ pub mod dead_letter;
 pub mod firehose;
 pub mod firehose_delivery;
 pub mod pace;
+pub mod s3;
+pub mod s3_delivery;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -36,6 +38,8 @@ use self::core::{drive, Chunk, Delivered, Ledger};
 use self::dead_letter::DeadLetters;
 use self::firehose::Firehose;
 use self::firehose_delivery::FirehoseDelivery;
+use self::s3::S3;
+use self::s3_delivery::S3Delivery;
 use super::{ShipSettings, ShipReport, SINK_READ_BYTES};
 use crate::buffer::Buffer;
 use crate::config::FirehoseConfig;
@@ -89,6 +93,7 @@ fn read_chunks(buffer: &Buffer, cursor: usize, writer_done: &AtomicBool, tx: &to
 pub enum AwsSink {
     Firehose(FirehoseConfig),
     CloudWatch(crate::config::CloudWatchConfig),
+    S3(crate::config::S3Config),
 }
 
 impl AwsSink {
@@ -96,6 +101,7 @@ impl AwsSink {
         match self {
             AwsSink::Firehose(_) => "firehose",
             AwsSink::CloudWatch(_) => "cloudwatch",
+            AwsSink::S3(_) => "s3",
         }
     }
 }
@@ -133,6 +139,17 @@ pub async fn deliver_to(
             }
             Err(e) => {
                 let _ = ready.send(Err(e.context("cannot set up the CloudWatch Logs sink")));
+                Ok(Delivered::default())
+            }
+        },
+        AwsSink::S3(config) => match S3::connect(&config).await {
+            Ok(s3) => {
+                tracing::info!(bucket = s3.bucket(), "shipping to S3");
+                let _ = ready.send(Ok(()));
+                drive(S3Delivery::new(s3, config, Ledger::new(dead, on_ack), counters), input).await
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e.context("cannot set up the S3 sink")));
                 Ok(Delivered::default())
             }
         },

@@ -1,0 +1,176 @@
+//! S3 object shaping: JSON lines → objects under a key prefix per namespace and day.
+//!
+//! `key_prefix` is a template over the event's metadata (`{namespace}`, `{pod}`,
+//! `{container}`) and the node's (`{node}`, `{cluster}`), and over the event's time in
+//! UTC (`{date}` = `YYYYMMDD`, `{hour}` = `HH`), e.g. `fluentd/prod/{namespace}/dt={date}/`.
+//! logferry appends an object name that never collides across nodes or restarts: the
+//! node, the time the object was opened, this process's start and a sequence number,
+//! and the compression's extension.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+/// What a key prefix may name.
+pub const PLACEHOLDERS: &[&str] = &["namespace", "pod", "container", "node", "cluster", "date", "hour"];
+
+/// A key prefix template: literal text and `{placeholder}`s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyTemplate {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Field(usize),
+}
+
+impl KeyTemplate {
+    /// Parses `text`; an unknown placeholder or an unclosed `{` is an error saying so.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(Part::Text(rest[..open].to_string()));
+            }
+            let close = rest[open..].find('}').ok_or_else(|| format!("{text:?} has a '{{' without its '}}'"))? + open;
+            let name = &rest[open + 1..close];
+            let field = PLACEHOLDERS
+                .iter()
+                .position(|p| *p == name)
+                .ok_or_else(|| format!("{{{name}}} is not a placeholder (use {})", PLACEHOLDERS.iter().map(|p| format!("{{{p}}}")).collect::<Vec<_>>().join(", ")))?;
+            parts.push(Part::Field(field));
+            rest = &rest[close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_string()));
+        }
+        if text.starts_with('/') {
+            return Err(format!("{text:?} must not start with '/' (S3 keys are relative to the bucket)"));
+        }
+        Ok(Self { parts })
+    }
+
+    /// Whether it names `placeholder`.
+    pub fn uses(&self, placeholder: &str) -> bool {
+        let i = PLACEHOLDERS.iter().position(|p| *p == placeholder);
+        self.parts.iter().any(|p| matches!(p, Part::Field(f) if Some(*f) == i))
+    }
+
+    /// The prefix for one event: `values` in [`PLACEHOLDERS`] order (a missing or empty
+    /// one is `unknown`); characters S3 keys should avoid become `_`.
+    fn render(&self, values: &[&str; 7]) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Field(i) => {
+                    let v = if values[*i].is_empty() { "unknown" } else { values[*i] };
+                    out.extend(v.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.=".contains(c) { c } else { '_' }));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Our event format, read back (only what the key needs).
+#[derive(Deserialize)]
+struct EventFields<'a> {
+    #[serde(borrow)]
+    time: Cow<'a, str>,
+    #[serde(default, borrow)]
+    kubernetes: Option<&'a serde_json::value::RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+struct Kube<'a> {
+    #[serde(default, borrow)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pod: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    container: Option<Cow<'a, str>>,
+}
+
+/// Prefixes rendered kept at most (then forgotten and rendered again as needed).
+const PREFIXES_KEPT: usize = 4096;
+
+/// Where each event goes: the prefix template, with the node-wide values.
+#[derive(Debug, Clone)]
+pub struct KeyPrefixes {
+    template: KeyTemplate,
+    node: String,
+    cluster: String,
+    /// Rendered per (`kubernetes` object as written, day and hour when used).
+    rendered: HashMap<(Box<[u8]>, u32), String>,
+}
+
+impl KeyPrefixes {
+    pub fn new(template: KeyTemplate, node: String, cluster: String) -> Self {
+        Self { template, node, cluster, rendered: HashMap::new() }
+    }
+
+    /// The key prefix of one JSON line (without its newline); a line that is not an
+    /// event of ours goes under "unknown" metadata at `now` (ns since the epoch).
+    pub fn prefix(&mut self, line: &[u8], now: i64) -> &str {
+        let parsed: Option<EventFields<'_>> = serde_json::from_slice(line).ok();
+        let kube = parsed.as_ref().and_then(|p| p.kubernetes).map_or(&b""[..], |k| k.get().as_bytes());
+        let time = parsed.as_ref().and_then(|p| crate::event::time::parse_rfc3339(p.time.as_bytes())).unwrap_or(now);
+        let hour_index = u32::try_from(time.div_euclid(3_600_000_000_000)).unwrap_or(0);
+        let key = (Box::<[u8]>::from(kube), hour_index);
+        if !self.rendered.contains_key(&key) {
+            if self.rendered.len() >= PREFIXES_KEPT {
+                self.rendered.clear();
+            }
+            let rendered = self.render(kube, time);
+            self.rendered.insert(key.clone(), rendered);
+        }
+        &self.rendered[&key]
+    }
+
+    fn render(&self, kube: &[u8], time: i64) -> String {
+        let kube: Kube<'_> = serde_json::from_slice(kube).unwrap_or_default();
+        let (date, hour) = date_and_hour(time);
+        let values = [
+            kube.namespace.as_deref().unwrap_or(""),
+            kube.pod.as_deref().unwrap_or(""),
+            kube.container.as_deref().unwrap_or(""),
+            self.node.as_str(),
+            self.cluster.as_str(),
+            date.as_str(),
+            hour.as_str(),
+        ];
+        self.template.render(&values)
+    }
+}
+
+/// `YYYYMMDD` and `HH` of a time (ns since the epoch), UTC.
+pub fn date_and_hour(ns: i64) -> (String, String) {
+    let text = crate::event::time::format_rfc3339(ns);
+    (format!("{}{}{}", &text[0..4], &text[5..7], &text[8..10]), text[11..13].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_follow_the_namespace_and_the_events_day() {
+        let t = KeyTemplate::parse("fluentd/prod/{namespace}/dt={date}/").unwrap();
+        let mut p = KeyPrefixes::new(t, "node-1".into(), "prod".into());
+        let line = br#"{"time":"2026-12-06T23:59:59.000000000Z","stream":"stdout","message":"m","kubernetes":{"namespace":"payments","pod":"api-1","container":"app"}}"#;
+        assert_eq!(p.prefix(line, 0), "fluentd/prod/payments/dt=20261206/");
+        let next_day = br#"{"time":"2026-12-07T00:00:01.000000000Z","stream":"stdout","message":"m","kubernetes":{"namespace":"payments","pod":"api-1","container":"app"}}"#;
+        assert_eq!(p.prefix(next_day, 0), "fluentd/prod/payments/dt=20261207/");
+        assert_eq!(p.prefix(b"not json", 0), "fluentd/prod/unknown/dt=19700101/");
+        let t = KeyTemplate::parse("{cluster}/{node}/{namespace}/{pod}/{container}/{date}/{hour}/").unwrap();
+        let mut p = KeyPrefixes::new(t, "ip-10-0-0-1.ec2.internal".into(), "prod".into());
+        assert_eq!(p.prefix(line, 0), "prod/ip-10-0-0-1.ec2.internal/payments/api-1/app/20261206/23/");
+        assert!(KeyTemplate::parse("{day}/").unwrap_err().contains("not a placeholder"));
+        assert!(KeyTemplate::parse("/abs/").unwrap_err().contains("must not start with '/'"));
+    }
+}

@@ -1,0 +1,273 @@
+//! The S3 delivery loop, on the shared core (`core`): chunks of JSON lines in, objects
+//! out, acknowledgements once every object holding a chunk's lines is written.
+//!
+//! ```text
+//! chunks ─► key prefix per event (namespace, day…) ─► an open object per prefix
+//!    ▲                                                   │ full (object_max_bytes) or
+//!    │                                                   ▼ old (object_max_age): sealed
+//!    └── ack(seq) once every object with its lines ◄── compressed ─► PutObject ×N
+//!        was written
+//! ```
+//!
+//! - Each chunk counts the objects holding its lines; it is acknowledged when all of
+//!   them were written. A failed put is retried with backoff, the same key and bytes.
+//! - Object names never collide: the node, the time the object was sealed, this
+//!   process's start and a sequence number (see `batch::s3`).
+//! - Memory is bounded: open objects together hold at most [`OPEN_BYTES`] (then the
+//!   largest is sealed early), and sealed ones waiting at most [`QUEUE_BYTES`] (then no
+//!   more chunks are taken).
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+
+use super::client::{Failure, FailureKind};
+use super::core::{earliest, Chunk, Delivered, Failures, Ledger, Loop};
+use super::pace::Pacer;
+use super::s3::S3;
+use crate::batch::s3::KeyPrefixes;
+use crate::config::{Compression, S3Config};
+use crate::metrics::SinkCounters;
+use crate::sink::backoff::{seed, Backoff};
+
+/// Open objects together, at most (then the largest is sealed early).
+const OPEN_BYTES: usize = 32 << 20;
+/// Sealed objects waiting to be written, at most (then no more chunks are taken).
+const QUEUE_BYTES: usize = 32 << 20;
+
+/// An object being filled.
+struct OpenObject {
+    data: Vec<u8>,
+    lines: u64,
+    /// The chunks with lines in it, ascending, each once.
+    chunks: Vec<u64>,
+    opened: Instant,
+}
+
+/// An object ready to be written (or written again).
+pub(super) struct Sealed {
+    key: String,
+    body: Vec<u8>,
+    raw_bytes: usize,
+    lines: u64,
+    chunks: Vec<u64>,
+}
+
+type Answer = (Sealed, Instant, Result<(), Failure>);
+
+/// The S3 delivery loop.
+pub struct S3Delivery<A: FnMut(u64)> {
+    s3: S3,
+    config: S3Config,
+    prefixes: KeyPrefixes,
+    pacer: Pacer,
+    open: HashMap<String, OpenObject>,
+    open_bytes: usize,
+    ready: VecDeque<Sealed>,
+    ready_bytes: usize,
+    retry_at: Option<Instant>,
+    backoff: Backoff,
+    ledger: Ledger<A>,
+    in_flight: JoinSet<Answer>,
+    counters: Arc<SinkCounters>,
+    done: Delivered,
+    failures: Failures,
+    /// This process's start (ns), in every object name, and the objects named so far.
+    run: i64,
+    named: u64,
+}
+
+impl<A: FnMut(u64)> S3Delivery<A> {
+    pub fn new(s3: S3, config: S3Config, ledger: Ledger<A>, counters: Arc<SinkCounters>) -> Self {
+        let prefixes = KeyPrefixes::new(config.key_prefix.clone(), config.node.clone(), config.cluster.clone());
+        let pacer = Pacer::new(config.pacing);
+        counters.set_rate(0.0, pacer.requests_per_second());
+        let backoff = Backoff::try_new(Duration::from_millis(100), config.retry_max_wait.max(Duration::from_millis(100)), seed()).expect("valid bounds");
+        Self {
+            s3,
+            prefixes,
+            pacer,
+            open: HashMap::new(),
+            open_bytes: 0,
+            ready: VecDeque::new(),
+            ready_bytes: 0,
+            retry_at: None,
+            backoff,
+            ledger,
+            in_flight: JoinSet::new(),
+            counters,
+            done: Delivered::default(),
+            failures: Failures::default(),
+            run: crate::event::time::now(),
+            named: 0,
+            config,
+        }
+    }
+
+    /// Adds one line (without its newline) of chunk `seq` to its prefix's object.
+    fn add_line(&mut self, line: &[u8], seq: u64, now_ns: i64) {
+        let prefix = self.prefixes.prefix(line, now_ns);
+        if !self.open.contains_key(prefix) {
+            self.open.insert(prefix.to_owned(), OpenObject { data: Vec::new(), lines: 0, chunks: Vec::new(), opened: Instant::now() });
+        }
+        let obj = self.open.get_mut(prefix).expect("inserted above");
+        if obj.chunks.last() != Some(&seq) {
+            obj.chunks.push(seq);
+            self.ledger.wait(seq);
+        }
+        obj.data.extend_from_slice(line);
+        obj.data.push(b'\n');
+        obj.lines += 1;
+        self.open_bytes += line.len() + 1;
+        if obj.data.len() >= self.config.object_max_bytes {
+            let prefix = prefix.to_owned();
+            self.seal(&prefix);
+        }
+    }
+
+    /// Seals the largest open object while the open ones hold too much.
+    fn bound_open(&mut self) {
+        while self.open_bytes > OPEN_BYTES {
+            let Some(prefix) = self.open.iter().max_by_key(|(_, o)| o.data.len()).map(|(p, _)| p.clone()) else { return };
+            self.seal(&prefix);
+        }
+    }
+
+    /// Closes `prefix`'s object: names it, compresses it, queues it to be written.
+    fn seal(&mut self, prefix: &str) {
+        let Some(obj) = self.open.remove(prefix) else { return };
+        self.open_bytes -= obj.data.len();
+        self.named += 1;
+        let stamp = crate::event::time::format_rfc3339(crate::event::time::now());
+        let stamp: String = stamp[..19].chars().filter(|c| c.is_ascii_digit() || *c == 'T').collect();
+        let key = format!("{prefix}{}-{stamp}Z-{:x}-{:06}{}", self.config.node, self.run, self.named, self.config.compression.extension());
+        let raw_bytes = obj.data.len();
+        let body = compress(obj.data, self.config.compression);
+        self.ready_bytes += body.len();
+        self.ready.push_back(Sealed { key, body, raw_bytes, lines: obj.lines, chunks: obj.chunks });
+    }
+
+    fn accepted(&mut self, sealed: Sealed) {
+        self.backoff.reset();
+        self.failures.succeeded();
+        self.pacer.succeeded();
+        let c = &self.counters;
+        c.succeeded();
+        c.records_ok.fetch_add(sealed.lines, Ordering::Relaxed);
+        c.bytes.fetch_add(sealed.raw_bytes as u64, Ordering::Relaxed);
+        self.done.records += 1;
+        self.done.bytes += sealed.raw_bytes as u64;
+        for seq in sealed.chunks {
+            self.ledger.settle(seq);
+            self.ledger.try_ack(seq, false);
+        }
+    }
+
+    fn failed(&mut self, sealed: Sealed, sent: Instant, failure: Failure) {
+        if failure.kind == FailureKind::Throttled {
+            self.counters.throttled.fetch_add(1, Ordering::Relaxed);
+            self.pacer.throttled(sent);
+        }
+        if self.failures.failed(&self.counters, &failure, 1) {
+            match failure.kind {
+                FailureKind::Permanent => tracing::error!(bucket = self.s3.bucket(), key = %sealed.key, error = %failure.message, "S3 refused the object; the data stays buffered and is retried until this is fixed"),
+                _ => tracing::warn!(bucket = self.s3.bucket(), key = %sealed.key, error = %failure.message, "S3 put failed; retrying with backoff"),
+            }
+        }
+        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+        let at = Instant::now() + self.backoff.next_wait();
+        self.retry_at = Some(self.retry_at.map_or(at, |t| t.max(at)));
+        self.ready_bytes += sealed.body.len();
+        self.ready.push_front(sealed);
+    }
+}
+
+fn compress(data: Vec<u8>, compression: Compression) -> Vec<u8> {
+    match compression {
+        Compression::None => data,
+        Compression::Gzip => {
+            let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 6), flate2::Compression::fast());
+            gz.write_all(&data).expect("writing to memory cannot fail");
+            gz.finish().expect("writing to memory cannot fail")
+        }
+    }
+}
+
+impl<A: FnMut(u64)> Loop for S3Delivery<A> {
+    type Answer = Answer;
+
+    fn take(&mut self, chunk: Chunk) -> anyhow::Result<()> {
+        let seq = chunk.seq;
+        self.ledger.open(seq);
+        let now_ns = crate::event::time::now();
+        for line in chunk.data.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+            self.add_line(line, seq, now_ns);
+        }
+        self.bound_open();
+        self.ledger.complete(seq);
+        self.ledger.try_ack(seq, false);
+        self.done.chunks += 1;
+        Ok(())
+    }
+
+    /// When the oldest open object is due, or a retry's backoff ends.
+    fn deadline(&self) -> Option<Instant> {
+        let aged = self.open.values().map(|o| o.opened + self.config.object_max_age).min();
+        let retry = self.retry_at.filter(|_| !self.ready.is_empty() && self.in_flight.len() < self.config.max_in_flight);
+        earliest(aged, retry)
+    }
+
+    /// Seals objects that are old enough (all of them when closing), then writes
+    /// sealed ones while there is room in flight.
+    async fn dispatch(&mut self, closing: bool) {
+        let now = Instant::now();
+        let due: Vec<String> = self.open.iter().filter(|(_, o)| closing || now.duration_since(o.opened) >= self.config.object_max_age).map(|(p, _)| p.clone()).collect();
+        for prefix in due {
+            self.seal(&prefix);
+        }
+        while self.in_flight.len() < self.config.max_in_flight && !self.ready.is_empty() {
+            if self.retry_at.is_some_and(|t| Instant::now() < t) {
+                return;
+            }
+            let sealed = self.ready.pop_front().expect("not empty");
+            self.ready_bytes -= sealed.body.len();
+            self.pacer.admit(1, 0).await;
+            let s3 = self.s3.clone();
+            let compression = self.config.compression;
+            self.in_flight.spawn(async move {
+                let sent = Instant::now();
+                let result = s3.put(&sealed.key, sealed.body.clone(), compression).await;
+                (sealed, sent, result)
+            });
+        }
+    }
+
+    async fn answer(&mut self, (sealed, sent, result): Answer) -> anyhow::Result<()> {
+        match result {
+            Ok(()) => self.accepted(sealed),
+            Err(failure) => self.failed(sealed, sent, failure),
+        }
+        self.counters.set_rate(0.0, self.pacer.requests_per_second());
+        Ok(())
+    }
+
+    fn idle(&self) -> bool {
+        self.open.is_empty() && self.ready.is_empty() && self.in_flight.is_empty()
+    }
+
+    fn room(&self) -> bool {
+        self.ready_bytes < QUEUE_BYTES
+    }
+
+    fn in_flight(&mut self) -> &mut JoinSet<Answer> {
+        &mut self.in_flight
+    }
+
+    fn delivered(&self) -> Delivered {
+        self.done
+    }
+}
