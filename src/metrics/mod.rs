@@ -49,6 +49,9 @@ pub struct SinkCounters {
     pub throttled: AtomicU64,
     /// Firehose: accepted records' sizes rounded up to 5 KiB, as AWS bills them.
     pub billed_bytes: AtomicU64,
+    /// S3: objects written, and their bytes as stored (compressed).
+    pub objects: AtomicU64,
+    pub stored_bytes: AtomicU64,
     /// The pace the sink allows itself now (bytes/s, an f64's bits); 0: unpaced.
     pub rate_bytes_per_second: AtomicU64,
     /// The same in requests per second (an f64's bits); 0: unpaced.
@@ -329,6 +332,10 @@ fn publish_sink(sink: &SinkTelemetry) {
     counter!("logferry_sink_throttled_total", "sink" => name()).absolute(get(&s.throttled));
     gauge!("logferry_sink_rate_bytes_per_second", "sink" => name()).set(f64::from_bits(get(&s.rate_bytes_per_second)));
     gauge!("logferry_sink_rate_requests_per_second", "sink" => name()).set(f64::from_bits(get(&s.rate_requests_per_second)));
+    if sink.kind == "s3" {
+        counter!("logferry_sink_objects_total", "sink" => name()).absolute(get(&s.objects));
+        counter!("logferry_sink_stored_bytes_total", "sink" => name()).absolute(get(&s.stored_bytes));
+    }
     if sink.kind == "cloudwatch" {
         gauge!("logferry_sink_streams", "sink" => name(), "state" => "active").set(get(&s.streams).saturating_sub(get(&s.streams_parked)) as f64);
         gauge!("logferry_sink_streams", "sink" => name(), "state" => "parked").set(get(&s.streams_parked) as f64);
@@ -386,6 +393,8 @@ fn describe_all() {
     describe_counter!("logferry_multiline_lines_total", "Lines that went into multiline events.");
     describe_counter!("logferry_multiline_flushed_total", "Multiline groups closed because the file went quiet for flush_timeout, or ended, rather than by a line that does not continue them.");
     describe_counter!("logferry_multiline_capped_total", "Multiline groups closed at max_lines or decode.max_message_bytes (the rest of the trace goes line by line).");
+    describe_counter!("logferry_sink_objects_total", "S3: objects written.");
+    describe_counter!("logferry_sink_stored_bytes_total", "S3: bytes of the objects written, as stored (compressed); logferry_sink_bytes_total has them before compression.");
     describe_counter!("logferry_partial_lines_total", "Messages emitted flagged partial: a split line unfinished when its file ended or went quiet, or the first message of a stream after input lost unread (its head may be missing).");
     describe_counter!("logferry_dropped_records_total", "Records dropped by policy, by reason (oversize, buffer_full, corrupt, too_large, dead_letter, too_old, too_new, parked).");
     describe_gauge!("logferry_sink_streams", "CloudWatch Logs: log streams with events queued or in flight (state=active), and those parked after refusing permanently (state=parked).");

@@ -620,6 +620,22 @@ fn the_cloudwatch_policy_allows_only_the_configured_log_group_prefix() {
     assert_eq!(all, want.iter().map(|s| s.to_string()).collect());
 }
 
+/// `manifests/iam/s3-policy.json` against the S3 sink's reference config: PutObject
+/// only, on the bucket under the key prefix's fixed part.
+#[test]
+fn the_s3_policy_allows_put_object_under_the_key_prefix_only() {
+    let config: toml::Table = std::fs::read_to_string(repo().join("tests/fixtures/config/sink/s3.toml")).unwrap().parse().unwrap();
+    let sink = config["sink"].as_table().unwrap();
+    let bucket = sink["bucket"].as_str().unwrap();
+    let fixed = sink["key_prefix"].as_str().unwrap().split('{').next().unwrap();
+    assert!(!fixed.is_empty(), "the key prefix starts with a fixed part the policy can name");
+    let statements = policy("s3-policy.json");
+    assert_eq!(statements.len(), 1);
+    let (actions, resources) = &statements[0];
+    assert_eq!(actions, &BTreeSet::from(["s3:PutObject".to_string()]));
+    assert_eq!(resources, &[format!("arn:aws:s3:::{bucket}/{fixed}*")]);
+}
+
 #[test]
 fn the_trust_policies_name_the_service_account() {
     let sa = base().one("ServiceAccount");

@@ -149,6 +149,12 @@ fn serve(conn: TcpStream, seen: &Mutex<Seen>, policy: &Mutex<Policy>) {
     loop {
         let Some((headers, body)) = read_request(&mut reader, &mut conn) else { return };
         let target = headers.get("x-amz-target").cloned().unwrap_or_default();
+        if target.is_empty() && headers[":method"] == "PUT" {
+            if !put_object(&mut conn, &headers[":path"], body, seen, policy) {
+                return;
+            }
+            continue;
+        }
         let logs = target.starts_with("Logs_");
         let call = match target.rsplit('.').next().unwrap_or_default() {
             "PutRecordBatch" => parse_call(&body),
@@ -233,6 +239,67 @@ fn serve(conn: TcpStream, seen: &Mutex<Seen>, policy: &Mutex<Policy>) {
             }
         }
     }
+}
+
+/// S3 `PutObject` (`PUT /<bucket>/<key>`, path style): an accepted object is kept
+/// under its path as one record, its bytes as sent (compressed or not). Returns
+/// whether the connection stays open.
+fn put_object(conn: &mut TcpStream, path: &str, body: Vec<u8>, seen: &Mutex<Seen>, policy: &Mutex<Policy>) -> bool {
+    let call = Call { stream: path.to_string(), bytes: body.len(), records: vec![body] };
+    let action = (policy.lock().unwrap())(&call);
+    let mut s = seen.lock().unwrap();
+    s.calls += 1;
+    let error = |code: &str| format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected {code}</Message></Error>");
+    match action {
+        Action::Accept | Action::Partial(_) | Action::RejectOld(_) => {
+            s.accepted_at.push((call.stream.clone(), Instant::now(), call.bytes));
+            s.accepted.entry(call.stream).or_default().extend(call.records);
+            drop(s);
+            respond_xml(conn, 200, "");
+        }
+        Action::Throttle => {
+            s.throttled += 1;
+            *s.throttled_by.entry(call.stream).or_default() += 1;
+            drop(s);
+            respond_xml(conn, 503, &error("SlowDown"));
+        }
+        Action::ServerError => {
+            s.faults += 1;
+            drop(s);
+            respond_xml(conn, 500, &error("InternalError"));
+        }
+        Action::Error(status, code) => {
+            s.faults += 1;
+            drop(s);
+            respond_xml(conn, status, &error(code));
+        }
+        Action::Slow(wait) => {
+            s.faults += 1;
+            drop(s);
+            std::thread::sleep(wait);
+            respond_xml(conn, 200, "");
+            return false;
+        }
+        Action::Reset => {
+            s.faults += 1;
+            return false;
+        }
+    }
+    true
+}
+
+fn respond_xml(conn: &mut TcpStream, status: u16, body: &str) {
+    let reason = match status {
+        200 => "OK",
+        500 => "Internal Server Error",
+        503 => "Slow Down",
+        _ => "Error",
+    };
+    let _ = write!(
+        conn,
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nETag: \"0\"\r\nx-amz-request-id: test\r\n\r\n{body}",
+        body.len()
+    );
 }
 
 /// Keeps the accepted records; the response body.
@@ -322,6 +389,9 @@ fn read_request(reader: &mut BufReader<TcpStream>, conn: &mut TcpStream) -> Opti
     let mut headers = HashMap::new();
     let mut line = String::new();
     reader.read_line(&mut line).ok().filter(|&n| n > 0)?;
+    let mut request = line.split_whitespace();
+    headers.insert(":method".to_string(), request.next().unwrap_or_default().to_string());
+    headers.insert(":path".to_string(), request.next().unwrap_or_default().to_string());
     loop {
         line.clear();
         reader.read_line(&mut line).ok().filter(|&n| n > 0)?;

@@ -100,3 +100,85 @@ fn several_nodes_never_overwrite_each_other() {
         assert_each_once(&got, &want);
     }
 }
+
+/// Faults the emulator cannot make (503 SlowDown, 500, resets, a slow answer), from
+/// the fault server: every line arrives, and no object is written twice once accepted.
+#[test]
+fn faults_lose_nothing_and_accepted_objects_are_never_written_again() {
+    use crate::fault::{Action, FaultServer, Rng};
+    let mut rng = Rng(0x5eed_5eed);
+    let server = FaultServer::start(move |_| match rng.next() % 8 {
+        0 => Action::Throttle,
+        1 => Action::ServerError,
+        2 => Action::Reset,
+        3 => Action::Error(503, "SlowDown"),
+        _ => Action::Accept,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let web = pod_log(dir.path(), "shop", "web", 4000);
+    let sink = s3_sink(&server.endpoint(), "faulty", "n1", "compression = \"none\"\nobject_max_bytes = 65536\nretry_max_wait = \"200ms\"\nmax_in_flight = 8");
+    let out = replay(&replay_config(dir.path(), &sink), &[&web]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen = server.seen.lock().unwrap();
+    assert!(seen.faults + seen.throttled > 5, "the plan injected faults ({} faults, {} throttled)", seen.faults, seen.throttled);
+    let mut got = Vec::new();
+    for (key, bodies) in &seen.accepted {
+        assert_eq!(bodies.len(), 1, "{key} was accepted more than once");
+        got.extend(bodies[0].split_inclusive(|&c| c == b'\n').map(<[u8]>::to_vec));
+    }
+    assert_each_once(&got, &expected_lines(&[&web]));
+}
+
+/// Five SIGKILLs of `logferry run` shipping to S3 (the fault server, accepting), with
+/// objects sealed every 200 ms: every line arrives, a settled line never twice.
+#[test]
+fn sigkill_mid_object_loses_nothing() {
+    use crate::fault::{Action, FaultServer};
+    let server = FaultServer::start(|_| Action::Accept);
+    let sink = s3_sink(&server.endpoint(), "killed", "n1", "compression = \"none\"\nobject_max_age = \"200ms\"");
+    let messages = || -> Vec<String> {
+        let seen = server.seen.lock().unwrap();
+        seen.accepted.values().flatten().flat_map(|body| body.split_inclusive(|&c| c == b'\n').map(crate::fault::message)).collect()
+    };
+    crate::aws::sigkill_rounds(&sink, crate::node::append_cri, messages);
+}
+
+/// `logferry run` over the kubelet simulator (rotation, split lines, five namespaces)
+/// shipping to S3 in the emulator: every line exactly once, each object under its
+/// events' namespace and day.
+#[test]
+fn a_busy_node_ships_every_line_once_to_s3() {
+    let moto = Moto::start();
+    moto.helper(&["s3-setup", &moto.endpoint, "node-logs"]);
+    let node = crate::node::Node::new();
+    let config = node.sinks_config("", &s3_sink(&moto.endpoint, "node-logs", "n1", "object_max_age = \"1s\"").replace("[sink]", "[sinks.archive]"));
+    let mut shipper = crate::node::Shipper::start(crate::aws::logferry_command(), &config, node.out());
+    let status = crate::kubelet::simulator(node.root(), "cri")
+        .args(["--pods", "5", "--containers-per-pod", "2", "--rate", "600", "--duration", "5", "--seed", "18"])
+        .args(["--max-files", "5", "--long-every", "40"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("python3 runs tests/kubelet_sim.py");
+    assert!(status.success());
+    let written: Vec<String> = fs::read_to_string(node.root().join("truth.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["message"].as_str().unwrap().to_string())
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let lines = loop {
+        let lines: Vec<(String, String)> = objects(&moto, "node-logs").into_iter().flat_map(|o| o.lines.into_iter().map(move |l| (o.key.clone(), l))).collect();
+        if lines.len() >= written.len() || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert!(shipper.stop().success(), "{}", shipper.stderr());
+    for (key, line) in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let ns = v["kubernetes"]["namespace"].as_str().unwrap();
+        assert!(key.starts_with(&format!("fluentd/prod/{ns}/dt=")), "{key} holds an event of {ns}");
+    }
+    let got: Vec<String> = lines.iter().map(|(_, l)| serde_json::from_str::<serde_json::Value>(l).unwrap()["message"].as_str().unwrap().to_string()).collect();
+    crate::node::assert_exactly_once(got, &written);
+}

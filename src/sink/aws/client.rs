@@ -91,6 +91,10 @@ const PERMANENT_CODES: &[(&str, &str)] = &[
     ("InvalidParameterException", "AWS refused the request's parameters: check the sink's settings"),
     ("InvalidKMSResourceException", "the stream's KMS key cannot be used: check the key and its policy"),
     ("KMSAccessDeniedException", "the stream's KMS key cannot be used: check the key and its policy"),
+    ("NoSuchBucket", "the bucket does not exist: check sink.bucket and sink.region"),
+    ("AccessDenied", "the role lacks permission: see manifests/iam/ for the policy logferry needs"),
+    ("InvalidAccessKeyId", "the credentials are not valid: check IRSA / Pod Identity or AWS_ACCESS_KEY_ID"),
+    ("SignatureDoesNotMatch", "the request signature was refused: check the credentials and the node's clock"),
 ];
 
 /// Classifies a failed SDK call.

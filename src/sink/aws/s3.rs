@@ -21,7 +21,12 @@ impl S3 {
         let sdk = client::sdk_config(config.region.as_deref(), config.endpoint.as_deref(), config.request_timeout).await?;
         // An endpoint of one's own (a VPC endpoint's URL, an emulator) takes the bucket
         // in the path.
-        let s3 = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(config.endpoint.is_some()).build();
+        // No checksum where S3 does not require one (PutObject): the body is signed
+        // already, and a trailing checksum would cost a pass over every object.
+        let s3 = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(config.endpoint.is_some())
+            .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
+            .build();
         Ok(Self { client: aws_sdk_s3::Client::from_conf(s3), bucket: config.bucket.clone() })
     }
 

@@ -159,6 +159,8 @@ impl<A: FnMut(u64)> S3Delivery<A> {
         c.succeeded();
         c.records_ok.fetch_add(sealed.lines, Ordering::Relaxed);
         c.bytes.fetch_add(sealed.raw_bytes as u64, Ordering::Relaxed);
+        c.objects.fetch_add(1, Ordering::Relaxed);
+        c.stored_bytes.fetch_add(sealed.body.len() as u64, Ordering::Relaxed);
         self.done.records += 1;
         self.done.bytes += sealed.raw_bytes as u64;
         for seq in sealed.chunks {
