@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""A Firehose endpoint on 127.0.0.1 that accepts every PutRecordBatch: the far end
-of benches/firehose.sh, so that what is measured is logferry's own work.
+"""A Firehose endpoint on 127.0.0.1 that accepts every PutRecordBatch, and an S3 one
+that accepts every PutObject: the far end of benches/firehose.sh and benches/s3.sh, so
+that what is measured is logferry's own work.
 
     accept_all.py PORT_FILE     listens on a free port, writes it to PORT_FILE
 
@@ -33,6 +34,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(out)))
         self.end_headers()
         self.wfile.write(out)
+
+    def do_PUT(self):
+        global calls, records, body_bytes
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        calls += 1
+        records += 1
+        body_bytes += len(body)
+        self.send_response(200)
+        self.send_header("ETag", '"0"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def log_message(self, *args):
         pass

@@ -385,6 +385,9 @@ impl std::fmt::Display for Summary {
             if d.billed_bytes > 0 {
                 write!(f, " (billed as {}, {:.3}×)", d.billed_bytes, d.billed_bytes as f64 / d.bytes.max(1) as f64)?;
             }
+            if d.stored_bytes > 0 {
+                write!(f, " (stored {} bytes, {:.3}×)", d.stored_bytes, d.stored_bytes as f64 / d.bytes.max(1) as f64)?;
+            }
             write!(f, "  truncated {}  dead letters {}", d.truncated, d.dead_letters)?;
         }
         if self.filtered + self.unselected_sets as u64 > 0 {

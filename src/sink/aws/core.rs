@@ -45,6 +45,8 @@ pub struct Delivered {
     pub records: u64,
     pub bytes: u64,
     pub billed_bytes: u64,
+    /// S3: the objects' bytes as stored (compressed).
+    pub stored_bytes: u64,
     pub truncated: u64,
     pub dead_letters: u64,
 }
@@ -55,6 +57,7 @@ impl Delivered {
         self.records += o.records;
         self.bytes += o.bytes;
         self.billed_bytes += o.billed_bytes;
+        self.stored_bytes += o.stored_bytes;
         self.truncated += o.truncated;
         self.dead_letters += o.dead_letters;
     }

@@ -18,7 +18,6 @@
 //!   more chunks are taken).
 
 use std::collections::{HashMap, VecDeque};
-use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -163,6 +162,7 @@ impl<A: FnMut(u64)> S3Delivery<A> {
         c.stored_bytes.fetch_add(sealed.body.len() as u64, Ordering::Relaxed);
         self.done.records += 1;
         self.done.bytes += sealed.raw_bytes as u64;
+        self.done.stored_bytes += sealed.body.len() as u64;
         for seq in sealed.chunks {
             self.ledger.settle(seq);
             self.ledger.try_ack(seq, false);
@@ -188,13 +188,18 @@ impl<A: FnMut(u64)> S3Delivery<A> {
     }
 }
 
+/// The object's body: gzip at libdeflate's level 1 (the whole object is in memory,
+/// which is what libdeflate wants; several times faster than zlib at a similar ratio
+/// on logs).
 fn compress(data: Vec<u8>, compression: Compression) -> Vec<u8> {
     match compression {
         Compression::None => data,
         Compression::Gzip => {
-            let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 6), flate2::Compression::fast());
-            gz.write_all(&data).expect("writing to memory cannot fail");
-            gz.finish().expect("writing to memory cannot fail")
+            let mut gz = libdeflater::Compressor::new(libdeflater::CompressionLvl::new(1).expect("1 is a level"));
+            let mut out = vec![0; gz.gzip_compress_bound(data.len())];
+            let n = gz.gzip_compress(&data, &mut out).expect("the bound fits the compressed data");
+            out.truncate(n);
+            out
         }
     }
 }
