@@ -117,9 +117,14 @@ impl KeyPrefixes {
     /// The key prefix of one JSON line (without its newline); a line that is not an
     /// event of ours goes under "unknown" metadata at `now` (ns since the epoch).
     pub fn prefix(&mut self, line: &[u8], now: i64) -> &str {
-        let parsed: Option<EventFields<'_>> = serde_json::from_slice(line).ok();
-        let kube = parsed.as_ref().and_then(|p| p.kubernetes).map_or(&b""[..], |k| k.get().as_bytes());
-        let time = parsed.as_ref().and_then(|p| crate::event::time::parse_rfc3339(p.time.as_bytes())).unwrap_or(now);
+        let (kube, time) = match fields_fast(line) {
+            Some(found) => found,
+            None => {
+                let parsed: Option<EventFields<'_>> = serde_json::from_slice(line).ok();
+                let kube = parsed.as_ref().and_then(|p| p.kubernetes).map_or(&b""[..], |k| k.get().as_bytes());
+                (kube, parsed.as_ref().and_then(|p| crate::event::time::parse_rfc3339(p.time.as_bytes())).unwrap_or(now))
+            }
+        };
         let hour_index = u32::try_from(time.div_euclid(3_600_000_000_000)).unwrap_or(0);
         let key = (Box::<[u8]>::from(kube), hour_index);
         if !self.rendered.contains_key(&key) {
@@ -148,6 +153,22 @@ impl KeyPrefixes {
     }
 }
 
+/// The `kubernetes` object and the time of a line as logferry's encoder writes it
+/// (`{"time":"<30 characters>",…,"kubernetes":{…}}`), without parsing the message:
+/// `None` for anything else (then the line is parsed). Inside the message a quote is
+/// escaped, so the last `,"kubernetes":{` is the encoder's own.
+fn fields_fast(line: &[u8]) -> Option<(&[u8], i64)> {
+    const HEAD: &[u8] = b"{\"time\":\"";
+    let time = line.strip_prefix(HEAD)?.get(..30).filter(|_| line.get(HEAD.len() + 30) == Some(&b'"'))?;
+    let time = crate::event::time::parse_rfc3339(time)?;
+    const KUBE: &[u8] = b",\"kubernetes\":";
+    let kube = match memchr::memmem::rfind(line, KUBE) {
+        Some(at) => line[at + KUBE.len()..].strip_suffix(b"}")?,
+        None => b"",
+    };
+    Some((kube, time))
+}
+
 /// `YYYYMMDD` and `HH` of a time (ns since the epoch), UTC.
 pub fn date_and_hour(ns: i64) -> (String, String) {
     let text = crate::event::time::format_rfc3339(ns);
@@ -170,6 +191,10 @@ mod tests {
         let t = KeyTemplate::parse("{cluster}/{node}/{namespace}/{pod}/{container}/{date}/{hour}/").unwrap();
         let mut p = KeyPrefixes::new(t, "ip-10-0-0-1.ec2.internal".into(), "prod".into());
         assert_eq!(p.prefix(line, 0), "prod/ip-10-0-0-1.ec2.internal/payments/api-1/app/20261206/23/");
+        // The fast path and the parse agree, with and without metadata.
+        let plain = br#"{"time":"2026-12-06T01:00:00.000000000Z","stream":"stdout","message":"x \",\"kubernetes\":{ y"}"#;
+        assert_eq!(fields_fast(plain).map(|(k, _)| k), Some(&b""[..]));
+        assert_eq!(fields_fast(line).map(|(k, _)| k), Some(&br#"{"namespace":"payments","pod":"api-1","container":"app"}"#[..]));
         assert!(KeyTemplate::parse("{day}/").unwrap_err().contains("not a placeholder"));
         assert!(KeyTemplate::parse("/abs/").unwrap_err().contains("must not start with '/'"));
     }
