@@ -284,7 +284,10 @@ fn build_s3(ck: &mut Checker, at: &str, raw: RawSink, env: &EnvView) -> S3Config
     });
     let var = |name: &str| env.vars.get(name).cloned().unwrap_or_default();
     let cluster = ck.get(&format!("{at}.cluster"), raw.cluster, "a string").unwrap_or_else(|| var("CLUSTER_NAME"));
-    let node = ck.get(&format!("{at}.node"), raw.node, "a string").unwrap_or_else(|| var("NODE_NAME"));
+    // Object names carry the node so that nodes never overwrite each other's objects:
+    // NODE_NAME (the DaemonSet sets it), else the host's name.
+    let host = || std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    let node = ck.get(&format!("{at}.node"), raw.node, "a string").unwrap_or_else(|| Some(var("NODE_NAME")).filter(|n| !n.is_empty()).unwrap_or_else(host));
     if node.is_empty() {
         ck.report(&format!("{at}.node"), "required: object names carry the node so that nodes never overwrite each other's objects; set it, or NODE_NAME in the environment");
     }

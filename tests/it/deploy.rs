@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-const KUSTOMIZATIONS: &[&str] = &["base", "overlays/firehose", "overlays/cloudwatch"];
+const KUSTOMIZATIONS: &[&str] = &["base", "overlays/firehose", "overlays/cloudwatch", "overlays/s3"];
 
 /// The Kubernetes versions EKS runs in standard or extended support (November 2026:
 /// 1.31's extended support ends 2026-11-26). The kubernetes-validate wheel pinned in

@@ -248,6 +248,7 @@ fn the_s3_reference_sets_every_key_and_s3_problems_name_their_keys() {
     let SinkConfig::S3(s3) = &config.sinks[0].config else { panic!("an S3 sink") };
     assert_eq!((s3.compression, s3.object_max_bytes, s3.object_max_age), (Compression::Gzip, 8 << 20, ms(60_000)));
     let p = problems("[sink]\ntype = \"s3\"\nkey_prefix = \"/{day}/\"\ncompression = \"lz4\"\nobject_max_age = \"0s\"");
-    assert_eq!(keys(&p), ["sink.bucket", "sink.key_prefix", "sink.node", "sink.compression", "sink.object_max_age"]);
+    assert_eq!(keys(&p), ["sink.bucket", "sink.key_prefix", "sink.compression", "sink.object_max_age"]);
+    let p = problems("[sink]\ntype = \"s3\"\nbucket = \"b\"\nnode = \"\"");
     assert!(message(&p, "sink.node").contains("NODE_NAME"));
 }
