@@ -9,7 +9,7 @@
 #   --runs R      timed runs per mode; default 3
 #   --bin PATH    this logferry binary instead of `cargo build --release`'s
 #
-# Modes: gzip (the default) and none. Reports per mode: best user+sys CPU seconds, MB of
+# Modes: gzip (the default), zstd and none. Reports per mode: best user+sys CPU seconds, MB of
 # event JSON per CPU-second, peak RSS, objects, and stored/raw bytes.
 set -euo pipefail
 
@@ -45,7 +45,7 @@ endpoint="http://127.0.0.1:$(cat "$tmp/port")"
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_EC2_METADATA_DISABLED=true
 
 printf '\n%-6s %8s %10s %8s %8s %12s\n' mode cpu_s MB/cpu_s rss_MiB objects stored/raw
-for mode in gzip none; do
+for mode in gzip zstd none; do
     cat > "$tmp/s3.toml" <<TOML
 data_dir = "$tmp/data"
 [sink]

@@ -250,6 +250,7 @@ pub struct S3Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     Gzip,
+    Zstd,
     None,
 }
 
@@ -258,6 +259,7 @@ impl Compression {
     pub fn extension(self) -> &'static str {
         match self {
             Compression::Gzip => ".jsonl.gz",
+            Compression::Zstd => ".jsonl.zst",
             Compression::None => ".jsonl",
         }
     }

@@ -294,7 +294,7 @@ fn build_s3(ck: &mut Checker, at: &str, raw: RawSink, env: &EnvView) -> S3Config
     if key_prefix.uses("cluster") && cluster.is_empty() {
         ck.report(&format!("{at}.cluster"), format!("required by {{cluster}} in {at}.key_prefix: set it, or CLUSTER_NAME in the environment"));
     }
-    let compression = ck.choice(&format!("{at}.compression"), raw.compression, Compression::Gzip, &[("gzip", Compression::Gzip), ("none", Compression::None)]);
+    let compression = ck.choice(&format!("{at}.compression"), raw.compression, Compression::Gzip, &[("gzip", Compression::Gzip), ("zstd", Compression::Zstd), ("none", Compression::None)]);
     S3Config {
         bucket,
         region: common.region,

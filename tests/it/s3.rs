@@ -182,3 +182,25 @@ fn a_busy_node_ships_every_line_once_to_s3() {
     let got: Vec<String> = lines.iter().map(|(_, l)| serde_json::from_str::<serde_json::Value>(l).unwrap()["message"].as_str().unwrap().to_string()).collect();
     crate::node::assert_exactly_once(got, &written);
 }
+
+/// `compression = "zstd"`: `.jsonl.zst` objects that decompress to every line once.
+#[test]
+fn zstd_objects_decompress_to_every_line_once() {
+    use crate::fault::{Action, FaultServer};
+    let server = FaultServer::start(|_| Action::Accept);
+    let dir = tempfile::tempdir().unwrap();
+    let web = pod_log(dir.path(), "shop", "web", 2000);
+    let sink = s3_sink(&server.endpoint(), "zst", "n1", "compression = \"zstd\"\nobject_max_bytes = 131072");
+    let out = replay(&replay_config(dir.path(), &sink), &[&web]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen = server.seen.lock().unwrap();
+    assert!(seen.accepted.len() > 2);
+    let mut got = Vec::new();
+    for (key, bodies) in &seen.accepted {
+        assert!(key.split('?').next().unwrap().ends_with(".jsonl.zst"), "{key}");
+        let data = zstd::decode_all(&bodies[0][..]).unwrap();
+        assert!(bodies[0].len() < data.len(), "{key}: compressed");
+        got.extend(data.split_inclusive(|&c| c == b'\n').map(<[u8]>::to_vec));
+    }
+    assert_each_once(&got, &expected_lines(&[&web]));
+}

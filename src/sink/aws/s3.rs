@@ -38,8 +38,10 @@ impl S3 {
     /// Writes one object.
     pub async fn put(&self, key: &str, body: Vec<u8>, compression: Compression) -> Result<(), Failure> {
         let mut put = self.client.put_object().bucket(&self.bucket).key(key).body(ByteStream::from(body)).content_type("application/x-ndjson");
-        if compression == Compression::Gzip {
-            put = put.content_encoding("gzip");
+        match compression {
+            Compression::Gzip => put = put.content_encoding("gzip"),
+            Compression::Zstd => put = put.content_encoding("zstd"),
+            Compression::None => {}
         }
         // The payload is not hashed into the signature (`UNSIGNED-PAYLOAD`): a SHA-256
         // pass over every object would cost more CPU than compressing it; TLS protects
