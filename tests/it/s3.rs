@@ -204,3 +204,27 @@ fn zstd_objects_decompress_to_every_line_once() {
     }
     assert_each_once(&got, &expected_lines(&[&web]));
 }
+
+/// An object over 16 MiB goes in parts (multipart upload, in the emulator): read back
+/// whole, every line once.
+#[test]
+fn large_objects_are_uploaded_in_parts() {
+    let moto = Moto::start();
+    moto.helper(&["s3-setup", &moto.endpoint, "big"]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("var/log/pods/shop_web_uid-web/app");
+    fs::create_dir_all(&d).unwrap();
+    let log = d.join("0.log");
+    let mut text = String::new();
+    for i in 0..12_000 {
+        text.push_str(&format!("2026-12-06T10:00:00.{i:09}Z stdout F line {i} {}\n", "y".repeat(1800)));
+    }
+    fs::write(&log, text).unwrap();
+    let sink = s3_sink(&moto.endpoint, "big", "n1", "compression = \"none\"\nobject_max_bytes = 33554432");
+    let out = replay(&replay_config(dir.path(), &sink), &[&log]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let objects = objects(&moto, "big");
+    assert!(objects.iter().any(|o| o.size >= 16 << 20), "an object over 16 MiB: {:?}", objects.iter().map(|o| o.size).collect::<Vec<_>>());
+    let got: Vec<Vec<u8>> = objects.iter().flat_map(|o| o.lines.iter().map(|l| format!("{l}\n").into_bytes())).collect();
+    assert_each_once(&got, &expected_lines(&[&log]));
+}

@@ -6,6 +6,7 @@
 //! `UNSIGNED-PAYLOAD` (no checksum pass over it); TLS carries it.
 
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 
 use super::client::{self, Failure};
 use crate::config::{Compression, S3Config};
@@ -35,8 +36,13 @@ impl S3 {
         &self.bucket
     }
 
-    /// Writes one object.
+    /// Writes one object: in one `PutObject` up to [`MULTIPART_FROM`], in parts of
+    /// [`PART_BYTES`] above (a failed part fails the whole upload, which is aborted and
+    /// retried whole: an object only exists once `CompleteMultipartUpload` succeeded).
     pub async fn put(&self, key: &str, body: Vec<u8>, compression: Compression) -> Result<(), Failure> {
+        if body.len() >= MULTIPART_FROM {
+            return self.put_in_parts(key, body, compression).await;
+        }
         let mut put = self.client.put_object().bucket(&self.bucket).key(key).body(ByteStream::from(body)).content_type("application/x-ndjson");
         match compression {
             Compression::Gzip => put = put.content_encoding("gzip"),
@@ -49,4 +55,67 @@ impl S3 {
         put.customize().disable_payload_signing().send().await.map_err(|e| client::classify(&e))?;
         Ok(())
     }
+
+    async fn put_in_parts(&self, key: &str, body: Vec<u8>, compression: Compression) -> Result<(), Failure> {
+        let mut create = self.client.create_multipart_upload().bucket(&self.bucket).key(key).content_type("application/x-ndjson");
+        match compression {
+            Compression::Gzip => create = create.content_encoding("gzip"),
+            Compression::Zstd => create = create.content_encoding("zstd"),
+            Compression::None => {}
+        }
+        let upload = create.send().await.map_err(|e| client::classify(&e))?;
+        let id = upload.upload_id().unwrap_or_default().to_string();
+        match self.upload_parts(key, &id, &body).await {
+            Ok(parts) => {
+                let done = CompletedMultipartUpload::builder().set_parts(Some(parts)).build();
+                let complete = self.client.complete_multipart_upload().bucket(&self.bucket).key(key).upload_id(&id).multipart_upload(done).send().await;
+                match complete {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        self.abort(key, &id).await;
+                        Err(client::classify(&e))
+                    }
+                }
+            }
+            Err(failure) => {
+                self.abort(key, &id).await;
+                Err(failure)
+            }
+        }
+    }
+
+    async fn upload_parts(&self, key: &str, id: &str, body: &[u8]) -> Result<Vec<CompletedPart>, Failure> {
+        let mut parts = Vec::new();
+        for (i, part) in body.chunks(PART_BYTES).enumerate() {
+            let number = i as i32 + 1;
+            let sent = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(id)
+                .part_number(number)
+                .body(ByteStream::from(part.to_vec()))
+                .customize()
+                .disable_payload_signing()
+                .send()
+                .await
+                .map_err(|e| client::classify(&e))?;
+            parts.push(CompletedPart::builder().part_number(number).set_e_tag(sent.e_tag().map(str::to_owned)).build());
+        }
+        Ok(parts)
+    }
+
+    /// Best effort: an upload left behind costs storage until the bucket's lifecycle
+    /// rule (AbortIncompleteMultipartUpload) removes it.
+    async fn abort(&self, key: &str, id: &str) {
+        if let Err(e) = self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(id).send().await {
+            tracing::debug!(key, error = %client::classify(&e).message, "cannot abort a multipart upload");
+        }
+    }
 }
+
+/// Objects this large or larger go in parts.
+pub const MULTIPART_FROM: usize = 16 << 20;
+/// One part (S3's minimum is 5 MiB but for the last).
+pub const PART_BYTES: usize = 8 << 20;
