@@ -16,6 +16,8 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
+use super::TemplatePart;
+
 /// Events per `PutLogEvents`.
 pub const MAX_BATCH_EVENTS: usize = 10_000;
 /// Bytes per `PutLogEvents`: messages' UTF-8 bytes plus [`EVENT_OVERHEAD`] each.
@@ -83,33 +85,11 @@ pub struct Template {
     parts: Vec<TemplatePart>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum TemplatePart {
-    Text(String),
-    Field(usize),
-}
 
 impl Template {
     /// Parses `text`; an unknown placeholder or an unclosed `{` is an error saying so.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let mut parts = Vec::new();
-        let mut rest = text;
-        while let Some(open) = rest.find('{') {
-            if open > 0 {
-                parts.push(TemplatePart::Text(rest[..open].to_string()));
-            }
-            let close = rest[open..].find('}').ok_or_else(|| format!("{text:?} has a '{{' without its '}}'"))? + open;
-            let name = &rest[open + 1..close];
-            let field = PLACEHOLDERS
-                .iter()
-                .position(|p| *p == name)
-                .ok_or_else(|| format!("{{{name}}} is not a placeholder (use {})", PLACEHOLDERS.iter().map(|p| format!("{{{p}}}")).collect::<Vec<_>>().join(", ")))?;
-            parts.push(TemplatePart::Field(field));
-            rest = &rest[close + 1..];
-        }
-        if !rest.is_empty() {
-            parts.push(TemplatePart::Text(rest.to_string()));
-        }
+        let parts = super::parse_template(text, PLACEHOLDERS)?;
         if parts.is_empty() {
             return Err("must not be empty".into());
         }

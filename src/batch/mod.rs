@@ -1,9 +1,41 @@
 //! Batch: request shaping for the AWS sinks, with AWS's limits as typed constants.
 //!
 //! Owns packing events into Firehose records and records into requests
-//! ([`firehose`]), and turning events into CloudWatch Logs batches per log stream
-//! ([`cloudwatch`]); never does I/O.
+//! ([`firehose`]), turning events into CloudWatch Logs batches per log stream
+//! ([`cloudwatch`]), and the S3 sink's object keys ([`s3`]); the name templates the
+//! last two share. Never does I/O.
 
 pub mod cloudwatch;
 pub mod firehose;
 pub mod s3;
+
+/// One piece of a name template: literal text, or the index of a placeholder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TemplatePart {
+    Text(String),
+    Field(usize),
+}
+
+/// Parses a template of literal text and `{placeholder}`s, each one of `placeholders`;
+/// an unknown placeholder or an unclosed `{` is an error saying so.
+pub(crate) fn parse_template(text: &str, placeholders: &[&str]) -> Result<Vec<TemplatePart>, String> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            parts.push(TemplatePart::Text(rest[..open].to_string()));
+        }
+        let close = rest[open..].find('}').ok_or_else(|| format!("{text:?} has a '{{' without its '}}'"))? + open;
+        let name = &rest[open + 1..close];
+        let field = placeholders
+            .iter()
+            .position(|p| *p == name)
+            .ok_or_else(|| format!("{{{name}}} is not a placeholder (use {})", placeholders.iter().map(|p| format!("{{{p}}}")).collect::<Vec<_>>().join(", ")))?;
+        parts.push(TemplatePart::Field(field));
+        rest = &rest[close + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(TemplatePart::Text(rest.to_string()));
+    }
+    Ok(parts)
+}

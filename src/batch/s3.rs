@@ -12,52 +12,31 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
+use super::TemplatePart;
+
 /// What a key prefix may name.
 pub const PLACEHOLDERS: &[&str] = &["namespace", "pod", "container", "node", "cluster", "date", "hour"];
 
 /// A key prefix template: literal text and `{placeholder}`s.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyTemplate {
-    parts: Vec<Part>,
+    parts: Vec<TemplatePart>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
-    Text(String),
-    Field(usize),
-}
 
 impl KeyTemplate {
     /// Parses `text`; an unknown placeholder or an unclosed `{` is an error saying so.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let mut parts = Vec::new();
-        let mut rest = text;
-        while let Some(open) = rest.find('{') {
-            if open > 0 {
-                parts.push(Part::Text(rest[..open].to_string()));
-            }
-            let close = rest[open..].find('}').ok_or_else(|| format!("{text:?} has a '{{' without its '}}'"))? + open;
-            let name = &rest[open + 1..close];
-            let field = PLACEHOLDERS
-                .iter()
-                .position(|p| *p == name)
-                .ok_or_else(|| format!("{{{name}}} is not a placeholder (use {})", PLACEHOLDERS.iter().map(|p| format!("{{{p}}}")).collect::<Vec<_>>().join(", ")))?;
-            parts.push(Part::Field(field));
-            rest = &rest[close + 1..];
-        }
-        if !rest.is_empty() {
-            parts.push(Part::Text(rest.to_string()));
-        }
         if text.starts_with('/') {
             return Err(format!("{text:?} must not start with '/' (S3 keys are relative to the bucket)"));
         }
-        Ok(Self { parts })
+        Ok(Self { parts: super::parse_template(text, PLACEHOLDERS)? })
     }
 
     /// Whether it names `placeholder`.
     pub fn uses(&self, placeholder: &str) -> bool {
         let i = PLACEHOLDERS.iter().position(|p| *p == placeholder);
-        self.parts.iter().any(|p| matches!(p, Part::Field(f) if Some(*f) == i))
+        self.parts.iter().any(|p| matches!(p, TemplatePart::Field(f) if Some(*f) == i))
     }
 
     /// The prefix for one event: `values` in [`PLACEHOLDERS`] order (a missing or empty
@@ -66,8 +45,8 @@ impl KeyTemplate {
         let mut out = String::new();
         for part in &self.parts {
             match part {
-                Part::Text(t) => out.push_str(t),
-                Part::Field(i) => {
+                TemplatePart::Text(t) => out.push_str(t),
+                TemplatePart::Field(i) => {
                     let v = if values[*i].is_empty() { "unknown" } else { values[*i] };
                     out.extend(v.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.=".contains(c) { c } else { '_' }));
                 }
