@@ -1,4 +1,5 @@
 //! The follower's unit tests.
+use super::members::Lookup;
 use super::*;
 
 fn cri_lines(n: usize, tail: &str) -> Vec<u8> {
