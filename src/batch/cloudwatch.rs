@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use super::TemplatePart;
+use super::{Kube, TemplatePart};
 
 /// Events per `PutLogEvents`.
 pub const MAX_BATCH_EVENTS: usize = 10_000;
@@ -61,18 +61,6 @@ struct EventFields<'a> {
     /// Kept raw: routing looks it up as it is, and parses it once per pod.
     #[serde(default, borrow)]
     kubernetes: Option<&'a serde_json::value::RawValue>,
-}
-
-#[derive(Deserialize, Default)]
-struct Kube<'a> {
-    #[serde(default, borrow)]
-    namespace: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    pod: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    pod_uid: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    container: Option<Cow<'a, str>>,
 }
 
 /// What a template may name: the event's Kubernetes metadata, and the node-wide

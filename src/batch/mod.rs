@@ -9,6 +9,19 @@ pub mod cloudwatch;
 pub mod firehose;
 pub mod s3;
 
+/// The `kubernetes` object of our event format, read back (names for templates).
+#[derive(serde::Deserialize, Default)]
+pub(crate) struct Kube<'a> {
+    #[serde(default, borrow)]
+    pub namespace: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub pod: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub pod_uid: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub container: Option<std::borrow::Cow<'a, str>>,
+}
+
 /// One piece of a name template: literal text, or the index of a placeholder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TemplatePart {

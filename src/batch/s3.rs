@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use super::TemplatePart;
+use super::{Kube, TemplatePart};
 
 /// What a key prefix may name.
 pub const PLACEHOLDERS: &[&str] = &["namespace", "pod", "container", "node", "cluster", "date", "hour"];
@@ -65,16 +65,6 @@ struct EventFields<'a> {
     kubernetes: Option<&'a serde_json::value::RawValue>,
 }
 
-#[derive(Deserialize, Default)]
-struct Kube<'a> {
-    #[serde(default, borrow)]
-    namespace: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    pod: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    container: Option<Cow<'a, str>>,
-}
-
 /// Prefixes rendered kept at most (then forgotten and rendered again as needed).
 const PREFIXES_KEPT: usize = 4096;
 
@@ -84,8 +74,9 @@ pub struct KeyPrefixes {
     template: KeyTemplate,
     node: String,
     cluster: String,
-    /// Rendered per (`kubernetes` object as written, day and hour when used).
-    rendered: HashMap<(Box<[u8]>, u32), String>,
+    /// Per `kubernetes` object as written: the hour (since the epoch) last rendered,
+    /// and the prefix for it.
+    rendered: HashMap<Box<[u8]>, (u32, String)>,
 }
 
 impl KeyPrefixes {
@@ -104,16 +95,18 @@ impl KeyPrefixes {
                 (kube, parsed.as_ref().and_then(|p| crate::event::time::parse_rfc3339(p.time.as_bytes())).unwrap_or(now))
             }
         };
-        let hour_index = u32::try_from(time.div_euclid(3_600_000_000_000)).unwrap_or(0);
-        let key = (Box::<[u8]>::from(kube), hour_index);
-        if !self.rendered.contains_key(&key) {
+        let hour = u32::try_from(time.div_euclid(3_600_000_000_000)).unwrap_or(0);
+        // Looked up by the borrowed bytes: a line costs no allocation once its pod and
+        // hour have been seen.
+        let fresh = self.rendered.get(kube).is_some_and(|(h, _)| *h == hour);
+        if !fresh {
             if self.rendered.len() >= PREFIXES_KEPT {
                 self.rendered.clear();
             }
-            let rendered = self.render(kube, time);
-            self.rendered.insert(key.clone(), rendered);
+            let prefix = self.render(kube, time);
+            self.rendered.insert(kube.into(), (hour, prefix));
         }
-        &self.rendered[&key]
+        &self.rendered[kube].1
     }
 
     fn render(&self, kube: &[u8], time: i64) -> String {

@@ -172,12 +172,17 @@ impl FileDecoder {
 
     /// Groups lines by `multiline`'s rule (after rejoining split lines), per stream.
     pub fn with_multiline(mut self, multiline: Option<&Multiline>) -> Self {
+        self.set_multiline(multiline);
+        self
+    }
+
+    /// [`Self::with_multiline`] on a decoder in place.
+    pub fn set_multiline(&mut self, multiline: Option<&Multiline>) {
         if let Some(m) = multiline {
             let caps = Caps { max_lines: m.max_lines, max_bytes: self.max_message_bytes };
             self.grouper = Some(Grouper::new(m.rule.clone(), caps, m.budget.clone()));
             self.group_flush = m.flush_timeout;
         }
-        self
     }
 
     /// The format in use, once known.

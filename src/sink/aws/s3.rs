@@ -39,7 +39,7 @@ impl S3 {
     /// Writes one object: in one `PutObject` up to [`MULTIPART_FROM`], in parts of
     /// [`PART_BYTES`] above (a failed part fails the whole upload, which is aborted and
     /// retried whole: an object only exists once `CompleteMultipartUpload` succeeded).
-    pub async fn put(&self, key: &str, body: Vec<u8>, compression: Compression) -> Result<(), Failure> {
+    pub async fn put(&self, key: &str, body: bytes::Bytes, compression: Compression) -> Result<(), Failure> {
         if body.len() >= MULTIPART_FROM {
             return self.put_in_parts(key, body, compression).await;
         }
@@ -56,7 +56,7 @@ impl S3 {
         Ok(())
     }
 
-    async fn put_in_parts(&self, key: &str, body: Vec<u8>, compression: Compression) -> Result<(), Failure> {
+    async fn put_in_parts(&self, key: &str, body: bytes::Bytes, compression: Compression) -> Result<(), Failure> {
         let mut create = self.client.create_multipart_upload().bucket(&self.bucket).key(key).content_type("application/x-ndjson");
         match compression {
             Compression::Gzip => create = create.content_encoding("gzip"),
@@ -84,7 +84,7 @@ impl S3 {
         }
     }
 
-    async fn upload_parts(&self, key: &str, id: &str, body: &[u8]) -> Result<Vec<CompletedPart>, Failure> {
+    async fn upload_parts(&self, key: &str, id: &str, body: &bytes::Bytes) -> Result<Vec<CompletedPart>, Failure> {
         let mut parts = Vec::new();
         for (i, part) in body.chunks(PART_BYTES).enumerate() {
             let number = i as i32 + 1;
@@ -95,7 +95,7 @@ impl S3 {
                 .key(key)
                 .upload_id(id)
                 .part_number(number)
-                .body(ByteStream::from(part.to_vec()))
+                .body(ByteStream::from(body.slice_ref(part)))
                 .customize()
                 .disable_payload_signing()
                 .send()

@@ -50,7 +50,8 @@ struct OpenObject {
 /// An object ready to be written (or written again).
 pub(super) struct Sealed {
     key: String,
-    body: Vec<u8>,
+    /// Shared with the put in flight, so a retry needs no copy.
+    body: bytes::Bytes,
     raw_bytes: usize,
     lines: u64,
     chunks: Vec<u64>,
@@ -145,7 +146,7 @@ impl<A: FnMut(u64)> S3Delivery<A> {
         let stamp: String = stamp[..19].chars().filter(|c| c.is_ascii_digit() || *c == 'T').collect();
         let key = format!("{prefix}{}-{stamp}Z-{:x}-{:06}{}", self.config.node, self.run, self.named, self.config.compression.extension());
         let raw_bytes = obj.data.len();
-        let body = compress(obj.data, self.config.compression);
+        let body = bytes::Bytes::from(compress(obj.data, self.config.compression));
         self.ready_bytes += body.len();
         self.ready.push_back(Sealed { key, body, raw_bytes, lines: obj.lines, chunks: obj.chunks });
     }

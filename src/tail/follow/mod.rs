@@ -177,8 +177,7 @@ impl Follower {
 
     /// Groups stack traces by `multiline`'s rule.
     pub fn with_multiline(mut self, multiline: Option<&crate::decode::Multiline>) -> Self {
-        let decoder = std::mem::replace(&mut self.decoder, FileDecoder::new(&crate::decode::DecodeOptions::default()));
-        self.decoder = decoder.with_multiline(multiline);
+        self.decoder.set_multiline(multiline);
         self
     }
 
