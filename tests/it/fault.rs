@@ -66,6 +66,10 @@ pub struct Seen {
     pub streams: std::collections::HashSet<String>,
     /// CloudWatch Logs: puts refused because the stream did not exist.
     pub not_found: u64,
+    /// S3 multipart uploads in progress: upload id → (object path, parts by number).
+    pub uploads: HashMap<String, (String, std::collections::BTreeMap<u32, Vec<u8>>)>,
+    /// S3 multipart uploads aborted.
+    pub aborted: u64,
 }
 
 impl Seen {
@@ -149,8 +153,23 @@ fn serve(conn: TcpStream, seen: &Mutex<Seen>, policy: &Mutex<Policy>) {
     loop {
         let Some((headers, body)) = read_request(&mut reader, &mut conn) else { return };
         let target = headers.get("x-amz-target").cloned().unwrap_or_default();
-        if target.is_empty() && headers[":method"] == "PUT" {
-            if !put_object(&mut conn, &headers[":path"], body, seen, policy) {
+        if target.is_empty() && ["PUT", "POST", "DELETE"].contains(&headers[":method"].as_str()) {
+            let (path, query) = headers[":path"].split_once('?').unwrap_or((&headers[":path"], ""));
+            let open = match (headers[":method"].as_str(), query_value(query, "uploadId")) {
+                ("PUT", Some(id)) => upload_part(&mut conn, path, &id, query, body, seen, policy),
+                ("PUT", None) => put_object(&mut conn, path, body, seen, policy),
+                ("POST", None) => create_upload(&mut conn, path, seen),
+                ("POST", Some(id)) => complete_upload(&mut conn, &id, seen),
+                (_, id) => {
+                    let mut s = seen.lock().unwrap();
+                    s.aborted += 1;
+                    id.and_then(|id| s.uploads.remove(&id));
+                    drop(s);
+                    respond_xml(&mut conn, 204, "");
+                    true
+                }
+            };
+            if !open {
                 return;
             }
             continue;
@@ -288,9 +307,72 @@ fn put_object(conn: &mut TcpStream, path: &str, body: Vec<u8>, seen: &Mutex<Seen
     true
 }
 
+/// The value of `name` in a query string (no percent-decoding: ids are plain).
+fn query_value(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
+}
+
+/// `POST /<bucket>/<key>?uploads`: a new upload id.
+fn create_upload(conn: &mut TcpStream, path: &str, seen: &Mutex<Seen>) -> bool {
+    let mut s = seen.lock().unwrap();
+    let id = format!("upload-{}", s.uploads.len() + s.accepted.len() + s.aborted as usize + 1);
+    s.uploads.insert(id.clone(), (path.to_string(), Default::default()));
+    drop(s);
+    let key = path.trim_start_matches('/').split_once('/').map_or("", |(_, k)| k);
+    respond_xml(conn, 200, &format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><InitiateMultipartUploadResult><Bucket>b</Bucket><Key>{key}</Key><UploadId>{id}</UploadId></InitiateMultipartUploadResult>"));
+    true
+}
+
+/// `PUT …?partNumber=N&uploadId=U`: the policy decides, as for a whole object (its
+/// call's stream is the object's path with `#part`).
+fn upload_part(conn: &mut TcpStream, path: &str, id: &str, query: &str, body: Vec<u8>, seen: &Mutex<Seen>, policy: &Mutex<Policy>) -> bool {
+    let number: u32 = query_value(query, "partNumber").and_then(|n| n.parse().ok()).unwrap_or(0);
+    let call = Call { stream: format!("{path}#part"), bytes: body.len(), records: vec![body] };
+    let action = (policy.lock().unwrap())(&call);
+    let mut s = seen.lock().unwrap();
+    s.calls += 1;
+    match action {
+        Action::Accept | Action::Partial(_) | Action::RejectOld(_) => {
+            if let Some((_, parts)) = s.uploads.get_mut(id) {
+                parts.insert(number, call.records.into_iter().next().unwrap());
+            }
+            drop(s);
+            respond_xml(conn, 200, "");
+            true
+        }
+        Action::Reset => {
+            s.faults += 1;
+            false
+        }
+        _ => {
+            s.faults += 1;
+            drop(s);
+            respond_xml(conn, 500, "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InternalError</Code><Message>injected</Message></Error>");
+            true
+        }
+    }
+}
+
+/// `POST …?uploadId=U`: the parts joined in order become the object.
+fn complete_upload(conn: &mut TcpStream, id: &str, seen: &Mutex<Seen>) -> bool {
+    let mut s = seen.lock().unwrap();
+    let Some((path, parts)) = s.uploads.remove(id) else {
+        drop(s);
+        respond_xml(conn, 404, "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NoSuchUpload</Code><Message>no such upload</Message></Error>");
+        return true;
+    };
+    let body: Vec<u8> = parts.into_values().flatten().collect();
+    s.accepted_at.push((path.clone(), Instant::now(), body.len()));
+    s.accepted.entry(path).or_default().push(body);
+    drop(s);
+    respond_xml(conn, 200, "<?xml version=\"1.0\" encoding=\"UTF-8\"?><CompleteMultipartUploadResult><ETag>\"0\"</ETag></CompleteMultipartUploadResult>");
+    true
+}
+
 fn respond_xml(conn: &mut TcpStream, status: u16, body: &str) {
     let reason = match status {
         200 => "OK",
+        204 => "No Content",
         500 => "Internal Server Error",
         503 => "Slow Down",
         _ => "Error",

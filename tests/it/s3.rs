@@ -228,3 +228,47 @@ fn large_objects_are_uploaded_in_parts() {
     let got: Vec<Vec<u8>> = objects.iter().flat_map(|o| o.lines.iter().map(|l| format!("{l}\n").into_bytes())).collect();
     assert_each_once(&got, &expected_lines(&[&log]));
 }
+
+/// A multipart upload whose parts fail (a 500, a reset) now and then: each failed part
+/// is sent again by itself; a part that fails four times in a row gives the upload up
+/// (aborted) and the object is retried whole. Every line arrives once, no object twice.
+#[test]
+fn a_failing_part_retries_the_object_and_loses_nothing() {
+    use crate::fault::{Action, FaultServer};
+    let mut parts = 0u32;
+    let server = FaultServer::start(move |call| {
+        if !call.stream.ends_with("#part") {
+            return Action::Accept;
+        }
+        parts += 1;
+        // Attempt 1: part 1 ok; part 2 fails once (500); part 3 is reset, then fails
+        // three more times: the upload is given up. Attempt 2: part 1 fails once.
+        match parts {
+            2 | 5..=8 => Action::ServerError,
+            4 => Action::Reset,
+            _ => Action::Accept,
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("var/log/pods/shop_web_uid-web/app");
+    fs::create_dir_all(&d).unwrap();
+    let log = d.join("0.log");
+    let mut text = String::new();
+    for i in 0..12_000 {
+        text.push_str(&format!("2026-12-06T10:00:00.{i:09}Z stdout F line {i} {}\n", "z".repeat(1800)));
+    }
+    fs::write(&log, text).unwrap();
+    let sink = s3_sink(&server.endpoint(), "parts", "n1", "compression = \"none\"\nobject_max_bytes = 20971520\nretry_max_wait = \"200ms\"");
+    let out = replay(&replay_config(dir.path(), &sink), &[&log]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen = server.seen.lock().unwrap();
+    assert_eq!(seen.faults, 6, "parts failed");
+    assert_eq!(seen.aborted, 1, "only the part that failed four times in a row gave its upload up");
+    let mut got = Vec::new();
+    for (key, bodies) in &seen.accepted {
+        assert_eq!(bodies.len(), 1, "{key} was completed more than once");
+        got.extend(bodies[0].split_inclusive(|&c| c == b'\n').map(<[u8]>::to_vec));
+    }
+    assert!(seen.accepted.values().any(|b| b[0].len() >= 16 << 20), "an object went in parts");
+    assert_each_once(&got, &expected_lines(&[&log]));
+}

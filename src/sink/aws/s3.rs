@@ -8,7 +8,9 @@
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 
-use super::client::{self, Failure};
+use std::time::Duration;
+
+use super::client::{self, Failure, FailureKind};
 use crate::config::{Compression, S3Config};
 
 /// A client for one bucket.
@@ -37,8 +39,9 @@ impl S3 {
     }
 
     /// Writes one object: in one `PutObject` up to [`MULTIPART_FROM`], in parts of
-    /// [`PART_BYTES`] above (a failed part fails the whole upload, which is aborted and
-    /// retried whole: an object only exists once `CompleteMultipartUpload` succeeded).
+    /// [`PART_BYTES`] above. A part that fails is sent again by itself; one that keeps
+    /// failing fails the upload, which is aborted and the object retried whole (an
+    /// object only exists once `CompleteMultipartUpload` succeeded).
     pub async fn put(&self, key: &str, body: bytes::Bytes, compression: Compression) -> Result<(), Failure> {
         if body.len() >= MULTIPART_FROM {
             return self.put_in_parts(key, body, compression).await;
@@ -88,6 +91,19 @@ impl S3 {
         let mut parts = Vec::new();
         for (i, part) in body.chunks(PART_BYTES).enumerate() {
             let number = i as i32 + 1;
+            let e_tag = self.upload_part(key, id, number, body.slice_ref(part)).await?;
+            parts.push(CompletedPart::builder().part_number(number).set_e_tag(e_tag).build());
+        }
+        Ok(parts)
+    }
+
+    /// Sends one part, retrying it alone (up to [`PART_ATTEMPTS`] times, with a short
+    /// backoff) when it failed for a reason a retry can fix: one reset must not cost
+    /// the parts already sent. A refusal, or a part that keeps failing, fails the upload.
+    async fn upload_part(&self, key: &str, id: &str, number: i32, part: bytes::Bytes) -> Result<Option<String>, Failure> {
+        let mut wait = Duration::from_millis(50);
+        let mut attempt = 1;
+        loop {
             let sent = self
                 .client
                 .upload_part()
@@ -95,15 +111,25 @@ impl S3 {
                 .key(key)
                 .upload_id(id)
                 .part_number(number)
-                .body(ByteStream::from(body.slice_ref(part)))
+                .body(ByteStream::from(part.clone()))
                 .customize()
                 .disable_payload_signing()
                 .send()
-                .await
-                .map_err(|e| client::classify(&e))?;
-            parts.push(CompletedPart::builder().part_number(number).set_e_tag(sent.e_tag().map(str::to_owned)).build());
+                .await;
+            match sent {
+                Ok(sent) => return Ok(sent.e_tag().map(str::to_owned)),
+                Err(e) => {
+                    let failure = client::classify(&e);
+                    if failure.kind == FailureKind::Permanent || attempt >= PART_ATTEMPTS {
+                        return Err(failure);
+                    }
+                    tracing::debug!(key, part = number, attempt, error = %failure.message, "a part failed; sending it again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 4).min(Duration::from_secs(2));
+                    attempt += 1;
+                }
+            }
         }
-        Ok(parts)
     }
 
     /// Best effort: an upload left behind costs storage until the bucket's lifecycle
@@ -117,5 +143,7 @@ impl S3 {
 
 /// Objects this large or larger go in parts.
 pub const MULTIPART_FROM: usize = 16 << 20;
+/// Attempts at one part before the whole upload is given up and retried later.
+pub const PART_ATTEMPTS: u32 = 4;
 /// One part (S3's minimum is 5 MiB but for the last).
 pub const PART_BYTES: usize = 8 << 20;
