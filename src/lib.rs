@@ -8,7 +8,8 @@
 //! - [`route`]: which sinks each event goes to;
 //! - [`event`]: the event and its JSON form, the payload of every sink;
 //! - [`sink`]: where encoded events go;
-//! - [`replay`]: the `logferry replay` command, wiring the stages for a one-shot run.
+//! - [`replay`]: the `logferry replay` command, wiring the stages for a one-shot run;
+//! - [`verify`]: the `logferry verify` command, proving that marked lines land.
 
 pub mod batch;
 pub mod buffer;
@@ -22,3 +23,4 @@ pub mod replay;
 pub mod route;
 pub mod sink;
 pub mod tail;
+pub mod verify;

@@ -38,6 +38,10 @@ enum Command {
     /// Validate a configuration: print every problem with its key path, or the
     /// effective configuration. Exit 0 if valid, 64 if not.
     Check(RunArgs),
+    /// Prove that logs land: write marked lines (to stdout, as a pod, or to a CRI log
+    /// file with --emit), then read each destination back until all arrived. Exit 0
+    /// only if every line landed whole and once everywhere; 1 if not.
+    Verify(VerifyArgs),
     /// Look at the disk buffer.
     Buffer {
         #[command(subcommand)]
@@ -61,6 +65,54 @@ struct RunArgs {
     /// The TOML configuration file.
     #[arg(long, short)]
     config: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct VerifyArgs {
+    /// The configuration of the `logferry run` that ships the lines (its sinks are
+    /// read back).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Check only this sink (default: every sink that can be read back).
+    #[arg(long)]
+    sink: Option<String>,
+    /// How many marked lines to write (64 bytes to 70,000: a tenth over 16 KiB).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    lines: u32,
+    /// Give up after this long (e.g. 15m, 90s).
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
+    /// Once every line was seen, look again after this long for duplicates.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    settle: std::time::Duration,
+    /// Time between looks at the destinations.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    poll: std::time::Duration,
+    /// Append the lines, as containerd would, to this log file
+    /// (<dir>/var/log/pods/<namespace>_<pod>_<uid>/<container>/0.log) instead of
+    /// writing them to stdout: for a local `logferry run` following <dir>.
+    #[arg(long)]
+    emit: Option<PathBuf>,
+    /// The pod's namespace, for the destination's names (default: $POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: Option<String>,
+    /// The pod's name (default: $POD_NAME).
+    #[arg(long, env = "POD_NAME")]
+    pod: Option<String>,
+    /// The pod's uid (default: $POD_UID).
+    #[arg(long, env = "POD_UID")]
+    pod_uid: Option<String>,
+    /// The container's name (default: $CONTAINER_NAME).
+    #[arg(long, env = "CONTAINER_NAME")]
+    container: Option<String>,
+    /// The bucket a Firehose sink's delivery stream writes to (a Firehose sink is
+    /// checked only with it).
+    #[arg(long)]
+    firehose_bucket: Option<String>,
+    /// The stream's S3 prefix, with the s3 sink's placeholders for its partitions
+    /// (e.g. "fluentd/prod/{namespace}/dt={date}/").
+    #[arg(long, default_value = "")]
+    firehose_prefix: String,
 }
 
 #[derive(clap::Args)]
@@ -184,6 +236,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_shipper(args),
         Command::Replay(args) => run_replay(args),
         Command::Check(args) => run_check(args),
+        Command::Verify(args) => run_verify(args),
         Command::Buffer { command: BufferCommand::Inspect { data_dir } } => run_inspect(&data_dir),
     };
     match result {
@@ -254,6 +307,30 @@ fn run_check(args: RunArgs) -> anyhow::Result<ExitCode> {
     let effective = logferry::config::effective_toml(&text, &env)?;
     print_out(&format!("# {} is valid. The effective configuration, defaults filled in:\n\n{effective}", args.config.display()));
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    if args.emit.is_none() && std::io::stdout().is_terminal() {
+        eprintln!("logferry verify: writing the marked lines to this terminal: run it as a pod (see manifests/verify/), or use --emit FILE");
+    }
+    let opts = logferry::verify::VerifyOptions {
+        sink: args.sink,
+        lines: args.lines,
+        timeout: args.timeout,
+        settle: args.settle,
+        poll: args.poll,
+        emit: args.emit,
+        who: logferry::verify::Who { namespace: args.namespace, pod: args.pod, pod_uid: args.pod_uid, container: args.container },
+        firehose_bucket: args.firehose_bucket,
+        firehose_prefix: args.firehose_prefix,
+    };
+    let verdict = logferry::verify::verify(&config, &opts).map_err(|e| match e.to_string().starts_with("--") {
+        true => UsageError(format!("{e:#}")).into(),
+        false => e,
+    })?;
+    eprintln!("{verdict}");
+    Ok(if verdict.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn run_inspect(data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {

@@ -94,11 +94,24 @@ impl Template {
     /// one is `unknown`), made valid for CloudWatch: characters it refuses become `_`,
     /// at most [`MAX_NAME_LEN`] bytes.
     fn render(&self, values: &[Option<&str>; 6], group: bool) -> String {
+        self.known_prefix(&values.map(|v| Some(v.filter(|v| !v.is_empty()).unwrap_or("unknown"))), group).0
+    }
+
+    /// The name as far as it is known: rendered up to the first placeholder whose value
+    /// is `None`, and whether that is the whole name (for `logferry verify`).
+    pub fn known_prefix(&self, values: &[Option<&str>; 6], group: bool) -> (String, bool) {
         let mut out = String::new();
+        let mut whole = true;
         for part in &self.parts {
             match part {
                 TemplatePart::Text(t) => out.push_str(t),
-                TemplatePart::Field(i) => out.push_str(values[*i].filter(|v| !v.is_empty()).unwrap_or("unknown")),
+                TemplatePart::Field(i) => match values[*i] {
+                    Some(v) => out.push_str(v),
+                    None => {
+                        whole = false;
+                        break;
+                    }
+                },
             }
         }
         let valid = |c: char| if group { c.is_ascii_alphanumeric() || "._-/#".contains(c) } else { c != ':' && c != '*' };
@@ -110,7 +123,7 @@ impl Template {
             }
             name.truncate(cut);
         }
-        name
+        (name, whole)
     }
 }
 

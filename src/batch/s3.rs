@@ -42,12 +42,19 @@ impl KeyTemplate {
     /// The prefix for one event: `values` in [`PLACEHOLDERS`] order (a missing or empty
     /// one is `unknown`); characters S3 keys should avoid become `_`.
     fn render(&self, values: &[&str; 7]) -> String {
+        self.known_prefix(&values.map(Some))
+    }
+
+    /// The prefix as far as it is known: rendered up to the first placeholder whose
+    /// value is `None` (for `logferry verify`, which lists what it cannot name whole).
+    pub fn known_prefix(&self, values: &[Option<&str>; 7]) -> String {
         let mut out = String::new();
         for part in &self.parts {
             match part {
                 TemplatePart::Text(t) => out.push_str(t),
                 TemplatePart::Field(i) => {
-                    let v = if values[*i].is_empty() { "unknown" } else { values[*i] };
+                    let Some(v) = values[*i] else { break };
+                    let v = if v.is_empty() { "unknown" } else { v };
                     out.extend(v.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.=".contains(c) { c } else { '_' }));
                 }
             }

@@ -24,3 +24,4 @@ mod s3;
 mod sinks;
 mod util;
 mod vectors;
+mod verify;
