@@ -621,9 +621,10 @@ fn the_cloudwatch_policy_allows_only_the_configured_log_group_prefix() {
 }
 
 /// `manifests/iam/s3-policy.json` against the S3 sink's reference config: PutObject
-/// only, on the bucket under the key prefix's fixed part.
+/// (and aborting a multipart upload) only, on the bucket under the key prefix's fixed
+/// part.
 #[test]
-fn the_s3_policy_allows_put_object_under_the_key_prefix_only() {
+fn the_s3_policy_allows_writing_objects_under_the_key_prefix_only() {
     let config: toml::Table = std::fs::read_to_string(repo().join("tests/fixtures/config/sink/s3.toml")).unwrap().parse().unwrap();
     let sink = config["sink"].as_table().unwrap();
     let bucket = sink["bucket"].as_str().unwrap();
@@ -632,7 +633,8 @@ fn the_s3_policy_allows_put_object_under_the_key_prefix_only() {
     let statements = policy("s3-policy.json");
     assert_eq!(statements.len(), 1);
     let (actions, resources) = &statements[0];
-    assert_eq!(actions, &BTreeSet::from(["s3:PutObject".to_string()]));
+    // Multipart uploads need PutObject too; an upload given up is aborted.
+    assert_eq!(actions, &BTreeSet::from(["s3:AbortMultipartUpload".to_string(), "s3:PutObject".to_string()]));
     assert_eq!(resources, &[format!("arn:aws:s3:::{bucket}/{fixed}*")]);
 }
 
@@ -667,4 +669,91 @@ fn the_image_runs_what_the_daemonset_expects() {
             assert!(repo().join(src).exists(), "Dockerfile copies {src}, which is not in the repository");
         }
     }
+}
+
+// ---------------------------------------------------------------------------------
+// `logferry verify` as a Job (manifests/verify, a kustomize Component)
+
+/// `overlays/s3` with the verify Component added, as a user's overlay would: rendered
+/// from a copy whose relative paths lead back to the repository.
+fn render_s3_with_verify() -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let up = "../".repeat(dir.path().components().count() - 1);
+    let here = |p: &str| format!("{up}{}", repo().join(p).display().to_string().trim_start_matches('/'));
+    let overlay = repo().join("manifests/overlays/s3");
+    std::fs::copy(overlay.join("logferry.toml"), dir.path().join("logferry.toml")).unwrap();
+    let text = std::fs::read_to_string(overlay.join("kustomization.yaml")).unwrap();
+    assert!(text.contains("  - ../../base\n"));
+    let text = text.replace("  - ../../base\n", &format!("  - {}\n", here("manifests/base")));
+    std::fs::write(dir.path().join("kustomization.yaml"), format!("{text}\ncomponents:\n  - {}\n", here("manifests/verify"))).unwrap();
+    let yaml = run(Command::new(tool("kubectl")).arg("kustomize").arg(dir.path()), b"");
+    let file = dir.path().join("rendered.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    let mut cmd = Command::new(tool("kubernetes-validate"));
+    cmd.arg("--strict");
+    for v in EKS_VERSIONS {
+        cmd.args(["-k", v]);
+    }
+    let report = run(cmd.arg(&file), b"");
+    assert!(report.lines().any(|l| l.contains(" passed for resource job/logferry-verify ")), "{report}");
+    assert!(!report.lines().any(|l| l.starts_with("ERROR")), "{report}");
+    yaml_docs(&yaml)
+}
+
+#[test]
+fn the_verify_job_runs_with_the_overlays_config_as_a_post_sync_hook() {
+    let objects = render_s3_with_verify();
+    let one = |kind: &str, name: &str| objects.iter().find(|o| o["kind"] == kind && o["metadata"]["name"] == name).unwrap_or_else(|| panic!("no {kind} {name}"));
+    let job = one("Job", "logferry-verify");
+    let ds = one("DaemonSet", "logferry");
+    assert_eq!(at(job, "metadata.namespace"), "logging");
+    assert_eq!(at(job, "metadata.annotations")["argocd.argoproj.io/hook"], "PostSync");
+    assert_eq!(at(job, "spec.backoffLimit"), 0);
+    let pod = at(job, "spec.template.spec");
+    assert_eq!(at(pod, "restartPolicy"), "Never");
+    let sa = str_at(pod, "serviceAccountName");
+    let role = at(one("ServiceAccount", sa), "metadata.annotations")["eks.amazonaws.com/role-arn"].as_str().unwrap();
+    assert!(role.ends_with(":role/logferry-verify"), "its own role: {role}");
+    // The same generated ConfigMap as the DaemonSet: the same sinks are read back.
+    let config_map = |spec: &Value| str_at(&spec["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "config").unwrap().clone(), "configMap.name").to_string();
+    assert_eq!(config_map(pod), config_map(at(ds, "spec.template.spec")));
+    assert!(config_map(pod).starts_with("logferry-config-"), "the hashed name");
+    let c = at(pod, "containers.0");
+    let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(&args[..3], ["verify", "--config", "/etc/logferry/logferry.toml"]);
+    let env: BTreeMap<&str, &Value> = c["env"].as_array().unwrap().iter().map(|e| (e["name"].as_str().unwrap(), e)).collect();
+    assert_eq!(env["CONTAINER_NAME"]["value"], c["name"], "CONTAINER_NAME is the container's name");
+    for (name, field) in [("POD_NAMESPACE", "metadata.namespace"), ("POD_NAME", "metadata.name"), ("POD_UID", "metadata.uid"), ("NODE_NAME", "spec.nodeName")] {
+        assert_eq!(at(env[name], "valueFrom.fieldRef.fieldPath"), field, "{name}");
+    }
+    assert_eq!(at(c, "securityContext.readOnlyRootFilesystem"), true);
+    assert_eq!(at(pod, "securityContext.runAsNonRoot"), true);
+}
+
+/// `manifests/iam/verify-policy.json`: reading only — list and get under the S3
+/// overlay's key prefix, find events in the CloudWatch overlay's log groups.
+#[test]
+fn the_verify_policy_only_reads_where_the_sinks_write() {
+    let s3 = sink_of(&rendered()[3]);
+    let bucket = s3["bucket"].as_str().unwrap();
+    let fixed = s3["key_prefix"].as_str().unwrap().split('{').next().unwrap();
+    let cw = sink_of(&rendered()[2]);
+    let group = cw["log_group"].as_str().unwrap();
+    let mut all = BTreeSet::new();
+    for (actions, resources) in policy("verify-policy.json") {
+        for arn in &resources {
+            if let Some(rest) = arn.strip_prefix("arn:aws:s3:::") {
+                assert!(rest == bucket || rest == format!("{bucket}/{fixed}*"), "{arn}: the s3 overlay's bucket and key prefix");
+            } else {
+                let (_, rest) = arn.split_once(":log-group:").unwrap_or_else(|| panic!("{arn}: neither S3 nor a log group"));
+                assert!(group.starts_with(rest.strip_suffix('*').unwrap()), "{arn} does not cover log_group {group}");
+            }
+        }
+        all.extend(actions);
+    }
+    let want = ["logs:DescribeLogGroups", "logs:FilterLogEvents", "s3:GetObject", "s3:ListBucket"];
+    assert_eq!(all, want.iter().map(|s| s.to_string()).collect());
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(repo().join("manifests/iam/verify-policy.json")).unwrap()).unwrap();
+    let list = doc["Statement"].as_array().unwrap().iter().find(|s| s["Action"] == "s3:ListBucket").unwrap();
+    assert_eq!(at(list, "Condition.StringLike")["s3:prefix"], format!("{fixed}*"), "listing only under the prefix");
 }
