@@ -3,7 +3,9 @@
 that accepts every PutObject: the far end of benches/firehose.sh and benches/s3.sh, so
 that what is measured is logferry's own work.
 
-    accept_all.py PORT_FILE     listens on a free port, writes it to PORT_FILE
+    accept_all.py PORT_FILE [KEYS_FILE]
+                                listens on a free port, writes it to PORT_FILE; with
+                                KEYS_FILE, appends "<unix time> <bytes> <path>" per PUT
 
 It counts records without decoding them (the Data fields are base64, never a quote),
 answers with one RecordId each, and prints totals on SIGTERM.
@@ -11,8 +13,10 @@ answers with one RecordId each, and prints totals on SIGTERM.
 import http.server
 import signal
 import sys
+import time
 
 calls = 0
+keys = None
 records = 0
 body_bytes = 0
 
@@ -41,6 +45,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         calls += 1
         records += 1
         body_bytes += len(body)
+        if keys:
+            keys.write("%.3f %d %s\n" % (time.time(), len(body), self.path))
+            keys.flush()
         self.send_response(200)
         self.send_header("ETag", '"0"')
         self.send_header("Content-Length", "0")
@@ -51,6 +58,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 def main():
+    global keys
+    if len(sys.argv) > 2:
+        keys = open(sys.argv[2], "a")
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     with open(sys.argv[1], "w") as f:
         f.write(str(server.server_address[1]))

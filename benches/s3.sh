@@ -8,6 +8,8 @@
 #   --format F    default cri
 #   --runs R      timed runs per mode; default 3
 #   --bin PATH    this logferry binary instead of `cargo build --release`'s
+#   --corpus DIR  replay DIR/var/log/pods instead (e.g. bench-data/short-220 from
+#                 benches/gen_short.py: short messages that compress as logs usually do)
 #
 # Modes: gzip (the default), zstd and none. Reports per mode: best user+sys CPU seconds, MB of
 # event JSON per CPU-second, peak RSS, objects, and stored/raw bytes.
@@ -17,12 +19,14 @@ size_mb=512
 format=cri
 runs=3
 bin_arg=""
+corpus_arg=""
 while (($#)); do
     case "$1" in
         --size-mb) size_mb="${2:?}"; shift 2 ;;
         --format) format="${2:?}"; shift 2 ;;
         --runs) runs="${2:?}"; shift 2 ;;
         --bin) bin_arg="${2:?}"; shift 2 ;;
+        --corpus) corpus_arg="${2:?}"; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "s3.sh: unknown argument: $1 (see --help)" >&2; exit 64 ;;
     esac
@@ -38,7 +42,7 @@ trap '[[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null; rm -rf "$tmp"' E
 
 print_machine bench-data
 [[ -n "$bin_arg" ]] || cargo build --release --quiet
-dir="$(corpus "$format" "$size_mb")"
+if [[ -n "$corpus_arg" ]]; then dir="$corpus_arg"; else dir="$(corpus "$format" "$size_mb")"; fi
 python3 benches/accept_all.py "$tmp/port" 2> "$tmp/server.log" & server_pid=$!
 for _ in $(seq 50); do [[ -s "$tmp/port" ]] && break; sleep 0.1; done
 endpoint="http://127.0.0.1:$(cat "$tmp/port")"

@@ -41,7 +41,7 @@ pub struct S3Config {
     pub node: String,
     pub cluster: String,
     pub compression: Compression,
-    /// An object is written once it holds this much (before compression)…
+    /// An object is written once it is this large as stored (compressed)…
     pub object_max_bytes: usize,
     /// …or once its oldest line has waited this long.
     pub object_max_age: Duration,

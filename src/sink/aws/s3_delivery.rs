@@ -2,13 +2,20 @@
 //! out, acknowledgements once every object holding a chunk's lines is written.
 //!
 //! ```text
-//! chunks ─► key prefix per event (namespace, day…) ─► an open object per prefix
-//!    ▲                                                   │ full (object_max_bytes) or
-//!    │                                                   ▼ old (object_max_age): sealed
-//!    └── ack(seq) once every object with its lines ◄── compressed ─► PutObject ×N
+//! chunks ─► key prefix per event (namespace, day…) ─► an open object per prefix:
+//!    ▲                                                 compressed block by block
+//!    │                                                   │ full (object_max_bytes as
+//!    │                                                   ▼ stored) or old: sealed
+//!    └── ack(seq) once every object with its lines ◄── PutObject ×N
 //!        was written
 //! ```
 //!
+//! - An open object is compressed as it fills, a block of [`BLOCK_BYTES`] at a time:
+//!   the object is a series of gzip members or zstd frames, which every gzip and zstd
+//!   reader reads as one stream. So its size as stored is known while it fills (the
+//!   threshold is on what S3 stores and bills: at 1 MB/s of logs a prefix gets an object
+//!   a minute, not one per 8 MiB of JSON), and an open object holds at most one block
+//!   uncompressed.
 //! - Each chunk counts the objects holding its lines; it is acknowledged when all of
 //!   them were written. A failed put is retried with backoff, the same key and bytes.
 //! - Object names never collide: the node, the time the object was sealed, this
@@ -38,9 +45,20 @@ const OPEN_BYTES: usize = 32 << 20;
 /// Sealed objects waiting to be written, at most (then no more chunks are taken).
 const QUEUE_BYTES: usize = 32 << 20;
 
+/// JSON lines are compressed in blocks of this much (the last one of an object shorter),
+/// or an eighth of `object_max_bytes` if less: an object goes over the threshold by at
+/// most the difference between two blocks compressed, a few percent.
+const BLOCK_BYTES: usize = 1 << 20;
+
 /// An object being filled.
 struct OpenObject {
-    data: Vec<u8>,
+    /// The block being filled (uncompressed).
+    block: Vec<u8>,
+    /// The blocks compressed so far: the object's body.
+    stored: Vec<u8>,
+    /// The last block's size compressed: about what the next one will add.
+    last_stored: usize,
+    raw_bytes: usize,
     lines: u64,
     /// The chunks with lines in it, ascending, each once.
     chunks: Vec<u64>,
@@ -66,7 +84,9 @@ pub struct S3Delivery<A: FnMut(u64)> {
     prefixes: KeyPrefixes,
     pacer: Pacer,
     open: HashMap<String, OpenObject>,
+    /// What the open objects hold, blocks and stored bytes.
     open_bytes: usize,
+    compressor: BlockCompressor,
     ready: VecDeque<Sealed>,
     ready_bytes: usize,
     retry_at: Option<Instant>,
@@ -81,6 +101,17 @@ pub struct S3Delivery<A: FnMut(u64)> {
     named: u64,
 }
 
+impl OpenObject {
+    fn new() -> Self {
+        Self { block: Vec::new(), stored: Vec::new(), last_stored: 0, raw_bytes: 0, lines: 0, chunks: Vec::new(), opened: Instant::now() }
+    }
+
+    /// What it holds in memory.
+    fn held(&self) -> usize {
+        self.block.len() + self.stored.len()
+    }
+}
+
 impl<A: FnMut(u64)> S3Delivery<A> {
     pub fn new(s3: S3, config: S3Config, ledger: Ledger<A>, counters: Arc<SinkCounters>) -> Self {
         let prefixes = KeyPrefixes::new(config.key_prefix.clone(), config.node.clone(), config.cluster.clone());
@@ -93,6 +124,7 @@ impl<A: FnMut(u64)> S3Delivery<A> {
             pacer,
             open: HashMap::new(),
             open_bytes: 0,
+            compressor: BlockCompressor::new(config.compression),
             ready: VecDeque::new(),
             ready_bytes: 0,
             retry_at: None,
@@ -112,43 +144,54 @@ impl<A: FnMut(u64)> S3Delivery<A> {
     fn add_line(&mut self, line: &[u8], seq: u64, now_ns: i64) {
         let prefix = self.prefixes.prefix(line, now_ns);
         if !self.open.contains_key(prefix) {
-            self.open.insert(prefix.to_owned(), OpenObject { data: Vec::new(), lines: 0, chunks: Vec::new(), opened: Instant::now() });
+            self.open.insert(prefix.to_owned(), OpenObject::new());
         }
         let obj = self.open.get_mut(prefix).expect("inserted above");
         if obj.chunks.last() != Some(&seq) {
             obj.chunks.push(seq);
             self.ledger.wait(seq);
         }
-        obj.data.extend_from_slice(line);
-        obj.data.push(b'\n');
+        obj.block.extend_from_slice(line);
+        obj.block.push(b'\n');
         obj.lines += 1;
+        obj.raw_bytes += line.len() + 1;
         self.open_bytes += line.len() + 1;
-        if obj.data.len() >= self.config.object_max_bytes {
-            let prefix = prefix.to_owned();
-            self.seal(&prefix);
+        let max = self.config.object_max_bytes;
+        if obj.block.len() >= BLOCK_BYTES.min(max / 8) {
+            let before = obj.held();
+            self.compressor.flush(obj);
+            self.open_bytes = self.open_bytes + obj.held() - before;
+            // Sealed once the next block would take it over the threshold.
+            if obj.stored.len() + obj.last_stored > max {
+                let prefix = prefix.to_owned();
+                self.seal(&prefix);
+            }
         }
     }
 
     /// Seals the largest open object while the open ones hold too much.
     fn bound_open(&mut self) {
         while self.open_bytes > OPEN_BYTES {
-            let Some(prefix) = self.open.iter().max_by_key(|(_, o)| o.data.len()).map(|(p, _)| p.clone()) else { return };
+            let Some(prefix) = self.open.iter().max_by_key(|(_, o)| o.held()).map(|(p, _)| p.clone()) else { return };
             self.seal(&prefix);
         }
     }
 
-    /// Closes `prefix`'s object: names it, compresses it, queues it to be written.
+    /// Closes `prefix`'s object: compresses its last block, names it, queues it to be
+    /// written.
     fn seal(&mut self, prefix: &str) {
-        let Some(obj) = self.open.remove(prefix) else { return };
-        self.open_bytes -= obj.data.len();
+        let Some(mut obj) = self.open.remove(prefix) else { return };
+        self.open_bytes -= obj.held();
+        self.compressor.flush(&mut obj);
         self.named += 1;
         let stamp = crate::event::time::format_rfc3339(crate::event::time::now());
         let stamp: String = stamp[..19].chars().filter(|c| c.is_ascii_digit() || *c == 'T').collect();
         let key = format!("{prefix}{}-{stamp}Z-{:x}-{:06}{}", self.config.node, self.run, self.named, self.config.compression.extension());
-        let raw_bytes = obj.data.len();
-        let body = bytes::Bytes::from(compress(obj.data, self.config.compression));
+        // Grown by doubling as it filled: give back what it does not use.
+        obj.stored.shrink_to_fit();
+        let body = bytes::Bytes::from(obj.stored);
         self.ready_bytes += body.len();
-        self.ready.push_back(Sealed { key, body, raw_bytes, lines: obj.lines, chunks: obj.chunks });
+        self.ready.push_back(Sealed { key, body, raw_bytes: obj.raw_bytes, lines: obj.lines, chunks: obj.chunks });
     }
 
     fn accepted(&mut self, sealed: Sealed) {
@@ -189,21 +232,46 @@ impl<A: FnMut(u64)> S3Delivery<A> {
     }
 }
 
-/// The object's body: gzip at libdeflate's level 1 (the whole object is in memory,
-/// which is what libdeflate wants; several times faster than zlib at a similar ratio
-/// on logs).
-fn compress(data: Vec<u8>, compression: Compression) -> Vec<u8> {
-    match compression {
-        Compression::None => data,
-        // Level 1: about as fast as gzip's fastest, and smaller.
-        Compression::Zstd => zstd::bulk::compress(&data, 1).expect("compressing memory cannot fail"),
-        Compression::Gzip => {
-            let mut gz = libdeflater::Compressor::new(libdeflater::CompressionLvl::new(1).expect("1 is a level"));
-            let mut out = vec![0; gz.gzip_compress_bound(data.len())];
-            let n = gz.gzip_compress(&data, &mut out).expect("the bound fits the compressed data");
-            out.truncate(n);
-            out
+/// Compresses an open object's block onto its stored bytes: a gzip member at
+/// libdeflate's level 1 (a block is in memory whole, which is what libdeflate wants;
+/// several times faster than zlib at a similar ratio on logs), a zstd frame at level 1,
+/// or the block as it is. One per delivery loop: the compressors' state is reused.
+struct BlockCompressor {
+    compression: Compression,
+    gzip: Option<libdeflater::Compressor>,
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl BlockCompressor {
+    fn new(compression: Compression) -> Self {
+        Self { compression, gzip: None, zstd: None }
+    }
+
+    /// Moves `obj`'s block, compressed, onto its stored bytes.
+    fn flush(&mut self, obj: &mut OpenObject) {
+        if obj.block.is_empty() {
+            return;
         }
+        let before = obj.stored.len();
+        let block = &obj.block;
+        let out = &mut obj.stored;
+        match self.compression {
+            Compression::None => out.extend_from_slice(block),
+            Compression::Gzip => {
+                let gz = self.gzip.get_or_insert_with(|| libdeflater::Compressor::new(libdeflater::CompressionLvl::new(1).expect("1 is a level")));
+                out.resize(before + gz.gzip_compress_bound(block.len()), 0);
+                let n = gz.gzip_compress(block, &mut out[before..]).expect("the bound fits the compressed data");
+                out.truncate(before + n);
+            }
+            Compression::Zstd => {
+                let z = self.zstd.get_or_insert_with(|| zstd::bulk::Compressor::new(1).expect("zstd's level 1"));
+                out.resize(before + zstd::zstd_safe::compress_bound(block.len()), 0);
+                let n = z.compress_to_buffer(block, &mut out[before..]).expect("the bound fits the compressed data");
+                out.truncate(before + n);
+            }
+        }
+        obj.last_stored = obj.stored.len() - before;
+        obj.block.clear();
     }
 }
 
@@ -279,5 +347,43 @@ impl<A: FnMut(u64)> Loop for S3Delivery<A> {
 
     fn delivered(&self) -> Delivered {
         self.done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// An object compressed block by block reads back whole with an ordinary gzip or
+    /// zstd reader (gzip members and zstd frames in a row are one stream to both).
+    #[test]
+    fn an_object_of_many_blocks_decompresses_as_one_stream() {
+        let lines: Vec<String> = (0..5_000).map(|i| format!("{{\"message\":\"line {i} {}\"}}\n", "ab".repeat(i % 50))).collect();
+        for compression in [Compression::Gzip, Compression::Zstd, Compression::None] {
+            let mut c = BlockCompressor::new(compression);
+            let mut obj = OpenObject::new();
+            let mut flushes = 0;
+            for line in &lines {
+                obj.block.extend_from_slice(line.as_bytes());
+                if obj.block.len() >= 16 * 1024 {
+                    c.flush(&mut obj);
+                    flushes += 1;
+                }
+            }
+            c.flush(&mut obj);
+            assert!(flushes > 10 && obj.block.is_empty());
+            let text = match compression {
+                Compression::Gzip => {
+                    let mut out = Vec::new();
+                    flate2::read::MultiGzDecoder::new(&obj.stored[..]).read_to_end(&mut out).unwrap();
+                    out
+                }
+                Compression::Zstd => zstd::decode_all(&obj.stored[..]).unwrap(),
+                Compression::None => obj.stored.clone(),
+            };
+            assert_eq!(text, lines.concat().into_bytes(), "{compression:?}");
+            assert!(compression == Compression::None || obj.stored.len() < text.len() / 3);
+        }
     }
 }
