@@ -21,8 +21,8 @@
 //! - Object names never collide: the node, the time the object was sealed, this
 //!   process's start and a sequence number (see `batch::s3`).
 //! - Memory is bounded: open objects together hold at most [`OPEN_BYTES`] (then the
-//!   largest is sealed early), and sealed ones waiting at most [`QUEUE_BYTES`] (then no
-//!   more chunks are taken).
+//!   largest is sealed early), and sealed ones not yet written (waiting or in flight)
+//!   at most [`QUEUE_BYTES`] (then no more chunks are taken).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -42,7 +42,8 @@ use crate::sink::backoff::{seed, Backoff};
 
 /// Open objects together, at most (then the largest is sealed early).
 const OPEN_BYTES: usize = 32 << 20;
-/// Sealed objects waiting to be written, at most (then no more chunks are taken).
+/// Sealed objects not yet written (waiting or in flight), at most (then no more chunks
+/// are taken).
 const QUEUE_BYTES: usize = 32 << 20;
 
 /// JSON lines are compressed in blocks of this much (the last one of an object shorter),
@@ -88,7 +89,8 @@ pub struct S3Delivery<A: FnMut(u64)> {
     open_bytes: usize,
     compressor: BlockCompressor,
     ready: VecDeque<Sealed>,
-    ready_bytes: usize,
+    /// Sealed objects not yet written, waiting or in flight.
+    unwritten_bytes: usize,
     retry_at: Option<Instant>,
     backoff: Backoff,
     ledger: Ledger<A>,
@@ -106,9 +108,9 @@ impl OpenObject {
         Self { block: Vec::new(), stored: Vec::new(), last_stored: 0, raw_bytes: 0, lines: 0, chunks: Vec::new(), opened: Instant::now() }
     }
 
-    /// What it holds in memory.
+    /// What it holds in memory, allocated.
     fn held(&self) -> usize {
-        self.block.len() + self.stored.len()
+        self.block.capacity() + self.stored.capacity()
     }
 }
 
@@ -126,7 +128,7 @@ impl<A: FnMut(u64)> S3Delivery<A> {
             open_bytes: 0,
             compressor: BlockCompressor::new(config.compression),
             ready: VecDeque::new(),
-            ready_bytes: 0,
+            unwritten_bytes: 0,
             retry_at: None,
             backoff,
             ledger,
@@ -151,21 +153,21 @@ impl<A: FnMut(u64)> S3Delivery<A> {
             obj.chunks.push(seq);
             self.ledger.wait(seq);
         }
+        let held = obj.held();
         obj.block.extend_from_slice(line);
         obj.block.push(b'\n');
         obj.lines += 1;
         obj.raw_bytes += line.len() + 1;
-        self.open_bytes += line.len() + 1;
         let max = self.config.object_max_bytes;
-        if obj.block.len() >= BLOCK_BYTES.min(max / 8) {
-            let before = obj.held();
+        let full = obj.block.len() >= BLOCK_BYTES.min(max / 8);
+        if full {
             self.compressor.flush(obj);
-            self.open_bytes = self.open_bytes + obj.held() - before;
-            // Sealed once the next block would take it over the threshold.
-            if obj.stored.len() + obj.last_stored > max {
-                let prefix = prefix.to_owned();
-                self.seal(&prefix);
-            }
+        }
+        self.open_bytes = self.open_bytes + obj.held() - held;
+        // Sealed once the next block would take it over the threshold.
+        if full && obj.stored.len() + obj.last_stored > max {
+            let prefix = prefix.to_owned();
+            self.seal(&prefix);
         }
     }
 
@@ -190,7 +192,7 @@ impl<A: FnMut(u64)> S3Delivery<A> {
         // Grown by doubling as it filled: give back what it does not use.
         obj.stored.shrink_to_fit();
         let body = bytes::Bytes::from(obj.stored);
-        self.ready_bytes += body.len();
+        self.unwritten_bytes += body.len();
         self.ready.push_back(Sealed { key, body, raw_bytes: obj.raw_bytes, lines: obj.lines, chunks: obj.chunks });
     }
 
@@ -204,6 +206,7 @@ impl<A: FnMut(u64)> S3Delivery<A> {
         c.bytes.fetch_add(sealed.raw_bytes as u64, Ordering::Relaxed);
         c.objects.fetch_add(1, Ordering::Relaxed);
         c.stored_bytes.fetch_add(sealed.body.len() as u64, Ordering::Relaxed);
+        self.unwritten_bytes -= sealed.body.len();
         self.done.records += 1;
         self.done.bytes += sealed.raw_bytes as u64;
         self.done.stored_bytes += sealed.body.len() as u64;
@@ -227,7 +230,6 @@ impl<A: FnMut(u64)> S3Delivery<A> {
         self.counters.retries.fetch_add(1, Ordering::Relaxed);
         let at = Instant::now() + self.backoff.next_wait();
         self.retry_at = Some(self.retry_at.map_or(at, |t| t.max(at)));
-        self.ready_bytes += sealed.body.len();
         self.ready.push_front(sealed);
     }
 }
@@ -247,7 +249,9 @@ impl BlockCompressor {
         Self { compression, gzip: None, zstd: None }
     }
 
-    /// Moves `obj`'s block, compressed, onto its stored bytes.
+    /// Moves `obj`'s block, compressed, onto its stored bytes. The stored bytes grow by
+    /// exactly what a block may need (not doubling: an object of 8 MiB holds 8 MiB and
+    /// a block's slack; growing a large allocation is a remap, not a copy).
     fn flush(&mut self, obj: &mut OpenObject) {
         if obj.block.is_empty() {
             return;
@@ -256,16 +260,23 @@ impl BlockCompressor {
         let block = &obj.block;
         let out = &mut obj.stored;
         match self.compression {
-            Compression::None => out.extend_from_slice(block),
+            Compression::None => {
+                out.reserve_exact(block.len());
+                out.extend_from_slice(block);
+            }
             Compression::Gzip => {
                 let gz = self.gzip.get_or_insert_with(|| libdeflater::Compressor::new(libdeflater::CompressionLvl::new(1).expect("1 is a level")));
-                out.resize(before + gz.gzip_compress_bound(block.len()), 0);
+                let bound = gz.gzip_compress_bound(block.len());
+                out.reserve_exact(bound);
+                out.resize(before + bound, 0);
                 let n = gz.gzip_compress(block, &mut out[before..]).expect("the bound fits the compressed data");
                 out.truncate(before + n);
             }
             Compression::Zstd => {
                 let z = self.zstd.get_or_insert_with(|| zstd::bulk::Compressor::new(1).expect("zstd's level 1"));
-                out.resize(before + zstd::zstd_safe::compress_bound(block.len()), 0);
+                let bound = zstd::zstd_safe::compress_bound(block.len());
+                out.reserve_exact(bound);
+                out.resize(before + bound, 0);
                 let n = z.compress_to_buffer(block, &mut out[before..]).expect("the bound fits the compressed data");
                 out.truncate(before + n);
             }
@@ -312,7 +323,6 @@ impl<A: FnMut(u64)> Loop for S3Delivery<A> {
                 return;
             }
             let sealed = self.ready.pop_front().expect("not empty");
-            self.ready_bytes -= sealed.body.len();
             self.pacer.admit(1, 0).await;
             let s3 = self.s3.clone();
             let compression = self.config.compression;
@@ -338,7 +348,7 @@ impl<A: FnMut(u64)> Loop for S3Delivery<A> {
     }
 
     fn room(&self) -> bool {
-        self.ready_bytes < QUEUE_BYTES
+        self.unwritten_bytes < QUEUE_BYTES
     }
 
     fn in_flight(&mut self) -> &mut JoinSet<Answer> {
