@@ -103,3 +103,24 @@ fn cri_lines_decode_and_encode_without_allocating() {
     assert_eq!(events, 5000);
     assert_eq!(allocs, 0);
 }
+
+/// The S3 sink's key prefix per event: once each pod's prefix for the hour was rendered,
+/// finding it again allocates nothing — for the same pod line after line, and for pods
+/// taking turns.
+#[test]
+fn s3_key_prefixes_do_not_allocate_per_line() {
+    use logferry::batch::s3::{KeyPrefixes, KeyTemplate};
+    let mut p = KeyPrefixes::new(KeyTemplate::parse("logs/{namespace}/dt={date}/").unwrap(), "n".into(), "c".into());
+    let lines: Vec<String> = (0..1_000)
+        .map(|i| format!(r#"{{"time":"2026-12-06T10:00:00.{i:09}Z","stream":"stdout","message":"m {i}","kubernetes":{{"namespace":"ns{}","pod":"p{}","container":"app"}}}}"#, i / 100 % 3, i / 10 % 7))
+        .collect();
+    let mut sum = 0;
+    for l in &lines {
+        sum += p.prefix(l.as_bytes(), 0).0;
+    }
+    let before = allocations();
+    for l in &lines {
+        sum += p.prefix(l.as_bytes(), 0).0;
+    }
+    assert_eq!(allocations() - before, 0, "allocations per line in the S3 key prefixes ({sum})");
+}

@@ -35,7 +35,7 @@ use super::client::{Failure, FailureKind};
 use super::core::{earliest, Chunk, Delivered, Failures, Ledger, Loop};
 use super::pace::Pacer;
 use super::s3::S3;
-use crate::batch::s3::KeyPrefixes;
+use crate::batch::s3::{KeyPrefixes, PrefixId};
 use crate::config::{Compression, S3Config};
 use crate::metrics::SinkCounters;
 use crate::sink::backoff::{seed, Backoff};
@@ -53,6 +53,8 @@ const BLOCK_BYTES: usize = 1 << 20;
 
 /// An object being filled.
 struct OpenObject {
+    /// Its key's prefix.
+    prefix: String,
     /// The block being filled (uncompressed).
     block: Vec<u8>,
     /// The blocks compressed so far: the object's body.
@@ -84,7 +86,8 @@ pub struct S3Delivery<A: FnMut(u64)> {
     config: S3Config,
     prefixes: KeyPrefixes,
     pacer: Pacer,
-    open: HashMap<String, OpenObject>,
+    /// By prefix id.
+    open: HashMap<PrefixId, OpenObject>,
     /// What the open objects hold, blocks and stored bytes.
     open_bytes: usize,
     compressor: BlockCompressor,
@@ -104,8 +107,8 @@ pub struct S3Delivery<A: FnMut(u64)> {
 }
 
 impl OpenObject {
-    fn new() -> Self {
-        Self { block: Vec::new(), stored: Vec::new(), last_stored: 0, raw_bytes: 0, lines: 0, chunks: Vec::new(), opened: Instant::now() }
+    fn new(prefix: String) -> Self {
+        Self { prefix, block: Vec::new(), stored: Vec::new(), last_stored: 0, raw_bytes: 0, lines: 0, chunks: Vec::new(), opened: Instant::now() }
     }
 
     /// What it holds in memory, allocated.
@@ -144,11 +147,8 @@ impl<A: FnMut(u64)> S3Delivery<A> {
 
     /// Adds one line (without its newline) of chunk `seq` to its prefix's object.
     fn add_line(&mut self, line: &[u8], seq: u64, now_ns: i64) {
-        let prefix = self.prefixes.prefix(line, now_ns);
-        if !self.open.contains_key(prefix) {
-            self.open.insert(prefix.to_owned(), OpenObject::new());
-        }
-        let obj = self.open.get_mut(prefix).expect("inserted above");
+        let (id, prefix) = self.prefixes.prefix(line, now_ns);
+        let obj = self.open.entry(id).or_insert_with(|| OpenObject::new(prefix.to_owned()));
         if obj.chunks.last() != Some(&seq) {
             obj.chunks.push(seq);
             self.ledger.wait(seq);
@@ -166,29 +166,28 @@ impl<A: FnMut(u64)> S3Delivery<A> {
         self.open_bytes = self.open_bytes + obj.held() - held;
         // Sealed once the next block would take it over the threshold.
         if full && obj.stored.len() + obj.last_stored > max {
-            let prefix = prefix.to_owned();
-            self.seal(&prefix);
+            self.seal(id);
         }
     }
 
     /// Seals the largest open object while the open ones hold too much.
     fn bound_open(&mut self) {
         while self.open_bytes > OPEN_BYTES {
-            let Some(prefix) = self.open.iter().max_by_key(|(_, o)| o.held()).map(|(p, _)| p.clone()) else { return };
-            self.seal(&prefix);
+            let Some(id) = self.open.iter().max_by_key(|(_, o)| o.held()).map(|(id, _)| *id) else { return };
+            self.seal(id);
         }
     }
 
-    /// Closes `prefix`'s object: compresses its last block, names it, queues it to be
-    /// written.
-    fn seal(&mut self, prefix: &str) {
-        let Some(mut obj) = self.open.remove(prefix) else { return };
+    /// Closes the open object of prefix `id`: compresses its last block, names it,
+    /// queues it to be written.
+    fn seal(&mut self, id: PrefixId) {
+        let Some(mut obj) = self.open.remove(&id) else { return };
         self.open_bytes -= obj.held();
         self.compressor.flush(&mut obj);
         self.named += 1;
         let stamp = crate::event::time::format_rfc3339(crate::event::time::now());
         let stamp: String = stamp[..19].chars().filter(|c| c.is_ascii_digit() || *c == 'T').collect();
-        let key = format!("{prefix}{}-{stamp}Z-{:x}-{:06}{}", self.config.node, self.run, self.named, self.config.compression.extension());
+        let key = format!("{}{}-{stamp}Z-{:x}-{:06}{}", obj.prefix, self.config.node, self.run, self.named, self.config.compression.extension());
         // Grown by doubling as it filled: give back what it does not use.
         obj.stored.shrink_to_fit();
         let body = bytes::Bytes::from(obj.stored);
@@ -314,9 +313,9 @@ impl<A: FnMut(u64)> Loop for S3Delivery<A> {
     /// sealed ones while there is room in flight.
     async fn dispatch(&mut self, closing: bool) {
         let now = Instant::now();
-        let due: Vec<String> = self.open.iter().filter(|(_, o)| closing || now.duration_since(o.opened) >= self.config.object_max_age).map(|(p, _)| p.clone()).collect();
-        for prefix in due {
-            self.seal(&prefix);
+        let due: Vec<PrefixId> = self.open.iter().filter(|(_, o)| closing || now.duration_since(o.opened) >= self.config.object_max_age).map(|(id, _)| *id).collect();
+        for id in due {
+            self.seal(id);
         }
         while self.in_flight.len() < self.config.max_in_flight && !self.ready.is_empty() {
             if self.retry_at.is_some_and(|t| Instant::now() < t) {
@@ -372,7 +371,7 @@ mod tests {
         let lines: Vec<String> = (0..5_000).map(|i| format!("{{\"message\":\"line {i} {}\"}}\n", "ab".repeat(i % 50))).collect();
         for compression in [Compression::Gzip, Compression::Zstd, Compression::None] {
             let mut c = BlockCompressor::new(compression);
-            let mut obj = OpenObject::new();
+            let mut obj = OpenObject::new(String::new());
             let mut flushes = 0;
             for line in &lines {
                 obj.block.extend_from_slice(line.as_bytes());
