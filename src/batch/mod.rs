@@ -22,6 +22,16 @@ pub(crate) struct Kube<'a> {
     pub container: Option<std::borrow::Cow<'a, str>>,
 }
 
+/// The non-empty lines of JSON lines, without their newlines (found with `memchr`).
+pub fn lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', data).chain(std::iter::once(data.len())).filter_map(move |end| {
+        let line = &data[start.min(end)..end];
+        start = end + 1;
+        (!line.is_empty()).then_some(line)
+    })
+}
+
 /// One piece of a name template: literal text, or the index of a placeholder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TemplatePart {
@@ -51,4 +61,16 @@ pub(crate) fn parse_template(text: &str, placeholders: &[&str]) -> Result<Vec<Te
         parts.push(TemplatePart::Text(rest.to_string()));
     }
     Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lines_are_the_non_empty_pieces_between_newlines() {
+        let got: Vec<&[u8]> = super::lines(b"a\nbc\n\nd").collect();
+        assert_eq!(got, [&b"a"[..], b"bc", b"d"]);
+        assert_eq!(super::lines(b"x\n").collect::<Vec<_>>(), [&b"x"[..]]);
+        assert_eq!(super::lines(b"").count(), 0);
+        assert_eq!(super::lines(b"\n\n").count(), 0);
+    }
 }

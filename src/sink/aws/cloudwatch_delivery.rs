@@ -374,7 +374,7 @@ impl<A: FnMut(u64)> Loop for CloudWatchDelivery<A> {
         let mut queued = 0;
         let cap = self.config.retry_max_wait;
         self.ledger.open(chunk.seq);
-        for line in chunk.data.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+        for line in crate::batch::lines(&chunk.data) {
             let (key, mut event) = self.streams.route(line, chunk.seq, now_ms);
             if fit_event(&mut event.message) {
                 self.done.truncated += 1;

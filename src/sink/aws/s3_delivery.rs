@@ -292,7 +292,7 @@ impl<A: FnMut(u64)> Loop for S3Delivery<A> {
         let seq = chunk.seq;
         self.ledger.open(seq);
         let now_ns = crate::event::time::now();
-        for line in chunk.data.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+        for line in crate::batch::lines(&chunk.data) {
             self.add_line(line, seq, now_ns);
         }
         self.bound_open();
