@@ -6,8 +6,10 @@
 # records each key (benches/accept_all.py). Target (issue 18): at most 1 per minute per
 # prefix at 1 MB/s.
 #
-# Usage: bash benches/s3_objects.sh [--rate-mb R] [--seconds T] [--compression C] [--bin PATH]
+# Usage: bash benches/s3_objects.sh [--rate-mb R] [--seconds T] [--compression C] [--lines-from F] [--bin PATH]
 #   --rate-mb R       MB (1e6 bytes) of log lines per second; default 1
+#   --lines-from F    write the CRI lines of file F (over and over) instead of
+#                     follow_load.py's, e.g. bench-data/short-220-1m/var/log/pods/*/*/0.log
 #   --seconds T       how long the container writes; default 180
 #   --compression C   gzip (default), zstd or none
 #   --bin PATH        this logferry binary instead of `cargo build --release`'s
@@ -20,12 +22,14 @@ set -euo pipefail
 rate=1
 seconds=180
 compression=gzip
+lines_from=""
 bin_arg=""
 while (($#)); do
     case "$1" in
         --rate-mb) rate="${2:?}"; shift 2 ;;
         --seconds) seconds="${2:?}"; shift 2 ;;
         --compression) compression="${2:?}"; shift 2 ;;
+        --lines-from) lines_from="${2:?}"; shift 2 ;;
         --bin) bin_arg="${2:?}"; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "s3_objects.sh: unknown argument: $1 (see --help)" >&2; exit 64 ;;
@@ -65,7 +69,30 @@ listen = "127.0.0.1:0"
 TOML
 "$bin" run --config "$tmp/run.toml" 2> "$tmp/run.log" & shipper_pid=$!
 start="$(python3 -c 'import time; print(time.time() + 2)')"
-python3 benches/follow_load.py write "$tmp/node" --rate-mb "$rate" --seconds "$seconds" --start-at "$start" --result "$tmp/written.json"
+if [[ -z "$lines_from" ]]; then
+    python3 benches/follow_load.py write "$tmp/node" --rate-mb "$rate" --seconds "$seconds" --start-at "$start" --result "$tmp/written.json"
+else
+    live="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["files"][0]["path"])' "$tmp/node/layout.json")"
+    python3 - "$lines_from" "$rate" "$seconds" "$start" "$live" <<'PY'
+# Whole lines of the file at the rate, a write every 0.1 s, from the start again at its end.
+import os, sys, time
+data, rate, seconds, start = open(sys.argv[1], "rb").read(), float(sys.argv[2]) * 1e6, float(sys.argv[3]), float(sys.argv[4])
+out = os.open(sys.argv[5], os.O_WRONLY | os.O_APPEND)
+time.sleep(max(0.0, start - time.time()))
+pos = sent = 0
+while time.time() - start < seconds:
+    want = int(rate * (time.time() - start))
+    while sent < want:
+        end = data.find(b"\n", pos + min(want - sent, len(data) - pos - 1))
+        if end < 0:
+            pos = 0
+            continue
+        os.write(out, data[pos:end + 1])
+        sent += end + 1 - pos
+        pos = end + 1 if end + 1 < len(data) else 0
+    time.sleep(0.1)
+PY
+fi
 end="$(python3 -c 'import time; print(time.time())')"
 sleep 2
 kill -TERM "$shipper_pid"; wait "$shipper_pid" || true; shipper_pid=""
@@ -90,7 +117,7 @@ raw = stored = 0
 m = re.search(r'"bytes":(\d+)', log) or re.search(r"bytes=(\d+)", log)
 raw = int(m.group(1)) if m else 0
 stored = sum(o[1] for o in objects)
-print(f"\n{rate} MB/s for {seconds} s, compression {compression}: {len(objects)} objects "
+print(f"\n{rate} MB/s of log lines ({raw / 1e6 / float(seconds):.2f} MB/s of event JSON) for {seconds} s, compression {compression}: {len(objects)} objects "
       f"({len(while_writing)} while writing); most objects of one prefix in a 60 s window: {worst}; "
       f"event JSON {raw / 1e6:.1f} MB, stored {stored / 1e6:.2f} MB ({stored / raw if raw else 0:.3f})")
 PY
