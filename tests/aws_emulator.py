@@ -13,6 +13,12 @@
                                                             size, content encoding and
                                                             type, and its lines
                                                             (decompressed)
+    aws_emulator.py inventory ENDPOINT                      JSON: the buckets, Firehose
+                                                            streams, IAM roles and log
+                                                            groups there are
+    aws_emulator.py role-policies ENDPOINT ROLE             JSON: the role's inline
+                                                            policies by name, and its
+                                                            trust policy ("trust")
 
 Talks only to ENDPOINT (a 127.0.0.1 URL), with dummy credentials.
 """
@@ -113,7 +119,34 @@ def logs_read(endpoint, group):
     print(json.dumps(out))
 
 
+def inventory(endpoint):
+    import json
+
+    out = {
+        "buckets": [b["Name"] for b in client("s3", endpoint).list_buckets().get("Buckets", [])],
+        "streams": client("firehose", endpoint).list_delivery_streams()["DeliveryStreamNames"],
+        "roles": [r["RoleName"] for r in client("iam", endpoint).list_roles()["Roles"]],
+        "log_groups": [g["logGroupName"] for g in client("logs", endpoint).describe_log_groups()["logGroups"]],
+    }
+    print(json.dumps(out))
+
+
+def role_policies(endpoint, role):
+    import json
+    from urllib.parse import unquote
+
+    iam = client("iam", endpoint)
+    out = {}
+    for name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+        doc = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+        out[name] = json.loads(unquote(doc)) if isinstance(doc, str) else doc
+    trust = iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
+    out["trust"] = json.loads(unquote(trust)) if isinstance(trust, str) else trust
+    print(json.dumps(out))
+
+
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
-    commands = {"firehose-setup": firehose_setup, "s3-read": s3_read, "logs-read": logs_read, "s3-setup": s3_setup, "s3-objects": s3_objects}
+    commands = {"firehose-setup": firehose_setup, "s3-read": s3_read, "logs-read": logs_read, "s3-setup": s3_setup, "s3-objects": s3_objects,
+                "inventory": inventory, "role-policies": role_policies}
     commands[command](*args)

@@ -22,6 +22,7 @@ mod props;
 mod route;
 mod s3;
 mod sinks;
+mod terraform;
 mod util;
 mod vectors;
 mod verify;
