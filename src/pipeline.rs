@@ -206,6 +206,9 @@ impl Sinks {
         let (mut threads, mut telemetry) = (Vec::new(), Vec::new());
         for (cursor, sink) in config.sinks.iter().enumerate() {
             let counters = Arc::new(SinkCounters::new());
+            // Shown from the first scrape, before the sink's thread has set itself up.
+            let (bytes, requests) = sink.config.starting_rate();
+            counters.set_rate(bytes, requests);
             let ship = ShipSettings {
                 buffer: buffer.clone(),
                 cursor,

@@ -198,6 +198,17 @@ impl SinkConfig {
             SinkConfig::S3(_) => "s3",
         }
     }
+
+    /// The pace an AWS sink starts at, (bytes, requests) per second — its ceilings —
+    /// as `logferry_sink_rate_*` shows it (0 for what the sink does not pace by).
+    pub fn starting_rate(&self) -> (f64, f64) {
+        match self {
+            SinkConfig::Firehose(c) => (c.pacing.bytes_per_second as f64, f64::from(c.pacing.requests_per_second)),
+            SinkConfig::CloudWatch(c) => (0.0, f64::from(c.pacing.requests_per_second)),
+            SinkConfig::S3(c) => (0.0, f64::from(c.pacing.requests_per_second)),
+            SinkConfig::Stdout | SinkConfig::File { .. } => (0.0, 0.0),
+        }
+    }
 }
 
 /// The environment variables the config depends on, passed in so that building a

@@ -32,7 +32,6 @@ pub fn simulator(root: &Path, format: &str) -> Command {
 
 /// Runs the simulator to completion; returns the messages it wrote.
 fn simulate(root: &Path, format: &str, seconds: u32, extra: &[&str]) -> Vec<String> {
-    let truth = root.join("truth.jsonl");
     let status = simulator(root, format)
         .args(["--pods", "3", "--containers-per-pod", "2", "--rate", "2000"])
         .args(["--duration", &seconds.to_string(), "--seed", "7"])
@@ -44,11 +43,24 @@ fn simulate(root: &Path, format: &str, seconds: u32, extra: &[&str]) -> Vec<Stri
         .status()
         .expect("python3 runs tests/kubelet_sim.py");
     assert!(status.success());
-    std::fs::read_to_string(truth)
+    messages_written(root)
+}
+
+/// The messages the simulator wrote at `root` (its truth file), in order.
+pub fn messages_written(root: &Path) -> Vec<String> {
+    std::fs::read_to_string(root.join("truth.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["message"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// Runs the simulator (CRI, stderr silenced) with `args` to completion; the messages
+/// it wrote.
+pub fn run_cri(root: &Path, args: &[&str]) -> Vec<String> {
+    let status = simulator(root, "cri").args(args).stderr(std::process::Stdio::null()).status().expect("python3 runs tests/kubelet_sim.py");
+    assert!(status.success());
+    messages_written(root)
 }
 
 fn follow_a_busy_node(format: &str) {

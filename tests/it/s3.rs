@@ -163,18 +163,10 @@ fn a_busy_node_ships_every_line_once_to_s3() {
     let node = crate::node::Node::new();
     let config = node.sinks_config("", &s3_sink(&moto.endpoint, "node-logs", "n1", "object_max_age = \"1s\"").replace("[sink]", "[sinks.archive]"));
     let mut shipper = crate::node::Shipper::start(crate::aws::logferry_command(), &config, node.out());
-    let status = crate::kubelet::simulator(node.root(), "cri")
-        .args(["--pods", "5", "--containers-per-pod", "2", "--rate", "600", "--duration", "5", "--seed", "18"])
-        .args(["--max-files", "5", "--long-every", "40"])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("python3 runs tests/kubelet_sim.py");
-    assert!(status.success());
-    let written: Vec<String> = fs::read_to_string(node.root().join("truth.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["message"].as_str().unwrap().to_string())
-        .collect();
+    let written = crate::kubelet::run_cri(
+        node.root(),
+        &["--pods", "5", "--containers-per-pod", "2", "--rate", "600", "--duration", "5", "--seed", "18", "--max-files", "5", "--long-every", "40"],
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let lines = loop {
         let lines: Vec<(String, String)> = objects(&moto, "node-logs").into_iter().flat_map(|o| o.lines.into_iter().map(move |l| (o.key.clone(), l))).collect();

@@ -182,18 +182,10 @@ fn the_example_applies_logferry_ships_into_what_it_created_and_destroy_removes_i
     let mut cmd = logferry_command();
     cmd.env("NODE_NAME", "n1");
     let mut shipper = Shipper::start(cmd, &config, node.root().join("shipper.jsonl"));
-    let status = crate::kubelet::simulator(node.root(), "cri")
-        .args(["--pods", "3", "--containers-per-pod", "2", "--rate", "300", "--duration", "4", "--seed", "20"])
-        .args(["--max-files", "5", "--long-every", "50"])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("python3 runs tests/kubelet_sim.py");
-    assert!(status.success());
-    let written: Vec<String> = fs::read_to_string(node.root().join("truth.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["message"].as_str().unwrap().to_string())
-        .collect();
+    let written = crate::kubelet::run_cri(
+        node.root(),
+        &["--pods", "3", "--containers-per-pod", "2", "--rate", "300", "--duration", "4", "--seed", "20", "--max-files", "5", "--long-every", "50"],
+    );
     let (s3, firehose, cloudwatch) = wait_for_three(&moto, &bucket, &group, written.len());
     assert!(shipper.stop().success(), "{}", shipper.stderr());
     assert_exactly_once(s3, &written);
