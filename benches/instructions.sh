@@ -60,6 +60,6 @@ if (( top > 0 )); then
     for f in "$tmp"/out.*; do
         echo
         echo "== ${f##*/out.}: the $top functions with the most instructions (self)"
-        callgrind_annotate --threshold=100 "$f" 2> /dev/null | grep -E '^ *[0-9,]+ \(' | head -n "$top"
+        { callgrind_annotate --threshold=100 "$f" 2> /dev/null | grep -E "^ *[0-9,]+ \(" | head -n "$top"; } || true
     done
 fi

@@ -154,23 +154,25 @@ fn byte_needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
 }
 
-/// Escapes valid UTF-8, copying clean runs whole. The specials are found 16 bytes at
-/// a time with SSE2 (part of every x86-64 CPU), elsewhere 8 at a time in a `u64`.
+/// Escapes valid UTF-8. On x86-64 it goes 16 bytes at a time (SSE2, part of every
+/// x86-64 CPU): each block is stored whole into the output's spare room, then kept up
+/// to its first special, which is escaped — no call per run of plain bytes. Elsewhere
+/// (and for the last bytes) 8 at a time in a `u64`, copying clean runs whole.
 fn write_escaped(out: &mut Vec<u8>, s: &[u8]) {
-    let mut run_start = 0;
     let mut i = 0;
     #[cfg(target_arch = "x86_64")]
     while i + 16 <= s.len() {
-        let mut mask = specials_mask16(&s[i..i + 16]);
-        while mask != 0 {
-            let j = i + mask.trailing_zeros() as usize;
-            out.extend_from_slice(&s[run_start..j]);
-            write_escape(out, s[j]);
-            run_start = j + 1;
-            mask &= mask - 1;
+        let block: &[u8; 16] = s[i..i + 16].try_into().expect("16 bytes");
+        let mask = specials_mask16(block);
+        let keep = if mask == 0 { 16 } else { mask.trailing_zeros() as usize };
+        put16(out, block, keep);
+        i += keep;
+        if keep < 16 {
+            write_escape(out, s[i]);
+            i += 1;
         }
-        i += 16;
     }
+    let mut run_start = i;
     while i < s.len() {
         if i + 8 <= s.len() && !word_needs_escape(u64::from_le_bytes(s[i..i + 8].try_into().unwrap())) {
             i += 8;
@@ -189,14 +191,27 @@ fn write_escaped(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(&s[run_start..]);
 }
 
+/// Appends the first `keep` (≤ 16) bytes of `block` to `out`: the 16 are stored into
+/// the spare capacity in one unaligned store, and the length grows by `keep`.
+#[inline]
+pub(crate) fn put16(out: &mut Vec<u8>, block: &[u8; 16], keep: usize) {
+    out.reserve(16);
+    // SAFETY: `reserve(16)` guarantees 16 bytes of spare capacity after `len`; the
+    // copy writes exactly those, and `set_len` covers only the `keep` ≤ 16 of them
+    // that were initialized from `block`.
+    unsafe {
+        std::ptr::copy_nonoverlapping(block.as_ptr(), out.as_mut_ptr().add(out.len()), 16);
+        out.set_len(out.len() + keep.min(16));
+    }
+}
+
 /// Bit `k` set when byte `k` of the 16 needs escaping.
 #[cfg(target_arch = "x86_64")]
 #[inline]
-fn specials_mask16(block: &[u8]) -> u32 {
+fn specials_mask16(block: &[u8; 16]) -> u32 {
     use std::arch::x86_64::*;
-    assert!(block.len() >= 16);
-    // SAFETY: SSE2 is part of the x86-64 baseline; the load reads 16 bytes that the
-    // assertion above proves are in bounds, and `loadu` has no alignment requirement.
+    // SAFETY: SSE2 is part of the x86-64 baseline; the load reads the 16 bytes of the
+    // array, and `loadu` has no alignment requirement.
     unsafe {
         let v = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
         let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
