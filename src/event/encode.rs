@@ -195,8 +195,11 @@ fn write_escaped(out: &mut Vec<u8>, s: &[u8]) {
 /// the spare capacity in one unaligned store, and the length grows by `keep`.
 #[inline]
 pub(crate) fn put16(out: &mut Vec<u8>, block: &[u8; 16], keep: usize) {
-    out.reserve(16);
-    // SAFETY: `reserve(16)` guarantees 16 bytes of spare capacity after `len`; the
+    // Checked here: `reserve` itself is not inlined and costs a call per block.
+    if out.capacity() - out.len() < 16 {
+        out.reserve(16);
+    }
+    // SAFETY: there are 16 bytes of spare capacity after `len` (made above); the
     // copy writes exactly those, and `set_len` covers only the `keep` ≤ 16 of them
     // that were initialized from `block`.
     unsafe {
