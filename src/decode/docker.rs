@@ -170,7 +170,14 @@ impl Parser<'_> {
         scratch.clear();
         scratch.extend_from_slice(&self.s[start..at]);
         while self.s[at] == b'\\' {
-            let next = unescape_one(self.s, at, scratch)?;
+            // The two-byte escapes straight from a table; `\u` the long way.
+            let next = match self.s.get(at + 1).map(|&c| SIMPLE_ESCAPES[c as usize]) {
+                Some(c) if c != 0 => {
+                    scratch.push(c);
+                    at + 2
+                }
+                _ => unescape_one(self.s, at, scratch)?,
+            };
             at = copy_plain(self.s, next, scratch).ok_or(Malformed)?;
         }
         self.i = at + 1;
@@ -258,6 +265,20 @@ fn quote_or_backslash16(block: &[u8; 16]) -> u32 {
         _mm_movemask_epi8(_mm_or_si128(quote, backslash)) as u32
     }
 }
+
+/// What each two-byte escape `\c` stands for, by `c` (0: not one of them).
+static SIMPLE_ESCAPES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t[b'/' as usize] = b'/';
+    t[b'b' as usize] = 0x08;
+    t[b'f' as usize] = 0x0c;
+    t[b'n' as usize] = b'\n';
+    t[b'r' as usize] = b'\r';
+    t[b't' as usize] = b'\t';
+    t
+};
 
 /// Decodes the escape at `s[at]` (a backslash) onto `out`; returns where it ends.
 /// A lone UTF-16 surrogate becomes U+FFFD, as Go's decoder does.

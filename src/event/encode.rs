@@ -165,10 +165,21 @@ fn write_escaped(out: &mut Vec<u8>, s: &[u8]) {
         let block: &[u8; 16] = s[i..i + 16].try_into().expect("16 bytes");
         let mask = specials_mask16(block);
         let keep = if mask == 0 { 16 } else { mask.trailing_zeros() as usize };
+        // Room for the block and the longest escape after it.
+        if out.capacity() - out.len() < 16 + 6 {
+            out.reserve(16 + 6);
+        }
         put16(out, block, keep);
         i += keep;
         if keep < 16 {
-            write_escape(out, s[i]);
+            let (bytes, n) = &ESCAPES[s[i] as usize];
+            // SAFETY: 22 bytes were spare before `put16` kept `keep` ≤ 15 of them, so
+            // at least 7 remain for the 6 written; `set_len` covers the `n` ≤ 6 that
+            // are the escape.
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), out.as_mut_ptr().add(out.len()), 6);
+                out.set_len(out.len() + *n as usize);
+            }
             i += 1;
         }
     }
@@ -225,6 +236,28 @@ fn specials_mask16(block: &[u8; 16]) -> u32 {
     }
 }
 
+/// How each byte is written escaped, and in how many bytes (0 for bytes that need no
+/// escape), as [`write_escape`] writes it: a table for the SSE2 loop.
+static ESCAPES: [([u8; 6], u8); 256] = escapes();
+
+const fn escapes() -> [([u8; 6], u8); 256] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut table = [([0u8; 6], 0u8); 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = ([b'\\', b'u', b'0', b'0', HEX[b >> 4], HEX[b & 15]], 6);
+        b += 1;
+    }
+    table[b'"' as usize] = ([b'\\', b'"', 0, 0, 0, 0], 2);
+    table[b'\\' as usize] = ([b'\\', b'\\', 0, 0, 0, 0], 2);
+    table[b'\n' as usize] = ([b'\\', b'n', 0, 0, 0, 0], 2);
+    table[b'\r' as usize] = ([b'\\', b'r', 0, 0, 0, 0], 2);
+    table[b'\t' as usize] = ([b'\\', b't', 0, 0, 0, 0], 2);
+    table[0x08] = ([b'\\', b'b', 0, 0, 0, 0], 2);
+    table[0x0c] = ([b'\\', b'f', 0, 0, 0, 0], 2);
+    table
+}
+
 fn write_escape(out: &mut Vec<u8>, b: u8) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     match b {
@@ -263,6 +296,20 @@ mod tests {
         );
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(v["message"], "a\"b\\c\n\t\u{1}<>&é日😀/");
+    }
+
+    #[test]
+    fn the_escape_table_writes_what_write_escape_writes() {
+        for b in 0..=255u8 {
+            let (bytes, n) = &ESCAPES[b as usize];
+            if byte_needs_escape(b) {
+                let mut want = Vec::new();
+                write_escape(&mut want, b);
+                assert_eq!(&bytes[..*n as usize], &want[..], "byte {b:#x}");
+            } else {
+                assert_eq!(*n, 0, "byte {b:#x} needs no escape");
+            }
+        }
     }
 
     #[test]
