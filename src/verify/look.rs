@@ -71,9 +71,8 @@ pub struct S3Place {
 
 impl S3Place {
     pub async fn connect(region: Option<&str>, endpoint: Option<&str>, bucket: &str, prefixes: Vec<String>, since_ms: i64) -> anyhow::Result<Self> {
-        let sdk = crate::sink::aws::client::sdk_config(region, endpoint, Duration::from_secs(30)).await?;
-        let conf = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(endpoint.is_some()).build();
-        Ok(Self { client: aws_sdk_s3::Client::from_conf(conf), bucket: bucket.to_owned(), prefixes, since_ms, read: HashSet::new() })
+        let client = crate::sink::aws::s3::client(region, endpoint, Duration::from_secs(30)).await?;
+        Ok(Self { client, bucket: bucket.to_owned(), prefixes, since_ms, read: HashSet::new() })
     }
 
     async fn look(&mut self, token: &str) -> anyhow::Result<Vec<Stored>> {
@@ -137,7 +136,7 @@ struct EventLine<'a> {
 /// The events among JSON lines `text` whose line holds `token`.
 fn events_with(text: &[u8], token: &str, landed_ms: i64, at: &str) -> Vec<Stored> {
     let finder = memchr::memmem::Finder::new(token.as_bytes());
-    text.split(|&c| c == b'\n').filter(|l| finder.find(l).is_some()).map(|l| stored(l, landed_ms, at)).collect()
+    crate::batch::lines(text).filter(|l| finder.find(l).is_some()).map(|l| stored(l, landed_ms, at)).collect()
 }
 
 /// One event from its JSON line, or the text as it is when it is not one of ours
@@ -246,17 +245,14 @@ impl FilePlace {
     }
 }
 
-/// An AWS error with what was being done and on what, and the service's words.
+/// An AWS error with what was being done and on what, in the sinks' words (what to
+/// check included).
 fn sdk_error<E, R>(call: &str, on: &str, e: &aws_sdk_s3::error::SdkError<E, R>) -> anyhow::Error
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + crate::sink::aws::client::HasStatus,
 {
-    let text = match e.as_service_error() {
-        Some(s) => format!("{}: {}", s.code().unwrap_or("error"), s.message().unwrap_or_default()),
-        None => aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
-    };
-    anyhow::anyhow!("{call} on {on}: {text}")
+    anyhow::anyhow!("{call} on {on}: {}", crate::sink::aws::client::classify(e).message)
 }
 
 #[cfg(test)]

@@ -211,29 +211,28 @@ fn write(marks: &Marks, opts: &VerifyOptions) -> anyhow::Result<Vec<i64>> {
 
 /// Where one sink's lines can be read back; `None` for stdout.
 async fn place(sink: &NamedSink, who: &Who, opts: &VerifyOptions, start_ms: i64, end_ms: i64) -> anyhow::Result<Option<Place>> {
-    let names = |node: &str, cluster: &str| -> [Option<String>; 6] {
-        [who.namespace.clone(), who.pod.clone(), who.pod_uid.clone(), who.container.clone(), Some(node.to_owned()), Some(cluster.to_owned())]
+    // The names as the templates order them. A sink's own node and cluster are known
+    // (empty, logferry writes `unknown`); `None` is not known.
+    let names = |node: Option<String>, cluster: Option<String>| -> [Option<String>; 6] {
+        [who.namespace.clone(), who.pod.clone(), who.pod_uid.clone(), who.container.clone(), node, cluster]
     };
+    let configured = |v: &str| Some(if v.is_empty() { "unknown" } else { v }.to_owned());
     Ok(Some(match &sink.config {
         SinkConfig::Stdout => return Ok(None),
         SinkConfig::File { path } => Place::File(FilePlace::new(path.clone())),
         SinkConfig::S3(c) => {
-            let prefixes = s3_prefixes(&c.key_prefix, &names(&c.node, &c.cluster), start_ms, end_ms);
+            let prefixes = s3_prefixes(&c.key_prefix, &names(configured(&c.node), configured(&c.cluster)), start_ms, end_ms);
             Place::S3(S3Place::connect(c.region.as_deref(), c.endpoint.as_deref(), &c.bucket, prefixes, start_ms).await?)
         }
         SinkConfig::Firehose(c) => {
             let bucket = opts.firehose_bucket.as_deref().expect("chosen only with a bucket");
             let template = crate::batch::s3::KeyTemplate::parse(&opts.firehose_prefix).map_err(|e| anyhow::anyhow!("--firehose-prefix: {e}"))?;
-            let node = std::env::var("NODE_NAME").unwrap_or_default();
-            let cluster = std::env::var("CLUSTER_NAME").unwrap_or_default();
-            let mut n = names(&node, &cluster);
-            n[4] = Some(node).filter(|v| !v.is_empty());
-            n[5] = Some(cluster).filter(|v| !v.is_empty());
-            let prefixes = s3_prefixes(&template, &n, start_ms, end_ms);
+            let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+            let prefixes = s3_prefixes(&template, &names(env("NODE_NAME"), env("CLUSTER_NAME")), start_ms, end_ms);
             Place::S3(S3Place::connect(c.region.as_deref(), c.endpoint.as_deref(), bucket, prefixes, start_ms).await?)
         }
         SinkConfig::CloudWatch(c) => {
-            let n = names(&c.node, &c.cluster);
+            let n = names(configured(&c.node), configured(&c.cluster));
             let v: [Option<&str>; 6] = std::array::from_fn(|i| n[i].as_deref());
             let group = c.log_group.known_prefix(&v, true);
             let stream = c.log_stream.known_prefix(&v, false);

@@ -22,16 +22,8 @@ pub struct S3 {
 
 impl S3 {
     pub async fn connect(config: &S3Config) -> anyhow::Result<Self> {
-        let sdk = client::sdk_config(config.region.as_deref(), config.endpoint.as_deref(), config.request_timeout).await?;
-        // An endpoint of one's own (a VPC endpoint's URL, an emulator) takes the bucket
-        // in the path.
-        // No checksum where S3 does not require one (PutObject): the body is signed
-        // already, and a trailing checksum would cost a pass over every object.
-        let s3 = aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(config.endpoint.is_some())
-            .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
-            .build();
-        Ok(Self { client: aws_sdk_s3::Client::from_conf(s3), bucket: config.bucket.clone() })
+        let client = client(config.region.as_deref(), config.endpoint.as_deref(), config.request_timeout).await?;
+        Ok(Self { client, bucket: config.bucket.clone() })
     }
 
     pub fn bucket(&self) -> &str {
@@ -46,12 +38,8 @@ impl S3 {
         if body.len() >= MULTIPART_FROM {
             return self.put_in_parts(key, body, compression).await;
         }
-        let mut put = self.client.put_object().bucket(&self.bucket).key(key).body(ByteStream::from(body)).content_type("application/x-ndjson");
-        match compression {
-            Compression::Gzip => put = put.content_encoding("gzip"),
-            Compression::Zstd => put = put.content_encoding("zstd"),
-            Compression::None => {}
-        }
+        let put = self.client.put_object().bucket(&self.bucket).key(key).body(ByteStream::from(body)).content_type("application/x-ndjson");
+        let put = put.set_content_encoding(content_encoding(compression));
         // The payload is not hashed into the signature (`UNSIGNED-PAYLOAD`): a SHA-256
         // pass over every object would cost more CPU than compressing it; TLS protects
         // the body on the way.
@@ -60,12 +48,8 @@ impl S3 {
     }
 
     async fn put_in_parts(&self, key: &str, body: bytes::Bytes, compression: Compression) -> Result<(), Failure> {
-        let mut create = self.client.create_multipart_upload().bucket(&self.bucket).key(key).content_type("application/x-ndjson");
-        match compression {
-            Compression::Gzip => create = create.content_encoding("gzip"),
-            Compression::Zstd => create = create.content_encoding("zstd"),
-            Compression::None => {}
-        }
+        let create = self.client.create_multipart_upload().bucket(&self.bucket).key(key).content_type("application/x-ndjson");
+        let create = create.set_content_encoding(content_encoding(compression));
         let upload = create.send().await.map_err(|e| client::classify(&e))?;
         let id = upload.upload_id().unwrap_or_default().to_string();
         match self.upload_parts(key, &id, &body).await {
@@ -138,6 +122,28 @@ impl S3 {
         if let Err(e) = self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(id).send().await {
             tracing::debug!(key, error = %client::classify(&e).message, "cannot abort a multipart upload");
         }
+    }
+}
+
+/// An S3 client from the standard chain, for `logferry run` and `logferry verify`. An
+/// endpoint of one's own (a VPC endpoint's URL, an emulator) takes the bucket in the
+/// path. No checksum where S3 does not require one (PutObject): the body is signed
+/// already, and a trailing checksum would cost a pass over every object.
+pub async fn client(region: Option<&str>, endpoint: Option<&str>, request_timeout: Duration) -> anyhow::Result<aws_sdk_s3::Client> {
+    let sdk = client::sdk_config(region, endpoint, request_timeout).await?;
+    let s3 = aws_sdk_s3::config::Builder::from(&sdk)
+        .force_path_style(endpoint.is_some())
+        .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
+        .build();
+    Ok(aws_sdk_s3::Client::from_conf(s3))
+}
+
+/// The `Content-Encoding` of an object so compressed.
+fn content_encoding(compression: Compression) -> Option<String> {
+    match compression {
+        Compression::Gzip => Some("gzip".into()),
+        Compression::Zstd => Some("zstd".into()),
+        Compression::None => None,
     }
 }
 
