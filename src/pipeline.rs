@@ -120,10 +120,12 @@ pub async fn run_until(
         serve_metrics(addr, telemetry).await?;
     }
     let tail_thread = thread::Builder::new().name("tail".into()).spawn(move || tailer.run())?;
-    let done = writer_done.clone();
+    let (done, ended) = (writer_done.clone(), buffer.clone());
     let buffer_thread = thread::Builder::new().name("buffer".into()).spawn(move || {
         let r = writer.run(batch_rx);
         done.store(true, Ordering::Release);
+        // The sinks wait without a timer: tell them.
+        ended.nudge();
         r
     })?;
 

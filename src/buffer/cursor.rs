@@ -143,11 +143,41 @@ impl Cursor {
     }
 }
 
+/// How often acknowledgements of records only ever held in memory are saved.
+pub const MEMORY_ACKS_EVERY: Duration = Duration::from_secs(5);
+
+/// See [`Buffer::ack_save_due_in`].
+fn acks_due_in(st: &State, sink: usize) -> Option<Duration> {
+    let c = &st.cursors[sink];
+    let through = c.watermark(st.next_seq);
+    let acked = acks::Acked { through, ranges: c.outstanding.gaps(through + 1, st.next_seq, acks::MAX_RANGES) };
+    if acked == c.persisted {
+        return None;
+    }
+    let on_disk = st.segments.iter().map(|s| s.last_seq).max().unwrap_or(0);
+    if on_disk > c.persisted.through {
+        return Some(Duration::ZERO);
+    }
+    Some(MEMORY_ACKS_EVERY.saturating_sub(st.acks_saved.elapsed()))
+}
+
 impl Buffer {
     /// Up to `max_bytes` of records for sink `sink` not yet handed out to it (at least
-    /// one if any), in order; waits up to `wait` for the first. Empty once closed and
-    /// drained.
+    /// one if any), in order; waits up to `wait` for the first, or until a
+    /// [`Self::nudge`]. Empty once closed and drained.
     pub fn read_for(&self, sink: usize, max_bytes: usize, wait: Duration) -> Result<Vec<Record>, BufferError> {
+        let seen = self.nudges();
+        self.read_for_since(sink, max_bytes, wait, seen)
+    }
+
+    /// How many [`Self::nudge`]s there have been.
+    pub fn nudges(&self) -> u64 {
+        self.lock().nudges
+    }
+
+    /// [`Self::read_for`], returning at once if there was a nudge since [`Self::nudges`]
+    /// said `seen` (a nudge between looking and waiting is not missed).
+    pub fn read_for_since(&self, sink: usize, max_bytes: usize, wait: Duration, seen: u64) -> Result<Vec<Record>, BufferError> {
         let mut st = self.lock();
         let mut out = Vec::new();
         let mut size = 0;
@@ -161,7 +191,7 @@ impl Buffer {
                     None => break,
                 }
             }
-            if !out.is_empty() || st.closed || wait.is_zero() {
+            if !out.is_empty() || st.closed || wait.is_zero() || st.nudges != seen {
                 return Ok(out);
             }
             let (g, timeout) = self.inner.changed.wait_timeout(st, wait).unwrap_or_else(|p| p.into_inner());
@@ -205,6 +235,7 @@ impl Buffer {
         release_range(&mut st, seq, seq + 1);
         forget_acked_front(&mut st);
         self.delete_acked_segments(&mut st);
+        drop(st);
         self.inner.changed.notify_all();
     }
 
@@ -220,6 +251,33 @@ impl Buffer {
         if let Err(e) = self.persist_ack() {
             tracing::debug!(error = %e, "cannot save the acknowledged records yet");
         }
+    }
+
+    /// [`Self::persist_ack_or_retry_later`] when a sink's acknowledgements are due to
+    /// be saved (see [`Self::ack_save_due_in`]): for the sinks' periodic saves.
+    pub fn persist_ack_when_due(&self) {
+        let due = {
+            let st = self.lock();
+            (0..st.cursors.len()).any(|i| acks_due_in(&st, i) == Some(Duration::ZERO))
+        };
+        if due {
+            self.persist_ack_or_retry_later();
+        }
+    }
+
+    /// Sink `sink` has acknowledged every record that goes to it.
+    pub fn owes_nothing(&self, sink: usize) -> bool {
+        self.lock().cursors[sink].outstanding.is_empty()
+    }
+
+    /// When sink `sink`'s acknowledgements are due to be saved: `None` if they are
+    /// saved as they stand. At once when they cover a record on disk (a crash would
+    /// ship it again); acknowledgements of records that only ever were in memory
+    /// protect nothing (the record is gone with the process), so a sink keeping up
+    /// from memory saves them only every [`MEMORY_ACKS_EVERY`] — which also finds a
+    /// data_dir that became full or read-only while nothing else was written there.
+    pub fn ack_save_due_in(&self, sink: usize) -> Option<Duration> {
+        acks_due_in(&self.lock(), sink)
     }
 
     /// Saves which records each sink acknowledged, where that changed (see [`acks`]).
@@ -252,6 +310,7 @@ impl Buffer {
             }
             st.shared_acks_removed = true;
         }
+        st.acks_saved = Instant::now();
         Ok(())
     }
 

@@ -276,6 +276,10 @@ struct State {
     /// The sink appends wait for (`block`, its share full); `None`: the whole buffer.
     waiting_for: Option<usize>,
     closed: bool,
+    /// Counts [`Buffer::nudge`]s: a reader waiting when it changes returns.
+    nudges: u64,
+    /// When acknowledgements were last saved.
+    acks_saved: Instant,
     /// Payload buffers handed back by the readers' callers.
     pool: Vec<Vec<u8>>,
     stats: BufferStats,
@@ -398,6 +402,8 @@ impl Buffer {
                 cur.take(seq, time);
             }
         }
+        // After unlocking: a reader woken while the lock is held would only block on it.
+        drop(st);
         self.inner.changed.notify_all();
         Ok(seq)
     }
@@ -448,6 +454,14 @@ impl Buffer {
     /// A payload buffer for the next batch, if one was handed back.
     pub fn spare(&self) -> Option<Vec<u8>> {
         self.lock().pool.pop()
+    }
+
+    /// Makes every [`Self::read_for`] waiting now return with what it has: for a
+    /// reader that also waits for something else (its own write landing, the buffer
+    /// thread finishing), so that it can wait without a timer.
+    pub fn nudge(&self) {
+        self.lock().nudges += 1;
+        self.inner.changed.notify_all();
     }
 
     /// Wakes every waiter; appends fail and reads return what is left.

@@ -29,8 +29,13 @@ use crate::tail::checkpoint::Checkpoints;
 use crate::tail::tailer::{RoomBell, BATCH_BYTES};
 use crate::tail::turn::Batch;
 
-/// How often the buffer thread looks for batches made safe by acknowledgements.
-const SAFE_POLL: Duration = Duration::from_millis(50);
+/// How long an appended record may wait for room before what came before it is
+/// committed and checkpointed anyway.
+const PATIENCE_MIN: Duration = Duration::from_millis(50);
+
+/// How long the thread sleeps when there is nothing to commit, checkpoint or save: it
+/// wakes for the next batch, not for a timer.
+const IDLE: Duration = Duration::from_secs(3600);
 
 /// Appends batches to the buffer, commits in groups, and advances checkpoints over
 /// what is safe (acknowledged or fsynced).
@@ -63,14 +68,7 @@ impl BufferWriter {
     pub fn run(mut self, batches: Receiver<Batch>) -> anyhow::Result<()> {
         let mut last_seq = 0;
         loop {
-            // With batches pending, acknowledgements can make them safe at any time:
-            // look again soon. Otherwise sleep until the next checkpoint save.
-            let wait = if self.pending.is_empty() {
-                self.checkpoint_interval
-            } else {
-                self.opts.fsync_interval.saturating_sub(self.last_commit.elapsed()).min(SAFE_POLL)
-            };
-            match batches.recv_timeout(wait) {
+            match batches.recv_timeout(self.next_wait()) {
                 Ok(mut batch) => {
                     self.room.ring();
                     for part in &mut batch.encoded.parts {
@@ -91,9 +89,28 @@ impl BufferWriter {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            self.commit_and_checkpoint();
+            // Whatever wakes the thread, what is due within half an interval is done
+            // now too: the commit, the save and the batches go together rather than
+            // each waking the thread a moment after the other.
+            self.commit_and_checkpoint(self.opts.fsync_interval.min(self.checkpoint_interval) / 2);
         }
         self.finish()
+    }
+
+    /// Until the next thing due: with batches pending, the group commit (which also
+    /// moves checkpoints over what acknowledgements made safe since); with checkpoints
+    /// changed, their save; with neither, nothing — the thread sleeps until a batch
+    /// comes (an idle node costs no wake-ups here).
+    fn next_wait(&self) -> Duration {
+        let until = |last: Instant, every: Duration| every.saturating_sub(last.elapsed());
+        let commit = (!self.pending.is_empty()).then(|| until(self.last_commit, self.opts.fsync_interval));
+        let save = self.checkpoints.unsaved().then(|| until(self.last_save, self.checkpoint_interval));
+        match (commit, save) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => IDLE,
+        }
+        .max(Duration::from_millis(1))
     }
 
     /// At the end: gives the sinks a moment to take what memory holds, then writes
@@ -106,9 +123,10 @@ impl BufferWriter {
         Ok(())
     }
 
-    /// Group commit when due, checkpoints over what became safe, and a save when due.
-    fn commit_and_checkpoint(&mut self) {
-        let due = self.last_commit.elapsed() >= self.opts.fsync_interval || self.buffer.unsynced_bytes() >= self.opts.fsync_bytes;
+    /// Group commit when due (or due within `slack`), checkpoints over what became
+    /// safe, and a save when due (or within `slack`).
+    fn commit_and_checkpoint(&mut self, slack: Duration) {
+        let due = self.last_commit.elapsed() + slack >= self.opts.fsync_interval || self.buffer.unsynced_bytes() >= self.opts.fsync_bytes;
         let safe = if due {
             self.last_commit = Instant::now();
             self.commit(self.opts.fsync_interval)
@@ -116,7 +134,7 @@ impl BufferWriter {
             self.buffer.safe_seq()
         };
         self.checkpoint(safe);
-        if self.last_save.elapsed() >= self.checkpoint_interval {
+        if self.last_save.elapsed() + slack >= self.checkpoint_interval {
             save_checkpoints(&mut self.checkpoints, &self.checkpoint_fault);
             self.last_save = Instant::now();
         }
@@ -154,7 +172,7 @@ impl BufferWriter {
         let mut backoff = crate::sink::backoff::Backoff::try_new(Duration::from_millis(100), Duration::from_secs(5), data.len() as u64)
             .expect("constant bounds are valid");
         let mut logged = false;
-        let patience = self.opts.fsync_interval.max(SAFE_POLL);
+        let patience = self.opts.fsync_interval.max(PATIENCE_MIN);
         loop {
             match self.buffer.try_append_for(sinks, crate::event::time::now(), events, data, patience) {
                 Ok(seq) => {
@@ -166,7 +184,7 @@ impl BufferWriter {
                 Err((BufferError::Closed, _)) => return None,
                 Err((BufferError::Full, refused)) => {
                     data = refused;
-                    self.commit_and_checkpoint();
+                    self.commit_and_checkpoint(Duration::ZERO);
                 }
                 Err((e, refused)) => {
                     data = refused;

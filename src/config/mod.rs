@@ -148,6 +148,8 @@ pub struct TailConfig {
     pub watch: WatchMode,
     /// The full rescan that catches what inotify missed (overflow, lost watches).
     pub rescan_interval: Duration,
+    /// How often a busy container's files are read (see `tail::tailer::hot`).
+    pub busy_poll_interval: Duration,
     /// How long a deleted file's descriptor is kept open after its end was read,
     /// in case the runtime still writes a last line to it.
     pub rotate_wait: Duration,
@@ -400,6 +402,7 @@ fn build_tail(ck: &mut Checker, raw: RawTail, env: &EnvView) -> TailConfig {
         start_at: ck.choice("tail.start_at", raw.start_at, StartAt::Beginning, &start_at),
         watch: ck.choice("tail.watch", raw.watch, WatchMode::Inotify, &watch),
         rescan_interval: ck.duration("tail.rescan_interval", raw.rescan_interval, secs(10), true),
+        busy_poll_interval: ck.duration("tail.busy_poll_interval", raw.busy_poll_interval, Duration::from_millis(500), true),
         rotate_wait: ck.duration("tail.rotate_wait", raw.rotate_wait, secs(30), false),
         checkpoint_interval: ck.duration(
             "tail.checkpoint_interval",

@@ -225,6 +225,11 @@ impl Checkpoints {
         self.streams.len()
     }
 
+    /// Something changed since the last save (or there is no snapshot yet).
+    pub fn unsaved(&self) -> bool {
+        self.needs_snapshot || !self.changed.is_empty()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.streams.is_empty()
     }

@@ -12,6 +12,8 @@ pub struct TailStats {
     pub by_format: [DecodeStats; 3],
     pub follow: FollowStats,
     pub files_followed: usize,
+    /// Directories read on a timer because they are busy (see `tailer::hot`).
+    pub directories_polled: usize,
     /// Bytes on disk not yet read, summed over open files: how far behind reading is.
     pub unread_bytes: u64,
     /// Turns read by the tailer's own thread and by its helpers.

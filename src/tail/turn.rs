@@ -117,6 +117,11 @@ pub struct Followed {
     pub warned: bool,
     /// Its last turn ended with more to read: it may be lent to a helper.
     pub backlogged: bool,
+    /// The follower's bytes read when last looked at, and when that grew.
+    pub seen_bytes: u64,
+    pub last_data: Option<Instant>,
+    /// Its directory is busy: read on a timer, not on inotify (see `tailer::hot`).
+    pub polled: bool,
 }
 
 /// How much one turn may read, and how long a deleted file is kept open.

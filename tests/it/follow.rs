@@ -4,7 +4,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::node::{append, append_cri, assert_exactly_once, log_field, numbered, read_events, Node, Shipper};
 
@@ -406,6 +406,46 @@ fn polling_mode_follows_writes_and_rotations_without_inotify() {
     let c = numbered("polled-new-pod", 5);
     append_cri(&other, &c);
     let all = [a, b, c].concat();
+    node.wait_for(&all, WAIT);
+    shipper.stop_and_check(&node, &all);
+}
+
+/// A container writing many times a second is read on a timer (its directory no longer
+/// watched: `logferry_directories_polled` 1), and every line still arrives, through a
+/// rotation too; once it is quiet its directory is watched again, and one line written
+/// then arrives by inotify alone (the rescan is an hour away). Not timed: batching must
+/// never hold a line back, whatever the pace.
+#[test]
+fn a_busy_container_is_read_on_a_timer_and_every_line_still_arrives() {
+    let node = Node::new();
+    let live = node.container("default", "chatty", "app", 0);
+    let mut shipper = node.start("rescan_interval = \"1h\"\nbusy_poll_interval = \"100ms\"");
+    let addr = shipper.metrics_addr();
+    let polled = || crate::aws::metric(addr, "logferry_directories_polled");
+    let mut all = Vec::new();
+    let mut write = |what: &str, n: usize| {
+        let line = vec![format!("{what}-{n:05}")];
+        append_cri(&live, &line);
+        all.extend(line);
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let deadline = Instant::now() + WAIT;
+    let mut n = 0;
+    while polled() < 1.0 {
+        assert!(Instant::now() < deadline, "20 writes a second for 30 s and the directory was never polled");
+        write("busy", n);
+        n += 1;
+    }
+    rotate(&live, "20261121-100000");
+    (0..20).for_each(|k| write("polled-after-rotation", k));
+    node.wait_for(&all, WAIT);
+    while polled() > 0.0 {
+        assert!(Instant::now() < deadline + WAIT, "quiet for 30 s and the directory is still polled");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let last = numbered("watched-again", 1);
+    append_cri(&live, &last);
+    all.extend(last);
     node.wait_for(&all, WAIT);
     shipper.stop_and_check(&node, &all);
 }

@@ -54,13 +54,15 @@ impl Node {
     /// As [`Self::config`], with whole tables (`[buffer]` …) appended.
     pub fn config_with(&self, tail_extra: &str, tables: &str) -> PathBuf {
         let root = self.root().display();
+        // A test may set its own.
+        let rescan = if tail_extra.contains("rescan_interval") { "" } else { "rescan_interval = \"1s\"" };
         let cfg = format!(
             r#"data_dir = "{root}/data"
 shutdown_timeout = "10s"
 [tail]
 include = ["{root}/var/log/containers/*.log"]
 roots = ["{root}/var/log/pods"]
-rescan_interval = "1s"
+{rescan}
 rotate_wait = "2s"
 checkpoint_interval = "200ms"
 {tail_extra}

@@ -63,6 +63,10 @@ pub fn ship(sink: AwsSink, data_dir: &std::path::Path, letters: &str, ship: Ship
     })
 }
 
+/// How long the reader sleeps when its sink owes nothing: until records come or the
+/// buffer thread finishes (both wake it), not on a timer.
+const IDLE: Duration = Duration::from_secs(3600);
+
 /// Hands every buffer record to the delivery loop, until the buffer thread is done
 /// and all was read; saves which records are acknowledged every `ack_interval`
 /// meanwhile (acks come from the delivery loop at any time, and a crash must not
@@ -70,12 +74,24 @@ pub fn ship(sink: AwsSink, data_dir: &std::path::Path, letters: &str, ship: Ship
 fn read_chunks(buffer: &Buffer, cursor: usize, writer_done: &AtomicBool, tx: &tokio::sync::mpsc::Sender<Chunk>, ack_interval: Duration) -> anyhow::Result<u64> {
     let mut events = 0;
     let mut last_persist = Instant::now();
+    // A nudge after this (the buffer thread finishing) ends the next wait at once.
+    let mut seen = buffer.nudges();
     loop {
         if last_persist.elapsed() >= ack_interval {
-            buffer.persist_ack_or_retry_later();
+            buffer.persist_ack_when_due();
             last_persist = Instant::now();
         }
-        let batch = buffer.read_for(cursor, SINK_READ_BYTES, ack_interval.min(Duration::from_millis(200)))?;
+        // Owing records, look every `ack_interval` (the delivery loop acknowledges
+        // them meanwhile); owing nothing, until acknowledgements are due to be saved,
+        // or until records come.
+        let every = ack_interval.saturating_sub(last_persist.elapsed()).clamp(Duration::from_millis(1), Duration::from_millis(200));
+        let wait = if !buffer.owes_nothing(cursor) {
+            every
+        } else {
+            buffer.ack_save_due_in(cursor).map_or(IDLE, |due| due.max(every))
+        };
+        let batch = buffer.read_for_since(cursor, SINK_READ_BYTES, wait, seen)?;
+        seen = buffer.nudges();
         if batch.is_empty() && writer_done.load(Ordering::Acquire) && buffer.drained_for(cursor) {
             return Ok(events);
         }

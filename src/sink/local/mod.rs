@@ -25,8 +25,13 @@ use crate::metrics::SinkCounters;
 /// At most this much goes into one write of a file sink (one fsync each): while a
 /// write is under way, what arrives is staged for the next, up to this.
 const LOCAL_WRITE_BYTES: usize = 8 << 20;
-/// While a write is under way, how long a read from the buffer waits for records.
-const LOOK_WHILE_WRITING: Duration = Duration::from_millis(1);
+/// While a write is under way, how long a read from the buffer waits for records at
+/// most: the I/O thread nudges the buffer when the write lands (this only bounds a
+/// wait that something went wrong with).
+const LOOK_WHILE_WRITING: Duration = Duration::from_secs(1);
+/// With nothing owed and nothing to save, the thread sleeps until records come (or
+/// the buffer thread finishes, which nudges the buffer): no timer.
+const IDLE: Duration = Duration::from_secs(3600);
 
 /// Writes batches of JSON lines to stdout or a file.
 pub struct JsonLines {
@@ -52,6 +57,13 @@ impl JsonLines {
             }
         };
         Ok(Self { out })
+    }
+
+    /// `hook` is called each time a file write lands (on the file's I/O thread).
+    pub fn on_landed(&mut self, hook: file::LandedHook) {
+        if let Out::File(f) = &mut self.out {
+            f.on_landed(hook);
+        }
     }
 
     /// Writes one batch of whole lines (to a file: stages it for [`Self::finish`]).
@@ -127,8 +139,11 @@ pub struct LocalShipper {
 impl LocalShipper {
     /// Opens the sink's output (a file is appended to).
     pub fn open(ship: ShipSettings) -> Result<Self, SinkError> {
+        let mut sink = JsonLines::open(&ship.target, false)?;
+        let buffer = ship.buffer.clone();
+        sink.on_landed(Arc::new(move || buffer.nudge()));
         Ok(Self {
-            sink: JsonLines::open(&ship.target, false)?,
+            sink,
             buffer: ship.buffer,
             cursor: ship.cursor,
             writer_done: ship.writer_done,
@@ -148,11 +163,23 @@ impl LocalShipper {
         let (mut in_flight, mut staged): (Vec<Record>, Vec<Record>) = (Vec::new(), Vec::new());
         let mut staged_bytes = 0;
         let mut last_persist = Instant::now().checked_sub(self.ack_interval).unwrap_or_else(Instant::now);
+        // Nudges seen: one after this (a write landing, the buffer thread finishing)
+        // ends the next wait at once.
+        let mut seen = self.buffer.nudges();
         loop {
-            // With a write under way, look for more only briefly: it may land any moment.
-            let wait = if in_flight.is_empty() { Duration::from_millis(200) } else { LOOK_WHILE_WRITING };
+            // Waits for records, or for the write under way to land; with neither,
+            // until acknowledgements are due to be saved, or for records only.
+            let wait = if !in_flight.is_empty() {
+                LOOK_WHILE_WRITING
+            } else {
+                match self.buffer.ack_save_due_in(self.cursor) {
+                    None => IDLE,
+                    Some(due) => due.max(self.ack_interval.saturating_sub(last_persist.elapsed())).max(Duration::from_millis(1)),
+                }
+            };
             let room = LOCAL_WRITE_BYTES.saturating_sub(staged_bytes).max(1);
-            let batch = self.buffer.read_for(self.cursor, room.min(SINK_READ_BYTES), wait)?;
+            let batch = self.buffer.read_for_since(self.cursor, room.min(SINK_READ_BYTES), wait, seen)?;
+            seen = self.buffer.nudges();
             if batch.is_empty() && in_flight.is_empty() && staged.is_empty() && self.writer_done.load(Ordering::Acquire) && self.buffer.drained_for(self.cursor) {
                 break;
             }
@@ -174,7 +201,7 @@ impl LocalShipper {
                 staged_bytes = 0;
             }
             if last_persist.elapsed() >= self.ack_interval {
-                self.buffer.persist_ack_or_retry_later();
+                self.buffer.persist_ack_when_due();
                 last_persist = Instant::now();
             }
         }

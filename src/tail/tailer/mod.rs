@@ -28,6 +28,7 @@ use super::stats::{TailSnapshot, TailStats};
 use super::turn::{take_turn, Batch, Encoded, Followed, Routed, Routing, Turn, TurnLimits};
 use super::watch::{Reload, Wake, Watch};
 
+mod hot;
 mod streams;
 use crate::config::TailConfig;
 use crate::decode::DecodeOptions;
@@ -113,6 +114,8 @@ pub struct Tailer {
     helper_turns: u64,
     /// Set while a batch waits for room in the next stage (see [`RoomBell`]).
     waiting_for_room: Arc<AtomicBool>,
+    /// Busy directories, read on a timer rather than on each write.
+    polled: hot::Polled,
 }
 
 /// Wakes the tailer when the next stage takes a batch while the tailer waits for room,
@@ -188,6 +191,7 @@ impl Tailer {
             turns: 0,
             helper_turns: 0,
             waiting_for_room: Arc::default(),
+            polled: hot::Polled::default(),
         }
     }
 
@@ -245,6 +249,7 @@ impl Tailer {
                 self.poll_due = now + POLL_INTERVAL;
             }
             self.retry_waiting_for_fd(now);
+            self.poll_hot(now);
             self.read_round(now);
             self.flush_quiet_partials(Instant::now());
             // Ship every round: a busy stream must not hold back the others' positions.
@@ -267,6 +272,7 @@ impl Tailer {
             t.add_stream(&s.follower);
         }
         t.files_followed = self.streams.len();
+        t.directories_polled = self.polled.len();
         (t.turns, t.helper_turns) = (self.turns, self.helper_turns);
         t
     }
@@ -308,6 +314,9 @@ impl Tailer {
         }
         if self.watch.polling() {
             next = next.min(self.poll_due);
+        }
+        if let Some(due) = self.polled.due() {
+            next = next.min(due);
         }
         let timeout = self.settings.partial_flush_timeout;
         let now = Instant::now();
@@ -456,6 +465,7 @@ impl Tailer {
         if !routed.filtered.is_zero() {
             self.settings.router.add_filtered(&routed.filtered);
         }
+        self.note_reads(&key, now);
         let Some(s) = self.streams.get_mut(&key) else { return };
         match (was_open, s.follower.is_open()) {
             (false, true) => self.open_files += 1,

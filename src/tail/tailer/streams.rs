@@ -73,11 +73,19 @@ impl Tailer {
         let multiline = crate::config::multiline::rule_for(&self.settings.multiline, f.kube.as_ref());
         let follower = Follower::new(f.key.clone(), kube, &self.settings.decode, resume, start).with_multiline(multiline);
         let dir = f.key.parent().unwrap_or(Path::new("/")).to_path_buf();
-        self.watch.watch_dir(&dir);
+        // A busy directory is read on the timer and stays unwatched.
+        let polled = self.polled.contains(&dir);
+        if !polled {
+            self.watch.watch_dir(&dir);
+        }
         *self.dirs.entry(dir.clone()).or_default() += 1;
         let key: Arc<Path> = Arc::from(f.key.as_path());
         tracing::debug!(file = %f.key.display(), "following");
-        self.streams.insert(key.clone(), Followed { follower, routes, kube: f.kube.clone(), key: key.clone(), dir, last_active: now, warned: false, backlogged: false });
+        let seen_bytes = follower.stats.bytes_read;
+        self.streams.insert(
+            key.clone(),
+            Followed { follower, routes, kube: f.kube.clone(), key: key.clone(), dir, last_active: now, warned: false, backlogged: false, seen_bytes, last_data: None, polled },
+        );
         self.make_ready(key);
     }
 
@@ -91,6 +99,7 @@ impl Tailer {
             if *n == 0 {
                 self.dirs.remove(&s.dir);
                 self.watch.unwatch_dir(&s.dir);
+                self.polled.forget(&s.dir);
             }
         }
         self.batch.finished.push(key.clone());

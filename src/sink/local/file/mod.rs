@@ -72,7 +72,12 @@ pub struct OutputFile {
     spare: Option<Stage>,
     /// The outcome of the write in flight, if it came before it was asked for.
     arrived: Option<Landed>,
+    /// Called on the I/O thread each time a write lands.
+    on_landed: Option<LandedHook>,
 }
+
+/// Told when a write lands (see [`OutputFile::on_landed`]).
+pub type LandedHook = std::sync::Arc<dyn Fn() + Send + Sync>;
 
 /// The descriptors of the file being appended to.
 struct Writer {
@@ -135,6 +140,7 @@ impl OutputFile {
             io: None,
             spare: None,
             arrived: None,
+            on_landed: None,
         };
         file.start_at_end()?;
         Ok(file)
@@ -273,15 +279,25 @@ impl OutputFile {
         }
     }
 
+    /// `hook` is called (on the I/O thread) after each write lands, so that whoever
+    /// waits for it can sleep rather than poll [`Self::busy`].
+    pub fn on_landed(&mut self, hook: LandedHook) {
+        self.on_landed = Some(hook);
+    }
+
     /// The I/O thread, started on first use; `None` if it cannot be started.
     fn io_thread(&mut self) -> Option<&IoThread> {
         if self.io.is_none() {
             let (jobs, inbox) = mpsc::sync_channel::<WriteJob>(1);
             let (outbox, landed) = mpsc::sync_channel::<Landed>(1);
+            let hook = self.on_landed.clone();
             let spawned = thread::Builder::new().name("sink-io".into()).spawn(move || {
                 for job in inbox {
                     if outbox.send(job.run()).is_err() {
                         break;
+                    }
+                    if let Some(hook) = &hook {
+                        hook();
                     }
                 }
             });
@@ -300,6 +316,7 @@ impl OutputFile {
         let mut fresh = Self::open_with(&self.path, false, direct)?;
         fresh.append(&pending);
         fresh.io = self.io.take();
+        fresh.on_landed = self.on_landed.take();
         *self = fresh;
         Ok(())
     }

@@ -1,0 +1,127 @@
+//! Busy directories are read on a timer, not on each write.
+//!
+//! inotify reports every `write()`: a container logging many times a second would
+//! wake logferry (notify's thread, then the tailer, then the buffer and sink threads)
+//! as often, each time for a few hundred bytes. Once a stream reads data twice within
+//! [`HOT_GAP`], its directory stops being watched and every stream in it is read every
+//! `tail.busy_poll_interval` (500 ms) instead — one read gathers all the writes since
+//! the last, and the stages after reading get one batch, not one per write. After [`COOL_AFTER`] without new
+//! data the directory is watched again, and its streams are read once more right
+//! after, so that a write between the last poll and the new watch is not missed.
+//!
+//! Nothing else changes for a polled stream: rotation and truncation are noticed by
+//! its reads (the live path is checked whenever a read catches up), as when inotify is
+//! unavailable. Only the container's own directory is unwatched; the include
+//! directories (new and removed links) stay watched.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Tailer;
+
+/// Two reads with data this close make a stream's directory polled.
+pub(super) const HOT_GAP: Duration = Duration::from_millis(500);
+/// A polled directory without new data for this long is watched again.
+pub(super) const COOL_AFTER: Duration = Duration::from_secs(2);
+
+/// Polled directories: when each last had new data.
+#[derive(Debug, Default)]
+pub(super) struct Polled {
+    dirs: std::collections::HashMap<PathBuf, Instant>,
+    due: Option<Instant>,
+}
+
+impl Polled {
+    pub(super) fn contains(&self, dir: &Path) -> bool {
+        self.dirs.contains_key(dir)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.dirs.len()
+    }
+
+    /// When the polled streams are read next, if any are.
+    pub(super) fn due(&self) -> Option<Instant> {
+        self.due
+    }
+
+    /// A stream of `dir` read new data.
+    fn touch(&mut self, dir: &Path, now: Instant) {
+        if let Some(at) = self.dirs.get_mut(dir) {
+            *at = now;
+        }
+    }
+
+    pub(super) fn forget(&mut self, dir: &Path) {
+        self.dirs.remove(dir);
+        if self.dirs.is_empty() {
+            self.due = None;
+        }
+    }
+}
+
+impl Tailer {
+    /// After a stream's turn: did it read data, and does its directory turn hot?
+    pub(super) fn note_reads(&mut self, key: &Arc<Path>, now: Instant) {
+        if self.watch.polling() {
+            return;
+        }
+        let Some(s) = self.streams.get_mut(key) else { return };
+        let read = s.follower.stats.bytes_read;
+        if read == s.seen_bytes {
+            return;
+        }
+        s.seen_bytes = read;
+        let previous = s.last_data.replace(now);
+        if s.polled {
+            self.polled.touch(&s.dir, now);
+            return;
+        }
+        if previous.is_some_and(|t| now.saturating_duration_since(t) < HOT_GAP) {
+            let dir = s.dir.clone();
+            self.poll_dir(dir, now);
+        }
+    }
+
+    /// Stops watching `dir`; its streams are read on the timer from now on.
+    fn poll_dir(&mut self, dir: PathBuf, now: Instant) {
+        self.watch.unwatch_dir(&dir);
+        for s in self.streams.values_mut().filter(|s| s.dir == dir) {
+            s.polled = true;
+        }
+        tracing::debug!(dir = %dir.display(), "busy: read on a timer");
+        self.polled.dirs.insert(dir, now);
+        self.polled.due.get_or_insert(now + self.settings.tail.busy_poll_interval);
+    }
+
+    /// On the timer: every polled stream is made ready; directories quiet for
+    /// [`COOL_AFTER`] are watched again (and read once more).
+    pub(super) fn poll_hot(&mut self, now: Instant) {
+        if self.polled.due.is_none_or(|due| now < due) {
+            return;
+        }
+        let cooled: Vec<PathBuf> = self.polled.dirs.iter().filter(|(_, at)| now.saturating_duration_since(**at) >= COOL_AFTER).map(|(d, _)| d.clone()).collect();
+        for dir in &cooled {
+            self.polled.dirs.remove(dir);
+            // Watched before the read below: a write after the read wakes us.
+            self.watch.watch_dir(dir);
+            tracing::debug!(dir = %dir.display(), "quiet: read on writes again");
+        }
+        let keys: Vec<Arc<Path>> = self
+            .streams
+            .iter_mut()
+            .filter(|(_, s)| s.polled)
+            .map(|(k, s)| {
+                if cooled.contains(&s.dir) {
+                    s.polled = false;
+                    // A fresh start: the next pair of reads with data decides again.
+                    s.last_data = None;
+                }
+                k.clone()
+            })
+            .collect();
+        keys.into_iter().for_each(|k| self.make_ready(k));
+        self.polled.due = (!self.polled.dirs.is_empty()).then(|| now + self.settings.tail.busy_poll_interval);
+    }
+}
