@@ -401,6 +401,46 @@ mod tests {
         }
     }
 
+    /// `log` values dense in escapes of every kind (`\"` runs, `\\` before `n` or
+    /// `"`, `\u` and surrogate pairs, escapes cut by a block's end), ending anywhere in
+    /// a block and followed by fields with escapes of their own: as serde_json decodes
+    /// them, through `parse` and through the escape-at-a-time path by itself.
+    #[test]
+    fn dense_escapes_decode_as_serde_does_on_every_path() {
+        let alphabet: [&str; 14] = ["\\\"", "\\\\", "\\n", "\\t", "\\r", "\\b", "\\f", "\\/", "\\u003c", "\\ud83d\\ude00", "a", "é", "{\\\"k\\\":1}", "plain text "];
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for case in 0..4000 {
+            let mut value = String::new();
+            let len = case % 70;
+            while value.len() < len {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                // Every other case only the escapes whole blocks take.
+                let choices = if case % 2 == 0 { 8 } else { alphabet.len() };
+                let pick = (state % choices as u64) as usize;
+                value.push_str(alphabet[if case % 2 == 0 && pick == 1 { 0 } else { pick }]);
+            }
+            let newline = if case % 3 == 0 { "" } else { "\\n" };
+            let line = format!("{{\"log\":\"{value}{newline}\",\"attrs\":{{\"x\":\"\\\"\\\\\\u0041\"}},\"stream\":\"stdout\"}}");
+            let want: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let want = want["log"].as_str().unwrap();
+            let mut scratch = Vec::new();
+            let got = parse(line.as_bytes(), &mut scratch).unwrap();
+            assert_eq!(got.log, want.strip_suffix('\n').unwrap_or(want).as_bytes(), "{line}");
+            assert_eq!(got.complete, want.ends_with('\n'), "{line}");
+            // The same value (after `{"log":"`) through the escape-at-a-time path alone.
+            let body = line.as_bytes();
+            let mut plain = Vec::new();
+            let mut at = copy_plain(body, 8, &mut plain).unwrap();
+            while body[at] == b'\\' {
+                let next = unescape_one(body, at, &mut plain).unwrap();
+                at = copy_plain(body, next, &mut plain).unwrap();
+            }
+            assert_eq!(plain, want.as_bytes(), "escape at a time: {line}");
+        }
+    }
+
     #[test]
     fn escaped_backslash_before_n_is_not_a_newline() {
         let (log, complete, ..) = parse_ok(r#"{"log":"path C:\\n"}"#);
