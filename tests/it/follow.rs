@@ -450,6 +450,38 @@ fn a_busy_container_is_read_on_a_timer_and_every_line_still_arrives() {
     shipper.stop_and_check(&node, &all);
 }
 
+/// The stdout sink, stopped right after its last write: it acknowledges what it wrote
+/// at once and ends as soon as the buffer thread has (regression: a sink that took the
+/// buffer thread's last nudge while its last write was unacknowledged went back to
+/// sleep, and the stop waited out `shutdown_timeout`). Every line once, no warning.
+#[test]
+fn the_stdout_sink_stops_right_after_its_last_write() {
+    use std::io::BufRead;
+    let node = Node::new();
+    let live = node.container("default", "web", "app", 0);
+    let config = node.config_with("", "");
+    let text = fs::read_to_string(&config).unwrap();
+    let file_sink = format!("[sink]\ntype = \"file\"\npath = \"{}\"\n", node.out().display());
+    fs::write(&config, text.replace(&file_sink, "[sink]\ntype = \"stdout\"\n")).unwrap();
+    for round in 0..3 {
+        let (mut shipper, stdout) = Shipper::start_piped(&config, node.out());
+        let lines = numbered(&format!("round-{round}"), 200);
+        append_cri(&live, &lines);
+        let mut got = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+            got.push(v["message"].as_str().unwrap().to_string());
+            if got.len() == lines.len() {
+                break;
+            }
+        }
+        assert!(shipper.stop().success());
+        assert_exactly_once(got, &lines);
+        let log = shipper.stderr();
+        assert!(!log.contains("shutdown_timeout"), "round {round}: the stop waited out shutdown_timeout:\n{log}");
+    }
+}
+
 #[test]
 fn a_hot_file_does_not_starve_the_others() {
     let node = Node::new();

@@ -85,7 +85,10 @@ fn read_chunks(buffer: &Buffer, cursor: usize, writer_done: &AtomicBool, tx: &to
         // them meanwhile); owing nothing, until acknowledgements are due to be saved,
         // or until records come.
         let every = ack_interval.saturating_sub(last_persist.elapsed()).clamp(Duration::from_millis(1), Duration::from_millis(200));
-        let wait = if !buffer.owes_nothing(cursor) {
+        let wait = if writer_done.load(Ordering::Acquire) {
+            // Nothing will nudge any more: look, then the check below.
+            Duration::ZERO
+        } else if !buffer.owes_nothing(cursor) {
             every
         } else {
             buffer.ack_save_due_in(cursor).map_or(IDLE, |due| due.max(every))

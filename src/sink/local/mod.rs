@@ -167,10 +167,19 @@ impl LocalShipper {
         // ends the next wait at once.
         let mut seen = self.buffer.nudges();
         loop {
-            // Waits for records, or for the write under way to land; with neither,
-            // until acknowledgements are due to be saved, or for records only.
+            // Waits for records, or for the write under way to land (not at all if it
+            // has: standard output, or a file write already done); with neither, until
+            // acknowledgements are due to be saved, or for records only — except once
+            // the buffer thread has finished: then nothing will nudge, and the end is
+            // near (a look, then the check below).
             let wait = if !in_flight.is_empty() {
-                LOOK_WHILE_WRITING
+                if self.sink.busy() {
+                    LOOK_WHILE_WRITING
+                } else {
+                    Duration::ZERO
+                }
+            } else if self.writer_done.load(Ordering::Acquire) {
+                Duration::ZERO
             } else {
                 match self.buffer.ack_save_due_in(self.cursor) {
                     None => IDLE,
