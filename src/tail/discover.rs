@@ -75,7 +75,18 @@ impl Discovery {
 
     /// The directories to watch for new and removed files.
     pub fn watch_dirs(&self) -> Vec<PathBuf> {
-        self.walks.iter().map(|(p, _)| p.clone()).collect()
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for (prefix, _) in &self.walks {
+            // A prefix not there yet (`/var/log/containers` on a node still starting):
+            // its nearest existing ancestor, whose new entry triggers a rescan, after
+            // which the prefix itself is watched.
+            if let Some(dir) = prefix.ancestors().find(|d| d.is_dir()) {
+                if !dirs.iter().any(|d| d == dir) {
+                    dirs.push(dir.to_path_buf());
+                }
+            }
+        }
+        dirs
     }
 
     /// Every file to follow now, keyed by its resolved path, and whether the scan

@@ -482,6 +482,23 @@ fn the_stdout_sink_stops_right_after_its_last_write() {
     }
 }
 
+/// A node where logferry starts before the kubelet made `/var/log/containers` (and
+/// `/var/log/pods`): the first pod's lines arrive by inotify alone (the rescan is an
+/// hour away) — its nearest existing ancestor is watched until the directory exists.
+#[test]
+fn an_include_directory_made_after_the_start_is_watched() {
+    let node = Node::new();
+    fs::remove_dir_all(node.root().join("var")).unwrap();
+    let mut shipper = node.start("rescan_interval = \"1h\"");
+    shipper.metrics_addr();
+    fs::create_dir_all(node.root().join("var/log/containers")).unwrap();
+    let live = node.container("default", "early", "app", 0);
+    let lines = numbered("first-pod", 20);
+    append_cri(&live, &lines);
+    node.wait_for(&lines, WAIT);
+    shipper.stop_and_check(&node, &lines);
+}
+
 #[test]
 fn a_hot_file_does_not_starve_the_others() {
     let node = Node::new();

@@ -78,7 +78,8 @@ impl Tailer {
             self.polled.touch(&s.dir, now);
             return;
         }
-        if previous.is_some_and(|t| now.saturating_duration_since(t) < HOT_GAP) {
+        // An include glob's own directory stays watched (new links appear there).
+        if previous.is_some_and(|t| now.saturating_duration_since(t) < HOT_GAP) && !self.include_watches.contains(&s.dir) {
             let dir = s.dir.clone();
             self.poll_dir(dir, now);
         }

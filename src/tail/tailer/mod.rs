@@ -116,6 +116,8 @@ pub struct Tailer {
     waiting_for_room: Arc<AtomicBool>,
     /// Busy directories, read on a timer rather than on each write.
     polled: hot::Polled,
+    /// The directories watched for the include globs (see `watch_include_dirs`).
+    include_watches: Vec<PathBuf>,
 }
 
 /// Wakes the tailer when the next stage takes a batch while the tailer waits for room,
@@ -192,6 +194,7 @@ impl Tailer {
             helper_turns: 0,
             waiting_for_room: Arc::default(),
             polled: hot::Polled::default(),
+            include_watches: Vec::new(),
         }
     }
 
@@ -225,9 +228,7 @@ impl Tailer {
 
     /// Runs until `stop` is set; ships what it has read, then returns its totals.
     pub fn run(mut self) -> TailStats {
-        for dir in self.discovery.watch_dirs() {
-            self.watch.watch_dir(&dir);
-        }
+        self.watch_include_dirs();
         while !self.stop.load(Ordering::Relaxed) {
             // Backpressure: the next stage is full and so is our batch. Read nothing
             // more; keep watching (rescans count files rotated away meanwhile).
@@ -343,9 +344,7 @@ impl Tailer {
                     self.settings.router = router;
                 }
                 self.discovery = Discovery::new(&tail, self.settings.router.clone());
-                for dir in self.discovery.watch_dirs() {
-                    self.watch.watch_dir(&dir);
-                }
+                self.watch_include_dirs();
                 self.settings.tail = tail;
                 self.rescan_now = true;
             }

@@ -26,9 +26,26 @@ impl Tailer {
         }
     }
 
+    /// Watches each include glob's directory, or for one not there yet its nearest
+    /// existing ancestor (so that its creation triggers a rescan, after which it is
+    /// watched itself); an ancestor no longer standing in for one is let go.
+    pub(super) fn watch_include_dirs(&mut self) {
+        let dirs = self.discovery.watch_dirs();
+        for old in std::mem::take(&mut self.include_watches) {
+            if !dirs.contains(&old) && !self.dirs.contains_key(&old) {
+                self.watch.unwatch_dir(&old);
+            }
+        }
+        for dir in &dirs {
+            self.watch.watch_dir(dir);
+        }
+        self.include_watches = dirs;
+    }
+
     /// Finds new streams, and streams that are no longer there.
     pub(super) fn rescan(&mut self, now: Instant) {
         self.rescan_now = false;
+        self.watch_include_dirs();
         self.rescan_due = now + self.settings.tail.rescan_interval;
         let (found, complete) = self.discovery.scan();
         for (key, f) in &found {
@@ -98,7 +115,9 @@ impl Tailer {
             *n -= 1;
             if *n == 0 {
                 self.dirs.remove(&s.dir);
-                self.watch.unwatch_dir(&s.dir);
+                if !self.include_watches.contains(&s.dir) {
+                    self.watch.unwatch_dir(&s.dir);
+                }
                 self.polled.forget(&s.dir);
             }
         }
