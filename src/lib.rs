@@ -24,3 +24,13 @@ pub mod route;
 pub mod sink;
 pub mod tail;
 pub mod verify;
+
+/// The next number of a xorshift sequence: for unit tests that build many varied
+/// inputs, the same ones every run.
+#[cfg(test)]
+pub(crate) fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}

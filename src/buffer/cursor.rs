@@ -166,8 +166,7 @@ impl Buffer {
     /// one if any), in order; waits up to `wait` for the first, or until a
     /// [`Self::nudge`]. Empty once closed and drained.
     pub fn read_for(&self, sink: usize, max_bytes: usize, wait: Duration) -> Result<Vec<Record>, BufferError> {
-        let seen = self.nudges();
-        self.read_for_since(sink, max_bytes, wait, seen)
+        self.read_records(sink, max_bytes, wait, None)
     }
 
     /// How many [`Self::nudge`]s there have been.
@@ -178,7 +177,13 @@ impl Buffer {
     /// [`Self::read_for`], returning at once if there was a nudge since [`Self::nudges`]
     /// said `seen` (a nudge between looking and waiting is not missed).
     pub fn read_for_since(&self, sink: usize, max_bytes: usize, wait: Duration, seen: u64) -> Result<Vec<Record>, BufferError> {
+        self.read_records(sink, max_bytes, wait, Some(seen))
+    }
+
+    /// [`Self::read_for_since`]; `None`: the nudges as they stand now.
+    fn read_records(&self, sink: usize, max_bytes: usize, wait: Duration, seen: Option<u64>) -> Result<Vec<Record>, BufferError> {
         let mut st = self.lock();
+        let seen = seen.unwrap_or(st.nudges);
         let mut out = Vec::new();
         let mut size = 0;
         loop {

@@ -128,6 +128,10 @@ pub struct BufferOptions {
 /// for a file) with as much again for reading to go on meanwhile.
 pub const DEFAULT_MEMORY_BYTES: u64 = 16 << 20;
 
+/// How long the buffer thread and the sinks wait when nothing is due: no timer, in
+/// effect — they wake for the next batch or record, or a [`Buffer::nudge`].
+pub const IDLE_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
+
 impl BufferOptions {
     /// Segments of 1/8 of the cap, between 1 and 64 MiB, so that `drop_oldest` frees
     /// a useful amount and a full buffer holds several segments.

@@ -33,10 +33,6 @@ use crate::tail::turn::Batch;
 /// committed and checkpointed anyway.
 const PATIENCE_MIN: Duration = Duration::from_millis(50);
 
-/// How long the thread sleeps when there is nothing to commit, checkpoint or save: it
-/// wakes for the next batch, not for a timer.
-const IDLE: Duration = Duration::from_secs(3600);
-
 /// Appends batches to the buffer, commits in groups, and advances checkpoints over
 /// what is safe (acknowledged or fsynced).
 pub struct BufferWriter {
@@ -108,7 +104,7 @@ impl BufferWriter {
         match (commit, save) {
             (Some(a), Some(b)) => a.min(b),
             (Some(a), None) | (None, Some(a)) => a,
-            (None, None) => IDLE,
+            (None, None) => super::IDLE_WAIT,
         }
         .max(Duration::from_millis(1))
     }

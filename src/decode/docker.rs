@@ -413,9 +413,7 @@ mod tests {
             let mut value = String::new();
             let len = case % 70;
             while value.len() < len {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
+                crate::xorshift(&mut state);
                 // Every other case only the escapes whole blocks take.
                 let choices = if case % 2 == 0 { 8 } else { alphabet.len() };
                 let pick = (state % choices as u64) as usize;

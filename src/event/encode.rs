@@ -298,7 +298,11 @@ struct Expand {
 
 #[cfg(target_arch = "x86_64")]
 static EXPAND: [Expand; 256] = {
-    let mut table = [const { Expand { shuffle: unsafe { std::mem::transmute::<[u8; 16], std::arch::x86_64::__m128i>([0x80; 16]) }, backslashes: unsafe { std::mem::transmute::<[u8; 16], std::arch::x86_64::__m128i>([0; 16]) }, len: 0 } }; 256];
+    const fn m128(bytes: [u8; 16]) -> std::arch::x86_64::__m128i {
+        // SAFETY: `__m128i` is 16 plain bytes.
+        unsafe { std::mem::transmute::<[u8; 16], std::arch::x86_64::__m128i>(bytes) }
+    }
+    let mut table = [const { Expand { shuffle: m128([0x80; 16]), backslashes: m128([0; 16]), len: 0 } }; 256];
     let mut m = 0;
     while m < 256 {
         let (mut shuffle, mut backslashes) = ([0x80u8; 16], [0u8; 16]);
@@ -312,12 +316,7 @@ static EXPAND: [Expand; 256] = {
             j += 1;
             k += 1;
         }
-        // SAFETY: `__m128i` is 16 plain bytes.
-        table[m] = Expand {
-            shuffle: unsafe { std::mem::transmute::<[u8; 16], std::arch::x86_64::__m128i>(shuffle) },
-            backslashes: unsafe { std::mem::transmute::<[u8; 16], std::arch::x86_64::__m128i>(backslashes) },
-            len: j as u8,
-        };
+        table[m] = Expand { shuffle: m128(shuffle), backslashes: m128(backslashes), len: j as u8 };
         m += 1;
     }
     table
@@ -460,9 +459,7 @@ mod tests {
             let mut msg = String::new();
             let len = case % 90;
             while msg.len() < len {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
+                crate::xorshift(&mut state);
                 // Half the cases with no long control, so whole blocks take the shuffles.
                 let choices = if case % 2 == 0 { 7 } else { alphabet.len() };
                 msg.push_str(alphabet[(state % choices as u64) as usize]);

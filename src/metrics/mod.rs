@@ -409,7 +409,7 @@ fn describe_all() {
     describe_gauge!("logferry_sink_buffer_max_bytes", Unit::Bytes, "A sink's share of the buffer (its max_bytes).");
     describe_counter!("logferry_filtered_events_total", "Events a sink's route left out (its streams, or its drop_messages); containers no route selects are not read at all.");
     describe_gauge!("logferry_files_followed", "Log files followed now.");
-    describe_gauge!("logferry_directories_polled", "Busy containers' log directories read on a timer (every 250 ms) rather than on each write.");
+    describe_gauge!("logferry_directories_polled", "Busy containers' log directories read on a timer (every tail.busy_poll_interval) rather than on each write.");
     describe_counter!("logferry_read_turns_total", "Turns of reading one file (up to tail.read_bytes_per_turn), by the thread that read it: the tailer, or a helper reading a backlogged file beside it.");
     describe_gauge!("logferry_file_unread_bytes", Unit::Bytes, "Bytes written to followed files and not yet read: how far reading is behind.");
     describe_gauge!("logferry_buffer_bytes", Unit::Bytes, "What the buffer holds against its cap: on disk, and in memory not yet written.");

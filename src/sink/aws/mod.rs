@@ -63,10 +63,6 @@ pub fn ship(sink: AwsSink, data_dir: &std::path::Path, letters: &str, ship: Ship
     })
 }
 
-/// How long the reader sleeps when its sink owes nothing: until records come or the
-/// buffer thread finishes (both wake it), not on a timer.
-const IDLE: Duration = Duration::from_secs(3600);
-
 /// Hands every buffer record to the delivery loop, until the buffer thread is done
 /// and all was read; saves which records are acknowledged every `ack_interval`
 /// meanwhile (acks come from the delivery loop at any time, and a crash must not
@@ -91,7 +87,7 @@ fn read_chunks(buffer: &Buffer, cursor: usize, writer_done: &AtomicBool, tx: &to
         } else if !buffer.owes_nothing(cursor) {
             every
         } else {
-            buffer.ack_save_due_in(cursor).map_or(IDLE, |due| due.max(every))
+            buffer.ack_save_due_in(cursor).map_or(crate::buffer::IDLE_WAIT, |due| due.max(every))
         };
         let batch = buffer.read_for_since(cursor, SINK_READ_BYTES, wait, seen)?;
         seen = buffer.nudges();

@@ -29,9 +29,6 @@ const LOCAL_WRITE_BYTES: usize = 8 << 20;
 /// most: the I/O thread nudges the buffer when the write lands (this only bounds a
 /// wait that something went wrong with).
 const LOOK_WHILE_WRITING: Duration = Duration::from_secs(1);
-/// With nothing owed and nothing to save, the thread sleeps until records come (or
-/// the buffer thread finishes, which nudges the buffer): no timer.
-const IDLE: Duration = Duration::from_secs(3600);
 
 /// Writes batches of JSON lines to stdout or a file.
 pub struct JsonLines {
@@ -182,7 +179,7 @@ impl LocalShipper {
                 Duration::ZERO
             } else {
                 match self.buffer.ack_save_due_in(self.cursor) {
-                    None => IDLE,
+                    None => crate::buffer::IDLE_WAIT,
                     Some(due) => due.max(self.ack_interval.saturating_sub(last_persist.elapsed())).max(Duration::from_millis(1)),
                 }
             };

@@ -5,9 +5,14 @@
 //! as often, each time for a few hundred bytes. Once a stream reads data twice within
 //! [`HOT_GAP`], its directory stops being watched and every stream in it is read every
 //! `tail.busy_poll_interval` (500 ms) instead — one read gathers all the writes since
-//! the last, and the stages after reading get one batch, not one per write. After [`COOL_AFTER`] without new
-//! data the directory is watched again, and its streams are read once more right
-//! after, so that a write between the last poll and the new watch is not missed.
+//! the last, and the stages after reading get one batch, not one per write. After
+//! [`COOL_AFTER`] without new data the directory is watched again, and its streams are
+//! read once more right after, so that a write between the last poll and the new
+//! watch is not missed.
+//!
+//! Each stream also carries its directory's state (`Followed::polled`), so that the
+//! timer finds the polled streams among thousands without hashing every one's
+//! directory twice a second.
 //!
 //! Nothing else changes for a polled stream: rotation and truncation are noticed by
 //! its reads (the live path is checked whenever a read catches up), as when inotify is
