@@ -595,14 +595,7 @@ fn bench_encode(c: &mut Criterion, mixed: &LogFile) {
                 let mut enc = EventEncoder::new(format);
                 let mut written = 0usize;
                 for (time, stream, range) in &events.events {
-                    let ev = Event {
-                        time: *time,
-                        stream: *stream,
-                        message: black_box(&events.text[range.clone()]),
-                        truncated: false,
-                        partial: false,
-                        lines: 1,
-                    };
+                    let ev = Event::raw(*time, *stream, black_box(&events.text[range.clone()]));
                     enc.encode(&ev, &kube, &mut out);
                     if out.len() >= BATCH_BYTES {
                         written += out.len();

@@ -142,6 +142,13 @@ impl Router {
         self.for_container(kube) != [0; 2]
     }
 
+    /// Whether some sink of `mask` drops messages by their content: only then must
+    /// [`Self::route`] see the message (unescaped).
+    #[inline]
+    pub fn inspects(&self, mask: Mask) -> bool {
+        mask & self.dropping != 0
+    }
+
     /// The sinks of `mask` that keep `message` after their `drop_messages`.
     #[inline]
     pub fn route(&self, mask: Mask, message: &[u8]) -> Mask {

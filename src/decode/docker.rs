@@ -1,22 +1,39 @@
 //! Docker's json-file format: `{"log":"…","stream":"stdout","time":"…"}` per line.
 //!
 //! A hand-written scanner rather than serde: it looks only for the three keys it
-//! needs, in any order, skips anything else (e.g. `attrs`), and in the common case —
-//! a `log` whose only escape is the final `\n` — returns a slice of the input with no
-//! copy. Any other escape is decoded into a reused scratch buffer.
+//! needs, in any order, and skips anything else (e.g. `attrs`). The `log` value comes
+//! back in one of two forms ([`Form`]): unescaped, or still escaped as the event
+//! writes it ([`passthrough`]), which for most values is a slice of the line with no
+//! copy and no unescaping. Either form is written into a reused scratch buffer when
+//! it cannot be a slice of the line.
 //!
 //! Docker appends `\n` to `log` only on a complete line or the last piece of a split
 //! one (moby `daemon/logger/copier.go`), so a piece without it is partial.
 
+mod passthrough;
+
 use super::Malformed;
 use crate::event::time::{parse_rfc3339, Nanos};
 use crate::event::Stream;
+use passthrough::Passed;
+
+/// The form the `log` value is wanted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// As the application wrote it.
+    Unescaped,
+    /// In the event's JSON escaping (see [`crate::event::Event::escaped`]) where the
+    /// line allows (valid UTF-8), unescaped otherwise: [`DockerLine::escaped`] says.
+    Escaped,
+}
 
 /// One decoded json-file line.
 #[derive(Debug, PartialEq, Eq)]
 pub struct DockerLine<'a> {
-    /// The unescaped `log` value without its trailing `\n`.
+    /// The `log` value without its trailing `\n`, unescaped or escaped (`escaped`).
     pub log: &'a [u8],
+    /// `log` is in the event's JSON escaping.
+    pub escaped: bool,
     /// `log` ended in `\n`: this piece ends a message.
     pub complete: bool,
     /// `None` when the record had no (or an unknown) `stream`.
@@ -25,9 +42,14 @@ pub struct DockerLine<'a> {
     pub time: Option<Nanos>,
 }
 
-/// Decodes one line (without its newline). `scratch` holds the unescaped `log` when
-/// it had escapes; it is cleared and reused, never shrunk.
+/// Decodes one line (without its newline), the `log` value unescaped. `scratch` holds
+/// it when it had escapes; it is cleared and reused, never shrunk.
 pub fn parse<'a>(line: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<DockerLine<'a>, Malformed> {
+    parse_as(line, scratch, Form::Unescaped)
+}
+
+/// [`parse`], the `log` value in the form asked for.
+pub fn parse_as<'a>(line: &'a [u8], scratch: &'a mut Vec<u8>, form: Form) -> Result<DockerLine<'a>, Malformed> {
     let mut p = Parser { s: line, i: 0 };
     p.skip_ws();
     p.expect(b'{')?;
@@ -45,6 +67,7 @@ pub fn parse<'a>(line: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<DockerLine<
         p.expect(b':')?;
         p.skip_ws();
         match key.plain(line) {
+            Some(b"log") if form == Form::Escaped => log = Some(p.log_passed(&mut *scratch)?),
             Some(b"log") => log = Some(p.log_string(&mut *scratch)?),
             Some(b"stream") => stream = Some(p.string()?),
             Some(b"time") => time = Some(p.string()?),
@@ -65,11 +88,11 @@ pub fn parse<'a>(line: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<DockerLine<
     let stream = stream.and_then(|s| s.plain(line)).and_then(Stream::from_bytes);
     let time = time.and_then(|t| t.plain(line)).and_then(parse_rfc3339);
     let scratch: &'a Vec<u8> = scratch;
-    let (log, complete) = match log {
-        LogValue::Borrowed { start, end, newline } => (&line[start..end], newline),
-        LogValue::Scratch { newline } => (&scratch[..], newline),
+    let (log, complete, escaped) = match log {
+        LogValue::Borrowed { start, end, newline, escaped } => (&line[start..end], newline, escaped),
+        LogValue::Scratch { newline, escaped } => (&scratch[..], newline, escaped),
     };
-    Ok(DockerLine { log, complete, stream, time })
+    Ok(DockerLine { log, escaped, complete, stream, time })
 }
 
 /// A string token: the bytes between its quotes, and whether any escape occurs.
@@ -91,13 +114,14 @@ impl RawString {
     }
 }
 
-/// Where the unescaped `log` lives, without its trailing newline.
+/// Where the `log` value lives, without its trailing newline, and in which form.
 #[derive(Debug, Clone, Copy)]
 enum LogValue {
-    /// In the line itself: no escapes, or only the final `\n`.
-    Borrowed { start: usize, end: usize, newline: bool },
+    /// In the line itself: no escapes, or only the final `\n` (or, escaped, nothing
+    /// to rewrite).
+    Borrowed { start: usize, end: usize, newline: bool, escaped: bool },
     /// In the scratch buffer.
-    Scratch { newline: bool },
+    Scratch { newline: bool, escaped: bool },
 }
 
 struct Parser<'a> {
@@ -161,11 +185,11 @@ impl Parser<'_> {
         let mut at = start + memchr::memchr2(b'"', b'\\', &self.s[start..]).ok_or(Malformed)?;
         if self.s[at] == b'"' {
             self.i = at + 1;
-            return Ok(LogValue::Borrowed { start, end: at, newline: false });
+            return Ok(LogValue::Borrowed { start, end: at, newline: false, escaped: false });
         }
         if self.s.get(at + 1..at + 3) == Some(b"n\"") {
             self.i = at + 3;
-            return Ok(LogValue::Borrowed { start, end: at, newline: true });
+            return Ok(LogValue::Borrowed { start, end: at, newline: true, escaped: false });
         }
         scratch.clear();
         scratch.extend_from_slice(&self.s[start..at]);
@@ -185,7 +209,25 @@ impl Parser<'_> {
         if newline {
             scratch.pop();
         }
-        Ok(LogValue::Scratch { newline })
+        Ok(LogValue::Scratch { newline, escaped: false })
+    }
+
+    /// Scans the `log` string, the cursor on its opening quote, passing it through in
+    /// the event's escaping; a line that is not UTF-8 has it unescaped instead.
+    fn log_passed(&mut self, scratch: &mut Vec<u8>) -> Result<LogValue, Malformed> {
+        let quote = self.i;
+        self.expect(b'"')?;
+        let start = self.i;
+        let (value, end) = match passthrough::pass_through(self.s, start, scratch)? {
+            (Passed::NotUtf8, _) => {
+                self.i = quote;
+                return self.log_string(scratch);
+            }
+            (Passed::Borrowed { end, newline }, at) => (LogValue::Borrowed { start, end, newline, escaped: true }, at),
+            (Passed::Scratch { newline }, at) => (LogValue::Scratch { newline, escaped: true }, at),
+        };
+        self.i = end + 1;
+        Ok(value)
     }
 
     /// Skips any JSON value without checking its inner grammar closely.

@@ -143,6 +143,9 @@ pub struct FileDecoder {
     max_message_bytes: usize,
     oversize: Oversize,
     scratch: Vec<u8>,
+    /// How Docker `log` values are taken: passed through escaped, unless a multiline
+    /// rule will look inside every line.
+    docker_form: docker::Form,
     reassembler: Reassembler,
     /// Groups stack traces, when a multiline rule selects this file's container.
     grouper: Option<Grouper>,
@@ -163,6 +166,7 @@ impl FileDecoder {
             max_message_bytes: opts.max_message_bytes,
             oversize: opts.oversize,
             scratch: Vec::new(),
+            docker_form: docker::Form::Escaped,
             reassembler: Reassembler::new(opts.max_message_bytes, opts.oversize),
             grouper: None,
             group_flush: Duration::ZERO,
@@ -182,6 +186,7 @@ impl FileDecoder {
             let caps = Caps { max_lines: m.max_lines, max_bytes: self.max_message_bytes };
             self.grouper = Some(Grouper::new(m.rule.clone(), caps, m.budget.clone()));
             self.group_flush = m.flush_timeout;
+            self.docker_form = docker::Form::Unescaped;
         }
     }
 
@@ -201,13 +206,14 @@ impl FileDecoder {
                 None => return self.raw(line, offset, read_time, false, emit),
             },
         };
-        let Self { scratch, reassembler, stats, grouper, .. } = self;
+        let Self { scratch, reassembler, stats, grouper, docker_form, .. } = self;
         let decoded = match format {
-            Format::Docker => docker_fragment(line, scratch, stats, offset, read_time),
+            Format::Docker => docker_fragment(line, scratch, *docker_form, stats, offset, read_time),
             Format::Cri => cri::parse(line).map(|c| Fragment {
                 stream: c.stream,
                 time: c.time,
                 bytes: c.message,
+                escaped: false,
                 last: c.complete,
                 offset,
             }),
@@ -360,7 +366,7 @@ impl FileDecoder {
         let truncated = over || overlong;
         self.stats.truncated += u64::from(truncated);
         self.stats.events += 1;
-        let ev = Event { time: read_time, stream: Stream::Stdout, message, truncated, partial: false, lines: 1 };
+        let ev = Event { truncated, ..Event::raw(read_time, Stream::Stdout, message) };
         match &mut self.grouper {
             None => emit(&ev),
             Some(g) => {
@@ -414,17 +420,19 @@ impl Merged {
 fn docker_fragment<'a>(
     line: &'a [u8],
     scratch: &'a mut Vec<u8>,
+    form: docker::Form,
     stats: &mut DecodeStats,
     offset: u64,
     read_time: Nanos,
 ) -> Result<Fragment<'a>, Malformed> {
-    let d = docker::parse(line, scratch)?;
+    let d = docker::parse_as(line, scratch, form)?;
     stats.missing_stream += u64::from(d.stream.is_none());
     stats.missing_time += u64::from(d.time.is_none());
     Ok(Fragment {
         stream: d.stream.unwrap_or(Stream::Stdout),
         time: d.time.unwrap_or(read_time),
         bytes: d.log,
+        escaped: d.escaped,
         last: d.complete,
         offset,
     })

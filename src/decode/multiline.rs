@@ -309,12 +309,15 @@ pub struct Grouper {
     caps: Caps,
     budget: Arc<GroupBudget>,
     groups: [Group; 2],
+    /// An escaped event's message unescaped (the decoder passes none through while a
+    /// rule is set; one already on its way when the rule came is).
+    text: Vec<u8>,
     pub stats: GroupStats,
 }
 
 impl Grouper {
     pub fn new(rule: Arc<Rule>, caps: Caps, budget: Arc<GroupBudget>) -> Self {
-        Self { rule, caps, budget, groups: Default::default(), stats: GroupStats::default() }
+        Self { rule, caps, budget, groups: Default::default(), text: Vec::new(), stats: GroupStats::default() }
     }
 
     pub fn rule(&self) -> &Rule {
@@ -325,6 +328,12 @@ impl Grouper {
     /// is finished: events passing through, and groups the event closes.
     pub fn push<F: FnMut(&Event<'_>)>(&mut self, ev: &Event<'_>, offset: u64, emit: &mut F) {
         let held = Held { end: 0, time: ev.time, offset, partial: ev.partial, truncated: ev.truncated };
+        if ev.escaped {
+            let mut text = std::mem::take(&mut self.text);
+            self.take(ev.stream, ev.text(&mut text), held, emit);
+            self.text = text;
+            return;
+        }
         self.take(ev.stream, ev.message, held, emit);
     }
 
@@ -391,7 +400,7 @@ impl Grouper {
         let tentative = std::mem::take(&mut g.tentative);
         let lines = g.committed_lines;
         let message = &buf[..g.committed_bytes];
-        let ev = Event { time: g.time, stream, message, truncated: g.truncated, partial: g.partial, lines };
+        let ev = Event { truncated: g.truncated, partial: g.partial, lines, ..Event::raw(g.time, stream, message) };
         if lines > 1 {
             self.stats.groups += 1;
             self.stats.grouped_lines += u64::from(lines);
@@ -452,7 +461,7 @@ impl Drop for Grouper {
 const KEPT_CAPACITY: usize = 16 * 1024;
 
 fn event<'a>(stream: Stream, message: &'a [u8], h: &Held) -> Event<'a> {
-    Event { time: h.time, stream, message, truncated: h.truncated, partial: h.partial, lines: 1 }
+    Event { truncated: h.truncated, partial: h.partial, ..Event::raw(h.time, stream, message) }
 }
 
 #[cfg(test)]

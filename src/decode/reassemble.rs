@@ -14,6 +14,13 @@
 //! character boundary, `truncated`) or dropped whole, per [`Oversize`]. Either way the
 //! rest of its pieces are consumed, not buffered.
 //!
+//! Pieces may come escaped ([`Fragment::escaped`], a Docker value passed through):
+//! they are joined as they are, and the message stays escaped, while every piece is
+//! and the escaped size is within the cap (the unescaped size is then too). A raw
+//! piece among escaped ones, or an escaped message past the cap, turns the message raw
+//! (unescaped) from there on, so the cap counts the application's bytes exactly and
+//! the cut falls on a character.
+//!
 //! Input can also have a hole: a file deleted before it was read, a file truncated in
 //! place. [`Reassembler::gap`] flushes what was pending and marks the first message of
 //! each stream after the hole `partial`, since its head may have been in the lost bytes
@@ -42,11 +49,16 @@ pub struct Fragment<'a> {
     pub stream: Stream,
     pub time: Nanos,
     pub bytes: &'a [u8],
+    /// `bytes` are in the event's JSON escaping ([`Event::escaped`]).
+    pub escaped: bool,
     /// This piece ends the message.
     pub last: bool,
     /// Where the line holding this piece starts in the input.
     pub offset: u64,
 }
+
+/// A split message's buffer starts with room for this many pieces like its first.
+const FIRST_PIECES: usize = 4;
 
 #[derive(Debug, Default)]
 struct Pending {
@@ -55,6 +67,8 @@ struct Pending {
     time: Nanos,
     start_offset: u64,
     pieces: u32,
+    /// `buf` is in the event's JSON escaping.
+    escaped: bool,
     overflowed: bool,
     /// Its first piece came right after a gap in the input: the head may be lost.
     head_lost: bool,
@@ -82,16 +96,20 @@ impl Reassembler {
         if !p.active {
             let head_lost = std::mem::take(&mut self.after_gap[i]);
             if frag.last {
-                emit_whole(frag.bytes, frag.time, frag.stream, max, self.oversize, head_lost, stats, emit);
+                emit_whole(&frag, max, self.oversize, head_lost, stats, emit);
                 return;
             }
             p.active = true;
             p.time = frag.time;
             p.start_offset = frag.offset;
             p.head_lost = head_lost;
+            p.escaped = frag.escaped;
+            // Room for a few pieces up front: growing by doubling from one piece
+            // copied most split messages twice over.
+            p.buf.reserve((FIRST_PIECES * frag.bytes.len()).min(max));
         }
         p.pieces += 1;
-        append_capped(p, frag.bytes, max, self.oversize);
+        append(p, &frag, max, self.oversize);
         if frag.last {
             finish(p, frag.stream, false, self.oversize, stats, emit);
         }
@@ -132,6 +150,31 @@ impl Reassembler {
 
 }
 
+/// Appends a piece, turning the message raw first if the piece is raw or the escaped
+/// message would pass the cap.
+fn append(p: &mut Pending, frag: &Fragment<'_>, max: usize, oversize: Oversize) {
+    if p.overflowed {
+        return;
+    }
+    if p.escaped && (!frag.escaped || p.buf.len() + frag.bytes.len() > max) {
+        p.buf = unescaped(&p.buf);
+        p.escaped = false;
+    }
+    if frag.escaped && !p.escaped {
+        append_capped(p, &unescaped(frag.bytes), max, oversize);
+    } else {
+        append_capped(p, frag.bytes, max, oversize);
+    }
+}
+
+/// Escaped bytes as the application wrote them (off the hot path: a message with raw
+/// and escaped pieces, or past the cap).
+fn unescaped(escaped: &[u8]) -> Vec<u8> {
+    let mut raw = Vec::with_capacity(escaped.len());
+    crate::event::encode::unescape(escaped, &mut raw);
+    raw
+}
+
 fn append_capped(p: &mut Pending, bytes: &[u8], max: usize, oversize: Oversize) {
     if p.overflowed {
         return;
@@ -168,22 +211,27 @@ fn finish<F: FnMut(&Event<'_>)>(
         stats.partial += u64::from(partial);
         stats.events += 1;
         stats.stderr_events += u64::from(stream == Stream::Stderr);
-        emit(&Event { time: p.time, stream, message, truncated: p.overflowed, partial, lines: 1 });
+        emit(&Event { time: p.time, stream, message, escaped: p.escaped, truncated: p.overflowed, partial, lines: 1 });
     }
     *p = Pending::default();
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Emits a message that came in one piece. An escaped one past the cap is unescaped
+/// first: the cap counts the application's bytes.
 fn emit_whole<F: FnMut(&Event<'_>)>(
-    bytes: &[u8],
-    time: Nanos,
-    stream: Stream,
+    frag: &Fragment<'_>,
     max: usize,
     oversize: Oversize,
     partial: bool,
     stats: &mut DecodeStats,
     emit: &mut F,
 ) {
+    if frag.escaped && frag.bytes.len() > max {
+        let raw = unescaped(frag.bytes);
+        let frag = Fragment { bytes: &raw, escaped: false, ..*frag };
+        return emit_whole(&frag, max, oversize, partial, stats, emit);
+    }
+    let Fragment { bytes, time, stream, escaped, .. } = *frag;
     let over = bytes.len() > max;
     if over && oversize == Oversize::Drop {
         stats.dropped_oversize += 1;
@@ -194,7 +242,7 @@ fn emit_whole<F: FnMut(&Event<'_>)>(
     stats.partial += u64::from(partial);
     stats.events += 1;
     stats.stderr_events += u64::from(stream == Stream::Stderr);
-    emit(&Event { time, stream, message, truncated: over, partial, lines: 1 });
+    emit(&Event { time, stream, message, escaped, truncated: over, partial, lines: 1 });
 }
 
 /// Drops an incomplete UTF-8 sequence left at the end by a byte cut.
@@ -226,7 +274,7 @@ mod tests {
         let mut stats = DecodeStats::default();
         let mut out = Vec::new();
         for (i, &(stream, bytes, last)) in frags.iter().enumerate() {
-            let f = Fragment { stream, time: i as i64, bytes, last, offset: i as u64 * 100 };
+            let f = Fragment { stream, time: i as i64, bytes, escaped: false, last, offset: i as u64 * 100 };
             r.push(f, &mut stats, &mut |e| out.push((e.stream, e.message.to_vec(), e.truncated)));
         }
         r.flush_all(&mut stats, &mut |e| out.push((e.stream, e.message.to_vec(), e.truncated)));
@@ -275,7 +323,7 @@ mod tests {
     fn unfinished_messages_flush_as_partial() {
         let mut r = Reassembler::new(100, Oversize::Truncate);
         let mut stats = DecodeStats::default();
-        let f = |stream, offset| Fragment { stream, time: 7, bytes: b"x", last: false, offset };
+        let f = |stream, offset| Fragment { stream, time: 7, bytes: b"x", escaped: false, last: false, offset };
         r.push(f(E, 10), &mut stats, &mut |_| panic!("nothing complete yet"));
         r.push(f(O, 20), &mut stats, &mut |_| panic!("nothing complete yet"));
         assert_eq!(r.oldest_pending_offset(), Some(10));
@@ -291,7 +339,7 @@ mod tests {
         let mut r = Reassembler::new(100, Oversize::Truncate);
         let mut stats = DecodeStats::default();
         let mut out = Vec::new();
-        let f = |stream, bytes, last| Fragment { stream, time: 1, bytes, last, offset: 0 };
+        let f = |stream, bytes, last| Fragment { stream, time: 1, bytes, escaped: false, last, offset: 0 };
         r.push(f(O, b"head-", false), &mut stats, &mut |_| panic!("nothing complete yet"));
         r.gap(&mut stats, &mut |e| out.push((e.stream, e.message.to_vec(), e.partial)));
         // The hole held the end of "head-" and perhaps the head of what follows.
@@ -307,6 +355,31 @@ mod tests {
         ];
         assert_eq!(out, want);
         assert_eq!(stats.partial, 3);
+    }
+
+    /// Escaped pieces (as a Docker value passed through) join escaped; a raw piece, or
+    /// the escaped size passing the cap, turns the message raw, so the cap counts the
+    /// application's bytes.
+    #[test]
+    fn escaped_pieces_stay_escaped_until_a_raw_piece_or_the_cap() {
+        let run = |max: usize, frags: &[(&[u8], bool, bool)]| {
+            let mut r = Reassembler::new(max, Oversize::Truncate);
+            let mut stats = DecodeStats::default();
+            let mut out = Vec::new();
+            for &(bytes, escaped, last) in frags {
+                let f = Fragment { stream: O, time: 0, bytes, escaped, last, offset: 0 };
+                r.push(f, &mut stats, &mut |e| out.push((e.message.to_vec(), e.escaped, e.truncated)));
+            }
+            out
+        };
+        let (esc, raw) = (true, false);
+        assert_eq!(run(100, &[(br#"a\"b"#, esc, false), (br#"\tc"#, esc, true)]), vec![(br#"a\"b\tc"#.to_vec(), esc, false)]);
+        assert_eq!(run(100, &[(br#"a\""#, esc, false), (br#""raw"#, raw, false), (br#"\n"#, esc, true)]), vec![(b"a\"\"raw\n".to_vec(), raw, false)]);
+        // 6 bytes escaped, 3 as written: within a cap of 5.
+        assert_eq!(run(5, &[(br#"\"\"\""#, esc, true)]), vec![(br#"""""#.to_vec(), raw, false)]);
+        assert_eq!(run(5, &[(br#"ab\"\"\"cd"#, esc, true)]), vec![(br#"ab""""#.to_vec(), raw, true)]);
+        assert_eq!(run(4, &[(br#"\"\""#, esc, false), (br#"\""#, esc, true)]), vec![(br#"""""#.to_vec(), raw, false)]);
+        assert_eq!(run(4, &[(br#"\"\""#, esc, false), (br#"\"x\u00e9"#, esc, true)]), vec![(br#""""x"#.to_vec(), raw, true)]);
     }
 
     #[test]

@@ -80,3 +80,34 @@ fn checkpoints_never_point_inside_a_split_message() {
     let starts = [0u64, 36, 72, 108];
     assert_eq!(safe, vec![starts[1], starts[1], starts[1], starts[2]]);
 }
+
+/// Docker values pass through escaped, and come out as escaping their unescaped text
+/// would write them; a multiline rule set while a split message is pending gets it
+/// unescaped, like every later line.
+#[test]
+fn docker_values_pass_through_escaped_until_a_rule_looks_inside() {
+    use crate::event::encode::write_json_string;
+    let mut dec = FileDecoder::new(&DecodeOptions::default());
+    let lines: [&[u8]; 3] = [br#"{"log":"a \"q\" \u003cb\u003e\n"}"#, br#"{"log":"caf\u00e9 \/x\n"}"#, b"{\"log\":\"bad \xff\\n\"}"];
+    let mut got = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        dec.line(l, i as u64 * 100, 0, &mut |e| got.push((e.message.to_vec(), e.escaped)));
+    }
+    let want: Vec<(Vec<u8>, bool)> =
+        vec![(br#"a \"q\" <b>"#.to_vec(), true), ("café /x".as_bytes().to_vec(), true), (b"bad \xff".to_vec(), false)];
+    assert_eq!(got, want, "not UTF-8: unescaped, for the encoder to repair");
+    let mut quoted = Vec::new();
+    write_json_string(&mut quoted, "a \"q\" <b>".as_bytes());
+    assert_eq!(&quoted[1..quoted.len() - 1], &got[0].0[..]);
+
+    // A split message pending escaped when a rule arrives.
+    dec.line(br#"{"log":"first \"half\" "}"#, 300, 0, &mut |_| panic!("not finished"));
+    let rule = multiline::Rule::builtin(multiline::Parser::Java);
+    let budget = Arc::new(multiline::GroupBudget::new(1 << 20));
+    dec.set_multiline(Some(&Multiline { rule: Arc::new(rule), max_lines: 100, flush_timeout: Duration::from_secs(1), budget }));
+    let mut out = Vec::new();
+    dec.line(br#"{"log":"second\n"}"#, 400, 0, &mut |e| out.push((e.message.to_vec(), e.escaped)));
+    dec.line(br#"{"log":"next \"one\"\n"}"#, 500, 0, &mut |e| out.push((e.message.to_vec(), e.escaped)));
+    dec.finish(&mut |e| out.push((e.message.to_vec(), e.escaped)));
+    assert_eq!(out, vec![(br#"first "half" second"#.to_vec(), false), (br#"next "one""#.to_vec(), false)]);
+}

@@ -60,11 +60,19 @@ impl KubeMeta {
 pub struct EventEncoder {
     times: TimeFormatter,
     message_format: MessageFormat,
+    /// An escaped message unescaped, for [`Self::text`].
+    text: Vec<u8>,
 }
 
 impl EventEncoder {
     pub fn new(message_format: MessageFormat) -> Self {
-        Self { times: TimeFormatter::default(), message_format }
+        Self { times: TimeFormatter::default(), message_format, text: Vec::new() }
+    }
+
+    /// `event`'s message as the application wrote it ([`Event::text`]), unescaped
+    /// into space this encoder keeps.
+    pub fn text<'s>(&'s mut self, event: &'s Event<'_>) -> &'s [u8] {
+        event.text(&mut self.text)
     }
 
     /// Appends `event` as one JSON line. `kube` is a [`KubeMeta::json_fragment`], or
@@ -77,10 +85,15 @@ impl EventEncoder {
         out.extend_from_slice(event.stream.as_str().as_bytes());
         out.extend_from_slice(b"\",\"message\":");
         match self.message_format {
-            MessageFormat::Json if is_json_object(event.message) => {
-                out.extend_from_slice(trim_ascii(event.message))
+            MessageFormat::String => write_message(out, event.message, event.escaped),
+            MessageFormat::Json => {
+                let text = event.text(&mut self.text);
+                if is_json_object(text) {
+                    out.extend_from_slice(trim_ascii(text));
+                } else {
+                    write_message(out, event.message, event.escaped);
+                }
             }
-            _ => write_json_string(out, event.message),
         }
         if event.truncated {
             out.extend_from_slice(b",\"truncated\":true");
@@ -119,6 +132,19 @@ fn is_json_object(msg: &[u8]) -> bool {
     t.first() == Some(&b'{')
         && t.last() == Some(&b'}')
         && serde_json::from_slice::<serde::de::IgnoredAny>(t).is_ok()
+}
+
+/// Appends a message as a JSON string literal: escaped, or already escaped
+/// ([`Event::escaped`]) and only quoted.
+#[inline]
+fn write_message(out: &mut Vec<u8>, message: &[u8], escaped: bool) {
+    if escaped {
+        out.push(b'"');
+        out.extend_from_slice(message);
+        out.push(b'"');
+    } else {
+        write_json_string(out, message);
+    }
 }
 
 /// Appends `s` as a JSON string literal, replacing invalid UTF-8 with U+FFFD.
@@ -358,7 +384,7 @@ fn specials_mask16(block: &[u8; 16]) -> u32 {
 
 /// How each byte is written escaped, and in how many bytes (0 for bytes that need no
 /// escape), as [`write_escape`] writes it: a table for the SSE2 loop.
-static ESCAPES: [([u8; 6], u8); 256] = escapes();
+pub(crate) static ESCAPES: [([u8; 6], u8); 256] = escapes();
 
 const fn escapes() -> [([u8; 6], u8); 256] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -378,7 +404,38 @@ const fn escapes() -> [([u8; 6], u8); 256] {
     table
 }
 
-fn write_escape(out: &mut Vec<u8>, b: u8) {
+/// Unescapes the body of a JSON string, as [`write_json_string`] writes one, onto
+/// `out`: the inverse of escaping. Any JSON escape is taken (a lone UTF-16 surrogate
+/// becomes U+FFFD); a backslash that starts no escape is kept as it is.
+pub fn unescape(s: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while let Some(at) = memchr::memchr(b'\\', &s[i..]) {
+        let at = i + at;
+        out.extend_from_slice(&s[i..at]);
+        let (c, len) = match s.get(at + 1) {
+            Some(b'n') => ('\n', 2),
+            Some(b't') => ('\t', 2),
+            Some(b'r') => ('\r', 2),
+            Some(b'"') => ('"', 2),
+            Some(b'\\') => ('\\', 2),
+            Some(b'/') => ('/', 2),
+            Some(b'b') => ('\u{8}', 2),
+            Some(b'f') => ('\u{c}', 2),
+            Some(b'u') => match s.get(at + 2..at + 6).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u32::from_str_radix(h, 16).ok()) {
+                Some(code) => (char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER), 6),
+                None => ('\\', 1),
+            },
+            _ => ('\\', 1),
+        };
+        let mut utf8 = [0u8; 4];
+        out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+        i = at + len;
+    }
+    out.extend_from_slice(&s[i..]);
+}
+
+/// Writes the escape of one byte that needs one (see [`byte_needs_escape`]).
+pub(crate) fn write_escape(out: &mut Vec<u8>, b: u8) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     match b {
         b'"' => out.extend_from_slice(b"\\\""),
@@ -404,7 +461,7 @@ mod tests {
     }
 
     fn ev(msg: &[u8]) -> Event<'_> {
-        Event { time: 0, stream: Stream::Stdout, message: msg, truncated: false, partial: false, lines: 1 }
+        Event::raw(0, Stream::Stdout, msg)
     }
 
     #[test]
@@ -514,6 +571,22 @@ mod tests {
         assert_eq!(v["multiline"], 42);
         assert_eq!(v["message"], "java.lang.Error: x\n\tat A.b(A.java:1)");
         assert!(!encode(ev(b"one"), MessageFormat::String, b"").contains("multiline"));
+    }
+
+    /// An escaped message (a Docker value passed through) is quoted as it is; the
+    /// `json` format looks at it unescaped.
+    #[test]
+    fn an_escaped_message_is_quoted_as_it_is_and_unescaped_where_looked_at() {
+        let e = Event { escaped: true, ..ev(br#"{\"level\":\"info\",\"msg\":\"a\\tb \\u0001\"}"#) };
+        let s = encode(e, MessageFormat::String, b"");
+        assert!(s.contains(r#""message":"{\"level\":\"info\",\"msg\":\"a\\tb \\u0001\"}"}"#), "{s}");
+        let obj = encode(e, MessageFormat::Json, b"");
+        assert!(obj.contains(r#""message":{"level":"info","msg":"a\tb \u0001"}}"#), "{obj}");
+        let v: serde_json::Value = serde_json::from_str(&obj).unwrap();
+        assert_eq!(v["message"]["msg"], "a\tb \u{1}");
+        let text = Event { escaped: true, ..ev(br#"not \"an object\"\n"#) };
+        let v: serde_json::Value = serde_json::from_str(&encode(text, MessageFormat::Json, b"")).unwrap();
+        assert_eq!(v["message"], "not \"an object\"\n");
     }
 
     #[test]

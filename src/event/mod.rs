@@ -43,6 +43,11 @@ impl Stream {
 /// One logical log line, after reassembly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Event<'a> {
+    /// `message` is already in the event's JSON escaping (the body of a JSON string as
+    /// [`encode::write_json_string`] writes it: valid UTF-8, `"`, `\` and controls
+    /// escaped): a Docker `log` value passed through without unescaping. Whoever
+    /// looks inside takes [`Event::text`].
+    pub escaped: bool,
     /// When the runtime wrote the line (its first fragment for a rejoined line), or
     /// when logferry read it if the line carried no usable time.
     pub time: Nanos,
@@ -56,4 +61,22 @@ pub struct Event<'a> {
     pub partial: bool,
     /// Lines grouped into it by a multiline rule (a stack trace): 1 for a lone line.
     pub lines: u32,
+}
+
+impl<'a> Event<'a> {
+    /// A lone line's event with raw (not escaped) bytes, flags clear.
+    pub fn raw(time: Nanos, stream: Stream, message: &'a [u8]) -> Self {
+        Event { time, stream, message, escaped: false, truncated: false, partial: false, lines: 1 }
+    }
+
+    /// The message as the application wrote it: `message` itself, or unescaped into
+    /// `scratch` (cleared first) when it is [`Event::escaped`] and holds an escape.
+    pub fn text<'s>(&'s self, scratch: &'s mut Vec<u8>) -> &'s [u8] {
+        if !self.escaped || memchr::memchr(b'\\', self.message).is_none() {
+            return self.message;
+        }
+        scratch.clear();
+        encode::unescape(self.message, scratch);
+        scratch
+    }
 }

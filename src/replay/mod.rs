@@ -177,7 +177,8 @@ impl Output {
 
     #[inline]
     fn event(&mut self, ev: &Event<'_>, kube: &[u8]) {
-        let kept = self.router.route(self.masks[ev.stream.index()], ev.message);
+        let mask = self.masks[ev.stream.index()];
+        let kept = if self.router.inspects(mask) { self.router.route(mask, self.encoder.text(ev)) } else { mask };
         self.filtered.count(self.router.all(), kept);
         if kept == 0 {
             return;

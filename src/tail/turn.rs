@@ -159,7 +159,7 @@ impl Routing<'_> {
     #[inline]
     pub fn encode(self, ev: &Event<'_>, kube: &[u8], encoder: &mut EventEncoder, out: &mut Encoded, routed: &mut Routed) {
         let mask = self.masks[ev.stream.index()];
-        let kept = self.router.route(mask, ev.message);
+        let kept = if self.router.inspects(mask) { self.router.route(mask, encoder.text(ev)) } else { mask };
         routed.filtered.count(self.router.all(), kept);
         if kept != 0 {
             let part = out.part(kept);

@@ -262,3 +262,27 @@ path = "{root}/team.jsonl"
     crate::node::assert_exactly_once(messages("team.jsonl"), &team);
     assert!(!node.root().join("new.jsonl").exists());
 }
+
+/// `drop_messages` sees what the application wrote: a Docker `log` value passed
+/// through escaped (`\u003c`, `\"`, `\t`) is matched unescaped, and what is kept
+/// arrives as written.
+#[test]
+fn drop_messages_match_docker_lines_unescaped() {
+    let node = Node::new();
+    let api = node.container("team-a", "api", "app", 0);
+    let docker = |log: &str| format!("{{\"log\":\"{log}\\n\",\"stream\":\"stdout\",\"time\":\"2026-11-21T10:00:00Z\"}}\n");
+    let lines = [
+        docker(r#"GET /healthz \u003cok\u003e \"probe\"\tfast"#),
+        docker(r#"kept \u003cb\u003e \"quoted\"\tand tabbed"#),
+        docker(r#"GET /healthz \"probe\" plain"#),
+    ];
+    append(&api, lines.concat().as_bytes());
+    let config = node.config_with("", "[sink.route]\ndrop_messages = ['^GET /healthz (<ok> )?\"probe\"']\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_logferry"))
+        .args(["replay", "--config", config.to_str().unwrap(), node.root().join("var/log/pods").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: Vec<String> = read_events(&node.out()).iter().map(|e| e["message"].as_str().unwrap().to_string()).collect();
+    assert_eq!(got, ["kept <b> \"quoted\"\tand tabbed"]);
+}

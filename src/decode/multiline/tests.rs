@@ -22,7 +22,7 @@ fn group(rule: Rule, lines: &[&str], caps: Caps) -> Vec<(String, u32)> {
     let mut out = Vec::new();
     let mut emit = |e: &Event<'_>| out.push((String::from_utf8(e.message.to_vec()).unwrap(), e.lines));
     for (i, line) in lines.iter().enumerate() {
-        let ev = Event { time: i as i64, stream: Stream::Stdout, message: line.as_bytes(), truncated: false, partial: false, lines: 1 };
+        let ev = Event::raw(i as i64, Stream::Stdout, line.as_bytes());
         g.push(&ev, i as u64 * 100, &mut emit);
     }
     g.flush(&mut emit);
@@ -119,7 +119,7 @@ fn streams_never_mix_and_the_checkpoint_limit_is_the_oldest_open_group() {
     let mut g = Grouper::new(Arc::new(Rule::builtin(Parser::Java)), caps(), Arc::new(GroupBudget::new(DEFAULT_GROUP_BUDGET)));
     let mut out = Vec::new();
     let mut emit = |e: &Event<'_>| out.push((e.stream, String::from_utf8(e.message.to_vec()).unwrap(), e.lines));
-    let ev = |stream, message: &'static str| Event { time: 0, stream, message: message.as_bytes(), truncated: false, partial: false, lines: 1 };
+    let ev = |stream, message: &'static str| Event::raw(0, stream, message.as_bytes());
     g.push(&ev(Stream::Stderr, "x.Error: err"), 10, &mut emit);
     g.push(&ev(Stream::Stdout, "plain"), 20, &mut emit);
     g.push(&ev(Stream::Stdout, "y.Exception: out"), 30, &mut emit);
@@ -152,7 +152,7 @@ fn open_groups_share_one_budget() {
     let mut b = Grouper::new(rule, caps(), budget.clone());
     let mut out = Vec::new();
     let mut emit = |e: &Event<'_>| out.push((String::from_utf8(e.message.to_vec()).unwrap(), e.lines));
-    let ev = |m: &'static str| Event { time: 0, stream: Stream::Stdout, message: m.as_bytes(), truncated: false, partial: false, lines: 1 };
+    let ev = |m: &'static str| Event::raw(0, Stream::Stdout, m.as_bytes());
     a.push(&ev("x.Error: aaaaaaaaaa"), 0, &mut emit); // 19 bytes
     b.push(&ev("y.Error: bbbbbbbbbb"), 0, &mut emit); // 19 bytes: 38 used
     assert_eq!(budget.used(), 38);
