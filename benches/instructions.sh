@@ -17,6 +17,13 @@
 #   dry-run: decode + rejoin only (--dry-run)
 # and the instructions (callgrind's Ir, the whole process, start-up included: ~2 M)
 # divided by the corpus's bytes of log files.
+#
+# Two counts per run. `per_byte`: as the process runs. `vec_copy`: the same run with
+# glibc told to copy with vector instructions at every size
+# (GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=...): above 2 KiB glibc's memcpy
+# uses `rep movsb`, which callgrind counts once per byte moved, though the CPU moves
+# 32-64 bytes per step; so copies of split messages and output buffers weigh ~1
+# instruction per byte in the first count and ~0.05 in the second.
 set -euo pipefail
 
 size_mb=32
@@ -43,7 +50,7 @@ trap 'rm -rf "$tmp"' EXIT
 
 print_machine bench-data
 [[ -n "$bin_arg" ]] || cargo build --release --quiet
-printf '%-7s %-8s %12s %14s %10s\n' format mode bytes instructions per_byte
+printf '%-7s %-8s %12s %14s %10s %10s\n' format mode bytes instructions per_byte vec_copy
 for format in $formats; do
     dir="$(corpus "$format" "$size_mb")"
     bytes="$(json_get "$dir/expected.json" total_bytes)"
@@ -53,7 +60,11 @@ for format in $formats; do
         valgrind --tool=callgrind --callgrind-out-file="$tmp/out.$format.$mode" "$bin" "${args[@]}" > /dev/null 2> "$tmp/log"
         ir="$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$tmp/log")"
         [[ -n "$ir" ]] || { cat "$tmp/log" >&2; exit 1; }
-        python3 -c "import sys; f, m, b, i = sys.argv[1:]; print(f'{f:<7} {m:<8} {int(b):12d} {int(i):14d} {int(i) / int(b):10.2f}')" "$format" "$mode" "$bytes" "$ir"
+        GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=4294967295 \
+            valgrind --tool=callgrind --callgrind-out-file="$tmp/vec.$format.$mode" "$bin" "${args[@]}" > /dev/null 2> "$tmp/log"
+        vec="$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$tmp/log")"
+        [[ -n "$vec" ]] || { cat "$tmp/log" >&2; exit 1; }
+        python3 -c "import sys; f, m, b, i, v = sys.argv[1:]; print(f'{f:<7} {m:<8} {int(b):12d} {int(i):14d} {int(i) / int(b):10.2f} {int(v) / int(b):10.2f}')" "$format" "$mode" "$bytes" "$ir" "$vec"
     done
 done
 if (( top > 0 )); then

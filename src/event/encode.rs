@@ -148,16 +148,19 @@ fn write_message(out: &mut Vec<u8>, message: &[u8], escaped: bool) {
 }
 
 /// Appends `s` as a JSON string literal, replacing invalid UTF-8 with U+FFFD.
+/// `s` is escaped first and checked after, and only if the escaping did not find it
+/// all ASCII (most messages are); if it is not UTF-8 after all, it is escaped again,
+/// chunk by chunk.
 pub fn write_json_string(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
-    match simdutf8::basic::from_utf8(s) {
-        Ok(_) => write_escaped(out, s),
-        Err(_) => {
-            for chunk in s.utf8_chunks() {
-                write_escaped(out, chunk.valid().as_bytes());
-                if !chunk.invalid().is_empty() {
-                    out.extend_from_slice("\u{FFFD}".as_bytes());
-                }
+    let start = out.len();
+    let ascii = write_escaped(out, s);
+    if !ascii && simdutf8::basic::from_utf8(s).is_err() {
+        out.truncate(start);
+        for chunk in s.utf8_chunks() {
+            write_escaped(out, chunk.valid().as_bytes());
+            if !chunk.invalid().is_empty() {
+                out.extend_from_slice("\u{FFFD}".as_bytes());
             }
         }
     }
@@ -182,21 +185,30 @@ fn byte_needs_escape(b: u8) -> bool {
 
 /// Escapes valid UTF-8. On x86-64 it goes 16 bytes at a time: with SSSE3 (every x86-64
 /// CPU since 2006, detected at run time) every block is escaped whole by shuffles
-/// ([`escape_blocks_ssse3`]), otherwise (SSE2, part of every x86-64 CPU) each block is
-/// stored whole into the output's spare room, then kept up to its first special, which
-/// is escaped. Elsewhere (and for the last bytes) 8 at a time in a `u64`, copying clean
-/// runs whole.
-fn write_escaped(out: &mut Vec<u8>, s: &[u8]) {
+/// ([`escape_blocks_ssse3`]) — with AVX2, a 32-byte block without specials is stored
+/// in one go ([`escape_blocks_avx2`]) — otherwise (SSE2, part of every x86-64 CPU) each
+/// block is stored whole into the output's spare room, then kept up to its first
+/// special, which is escaped. Elsewhere (and for the last bytes) 8 at a time in a
+/// `u64`, copying clean runs whole.
+///
+/// Returns true when it found `s` all ASCII on the way (the AVX2 path looks; the
+/// others say false).
+fn write_escaped(out: &mut Vec<u8>, s: &[u8]) -> bool {
     #[cfg(target_arch = "x86_64")]
-    let i = if std::arch::is_x86_feature_detected!("ssse3") {
+    let (i, ascii) = if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is available, as just checked.
+        let (i, ascii) = unsafe { escape_blocks_avx2(out, s) };
+        (i, ascii && s[i..].is_ascii())
+    } else if std::arch::is_x86_feature_detected!("ssse3") {
         // SAFETY: SSSE3 is available, as just checked.
-        unsafe { escape_blocks_ssse3(out, s) }
+        (unsafe { escape_blocks_ssse3(out, s) }, false)
     } else {
-        escape_blocks_sse2(out, s)
+        (escape_blocks_sse2(out, s), false)
     };
     #[cfg(not(target_arch = "x86_64"))]
-    let i = 0;
+    let (i, ascii) = (0, false);
     write_escaped_words(out, s, i);
+    ascii
 }
 
 /// The 16-byte blocks of `s` escaped onto `out` with SSE2, a special at a time; returns
@@ -250,31 +262,93 @@ fn write_escaped_words(out: &mut Vec<u8>, s: &[u8], mut i: usize) {
     out.extend_from_slice(&s[run_start..]);
 }
 
-/// The 16-byte blocks of `s` escaped onto `out` whole, whatever their specials; returns
-/// where the blocks end. A block with a special is taken as two halves of 8 bytes, each
-/// expanded by one shuffle from a table indexed by its specials (a `\\` before each,
-/// [`EXPAND`]); `\n`, `\t`, `\r`, `\b`, `\f` are first turned into their letters by
-/// another. A block holding a control character written `\u00XX` (rare in logs) is
-/// escaped byte by byte.
+/// The 32-byte blocks of `s` escaped onto `out`, then a last 16-byte one; returns
+/// where the blocks end, and whether they were all ASCII. A block with
+/// no special is stored whole; one with specials is escaped as two halves by
+/// [`escape_block_ssse3`].
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn escape_blocks_avx2(out: &mut Vec<u8>, s: &[u8]) -> (usize, bool) {
+    use std::arch::x86_64::*;
+    let mut i = 0;
+    let mut seen = _mm256_setzero_si256();
+    while i + 32 <= s.len() {
+        if out.capacity() - out.len() < 32 {
+            out.reserve(32);
+        }
+        // SAFETY: AVX2 is available (the caller's promise); the load reads
+        // `s[i..i + 32]`, in bounds; the store writes the 32 spare bytes made above,
+        // and `set_len` covers them.
+        unsafe {
+            let v = _mm256_loadu_si256(s.as_ptr().add(i).cast::<__m256i>());
+            seen = _mm256_or_si256(seen, v);
+            let quote = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'"' as i8));
+            let backslash = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\\' as i8));
+            let control = _mm256_cmpeq_epi8(_mm256_min_epu8(v, _mm256_set1_epi8(0x1f)), v);
+            if _mm256_movemask_epi8(_mm256_or_si256(_mm256_or_si256(quote, backslash), control)) == 0 {
+                _mm256_storeu_si256(out.as_mut_ptr().add(out.len()).cast::<__m256i>(), v);
+                out.set_len(out.len() + 32);
+            } else {
+                escape_block_ssse3(out, s, i);
+                escape_block_ssse3(out, s, i + 16);
+            }
+        }
+        i += 32;
+    }
+    let ascii = _mm256_movemask_epi8(seen) == 0;
+    let blocks_end = i;
+    if i + 16 <= s.len() {
+        // SAFETY: AVX2 implies SSSE3; the block is in bounds.
+        unsafe { escape_block_ssse3(out, s, i) };
+        i += 16;
+    }
+    (i, ascii && s[blocks_end..i].is_ascii())
+}
+
+/// The 16-byte blocks of `s` escaped onto `out` by [`escape_block_ssse3`]; returns
+/// where the blocks end.
 ///
 /// # Safety
 /// The CPU must have SSSE3.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "ssse3")]
 unsafe fn escape_blocks_ssse3(out: &mut Vec<u8>, s: &[u8]) -> usize {
-    use std::arch::x86_64::*;
-    // By low nibble: the letter of each control character with a two-byte escape.
-    let letters = _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, b'b' as i8, b't' as i8, b'n' as i8, 0, b'f' as i8, b'r' as i8, 0, 0);
     let mut i = 0;
     while i + 16 <= s.len() {
-        // An escaped block takes at most 32 bytes.
-        if out.capacity() - out.len() < 32 {
-            out.reserve(32);
-        }
-        // SAFETY (all the intrinsics below): SSSE3 is enabled by the caller's check;
-        // the load reads `s[i..i + 16]`, in bounds; every store writes 16 bytes into
-        // the 32 spare ones made above (the second at most 16 bytes after the first),
-        // and `set_len` covers only the bytes the table says are output.
+        // SAFETY: SSSE3 is available (the caller's promise); the block is in bounds.
+        unsafe { escape_block_ssse3(out, s, i) };
+        i += 16;
+    }
+    i
+}
+
+/// `s[i..i + 16]` escaped onto `out` whole, whatever its specials. A block with a
+/// special is taken as two halves of 8 bytes, each expanded by one shuffle from a
+/// table indexed by its specials (a `\\` before each, [`EXPAND`]); `\n`, `\t`, `\r`,
+/// `\b`, `\f` are first turned into their letters by another. A block holding a
+/// control character written `\u00XX` (rare in logs) is escaped byte by byte.
+///
+/// # Safety
+/// The CPU must have SSSE3, and `i + 16 <= s.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "ssse3")]
+#[inline]
+unsafe fn escape_block_ssse3(out: &mut Vec<u8>, s: &[u8], i: usize) {
+    use std::arch::x86_64::*;
+    // An escaped block takes at most 32 bytes.
+    if out.capacity() - out.len() < 32 {
+        out.reserve(32);
+    }
+    // SAFETY (all the intrinsics below): SSSE3 is available (the caller's promise);
+    // the load reads `s[i..i + 16]`, in bounds (the caller's promise); every store
+    // writes 16 bytes into the 32 spare ones made above (the second at most 16 bytes
+    // after the first), and `set_len` covers only the bytes the table says are output.
+    unsafe {
+        // By low nibble: the letter of each control character with a two-byte escape.
+        let letters = _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, b'b' as i8, b't' as i8, b'n' as i8, 0, b'f' as i8, b'r' as i8, 0, 0);
         let v = _mm_loadu_si128(s.as_ptr().add(i).cast::<__m128i>());
         let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
         let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
@@ -284,8 +358,7 @@ unsafe fn escape_blocks_ssse3(out: &mut Vec<u8>, s: &[u8]) -> usize {
         if mask == 0 {
             _mm_storeu_si128(at.cast::<__m128i>(), v);
             out.set_len(out.len() + 16);
-            i += 16;
-            continue;
+            return;
         }
         let mut v = v;
         if _mm_movemask_epi8(control) != 0 {
@@ -294,8 +367,7 @@ unsafe fn escape_blocks_ssse3(out: &mut Vec<u8>, s: &[u8]) -> usize {
             let short = _mm_andnot_si128(_mm_cmpeq_epi8(letter, _mm_setzero_si128()), below_16);
             if _mm_movemask_epi8(_mm_andnot_si128(short, control)) != 0 {
                 write_escaped_words(out, &s[i..i + 16], 0);
-                i += 16;
-                continue;
+                return;
             }
             v = _mm_or_si128(_mm_andnot_si128(control, v), _mm_and_si128(control, letter));
         }
@@ -306,9 +378,7 @@ unsafe fn escape_blocks_ssse3(out: &mut Vec<u8>, s: &[u8]) -> usize {
         let second = _mm_or_si128(_mm_shuffle_epi8(_mm_srli_si128(v, 8), high.shuffle), high.backslashes);
         _mm_storeu_si128(at.cast::<__m128i>(), second);
         out.set_len(out.len() + low.len as usize + high.len as usize);
-        i += 16;
     }
-    i
 }
 
 /// How 8 bytes with specials at the bits of the index expand: which input byte each
@@ -507,7 +577,8 @@ mod tests {
 
     /// Values dense in specials of every kind (blocks with several, all of one half,
     /// controls short and long, multi-byte characters across blocks), as serde_json
-    /// writes them, on every block path: SSSE3 when the CPU has it, SSE2, words.
+    /// writes them, on every block path: AVX2 and SSSE3 when the CPU has them, SSE2,
+    /// words.
     #[test]
     fn escapes_dense_specials_as_serde_json_does_on_every_path() {
         let alphabet: [&str; 12] = ["\"", "\\", "\n", "\t", "\r", "\u{8}", "\u{c}", "\u{1}", "\u{1b}", "a", "é", "日😀"];
@@ -534,6 +605,13 @@ mod tests {
                 let at = escape_blocks_sse2(&mut sse2, msg.as_bytes());
                 write_escaped_words(&mut sse2, msg.as_bytes(), at);
                 assert_eq!(&sse2[..], &want.as_bytes()[1..want.len() - 1], "SSE2: {msg:?}");
+                if std::arch::is_x86_feature_detected!("ssse3") {
+                    let mut ssse3 = Vec::new();
+                    // SAFETY: SSSE3 is available, as just checked.
+                    let at = unsafe { escape_blocks_ssse3(&mut ssse3, msg.as_bytes()) };
+                    write_escaped_words(&mut ssse3, msg.as_bytes(), at);
+                    assert_eq!(&ssse3[..], &want.as_bytes()[1..want.len() - 1], "SSSE3: {msg:?}");
+                }
             }
             let mut words = Vec::new();
             write_escaped_words(&mut words, msg.as_bytes(), 0);
@@ -546,6 +624,19 @@ mod tests {
         let s = encode(ev(b"ok \xff\xfe then \xe6\x97"), MessageFormat::String, b"");
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(v["message"], "ok \u{FFFD}\u{FFFD} then \u{FFFD}");
+        // Long enough for whole blocks, with the bad byte, or the only byte beyond
+        // ASCII, in a block or after them: escaped first, then checked.
+        for at in [0, 20, 40, 70, 100] {
+            for bad in [&b"\xff"[..], "é".as_bytes()] {
+                let mut msg = b"\"quoted\" and plain text long enough for whole blocks of it, \t twice over...".to_vec();
+                let at = at.min(msg.len());
+                msg.splice(at..at, bad.iter().copied());
+                let mut out = Vec::new();
+                write_json_string(&mut out, &msg);
+                let want = serde_json::to_string(&String::from_utf8_lossy(&msg)).unwrap();
+                assert_eq!(String::from_utf8(out).unwrap(), want, "{msg:?}");
+            }
+        }
     }
 
     #[test]
