@@ -365,14 +365,31 @@ fn unicode_escape(s: &[u8]) -> Result<(char, usize), Malformed> {
 }
 
 fn hex4(s: &[u8]) -> Result<u32, Malformed> {
-    let digits = s.get(..4).ok_or(Malformed)?;
-    let mut v = 0u32;
-    for &c in digits {
-        let d = (c as char).to_digit(16).ok_or(Malformed)?;
-        v = v * 16 + d;
+    let digits: [u8; 4] = s.get(..4).ok_or(Malformed)?.try_into().expect("4 bytes");
+    let [a, b, c, d] = digits.map(|c| HEX_DIGITS[c as usize]);
+    // Any byte that is not a hex digit has 0x10 set, and sets it in the OR.
+    if (a | b | c | d) & 0x10 != 0 {
+        return Err(Malformed);
     }
-    Ok(v)
+    Ok(u32::from(a) << 12 | u32::from(b) << 8 | u32::from(c) << 4 | u32::from(d))
 }
+
+/// Each byte's value as a hex digit, or 0x10 when it is not one.
+static HEX_DIGITS: [u8; 256] = {
+    let mut t = [0x10u8; 256];
+    let mut c = 0;
+    while c < 10 {
+        t[b'0' as usize + c] = c as u8;
+        c += 1;
+    }
+    let mut c = 0;
+    while c < 6 {
+        t[b'a' as usize + c] = 10 + c as u8;
+        t[b'A' as usize + c] = 10 + c as u8;
+        c += 1;
+    }
+    t
+};
 
 #[cfg(test)]
 mod tests {

@@ -40,6 +40,28 @@ pub(super) enum Passed {
 /// no more than plain text. Anything else is handled where it is, and the scan goes
 /// on after it.
 pub(super) fn pass_through(s: &[u8], start: usize, scratch: &mut Vec<u8>) -> Result<(Passed, usize), Malformed> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is available, as just checked.
+        return unsafe { pass_through_avx2(s, start, scratch) };
+    }
+    scan(s, start, scratch, Block::of_sse2)
+}
+
+/// [`pass_through`] compiled for AVX2, so that the block masks inline into the scan.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pass_through_avx2(s: &[u8], start: usize, scratch: &mut Vec<u8>) -> Result<(Passed, usize), Malformed> {
+    // SAFETY: AVX2 is available (the caller's promise).
+    scan(s, start, scratch, |bytes, utf8_checked| unsafe { Block::of_avx2(bytes, utf8_checked) })
+}
+
+/// [`pass_through`]'s scan, with `masks` finding a [`Block`]'s masks.
+#[inline(always)]
+fn scan(s: &[u8], start: usize, scratch: &mut Vec<u8>, masks: impl Fn(&[u8; 64], bool) -> Block) -> Result<(Passed, usize), Malformed> {
     let mut out = Rewrite { s, copied: start, rewriting: false, scratch };
     let mut long_newline = None;
     let mut utf8_checked = false;
@@ -47,7 +69,7 @@ pub(super) fn pass_through(s: &[u8], start: usize, scratch: &mut Vec<u8>) -> Res
     // The byte at `i` is escaped by a backslash just before it.
     let mut carry = false;
     while i < s.len() {
-        let block = Block::at(s, i, utf8_checked);
+        let block = Block::at(s, i, utf8_checked, &masks);
         let (escaped, carry_out) = escaped_bits(block.backslashes, carry);
         let raw = block.raw_specials & !escaped;
         let odd = escaped & !block.kept_after_backslash;
@@ -116,29 +138,20 @@ struct Block {
 }
 
 impl Block {
-    #[inline]
-    fn at(s: &[u8], i: usize, utf8_checked: bool) -> Block {
+    /// The block of `s` from `i`, its masks found by `masks`.
+    #[inline(always)]
+    fn at(s: &[u8], i: usize, utf8_checked: bool, masks: &impl Fn(&[u8; 64], bool) -> Block) -> Block {
         match s.get(i..i + 64) {
-            Some(bytes) => Block::of(bytes.try_into().expect("64 bytes"), utf8_checked),
+            Some(bytes) => masks(bytes.try_into().expect("64 bytes"), utf8_checked),
             None => {
                 let mut padded = [b'.'; 64];
                 padded[..s.len() - i].copy_from_slice(&s[i..]);
-                Block::of(&padded, utf8_checked)
+                masks(&padded, utf8_checked)
             }
         }
     }
 
-    #[inline]
-    fn of(bytes: &[u8; 64], utf8_checked: bool) -> Block {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 is available, as just checked.
-            return unsafe { Block::of_avx2(bytes, utf8_checked) };
-        }
-        Block::of_sse2(bytes, utf8_checked)
-    }
-
-    /// [`Block::of`] 16 bytes at a time (SSE2 on x86-64, a loop elsewhere).
+    /// The masks of `bytes`, 16 at a time (SSE2 on x86-64, a loop elsewhere).
     fn of_sse2(bytes: &[u8; 64], utf8_checked: bool) -> Block {
         let mut block = Block::default();
         for (k, quarter) in bytes.chunks_exact(16).enumerate() {
@@ -150,12 +163,13 @@ impl Block {
         block
     }
 
-    /// [`Block::of`] 32 bytes at a time.
+    /// The masks of `bytes`, 32 at a time.
     ///
     /// # Safety
     /// The CPU must have AVX2.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
+    #[inline]
     unsafe fn of_avx2(bytes: &[u8; 64], utf8_checked: bool) -> Block {
         // SAFETY: AVX2 is available (the caller's promise); each half is 32 bytes of
         // the array.
@@ -177,6 +191,7 @@ impl Block {
 /// The CPU must have AVX2, and `at` must point to 32 readable bytes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
+#[inline]
 unsafe fn masks32_avx2(at: *const u8, utf8_checked: bool) -> (u64, u64, u64) {
     use std::arch::x86_64::*;
     // By low half: 2 → `"` `b` `r`; 4 → `t`; 6 → `f`; c → `\`; e → `n`.
@@ -302,7 +317,10 @@ impl Rewrite<'_> {
         }
         copy_run(self.scratch, self.s, self.copied, from);
         let at = self.scratch.len();
-        self.scratch.extend_from_slice(with);
+        // At most 6 bytes: pushed one by one rather than by a call to `memcpy`.
+        for &b in with {
+            self.scratch.push(b);
+        }
         self.copied = to;
         at
     }
@@ -339,12 +357,16 @@ mod tests {
     use super::*;
     use crate::event::encode::{unescape, write_json_string};
 
-    /// Passes the JSON string literal `lit` through: the message and whether it ended
-    /// in a newline.
+    /// Passes the JSON string literal `lit` through (with and without AVX2, which
+    /// must agree): how, and the message.
     fn pass(lit: &str) -> (Passed, Vec<u8>) {
         let s = lit.as_bytes();
         let mut scratch = Vec::new();
         let (passed, end) = pass_through(s, 1, &mut scratch).unwrap();
+        // The same without AVX2.
+        let mut sse2_scratch = Vec::new();
+        assert_eq!(scan(s, 1, &mut sse2_scratch, Block::of_sse2), Ok((passed, end)), "{lit}");
+        assert_eq!(sse2_scratch, scratch, "{lit}");
         let out = match passed {
             Passed::Borrowed { end: e, .. } => {
                 assert_eq!(end, s.len() - 1, "{lit}");
@@ -495,7 +517,11 @@ mod tests {
                     want.kept_after_backslash |= u64::from(b"\"\\nrtbf".contains(&c)) << k;
                 }
                 assert_eq!(Block::of_sse2(&bytes, checked), want, "{bytes:?}");
-                assert_eq!(Block::of(&bytes, checked), want, "{bytes:?}");
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: AVX2 is available, as just checked.
+                    assert_eq!(unsafe { Block::of_avx2(&bytes, checked) }, want, "{bytes:?}");
+                }
             }
         }
     }
