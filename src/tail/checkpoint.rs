@@ -26,6 +26,7 @@
 //! point inside a split message (see `decode::FileDecoder::checkpoint_offset`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -98,11 +99,14 @@ struct Journal {
 #[derive(Debug)]
 pub struct Checkpoints {
     dir: PathBuf,
-    streams: BTreeMap<PathBuf, Position>,
+    /// By path, as bytes: ordering paths by their bytes is a `memcmp`, by their
+    /// components (`Path`'s order) a parse of both at every step of every lookup —
+    /// which on a busy node took most of the buffer thread's time.
+    streams: BTreeMap<OsString, Position>,
     /// Whether a checkpoint file existed at load: its absence means a first start.
     existed: bool,
     /// Streams changed (or removed) since the last save.
-    changed: BTreeSet<PathBuf>,
+    changed: BTreeSet<OsString>,
     /// The journal generation the snapshot on disk names.
     generation: u64,
     journal: Option<Journal>,
@@ -145,7 +149,7 @@ impl Checkpoints {
         }
         store.existed = true;
         store.snapshot_len = text.len() as u64;
-        store.streams = disk.streams.into_iter().map(|e| (e.path, e.position)).collect();
+        store.streams = disk.streams.into_iter().map(|e| (e.path.into_os_string(), e.position)).collect();
         if let Some(generation) = disk.journal {
             store.generation = generation;
             store.needs_snapshot = false;
@@ -169,10 +173,10 @@ impl Checkpoints {
             let Ok(change) = serde_json::from_slice::<Change>(body) else { break };
             match (change.gone, change.position) {
                 (false, Some(pos)) => {
-                    self.streams.insert(change.path, pos);
+                    self.streams.insert(change.path.into_os_string(), pos);
                 }
                 _ => {
-                    self.streams.remove(&change.path);
+                    self.streams.remove(change.path.as_os_str());
                 }
             }
             good += line.len();
@@ -199,26 +203,38 @@ impl Checkpoints {
     }
 
     pub fn get(&self, stream: &Path) -> Option<Position> {
-        self.streams.get(stream).copied()
+        self.streams.get(stream.as_os_str()).copied()
     }
 
     pub fn set(&mut self, stream: &Path, position: Position) {
-        if self.streams.get(stream) != Some(&position) {
-            self.streams.insert(stream.to_path_buf(), position);
-            self.changed.insert(stream.to_path_buf());
+        let key = stream.as_os_str();
+        match self.streams.get_mut(key) {
+            Some(p) if *p == position => return,
+            Some(p) => *p = position,
+            None => {
+                self.streams.insert(key.to_owned(), position);
+            }
         }
+        self.note_changed(key);
     }
 
     /// Forgets a stream whose files are gone for good.
     pub fn remove(&mut self, stream: &Path) {
-        if self.streams.remove(stream).is_some() {
-            self.changed.insert(stream.to_path_buf());
+        if self.streams.remove(stream.as_os_str()).is_some() {
+            self.note_changed(stream.as_os_str());
+        }
+    }
+
+    /// `key` is to be saved (copied only the first time since the last save).
+    fn note_changed(&mut self, key: &OsStr) {
+        if !self.changed.contains(key) {
+            self.changed.insert(key.to_owned());
         }
     }
 
     /// Every stream and its position.
     pub fn iter(&self) -> impl Iterator<Item = (&Path, Position)> {
-        self.streams.iter().map(|(p, pos)| (p.as_path(), *pos))
+        self.streams.iter().map(|(p, pos)| (Path::new(p), *pos))
     }
 
     pub fn len(&self) -> usize {
@@ -248,7 +264,7 @@ impl Checkpoints {
         let mut lines = Vec::with_capacity(self.changed.len() * 160);
         for path in &self.changed {
             let position = self.streams.get(path).copied();
-            let change = Change { path: path.clone(), position, gone: position.is_none() };
+            let change = Change { path: PathBuf::from(path), position, gone: position.is_none() };
             serde_json::to_writer(&mut lines, &change).expect("a change always serializes");
             lines.push(b'\n');
         }
@@ -291,7 +307,7 @@ impl Checkpoints {
         let disk = OnDisk {
             version: VERSION,
             journal: Some(next),
-            streams: self.streams.iter().map(|(p, pos)| Entry { path: p.clone(), position: *pos }).collect(),
+            streams: self.streams.iter().map(|(p, pos)| Entry { path: PathBuf::from(p), position: *pos }).collect(),
         };
         let bytes = serde_json::to_vec(&disk).expect("checkpoints always serialize");
         let snapshot = self.snapshot_path();
