@@ -24,6 +24,15 @@ pub struct CriLine<'a> {
 pub fn parse(line: &[u8]) -> Result<CriLine<'_>, Malformed> {
     let (ts, rest) = split_field(line).ok_or(Malformed)?;
     let time = parse_rfc3339(ts).ok_or(Malformed)?;
+    // What runtimes write, `stdout F ` and the like, read without searching.
+    let stream = match rest.get(..7) {
+        Some(b"stdout ") => Some(Stream::Stdout),
+        Some(b"stderr ") => Some(Stream::Stderr),
+        _ => None,
+    };
+    if let (Some(stream), Some(tag @ (b'F' | b'P')), Some(b' ')) = (stream, rest.get(7), rest.get(8)) {
+        return Ok(CriLine { time, stream, complete: *tag == b'F', message: &rest[9..] });
+    }
     let (stream, rest) = split_field(rest).ok_or(Malformed)?;
     let stream = Stream::from_bytes(stream).ok_or(Malformed)?;
     // The message follows the tags' space. A line ending right after the tags (no

@@ -348,6 +348,7 @@ fn unescape_one(s: &[u8], at: usize, out: &mut Vec<u8>) -> Result<usize, Malform
 
 /// Reads the 4 hex digits after `\u` (and a low surrogate's own escape if one follows a
 /// high surrogate). Returns the character and how many bytes were used.
+#[inline(always)]
 fn unicode_escape(s: &[u8]) -> Result<(char, usize), Malformed> {
     let hi = hex4(s)?;
     if !(0xD800..0xE000).contains(&hi) {
@@ -364,6 +365,7 @@ fn unicode_escape(s: &[u8]) -> Result<(char, usize), Malformed> {
     Ok((char::REPLACEMENT_CHARACTER, 4))
 }
 
+#[inline(always)]
 fn hex4(s: &[u8]) -> Result<u32, Malformed> {
     let digits: [u8; 4] = s.get(..4).ok_or(Malformed)?.try_into().expect("4 bytes");
     let [a, b, c, d] = digits.map(|c| HEX_DIGITS[c as usize]);

@@ -10,14 +10,39 @@
 /// Nanoseconds since 1970-01-01T00:00:00Z.
 pub type Nanos = i64;
 
+use std::cell::Cell;
+
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 const SECS_PER_DAY: i64 = 86_400;
+
+thread_local! {
+    /// The date and time of day (`YYYY-MM-DDTHH:MM:SS`) last parsed on this thread, and
+    /// its seconds since the epoch: the lines of a file mostly share them, and then
+    /// only the fraction and the offset are read.
+    static LAST_SECOND: Cell<Option<([u8; 19], i64)>> = const { Cell::new(None) };
+}
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fffffffff](Z|±hh:mm)`; `None` for anything else.
 pub fn parse_rfc3339(s: &[u8]) -> Option<Nanos> {
     if s.len() < 20 {
         return None;
     }
+    let head: [u8; 19] = s[..19].try_into().expect("19 bytes");
+    let secs = match LAST_SECOND.with(Cell::get) {
+        Some((last, secs)) if last == head => secs,
+        _ => {
+            let secs = parse_second(&head)?;
+            LAST_SECOND.with(|c| c.set(Some((head, secs))));
+            secs
+        }
+    };
+    let (frac, rest) = parse_fraction(&s[19..])?;
+    let offset_secs = parse_offset(rest)?;
+    (secs - offset_secs).checked_mul(NANOS_PER_SEC)?.checked_add(frac)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` as seconds since the epoch, read as UTC.
+fn parse_second(s: &[u8; 19]) -> Option<i64> {
     let year = digits(s, 0, 4)?;
     let month = digits(s, 5, 2)?;
     let day = digits(s, 8, 2)?;
@@ -34,11 +59,8 @@ pub fn parse_rfc3339(s: &[u8]) -> Option<Nanos> {
     if hour > 23 || minute > 59 || second > 60 {
         return None;
     }
-    let (frac, rest) = parse_fraction(&s[19..])?;
-    let offset_secs = parse_offset(rest)?;
     let days = days_from_civil(year, month, day);
-    let secs = days * SECS_PER_DAY + hour * 3600 + minute * 60 + second - offset_secs;
-    secs.checked_mul(NANOS_PER_SEC)?.checked_add(frac)
+    Some(days * SECS_PER_DAY + hour * 3600 + minute * 60 + second)
 }
 
 fn digits(s: &[u8], at: usize, n: usize) -> Option<i64> {
@@ -225,6 +247,24 @@ mod tests {
         ] {
             assert_eq!(p(bad), None, "{bad}");
         }
+    }
+
+    /// The second remembered from the last parse decides only the date and time of
+    /// day: the fraction and offset are read every time, and near misses sharing a
+    /// remembered second are still refused.
+    #[test]
+    fn a_remembered_second_still_reads_fraction_and_offset() {
+        let second = 1_475_713_029 * NANOS_PER_SEC;
+        assert_eq!(p("2016-10-06T00:17:09Z"), Some(second));
+        assert_eq!(p("2016-10-06T00:17:09.5Z"), Some(second + 500_000_000));
+        assert_eq!(p("2016-10-06T00:17:09.000000001+00:30"), Some(second - 1_800 * NANOS_PER_SEC + 1));
+        for bad in ["2016-10-06T00:17:09", "2016-10-06T00:17:09.Z", "2016-10-06T00:17:09Zjunk", "2016-10-06T00:17:09.1234567890Z"] {
+            assert_eq!(p(bad), None, "{bad}");
+        }
+        assert_eq!(p("2016-10-06T00:17:10Z"), Some(second + NANOS_PER_SEC));
+        assert_eq!(p("2016-10-06T00:17:60Z"), p("2016-10-06T00:18:00Z"), "a leap second folds into the next");
+        assert_eq!(p("2016-10-06T00:17:61Z"), None);
+        assert_eq!(p("\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0Z"), None, "nothing remembered matches garbage");
     }
 
     #[test]

@@ -192,9 +192,14 @@ pub fn assert_exactly_once(got: Vec<String>, want: &[String]) {
     assert!(extra.is_empty(), "unexpected messages, e.g. {:?}", &extra[..extra.len().min(3)]);
 }
 
+/// The events in a file sink's output so far: whole lines only. A last line without
+/// its newline is a write still in progress (a read can see part of a large write);
+/// after a clean stop, [`Shipper::stop_and_check`] requires there is none.
 pub fn read_events(path: &Path) -> Vec<serde_json::Value> {
     let text = fs::read(path).unwrap_or_default();
-    text.split(|&c| c == b'\n')
+    let whole = text.iter().rposition(|&c| c == b'\n').map_or(&text[..0], |at| &text[..=at]);
+    whole
+        .split(|&c| c == b'\n')
         .filter(|l| !l.is_empty())
         .map(|l| serde_json::from_slice(l).unwrap_or_else(|e| panic!("bad output line {e}: {}", String::from_utf8_lossy(l))))
         .collect()
@@ -327,6 +332,8 @@ impl Shipper {
     pub fn stop_and_check(&mut self, node: &Node, want: &[String]) {
         let status = self.stop();
         assert!(status.success(), "exit {status}:\n{}", self.stderr());
+        let text = fs::read(node.out()).unwrap_or_default();
+        assert!(text.is_empty() || text.ends_with(b"\n"), "after a clean stop the output ends in a torn line: {:?}", String::from_utf8_lossy(&text[text.len().saturating_sub(200)..]));
         assert_exactly_once(node.messages(), want);
     }
 
