@@ -288,12 +288,16 @@ unsafe fn escape_blocks_avx2(out: &mut Vec<u8>, s: &[u8]) -> (usize, bool) {
             let quote = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'"' as i8));
             let backslash = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\\' as i8));
             let control = _mm256_cmpeq_epi8(_mm256_min_epu8(v, _mm256_set1_epi8(0x1f)), v);
-            if _mm256_movemask_epi8(_mm256_or_si256(_mm256_or_si256(quote, backslash), control)) == 0 {
+            let mask = _mm256_movemask_epi8(_mm256_or_si256(_mm256_or_si256(quote, backslash), control)) as u32;
+            if mask == 0 {
                 _mm256_storeu_si256(out.as_mut_ptr().add(out.len()).cast::<__m256i>(), v);
                 out.set_len(out.len() + 32);
             } else {
-                escape_block_ssse3(out, s, i);
-                escape_block_ssse3(out, s, i + 16);
+                // The halves, with what was found in them.
+                let (low, high) = (_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+                let (low_control, high_control) = (_mm256_castsi256_si128(control), _mm256_extracti128_si256::<1>(control));
+                escape_found_ssse3(out, s, i, low, mask & 0xffff, low_control);
+                escape_found_ssse3(out, s, i + 16, high, mask >> 16, high_control);
             }
         }
         i += 32;
@@ -338,22 +342,44 @@ unsafe fn escape_blocks_ssse3(out: &mut Vec<u8>, s: &[u8]) -> usize {
 #[inline]
 unsafe fn escape_block_ssse3(out: &mut Vec<u8>, s: &[u8], i: usize) {
     use std::arch::x86_64::*;
-    // An escaped block takes at most 32 bytes.
-    if out.capacity() - out.len() < 32 {
-        out.reserve(32);
-    }
-    // SAFETY (all the intrinsics below): SSSE3 is available (the caller's promise);
-    // the load reads `s[i..i + 16]`, in bounds (the caller's promise); every store
-    // writes 16 bytes into the 32 spare ones made above (the second at most 16 bytes
-    // after the first), and `set_len` covers only the bytes the table says are output.
+    // SAFETY: SSSE3 is available and the block in bounds (the caller's promises).
     unsafe {
-        // By low nibble: the letter of each control character with a two-byte escape.
-        let letters = _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, b'b' as i8, b't' as i8, b'n' as i8, 0, b'f' as i8, b'r' as i8, 0, 0);
         let v = _mm_loadu_si128(s.as_ptr().add(i).cast::<__m128i>());
         let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
         let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
         let control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
         let mask = _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32;
+        escape_found_ssse3(out, s, i, v, mask, control);
+    }
+}
+
+/// [`escape_block_ssse3`] once the block's specials are known: `v` is `s[i..i + 16]`,
+/// `mask` its specials (bit `k`: byte `k`), `control` its control characters (0xff
+/// bytes). The AVX2 loop passes the halves of a 32-byte block it has looked at.
+///
+/// # Safety
+/// The CPU must have SSSE3, and `i + 16 <= s.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "ssse3")]
+#[inline]
+unsafe fn escape_found_ssse3(
+    out: &mut Vec<u8>,
+    s: &[u8],
+    i: usize,
+    v: std::arch::x86_64::__m128i,
+    mask: u32,
+    control: std::arch::x86_64::__m128i,
+) {
+    use std::arch::x86_64::*;
+    // An escaped block takes at most 32 bytes.
+    if out.capacity() - out.len() < 32 {
+        out.reserve(32);
+    }
+    // SAFETY (all the intrinsics below): SSSE3 is available (the caller's promise);
+    // every store writes 16 bytes into the 32 spare ones made above (the second at
+    // most 16 bytes after the first), and `set_len` covers only the bytes the table
+    // says are output.
+    unsafe {
         let at = out.as_mut_ptr().add(out.len());
         if mask == 0 {
             _mm_storeu_si128(at.cast::<__m128i>(), v);
@@ -362,6 +388,8 @@ unsafe fn escape_block_ssse3(out: &mut Vec<u8>, s: &[u8], i: usize) {
         }
         let mut v = v;
         if _mm_movemask_epi8(control) != 0 {
+            // By low nibble: the letter of each control character with a two-byte escape.
+            let letters = _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, b'b' as i8, b't' as i8, b'n' as i8, 0, b'f' as i8, b'r' as i8, 0, 0);
             let letter = _mm_shuffle_epi8(letters, v);
             let below_16 = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x0f)), v);
             let short = _mm_andnot_si128(_mm_cmpeq_epi8(letter, _mm_setzero_si128()), below_16);
