@@ -193,16 +193,9 @@ impl Parser<'_> {
         }
         scratch.clear();
         scratch.extend_from_slice(&self.s[start..at]);
-        while self.s[at] == b'\\' {
-            // The two-byte escapes straight from a table; `\u` the long way.
-            let next = match self.s.get(at + 1).map(|&c| SIMPLE_ESCAPES[c as usize]) {
-                Some(c) if c != 0 => {
-                    scratch.push(c);
-                    at + 2
-                }
-                _ => unescape_one(self.s, at, scratch)?,
-            };
-            at = copy_plain(self.s, next, scratch).ok_or(Malformed)?;
+        at = unescape_run(self.s, at, scratch)?;
+        if at == self.s.len() {
+            return Err(Malformed); // no closing quote
         }
         self.i = at + 1;
         let newline = scratch.last() == Some(&b'\n');
@@ -272,11 +265,39 @@ impl Parser<'_> {
     }
 }
 
+/// Unescapes the content of a JSON string (without its quotes) onto `out`: the
+/// inverse of the event's escaping, so what an escaped event's message
+/// ([`crate::event::Event::escaped`]) stands for.
+pub fn unescape(s: &[u8], out: &mut Vec<u8>) -> Result<(), Malformed> {
+    match unescape_run(s, 0, out)? {
+        end if end == s.len() => Ok(()),
+        _ => Err(Malformed), // a bare quote
+    }
+}
+
+/// Unescapes JSON string content from `s[at]` onto `out`, up to a closing quote or
+/// the end of `s`; returns where it stopped.
+fn unescape_run(s: &[u8], at: usize, out: &mut Vec<u8>) -> Result<usize, Malformed> {
+    let mut at = copy_plain(s, at, out);
+    while s.get(at) == Some(&b'\\') {
+        // The two-byte escapes straight from a table; `\u` the long way.
+        let next = match s.get(at + 1).map(|&c| SIMPLE_ESCAPES[c as usize]) {
+            Some(c) if c != 0 => {
+                out.push(c);
+                at + 2
+            }
+            _ => unescape_one(s, at, out)?,
+        };
+        at = copy_plain(s, next, out);
+    }
+    Ok(at)
+}
+
 /// Copies `s[from..]` onto `out` up to the first `"` or `\`; returns where that is
-/// (`None`: neither follows). On x86-64, 16 bytes at a time with SSE2, each block
+/// (`s.len()`: neither follows). On x86-64, 16 bytes at a time with SSE2, each block
 /// stored whole and kept up to the special: escape-dense values (JSON logs, full of
 /// `\"`) cost no call per run.
-fn copy_plain(s: &[u8], mut i: usize, out: &mut Vec<u8>) -> Option<usize> {
+fn copy_plain(s: &[u8], mut i: usize, out: &mut Vec<u8>) -> usize {
     #[cfg(target_arch = "x86_64")]
     while i + 16 <= s.len() {
         let block: &[u8; 16] = s[i..i + 16].try_into().expect("16 bytes");
@@ -285,12 +306,12 @@ fn copy_plain(s: &[u8], mut i: usize, out: &mut Vec<u8>) -> Option<usize> {
         crate::event::encode::put16(out, block, keep);
         i += keep;
         if keep < 16 {
-            return Some(i);
+            return i;
         }
     }
-    let run = memchr::memchr2(b'"', b'\\', &s[i..])?;
+    let run = memchr::memchr2(b'"', b'\\', &s[i..]).unwrap_or(s.len() - i);
     out.extend_from_slice(&s[i..i + run]);
-    Some(i + run)
+    i + run
 }
 
 /// Bit `k` set when byte `k` of the 16 is `"` or `\`.
@@ -491,10 +512,10 @@ mod tests {
             // The same value (after `{"log":"`) through the escape-at-a-time path alone.
             let body = line.as_bytes();
             let mut plain = Vec::new();
-            let mut at = copy_plain(body, 8, &mut plain).unwrap();
+            let mut at = copy_plain(body, 8, &mut plain);
             while body[at] == b'\\' {
                 let next = unescape_one(body, at, &mut plain).unwrap();
-                at = copy_plain(body, next, &mut plain).unwrap();
+                at = copy_plain(body, next, &mut plain);
             }
             assert_eq!(plain, want.as_bytes(), "escape at a time: {line}");
         }

@@ -143,9 +143,6 @@ pub struct FileDecoder {
     max_message_bytes: usize,
     oversize: Oversize,
     scratch: Vec<u8>,
-    /// How Docker `log` values are taken: passed through escaped, unless a multiline
-    /// rule will look inside every line.
-    docker_form: docker::Form,
     reassembler: Reassembler,
     /// Groups stack traces, when a multiline rule selects this file's container.
     grouper: Option<Grouper>,
@@ -166,7 +163,6 @@ impl FileDecoder {
             max_message_bytes: opts.max_message_bytes,
             oversize: opts.oversize,
             scratch: Vec::new(),
-            docker_form: docker::Form::Escaped,
             reassembler: Reassembler::new(opts.max_message_bytes, opts.oversize),
             grouper: None,
             group_flush: Duration::ZERO,
@@ -186,7 +182,6 @@ impl FileDecoder {
             let caps = Caps { max_lines: m.max_lines, max_bytes: self.max_message_bytes };
             self.grouper = Some(Grouper::new(m.rule.clone(), caps, m.budget.clone()));
             self.group_flush = m.flush_timeout;
-            self.docker_form = docker::Form::Unescaped;
         }
     }
 
@@ -206,9 +201,12 @@ impl FileDecoder {
                 None => return self.raw(line, offset, read_time, false, emit),
             },
         };
-        let Self { scratch, reassembler, stats, grouper, docker_form, .. } = self;
+        let Self { scratch, reassembler, stats, grouper, .. } = self;
+        // Docker values pass through escaped, unless a multiline rule will look
+        // inside every line.
+        let docker_form = if grouper.is_some() { docker::Form::Unescaped } else { docker::Form::Escaped };
         let decoded = match format {
-            Format::Docker => docker_fragment(line, scratch, *docker_form, stats, offset, read_time),
+            Format::Docker => docker_fragment(line, scratch, docker_form, stats, offset, read_time),
             Format::Cri => cri::parse(line).map(|c| Fragment {
                 stream: c.stream,
                 time: c.time,

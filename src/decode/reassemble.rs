@@ -171,7 +171,11 @@ fn append(p: &mut Pending, frag: &Fragment<'_>, max: usize, oversize: Oversize) 
 /// and escaped pieces, or past the cap).
 fn unescaped(escaped: &[u8]) -> Vec<u8> {
     let mut raw = Vec::with_capacity(escaped.len());
-    crate::event::encode::unescape(escaped, &mut raw);
+    if super::docker::unescape(escaped, &mut raw).is_err() {
+        // Not what the pass-through writes; kept as it is rather than lost.
+        raw.clear();
+        raw.extend_from_slice(escaped);
+    }
     raw
 }
 

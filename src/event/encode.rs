@@ -502,36 +502,6 @@ const fn escapes() -> [([u8; 6], u8); 256] {
     table
 }
 
-/// Unescapes the body of a JSON string, as [`write_json_string`] writes one, onto
-/// `out`: the inverse of escaping. Any JSON escape is taken (a lone UTF-16 surrogate
-/// becomes U+FFFD); a backslash that starts no escape is kept as it is.
-pub fn unescape(s: &[u8], out: &mut Vec<u8>) {
-    let mut i = 0;
-    while let Some(at) = memchr::memchr(b'\\', &s[i..]) {
-        let at = i + at;
-        out.extend_from_slice(&s[i..at]);
-        let (c, len) = match s.get(at + 1) {
-            Some(b'n') => ('\n', 2),
-            Some(b't') => ('\t', 2),
-            Some(b'r') => ('\r', 2),
-            Some(b'"') => ('"', 2),
-            Some(b'\\') => ('\\', 2),
-            Some(b'/') => ('/', 2),
-            Some(b'b') => ('\u{8}', 2),
-            Some(b'f') => ('\u{c}', 2),
-            Some(b'u') => match s.get(at + 2..at + 6).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u32::from_str_radix(h, 16).ok()) {
-                Some(code) => (char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER), 6),
-                None => ('\\', 1),
-            },
-            _ => ('\\', 1),
-        };
-        let mut utf8 = [0u8; 4];
-        out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
-        i = at + len;
-    }
-    out.extend_from_slice(&s[i..]);
-}
-
 /// Writes the escape of one byte that needs one (see [`byte_needs_escape`]).
 pub(crate) fn write_escape(out: &mut Vec<u8>, b: u8) {
     const HEX: &[u8; 16] = b"0123456789abcdef";

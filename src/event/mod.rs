@@ -76,7 +76,11 @@ impl<'a> Event<'a> {
             return self.message;
         }
         scratch.clear();
-        encode::unescape(self.message, scratch);
+        if crate::decode::docker::unescape(self.message, scratch).is_err() {
+            // Not what the pass-through writes; shown as it is rather than lost.
+            scratch.clear();
+            scratch.extend_from_slice(self.message);
+        }
         scratch
     }
 }

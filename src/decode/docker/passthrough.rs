@@ -355,7 +355,8 @@ fn ends_in_short_newline(s: &[u8], start: usize, end: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::encode::{unescape, write_json_string};
+    use crate::decode::docker::unescape;
+    use crate::event::encode::write_json_string;
 
     /// Passes the JSON string literal `lit` through (with and without AVX2, which
     /// must agree): how, and the message.
@@ -461,7 +462,7 @@ mod tests {
             let ends_line = value.ends_with('\n');
             assert!(matches!(passed, Passed::Borrowed { newline, .. } | Passed::Scratch { newline } if newline == ends_line), "{lit}");
             let mut back = Vec::new();
-            unescape(&out, &mut back);
+            unescape(&out, &mut back).unwrap();
             assert_eq!(back, value.strip_suffix('\n').unwrap_or(&value).as_bytes(), "{lit}");
         }
     }
