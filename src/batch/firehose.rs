@@ -43,13 +43,21 @@ pub struct Aggregator {
     /// Events per record, at most; 0: as many as fit.
     max_events: usize,
     current: Vec<u8>,
-    /// Events in `current`.
+    /// Events in `current`, counted when `max_events` limits them.
     current_events: usize,
     /// Tags of the lines in `current`.
     current_tags: Option<(u64, u64)>,
     records: Vec<FirehoseRecord>,
     oversize: Vec<Vec<u8>>,
+    /// Buffers of records delivered, emptied, to fill again (see [`Self::recycle`]).
+    spares: Vec<Vec<u8>>,
 }
+
+/// Record buffers kept for reuse, at most: a request's worth (4 MiB of full records),
+/// since a request's records are accepted, and come back, together.
+const MAX_SPARES: usize = 4;
+/// A record buffer starts with room for this much (or `record_max`, if less).
+const RECORD_START: usize = 256 * 1024;
 
 impl Aggregator {
     /// `record_max` is clamped to 1 ..= [`MAX_RECORD_BYTES`].
@@ -63,6 +71,7 @@ impl Aggregator {
             current_tags: None,
             records: Vec::new(),
             oversize: Vec::new(),
+            spares: Vec::new(),
         }
     }
 
@@ -80,9 +89,39 @@ impl Aggregator {
     /// Adds JSON lines (each ending in `\n`; a last line without one gets it) that
     /// came in the chunk tagged `tag`. Tags must not decrease.
     pub fn push(&mut self, lines: &[u8], tag: u64) {
-        for line in lines.split_inclusive(|&c| c == b'\n') {
-            self.push_line(line, tag);
+        let mut rest = lines;
+        while !rest.is_empty() {
+            let run = self.whole_lines_that_fit(rest);
+            if run > 0 {
+                self.append_run(&rest[..run], tag);
+                rest = &rest[run..];
+                continue;
+            }
+            let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+            self.push_line(&rest[..end], tag);
+            rest = &rest[end..];
         }
+    }
+
+    /// How many bytes at the start of `lines` are whole lines that all go into the
+    /// record being filled, as they are: when events are aggregated without a count
+    /// limit, the longest run that fits, found by one search back from the room left
+    /// (so a run of short lines is copied at once, not line by line). 0 when the next
+    /// line has to go through [`Self::push_line`] (it does not fit, or counts apply).
+    fn whole_lines_that_fit(&self, lines: &[u8]) -> usize {
+        if !self.aggregate || self.max_events > 0 {
+            return 0;
+        }
+        let room = self.record_max - self.current.len();
+        let window = &lines[..lines.len().min(room)];
+        memchr::memrchr(b'\n', window).map_or(0, |i| i + 1)
+    }
+
+    /// Appends `run`, whole lines ending in `\n` that fit in the open record.
+    fn append_run(&mut self, run: &[u8], tag: u64) {
+        self.start_record(run.len());
+        self.current.extend_from_slice(run);
+        self.extend_tags(tag);
     }
 
     /// Adds one JSON line; one longer than a record is set aside (see [`Self::take_oversize`]).
@@ -96,21 +135,52 @@ impl Aggregator {
         if !self.aggregate || full || self.current.len() + len > self.record_max {
             self.seal();
         }
-        if self.current.capacity() == 0 && self.aggregate {
-            self.current.reserve(self.record_max.min(256 * 1024));
+        if self.aggregate {
+            self.start_record(len);
         }
         self.current.extend_from_slice(line);
         if line.last() != Some(&b'\n') {
             self.current.push(b'\n');
         }
         self.current_events += 1;
+        self.extend_tags(tag);
+        if !self.aggregate {
+            self.seal();
+        }
+    }
+
+    /// Gives the open record, if it has no buffer yet, a spare or a new one with
+    /// room for `len` bytes at least.
+    fn start_record(&mut self, len: usize) {
+        if self.current.capacity() == 0 {
+            self.current = self.spares.pop().unwrap_or_default();
+            self.current.reserve(self.record_max.min(RECORD_START).max(len));
+        }
+    }
+
+    /// Takes back a delivered record's buffer to fill again: a full record's buffer
+    /// is 1,000 KiB of pages the allocator would otherwise hand back to the system
+    /// and the next record would fault in again, zeroed, page by page. At most
+    /// [`MAX_SPARES`] are kept, and none when not aggregating (records are single
+    /// events then); [`Self::drop_spares`] lets them go.
+    pub fn recycle(&mut self, mut data: Vec<u8>) {
+        if self.aggregate && self.spares.len() < MAX_SPARES && data.capacity() >= self.record_max.min(RECORD_START) {
+            data.clear();
+            self.spares.push(data);
+        }
+    }
+
+    /// Frees the spare buffers (when the sink is idle: memory comes back while quiet).
+    pub fn drop_spares(&mut self) {
+        self.spares = Vec::new();
+    }
+
+    /// Notes that the open record holds lines of the chunk tagged `tag`.
+    fn extend_tags(&mut self, tag: u64) {
         self.current_tags = Some(match self.current_tags {
             Some((first, _)) => (first, tag),
             None => (tag, tag),
         });
-        if !self.aggregate {
-            self.seal();
-        }
     }
 
     /// Closes the record being filled.
@@ -218,6 +288,32 @@ mod tests {
         assert!(a.take_records().iter().all(|r| r.data.len() <= 10_000), "the byte cap still holds");
     }
 
+    /// A delivered record's buffer is filled again, not a fresh one allocated; at
+    /// most [`MAX_SPARES`] are kept, none when not aggregating, none after `drop_spares`.
+    #[test]
+    fn delivered_record_buffers_are_filled_again() {
+        let line = format!("{}\n", "x".repeat(999));
+        let mut a = Aggregator::new(4_000, true);
+        a.push(line.repeat(20).as_bytes(), 1);
+        a.seal();
+        let records = a.take_records();
+        assert_eq!(records.len(), 5);
+        let buffers: Vec<*const u8> = records.iter().map(|r| r.data.as_ptr()).collect();
+        records.into_iter().for_each(|r| a.recycle(r.data));
+        assert_eq!(a.spares.len(), MAX_SPARES);
+        a.push(line.repeat(8).as_bytes(), 2);
+        a.seal();
+        let again = a.take_records();
+        assert_eq!(again.len(), 2);
+        assert!(again.iter().all(|r| buffers.contains(&r.data.as_ptr())), "spare buffers are reused");
+        assert!(again.iter().all(|r| r.data == line.repeat(4).as_bytes()), "and hold only the new lines");
+        a.drop_spares();
+        assert!(a.spares.is_empty());
+        let mut single = Aggregator::new(4_000, false);
+        single.recycle(Vec::with_capacity(1 << 20));
+        assert!(single.spares.is_empty(), "one event per record: nothing worth keeping");
+    }
+
     /// `records` cut into requests by [`take_batch`] at AWS's limits, as index ranges.
     fn batches(records: &[Vec<u8>]) -> Vec<std::ops::Range<usize>> {
         let mut queue: VecDeque<FirehoseRecord> = records.iter().map(|d| FirehoseRecord { data: d.clone(), first: 0, last: 0 }).collect();
@@ -309,6 +405,40 @@ mod tests {
                 prop_assert!(b.len() <= MAX_BATCH_RECORDS);
                 prop_assert!(records[b].iter().map(Vec::len).sum::<usize>() <= MAX_BATCH_BYTES);
             }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Runs of whole lines are copied at once where they fit; the records are the
+        /// same as those of pushing line by line.
+        #[test]
+        fn pushing_chunks_packs_as_pushing_lines_does(
+            chunks in prop::collection::vec(lines(), 1..6),
+            record_max in 1usize..20_000,
+            aggregate in any::<bool>(),
+            max_events in prop_oneof![Just(0usize), 1usize..50],
+            unterminated in any::<bool>(),
+        ) {
+            let mut by_chunk = Aggregator::new(record_max, aggregate).with_max_events(max_events);
+            let mut by_line = Aggregator::new(record_max, aggregate).with_max_events(max_events);
+            for (tag, lines) in chunks.iter().enumerate() {
+                let mut data: Vec<u8> = lines.iter().flat_map(|l| l.iter().copied().chain([b'\n'])).collect();
+                if unterminated && data.last() == Some(&b'\n') {
+                    data.pop();
+                }
+                by_chunk.push(&data, tag as u64);
+                for line in data.split_inclusive(|&c| c == b'\n') {
+                    by_line.push_line(line, tag as u64);
+                }
+                prop_assert_eq!(by_chunk.open_tags(), by_line.open_tags());
+                prop_assert_eq!(by_chunk.open_bytes(), by_line.open_bytes());
+            }
+            by_chunk.seal();
+            by_line.seal();
+            prop_assert_eq!(by_chunk.take_records(), by_line.take_records());
+            prop_assert_eq!(by_chunk.take_oversize(), by_line.take_oversize());
         }
     }
 

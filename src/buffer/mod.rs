@@ -332,6 +332,15 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 }
 
 /// Every sink of `n`.
+/// The buffer under `data`, emptied, if nothing else holds it: to fill again rather
+/// than allocate (and fault in) a fresh one. Emptied first, so that taking the vector
+/// back copies nothing.
+pub fn reclaim(data: Bytes) -> Option<Vec<u8>> {
+    let mut data = data.try_into_mut().ok()?;
+    data.clear();
+    Some(Vec::from(data))
+}
+
 fn all_sinks(n: usize) -> u16 {
     ((1u32 << n) - 1) as u16
 }
@@ -445,10 +454,7 @@ impl Buffer {
     /// Hands a record's payload back for reuse (saves allocating and faulting in a
     /// fresh megabyte per record); kept only if nobody else holds it.
     pub fn recycle(&self, payload: Bytes) {
-        let Ok(mut payload) = payload.try_into_mut() else { return };
-        // Emptied first, so that taking the vector back copies nothing.
-        payload.clear();
-        let payload = Vec::from(payload);
+        let Some(payload) = reclaim(payload) else { return };
         let mut st = self.lock();
         if st.pool.len() < POOLED_PAYLOADS && payload.capacity() > 0 {
             st.pool.push(payload);

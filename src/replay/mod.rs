@@ -241,7 +241,8 @@ impl OutSink {
         match &mut self.sink {
             Sink::Lines(sink) => sink.write_batch(&self.batch)?,
             Sink::Remote(sink) if !self.batch.is_empty() => {
-                let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_BYTES * 2));
+                let next = sink.spare().unwrap_or_else(|| Vec::with_capacity(BATCH_BYTES * 2));
+                let batch = std::mem::replace(&mut self.batch, next);
                 sink.send(batch).map_err(SinkError::Remote)?;
             }
             Sink::Remote(_) => {}

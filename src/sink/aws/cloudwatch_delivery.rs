@@ -368,7 +368,7 @@ impl<A: FnMut(u64)> Loop for CloudWatchDelivery<A> {
 
     /// Routes a chunk's events to their streams; the too old and too new go to the
     /// dead letters at once.
-    fn take(&mut self, chunk: Chunk) -> anyhow::Result<()> {
+    fn take(&mut self, chunk: &Chunk) -> anyhow::Result<()> {
         let now_ms = crate::event::time::now().div_euclid(1_000_000);
         let now = Instant::now();
         let mut queued = 0;

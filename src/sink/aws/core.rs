@@ -203,8 +203,9 @@ impl Failures {
 /// What a delivery loop does; [`drive`] runs one.
 pub(super) trait Loop {
     type Answer: Send + 'static;
-    /// Takes in a chunk.
-    fn take(&mut self, chunk: Chunk) -> anyhow::Result<()>;
+    /// Takes in a chunk's lines (copying what it keeps: the chunk's buffer goes back
+    /// to whoever can reuse it).
+    fn take(&mut self, chunk: &Chunk) -> anyhow::Result<()>;
     /// Sends what is due, while there is room in flight (`closing`: everything).
     async fn dispatch(&mut self, closing: bool);
     /// Handles one put's answer.
@@ -220,8 +221,9 @@ pub(super) trait Loop {
 }
 
 /// The loop every AWS sink runs: take chunks while there is room, send what is due,
-/// handle answers, and once the input has closed, finish what is left.
-pub(super) async fn drive<L: Loop>(mut l: L, mut input: mpsc::Receiver<Chunk>) -> anyhow::Result<Delivered> {
+/// handle answers, and once the input has closed, finish what is left. A chunk's
+/// buffer, once taken, goes to `spent`.
+pub(super) async fn drive<L: Loop>(mut l: L, mut input: mpsc::Receiver<Chunk>, mut spent: impl FnMut(bytes::Bytes)) -> anyhow::Result<Delivered> {
     let mut open = true;
     loop {
         l.dispatch(!open).await;
@@ -233,7 +235,10 @@ pub(super) async fn drive<L: Loop>(mut l: L, mut input: mpsc::Receiver<Chunk>) -
         let busy = !l.in_flight().is_empty();
         tokio::select! {
             chunk = input.recv(), if room => match chunk {
-                Some(chunk) => l.take(chunk)?,
+                Some(chunk) => {
+                    l.take(&chunk)?;
+                    spent(chunk.data);
+                }
                 None => open = false,
             },
             Some(answer) = l.in_flight().join_next(), if busy => {

@@ -5,9 +5,16 @@
 //! and `RequestResponses[i]` (matching request index `i`) carries an `ErrorCode`
 //! (`ServiceUnavailableException` when over the quota, `InternalFailure`). Only those
 //! records are sent again; the others were accepted and never are.
+//!
+//! The request body is written here ([`request_body`]), not by the SDK's serializer:
+//! that one takes each record as an owned `Blob` (a copy of the record, which must
+//! stay here for a retry), encodes it into a base64 string of its own and copies that
+//! into the body — three copies of every byte, each into freshly mapped pages. Here
+//! the base64 is written once, from the records as they are, into a body of the exact
+//! size; the SDK still signs, sends and parses the answer.
 
-use aws_sdk_firehose::primitives::Blob;
-use aws_sdk_firehose::types::Record;
+use aws_smithy_types::body::SdkBody;
+use bytes::Bytes;
 
 use super::client::{self, Failure};
 use crate::config::FirehoseConfig;
@@ -25,6 +32,57 @@ pub struct Firehose {
 /// Per record of a call that went through: `None` accepted, `Some(code)` refused.
 pub type RecordResults = Vec<Option<String>>;
 
+/// A `PutRecordBatch` request body, ready to send.
+#[derive(Debug, Clone)]
+pub struct RequestBody {
+    json: Bytes,
+    records: usize,
+}
+
+impl RequestBody {
+    /// The body's JSON.
+    pub fn json(&self) -> &[u8] {
+        &self.json
+    }
+
+    /// The body's buffer, emptied, to write the next body into — once the call is
+    /// over and nothing else holds it (else `None`).
+    pub fn reclaim(self) -> Option<Vec<u8>> {
+        crate::buffer::reclaim(self.json)
+    }
+}
+
+/// The body of a `PutRecordBatch` call sending `records` to `stream`, as the SDK's
+/// serializer would write it: `{"DeliveryStreamName":…,"Records":[{"Data":"<base64>"},…]}`,
+/// written into `buffer` (an empty one, or a [reclaimed](RequestBody::reclaim) one).
+pub fn request_body<'a>(stream: &str, records: impl Iterator<Item = &'a [u8]> + Clone, buffer: Vec<u8>) -> RequestBody {
+    let base64 = base64_simd::STANDARD;
+    let name = serde_json::to_vec(stream).expect("a string always serializes");
+    const HEAD: &[u8] = b"{\"DeliveryStreamName\":";
+    const LIST: &[u8] = b",\"Records\":[";
+    const DATA: &[u8] = b"{\"Data\":\"";
+    const END: &[u8] = b"\"}";
+    let (count, encoded) = records.clone().fold((0, 0), |(n, len), r| (n + 1, len + base64.encoded_length(r.len())));
+    let len = HEAD.len() + name.len() + LIST.len() + count * (DATA.len() + END.len()) + count.saturating_sub(1) + encoded + 2;
+    let mut json = buffer;
+    json.clear();
+    json.reserve_exact(len);
+    json.extend_from_slice(HEAD);
+    json.extend_from_slice(&name);
+    json.extend_from_slice(LIST);
+    for (i, record) in records.enumerate() {
+        if i > 0 {
+            json.push(b',');
+        }
+        json.extend_from_slice(DATA);
+        base64.encode_append(record, &mut json);
+        json.extend_from_slice(END);
+    }
+    json.extend_from_slice(b"]}");
+    debug_assert_eq!(json.len(), len, "the body's size was computed wrong");
+    RequestBody { json: json.into(), records: count }
+}
+
 impl Firehose {
     pub async fn connect(config: &FirehoseConfig) -> anyhow::Result<Self> {
         let sdk = client::sdk_config(config.region.as_deref(), config.endpoint.as_deref(), config.request_timeout).await?;
@@ -35,19 +93,27 @@ impl Firehose {
         &self.stream
     }
 
-    /// Sends `records` (each whole lines ending in `\n`) in one call.
-    pub async fn put(&self, records: Vec<Vec<u8>>) -> Result<RecordResults, Failure> {
-        let n = records.len();
-        let records = records
-            .into_iter()
-            .map(|data| Record::builder().data(Blob::new(data)).build())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(Failure::unbuildable)?;
+    /// The body of a call sending `records` (each whole lines ending in `\n`) to this
+    /// client's stream, written into `buffer`.
+    pub fn body<'a>(&self, records: impl Iterator<Item = &'a [u8]> + Clone, buffer: Vec<u8>) -> RequestBody {
+        request_body(&self.stream, records, buffer)
+    }
+
+    /// Sends `body` in one call. The SDK builds its request for no records and the
+    /// body is put in its place before signing (so the signature covers it).
+    pub async fn put(&self, body: &RequestBody) -> Result<RecordResults, Failure> {
+        let n = body.records;
+        let json = body.json.clone();
         let answer = self
             .client
             .put_record_batch()
             .delivery_stream_name(&self.stream)
-            .set_records(Some(records))
+            .set_records(Some(Vec::new()))
+            .customize()
+            .mutate_request(move |request| {
+                request.headers_mut().insert("content-length", json.len().to_string());
+                *request.body_mut() = SdkBody::from(json.clone());
+            })
             .send()
             .await
             .map_err(|e| client::classify(&e))?;
@@ -55,5 +121,64 @@ impl Firehose {
         // An answer with fewer entries than records says nothing of the rest: resend them.
         results.resize(n, Some("MissingResponse".into()));
         Ok(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_firehose::primitives::Blob;
+    use aws_sdk_firehose::types::Record;
+    use proptest::prelude::*;
+
+    /// The body as the SDK's own serializer writes it, parsed.
+    fn sdk_body(stream: &str, records: &[Vec<u8>]) -> serde_json::Value {
+        let records: Vec<Record> = records.iter().map(|r| Record::builder().data(Blob::new(r.clone())).build().unwrap()).collect();
+        let json = serde_json::json!({
+            "DeliveryStreamName": stream,
+            "Records": records.iter().map(|r| serde_json::json!({"Data": aws_smithy_types::base64::encode(r.data().as_ref())})).collect::<Vec<_>>(),
+        });
+        json
+    }
+
+    #[test]
+    fn the_body_is_the_sdks_json_with_base64_data() {
+        let records = vec![b"{\"message\":\"a\"}\n".to_vec(), Vec::new(), vec![0xff, 0, b'"', b'\\'], b"x\ny\n".to_vec()];
+        let body = request_body("logs-\"1\"", records.iter().map(Vec::as_slice), Vec::new());
+        assert_eq!(body.records, 4);
+        let parsed: serde_json::Value = serde_json::from_slice(body.json()).unwrap();
+        assert_eq!(parsed, sdk_body("logs-\"1\"", &records));
+        assert_eq!(
+            std::str::from_utf8(body.json()).unwrap(),
+            r#"{"DeliveryStreamName":"logs-\"1\"","Records":[{"Data":"eyJtZXNzYWdlIjoiYSJ9Cg=="},{"Data":""},{"Data":"/wAiXA=="},{"Data":"eAp5Cg=="}]}"#
+        );
+    }
+
+    #[test]
+    fn a_body_still_held_elsewhere_is_not_reclaimed() {
+        let body = request_body("s", [&b"line\n"[..]].into_iter(), Vec::new());
+        let sent = body.clone();
+        assert_eq!(body.reclaim(), None, "the SDK may still hold the bytes");
+        assert_eq!(sent.reclaim().map(|b| (b.len(), b.capacity() > 0)), Some((0, true)));
+    }
+
+    #[test]
+    fn a_body_with_no_records_is_an_empty_list() {
+        let body = request_body("s", std::iter::empty(), Vec::new());
+        assert_eq!(body.json(), br#"{"DeliveryStreamName":"s","Records":[]}"#);
+    }
+
+    proptest! {
+        #[test]
+        fn every_record_decodes_back(records in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..20)) {
+            let body = request_body("stream", records.iter().map(Vec::as_slice), vec![b'x'; 100]);
+            let parsed: serde_json::Value = serde_json::from_slice(body.json()).unwrap();
+            prop_assert_eq!(parsed, sdk_body("stream", &records));
+            let json = body.json().to_vec();
+            let buffer = body.reclaim().expect("nothing else holds the body");
+            prop_assert!(buffer.is_empty() && buffer.capacity() >= json.len());
+            let again = request_body("stream", records.iter().map(Vec::as_slice), buffer);
+            prop_assert_eq!(again.json(), &json[..]);
+        }
     }
 }

@@ -42,7 +42,10 @@ use crate::metrics::SinkCounters;
 const QUEUE_BYTES: usize = 16 << 20;
 /// A batch holds at most what the current pace allows in this long.
 const BATCH_WINDOW: Duration = Duration::from_millis(100);
-type Answer = (Vec<FirehoseRecord>, Instant, Result<RecordResults, Failure>);
+/// Request body buffers kept for reuse, at most.
+const MAX_BODY_SPARES: usize = 2;
+/// A call's records, when it was sent, its result, and its body's buffer if reclaimed.
+type Answer = (Vec<FirehoseRecord>, Instant, Result<RecordResults, Failure>, Option<Vec<u8>>);
 
 /// The Firehose delivery loop.
 pub struct FirehoseDelivery<A: FnMut(u64)> {
@@ -58,6 +61,10 @@ pub struct FirehoseDelivery<A: FnMut(u64)> {
     oldest: Option<Instant>,
     ledger: Ledger<A>,
     in_flight: JoinSet<Answer>,
+    /// Buffers of bodies sent, to write the next ones into: like the aggregator's
+    /// record buffers, reused rather than mapped, faulted in and unmapped per call.
+    /// They exist only while calls follow each other; idle, they are freed.
+    body_spares: Vec<Vec<u8>>,
     counters: Arc<SinkCounters>,
     done: Delivered,
     failures: Failures,
@@ -81,6 +88,7 @@ impl<A: FnMut(u64)> FirehoseDelivery<A> {
             oldest: None,
             ledger,
             in_flight: JoinSet::new(),
+            body_spares: Vec::new(),
             counters,
             done: Delivered::default(),
             failures: Failures::default(),
@@ -218,6 +226,12 @@ impl<A: FnMut(u64)> FirehoseDelivery<A> {
         self.retry_at = Some(self.retry_at.map_or(at, |t| t.max(at)));
     }
 
+    /// Frees the buffers kept for reuse.
+    fn drop_spares(&mut self) {
+        self.body_spares = Vec::new();
+        self.aggregator.drop_spares();
+    }
+
     fn accepted(&mut self, record: FirehoseRecord) {
         let len = record.data.len() as u64;
         self.done.records += 1;
@@ -230,6 +244,7 @@ impl<A: FnMut(u64)> FirehoseDelivery<A> {
         for seq in self.ledger.settle_range(record.first, record.last) {
             self.try_ack(seq);
         }
+        self.aggregator.recycle(record.data);
     }
 }
 
@@ -237,7 +252,7 @@ impl<A: FnMut(u64)> Loop for FirehoseDelivery<A> {
     type Answer = Answer;
 
     /// Aggregates a chunk's lines; acknowledges it at once if nothing of it waits.
-    fn take(&mut self, chunk: Chunk) -> anyhow::Result<()> {
+    fn take(&mut self, chunk: &Chunk) -> anyhow::Result<()> {
         let seq = chunk.seq;
         self.ledger.open(seq);
         self.aggregator.push(&chunk.data, seq);
@@ -274,6 +289,9 @@ impl<A: FnMut(u64)> Loop for FirehoseDelivery<A> {
         loop {
             if self.queue.is_empty() && self.aggregator.open_tags().is_none() {
                 self.oldest = None;
+                if self.in_flight.is_empty() {
+                    self.drop_spares();
+                }
                 return;
             }
             if self.in_flight.len() >= self.config.max_in_flight {
@@ -297,18 +315,21 @@ impl<A: FnMut(u64)> Loop for FirehoseDelivery<A> {
             let bytes: usize = batch.iter().map(|r| r.data.len()).sum();
             self.queue_bytes -= bytes;
             self.pacer.admit(batch.len() as u64, bytes as u64).await;
+            let body = self.firehose.body(batch.iter().map(|r| r.data.as_slice()), self.body_spares.pop().unwrap_or_default());
             let firehose = self.firehose.clone();
             self.in_flight.spawn(async move {
                 let sent = Instant::now();
-                let data = batch.iter().map(|r| r.data.clone()).collect();
-                let result = firehose.put(data).await;
-                (batch, sent, result)
+                let result = firehose.put(&body).await;
+                (batch, sent, result, body.reclaim())
             });
         }
     }
 
     /// Handles one call's answer.
-    async fn answer(&mut self, (batch, sent, result): Answer) -> anyhow::Result<()> {
+    async fn answer(&mut self, (batch, sent, result, spare): Answer) -> anyhow::Result<()> {
+        if let Some(spare) = spare.filter(|_| self.body_spares.len() < MAX_BODY_SPARES) {
+            self.body_spares.push(spare);
+        }
         match result {
             Ok(results) => self.partial(batch, sent, results),
             Err(failure) => self.failed(batch, sent, failure),

@@ -56,7 +56,9 @@ pub fn ship(sink: AwsSink, data_dir: &std::path::Path, letters: &str, ship: Ship
         let reader = std::thread::Builder::new().name("sink-read".into()).spawn(move || read_chunks(&buffer, cursor, &writer_done, &tx, interval))?;
         let acks = ship.buffer.clone();
         let on_ack = move |seq| acks.ack_for(cursor, seq);
-        let delivered = deliver_to(sink, data_dir, letters, ship.counters, rx, on_ack, ready).await?;
+        let spares = ship.buffer.clone();
+        let spent = move |data| spares.recycle(data);
+        let delivered = deliver_to(sink, data_dir, letters, ship.counters, rx, on_ack, spent, ready).await?;
         let events = reader.join().map_err(|_| anyhow::anyhow!("the sink reader panicked"))??;
         ship.buffer.persist_ack_or_retry_later();
         Ok(ShipReport { records: delivered.chunks, bytes: delivered.bytes, events })
@@ -122,8 +124,8 @@ impl AwsSink {
 }
 
 /// Sets up the sink's client (saying how that went on `ready`), then delivers what
-/// `input` yields until it closes. Dead letters go to
-/// `<data_dir>/dead-letter/<letters>.jsonl`.
+/// `input` yields until it closes; each chunk's buffer, once read, goes to `spent`.
+/// Dead letters go to `<data_dir>/dead-letter/<letters>.jsonl`.
 pub async fn deliver_to(
     sink: AwsSink,
     data_dir: &std::path::Path,
@@ -131,6 +133,7 @@ pub async fn deliver_to(
     counters: Arc<SinkCounters>,
     input: tokio::sync::mpsc::Receiver<Chunk>,
     on_ack: impl FnMut(u64),
+    spent: impl FnMut(bytes::Bytes),
     ready: std::sync::mpsc::SyncSender<anyhow::Result<()>>,
 ) -> anyhow::Result<Delivered> {
     let dead = DeadLetters::new(data_dir, letters, counters.dead_letters.clone());
@@ -139,7 +142,7 @@ pub async fn deliver_to(
             Ok(firehose) => {
                 tracing::info!(stream = firehose.stream(), "shipping to Firehose");
                 let _ = ready.send(Ok(()));
-                drive(FirehoseDelivery::new(firehose, config, Ledger::new(dead, on_ack), counters), input).await
+                drive(FirehoseDelivery::new(firehose, config, Ledger::new(dead, on_ack), counters), input, spent).await
             }
             Err(e) => {
                 let _ = ready.send(Err(e.context("cannot set up the Firehose sink")));
@@ -150,7 +153,7 @@ pub async fn deliver_to(
             Ok(logs) => {
                 tracing::info!("shipping to CloudWatch Logs");
                 let _ = ready.send(Ok(()));
-                drive(CloudWatchDelivery::new(logs, config, Ledger::new(dead, on_ack), counters), input).await
+                drive(CloudWatchDelivery::new(logs, config, Ledger::new(dead, on_ack), counters), input, spent).await
             }
             Err(e) => {
                 let _ = ready.send(Err(e.context("cannot set up the CloudWatch Logs sink")));
@@ -161,7 +164,7 @@ pub async fn deliver_to(
             Ok(s3) => {
                 tracing::info!(bucket = s3.bucket(), "shipping to S3");
                 let _ = ready.send(Ok(()));
-                drive(S3Delivery::new(s3, config, Ledger::new(dead, on_ack), counters), input).await
+                drive(S3Delivery::new(s3, config, Ledger::new(dead, on_ack), counters), input, spent).await
             }
             Err(e) => {
                 let _ = ready.send(Err(e.context("cannot set up the S3 sink")));
@@ -193,20 +196,37 @@ pub struct Background {
     tx: Option<tokio::sync::mpsc::Sender<Chunk>>,
     thread: Option<std::thread::JoinHandle<anyhow::Result<Delivered>>>,
     next_seq: u64,
+    /// Buffers of chunks the loop has read, emptied, for the next ones.
+    spares: mpsc::Receiver<Vec<u8>>,
 }
+
+/// Spent chunk buffers waiting for reuse, at most.
+const BACKGROUND_SPARES: usize = 4;
 
 impl Background {
     /// Connects and starts delivering; returns once the client is set up.
     pub fn start(sink: AwsSink, data_dir: &std::path::Path, letters: &str, counters: Arc<SinkCounters>) -> anyhow::Result<Self> {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let (spares_tx, spares) = std::sync::mpsc::sync_channel(BACKGROUND_SPARES);
+        let spent = move |data| {
+            if let Some(spare) = crate::buffer::reclaim(data) {
+                let _ = spares_tx.try_send(spare);
+            }
+        };
         let (data_dir, letters) = (data_dir.to_path_buf(), letters.to_string());
         let thread = std::thread::Builder::new().name("sink".into()).spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            runtime.block_on(deliver_to(sink, &data_dir, &letters, counters, rx, |_| {}, ready_tx))
+            runtime.block_on(deliver_to(sink, &data_dir, &letters, counters, rx, |_| {}, spent, ready_tx))
         })?;
         let thread = started(&ready_rx, thread)?;
-        Ok(Self { tx: Some(tx), thread: Some(thread), next_seq: 0 })
+        Ok(Self { tx: Some(tx), thread: Some(thread), next_seq: 0, spares })
+    }
+
+    /// An emptied buffer of a chunk the loop has read, if one is back: the next
+    /// chunk's, instead of a fresh one whose pages are faulted in again.
+    pub fn spare(&self) -> Option<Vec<u8>> {
+        self.spares.try_recv().ok()
     }
 
     /// Hands over JSON lines; waits while the loop's queue is full.

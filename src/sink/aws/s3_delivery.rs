@@ -288,7 +288,7 @@ impl BlockCompressor {
 impl<A: FnMut(u64)> Loop for S3Delivery<A> {
     type Answer = Answer;
 
-    fn take(&mut self, chunk: Chunk) -> anyhow::Result<()> {
+    fn take(&mut self, chunk: &Chunk) -> anyhow::Result<()> {
         let seq = chunk.seq;
         self.ledger.open(seq);
         let now_ns = crate::event::time::now();
