@@ -7,6 +7,16 @@
 //! once). The target must be a regular file; the stream's Kubernetes metadata comes
 //! from its path, and the namespace/pod/container filters (and logferry's own pod)
 //! decide whether it is followed.
+//!
+//! Resolving a link costs a `readlink` per component of both paths (16 system calls
+//! for a kubelet link), for every link, on every rescan: on a node with 5,000
+//! containers that was most of an idle logferry's time. So a link admitted once is
+//! remembered with its target; the next scan reads the link (one call) and, if it
+//! still says the same and its target is still a regular file (one `stat`), reuses
+//! what was found. Anything else — a new target, a target gone or replaced by
+//! something else, a link never admitted — is resolved and checked in full. (A
+//! directory on the target's path turned into a symlink since is seen only when the
+//! link changes; the kubelet creates those directories itself.)
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -53,6 +63,8 @@ pub struct Discovery {
     router: Arc<Router>,
     /// Paths already reported as refused, so each is logged once.
     refused: HashSet<PathBuf>,
+    /// Links admitted by the last scans: what each said then, and what was found.
+    admitted: HashMap<PathBuf, (PathBuf, Found)>,
 }
 
 /// How deep a `**` glob is walked.
@@ -70,6 +82,7 @@ impl Discovery {
             pods: cfg.pods.clone(),
             router,
             refused: HashSet::new(),
+            admitted: HashMap::new(),
         }
     }
 
@@ -99,11 +112,23 @@ impl Discovery {
             complete &= self.walk(&prefix, depth.unwrap_or(MAX_DEPTH), &mut matched);
         }
         let mut found = HashMap::new();
+        let mut admitted = HashMap::with_capacity(self.admitted.len());
         for path in matched {
-            if let Some(f) = self.admit(path) {
+            let f = match self.readmit(&path) {
+                Some((target, f)) => {
+                    admitted.insert(path, (target, f.clone()));
+                    Some(f)
+                }
+                None => self.admit(path),
+            };
+            if let Some(f) = f {
                 found.entry(f.key.clone()).or_insert(f);
             }
         }
+        // Links admitted in full this scan were remembered by `admit`; the ones not
+        // seen any more are forgotten.
+        admitted.extend(self.admitted.drain().filter(|(_, (_, f))| found.get(&f.key).is_some_and(|g| g.path == f.path)));
+        self.admitted = admitted;
         (found, complete)
     }
 
@@ -142,6 +167,14 @@ impl Discovery {
         complete
     }
 
+    /// What the last scans found for `path`, if it is a link that still says the same
+    /// and points to a regular file.
+    fn readmit(&mut self, path: &Path) -> Option<(PathBuf, Found)> {
+        let (target, found) = self.admitted.remove(path)?;
+        let same = fs::read_link(path).is_ok_and(|t| t == target) && fs::metadata(&found.key).is_ok_and(|md| md.is_file());
+        same.then_some((target, found))
+    }
+
     /// Resolves, confines and filters one matched path.
     fn admit(&mut self, path: PathBuf) -> Option<Found> {
         let (key, exists) = match fs::canonicalize(&path) {
@@ -178,6 +211,11 @@ impl Discovery {
             return None;
         }
         self.refused.remove(&path);
+        if exists {
+            if let Ok(target) = fs::read_link(&path) {
+                self.admitted.insert(path.clone(), (target, Found { key: key.clone(), path: path.clone(), kube: kube.clone() }));
+            }
+        }
         Some(Found { key, path, kube })
     }
 
@@ -273,5 +311,62 @@ mod tests {
         assert_eq!(d.check_one(&r.join("containers/gone.log")), Checked::Ignore);
         fs::create_dir(r.join("containers/sub.log")).unwrap();
         assert_eq!(d.check_one(&r.join("containers/sub.log")), Checked::Scan);
+    }
+
+    /// A link admitted once is read again cheaply on later scans, and judged in full
+    /// again the moment it says something else or its target changes.
+    #[test]
+    fn later_scans_reuse_what_a_link_resolved_to_until_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        let pod = r.join("pods/shop_web_uid-1/app");
+        fs::create_dir_all(&pod).unwrap();
+        fs::create_dir_all(r.join("containers")).unwrap();
+        fs::create_dir_all(r.join("elsewhere")).unwrap();
+        fs::write(pod.join("0.log"), b"").unwrap();
+        fs::write(pod.join("1.log"), b"").unwrap();
+        fs::write(r.join("elsewhere/secret.log"), b"").unwrap();
+        let text = format!(
+            "data_dir = \"{r}/data\"\n[tail]\ninclude = [\"{r}/containers/*.log\"]\nroots = [\"{r}/pods\"]\n[sink]\ntype = \"stdout\"\n",
+            r = r.display()
+        );
+        let config = crate::config::Config::from_toml_str_with_env(&text, &crate::config::EnvView::default()).unwrap();
+        let mut d = Discovery::new(&config.tail, Arc::new(crate::route::Router::everything()));
+        let link = r.join("containers/web_shop_app-0123.log");
+        let keys = |d: &mut Discovery| {
+            let mut k: Vec<PathBuf> = d.scan().0.into_keys().collect();
+            k.sort();
+            k
+        };
+        let zero = fs::canonicalize(pod.join("0.log")).unwrap();
+        let one = fs::canonicalize(pod.join("1.log")).unwrap();
+        std::os::unix::fs::symlink(pod.join("0.log"), &link).unwrap();
+        assert_eq!(keys(&mut d), [zero.clone()]);
+        assert_eq!(d.admitted.len(), 1);
+        assert_eq!(keys(&mut d), [zero.clone()], "found again from what was remembered");
+        // Pointed elsewhere inside the roots, then outside them.
+        fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(pod.join("1.log"), &link).unwrap();
+        assert_eq!(keys(&mut d), [one.clone()]);
+        fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(r.join("elsewhere/secret.log"), &link).unwrap();
+        assert_eq!(keys(&mut d), Vec::<PathBuf>::new(), "outside the roots: refused again");
+        assert!(d.admitted.is_empty());
+        // Back inside; then its target replaced by a directory, then deleted with its pod.
+        fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(pod.join("0.log"), &link).unwrap();
+        assert_eq!(keys(&mut d), [zero.clone()]);
+        fs::remove_file(pod.join("0.log")).unwrap();
+        fs::create_dir(pod.join("0.log")).unwrap();
+        assert_eq!(keys(&mut d), Vec::<PathBuf>::new(), "not a regular file any more");
+        fs::remove_dir(pod.join("0.log")).unwrap();
+        fs::write(pod.join("0.log"), b"").unwrap();
+        assert_eq!(keys(&mut d), [zero.clone()]);
+        fs::remove_dir_all(r.join("pods/shop_web_uid-1")).unwrap();
+        assert_eq!(keys(&mut d), Vec::<PathBuf>::new(), "the pod's directory is gone");
+        // A link removed is forgotten.
+        fs::remove_file(&link).unwrap();
+        assert_eq!(keys(&mut d), Vec::<PathBuf>::new());
+        assert!(d.admitted.is_empty());
     }
 }

@@ -102,6 +102,9 @@ pub struct Follower {
     cur: Option<Current>,
     /// Where to open when `cur` is `None`.
     resume: Option<Position>,
+    /// Parked at the end of its live file: that file as it was then (see
+    /// [`Self::parked_unchanged`]).
+    parked: Option<FileState>,
     start: StartFrom,
     /// (file, chain base) of files the pending message may have started in.
     chain: Vec<(FileId, u64)>,
@@ -129,6 +132,7 @@ impl Follower {
             max_line: (opts.max_message_bytes + 64 * 1024).max(256 * 1024),
             cur: None,
             resume,
+            parked: None,
             start,
             chain: Vec::new(),
             chain_end: 0,
@@ -223,9 +227,22 @@ impl Follower {
             return false;
         }
         self.resume = self.position();
+        self.parked = self.cur.as_ref().zip(self.resume).and_then(|(cur, pos)| FileState::at_end(cur, pos));
         self.cur = None;
         self.chain.clear();
         true
+    }
+
+    /// Parked at the end of its live file, and that file is still there with the same
+    /// size and modification time (one `stat`): a turn would open it, list its
+    /// directory and find the position again only to read nothing. A stream on its way
+    /// out (gone, unwanted, missing) is never skipped: its turn finishes it.
+    pub fn parked_unchanged(&self) -> bool {
+        let Some(then) = &self.parked else { return false };
+        self.cur.is_none()
+            && self.gone_since.is_none()
+            && self.missing_since.is_none()
+            && fs::metadata(&self.key).is_ok_and(|md| FileState::of(&md) == *then)
     }
 
     /// The checkpoint for everything handed out so far: never inside a pending message.
@@ -415,6 +432,7 @@ impl Follower {
     }
 
     fn install(&mut self, cur: Current) {
+        self.parked = None;
         // Opened: from here on this file and older ones cannot be lost to deletion.
         if let Some(stamp) = &cur.stamp {
             self.seen_rotated = self.seen_rotated.split_off(&format!("{stamp}\u{1}"));
@@ -537,6 +555,32 @@ impl Follower {
         self.chain.clear();
         self.chain.push((id, base));
         Ok(())
+    }
+}
+
+/// What says a file is as it was: which file, its size, when it was last written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileState {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+}
+
+impl FileState {
+    fn of(md: &fs::Metadata) -> Self {
+        Self { dev: md.dev(), ino: md.ino(), len: md.len(), mtime: (md.mtime(), md.mtime_nsec()) }
+    }
+
+    /// The state of `cur` if it is the live file and `pos` is at its end (nothing in it
+    /// unread, no unterminated line read again on reopening).
+    fn at_end(cur: &Current, pos: Position) -> Option<Self> {
+        let Source::Plain(f) = cur.reader.get_ref() else { return None };
+        if !cur.live || cur.stamp.is_some() || pos.file.ino != cur.id.ino || pos.file.dev != cur.id.dev {
+            return None;
+        }
+        let state = Self::of(&f.metadata().ok()?);
+        (state.len == pos.offset).then_some(state)
     }
 }
 

@@ -164,3 +164,48 @@ fn a_turn_ends_between_messages_not_inside_a_split_one() {
     assert_eq!(got, want, "every message whole");
     assert!(turns >= 100, "about one message per turn ({turns} turns)");
 }
+
+/// A stream parked at the end of its live file is seen unchanged (and its turn
+/// skipped) until the file is written to, replaced or the stream is on its way out;
+/// one parked before the end, or inside an unterminated line, never is.
+#[test]
+fn a_parked_stream_is_unchanged_until_its_file_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("0.log");
+    std::fs::write(&path, cri_lines(10, "")).unwrap();
+    let mut f = Follower::new(path.clone(), b"{}".to_vec(), &DecodeOptions::default(), None, StartFrom::Beginning);
+    let mut pool = Vec::new();
+    let mut got = 0;
+    let now = Instant::now();
+    let mut read = |f: &mut Follower| f.read(1 << 20, now, 0, Duration::from_secs(30), &mut pool, &mut |_, _| got += 1).unwrap();
+    assert!(!f.parked_unchanged(), "never opened");
+    assert_eq!(read(&mut f), ReadOutcome::CaughtUp);
+    assert!(f.park());
+    assert!(f.parked_unchanged());
+    // Written to: a turn reads the new line, and parks unchanged again.
+    let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    std::io::Write::write_all(&mut file, &cri_lines(1, "")).unwrap();
+    assert!(!f.parked_unchanged());
+    assert_eq!(read(&mut f), ReadOutcome::CaughtUp);
+    assert!(f.park() && f.parked_unchanged());
+    // An unterminated line at the end: parked before it, so not at the end.
+    std::io::Write::write_all(&mut file, b"2026-11-21T10:00:00.000000001Z stdout F incompl").unwrap();
+    assert_eq!(read(&mut f), ReadOutcome::CaughtUp);
+    assert!(f.park());
+    assert!(!f.parked_unchanged(), "the unterminated line is read again on reopening");
+    std::io::Write::write_all(&mut file, b"ete\n").unwrap();
+    assert_eq!(read(&mut f), ReadOutcome::CaughtUp);
+    assert!(f.park() && f.parked_unchanged());
+    // Replaced by a new file of the same size (a rotation): changed.
+    let len = std::fs::metadata(&path).unwrap().len() as usize;
+    std::fs::rename(&path, dir.path().join("0.log.20261121-100000")).unwrap();
+    std::fs::write(&path, vec![b'\n'; len]).unwrap();
+    assert!(!f.parked_unchanged());
+    // On its way out: never skipped.
+    assert_eq!(read(&mut f), ReadOutcome::CaughtUp);
+    assert!(f.park() && f.parked_unchanged());
+    f.mark_gone(now);
+    assert!(!f.parked_unchanged());
+    drop(read);
+    assert_eq!(got, 12 + len);
+}

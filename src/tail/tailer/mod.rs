@@ -75,6 +75,11 @@ pub struct Tailer {
     out: SyncSender<Batch>,
     stop: Arc<AtomicBool>,
     streams: HashMap<Arc<Path>, Followed>,
+    /// Streams holding lines in memory (a split message, an open multiline group):
+    /// the only ones the flush timers concern, so that a wait or a round does not
+    /// look at every stream of a node with thousands. Updated after every turn and
+    /// flush; a key whose stream is gone or holds nothing any more is dropped when met.
+    holding: HashSet<Arc<Path>>,
     /// Ready to read, in turn order.
     ready: VecDeque<Arc<Path>>,
     queued: HashSet<Arc<Path>>,
@@ -167,6 +172,7 @@ impl Tailer {
             out,
             stop,
             streams: HashMap::new(),
+            holding: HashSet::new(),
             ready: VecDeque::new(),
             queued: HashSet::new(),
             dirs: HashMap::new(),
@@ -220,7 +226,12 @@ impl Tailer {
         }
         self.published = now;
         let mut stats = self.totals();
-        stats.unread_bytes = self.streams.values().map(|s| s.follower.unread_bytes()).sum();
+        // Asked only of streams that may have something unread: one caught up with,
+        // not queued and watched (a write would have queued it) has nothing, and a
+        // `stat` of each of thousands of idle files every second is not free.
+        let (queued, streams) = (&self.queued, &self.streams);
+        let maybe_behind = |(key, s): &(&Arc<Path>, &Followed)| s.follower.idle_for(now).is_none() || s.polled || queued.contains(*key);
+        stats.unread_bytes = streams.iter().filter(maybe_behind).map(|(_, s)| s.follower.unread_bytes()).sum();
         if let Ok(mut snap) = self.snapshot.lock() {
             *snap = TailSnapshot { stats, heartbeat: Some(now) };
         }
@@ -321,7 +332,7 @@ impl Tailer {
         }
         let timeout = self.settings.partial_flush_timeout;
         let now = Instant::now();
-        for s in self.streams.values() {
+        for s in self.holding.iter().filter_map(|k| self.streams.get(k)) {
             if let (Some(after), Some(idle)) = (s.follower.flush_after(timeout), s.follower.idle_for(now)) {
                 next = next.min(now + after.saturating_sub(idle));
             }
@@ -392,6 +403,11 @@ impl Tailer {
             }
             let Some(key) = self.ready.pop_front() else { break };
             self.queued.remove(&key);
+            if self.streams.get(&key).is_some_and(|s| s.follower.parked_unchanged()) {
+                // Closed for the open-files cap and not written since: reopening it
+                // (and closing another for room) would read nothing.
+                continue;
+            }
             if !self.streams.get(&key).is_some_and(|s| s.follower.is_open()) && !self.make_room() {
                 // No descriptor free: wait (not spin) until one may be.
                 if !self.waiting_fd.contains(&key) {
@@ -466,6 +482,9 @@ impl Tailer {
         }
         self.note_reads(&key, now);
         let Some(s) = self.streams.get_mut(&key) else { return };
+        if s.follower.holds_lines() {
+            self.holding.insert(key.clone());
+        }
         match (was_open, s.follower.is_open()) {
             (false, true) => self.open_files += 1,
             (true, false) => self.open_files -= 1,
@@ -505,16 +524,17 @@ impl Tailer {
         let (encoder, batch, router) = (&mut self.encoder, &mut self.batch, &self.settings.router);
         let mut flushed = Vec::new();
         let mut routed = Routed::default();
-        for (key, s) in self.streams.iter_mut() {
-            if !s.follower.holds_lines() {
-                continue;
-            }
+        let streams = &mut self.streams;
+        for key in &self.holding {
+            let Some(s) = streams.get_mut(key).filter(|s| s.follower.holds_lines()) else { continue };
             let routing = Routing { router, masks: s.routes };
             if s.follower.flush_stale(now, timeout, &mut |ev, kube| routing.encode(ev, kube, encoder, &mut batch.encoded, &mut routed)) {
                 flushed.push(key.clone());
             }
         }
         router.add_filtered(&routed.filtered);
+        let streams = &self.streams;
+        self.holding.retain(|key| streams.get(key).is_some_and(|s| s.follower.holds_lines()));
         for key in flushed {
             self.record_position(&key);
         }
