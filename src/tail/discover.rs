@@ -278,21 +278,32 @@ mod tests {
         assert_eq!(glob_prefix("/var/log/app.log"), ("/var/log".into(), Some(1)));
     }
 
-    /// A new link is judged on its own (pod churn must not rescan every link).
-    #[test]
-    fn one_new_path_is_followed_ignored_or_scanned() {
-        let dir = tempfile::tempdir().unwrap();
-        let r = dir.path();
+    /// A node under `r`: `containers/` for the links, one pod's container directory
+    /// (returned) holding an empty `0.log`.
+    fn node(r: &Path) -> (&Path, PathBuf) {
         let pod = r.join("pods/shop_web_uid-1/app");
         fs::create_dir_all(&pod).unwrap();
         fs::create_dir_all(r.join("containers")).unwrap();
         fs::write(pod.join("0.log"), b"").unwrap();
+        (r, pod)
+    }
+
+    /// Discovery of `r/containers/*.log` confined to `r/pods`, with `extra` in `[tail]`.
+    fn discovery(r: &Path, extra: &str) -> Discovery {
         let text = format!(
-            "data_dir = \"{r}/data\"\n[tail]\ninclude = [\"{r}/containers/*.log\"]\nroots = [\"{r}/pods\"]\nexclude_namespaces = [\"kube-*\"]\n[sink]\ntype = \"stdout\"\n",
+            "data_dir = \"{r}/data\"\n[tail]\ninclude = [\"{r}/containers/*.log\"]\nroots = [\"{r}/pods\"]\n{extra}[sink]\ntype = \"stdout\"\n",
             r = r.display()
         );
         let config = crate::config::Config::from_toml_str_with_env(&text, &crate::config::EnvView::default()).unwrap();
-        let mut d = Discovery::new(&config.tail, Arc::new(crate::route::Router::everything()));
+        Discovery::new(&config.tail, Arc::new(crate::route::Router::everything()))
+    }
+
+    /// A new link is judged on its own (pod churn must not rescan every link).
+    #[test]
+    fn one_new_path_is_followed_ignored_or_scanned() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, pod) = node(dir.path());
+        let mut d = discovery(r, "exclude_namespaces = [\"kube-*\"]\n");
         let link = r.join("containers/web_shop_app-0123.log");
         std::os::unix::fs::symlink(pod.join("0.log"), &link).unwrap();
         match d.check_one(&link) {
@@ -318,20 +329,11 @@ mod tests {
     #[test]
     fn later_scans_reuse_what_a_link_resolved_to_until_it_changes() {
         let dir = tempfile::tempdir().unwrap();
-        let r = dir.path();
-        let pod = r.join("pods/shop_web_uid-1/app");
-        fs::create_dir_all(&pod).unwrap();
-        fs::create_dir_all(r.join("containers")).unwrap();
+        let (r, pod) = node(dir.path());
         fs::create_dir_all(r.join("elsewhere")).unwrap();
-        fs::write(pod.join("0.log"), b"").unwrap();
         fs::write(pod.join("1.log"), b"").unwrap();
         fs::write(r.join("elsewhere/secret.log"), b"").unwrap();
-        let text = format!(
-            "data_dir = \"{r}/data\"\n[tail]\ninclude = [\"{r}/containers/*.log\"]\nroots = [\"{r}/pods\"]\n[sink]\ntype = \"stdout\"\n",
-            r = r.display()
-        );
-        let config = crate::config::Config::from_toml_str_with_env(&text, &crate::config::EnvView::default()).unwrap();
-        let mut d = Discovery::new(&config.tail, Arc::new(crate::route::Router::everything()));
+        let mut d = discovery(r, "");
         let link = r.join("containers/web_shop_app-0123.log");
         let keys = |d: &mut Discovery| {
             let mut k: Vec<PathBuf> = d.scan().0.into_keys().collect();
