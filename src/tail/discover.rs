@@ -10,16 +10,20 @@
 //!
 //! Resolving a link costs a `readlink` per component of both paths (16 system calls
 //! for a kubelet link), for every link, on every rescan: on a node with 5,000
-//! containers that was most of an idle logferry's time. So a link admitted once is
-//! remembered with its target; the next scan reads the link (one call) and, if it
-//! still says the same and its target is still a regular file (one `stat`), reuses
-//! what was found. Anything else — a new target, a target gone or replaced by
-//! something else, a link never admitted — is resolved and checked in full. (A
-//! directory on the target's path turned into a symlink since is seen only when the
-//! link changes; the kubelet creates those directories itself.)
+//! containers that was most of an idle logferry's time. The kubelet's links hold the
+//! resolved path of their target already; so a link found to hold its own resolved
+//! path is remembered (a hash of its path and one of its text: 16 bytes, nothing else
+//! per link), and the next scan reads the link (one call): if it still says the same,
+//! that is the resolved path, inside the roots as it was, and it is only checked to be
+//! a regular file still (one `stat`). Anything else — new text, a target gone or not a
+//! regular file, a link never resolved in full — is resolved and checked in full. (A directory on the target's path turned into a
+//! symlink since is seen only when the link changes; the kubelet creates those
+//! directories itself.)
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::hash::BuildHasher;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use globset::GlobSet;
@@ -63,8 +67,13 @@ pub struct Discovery {
     router: Arc<Router>,
     /// Paths already reported as refused, so each is logged once.
     refused: HashSet<PathBuf>,
-    /// Links admitted by the last scans: what each said then, and what was found.
-    admitted: HashMap<PathBuf, (PathBuf, Found)>,
+    /// Links whose text was their resolved path, by hash of the link's path: the hash
+    /// of that text (see the module's documentation). Kept for the links of the last
+    /// scan and those admitted since.
+    admitted: HashMap<u64, u64>,
+    /// The previous scan's, while a scan runs.
+    previous: HashMap<u64, u64>,
+    hasher: std::collections::hash_map::RandomState,
 }
 
 /// How deep a `**` glob is walked.
@@ -83,6 +92,8 @@ impl Discovery {
             router,
             refused: HashSet::new(),
             admitted: HashMap::new(),
+            previous: HashMap::new(),
+            hasher: Default::default(),
         }
     }
 
@@ -112,23 +123,14 @@ impl Discovery {
             complete &= self.walk(&prefix, depth.unwrap_or(MAX_DEPTH), &mut matched);
         }
         let mut found = HashMap::new();
-        let mut admitted = HashMap::with_capacity(self.admitted.len());
+        // What this scan admits is remembered anew: links not seen any more are forgotten.
+        self.previous = std::mem::take(&mut self.admitted);
         for path in matched {
-            let f = match self.readmit(&path) {
-                Some((target, f)) => {
-                    admitted.insert(path, (target, f.clone()));
-                    Some(f)
-                }
-                None => self.admit(path),
-            };
-            if let Some(f) = f {
+            if let Some(f) = self.admit(path) {
                 found.entry(f.key.clone()).or_insert(f);
             }
         }
-        // Links admitted in full this scan were remembered by `admit`; the ones not
-        // seen any more are forgotten.
-        admitted.extend(self.admitted.drain().filter(|(_, (_, f))| found.get(&f.key).is_some_and(|g| g.path == f.path)));
-        self.admitted = admitted;
+        self.previous = HashMap::new();
         (found, complete)
     }
 
@@ -167,41 +169,29 @@ impl Discovery {
         complete
     }
 
-    /// What the last scans found for `path`, if it is a link that still says the same
-    /// and points to a regular file.
-    fn readmit(&mut self, path: &Path) -> Option<(PathBuf, Found)> {
-        let (target, found) = self.admitted.remove(path)?;
-        let same = fs::read_link(path).is_ok_and(|t| t == target) && fs::metadata(&found.key).is_ok_and(|md| md.is_file());
-        same.then_some((target, found))
+    /// The resolved path of the link `path`, if it says what it said when it was
+    /// resolved in full and found to hold its own resolved path, and that is a
+    /// regular file (a `readlink` and a `stat`).
+    fn known_target(&self, path: &Path) -> Option<PathBuf> {
+        let text = *self.previous.get(&self.hash(path)).or_else(|| self.admitted.get(&self.hash(path)))?;
+        let target = fs::read_link(path).ok()?;
+        let same = self.hash(&target) == text && fs::metadata(&target).is_ok_and(|md| md.is_file());
+        same.then_some(target)
+    }
+
+    fn hash(&self, path: &Path) -> u64 {
+        self.hasher.hash_one(path.as_os_str().as_bytes())
     }
 
     /// Resolves, confines and filters one matched path.
     fn admit(&mut self, path: PathBuf) -> Option<Found> {
-        let (key, exists) = match fs::canonicalize(&path) {
-            Ok(k) => (k, true),
-            // Between the kubelet's rename and the runtime's reopen, the link dangles
-            // for a moment: the stream is still there.
-            Err(_) => match resolve_dangling(&path) {
-                Some(k) => (k, false),
-                None => {
-                    tracing::debug!(path = %path.display(), "cannot resolve");
-                    return None;
-                }
-            },
-        };
-        if key != path && !self.roots.iter().any(|r| key.starts_with(r)) {
-            self.refuse(&path, || format!("it points outside the allowed roots (to {}); add its directory to tail.roots to follow it", key.display()));
-            return None;
-        }
-        match fs::metadata(&key) {
-            Ok(md) if md.is_file() => {}
-            Ok(_) => {
-                self.refuse(&path, || "it is not a regular file".to_string());
-                return None;
+        let key = match self.known_target(&path) {
+            Some(key) => {
+                self.admitted.insert(self.hash(&path), self.hash(&key));
+                key
             }
-            Err(_) if !exists => {}
-            Err(_) => return None,
-        }
+            None => self.resolve(&path)?,
+        };
         let kube = meta::for_file(&path, &key);
         let allowed = match &kube {
             Some(k) => self.pods.allows(&k.namespace, &k.pod, &k.container),
@@ -211,12 +201,42 @@ impl Discovery {
             return None;
         }
         self.refused.remove(&path);
-        if exists {
-            if let Ok(target) = fs::read_link(&path) {
-                self.admitted.insert(path.clone(), (target, Found { key: key.clone(), path: path.clone(), kube: kube.clone() }));
-            }
-        }
         Some(Found { key, path, kube })
+    }
+
+    /// Resolves `path` in full and checks what it leads to: inside the roots, a
+    /// regular file (or, for a link dangling mid-rotation, a file of a directory that
+    /// is there). A link that holds its own resolved path is remembered.
+    fn resolve(&mut self, path: &Path) -> Option<PathBuf> {
+        let (key, exists) = match fs::canonicalize(path) {
+            Ok(k) => (k, true),
+            // Between the kubelet's rename and the runtime's reopen, the link dangles
+            // for a moment: the stream is still there.
+            Err(_) => match resolve_dangling(path) {
+                Some(k) => (k, false),
+                None => {
+                    tracing::debug!(path = %path.display(), "cannot resolve");
+                    return None;
+                }
+            },
+        };
+        if key != path && !self.roots.iter().any(|r| key.starts_with(r)) {
+            self.refuse(path, || format!("it points outside the allowed roots (to {}); add its directory to tail.roots to follow it", key.display()));
+            return None;
+        }
+        match fs::metadata(&key) {
+            Ok(md) if md.is_file() => {}
+            Ok(_) => {
+                self.refuse(path, || "it is not a regular file".to_string());
+                return None;
+            }
+            Err(_) if !exists => {}
+            Err(_) => return None,
+        }
+        if exists && fs::read_link(path).is_ok_and(|text| text == key) {
+            self.admitted.insert(self.hash(path), self.hash(&key));
+        }
+        Some(key)
     }
 
     fn refuse(&mut self, path: &Path, why: impl FnOnce() -> String) {
@@ -364,6 +384,15 @@ mod tests {
         fs::remove_dir(pod.join("0.log")).unwrap();
         fs::write(pod.join("0.log"), b"").unwrap();
         assert_eq!(keys(&mut d), [zero.clone()]);
+        // Dangling for a moment (mid-rotation): still found, from the full resolution.
+        fs::remove_file(pod.join("0.log")).unwrap();
+        assert_eq!(keys(&mut d), [zero.clone()]);
+        fs::write(pod.join("0.log"), b"").unwrap();
+        // A relative link is found, resolved in full each time, not remembered.
+        fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink("../pods/shop_web_uid-1/app/0.log", &link).unwrap();
+        assert_eq!(keys(&mut d), [zero.clone()]);
+        assert!(d.admitted.is_empty());
         fs::remove_dir_all(r.join("pods/shop_web_uid-1")).unwrap();
         assert_eq!(keys(&mut d), Vec::<PathBuf>::new(), "the pod's directory is gone");
         // A link removed is forgotten.
