@@ -363,13 +363,13 @@ mod tests {
         let zero = fs::canonicalize(pod.join("0.log")).unwrap();
         let one = fs::canonicalize(pod.join("1.log")).unwrap();
         std::os::unix::fs::symlink(pod.join("0.log"), &link).unwrap();
-        assert_eq!(keys(&mut d), [zero.clone()]);
+        assert_eq!(keys(&mut d), vec![zero.clone()]);
         assert_eq!(d.admitted.len(), 1);
-        assert_eq!(keys(&mut d), [zero.clone()], "found again from what was remembered");
+        assert_eq!(keys(&mut d), vec![zero.clone()], "found again from what was remembered");
         // Pointed elsewhere inside the roots, then outside them.
         fs::remove_file(&link).unwrap();
         std::os::unix::fs::symlink(pod.join("1.log"), &link).unwrap();
-        assert_eq!(keys(&mut d), [one.clone()]);
+        assert_eq!(keys(&mut d), vec![one.clone()]);
         fs::remove_file(&link).unwrap();
         std::os::unix::fs::symlink(r.join("elsewhere/secret.log"), &link).unwrap();
         assert_eq!(keys(&mut d), Vec::<PathBuf>::new(), "outside the roots: refused again");
@@ -377,21 +377,21 @@ mod tests {
         // Back inside; then its target replaced by a directory, then deleted with its pod.
         fs::remove_file(&link).unwrap();
         std::os::unix::fs::symlink(pod.join("0.log"), &link).unwrap();
-        assert_eq!(keys(&mut d), [zero.clone()]);
+        assert_eq!(keys(&mut d), vec![zero.clone()]);
         fs::remove_file(pod.join("0.log")).unwrap();
         fs::create_dir(pod.join("0.log")).unwrap();
         assert_eq!(keys(&mut d), Vec::<PathBuf>::new(), "not a regular file any more");
         fs::remove_dir(pod.join("0.log")).unwrap();
         fs::write(pod.join("0.log"), b"").unwrap();
-        assert_eq!(keys(&mut d), [zero.clone()]);
+        assert_eq!(keys(&mut d), vec![zero.clone()]);
         // Dangling for a moment (mid-rotation): still found, from the full resolution.
         fs::remove_file(pod.join("0.log")).unwrap();
-        assert_eq!(keys(&mut d), [zero.clone()]);
+        assert_eq!(keys(&mut d), vec![zero.clone()]);
         fs::write(pod.join("0.log"), b"").unwrap();
         // A relative link is found, resolved in full each time, not remembered.
         fs::remove_file(&link).unwrap();
         std::os::unix::fs::symlink("../pods/shop_web_uid-1/app/0.log", &link).unwrap();
-        assert_eq!(keys(&mut d), [zero.clone()]);
+        assert_eq!(keys(&mut d), vec![zero.clone()]);
         assert!(d.admitted.is_empty());
         fs::remove_dir_all(r.join("pods/shop_web_uid-1")).unwrap();
         assert_eq!(keys(&mut d), Vec::<PathBuf>::new(), "the pod's directory is gone");

@@ -58,7 +58,8 @@ pub fn ship(sink: AwsSink, data_dir: &std::path::Path, letters: &str, ship: Ship
         let on_ack = move |seq| acks.ack_for(cursor, seq);
         let spares = ship.buffer.clone();
         let spent = move |data| spares.recycle(data);
-        let delivered = deliver_to(sink, data_dir, letters, ship.counters, rx, on_ack, spent, ready).await?;
+        let dead = DeadLetters::new(data_dir, letters, ship.counters.dead_letters.clone());
+        let delivered = deliver_to(sink, dead, ship.counters, rx, on_ack, spent, ready).await?;
         let events = reader.join().map_err(|_| anyhow::anyhow!("the sink reader panicked"))??;
         ship.buffer.persist_ack_or_retry_later();
         Ok(ShipReport { records: delivered.chunks, bytes: delivered.bytes, events })
@@ -125,18 +126,16 @@ impl AwsSink {
 
 /// Sets up the sink's client (saying how that went on `ready`), then delivers what
 /// `input` yields until it closes; each chunk's buffer, once read, goes to `spent`.
-/// Dead letters go to `<data_dir>/dead-letter/<letters>.jsonl`.
+/// Events no record can hold go to `dead`.
 pub async fn deliver_to(
     sink: AwsSink,
-    data_dir: &std::path::Path,
-    letters: &str,
+    dead: DeadLetters,
     counters: Arc<SinkCounters>,
     input: tokio::sync::mpsc::Receiver<Chunk>,
     on_ack: impl FnMut(u64),
     spent: impl FnMut(bytes::Bytes),
     ready: std::sync::mpsc::SyncSender<anyhow::Result<()>>,
 ) -> anyhow::Result<Delivered> {
-    let dead = DeadLetters::new(data_dir, letters, counters.dead_letters.clone());
     match sink {
         AwsSink::Firehose(config) => match Firehose::connect(&config).await {
             Ok(firehose) => {
@@ -217,7 +216,8 @@ impl Background {
         let (data_dir, letters) = (data_dir.to_path_buf(), letters.to_string());
         let thread = std::thread::Builder::new().name("sink".into()).spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            runtime.block_on(deliver_to(sink, &data_dir, &letters, counters, rx, |_| {}, spent, ready_tx))
+            let dead = DeadLetters::new(&data_dir, &letters, counters.dead_letters.clone());
+            runtime.block_on(deliver_to(sink, dead, counters, rx, |_| {}, spent, ready_tx))
         })?;
         let thread = started(&ready_rx, thread)?;
         Ok(Self { tx: Some(tx), thread: Some(thread), next_seq: 0, spares })
