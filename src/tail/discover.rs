@@ -172,8 +172,8 @@ impl Discovery {
     /// The resolved path of the link `path`, if it says what it said when it was
     /// resolved in full and found to hold its own resolved path, and that is a
     /// regular file (a `readlink` and a `stat`).
-    fn known_target(&self, path: &Path) -> Option<PathBuf> {
-        let text = *self.previous.get(&self.hash(path)).or_else(|| self.admitted.get(&self.hash(path)))?;
+    fn known_target(&self, link: u64, path: &Path) -> Option<PathBuf> {
+        let text = *self.previous.get(&link).or_else(|| self.admitted.get(&link))?;
         let target = fs::read_link(path).ok()?;
         let same = self.hash(&target) == text && fs::metadata(&target).is_ok_and(|md| md.is_file());
         same.then_some(target)
@@ -185,12 +185,13 @@ impl Discovery {
 
     /// Resolves, confines and filters one matched path.
     fn admit(&mut self, path: PathBuf) -> Option<Found> {
-        let key = match self.known_target(&path) {
+        let link = self.hash(&path);
+        let key = match self.known_target(link, &path) {
             Some(key) => {
-                self.admitted.insert(self.hash(&path), self.hash(&key));
+                self.admitted.insert(link, self.hash(&key));
                 key
             }
-            None => self.resolve(&path)?,
+            None => self.resolve(link, &path)?,
         };
         let kube = meta::for_file(&path, &key);
         let allowed = match &kube {
@@ -207,7 +208,8 @@ impl Discovery {
     /// Resolves `path` in full and checks what it leads to: inside the roots, a
     /// regular file (or, for a link dangling mid-rotation, a file of a directory that
     /// is there). A link that holds its own resolved path is remembered.
-    fn resolve(&mut self, path: &Path) -> Option<PathBuf> {
+    /// (`link` is the hash of `path`.)
+    fn resolve(&mut self, link: u64, path: &Path) -> Option<PathBuf> {
         let (key, exists) = match fs::canonicalize(path) {
             Ok(k) => (k, true),
             // Between the kubelet's rename and the runtime's reopen, the link dangles
@@ -234,7 +236,7 @@ impl Discovery {
             Err(_) => return None,
         }
         if exists && fs::read_link(path).is_ok_and(|text| text == key) {
-            self.admitted.insert(self.hash(path), self.hash(&key));
+            self.admitted.insert(link, self.hash(&key));
         }
         Some(key)
     }
