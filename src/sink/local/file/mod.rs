@@ -7,8 +7,9 @@
 //! writer stages what it is given in reused, page-aligned buffers and writes whole
 //! 4 KiB blocks with `O_DIRECT`, straight from them to the disk. Only the last,
 //! partial block of a sync goes through the page cache (an ordinary write at the
-//! same offset); the next sync overwrites that block directly with more appended.
-//! The file's length is always exactly the bytes written, never padded.
+//! same offset), and so does the next sync's first block, which completes it (see
+//! [`Writer::write_cached_head`]: a block a reader may have cached is never written
+//! directly). The file's length is always exactly the bytes written, never padded.
 //!
 //! Where the file system refuses `O_DIRECT` (at open, or with `EINVAL` on the first
 //! write), the same staging runs over ordinary writes instead, with one log line.
@@ -39,6 +40,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::{self, JoinHandle};
@@ -374,23 +376,51 @@ impl Writer {
         if !self.regular {
             return self.write_in_order(bytes);
         }
-        let r = self.write_at_base(bytes, base);
+        let r = self.write_at_base(bytes, base, durable);
         if r.is_err() {
             let _ = self.plain.set_len(durable);
         }
         r
     }
 
-    fn write_at_base(&mut self, bytes: &[u8], base: u64) -> io::Result<usize> {
+    /// `bytes` start at `base`; the file's length before is `durable`.
+    fn write_at_base(&mut self, bytes: &[u8], base: u64, durable: u64) -> io::Result<usize> {
         let whole = self.whole_blocks(bytes.len());
-        if whole > 0 {
-            self.write_blocks(&bytes[..whole], base)?;
+        let mut from = 0;
+        if whole > 0 && durable > base {
+            self.write_cached_head(&bytes[..ALIGN], base)?;
+            from = ALIGN;
+        }
+        if whole > from {
+            self.write_blocks(&bytes[from..whole], base + from as u64)?;
         }
         if bytes.len() > whole {
             self.plain.write_all_at(&bytes[whole..], base + whole as u64)?;
         }
         self.plain.sync_data()?;
         Ok(whole)
+    }
+
+    /// Writes the block holding the file's old end (the last sync's partial block,
+    /// completed) through the page cache, and waits until it is on its way to the
+    /// disk, before the whole blocks after it go out directly.
+    ///
+    /// Not directly: a reader may hold that block in the page cache, and a direct
+    /// write over a cached block is not coherent with buffered reads — Linux grows the
+    /// file's size before it drops the cached copy, so a reader in between reads the
+    /// file's new length with zeros where the new bytes are (a stress test of a
+    /// reader following the file saw NULs within a second). The wait keeps the order a
+    /// crash needs: the direct blocks after it (and the length covering them) never
+    /// reach the disk before it does.
+    fn write_cached_head(&mut self, block: &[u8], at: u64) -> io::Result<()> {
+        self.plain.write_all_at(block, at)?;
+        let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+        // SAFETY: a plain system call on a descriptor we own; it reads no memory of ours.
+        let r = unsafe { libc::sync_file_range(self.plain.as_raw_fd(), at as i64, block.len() as i64, flags) };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// A device or a pipe: no offsets to write at, nothing to cut back or fsync.

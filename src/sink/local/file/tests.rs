@@ -237,3 +237,52 @@ fn after_a_failed_sync_the_path_is_reopened_and_nothing_staged_is_lost() {
     f.sync().unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), b"two\n", "a replaced file gets what was not yet synced");
 }
+
+/// A reader following the file (as `tail -f` does, through the page cache) never
+/// reads a length the bytes are not there for. Writing the block holding the old end
+/// directly let it read zeros there: this loop saw them within ten thousand reads.
+#[test]
+fn a_reader_following_the_file_never_reads_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let mut f = OutputFile::open(&path, false).unwrap();
+    assert!(f.is_direct(), "this test needs a file system that takes O_DIRECT for {}", path.display());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = std::thread::spawn({
+        let (done, path) = (done.clone(), path.clone());
+        move || follow_until(&path, &done)
+    });
+    let line = b"{\"message\":\"a line of a moderate length, so that syncs end mid-block\"}\n";
+    for i in 0..3_000 {
+        f.append(line);
+        f.append(line);
+        if i % 2 == 0 {
+            f.sync().unwrap();
+        } else {
+            f.submit().unwrap();
+            f.wait().unwrap();
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, zeros) = reader.join().unwrap();
+    assert_eq!(zeros, None, "a NUL at this offset, with this file length, after {reads} reads");
+    assert_eq!(std::fs::read(&path).unwrap(), line.repeat(6_000));
+}
+
+/// Reads the file's last block or two at its current length until `done`; returns the
+/// reads made and the first NUL seen (its offset and the length read against).
+fn follow_until(path: &Path, done: &std::sync::atomic::AtomicBool) -> (u64, Option<(u64, u64)>) {
+    let file = File::open(path).unwrap();
+    let mut buf = vec![0u8; 2 * ALIGN];
+    let mut reads = 0;
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        let len = file.metadata().unwrap().len();
+        let start = len.saturating_sub(ALIGN as u64 + 1) / ALIGN as u64 * ALIGN as u64;
+        let n = file.read_at(&mut buf, start).unwrap();
+        reads += 1;
+        if let Some(i) = memchr::memchr(0, &buf[..n]) {
+            return (reads, Some((start + i as u64, len)));
+        }
+    }
+    (reads, None)
+}
