@@ -37,15 +37,16 @@ pub(super) enum Passed {
 /// that holds no closing quote, control character or (until checked) byte beyond
 /// ASCII is passed over whole — which escapes a backslash starts is found for the
 /// whole block at once ([`escaped_bits`]), so the `\"`-dense values of JSON logs cost
-/// no more than plain text. Anything else is handled where it is, and the scan goes
-/// on after it.
+/// no more than plain text. Anything else is handled where it is, in order, on the
+/// same masks (Go's `\u003c`-dense HTML and JSON-in-JSON cost no block scan per
+/// escape); the scan goes on after the block, or after an escape that ends past it.
 pub(super) fn pass_through(s: &[u8], start: usize, scratch: &mut Vec<u8>) -> Result<(Passed, usize), Malformed> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is available, as just checked.
         return unsafe { pass_through_avx2(s, start, scratch) };
     }
-    scan(s, start, scratch, Block::of_sse2)
+    scan(s, start, scratch, Block::of_sse2, plain_sse2)
 }
 
 /// [`pass_through`] compiled for AVX2, so that the block masks inline into the scan.
@@ -56,12 +57,22 @@ pub(super) fn pass_through(s: &[u8], start: usize, scratch: &mut Vec<u8>) -> Res
 #[target_feature(enable = "avx2")]
 unsafe fn pass_through_avx2(s: &[u8], start: usize, scratch: &mut Vec<u8>) -> Result<(Passed, usize), Malformed> {
     // SAFETY: AVX2 is available (the caller's promise).
-    scan(s, start, scratch, |bytes, utf8_checked| unsafe { Block::of_avx2(bytes, utf8_checked) })
+    scan(s, start, scratch, |bytes, utf8_checked| unsafe { Block::of_avx2(bytes, utf8_checked) }, |bytes, utf8_checked| unsafe {
+        plain_avx2(bytes, utf8_checked)
+    })
 }
 
-/// [`pass_through`]'s scan, with `masks` finding a [`Block`]'s masks.
+/// [`pass_through`]'s scan, with `masks` finding a [`Block`]'s masks and `plain`
+/// telling a block that needs none (no `"`, `\\`, control character or, until
+/// checked, byte beyond ASCII: a third of the blocks of the replay mix).
 #[inline(always)]
-fn scan(s: &[u8], start: usize, scratch: &mut Vec<u8>, masks: impl Fn(&[u8; 64], bool) -> Block) -> Result<(Passed, usize), Malformed> {
+fn scan(
+    s: &[u8],
+    start: usize,
+    scratch: &mut Vec<u8>,
+    masks: impl Fn(&[u8; 64], bool) -> Block,
+    plain: impl Fn(&[u8; 64], bool) -> bool,
+) -> Result<(Passed, usize), Malformed> {
     let mut out = Rewrite { s, copied: start, rewriting: false, scratch };
     let mut long_newline = None;
     let mut utf8_checked = false;
@@ -69,41 +80,58 @@ fn scan(s: &[u8], start: usize, scratch: &mut Vec<u8>, masks: impl Fn(&[u8; 64],
     // The byte at `i` is escaped by a backslash just before it.
     let mut carry = false;
     while i < s.len() {
-        let block = Block::at(s, i, utf8_checked, &masks);
-        let (escaped, carry_out) = escaped_bits(block.backslashes, carry);
-        let raw = block.raw_specials & !escaped;
-        let odd = escaped & !block.kept_after_backslash;
-        if raw | odd == 0 {
+        if !carry && s.get(i..i + 64).is_some_and(|bytes| plain(bytes.try_into().expect("64 bytes"), utf8_checked)) {
             i += 64;
-            carry = carry_out;
             continue;
         }
-        // The first thing to handle: a raw special, or the backslash of an escape the
-        // encoder writes otherwise (just before the block when it escapes byte 0).
-        let at_raw = i + raw.trailing_zeros() as usize;
-        let at_escape = (i + odd.trailing_zeros() as usize).wrapping_sub(1);
-        i = if odd != 0 && at_escape < at_raw {
-            escape(s, at_escape, &mut out, &mut long_newline)?
-        } else {
-            match s[at_raw] {
-                b'"' => return Ok((out.finish(start, at_raw, long_newline), at_raw)),
-                c if c < 0x20 => {
-                    let (bytes, n) = &ESCAPES[c as usize];
-                    out.replace(at_raw, at_raw + 1, &bytes[..*n as usize]);
-                    at_raw + 1
-                }
-                _ => {
-                    // The first byte beyond ASCII. What follows the value in the line
-                    // is ASCII, so the line's rest being UTF-8 makes the value's rest so.
-                    if simdutf8::basic::from_utf8(&s[at_raw..]).is_err() {
-                        return Ok((Passed::NotUtf8, at_raw));
+        let block = Block::at(s, i, utf8_checked, &masks);
+        let (escaped, carry_out) = escaped_bits(block.backslashes, carry);
+        let mut raw = block.raw_specials & !escaped;
+        let mut odd = escaped & !block.kept_after_backslash;
+        let (mut next, mut next_carry) = (i + 64, carry_out);
+        while raw | odd != 0 {
+            // The first thing to handle: a raw special, or the backslash of an escape
+            // the encoder writes otherwise (just before the block when it escapes
+            // byte 0).
+            let at_raw = i + raw.trailing_zeros() as usize;
+            let at_escape = (i + odd.trailing_zeros() as usize).wrapping_sub(1);
+            let end = if odd != 0 && at_escape < at_raw {
+                escape(s, at_escape, &mut out, &mut long_newline)?
+            } else {
+                match s[at_raw] {
+                    b'"' => return Ok((out.finish(start, at_raw, long_newline), at_raw)),
+                    c if c < 0x20 => {
+                        let (bytes, n) = &ESCAPES[c as usize];
+                        out.replace(at_raw, at_raw + 1, &bytes[..*n as usize]);
+                        at_raw + 1
                     }
-                    utf8_checked = true;
-                    at_raw
+                    _ => {
+                        // The first byte beyond ASCII. What follows the value in the
+                        // line is ASCII, so the line's rest being UTF-8 makes the
+                        // value's rest so. The scan starts again there, on masks
+                        // without such bytes.
+                        if simdutf8::basic::from_utf8(&s[at_raw..]).is_err() {
+                            return Ok((Passed::NotUtf8, at_raw));
+                        }
+                        utf8_checked = true;
+                        (next, next_carry) = (at_raw, false);
+                        break;
+                    }
                 }
+            };
+            // The block's masks hold after what was handled (the escapes found from
+            // its start are the ones handled). An escape ending past the block, or at
+            // its end, leaves the next byte unescaped.
+            if end >= i + 64 {
+                (next, next_carry) = (end, false);
+                break;
             }
-        };
-        carry = false;
+            let handled = (1u64 << (end - i)) - 1;
+            raw &= !handled;
+            odd &= !handled;
+        }
+        i = next;
+        carry = next_carry;
     }
     Err(Malformed)
 }
@@ -218,6 +246,43 @@ unsafe fn masks32_avx2(at: *const u8, utf8_checked: bool) -> (u64, u64, u64) {
             !(_mm256_movemask_epi8(other) as u32) as u64,
         )
     }
+}
+
+/// Whether the 64 bytes need no [`Block`] masks: no `"`, `\\` or control character,
+/// and no byte beyond ASCII unless `utf8_checked`.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn plain_avx2(bytes: &[u8; 64], utf8_checked: bool) -> bool {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller promises AVX2; the loads read the 64 bytes of the array, and
+    // `loadu` has no alignment requirement.
+    unsafe {
+        let special = |v: __m256i| {
+            let quote = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'"' as i8));
+            let backslash = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\\' as i8));
+            let control = _mm256_cmpeq_epi8(_mm256_min_epu8(v, _mm256_set1_epi8(0x1f)), v);
+            _mm256_or_si256(_mm256_or_si256(quote, backslash), control)
+        };
+        let low = _mm256_loadu_si256(bytes.as_ptr().cast::<__m256i>());
+        let high = _mm256_loadu_si256(bytes.as_ptr().add(32).cast::<__m256i>());
+        let mut found = _mm256_or_si256(special(low), special(high));
+        if !utf8_checked {
+            found = _mm256_or_si256(found, _mm256_or_si256(low, high));
+        }
+        _mm256_movemask_epi8(found) == 0
+    }
+}
+
+/// [`plain_avx2`] without AVX2.
+fn plain_sse2(bytes: &[u8; 64], utf8_checked: bool) -> bool {
+    bytes.chunks_exact(16).all(|quarter| {
+        let (raw, backslashes, _) = masks16(quarter.try_into().expect("16 bytes"), utf8_checked);
+        raw | backslashes == 0
+    })
 }
 
 /// [`Block`]'s three masks for 16 bytes.
@@ -366,7 +431,7 @@ mod tests {
         let (passed, end) = pass_through(s, 1, &mut scratch).unwrap();
         // The same without AVX2.
         let mut sse2_scratch = Vec::new();
-        assert_eq!(scan(s, 1, &mut sse2_scratch, Block::of_sse2), Ok((passed, end)), "{lit}");
+        assert_eq!(scan(s, 1, &mut sse2_scratch, Block::of_sse2, plain_sse2), Ok((passed, end)), "{lit}");
         assert_eq!(sse2_scratch, scratch, "{lit}");
         let out = match passed {
             Passed::Borrowed { end: e, .. } => {
@@ -449,7 +514,7 @@ mod tests {
         let mut state = 0x51_7cc1_b727_220a_u64;
         for case in 0..6000 {
             let mut value = String::new();
-            while value.len() < case % 80 {
+            while value.len() < case % 300 {
                 crate::xorshift(&mut state);
                 value.push_str(alphabet[(state % alphabet.len() as u64) as usize]);
             }
@@ -523,7 +588,29 @@ mod tests {
                     // SAFETY: AVX2 is available, as just checked.
                     assert_eq!(unsafe { Block::of_avx2(&bytes, checked) }, want, "{bytes:?}");
                 }
+                assert_plain_agrees(&bytes, checked, &want);
             }
+        }
+        // Plain text with one byte of each kind at each place.
+        for k in 0..64 {
+            for c in [b'"', b'\\', 0x00, 0x01, 0x1f, b' ', b'~', 0x7f, 0x80, 0xc3, 0xff] {
+                let mut bytes = [b'a'; 64];
+                bytes[k] = c;
+                for checked in [false, true] {
+                    assert_plain_agrees(&bytes, checked, &Block::of_sse2(&bytes, checked));
+                }
+            }
+        }
+    }
+
+    /// A block is plain exactly when it has no raw special and no backslash.
+    fn assert_plain_agrees(bytes: &[u8; 64], checked: bool, block: &Block) {
+        let want = block.raw_specials | block.backslashes == 0;
+        assert_eq!(plain_sse2(bytes, checked), want, "{bytes:?} checked={checked}");
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is available, as just checked.
+            assert_eq!(unsafe { plain_avx2(bytes, checked) }, want, "{bytes:?} checked={checked}");
         }
     }
 
