@@ -16,7 +16,7 @@
 //! passed through: its value is unescaped as before and the encoder repairs the whole
 //! message, so a character cut between two corrupt pieces still comes out whole.
 
-use super::{unicode_escape, Malformed};
+use super::{unicode_escape, Malformed, HEX_DIGITS};
 use crate::event::encode::{put16, ESCAPES};
 
 /// Where the passed-through `log` value lives, without its final `\n`.
@@ -101,8 +101,8 @@ fn scan(
                 match s[at_raw] {
                     b'"' => return Ok((out.finish(start, at_raw, long_newline), at_raw)),
                     c if c < 0x20 => {
-                        let (bytes, n) = &ESCAPES[c as usize];
-                        out.replace(at_raw, at_raw + 1, &bytes[..*n as usize]);
+                        let (bytes, n) = ESCAPES[c as usize];
+                        out.replace(at_raw, at_raw + 1, widen(bytes), n);
                         at_raw + 1
                     }
                     _ => {
@@ -337,31 +337,57 @@ fn escape(s: &[u8], k: usize, out: &mut Rewrite<'_>, long_newline: &mut Option<(
     match s.get(k + 1) {
         Some(b'"' | b'\\' | b'n' | b'r' | b't' | b'b' | b'f') => Ok(k + 2),
         Some(b'/') => {
-            out.replace(k, k + 2, b"/");
+            out.replace(k, k + 2, [b'/', 0, 0, 0, 0, 0, 0, 0], 1);
             Ok(k + 2)
         }
         Some(b'u') => {
+            if let Some(c) = printable_ascii_escape(s.get(k + 2..k + 6)) {
+                // Go's `\u003c`, `\u003e`, `\u0026`: by far the commonest rewrite.
+                out.replace(k, k + 6, [c, 0, 0, 0, 0, 0, 0, 0], 1);
+                return Ok(k + 6);
+            }
             let (ch, used) = unicode_escape(&s[k + 2..])?;
             let end = k + 2 + used;
             match ESCAPES.get(ch as usize) {
                 // The encoder escapes it too (a control character, `"` or `\`).
-                Some((bytes, n)) if *n != 0 => {
-                    let canonical = &bytes[..*n as usize];
-                    if &s[k..end] != canonical {
-                        let at = out.replace(k, end, canonical);
+                Some(&(bytes, n)) if n != 0 => {
+                    if s[k..end] != bytes[..n as usize] {
+                        let at = out.replace(k, end, widen(bytes), n);
                         if ch == '\n' {
                             *long_newline = Some((end, at));
                         }
                     }
                 }
                 _ => {
-                    out.replace(k, end, ch.encode_utf8(&mut [0; 4]).as_bytes());
+                    let mut bytes = [0; 8];
+                    let n = ch.encode_utf8(&mut bytes[..4]).len();
+                    out.replace(k, end, bytes, n as u8);
                 }
             }
             Ok(end)
         }
         _ => Err(Malformed),
     }
+}
+
+/// The character of the four hex digits of a `\u00XX` escape when the encoder writes
+/// it raw: printable ASCII other than `"` and `\`.
+#[inline]
+fn printable_ascii_escape(digits: Option<&[u8]>) -> Option<u8> {
+    let &[b'0', b'0', high, low] = digits? else {
+        return None;
+    };
+    let (high, low) = (HEX_DIGITS[high as usize], HEX_DIGITS[low as usize]);
+    let c = high << 4 | low;
+    ((high | low) & 0x10 == 0 && (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\').then_some(c)
+}
+
+/// An escape from [`ESCAPES`] in the 8 bytes [`Rewrite::replace`] takes.
+#[inline]
+fn widen(bytes: [u8; 6]) -> [u8; 8] {
+    let mut wide = [0; 8];
+    wide[..6].copy_from_slice(&bytes);
+    wide
 }
 
 /// The value as it is until the first rewrite; from then on copied into `scratch`.
@@ -374,18 +400,19 @@ struct Rewrite<'a> {
 }
 
 impl Rewrite<'_> {
-    /// Replaces `s[from..to]` with `with`; returns the scratch length before `with`.
-    fn replace(&mut self, from: usize, to: usize, with: &[u8]) -> usize {
+    /// Replaces `s[from..to]` with the first `n` (≤ 8) bytes of `with`; returns the
+    /// scratch length before them.
+    #[inline]
+    fn replace(&mut self, from: usize, to: usize, with: [u8; 8], n: u8) -> usize {
         if !self.rewriting {
             self.scratch.clear();
             self.rewriting = true;
         }
         copy_run(self.scratch, self.s, self.copied, from);
         let at = self.scratch.len();
-        // At most 6 bytes: pushed one by one rather than by a call to `memcpy`.
-        for &b in with {
-            self.scratch.push(b);
-        }
+        let mut block = [0; 16];
+        block[..8].copy_from_slice(&with);
+        put16(self.scratch, &block, usize::from(n));
         self.copied = to;
         at
     }
@@ -483,6 +510,24 @@ mod tests {
         // A lone surrogate (which serde_json refuses) becomes U+FFFD, as Go reads it.
         assert_eq!(pass(r#""a\ud800b\udc00\n""#), (Passed::Scratch { newline: true }, "a\u{FFFD}b\u{FFFD}".as_bytes().to_vec()));
         assert_eq!(pass(r#""\u003c\n""#).0, Passed::Scratch { newline: true });
+    }
+
+    /// Every `\u00XX`, in either case, alone and between text: as the encoder writes
+    /// its character (the printable ASCII ones take a shortcut); a bad digit is
+    /// malformed.
+    #[test]
+    fn every_u00xx_escape_comes_out_as_the_encoder_writes_it() {
+        for c in 0..=0xffu32 {
+            for digits in [format!("{c:04x}"), format!("{c:04X}")] {
+                for lit in [format!("\"\\u{digits}\""), format!("\"a\\u{digits}b\\u{digits}\\u003c\"")] {
+                    let (_, out) = pass(&lit);
+                    assert_eq!(String::from_utf8(out).unwrap(), String::from_utf8(encoded(&lit)).unwrap(), "{lit}");
+                }
+            }
+        }
+        for bad in [r#""\u00g1""#, r#""\u003""#, r#""x\u0 3c""#] {
+            assert_eq!(pass_through(bad.as_bytes(), 1, &mut Vec::new()), Err(Malformed), "{bad}");
+        }
     }
 
     #[test]
