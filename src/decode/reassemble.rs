@@ -8,7 +8,10 @@
 //! Pieces are joined as bytes, before any UTF-8 handling: a character cut between two
 //! pieces comes out whole. A single, complete piece is passed through borrowed, with no
 //! copy; only a split line is buffered, and its buffer is released when it is done, so
-//! a file that is idle holds no memory here.
+//! a file that is idle holds no memory here. Released to the thread, which keeps the
+//! largest one (up to [`SPARE_MAX_BYTES`]) for the next split message it reads: a
+//! message of 100 KiB no longer grows a fresh buffer (the kernel mapping and zeroing
+//! it, `realloc` copying it) each time.
 //!
 //! The merged size is capped at `max_message_bytes`: beyond it the message is cut (at a
 //! character boundary, `truncated`) or dropped whole, per [`Oversize`]. Either way the
@@ -60,6 +63,39 @@ pub struct Fragment<'a> {
 /// A split message's buffer starts with room for this many pieces like its first.
 const FIRST_PIECES: usize = 4;
 
+/// The largest buffer a thread keeps for its next split message.
+pub const SPARE_MAX_BYTES: usize = 1 << 20;
+
+thread_local! {
+    /// The buffer of this thread's last split message, emptied (see the module doc).
+    static SPARE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// A buffer for a split message whose first piece is `first` bytes: the thread's spare
+/// if it has one.
+fn take_spare(first: usize, max: usize) -> Vec<u8> {
+    let mut buf = SPARE.take();
+    // Room for a few pieces up front: growing by doubling from one piece copied most
+    // split messages twice over.
+    buf.reserve((FIRST_PIECES * first).min(max));
+    buf
+}
+
+/// Keeps `buf` for the thread's next split message, unless it is too large or smaller
+/// than the spare already kept.
+fn give_back(mut buf: Vec<u8>) {
+    if buf.capacity() > SPARE_MAX_BYTES {
+        return;
+    }
+    let spare = SPARE.take();
+    if spare.capacity() > buf.capacity() {
+        SPARE.set(spare);
+    } else {
+        buf.clear();
+        SPARE.set(buf);
+    }
+}
+
 #[derive(Debug, Default)]
 struct Pending {
     active: bool,
@@ -104,9 +140,7 @@ impl Reassembler {
             p.start_offset = frag.offset;
             p.head_lost = head_lost;
             p.escaped = frag.escaped;
-            // Room for a few pieces up front: growing by doubling from one piece
-            // copied most split messages twice over.
-            p.buf.reserve((FIRST_PIECES * frag.bytes.len()).min(max));
+            p.buf = take_spare(frag.bytes.len(), max);
         }
         p.pieces += 1;
         append(p, &frag, max, self.oversize);
@@ -217,6 +251,7 @@ fn finish<F: FnMut(&Event<'_>)>(
         stats.stderr_events += u64::from(stream == Stream::Stderr);
         emit(&Event { time: p.time, stream, message, escaped: p.escaped, truncated: p.overflowed, partial, lines: 1 });
     }
+    give_back(buf);
     *p = Pending::default();
 }
 
@@ -286,6 +321,44 @@ mod tests {
     }
 
     use Stream::{Stderr as E, Stdout as O};
+
+    fn spare_capacity() -> usize {
+        let spare = SPARE.take();
+        let capacity = spare.capacity();
+        SPARE.set(spare);
+        capacity
+    }
+
+    /// A thread's split messages share one buffer: the next one starts in the last
+    /// one's, none grows again; one past [`SPARE_MAX_BYTES`] is not kept.
+    #[test]
+    fn a_thread_reuses_the_buffer_of_its_last_split_message() {
+        let mut r = Reassembler::new(4 << 20, Oversize::Truncate);
+        let mut stats = DecodeStats::default();
+        let piece = vec![b'x'; 16 << 10];
+        let mut message_at = |r: &mut Reassembler, pieces: usize, stream: Stream| {
+            let mut at = None;
+            for k in 0..pieces {
+                let f = Fragment { stream, time: 0, bytes: &piece, escaped: false, last: k + 1 == pieces, offset: 0 };
+                r.push(f, &mut stats, &mut |e| {
+                    assert_eq!(e.message.len(), pieces * piece.len());
+                    at = Some(e.message.as_ptr());
+                });
+            }
+            at.expect("emitted")
+        };
+        assert_eq!(spare_capacity(), 0);
+        let first = message_at(&mut r, 7, O);
+        let kept = spare_capacity();
+        assert!(kept >= 7 * piece.len(), "{kept}");
+        assert_eq!(message_at(&mut r, 5, E), first, "the next message starts in the spare");
+        assert_eq!(message_at(&mut r, 7, O), first);
+        assert_eq!(spare_capacity(), kept, "nothing grew");
+        message_at(&mut r, 80, O); // 1.25 MiB
+        assert_eq!(spare_capacity(), 0, "too large to keep, and the spare went into it");
+        message_at(&mut r, 3, O);
+        assert!(spare_capacity() >= 3 * piece.len());
+    }
 
     #[test]
     fn interleaved_streams_never_mix() {
