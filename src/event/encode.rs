@@ -309,6 +309,17 @@ unsafe fn escape_blocks_avx2(out: &mut Vec<u8>, s: &[u8]) -> (usize, bool) {
         unsafe { escape_block_ssse3(out, s, i) };
         i += 16;
     }
+    if i < s.len() {
+        // The last bytes (most messages end in some), as a block padded with spaces,
+        // which come out as they are and are cut off again.
+        let tail = s.len() - i;
+        let mut padded = [b' '; 16];
+        padded[..tail].copy_from_slice(&s[i..]);
+        // SAFETY: AVX2 implies SSSE3; the padded block is 16 bytes.
+        unsafe { escape_block_ssse3(out, &padded, 0) };
+        out.truncate(out.len() - (16 - tail));
+        i = s.len();
+    }
     (i, ascii && s[blocks_end..i].is_ascii())
 }
 
@@ -394,7 +405,7 @@ unsafe fn escape_found_ssse3(
             let below_16 = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x0f)), v);
             let short = _mm_andnot_si128(_mm_cmpeq_epi8(letter, _mm_setzero_si128()), below_16);
             if _mm_movemask_epi8(_mm_andnot_si128(short, control)) != 0 {
-                write_escaped_words(out, &s[i..i + 16], 0);
+                escape_one_by_one(out, s[i..i + 16].try_into().expect("16 bytes"), mask);
                 return;
             }
             v = _mm_or_si128(_mm_andnot_si128(control, v), _mm_and_si128(control, letter));
@@ -407,6 +418,27 @@ unsafe fn escape_found_ssse3(
         _mm_storeu_si128(at.cast::<__m128i>(), second);
         out.set_len(out.len() + low.len as usize + high.len as usize);
     }
+}
+
+/// A block with a control character written `\u00XX` (ANSI colours' `\u001b`, say):
+/// each special (bit `k` of `mask`: byte `k`) escaped from [`ESCAPES`] in turn, the
+/// runs between them stored whole.
+#[inline(never)]
+fn escape_one_by_one(out: &mut Vec<u8>, block: &[u8; 16], mut mask: u32) {
+    let mut padded = [0u8; 32];
+    padded[..16].copy_from_slice(block);
+    let mut from = 0;
+    while mask != 0 {
+        let k = mask.trailing_zeros() as usize;
+        put16(out, padded[from..from + 16].try_into().expect("16 bytes"), k - from);
+        let (bytes, n) = &ESCAPES[block[k] as usize];
+        let mut escape = [0u8; 16];
+        escape[..6].copy_from_slice(bytes);
+        put16(out, &escape, *n as usize);
+        from = k + 1;
+        mask &= mask - 1;
+    }
+    put16(out, padded[from..from + 16].try_into().expect("16 bytes"), 16 - from);
 }
 
 /// How 8 bytes with specials at the bits of the index expand: which input byte each
@@ -559,9 +591,11 @@ mod tests {
 
     #[test]
     fn escape_scan_finds_specials_at_every_position() {
+        // Every ASCII byte (short escapes, `\u00XX`, plain) at every place of blocks,
+        // padded last bytes and both.
         for len in 0..40 {
             for pos in 0..len {
-                for special in [b'"', b'\\', 0u8, 0x1f] {
+                for special in 0u8..0x80 {
                     let mut msg = vec![b'x'; len];
                     msg[pos] = special;
                     let mut out = Vec::new();
