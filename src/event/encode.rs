@@ -276,23 +276,45 @@ unsafe fn escape_blocks_avx2(out: &mut Vec<u8>, s: &[u8]) -> (usize, bool) {
     let mut i = 0;
     let mut seen = _mm256_setzero_si256();
     while i + 32 <= s.len() {
-        if out.capacity() - out.len() < 32 {
-            out.reserve(32);
+        // Room for the rest of `s` as it is (escaping only adds), so that a run of
+        // blocks without specials is stored with no check, the length in a register.
+        let rest = s.len() - i;
+        if out.capacity() - out.len() < rest {
+            out.reserve(rest);
         }
-        // SAFETY: AVX2 is available (the caller's promise); the load reads
-        // `s[i..i + 32]`, in bounds; the store writes the 32 spare bytes made above,
-        // and `set_len` covers them.
+        let (at, mut len) = (out.as_mut_ptr(), out.len());
+        // SAFETY: AVX2 is available (the caller's promise); each load reads
+        // `s[i..i + 32]`, in bounds; the stores write as many bytes as the blocks
+        // stored take of `s`, at most `rest`, into the spare room made above, and
+        // `set_len` covers them.
+        let special = unsafe {
+            loop {
+                let v = _mm256_loadu_si256(s.as_ptr().add(i).cast::<__m256i>());
+                seen = _mm256_or_si256(seen, v);
+                let quote = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'"' as i8));
+                let backslash = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\\' as i8));
+                let control = _mm256_cmpeq_epi8(_mm256_min_epu8(v, _mm256_set1_epi8(0x1f)), v);
+                let mask = _mm256_movemask_epi8(_mm256_or_si256(_mm256_or_si256(quote, backslash), control)) as u32;
+                if mask != 0 {
+                    break Some((v, mask, control));
+                }
+                _mm256_storeu_si256(at.add(len).cast::<__m256i>(), v);
+                len += 32;
+                i += 32;
+                if i + 32 > s.len() {
+                    break None;
+                }
+            }
+        };
+        // SAFETY: the bytes up to `len` were written just above.
+        unsafe { out.set_len(len) };
+        let Some((v, mask, control)) = special else {
+            break;
+        };
+        // SAFETY: AVX2 is available (the caller's promise), which implies SSSE3; the
+        // block is `s[i..i + 32]`, in bounds.
         unsafe {
-            let v = _mm256_loadu_si256(s.as_ptr().add(i).cast::<__m256i>());
-            seen = _mm256_or_si256(seen, v);
-            let quote = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'"' as i8));
-            let backslash = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\\' as i8));
-            let control = _mm256_cmpeq_epi8(_mm256_min_epu8(v, _mm256_set1_epi8(0x1f)), v);
-            let mask = _mm256_movemask_epi8(_mm256_or_si256(_mm256_or_si256(quote, backslash), control)) as u32;
-            if mask == 0 {
-                _mm256_storeu_si256(out.as_mut_ptr().add(out.len()).cast::<__m256i>(), v);
-                out.set_len(out.len() + 32);
-            } else if _mm256_testz_si256(control, control) != 0 {
+            if _mm256_testz_si256(control, control) != 0 {
                 // Quotes and backslashes only (JSON logs, Windows paths): all four
                 // 8-byte groups expanded by two 32-byte shuffles.
                 expand_avx2(out, v, mask);
