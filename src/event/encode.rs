@@ -220,21 +220,11 @@ fn escape_blocks_sse2(out: &mut Vec<u8>, s: &[u8]) -> usize {
         let block: &[u8; 16] = s[i..i + 16].try_into().expect("16 bytes");
         let mask = specials_mask16(block);
         let keep = if mask == 0 { 16 } else { mask.trailing_zeros() as usize };
-        // Room for the block and the longest escape after it.
-        if out.capacity() - out.len() < 16 + 6 {
-            out.reserve(16 + 6);
-        }
         put16(out, block, keep);
         i += keep;
         if keep < 16 {
             let (bytes, n) = &ESCAPES[s[i] as usize];
-            // SAFETY: 22 bytes were spare before `put16` kept `keep` ≤ 15 of them, so
-            // at least 7 remain for the 6 written; `set_len` covers the `n` ≤ 6 that
-            // are the escape.
-            unsafe {
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), out.as_mut_ptr().add(out.len()), 6);
-                out.set_len(out.len() + *n as usize);
-            }
+            put6(out, bytes, *n as usize);
             i += 1;
         }
     }
@@ -495,9 +485,7 @@ fn escape_one_by_one(out: &mut Vec<u8>, block: &[u8; 16], mut mask: u32) {
         let k = mask.trailing_zeros() as usize;
         put16(out, padded[from..from + 16].try_into().expect("16 bytes"), k - from);
         let (bytes, n) = &ESCAPES[block[k] as usize];
-        let mut escape = [0u8; 16];
-        escape[..6].copy_from_slice(bytes);
-        put16(out, &escape, *n as usize);
+        put6(out, bytes, *n as usize);
         from = k + 1;
         mask &= mask - 1;
     }
@@ -556,6 +544,15 @@ pub(crate) fn put16(out: &mut Vec<u8>, block: &[u8; 16], keep: usize) {
         std::ptr::copy_nonoverlapping(block.as_ptr(), out.as_mut_ptr().add(out.len()), 16);
         out.set_len(out.len() + keep.min(16));
     }
+}
+
+/// Appends the first `keep` (≤ 6) bytes of `bytes` (an escape from [`ESCAPES`], a
+/// short rewrite) by one 16-byte store.
+#[inline]
+pub(crate) fn put6(out: &mut Vec<u8>, bytes: &[u8; 6], keep: usize) {
+    let mut block = [0u8; 16];
+    block[..6].copy_from_slice(bytes);
+    put16(out, &block, keep.min(6));
 }
 
 /// Bit `k` set when byte `k` of the 16 needs escaping.

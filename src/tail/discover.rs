@@ -16,9 +16,9 @@
 //! per link), and the next scan reads the link (one call): if it still says the same,
 //! that is the resolved path, inside the roots as it was, and it is only checked to be
 //! a regular file still (one `stat`). Anything else — new text, a target gone or not a
-//! regular file, a link never resolved in full — is resolved and checked in full. (A directory on the target's path turned into a
-//! symlink since is seen only when the link changes; the kubelet creates those
-//! directories itself.)
+//! regular file, a link never resolved in full — is resolved and checked in full. (A
+//! directory on the target's path turned into a symlink since is seen only when the
+//! link changes; the kubelet creates those directories itself.)
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -171,12 +171,12 @@ impl Discovery {
 
     /// The resolved path of the link `path`, if it says what it said when it was
     /// resolved in full and found to hold its own resolved path, and that is a
-    /// regular file (a `readlink` and a `stat`).
-    fn known_target(&self, link: u64, path: &Path) -> Option<PathBuf> {
+    /// regular file (a `readlink` and a `stat`); with the hash of that text.
+    fn known_target(&self, link: u64, path: &Path) -> Option<(PathBuf, u64)> {
         let text = *self.previous.get(&link).or_else(|| self.admitted.get(&link))?;
         let target = fs::read_link(path).ok()?;
         let same = self.hash(&target) == text && fs::metadata(&target).is_ok_and(|md| md.is_file());
-        same.then_some(target)
+        same.then_some((target, text))
     }
 
     fn hash(&self, path: &Path) -> u64 {
@@ -187,8 +187,8 @@ impl Discovery {
     fn admit(&mut self, path: PathBuf) -> Option<Found> {
         let link = self.hash(&path);
         let key = match self.known_target(link, &path) {
-            Some(key) => {
-                self.admitted.insert(link, self.hash(&key));
+            Some((key, text)) => {
+                self.admitted.insert(link, text);
                 key
             }
             None => self.resolve(link, &path)?,

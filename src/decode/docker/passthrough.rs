@@ -17,7 +17,7 @@
 //! message, so a character cut between two corrupt pieces still comes out whole.
 
 use super::{unicode_escape, Malformed, HEX_DIGITS};
-use crate::event::encode::{put16, ESCAPES};
+use crate::event::encode::{put16, put6, ESCAPES};
 
 /// Where the passed-through `log` value lives, without its final `\n`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +102,7 @@ fn scan(
                     b'"' => return Ok((out.finish(start, at_raw, long_newline), at_raw)),
                     c if c < 0x20 => {
                         let (bytes, n) = ESCAPES[c as usize];
-                        out.replace(at_raw, at_raw + 1, widen(bytes), n);
+                        out.replace(at_raw, at_raw + 1, bytes, n);
                         at_raw + 1
                     }
                     _ => {
@@ -339,7 +339,7 @@ fn escape(s: &[u8], k: usize, out: &mut Rewrite<'_>, long_newline: &mut Option<(
         if let Some(c) = printable_ascii_escape(s.get(k + 2..k + 6)) {
             // Go's `\u003c`, `\u003e`, `\u0026`: by far the commonest rewrite, made here
             // in the scan's loop.
-            out.replace(k, k + 6, [c, 0, 0, 0, 0, 0, 0, 0], 1);
+            out.replace(k, k + 6, [c, 0, 0, 0, 0, 0], 1);
             return Ok(k + 6);
         }
     }
@@ -352,7 +352,7 @@ fn escape_otherwise(s: &[u8], k: usize, out: &mut Rewrite<'_>, long_newline: &mu
     match s.get(k + 1) {
         Some(b'"' | b'\\' | b'n' | b'r' | b't' | b'b' | b'f') => Ok(k + 2),
         Some(b'/') => {
-            out.replace(k, k + 2, [b'/', 0, 0, 0, 0, 0, 0, 0], 1);
+            out.replace(k, k + 2, [b'/', 0, 0, 0, 0, 0], 1);
             Ok(k + 2)
         }
         Some(b'u') => {
@@ -362,15 +362,15 @@ fn escape_otherwise(s: &[u8], k: usize, out: &mut Rewrite<'_>, long_newline: &mu
                 // The encoder escapes it too (a control character, `"` or `\`).
                 Some(&(bytes, n)) if n != 0 => {
                     if s[k..end] != bytes[..n as usize] {
-                        let at = out.replace(k, end, widen(bytes), n);
+                        let at = out.replace(k, end, bytes, n);
                         if ch == '\n' {
                             *long_newline = Some((end, at));
                         }
                     }
                 }
                 _ => {
-                    let mut bytes = [0; 8];
-                    let n = ch.encode_utf8(&mut bytes[..4]).len();
+                    let mut bytes = [0; 6];
+                    let n = ch.encode_utf8(&mut bytes).len();
                     out.replace(k, end, bytes, n as u8);
                 }
             }
@@ -392,14 +392,6 @@ fn printable_ascii_escape(digits: Option<&[u8]>) -> Option<u8> {
     ((high | low) & 0x10 == 0 && (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\').then_some(c)
 }
 
-/// An escape from [`ESCAPES`] in the 8 bytes [`Rewrite::replace`] takes.
-#[inline]
-fn widen(bytes: [u8; 6]) -> [u8; 8] {
-    let mut wide = [0; 8];
-    wide[..6].copy_from_slice(&bytes);
-    wide
-}
-
 /// The value as it is until the first rewrite; from then on copied into `scratch`.
 struct Rewrite<'a> {
     s: &'a [u8],
@@ -410,19 +402,17 @@ struct Rewrite<'a> {
 }
 
 impl Rewrite<'_> {
-    /// Replaces `s[from..to]` with the first `n` (≤ 8) bytes of `with`; returns the
+    /// Replaces `s[from..to]` with the first `n` (≤ 6) bytes of `with`; returns the
     /// scratch length before them.
     #[inline(always)]
-    fn replace(&mut self, from: usize, to: usize, with: [u8; 8], n: u8) -> usize {
+    fn replace(&mut self, from: usize, to: usize, with: [u8; 6], n: u8) -> usize {
         if !self.rewriting {
             self.scratch.clear();
             self.rewriting = true;
         }
         copy_run(self.scratch, self.s, self.copied, from);
         let at = self.scratch.len();
-        let mut block = [0; 16];
-        block[..8].copy_from_slice(&with);
-        put16(self.scratch, &block, usize::from(n));
+        put6(self.scratch, &with, usize::from(n));
         self.copied = to;
         at
     }
