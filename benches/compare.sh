@@ -115,6 +115,7 @@ if "live" in phases:
     j = lambda p: json.load(open(p + ".json"))
     measures += [
         ("live", "CPU, % of a core", lambda p: j(p)["busy"]["cpu_pct"], True),
+        ("live", "CPU (schedstat ns), %", lambda p: j(p)["busy"].get("cpu_pct_ns", float("nan")), True),
         ("live", "wake-ups / s, writing", lambda p: j(p)["busy"]["wakeups_per_s"], True),
         ("live", "wake-ups / s, idle", lambda p: j(p)["idle"]["wakeups_per_s"], True),
         ("live", "latency p99, s", lambda p: j(p)["latency_s"]["p99"], True),

@@ -4,7 +4,9 @@
 //! fsynced; see [`file`] for its I/O thread and how a torn last line is cut after a
 //! crash). [`LocalShipper`] is such a sink's thread: it reads its cursor's records
 //! from the buffer, writes them pipelined (one write under way while the next is
-//! staged), and acknowledges each write's records once it is durable. Output failures
+//! staged), gathers what comes to an idle sink for a few milliseconds so that a
+//! tailer's round is one write, and acknowledges each write's records once it is
+//! durable (`logferry_sink_requests_total` counts the writes). Output failures
 //! (disk full, a closed pipe) are retried with backoff until they work; the data
 //! waits in the buffer meanwhile and `/readyz` says so.
 
@@ -29,6 +31,29 @@ const LOCAL_WRITE_BYTES: usize = 8 << 20;
 /// most: the I/O thread nudges the buffer when the write lands (this only bounds a
 /// wait that something went wrong with).
 const LOOK_WHILE_WRITING: Duration = Duration::from_secs(1);
+/// With no write under way, records are gathered until none has come for 5 ms before
+/// they are written: a tailer's round hands over several batches within a few
+/// milliseconds, and one write (one fsync) for them all costs the disk and the CPU
+/// what one of them did. Never for more than 50 ms after the first of them arrived, so
+/// that a steady trickle is written at least that often.
+const GATHER: Gather = Gather { quiet: Duration::from_millis(5), most: Duration::from_millis(50) };
+
+/// How long records arriving at an idle sink are gathered; see [`GATHER`].
+#[derive(Debug, Clone, Copy)]
+struct Gather {
+    quiet: Duration,
+    most: Duration,
+}
+
+impl Gather {
+    /// How much longer records that began arriving at `first`, the last at `last`,
+    /// are gathered before they are written (zero: write now).
+    fn left(self, first: Instant, last: Instant, now: Instant) -> Duration {
+        let quiet = self.quiet.saturating_sub(now.saturating_duration_since(last));
+        let most = self.most.saturating_sub(now.saturating_duration_since(first));
+        quiet.min(most)
+    }
+}
 
 /// Writes batches of JSON lines to stdout or a file.
 pub struct JsonLines {
@@ -131,6 +156,7 @@ pub struct LocalShipper {
     writer_done: Arc<AtomicBool>,
     ack_interval: Duration,
     counters: Arc<SinkCounters>,
+    gather: Gather,
 }
 
 impl LocalShipper {
@@ -146,6 +172,7 @@ impl LocalShipper {
             writer_done: ship.writer_done,
             ack_interval: ship.ack_interval,
             counters: ship.counters,
+            gather: GATHER,
         })
     }
 }
@@ -153,8 +180,9 @@ impl LocalShipper {
 impl LocalShipper {
     /// Returns (records, bytes, events) shipped. Writing is pipelined: while one write
     /// is under way (on the file's I/O thread), what arrives is staged for the next,
-    /// so that the disk is kept busy with few, large writes (one fsync each); each
-    /// write's records are acknowledged once it is durable.
+    /// so that the disk is kept busy with few, large writes (one fsync each); what
+    /// comes while nothing is under way is gathered as [`GATHER`] says; each write's
+    /// records are acknowledged once it is durable.
     pub fn run(mut self) -> anyhow::Result<ShipReport> {
         let mut shipped = ShipReport::default();
         let (mut in_flight, mut staged): (Vec<Record>, Vec<Record>) = (Vec::new(), Vec::new());
@@ -163,9 +191,13 @@ impl LocalShipper {
         // Nudges seen: one after this (a write landing, the buffer thread finishing)
         // ends the next wait at once.
         let mut seen = self.buffer.nudges();
+        // With nothing in flight: when the records staged began arriving, and when the
+        // last of them did (see [`GATHER`]).
+        let mut gathering: Option<(Instant, Instant)> = None;
         loop {
             // Waits for records, or for the write under way to land (not at all if it
-            // has: standard output, or a file write already done); with neither, until
+            // has: standard output, or a file write already done); while gathering,
+            // for more records until the gathering is over; with neither, until
             // acknowledgements are due to be saved, or for records only — except once
             // the buffer thread has finished: then nothing will nudge, and the end is
             // near (a look, then the check below).
@@ -177,6 +209,8 @@ impl LocalShipper {
                 }
             } else if self.writer_done.load(Ordering::Acquire) {
                 Duration::ZERO
+            } else if let Some((first, last)) = gathering {
+                self.gather.left(first, last, Instant::now())
             } else {
                 match self.buffer.ack_save_due_in(self.cursor) {
                     None => crate::buffer::IDLE_WAIT,
@@ -189,22 +223,34 @@ impl LocalShipper {
             if batch.is_empty() && in_flight.is_empty() && staged.is_empty() && self.writer_done.load(Ordering::Acquire) && self.buffer.drained_for(self.cursor) {
                 break;
             }
+            let was_writing = !in_flight.is_empty();
+            if !batch.is_empty() && !was_writing {
+                let now = Instant::now();
+                gathering = Some((gathering.map_or(now, |(first, _)| first), now));
+            }
             for r in batch {
                 retry(&self.counters, || self.sink.write_batch(&r.payload));
                 staged_bytes += r.payload.len();
                 staged.push(r);
             }
-            if !in_flight.is_empty() {
+            if was_writing {
                 if staged_bytes < LOCAL_WRITE_BYTES && self.sink.busy() {
                     continue;
                 }
                 retry(&self.counters, || self.sink.wait());
                 self.acknowledge(std::mem::take(&mut in_flight), &mut shipped);
             }
-            if !staged.is_empty() {
+            // Records that came while a write was under way go at once; records that
+            // came to an idle sink wait for the rest of their round (see [`GATHER`]).
+            let gathered = was_writing
+                || staged_bytes >= LOCAL_WRITE_BYTES
+                || self.writer_done.load(Ordering::Acquire)
+                || gathering.is_none_or(|(first, last)| self.gather.left(first, last, Instant::now()).is_zero());
+            if !staged.is_empty() && gathered {
                 retry(&self.counters, || self.sink.submit());
                 in_flight = std::mem::take(&mut staged);
                 staged_bytes = 0;
+                gathering = None;
             }
             if last_persist.elapsed() >= self.ack_interval {
                 self.buffer.persist_ack_when_due();
@@ -216,8 +262,10 @@ impl LocalShipper {
         Ok(shipped)
     }
 
-    /// Releases records whose write is durable; counts them in `shipped`.
+    /// Releases records whose write is durable; counts them in `shipped`, and the
+    /// write as the sink's request.
     fn acknowledge(&self, records: Vec<Record>, shipped: &mut ShipReport) {
+        self.counters.requests_ok.fetch_add(1, Ordering::Relaxed);
         for r in &records {
             self.buffer.ack_for(self.cursor, r.seq);
             shipped.records += 1;
@@ -230,8 +278,13 @@ impl LocalShipper {
     }
 }
 
+#[cfg(test)]
+mod tests;
+
 /// Output failures (disk full, a closed pipe) are retried with backoff: the data
 /// waits in the buffer and, behind it, unread in the log files. `/readyz` says so.
+/// Each failed try counts as a failed request; a request that works is counted by
+/// [`LocalShipper::acknowledge`], once per write.
 fn retry<E: std::fmt::Display>(counters: &SinkCounters, mut f: impl FnMut() -> Result<(), E>) {
     let mut backoff = Backoff::try_new(Duration::from_millis(100), Duration::from_secs(5), crate::event::time::now() as u64)
         .expect("constant bounds are valid");
@@ -245,7 +298,7 @@ fn retry<E: std::fmt::Display>(counters: &SinkCounters, mut f: impl FnMut() -> R
         }
         thread::sleep(backoff.next_wait());
     }
-    counters.succeeded();
+    counters.succeeded_quietly();
     if logged {
         tracing::info!("output works again");
     }
