@@ -316,7 +316,7 @@ fn describe(v: &Value) -> String {
 }
 
 fn in_mib(n: usize) -> String {
-    if n >= 1 << 20 && n % (1 << 20) == 0 {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
         format!(" ({} MiB)", n >> 20)
     } else {
         String::new()

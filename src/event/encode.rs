@@ -191,11 +191,18 @@ fn byte_needs_escape(b: u8) -> bool {
 /// special, which is escaped. Elsewhere (and for the last bytes) 8 at a time in a
 /// `u64`, copying clean runs whole.
 ///
-/// Returns true when it found `s` all ASCII on the way (the AVX2 path looks; the
-/// others say false).
+/// With AVX-512's byte compression (VBMI2: Intel since Ice Lake, AMD since Zen 4)
+/// every 32-byte block but those with a control written `\u00XX` is escaped by one
+/// compression ([`escape_avx512`]), the last bytes of `s` included.
+///
+/// Returns true when it found `s` all ASCII on the way (the AVX2 and AVX-512 paths
+/// look; the others say false).
 fn write_escaped(out: &mut Vec<u8>, s: &[u8]) -> bool {
     #[cfg(target_arch = "x86_64")]
-    let (i, ascii) = if std::arch::is_x86_feature_detected!("avx2") {
+    let (i, ascii) = if has_avx512_compress() {
+        // SAFETY: the CPU has what `escape_avx512` needs, as just checked.
+        unsafe { escape_avx512(out, s) }
+    } else if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is available, as just checked.
         let (i, ascii) = unsafe { escape_blocks_avx2(out, s) };
         (i, ascii && s[i..].is_ascii())
@@ -319,24 +326,150 @@ unsafe fn escape_blocks_avx2(out: &mut Vec<u8>, s: &[u8]) -> (usize, bool) {
         i += 32;
     }
     let ascii = _mm256_movemask_epi8(seen) == 0;
-    let blocks_end = i;
+    // SAFETY: AVX2 implies SSSE3; `i <= s.len()`.
+    unsafe { escape_tail_ssse3(out, s, i) };
+    (s.len(), ascii && s[i..].is_ascii())
+}
+
+/// The last bytes of `s`, from `i` (fewer than 32), escaped onto `out`: a 16-byte
+/// block, then the rest (most messages end in some) as a block padded with spaces,
+/// which come out as they are and are cut off again.
+///
+/// # Safety
+/// The CPU must have SSSE3, and `i <= s.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "ssse3")]
+unsafe fn escape_tail_ssse3(out: &mut Vec<u8>, s: &[u8], mut i: usize) {
     if i + 16 <= s.len() {
-        // SAFETY: AVX2 implies SSSE3; the block is in bounds.
+        // SAFETY: SSSE3 is available (the caller's promise); the block is in bounds.
         unsafe { escape_block_ssse3(out, s, i) };
         i += 16;
     }
     if i < s.len() {
-        // The last bytes (most messages end in some), as a block padded with spaces,
-        // which come out as they are and are cut off again.
         let tail = s.len() - i;
         let mut padded = [b' '; 16];
         padded[..tail].copy_from_slice(&s[i..]);
-        // SAFETY: AVX2 implies SSSE3; the padded block is 16 bytes.
+        // SAFETY: SSSE3 is available; the padded block is 16 bytes.
         unsafe { escape_block_ssse3(out, &padded, 0) };
         out.truncate(out.len() - (16 - tail));
-        i = s.len();
     }
-    (i, ascii && s[blocks_end..i].is_ascii())
+}
+
+/// Whether the CPU has what [`escape_avx512`] needs (looked up once by the standard
+/// library, then a load).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn has_avx512_compress() -> bool {
+    std::arch::is_x86_feature_detected!("avx512vbmi2")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+        && std::arch::is_x86_feature_detected!("avx2")
+}
+
+/// `s` escaped onto `out` whole, 32 bytes at a time; returns `s.len()` and whether `s`
+/// is all ASCII. A block without specials is stored as it is. In one with specials,
+/// `\n`, `\t`, `\r`, `\b`, `\f` are turned into their letters, each byte is widened
+/// to two — a `\` and itself — and one compression keeps the `\` only where a byte is
+/// special: 32 bytes in, 32 to 64 out, the same few instructions whatever the
+/// specials. The last 1–31 bytes are loaded under a mask and go the same way. Only a
+/// block with a control written `\u00XX` goes to the SSSE3 halves (or, last bytes,
+/// to [`escape_tail_ssse3`]).
+///
+/// # Safety
+/// The CPU must have what [`has_avx512_compress`] checks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,avx2")]
+unsafe fn escape_avx512(out: &mut Vec<u8>, s: &[u8]) -> (usize, bool) {
+    use std::arch::x86_64::*;
+    // The controls and the specials of `v` (bit k: byte k) among the bytes in `live`.
+    #[target_feature(enable = "avx512bw,avx512vl")]
+    #[inline]
+    fn specials(v: __m256i, live: u32) -> (u32, u32) {
+        let control = _mm256_cmplt_epu8_mask(v, _mm256_set1_epi8(0x20)) & live;
+        let quote = _mm256_cmpeq_epi8_mask(v, _mm256_set1_epi8(b'"' as i8));
+        let backslash = _mm256_cmpeq_epi8_mask(v, _mm256_set1_epi8(b'\\' as i8));
+        (control, quote | backslash | control)
+    }
+    let mut i = 0;
+    let mut seen = _mm256_setzero_si256();
+    // By low nibble: the letter of each control character with a two-byte escape.
+    let letters = _mm256_broadcastsi128_si256(_mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, b'b' as i8, b't' as i8, b'n' as i8, 0, b'f' as i8, b'r' as i8, 0, 0));
+    while i < s.len() {
+        // Room for the rest of `s` as it is and for one block's escapes (a block
+        // stores 64 bytes at most), so that a run of blocks without specials is
+        // stored with no check, the length in a register.
+        let rest = s.len() - i;
+        if out.capacity() - out.len() < rest + 64 {
+            out.reserve(rest + 64);
+        }
+        let (at, mut len) = (out.as_mut_ptr(), out.len());
+        // SAFETY (all the intrinsics): the CPU has AVX-512 F, BW, VL and VBMI2 (the
+        // caller's promise); the loads read `s[i..i + n]` (a masked load: the bytes
+        // past `n` are not read, and zero); the stores write at most 64 bytes at `len`
+        // into the room made above (a run stores no more than it takes of `s`), and
+        // `set_len` covers only the bytes output.
+        unsafe {
+            let mut found = None;
+            while i + 32 <= s.len() {
+                let v = _mm256_loadu_si256(s.as_ptr().add(i).cast::<__m256i>());
+                seen = _mm256_or_si256(seen, v);
+                let (control, special) = specials(v, u32::MAX);
+                if special != 0 {
+                    found = Some((v, 32, control, special));
+                    break;
+                }
+                _mm256_storeu_si256(at.add(len).cast::<__m256i>(), v);
+                len += 32;
+                i += 32;
+            }
+            if found.is_none() && i < s.len() {
+                // The last 1–31 bytes.
+                let n = s.len() - i;
+                let live = (1u32 << n) - 1;
+                let v = _mm256_maskz_loadu_epi8(live, s.as_ptr().add(i).cast::<i8>());
+                seen = _mm256_or_si256(seen, v);
+                let (control, special) = specials(v, live);
+                if special == 0 {
+                    _mm256_storeu_si256(at.add(len).cast::<__m256i>(), v);
+                    len += n;
+                    i += n;
+                } else {
+                    found = Some((v, n, control, special));
+                }
+            }
+            out.set_len(len);
+            let Some((mut v, n, control, special)) = found else { break };
+            if control != 0 {
+                let letter = _mm256_shuffle_epi8(letters, v);
+                let short = _mm256_test_epi8_mask(letter, letter) & _mm256_cmplt_epu8_mask(v, _mm256_set1_epi8(0x10));
+                if control & !short != 0 {
+                    // A control written `\u00XX`: the SSSE3 way.
+                    if n == 32 {
+                        let controls = _mm256_movm_epi8(control);
+                        let (low, high) = (_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+                        let (low_control, high_control) = (_mm256_castsi256_si128(controls), _mm256_extracti128_si256::<1>(controls));
+                        escape_found_ssse3(out, s, i, low, special & 0xffff, low_control);
+                        escape_found_ssse3(out, s, i + 16, high, special >> 16, high_control);
+                    } else {
+                        escape_tail_ssse3(out, s, i);
+                    }
+                    i += n;
+                    continue;
+                }
+                v = _mm256_mask_mov_epi8(v, control, letter);
+            }
+            // Byte k becomes the pair (`\`, byte k); the `\` is kept where k is special.
+            let high = _mm512_slli_epi16::<8>(_mm512_cvtepu8_epi16(v));
+            let pairs = _mm512_mask_mov_epi16(high, special, _mm512_or_si512(high, _mm512_set1_epi16(b'\\' as i16)));
+            // Bytes past `n` are zero pairs, and no byte kept is zero (controls are
+            // letters by now): keep the bytes that are not zero.
+            let packed = _mm512_maskz_compress_epi8(_mm512_test_epi8_mask(pairs, pairs), pairs);
+            _mm512_storeu_si512(at.add(len).cast::<__m512i>(), packed);
+            out.set_len(len + n + special.count_ones() as usize);
+            i += n;
+        }
+    }
+    (i, _mm256_movemask_epi8(seen) == 0)
 }
 
 /// A 32-byte block whose specials (`mask`, bit `k`: byte `k`) are all `"` or `\`,
@@ -649,11 +782,59 @@ mod tests {
         }
     }
 
+    /// `s` (valid UTF-8) escaped by every way the CPU has: each block path with the
+    /// words after it, the words alone. With whether the path said `s` is ASCII.
+    fn escaped_on_every_path(s: &[u8]) -> Vec<(&'static str, Vec<u8>, bool)> {
+        let mut all = Vec::new();
+        let mut words = Vec::new();
+        write_escaped_words(&mut words, s, 0);
+        all.push(("words", words, false));
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mut out = Vec::new();
+            let at = escape_blocks_sse2(&mut out, s);
+            write_escaped_words(&mut out, s, at);
+            all.push(("SSE2", out, false));
+            if std::arch::is_x86_feature_detected!("ssse3") {
+                let mut out = Vec::new();
+                // SAFETY: SSSE3 is available, as just checked.
+                let at = unsafe { escape_blocks_ssse3(&mut out, s) };
+                write_escaped_words(&mut out, s, at);
+                all.push(("SSSE3", out, false));
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                let mut out = Vec::new();
+                // SAFETY: AVX2 is available, as just checked.
+                let (at, ascii) = unsafe { escape_blocks_avx2(&mut out, s) };
+                write_escaped_words(&mut out, s, at);
+                all.push(("AVX2", out, ascii && s[at..].is_ascii()));
+            }
+            if has_avx512_compress() {
+                let mut out = Vec::new();
+                // SAFETY: the CPU has what it needs, as just checked.
+                let (at, ascii) = unsafe { escape_avx512(&mut out, s) };
+                assert_eq!(at, s.len());
+                all.push(("AVX-512", out, ascii));
+            }
+        }
+        all
+    }
+
+    /// Every path the CPU has writes what serde_json writes; one that says `s` is ASCII
+    /// is right.
+    fn check_every_path(s: &str) {
+        let want = serde_json::to_string(s).unwrap();
+        for (path, got, ascii) in escaped_on_every_path(s.as_bytes()) {
+            assert_eq!(String::from_utf8(got).unwrap(), want[1..want.len() - 1], "{path}: {s:?}");
+            assert!(!ascii || s.is_ascii(), "{path} took {s:?} for ASCII");
+        }
+    }
+
     #[test]
     fn escape_scan_finds_specials_at_every_position() {
         // Every ASCII byte (short escapes, `\u00XX`, plain) at every place of blocks,
-        // padded last bytes and both.
-        for len in 0..40 {
+        // masked or padded last bytes and both, on every path.
+        for len in 0..70 {
             for pos in 0..len {
                 for special in 0u8..0x80 {
                     let mut msg = vec![b'x'; len];
@@ -662,15 +843,30 @@ mod tests {
                     write_json_string(&mut out, &msg);
                     let back: String = serde_json::from_slice(&out).unwrap();
                     assert_eq!(back.as_bytes(), &msg[..]);
+                    check_every_path(std::str::from_utf8(&msg).unwrap());
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn every_path_says_ascii_only_of_ascii() {
+        for len in 0..80 {
+            for pos in 0..len {
+                let mut msg = "y".repeat(len);
+                msg.replace_range(pos..pos + 1, "\u{e9}");
+                check_every_path(&msg);
+                let (ascii_msg, wide) = ("y".repeat(len), escaped_on_every_path(msg.as_bytes()));
+                assert!(wide.iter().all(|(_, _, ascii)| !ascii), "{msg:?}");
+                assert!(escaped_on_every_path(ascii_msg.as_bytes()).iter().all(|(p, _, ascii)| *ascii || ["words", "SSE2", "SSSE3"].contains(p)));
             }
         }
     }
 
     /// Values dense in specials of every kind (blocks with several, all of one half,
     /// controls short and long, multi-byte characters across blocks), as serde_json
-    /// writes them, on every block path: AVX2 and SSSE3 when the CPU has them, SSE2,
-    /// words.
+    /// writes them, on every block path: AVX-512, AVX2 and SSSE3 when the CPU has
+    /// them, SSE2, words.
     #[test]
     fn escapes_dense_specials_as_serde_json_does_on_every_path() {
         let alphabet: [&str; 12] = ["\"", "\\", "\n", "\t", "\r", "\u{8}", "\u{c}", "\u{1}", "\u{1b}", "a", "é", "日😀"];
@@ -683,7 +879,7 @@ mod tests {
                 // Half the cases with no long control, so whole blocks take the shuffles.
                 let choices = if case % 2 == 0 { 7 } else { alphabet.len() };
                 msg.push_str(alphabet[(state % choices as u64) as usize]);
-                if state % 3 == 0 {
+                if state.is_multiple_of(3) {
                     msg.push_str("plain text");
                 }
             }
@@ -691,23 +887,7 @@ mod tests {
             let mut got = Vec::new();
             write_json_string(&mut got, msg.as_bytes());
             assert_eq!(String::from_utf8(got).unwrap(), want, "{msg:?}");
-            #[cfg(target_arch = "x86_64")]
-            {
-                let mut sse2 = Vec::new();
-                let at = escape_blocks_sse2(&mut sse2, msg.as_bytes());
-                write_escaped_words(&mut sse2, msg.as_bytes(), at);
-                assert_eq!(&sse2[..], &want.as_bytes()[1..want.len() - 1], "SSE2: {msg:?}");
-                if std::arch::is_x86_feature_detected!("ssse3") {
-                    let mut ssse3 = Vec::new();
-                    // SAFETY: SSSE3 is available, as just checked.
-                    let at = unsafe { escape_blocks_ssse3(&mut ssse3, msg.as_bytes()) };
-                    write_escaped_words(&mut ssse3, msg.as_bytes(), at);
-                    assert_eq!(&ssse3[..], &want.as_bytes()[1..want.len() - 1], "SSSE3: {msg:?}");
-                }
-            }
-            let mut words = Vec::new();
-            write_escaped_words(&mut words, msg.as_bytes(), 0);
-            assert_eq!(&words[..], &want.as_bytes()[1..want.len() - 1], "words: {msg:?}");
+            check_every_path(&msg);
         }
     }
 
@@ -728,6 +908,7 @@ mod tests {
             let mut got = Vec::new();
             write_json_string(&mut got, msg.as_bytes());
             assert_eq!(String::from_utf8(got).unwrap(), serde_json::to_string(&msg).unwrap(), "{msg:?}");
+            check_every_path(&msg);
         }
     }
 

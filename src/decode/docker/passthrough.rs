@@ -618,7 +618,7 @@ mod tests {
             let mut bytes = [0u8; 64];
             for b in &mut bytes {
                 crate::xorshift(&mut state);
-                *b = if state % 4 == 0 { (state >> 8) as u8 } else { alphabet[(state >> 8) as usize % alphabet.len()] };
+                *b = if state.is_multiple_of(4) { (state >> 8) as u8 } else { alphabet[(state >> 8) as usize % alphabet.len()] };
             }
             for checked in [false, true] {
                 let mut want = Block::default();
