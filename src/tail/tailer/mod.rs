@@ -38,7 +38,8 @@ use crate::route::Router;
 /// A batch is shipped once it holds this many bytes, or when nothing else is ready.
 pub const BATCH_BYTES: usize = 256 << 10;
 
-/// Batch buffers kept for reuse beyond what the next stage holds.
+/// Batch buffers kept for reuse beyond what the next stage holds, whatever happens;
+/// more are kept while they are used (see [`Spares`]).
 const SPARE_BATCH_BUFFERS: usize = 4;
 /// How often every file is looked at when inotify is unavailable.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -66,6 +67,39 @@ pub struct TailerSettings {
 
 /// How often the tailer publishes its [`TailSnapshot`].
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// Batch buffers handed back by the next stage, reused rather than allocated. Once
+/// about a second ([`Spares::trim`]), those that sat unused since the last trim are
+/// freed, oldest first, beyond [`SPARE_BATCH_BUFFERS`]: a burst's buffers do not
+/// linger, and a steady stream whose rounds take more keeps them. (Freed as soon as
+/// more than four were held, the buffers of a round that came back together were
+/// freed, and the next round allocated new ones and faulted their pages in again:
+/// about 50 page faults a second on the live node.)
+#[derive(Default)]
+struct Spares {
+    /// Most recently handed back last.
+    held: Vec<Vec<u8>>,
+    /// The fewest held after a take since the last trim: that many sat unused.
+    unused: usize,
+}
+
+impl Spares {
+    /// The most recently handed back, emptied (a helper's buffer comes back full).
+    fn take(&mut self) -> Option<Vec<u8>> {
+        let spare = self.held.pop().map(|mut buffer| {
+            buffer.clear();
+            buffer
+        });
+        self.unused = self.unused.min(self.held.len());
+        spare
+    }
+
+    fn trim(&mut self) {
+        let surplus = self.unused.min(self.held.len().saturating_sub(SPARE_BATCH_BUFFERS));
+        self.held.drain(..surplus);
+        self.unused = self.held.len();
+    }
+}
 
 pub struct Tailer {
     settings: TailerSettings,
@@ -103,8 +137,8 @@ pub struct Tailer {
     published: Instant,
     /// Batch buffers handed back by the next stage, reused rather than allocated.
     returned: Receiver<Vec<u8>>,
-    /// Handed back and not yet reused, most recent last.
-    spares: Vec<Vec<u8>>,
+    /// Handed back and not yet reused.
+    spares: Spares,
     giver: std::sync::mpsc::Sender<Vec<u8>>,
     /// When the last read round started (see `COALESCE`).
     last_round: Instant,
@@ -189,7 +223,7 @@ impl Tailer {
             snapshot: Arc::default(),
             published: now,
             returned,
-            spares: Vec::new(),
+            spares: Spares::default(),
             giver,
             last_round: now,
             waiting_fd: VecDeque::new(),
@@ -225,6 +259,7 @@ impl Tailer {
             return;
         }
         self.published = now;
+        self.trim_spares();
         let mut stats = self.totals();
         // Asked only of streams that may have something unread: one caught up with,
         // not queued and watched (a write would have queued it) has nothing, and a
@@ -464,11 +499,11 @@ impl Tailer {
             self.streams.insert(key.clone(), stream);
             if self.try_ship() == Handoff::Sent {
                 let fresh = std::mem::replace(&mut self.batch.encoded, data);
-                self.spares.extend(fresh.into_buffers().filter(|b| b.capacity() > 0));
+                self.spares.held.extend(fresh.into_buffers().filter(|b| b.capacity() > 0));
             } else {
                 // The next stage is full: this batch grows instead (a copy, rare).
-                self.batch.encoded.absorb(data, &mut self.spares);
-                self.spares.retain(|b| b.capacity() > 0);
+                self.batch.encoded.absorb(data, &mut self.spares.held);
+                self.spares.held.retain(|b| b.capacity() > 0);
             }
             self.helper_turns += 1;
             self.after_turn(key, turn, now);
@@ -541,17 +576,14 @@ impl Tailer {
     }
 
     /// The most recently handed-back batch buffer: the one most likely still in cache.
-    /// Older ones beyond a few are freed, so that a burst's buffers do not linger.
     fn spare_batch_buffer(&mut self) -> Option<Vec<u8>> {
-        self.spares.extend(self.returned.try_iter());
-        if self.spares.len() > SPARE_BATCH_BUFFERS {
-            self.spares.drain(..self.spares.len() - SPARE_BATCH_BUFFERS);
-        }
-        // Emptied here, whoever handed it back (a helper's buffer comes back full).
-        self.spares.pop().map(|mut buffer| {
-            buffer.clear();
-            buffer
-        })
+        self.spares.held.extend(self.returned.try_iter());
+        self.spares.take()
+    }
+
+    fn trim_spares(&mut self) {
+        self.spares.held.extend(self.returned.try_iter());
+        self.spares.trim();
     }
 
     /// Offers the batch to the next stage without waiting.

@@ -87,3 +87,36 @@ fn helper_turns_keep_every_stream_whole_and_in_order_while_the_next_stage_is_slo
     assert_eq!(got.len(), STREAMS * LINES);
     assert!(stats.helper_turns > 0 && stats.turns > 0, "turns: {} own, {} by the helper", stats.turns, stats.helper_turns);
 }
+
+#[test]
+fn spares_in_use_are_kept_and_those_unused_for_a_trim_are_freed() {
+    let buffer = |tag: u8| {
+        let mut b = Vec::with_capacity(64);
+        b.push(tag);
+        b
+    };
+    let mut spares = Spares::default();
+    // Each round takes eight; they come back together after it, and a trim falls
+    // between rounds: all eight are kept for the next round, none allocated.
+    spares.held.extend((0..8).map(buffer));
+    for round in 0..5u8 {
+        let taken: Vec<_> = (0..8).map(|_| spares.take().expect("a spare for every batch of the round")).collect();
+        assert!(taken.iter().all(|b| b.is_empty()), "handed out empty");
+        spares.held.extend((0..8).map(|i| buffer(round * 8 + i)));
+        spares.trim();
+        assert_eq!(spares.held.len(), 8, "round {round}");
+    }
+    // A burst leaves twenty: kept until a trim with none of them taken frees all but
+    // four, the oldest first.
+    spares.held.clear();
+    spares.trim();
+    spares.held.extend((0..20).map(buffer));
+    spares.trim();
+    assert_eq!(spares.held.len(), 20, "they came back after the last trim");
+    spares.trim();
+    assert_eq!(spares.held.len(), SPARE_BATCH_BUFFERS);
+    assert_eq!(spares.held.iter().map(|b| b[0]).collect::<Vec<_>>(), [16, 17, 18, 19], "the most recent are kept");
+    // Never fewer than four, however idle.
+    spares.trim();
+    assert_eq!(spares.held.len(), SPARE_BATCH_BUFFERS);
+}
