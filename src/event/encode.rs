@@ -186,9 +186,9 @@ fn byte_needs_escape(b: u8) -> bool {
 /// Escapes valid UTF-8. On x86-64 it goes 16 bytes at a time: with SSSE3 (every x86-64
 /// CPU since 2006, detected at run time) every block is escaped whole by shuffles
 /// ([`escape_blocks_ssse3`]) — with AVX2, a 32-byte block without specials is stored
-/// in one go ([`escape_blocks_avx2`]) — otherwise (SSE2, part of every x86-64 CPU) each
+/// in one go ([`escape_avx2`]) — otherwise (SSE2, part of every x86-64 CPU) each
 /// block is stored whole into the output's spare room, then kept up to its first
-/// special, which is escaped. Elsewhere (and for the last bytes) 8 at a time in a
+/// special, which is escaped. Elsewhere (and for SSE2 and SSSE3, the last bytes) 8 at a time in a
 /// `u64`, copying clean runs whole.
 ///
 /// With AVX-512's byte compression (VBMI2: Intel since Ice Lake, AMD since Zen 4)
@@ -199,23 +199,22 @@ fn byte_needs_escape(b: u8) -> bool {
 /// look; the others say false).
 fn write_escaped(out: &mut Vec<u8>, s: &[u8]) -> bool {
     #[cfg(target_arch = "x86_64")]
-    let (i, ascii) = if has_avx512_compress() {
+    let i = if has_avx512_compress() {
         // SAFETY: the CPU has what `escape_avx512` needs, as just checked.
-        unsafe { escape_avx512(out, s) }
+        return unsafe { escape_avx512(out, s) };
     } else if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is available, as just checked.
-        let (i, ascii) = unsafe { escape_blocks_avx2(out, s) };
-        (i, ascii && s[i..].is_ascii())
+        return unsafe { escape_avx2(out, s) };
     } else if std::arch::is_x86_feature_detected!("ssse3") {
         // SAFETY: SSSE3 is available, as just checked.
-        (unsafe { escape_blocks_ssse3(out, s) }, false)
+        unsafe { escape_blocks_ssse3(out, s) }
     } else {
-        (escape_blocks_sse2(out, s), false)
+        escape_blocks_sse2(out, s)
     };
     #[cfg(not(target_arch = "x86_64"))]
-    let (i, ascii) = (0, false);
+    let i = 0;
     write_escaped_words(out, s, i);
-    ascii
+    false
 }
 
 /// The 16-byte blocks of `s` escaped onto `out` with SSE2, a special at a time; returns
@@ -259,16 +258,16 @@ fn write_escaped_words(out: &mut Vec<u8>, s: &[u8], mut i: usize) {
     out.extend_from_slice(&s[run_start..]);
 }
 
-/// The 32-byte blocks of `s` escaped onto `out`, then a last 16-byte one; returns
-/// where the blocks end, and whether they were all ASCII. A block with
-/// no special is stored whole; one with specials is escaped as two halves by
-/// [`escape_block_ssse3`].
+/// `s` escaped onto `out` whole; returns whether it is all ASCII. 32-byte blocks: one
+/// with no special is stored whole, one with only quotes and backslashes expanded by
+/// [`expand_avx2`], any other escaped as two halves by [`escape_found_ssse3`]; then
+/// the last bytes by [`escape_tail_ssse3`].
 ///
 /// # Safety
 /// The CPU must have AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn escape_blocks_avx2(out: &mut Vec<u8>, s: &[u8]) -> (usize, bool) {
+unsafe fn escape_avx2(out: &mut Vec<u8>, s: &[u8]) -> bool {
     use std::arch::x86_64::*;
     let mut i = 0;
     let mut seen = _mm256_setzero_si256();
@@ -328,7 +327,7 @@ unsafe fn escape_blocks_avx2(out: &mut Vec<u8>, s: &[u8]) -> (usize, bool) {
     let ascii = _mm256_movemask_epi8(seen) == 0;
     // SAFETY: AVX2 implies SSSE3; `i <= s.len()`.
     unsafe { escape_tail_ssse3(out, s, i) };
-    (s.len(), ascii && s[i..].is_ascii())
+    ascii && s[i..].is_ascii()
 }
 
 /// The last bytes of `s`, from `i` (fewer than 32), escaped onto `out`: a 16-byte
@@ -366,8 +365,7 @@ fn has_avx512_compress() -> bool {
         && std::arch::is_x86_feature_detected!("avx2")
 }
 
-/// `s` escaped onto `out` whole, 32 bytes at a time; returns `s.len()` and whether `s`
-/// is all ASCII. A block without specials is stored as it is. In one with specials,
+/// `s` escaped onto `out` whole, 32 bytes at a time; returns whether it is all ASCII. A block without specials is stored as it is. In one with specials,
 /// `\n`, `\t`, `\r`, `\b`, `\f` are turned into their letters, each byte is widened
 /// to two — a `\` and itself — and one compression keeps the `\` only where a byte is
 /// special: 32 bytes in, 32 to 64 out, the same few instructions whatever the
@@ -379,7 +377,7 @@ fn has_avx512_compress() -> bool {
 /// The CPU must have what [`has_avx512_compress`] checks.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,avx2")]
-unsafe fn escape_avx512(out: &mut Vec<u8>, s: &[u8]) -> (usize, bool) {
+unsafe fn escape_avx512(out: &mut Vec<u8>, s: &[u8]) -> bool {
     use std::arch::x86_64::*;
     // The controls and the specials of `v` (bit k: byte k) among the bytes in `live`.
     #[target_feature(enable = "avx512bw,avx512vl")]
@@ -469,7 +467,7 @@ unsafe fn escape_avx512(out: &mut Vec<u8>, s: &[u8]) -> (usize, bool) {
             i += n;
         }
     }
-    (i, _mm256_movemask_epi8(seen) == 0)
+    _mm256_movemask_epi8(seen) == 0
 }
 
 /// A 32-byte block whose specials (`mask`, bit `k`: byte `k`) are all `"` or `\`,
@@ -805,15 +803,13 @@ mod tests {
             if std::arch::is_x86_feature_detected!("avx2") {
                 let mut out = Vec::new();
                 // SAFETY: AVX2 is available, as just checked.
-                let (at, ascii) = unsafe { escape_blocks_avx2(&mut out, s) };
-                write_escaped_words(&mut out, s, at);
-                all.push(("AVX2", out, ascii && s[at..].is_ascii()));
+                let ascii = unsafe { escape_avx2(&mut out, s) };
+                all.push(("AVX2", out, ascii));
             }
             if has_avx512_compress() {
                 let mut out = Vec::new();
                 // SAFETY: the CPU has what it needs, as just checked.
-                let (at, ascii) = unsafe { escape_avx512(&mut out, s) };
-                assert_eq!(at, s.len());
+                let ascii = unsafe { escape_avx512(&mut out, s) };
                 all.push(("AVX-512", out, ascii));
             }
         }
