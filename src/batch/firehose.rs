@@ -51,11 +51,10 @@ pub struct Aggregator {
     oversize: Vec<Vec<u8>>,
     /// Buffers of records delivered, emptied, to fill again (see [`Self::recycle`]).
     spares: Vec<Vec<u8>>,
+    /// Their capacity, summed, and its limit (see [`Self::with_spare_bytes`]).
+    spare_bytes: usize,
+    spare_bytes_max: usize,
 }
-
-/// Record buffers kept for reuse, at most: a request's worth (4 MiB of full records),
-/// since a request's records are accepted, and come back, together.
-const MAX_SPARES: usize = 4;
 /// A record buffer starts with room for this much (or `record_max`, if less).
 const RECORD_START: usize = 256 * 1024;
 
@@ -72,7 +71,18 @@ impl Aggregator {
             records: Vec::new(),
             oversize: Vec::new(),
             spares: Vec::new(),
+            spare_bytes: 0,
+            spare_bytes_max: MAX_BATCH_BYTES,
         }
+    }
+
+    /// Keeps delivered record buffers for reuse up to `bytes` of them (by default one
+    /// request's worth). The records of every request in flight come back together
+    /// when their answers do: keeping only one request's worth freed the rest, and
+    /// the next records faulted in fresh pages again.
+    pub fn with_spare_bytes(mut self, bytes: usize) -> Self {
+        self.spare_bytes_max = bytes;
+        self
     }
 
     /// At most `max` events per record (0: as many as fit): Firehose's dynamic
@@ -153,19 +163,27 @@ impl Aggregator {
     /// room for `len` bytes at least.
     fn start_record(&mut self, len: usize) {
         if self.current.capacity() == 0 {
-            self.current = self.spares.pop().unwrap_or_default();
+            self.current = match self.spares.pop() {
+                Some(spare) => {
+                    self.spare_bytes -= spare.capacity();
+                    spare
+                }
+                None => Vec::new(),
+            };
             self.current.reserve(self.record_max.min(RECORD_START).max(len));
         }
     }
 
     /// Takes back a delivered record's buffer to fill again: a full record's buffer
     /// is 1,000 KiB of pages the allocator would otherwise hand back to the system
-    /// and the next record would fault in again, zeroed, page by page. At most
-    /// [`MAX_SPARES`] are kept, and none when not aggregating (records are single
-    /// events then); [`Self::drop_spares`] lets them go.
+    /// and the next record would fault in again, zeroed, page by page. Kept up to
+    /// the [spare bytes](Self::with_spare_bytes), and none when not aggregating
+    /// (records are single events then); [`Self::drop_spares`] lets them go.
     pub fn recycle(&mut self, mut data: Vec<u8>) {
-        if self.aggregate && self.spares.len() < MAX_SPARES && data.capacity() >= self.record_max.min(RECORD_START) {
+        let fits = self.spare_bytes + data.capacity() <= self.spare_bytes_max;
+        if self.aggregate && fits && data.capacity() >= self.record_max.min(RECORD_START) {
             data.clear();
+            self.spare_bytes += data.capacity();
             self.spares.push(data);
         }
     }
@@ -173,6 +191,7 @@ impl Aggregator {
     /// Frees the spare buffers (when the sink is idle: memory comes back while quiet).
     pub fn drop_spares(&mut self) {
         self.spares = Vec::new();
+        self.spare_bytes = 0;
     }
 
     /// Notes that the open record holds lines of the chunk tagged `tag`.
@@ -288,27 +307,39 @@ mod tests {
         assert!(a.take_records().iter().all(|r| r.data.len() <= 10_000), "the byte cap still holds");
     }
 
-    /// A delivered record's buffer is filled again, not a fresh one allocated; at
-    /// most [`MAX_SPARES`] are kept, none when not aggregating, none after `drop_spares`.
+    /// A delivered record's buffer is filled again, not a fresh one allocated; kept
+    /// up to the spare bytes, none when not aggregating, none after `drop_spares`.
     #[test]
     fn delivered_record_buffers_are_filled_again() {
         let line = format!("{}\n", "x".repeat(999));
-        let mut a = Aggregator::new(4_000, true);
+        let mut a = Aggregator::new(4_000, true).with_spare_bytes(4 * 4_000);
         a.push(line.repeat(20).as_bytes(), 1);
         a.seal();
         let records = a.take_records();
         assert_eq!(records.len(), 5);
+        assert!(records.iter().all(|r| r.data.capacity() == 4_000));
         let buffers: Vec<*const u8> = records.iter().map(|r| r.data.as_ptr()).collect();
         records.into_iter().for_each(|r| a.recycle(r.data));
-        assert_eq!(a.spares.len(), MAX_SPARES);
+        assert_eq!(a.spares.len(), 4, "16,000 bytes of spares: four of the five");
         a.push(line.repeat(8).as_bytes(), 2);
         a.seal();
         let again = a.take_records();
         assert_eq!(again.len(), 2);
         assert!(again.iter().all(|r| buffers.contains(&r.data.as_ptr())), "spare buffers are reused");
         assert!(again.iter().all(|r| r.data == line.repeat(4).as_bytes()), "and hold only the new lines");
+        assert_eq!(a.spare_bytes, 2 * 4_000, "two taken back out");
+        again.into_iter().for_each(|r| a.recycle(r.data));
+        a.recycle(Vec::with_capacity(4_000));
+        assert_eq!((a.spares.len(), a.spare_bytes), (4, 16_000), "never past the limit");
         a.drop_spares();
-        assert!(a.spares.is_empty());
+        assert!(a.spares.is_empty() && a.spare_bytes == 0);
+        let mut window = Aggregator::new(4_000, true).with_spare_bytes(5 * 4 * 4_000);
+        for tag in 0..5 {
+            window.push(line.repeat(16).as_bytes(), tag);
+        }
+        window.seal();
+        window.take_records().into_iter().for_each(|r| window.recycle(r.data));
+        assert_eq!(window.spares.len(), 20, "five requests' records, all kept");
         let mut single = Aggregator::new(4_000, false);
         single.recycle(Vec::with_capacity(1 << 20));
         assert!(single.spares.is_empty(), "one event per record: nothing worth keeping");

@@ -9,9 +9,10 @@
 //! pieces comes out whole. A single, complete piece is passed through borrowed, with no
 //! copy; only a split line is buffered, and its buffer is released when it is done, so
 //! a file that is idle holds no memory here. Released to the thread, which keeps the
-//! largest one (up to [`SPARE_MAX_BYTES`]) for the next split message it reads: a
-//! message of 100 KiB no longer grows a fresh buffer (the kernel mapping and zeroing
-//! it, `realloc` copying it) each time.
+//! two largest (up to [`SPARE_MAX_BYTES`] each; two, since stdout and stderr can each
+//! have a message pending) for the next split messages it reads: a message of 100 KiB
+//! no longer grows a fresh buffer (the kernel mapping and zeroing it, `realloc`
+//! copying it) each time.
 //!
 //! The merged size is capped at `max_message_bytes`: beyond it the message is cut (at a
 //! character boundary, `truncated`) or dropped whole, per [`Oversize`]. Either way the
@@ -67,33 +68,36 @@ const FIRST_PIECES: usize = 4;
 pub const SPARE_MAX_BYTES: usize = 1 << 20;
 
 thread_local! {
-    /// The buffer of this thread's last split message, emptied (see the module doc).
-    static SPARE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    /// The buffers of this thread's last split messages, emptied (see the module doc):
+    /// two, since each stream of a file can have one pending.
+    static SPARES: std::cell::Cell<[Vec<u8>; 2]> = const { std::cell::Cell::new([Vec::new(), Vec::new()]) };
 }
 
-/// A buffer for a split message whose first piece is `first` bytes: the thread's spare
-/// if it has one.
+/// A buffer for a split message whose first piece is `first` bytes: the thread's
+/// larger spare if it has one.
 fn take_spare(first: usize, max: usize) -> Vec<u8> {
-    let mut buf = SPARE.take();
+    let [a, b] = SPARES.take();
+    let (mut buf, other) = if a.capacity() >= b.capacity() { (a, b) } else { (b, a) };
+    SPARES.set([other, Vec::new()]);
     // Room for a few pieces up front: growing by doubling from one piece copied most
     // split messages twice over.
     buf.reserve((FIRST_PIECES * first).min(max));
     buf
 }
 
-/// Keeps `buf` for the thread's next split message, unless it is too large or smaller
-/// than the spare already kept.
+/// Keeps `buf` for the thread's next split message in place of the smaller spare,
+/// unless it is too large or smaller than both.
 fn give_back(mut buf: Vec<u8>) {
     if buf.capacity() > SPARE_MAX_BYTES {
         return;
     }
-    let spare = SPARE.take();
-    if spare.capacity() > buf.capacity() {
-        SPARE.set(spare);
-    } else {
+    let mut spares = SPARES.take();
+    let smaller = usize::from(spares[1].capacity() < spares[0].capacity());
+    if buf.capacity() > spares[smaller].capacity() {
         buf.clear();
-        SPARE.set(buf);
+        spares[smaller] = buf;
     }
+    SPARES.set(spares);
 }
 
 #[derive(Debug, Default)]
@@ -322,14 +326,20 @@ mod tests {
 
     use Stream::{Stderr as E, Stdout as O};
 
-    fn spare_capacity() -> usize {
-        let spare = SPARE.take();
-        let capacity = spare.capacity();
-        SPARE.set(spare);
-        capacity
+    /// The capacities of the thread's spares, larger first.
+    fn spare_capacities() -> [usize; 2] {
+        let spares = SPARES.take();
+        let mut capacities = [spares[0].capacity(), spares[1].capacity()];
+        SPARES.set(spares);
+        capacities.sort_unstable_by(|a, b| b.cmp(a));
+        capacities
     }
 
-    /// A thread's split messages share one buffer: the next one starts in the last
+    fn spare_capacity() -> usize {
+        spare_capacities()[0]
+    }
+
+    /// A thread's split messages share buffers: the next one starts in the last
     /// one's, none grows again; one past [`SPARE_MAX_BYTES`] is not kept.
     #[test]
     fn a_thread_reuses_the_buffer_of_its_last_split_message() {
@@ -358,6 +368,32 @@ mod tests {
         assert_eq!(spare_capacity(), 0, "too large to keep, and the spare went into it");
         message_at(&mut r, 3, O);
         assert!(spare_capacity() >= 3 * piece.len());
+    }
+
+    /// Messages split on stdout and stderr at once each get a spare: after one round,
+    /// neither grows again.
+    #[test]
+    fn both_streams_split_at_once_reuse_two_buffers() {
+        let mut r = Reassembler::new(4 << 20, Oversize::Truncate);
+        let mut stats = DecodeStats::default();
+        let piece = vec![b'x'; 16 << 10];
+        let mut round = |r: &mut Reassembler| {
+            let mut at = Vec::new();
+            for k in 0..6 {
+                for stream in [O, E] {
+                    let f = Fragment { stream, time: 0, bytes: &piece, escaped: false, last: k == 5, offset: 0 };
+                    r.push(f, &mut stats, &mut |e| at.push(e.message.as_ptr()));
+                }
+            }
+            at.sort_unstable();
+            at
+        };
+        SPARES.take();
+        let first = round(&mut r);
+        let kept = spare_capacities();
+        assert!(kept[1] >= 6 * piece.len(), "both kept: {kept:?}");
+        assert_eq!(round(&mut r), first, "both messages start in a spare");
+        assert_eq!(spare_capacities(), kept, "nothing grew");
     }
 
     #[test]

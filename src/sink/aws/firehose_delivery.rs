@@ -42,8 +42,6 @@ use crate::metrics::SinkCounters;
 const QUEUE_BYTES: usize = 16 << 20;
 /// A batch holds at most what the current pace allows in this long.
 const BATCH_WINDOW: Duration = Duration::from_millis(100);
-/// Request body buffers kept for reuse, at most.
-const MAX_BODY_SPARES: usize = 2;
 /// A call's records, when it was sent, its result, and its body's buffer if reclaimed.
 type Answer = (Vec<FirehoseRecord>, Instant, Result<RecordResults, Failure>, Option<Vec<u8>>);
 
@@ -63,11 +61,19 @@ pub struct FirehoseDelivery<A: FnMut(u64)> {
     in_flight: JoinSet<Answer>,
     /// Buffers of bodies sent, to write the next ones into: like the aggregator's
     /// record buffers, reused rather than mapped, faulted in and unmapped per call.
-    /// They exist only while calls follow each other; idle, they are freed.
+    /// They exist only while calls follow each other; idle, they are freed. As many
+    /// are kept as calls can be in flight: answers come back in bursts.
     body_spares: Vec<Vec<u8>>,
     counters: Arc<SinkCounters>,
     done: Delivered,
     failures: Failures,
+}
+
+/// Record buffers kept for reuse while busy, in bytes: the records of every request
+/// that can be in flight and of the one being built. Calls answered together hand
+/// back all their records at once; the queue is refilled from these.
+fn spare_record_bytes(max_in_flight: usize) -> usize {
+    (max_in_flight + 1) * MAX_BATCH_BYTES
 }
 
 impl<A: FnMut(u64)> FirehoseDelivery<A> {
@@ -78,7 +84,9 @@ impl<A: FnMut(u64)> FirehoseDelivery<A> {
         counters.set_rate(pacer.bytes_per_second(), pacer.requests_per_second());
         Self {
             firehose,
-            aggregator: Aggregator::new(config.record_max_bytes, config.aggregate).with_max_events(config.max_events_per_record),
+            aggregator: Aggregator::new(config.record_max_bytes, config.aggregate)
+                .with_max_events(config.max_events_per_record)
+                .with_spare_bytes(spare_record_bytes(config.max_in_flight)),
             config,
             pacer,
             backoff,
@@ -327,7 +335,7 @@ impl<A: FnMut(u64)> Loop for FirehoseDelivery<A> {
 
     /// Handles one call's answer.
     async fn answer(&mut self, (batch, sent, result, spare): Answer) -> anyhow::Result<()> {
-        if let Some(spare) = spare.filter(|_| self.body_spares.len() < MAX_BODY_SPARES) {
+        if let Some(spare) = spare.filter(|_| self.body_spares.len() < self.config.max_in_flight) {
             self.body_spares.push(spare);
         }
         match result {
