@@ -23,6 +23,9 @@
 //! - Memory is bounded: open objects together hold at most [`OPEN_BYTES`] (then the
 //!   largest is sealed early), and sealed ones not yet written (waiting or in flight)
 //!   at most [`QUEUE_BYTES`] (then no more chunks are taken).
+//! - The buffers of objects written are filled again (at most `max_in_flight` of them
+//!   kept, freed when the sink is idle): an object of 8 MiB was otherwise mapped,
+//!   faulted in page by page and unmapped, every time.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -104,6 +107,8 @@ pub struct S3Delivery<A: FnMut(u64)> {
     /// This process's start (ns), in every object name, and the objects named so far.
     run: i64,
     named: u64,
+    /// Buffers of objects written, emptied, for the next objects' stored bytes.
+    spares: Vec<Vec<u8>>,
 }
 
 impl OpenObject {
@@ -111,9 +116,11 @@ impl OpenObject {
         Self { prefix, block: Vec::new(), stored: Vec::new(), last_stored: 0, raw_bytes: 0, lines: 0, chunks: Vec::new(), opened: Instant::now() }
     }
 
-    /// What it holds in memory, allocated.
+    /// What it holds in memory: its block as allocated, its stored bytes by length
+    /// (a reused buffer's room beyond them belongs to the spares, which are bounded
+    /// on their own; a fresh one's is less than a block).
     fn held(&self) -> usize {
-        self.block.capacity() + self.stored.capacity()
+        self.block.capacity() + self.stored.len()
     }
 }
 
@@ -141,6 +148,7 @@ impl<A: FnMut(u64)> S3Delivery<A> {
             failures: Failures::default(),
             run: crate::event::time::now(),
             named: 0,
+            spares: Vec::new(),
             config,
         }
     }
@@ -161,6 +169,9 @@ impl<A: FnMut(u64)> S3Delivery<A> {
         let max = self.config.object_max_bytes;
         let full = obj.block.len() >= BLOCK_BYTES.min(max / 8);
         if full {
+            if obj.stored.capacity() == 0 {
+                obj.stored = self.spares.pop().unwrap_or_default();
+            }
             self.compressor.flush(obj);
         }
         self.open_bytes = self.open_bytes + obj.held() - held;
@@ -188,8 +199,6 @@ impl<A: FnMut(u64)> S3Delivery<A> {
         let stamp = crate::event::time::format_rfc3339(crate::event::time::now());
         let stamp: String = stamp[..19].chars().filter(|c| c.is_ascii_digit() || *c == 'T').collect();
         let key = format!("{}{}-{stamp}Z-{:x}-{:06}{}", obj.prefix, self.config.node, self.run, self.named, self.config.compression.extension());
-        // Grown by doubling as it filled: give back what it does not use.
-        obj.stored.shrink_to_fit();
         let body = bytes::Bytes::from(obj.stored);
         self.unwritten_bytes += body.len();
         self.ready.push_back(Sealed { key, body, raw_bytes: obj.raw_bytes, lines: obj.lines, chunks: obj.chunks });
@@ -212,6 +221,9 @@ impl<A: FnMut(u64)> S3Delivery<A> {
         for seq in sealed.chunks {
             self.ledger.settle(seq);
             self.ledger.try_ack(seq, false);
+        }
+        if self.spares.len() < self.config.max_in_flight {
+            self.spares.extend(crate::buffer::reclaim(sealed.body));
         }
     }
 
@@ -316,6 +328,9 @@ impl<A: FnMut(u64)> Loop for S3Delivery<A> {
         let due: Vec<PrefixId> = self.open.iter().filter(|(_, o)| closing || now.duration_since(o.opened) >= self.config.object_max_age).map(|(id, _)| *id).collect();
         for id in due {
             self.seal(id);
+        }
+        if self.idle() {
+            self.spares = Vec::new();
         }
         while self.in_flight.len() < self.config.max_in_flight && !self.ready.is_empty() {
             if self.retry_at.is_some_and(|t| Instant::now() < t) {
