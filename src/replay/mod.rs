@@ -241,9 +241,12 @@ impl OutSink {
         match &mut self.sink {
             Sink::Lines(sink) => sink.write_batch(&self.batch)?,
             Sink::Remote(sink) if !self.batch.is_empty() => {
-                let next = sink.spare().unwrap_or_else(|| Vec::with_capacity(BATCH_BYTES * 2));
-                let batch = std::mem::replace(&mut self.batch, next);
-                sink.send(batch).map_err(SinkError::Remote)?;
+                // Sent first: while the sink's queue is full, the send waits for the
+                // sink to take a chunk, whose buffer then comes back as a spare (one
+                // looked for before the send found none, and a fresh buffer was
+                // mapped and faulted in for nearly every batch).
+                sink.send(std::mem::take(&mut self.batch)).map_err(SinkError::Remote)?;
+                self.batch = sink.spare().unwrap_or_else(|| Vec::with_capacity(BATCH_BYTES * 2));
             }
             Sink::Remote(_) => {}
         }
