@@ -149,6 +149,9 @@ struct Output {
     /// The sinks taking stdout and stderr of the stream being replayed.
     masks: [Mask; 2],
     filtered: Filtered,
+    /// The read buffer, lent to each file's reader in turn: a reader of its own
+    /// zeroed and faulted in 256 KiB per file, for a file of one line too.
+    read_buffer: Vec<u8>,
 }
 
 struct OutSink {
@@ -172,6 +175,7 @@ impl Output {
             router: opts.router.clone(),
             masks: [0; 2],
             filtered: Filtered::default(),
+            read_buffer: Vec::new(),
         }
     }
 
@@ -336,6 +340,9 @@ fn replay_file(
     let disk = Rc::new(Cell::new(0));
     let input = open_input(file, disk.clone()).map_err(FileError::Input)?;
     let mut reader = LineReader::new(input, max_line(&opts.decode), 0);
+    if let Some(unused) = reader.lend(std::mem::take(&mut out.read_buffer)) {
+        out.read_buffer = unused;
+    }
     let mut read_time = time::now();
     let mut seen = 0;
     let result = loop {
@@ -362,6 +369,9 @@ fn replay_file(
     }
     summary.bytes += reader.bytes_read();
     summary.disk_bytes += disk.get();
+    if let Some(buffer) = reader.reclaim() {
+        out.read_buffer = buffer;
+    }
     result
 }
 

@@ -51,6 +51,39 @@ fn writes_to_a_file_and_dry_run_writes_nothing() {
     assert!(stderr(&dry).contains("events 13"), "{}", stderr(&dry));
 }
 
+/// Files replayed one after another share one read buffer: a long file, then short
+/// ones and one that ends without a newline — every line comes out once, whole, and
+/// nothing of a file read before shows up in the next.
+#[test]
+fn files_replayed_in_turn_share_a_read_buffer_and_keep_their_own_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut want = Vec::new();
+    for (k, (lines, len)) in [(3000usize, 200usize), (3, 10), (1, 5000), (40, 90), (2, 3)].into_iter().enumerate() {
+        let mut text = String::new();
+        for i in 0..lines {
+            let message = format!("f{k} l{i} {}", "x".repeat(len));
+            text.push_str(&format!("2026-12-07T01:00:00.{i:09}Z stdout F {message}\n"));
+            want.push(message);
+        }
+        if k == 4 {
+            text.pop(); // the last line without its newline: the file's end makes it a line
+        }
+        std::fs::write(dir.path().join(format!("{k}.log")), text).unwrap();
+    }
+    let out = logferry(&["replay", "-q", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got: Vec<String> = out
+        .stdout
+        .split(|&c| c == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["message"].as_str().unwrap().to_owned())
+        .collect();
+    let (mut got_sorted, mut want_sorted) = (got.clone(), want.clone());
+    got_sorted.sort();
+    want_sorted.sort();
+    assert_eq!(got_sorted, want_sorted, "every line once, whole");
+}
+
 /// Regression: `--output /dev/null` failed with os error 22 (fdatasync of a device),
 /// and a pipe has no offsets to write at. A device or a pipe is written in order.
 #[test]
