@@ -276,12 +276,8 @@ impl Follower {
         pool: &mut Vec<Vec<u8>>,
         emit: &mut F,
     ) -> io::Result<ReadOutcome> {
-        if let Some(cur) = &mut self.cur {
-            if let Some(unused) = cur.reader.lend(pool.pop().unwrap_or_default()) {
-                give_back(pool, unused);
-            }
-        }
-        let outcome = self.read_turn(budget, now, read_time, rotate_wait, emit);
+        self.lend_buffer(pool);
+        let outcome = self.read_turn(budget, now, read_time, rotate_wait, pool, emit);
         if let Some(buf) = self.cur.as_mut().and_then(release_buffer) {
             give_back(pool, buf);
         }
@@ -289,18 +285,31 @@ impl Follower {
         outcome
     }
 
+    /// Gives the file being read a pooled read buffer, if it has none.
+    fn lend_buffer(&mut self, pool: &mut Vec<Vec<u8>>) {
+        if let Some(cur) = &mut self.cur {
+            if let Some(unused) = cur.reader.lend(pool.pop().unwrap_or_default()) {
+                give_back(pool, unused);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn read_turn<F: FnMut(&Event<'_>, &[u8])>(
         &mut self,
         budget: usize,
         now: Instant,
         read_time: Nanos,
         rotate_wait: Duration,
+        pool: &mut Vec<Vec<u8>>,
         emit: &mut F,
     ) -> io::Result<ReadOutcome> {
         if self.cur.is_none() {
             if !self.open()? {
                 return Ok(self.when_nothing_to_read(now, rotate_wait, emit));
             }
+            // Just opened: read into a pooled buffer, not a fresh one.
+            self.lend_buffer(pool);
             self.missing_since = None;
             self.mark_gap(emit);
         }
@@ -445,8 +454,13 @@ impl Follower {
     /// The finished file stays current until `next` is open, so a failure or a race
     /// (the kubelet compressing `next` right now) is retried, never skipped.
     fn advance<F: FnMut(&Event<'_>, &[u8])>(&mut self, next: &SetMember, members: &[SetMember], emit: &mut F) -> io::Result<bool> {
-        let Some(cur) = open_member(next, self.chain_end, self.max_line, 0)? else { return Ok(false) };
-        let done = self.cur.take().expect("a file was open");
+        let Some(mut cur) = open_member(next, self.chain_end, self.max_line, 0)? else { return Ok(false) };
+        let mut done = self.cur.take().expect("a file was open");
+        // The finished file's read buffer (read to its end) goes on with the next one:
+        // dropped, it was a pooled buffer freed and a fresh one faulted in per rotation.
+        if let Some(buf) = done.reader.reclaim() {
+            let _ = cur.reader.lend(buf);
+        }
         self.count_skipped(members, done.stamp.as_deref());
         self.mark_gap(emit);
         self.stats.rotations += 1;

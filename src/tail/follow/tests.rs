@@ -45,6 +45,32 @@ fn a_turn_ends_holding_no_read_buffer_and_loses_no_line() {
     assert_eq!(f.position().unwrap().offset, data.len() as u64 + 4);
 }
 
+/// At a rotation the finished file's read buffer goes on with the next file: it was
+/// dropped with the finished file, and a fresh one faulted in, at every rotation.
+#[test]
+fn a_rotation_keeps_the_read_buffer() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("0.log");
+    std::fs::write(&live, cri_lines(100, "")).unwrap();
+    let mut f = Follower::new(live.clone(), b"{}".to_vec(), &DecodeOptions::default(), None, StartFrom::Beginning);
+    // A pooled buffer of a size no fresh one has.
+    let marked = READ_SIZE + 4096;
+    let (mut pool, mut got, now) = (vec![Vec::with_capacity(marked)], 0, Instant::now());
+    let mut read = |f: &mut Follower, pool: &mut Vec<Vec<u8>>| {
+        f.read(1 << 20, now, 0, Duration::from_secs(30), pool, &mut |_, _| got += 1).unwrap();
+    };
+    read(&mut f, &mut pool);
+    assert_eq!(pool.iter().map(Vec::capacity).collect::<Vec<_>>(), [marked]);
+    let mut file = std::fs::OpenOptions::new().append(true).open(&live).unwrap();
+    std::io::Write::write_all(&mut file, &cri_lines(50, "")).unwrap();
+    std::fs::rename(&live, dir.path().join("0.log.20261121-100001")).unwrap();
+    std::fs::write(&live, cri_lines(70, "")).unwrap();
+    read(&mut f, &mut pool);
+    assert_eq!(f.stats.rotations, 1);
+    assert_eq!(pool.iter().map(Vec::capacity).collect::<Vec<_>>(), [marked], "the same buffer, no fresh one");
+    assert_eq!(got, 220);
+}
+
 /// A rotated file deleted before it was read leaves a hole: the message pending
 /// before it is flushed `partial` (not joined to pieces of another message), and
 /// the first message after it is flagged `partial` too, its head may be lost.
