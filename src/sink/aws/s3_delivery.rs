@@ -116,11 +116,11 @@ impl OpenObject {
         Self { prefix, block: Vec::new(), stored: Vec::new(), last_stored: 0, raw_bytes: 0, lines: 0, chunks: Vec::new(), opened: Instant::now() }
     }
 
-    /// What it holds in memory: its block as allocated, its stored bytes by length
-    /// (a reused buffer's room beyond them belongs to the spares, which are bounded
-    /// on their own; a fresh one's is less than a block).
+    /// What it holds in memory: its block as allocated, its stored bytes and their
+    /// room for the next block compressed (about what a fresh buffer has spare; a
+    /// reused one's beyond it belongs to the spares, which are bounded on their own).
     fn held(&self) -> usize {
-        self.block.capacity() + self.stored.len()
+        self.block.capacity() + self.stored.len() + (self.stored.capacity() - self.stored.len()).min(BLOCK_BYTES)
     }
 }
 
