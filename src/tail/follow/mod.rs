@@ -565,7 +565,14 @@ impl Follower {
         f.seek(SeekFrom::Start(0))?;
         let base = cur.base + cur.opened_at + cur.reader.bytes_read();
         let id = FileId::from_metadata(&f.metadata()?, None);
-        *cur = Current { reader: LineReader::new(Source::Plain(f), self.max_line, 0), id, base, live: true, stamp: None, opened_at: 0 };
+        let mut reader = LineReader::new(Source::Plain(f), self.max_line, 0);
+        // The old content's read buffer goes on with the new (copytruncate rotates
+        // this way every time); what it held of the old content is dropped.
+        cur.reader.unread_held();
+        if let Some(buf) = cur.reader.reclaim() {
+            let _ = reader.lend(buf);
+        }
+        *cur = Current { reader, id, base, live: true, stamp: None, opened_at: 0 };
         self.chain.clear();
         self.chain.push((id, base));
         Ok(())

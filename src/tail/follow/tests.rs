@@ -71,6 +71,28 @@ fn a_rotation_keeps_the_read_buffer() {
     assert_eq!(got, 220);
 }
 
+/// A file truncated in place (copytruncate) is read again from its start in the
+/// same read buffer.
+#[test]
+fn a_truncation_keeps_the_read_buffer() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("0.log");
+    std::fs::write(&live, cri_lines(100, "2026-11-21T10:00:00.000000001Z stdout F incompl")).unwrap();
+    let mut f = Follower::new(live.clone(), b"{}".to_vec(), &DecodeOptions::default(), None, StartFrom::Beginning);
+    let marked = READ_SIZE + 4096;
+    let (mut pool, mut got, now) = (vec![Vec::with_capacity(marked)], Vec::new(), Instant::now());
+    let mut read = |f: &mut Follower, pool: &mut Vec<Vec<u8>>| {
+        f.read(1 << 20, now, 0, Duration::from_secs(30), pool, &mut |e, _| got.push(e.message.to_vec())).unwrap();
+    };
+    read(&mut f, &mut pool);
+    std::fs::write(&live, cri_lines(3, "")).unwrap();
+    read(&mut f, &mut pool);
+    assert_eq!(f.stats.truncations, 1);
+    assert_eq!(pool.iter().map(Vec::capacity).collect::<Vec<_>>(), [marked], "the same buffer, no fresh one");
+    assert_eq!(got.len(), 103);
+    assert!(got[100..].iter().enumerate().all(|(i, m)| m.starts_with(format!("line {i:06} ").as_bytes())), "read again from the start");
+}
+
 /// A rotated file deleted before it was read leaves a hole: the message pending
 /// before it is flushed `partial` (not joined to pieces of another message), and
 /// the first message after it is flagged `partial` too, its head may be lost.
