@@ -45,52 +45,57 @@ fn a_turn_ends_holding_no_read_buffer_and_loses_no_line() {
     assert_eq!(f.position().unwrap().offset, data.len() as u64 + 4);
 }
 
+/// A pooled read buffer of a size no fresh one has, to tell whether turns kept it.
+const MARKED: usize = READ_SIZE + 4096;
+
+/// A follower of a new `0.log` holding `data`, and a pool of one marked buffer.
+fn follower_with_marked_buffer(data: &[u8]) -> (tempfile::TempDir, PathBuf, Follower, Vec<Vec<u8>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("0.log");
+    std::fs::write(&live, data).unwrap();
+    let f = Follower::new(live.clone(), b"{}".to_vec(), &DecodeOptions::default(), None, StartFrom::Beginning);
+    (dir, live, f, vec![Vec::with_capacity(MARKED)])
+}
+
+/// One turn's messages.
+fn turn(f: &mut Follower, pool: &mut Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    f.read(1 << 20, Instant::now(), 0, Duration::from_secs(30), pool, &mut |e, _| got.push(e.message.to_vec())).unwrap();
+    got
+}
+
+fn capacities(pool: &[Vec<u8>]) -> Vec<usize> {
+    pool.iter().map(Vec::capacity).collect()
+}
+
 /// At a rotation the finished file's read buffer goes on with the next file: it was
 /// dropped with the finished file, and a fresh one faulted in, at every rotation.
 #[test]
 fn a_rotation_keeps_the_read_buffer() {
-    let dir = tempfile::tempdir().unwrap();
-    let live = dir.path().join("0.log");
-    std::fs::write(&live, cri_lines(100, "")).unwrap();
-    let mut f = Follower::new(live.clone(), b"{}".to_vec(), &DecodeOptions::default(), None, StartFrom::Beginning);
-    // A pooled buffer of a size no fresh one has.
-    let marked = READ_SIZE + 4096;
-    let (mut pool, mut got, now) = (vec![Vec::with_capacity(marked)], 0, Instant::now());
-    let mut read = |f: &mut Follower, pool: &mut Vec<Vec<u8>>| {
-        f.read(1 << 20, now, 0, Duration::from_secs(30), pool, &mut |_, _| got += 1).unwrap();
-    };
-    read(&mut f, &mut pool);
-    assert_eq!(pool.iter().map(Vec::capacity).collect::<Vec<_>>(), [marked]);
+    let (dir, live, mut f, mut pool) = follower_with_marked_buffer(&cri_lines(100, ""));
+    assert_eq!(turn(&mut f, &mut pool).len(), 100);
+    assert_eq!(capacities(&pool), [MARKED], "a stream opened in its turn reads into the pool's buffer");
     let mut file = std::fs::OpenOptions::new().append(true).open(&live).unwrap();
     std::io::Write::write_all(&mut file, &cri_lines(50, "")).unwrap();
     std::fs::rename(&live, dir.path().join("0.log.20261121-100001")).unwrap();
     std::fs::write(&live, cri_lines(70, "")).unwrap();
-    read(&mut f, &mut pool);
+    assert_eq!(turn(&mut f, &mut pool).len(), 120);
     assert_eq!(f.stats.rotations, 1);
-    assert_eq!(pool.iter().map(Vec::capacity).collect::<Vec<_>>(), [marked], "the same buffer, no fresh one");
-    assert_eq!(got, 220);
+    assert_eq!(capacities(&pool), [MARKED], "the same buffer, no fresh one");
 }
 
 /// A file truncated in place (copytruncate) is read again from its start in the
 /// same read buffer.
 #[test]
 fn a_truncation_keeps_the_read_buffer() {
-    let dir = tempfile::tempdir().unwrap();
-    let live = dir.path().join("0.log");
-    std::fs::write(&live, cri_lines(100, "2026-11-21T10:00:00.000000001Z stdout F incompl")).unwrap();
-    let mut f = Follower::new(live.clone(), b"{}".to_vec(), &DecodeOptions::default(), None, StartFrom::Beginning);
-    let marked = READ_SIZE + 4096;
-    let (mut pool, mut got, now) = (vec![Vec::with_capacity(marked)], Vec::new(), Instant::now());
-    let mut read = |f: &mut Follower, pool: &mut Vec<Vec<u8>>| {
-        f.read(1 << 20, now, 0, Duration::from_secs(30), pool, &mut |e, _| got.push(e.message.to_vec())).unwrap();
-    };
-    read(&mut f, &mut pool);
+    let (_dir, live, mut f, mut pool) = follower_with_marked_buffer(&cri_lines(100, "2026-11-21T10:00:00.000000001Z stdout F incompl"));
+    assert_eq!(turn(&mut f, &mut pool).len(), 100);
     std::fs::write(&live, cri_lines(3, "")).unwrap();
-    read(&mut f, &mut pool);
+    let again = turn(&mut f, &mut pool);
     assert_eq!(f.stats.truncations, 1);
-    assert_eq!(pool.iter().map(Vec::capacity).collect::<Vec<_>>(), [marked], "the same buffer, no fresh one");
-    assert_eq!(got.len(), 103);
-    assert!(got[100..].iter().enumerate().all(|(i, m)| m.starts_with(format!("line {i:06} ").as_bytes())), "read again from the start");
+    assert_eq!(capacities(&pool), [MARKED], "the same buffer, no fresh one");
+    assert_eq!(again.len(), 3);
+    assert!(again.iter().enumerate().all(|(i, m)| m.starts_with(format!("line {i:06} ").as_bytes())), "read again from the start");
 }
 
 /// A rotated file deleted before it was read leaves a hole: the message pending
