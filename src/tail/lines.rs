@@ -150,6 +150,17 @@ impl<R: Read> LineReader<R> {
         None
     }
 
+    /// Hands this reader's buffer to `next`, a reader that has none yet (the next
+    /// file of a rotation set, or a truncated file read again): what this one holds
+    /// unread is dropped. A buffer dropped with its reader was one faulted in afresh
+    /// by the next.
+    pub fn pass_buffer_to(&mut self, next: &mut LineReader<R>) {
+        self.unread_held();
+        if let Some(buf) = self.reclaim() {
+            let _ = next.lend(buf);
+        }
+    }
+
     /// Drops the incomplete line held (if any) so that it is read again from the
     /// source, which the caller moves back by the returned number of bytes. The
     /// stream offset is unchanged: those bytes were never handed out.

@@ -456,11 +456,7 @@ impl Follower {
     fn advance<F: FnMut(&Event<'_>, &[u8])>(&mut self, next: &SetMember, members: &[SetMember], emit: &mut F) -> io::Result<bool> {
         let Some(mut cur) = open_member(next, self.chain_end, self.max_line, 0)? else { return Ok(false) };
         let mut done = self.cur.take().expect("a file was open");
-        // The finished file's read buffer (read to its end) goes on with the next one:
-        // dropped, it was a pooled buffer freed and a fresh one faulted in per rotation.
-        if let Some(buf) = done.reader.reclaim() {
-            let _ = cur.reader.lend(buf);
-        }
+        done.reader.pass_buffer_to(&mut cur.reader);
         self.count_skipped(members, done.stamp.as_deref());
         self.mark_gap(emit);
         self.stats.rotations += 1;
@@ -566,12 +562,8 @@ impl Follower {
         let base = cur.base + cur.opened_at + cur.reader.bytes_read();
         let id = FileId::from_metadata(&f.metadata()?, None);
         let mut reader = LineReader::new(Source::Plain(f), self.max_line, 0);
-        // The old content's read buffer goes on with the new (copytruncate rotates
-        // this way every time); what it held of the old content is dropped.
-        cur.reader.unread_held();
-        if let Some(buf) = cur.reader.reclaim() {
-            let _ = reader.lend(buf);
-        }
+        // (copytruncate rotates this way every time)
+        cur.reader.pass_buffer_to(&mut reader);
         *cur = Current { reader, id, base, live: true, stamp: None, opened_at: 0 };
         self.chain.clear();
         self.chain.push((id, base));
