@@ -49,33 +49,34 @@ pub fn parse<'a>(line: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<DockerLine<
 }
 
 /// [`parse`], the `log` value in the form asked for.
+///
+/// Docker writes its own layout, `{"log":"…","stream":"stdout","time":"…"}`, and that
+/// is read by a shortcut: past the value, the rest of the line is matched whole. Any
+/// other line (spaces, other keys, another order) goes through the general scanner,
+/// from where the shortcut stopped.
 pub fn parse_as<'a>(line: &'a [u8], scratch: &'a mut Vec<u8>, form: Form) -> Result<DockerLine<'a>, Malformed> {
     let mut p = Parser { s: line, i: 0 };
-    p.skip_ws();
-    p.expect(b'{')?;
-    let mut log: Option<LogValue> = None;
-    let mut stream = None;
-    let mut time = None;
-    p.skip_ws();
-    if p.peek() == Some(b'}') {
-        return Err(Malformed);
+    let mut fields = Fields::default();
+    if line.starts_with(USUAL_START) {
+        p.i = USUAL_START.len() - 1;
+        let log = p.log_value(scratch, form)?;
+        if let Some((stream, time)) = usual_end(&line[p.i..]) {
+            return Ok(docker_line(line, scratch, log, Some(stream), Some(time)));
+        }
+        fields.log = Some(log);
+    } else {
+        p.skip_ws();
+        p.expect(b'{')?;
+        p.skip_ws();
+        if p.peek() == Some(b'}') {
+            return Err(Malformed);
+        }
+        p.field(&mut fields, scratch, form)?;
     }
     loop {
         p.skip_ws();
-        let key = p.string()?;
-        p.skip_ws();
-        p.expect(b':')?;
-        p.skip_ws();
-        match key.plain(line) {
-            Some(b"log") if form == Form::Escaped => log = Some(p.log_passed(&mut *scratch)?),
-            Some(b"log") => log = Some(p.log_string(&mut *scratch)?),
-            Some(b"stream") => stream = Some(p.string()?),
-            Some(b"time") => time = Some(p.string()?),
-            _ => p.skip_value()?,
-        }
-        p.skip_ws();
         match p.next() {
-            Some(b',') => continue,
+            Some(b',') => p.field(&mut fields, scratch, form)?,
             Some(b'}') => break,
             _ => return Err(Malformed),
         }
@@ -84,15 +85,43 @@ pub fn parse_as<'a>(line: &'a [u8], scratch: &'a mut Vec<u8>, form: Form) -> Res
     if p.i != line.len() {
         return Err(Malformed);
     }
-    let log = log.ok_or(Malformed)?;
-    let stream = stream.and_then(|s| s.plain(line)).and_then(Stream::from_bytes);
-    let time = time.and_then(|t| t.plain(line)).and_then(parse_rfc3339);
-    let scratch: &'a Vec<u8> = scratch;
+    let log = fields.log.ok_or(Malformed)?;
+    let stream = fields.stream.and_then(|s| s.plain(line)).and_then(Stream::from_bytes);
+    let time = fields.time.and_then(|t| t.plain(line)).and_then(parse_rfc3339);
+    Ok(docker_line(line, scratch, log, stream, time))
+}
+
+/// How Docker starts a line: its first key, and the opening quote of the value.
+const USUAL_START: &[u8] = b"{\"log\":\"";
+
+/// The stream and time when `rest` — the line after the `log` value's closing quote —
+/// is Docker's own ending, `,"stream":"stdout","time":"…"}` with a time that parses.
+fn usual_end(rest: &[u8]) -> Option<(Stream, Nanos)> {
+    const STREAM: &[u8] = b",\"stream\":\"";
+    const TIME: &[u8] = b"\",\"time\":\"";
+    let rest = rest.strip_prefix(STREAM)?;
+    let (stream, rest) = rest.split_at_checked(6)?;
+    let stream = Stream::from_bytes(stream)?;
+    // The time parses only when it holds no `"` or `\`: no key or escape hides in it.
+    let time = rest.strip_prefix(TIME)?.strip_suffix(b"\"}")?;
+    Some((stream, parse_rfc3339(time)?))
+}
+
+/// The keys read from a line's object, as found.
+#[derive(Default)]
+struct Fields {
+    log: Option<LogValue>,
+    stream: Option<RawString>,
+    time: Option<RawString>,
+}
+
+/// The [`DockerLine`] of a line whose `log` value is `log`.
+fn docker_line<'a>(line: &'a [u8], scratch: &'a [u8], log: LogValue, stream: Option<Stream>, time: Option<Nanos>) -> DockerLine<'a> {
     let (log, complete, escaped) = match log {
         LogValue::Borrowed { start, end, newline, escaped } => (&line[start..end], newline, escaped),
-        LogValue::Scratch { newline, escaped } => (&scratch[..], newline, escaped),
+        LogValue::Scratch { newline, escaped } => (scratch, newline, escaped),
     };
-    Ok(DockerLine { log, escaped, complete, stream, time })
+    DockerLine { log, escaped, complete, stream, time }
 }
 
 /// A string token: the bytes between its quotes, and whether any escape occurs.
@@ -151,6 +180,32 @@ impl Parser<'_> {
     fn skip_ws(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
             self.i += 1;
+        }
+    }
+
+    /// Reads one `key: value` of the object into `fields`; the cursor at or before
+    /// the key.
+    fn field(&mut self, fields: &mut Fields, scratch: &mut Vec<u8>, form: Form) -> Result<(), Malformed> {
+        self.skip_ws();
+        let key = self.string()?;
+        self.skip_ws();
+        self.expect(b':')?;
+        self.skip_ws();
+        match key.plain(self.s) {
+            Some(b"log") => fields.log = Some(self.log_value(scratch, form)?),
+            Some(b"stream") => fields.stream = Some(self.string()?),
+            Some(b"time") => fields.time = Some(self.string()?),
+            _ => self.skip_value()?,
+        }
+        Ok(())
+    }
+
+    /// Scans the `log` string, the cursor on its opening quote, into the form asked
+    /// for.
+    fn log_value(&mut self, scratch: &mut Vec<u8>, form: Form) -> Result<LogValue, Malformed> {
+        match form {
+            Form::Escaped => self.log_passed(scratch),
+            Form::Unescaped => self.log_string(scratch),
         }
     }
 
@@ -519,6 +574,54 @@ mod tests {
             }
             assert_eq!(plain, want.as_bytes(), "escape at a time: {line}");
         }
+    }
+
+    /// Lines starting as Docker's own (the shortcut) read exactly as the general
+    /// scanner reads them (the same line after a space), in both forms: the usual
+    /// ending, and endings that differ from it by a little — another key, another
+    /// order, spaces, another stream, a time that does not parse or hides a key, an
+    /// escape in the stream, junk after the object.
+    #[test]
+    fn the_usual_layout_reads_as_the_general_scanner_reads_it() {
+        let time = "2026-12-07T04:06:42.123456789Z";
+        let endings = [
+            format!(r#","stream":"stdout","time":"{time}"}}"#),
+            format!(r#","stream":"stderr","time":"{time}"}}"#),
+            r#","stream":"stdout","time":"2026-12-07T04:06:42+02:00"}"#.to_string(),
+            format!(r#","stream":"stdin","time":"{time}"}}"#),
+            format!(r#","stream":"stdout","time":"{time}" }}"#),
+            format!(r#", "stream":"stdout","time":"{time}"}}"#),
+            format!(r#","stream":"stdout","time":"{time}"}} "#),
+            format!(r#","stream":"stdout","time":"{time}"}}x"#),
+            format!(r#","stream":"stdout","time":"{time}","attrs":{{"a":"b"}}}}"#),
+            format!(r#","stream":"stdout","attrs":{{"a":"b"}},"time":"{time}"}}"#),
+            format!(r#","time":"{time}","stream":"stdout"}}"#),
+            r#","stream":"stdout","time":"yesterday"}"#.to_string(),
+            r#","stream":"stdout","time":"x","log":"second"}"#.to_string(),
+            r#","stream":"stdout","time":"2026-12-07T04:06:42Z","log":"y"}"#.to_string(),
+            format!(r#","stream":"std\u006fut","time":"{time}"}}"#),
+            r#","stream":"stdout"}"#.to_string(),
+            r#"}"#.to_string(),
+            r#","stream":"stdout","time":""#.to_string(),
+            String::new(),
+        ];
+        for value in [r#"hello\n"#, r#"a \"quoted\" \u003cb\u003e é\n"#, "partial", r#"\u000a"#, r#"C:\\n"#] {
+            for ending in &endings {
+                let line = format!(r#"{{"log":"{value}"{ending}"#);
+                for form in [Form::Unescaped, Form::Escaped] {
+                    let (mut scratch, mut general_scratch) = (Vec::new(), Vec::new());
+                    let general = format!(" {line}");
+                    let got = parse_as(line.as_bytes(), &mut scratch, form).map(|d| (d.log.to_vec(), d.escaped, d.complete, d.stream, d.time));
+                    let want = parse_as(general.as_bytes(), &mut general_scratch, form).map(|d| (d.log.to_vec(), d.escaped, d.complete, d.stream, d.time));
+                    assert_eq!(got, want, "{line} {form:?}");
+                }
+            }
+        }
+        // The usual line is read whole by the shortcut, time and stream included.
+        let line = format!(r#"{{"log":"hello\n","stream":"stderr","time":"{time}"}}"#);
+        let mut scratch = Vec::new();
+        let d = parse_as(line.as_bytes(), &mut scratch, Form::Escaped).unwrap();
+        assert_eq!((d.log, d.complete, d.stream, d.time), (&b"hello"[..], true, Some(Stream::Stderr), parse_rfc3339(time.as_bytes())));
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! message, so a character cut between two corrupt pieces still comes out whole.
 
 use super::{unicode_escape, Malformed, HEX_DIGITS};
-use crate::event::encode::{put16, put6, ESCAPES};
+use crate::event::encode::ESCAPES;
 
 /// Where the passed-through `log` value lives, without its final `\n`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,12 +79,24 @@ fn scan(
     let mut i = start;
     // The byte at `i` is escaped by a backslash just before it.
     let mut carry = false;
+    // The last block was plain: the next is likely so too, and worth the cheaper test
+    // first. (Blocks with escapes come in runs; testing each of them for plain first
+    // would cost a fifth more per block.)
+    let mut after_plain = true;
     while i < s.len() {
-        if !carry && s.get(i..i + 64).is_some_and(|bytes| plain(bytes.try_into().expect("64 bytes"), utf8_checked)) {
-            i += 64;
-            continue;
+        if after_plain && !carry {
+            while let Some(bytes) = s.get(i..i + 64) {
+                if !plain(bytes.try_into().expect("64 bytes"), utf8_checked) {
+                    break;
+                }
+                i += 64;
+            }
+            if i >= s.len() {
+                break;
+            }
         }
         let block = Block::at(s, i, utf8_checked, &masks);
+        after_plain = block.raw_specials | block.backslashes == 0;
         let (escaped, carry_out) = escaped_bits(block.backslashes, carry);
         let mut raw = block.raw_specials & !escaped;
         let mut odd = escaped & !block.kept_after_backslash;
@@ -237,7 +249,8 @@ unsafe fn masks32_avx2(at: *const u8, utf8_checked: bool) -> (u64, u64, u64) {
         let nibble = _mm256_set1_epi8(0x0f);
         let low_table = _mm256_broadcastsi128_si256(_mm_loadu_si128(LOW.as_ptr().cast::<__m128i>()));
         let high_table = _mm256_broadcastsi128_si256(_mm_loadu_si128(HIGH.as_ptr().cast::<__m128i>()));
-        let by_low = _mm256_shuffle_epi8(low_table, _mm256_and_si256(v, nibble));
+        // A byte beyond ASCII (top bit set) looks up 0: none is kept.
+        let by_low = _mm256_shuffle_epi8(low_table, v);
         let by_high = _mm256_shuffle_epi8(high_table, _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble));
         let other = _mm256_cmpeq_epi8(_mm256_and_si256(by_low, by_high), _mm256_setzero_si256());
         (
@@ -261,15 +274,16 @@ unsafe fn plain_avx2(bytes: &[u8; 64], utf8_checked: bool) -> bool {
     // SAFETY: the caller promises AVX2; the loads read the 64 bytes of the array, and
     // `loadu` has no alignment requirement.
     unsafe {
-        let special = |v: __m256i| {
-            let quote = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'"' as i8));
-            let backslash = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\\' as i8));
-            let control = _mm256_cmpeq_epi8(_mm256_min_epu8(v, _mm256_set1_epi8(0x1f)), v);
-            _mm256_or_si256(_mm256_or_si256(quote, backslash), control)
-        };
         let low = _mm256_loadu_si256(bytes.as_ptr().cast::<__m256i>());
         let high = _mm256_loadu_si256(bytes.as_ptr().add(32).cast::<__m256i>());
-        let mut found = _mm256_or_si256(special(low), special(high));
+        // `"` (0x22) with bit 1 flipped is 0x20, a control character stays below it,
+        // and every other byte lands above: one minimum of both halves tells them.
+        let flip = _mm256_set1_epi8(2);
+        let least = _mm256_min_epu8(_mm256_xor_si256(low, flip), _mm256_xor_si256(high, flip));
+        let quote_or_control = _mm256_cmpeq_epi8(_mm256_min_epu8(least, _mm256_set1_epi8(0x20)), least);
+        let backslash = _mm256_set1_epi8(b'\\' as i8);
+        let backslashes = _mm256_or_si256(_mm256_cmpeq_epi8(low, backslash), _mm256_cmpeq_epi8(high, backslash));
+        let mut found = _mm256_or_si256(quote_or_control, backslashes);
         if !utf8_checked {
             found = _mm256_or_si256(found, _mm256_or_si256(low, high));
         }
@@ -320,21 +334,17 @@ fn masks16(bytes: &[u8; 16], utf8_checked: bool) -> (u64, u64, u64) {
     (raw, backslashes, kept)
 }
 
-/// Appends `s[from..to]` to `out`: a short run (most, between rewrites) by one
-/// 16-byte store rather than a call to `memcpy`.
-#[inline]
-fn copy_run(out: &mut Vec<u8>, s: &[u8], from: usize, to: usize) {
-    match s.get(from..from + 16) {
-        Some(block) if to - from <= 16 => put16(out, block.try_into().expect("16 bytes"), to - from),
-        _ => out.extend_from_slice(&s[from..to]),
-    }
-}
-
 /// The escape at `s[k]` (a backslash) that the encoder writes otherwise: rewritten.
 /// Returns where it ends. A `\u000a` is noted in `long_newline` (where it ends, and the
 /// scratch length before it): it ends the message if the value ends right after it.
 #[inline(always)]
 fn escape(s: &[u8], k: usize, out: &mut Rewrite<'_>, long_newline: &mut Option<(usize, usize)>) -> Result<usize, Malformed> {
+    if let Some(c) = s.get(k..k + 8).and_then(|word| go_html_escape(word.try_into().expect("8 bytes"))) {
+        // Go's `\u003c`, `\u003e`, `\u0026` (HTML-safe escaping, on by default), by
+        // one comparison of the escape's six bytes.
+        out.replace(k, k + 6, [c, 0, 0, 0, 0, 0], 1);
+        return Ok(k + 6);
+    }
     if s.get(k + 1) == Some(&b'u') {
         if let Some(c) = printable_ascii_escape(s.get(k + 2..k + 6)) {
             // Go's `\u003c`, `\u003e`, `\u0026`: by far the commonest rewrite, made here
@@ -380,6 +390,22 @@ fn escape_otherwise(s: &[u8], k: usize, out: &mut Rewrite<'_>, long_newline: &mu
     }
 }
 
+/// The character of Go's `\u003c`, `\u003e` or `\u0026` when `word` starts with one
+/// of them (as Go writes them, lower-case).
+#[inline(always)]
+fn go_html_escape(word: &[u8; 8]) -> Option<u8> {
+    const SIX: u64 = (1 << 48) - 1;
+    const fn escape_of(digits: &[u8; 6]) -> u64 {
+        u64::from_le_bytes([digits[0], digits[1], digits[2], digits[3], digits[4], digits[5], 0, 0])
+    }
+    match u64::from_le_bytes(*word) & SIX {
+        w if w == escape_of(b"\\u003c") => Some(b'<'),
+        w if w == escape_of(b"\\u003e") => Some(b'>'),
+        w if w == escape_of(b"\\u0026") => Some(b'&'),
+        _ => None,
+    }
+}
+
 /// The character of the four hex digits of a `\u00XX` escape when the encoder writes
 /// it raw: printable ASCII other than `"` and `\`.
 #[inline]
@@ -393,6 +419,12 @@ fn printable_ascii_escape(digits: Option<&[u8]>) -> Option<u8> {
 }
 
 /// The value as it is until the first rewrite; from then on copied into `scratch`.
+///
+/// While rewriting, `scratch` has room for the rest of the line and [`SLACK`] bytes
+/// more: `spare capacity ≥ s.len() - copied + SLACK`. Every rewrite but a raw control
+/// character's (which reserves for itself) writes no more than it consumes, so the
+/// room lasts; the runs between rewrites and the rewritten bytes are then stored with
+/// no capacity check, in whole 32-byte moves that may write past what they keep.
 struct Rewrite<'a> {
     s: &'a [u8],
     /// `s` up to here is in `scratch` (or needs no copy yet).
@@ -401,20 +433,71 @@ struct Rewrite<'a> {
     scratch: &'a mut Vec<u8>,
 }
 
+/// Room kept past the rest of the line while rewriting: a 32-byte move's overshoot,
+/// an 8-byte store's, and a raw control character's escape.
+const SLACK: usize = 64;
+
 impl Rewrite<'_> {
     /// Replaces `s[from..to]` with the first `n` (≤ 6) bytes of `with`; returns the
     /// scratch length before them.
     #[inline(always)]
     fn replace(&mut self, from: usize, to: usize, with: [u8; 6], n: u8) -> usize {
+        let n = usize::from(n).min(6);
+        if !self.rewriting || n > to - from {
+            self.make_room(n);
+        }
+        self.copy_run(from);
+        let at = self.scratch.len();
+        let mut word = [0u8; 8];
+        word[..6].copy_from_slice(&with);
+        // SAFETY: the spare capacity is at least `s.len() - copied + SLACK` after the
+        // run (the struct's invariant, `make_room` for a rewrite that grows), so the
+        // 8 bytes stored fit; `set_len` covers the `n` of them initialized.
+        unsafe {
+            std::ptr::copy_nonoverlapping(word.as_ptr(), self.scratch.as_mut_ptr().add(at), 8);
+            self.scratch.set_len(at + n);
+        }
+        self.copied = to;
+        at
+    }
+
+    /// Starts rewriting (an empty `scratch`), and makes the room the invariant needs,
+    /// plus `grow` bytes for a rewrite longer than what it replaces.
+    #[cold]
+    #[inline(never)]
+    fn make_room(&mut self, grow: usize) {
         if !self.rewriting {
             self.scratch.clear();
             self.rewriting = true;
         }
-        copy_run(self.scratch, self.s, self.copied, from);
+        self.scratch.reserve(self.s.len() - self.copied + SLACK + grow);
+    }
+
+    /// Copies `s[copied..to]` (a run needing no rewrite) to `scratch`, 32 bytes at a
+    /// move where the line has them to read.
+    #[inline(always)]
+    fn copy_run(&mut self, to: usize) {
+        let (from, len) = (self.copied, to - self.copied);
         let at = self.scratch.len();
-        put6(self.scratch, &with, usize::from(n));
-        self.copied = to;
-        at
+        assert!(to <= self.s.len());
+        debug_assert!(self.scratch.capacity() - at >= self.s.len() - from + SLACK);
+        // SAFETY: `from..to` is within `s` (asserted); the spare capacity after `at` is
+        // at least `s.len() - from + SLACK` (the invariant), which covers `len` rounded
+        // up to 32; the moves read `s` only below `s.len()` (checked) and do not
+        // overlap `scratch`; `set_len` covers the `len` bytes copied.
+        unsafe {
+            let (src, dst) = (self.s.as_ptr().add(from), self.scratch.as_mut_ptr().add(at));
+            if from + len.next_multiple_of(32) <= self.s.len() {
+                let mut k = 0;
+                while k < len {
+                    std::ptr::copy_nonoverlapping(src.add(k), dst.add(k), 32);
+                    k += 32;
+                }
+            } else {
+                std::ptr::copy_nonoverlapping(src, dst, len);
+            }
+            self.scratch.set_len(at + len);
+        }
     }
 
     /// The value ends at `end` (its closing quote); a final newline — a `\n`, or a
@@ -510,6 +593,36 @@ mod tests {
         // A lone surrogate (which serde_json refuses) becomes U+FFFD, as Go reads it.
         assert_eq!(pass(r#""a\ud800b\udc00\n""#), (Passed::Scratch { newline: true }, "a\u{FFFD}b\u{FFFD}".as_bytes().to_vec()));
         assert_eq!(pass(r#""\u003c\n""#).0, Passed::Scratch { newline: true });
+    }
+
+    /// Runs of up to 200 pieces of text (up to six blocks) between rewrites — ones that shrink
+    /// and ones that grow (a raw control character, six bytes out for one in), many in
+    /// a row — come out as the encoder writes them: the rewrite's room never runs out,
+    /// and its 32-byte moves keep only what they copy.
+    #[test]
+    fn runs_of_every_length_between_rewrites_that_shrink_or_grow() {
+        // (in the line, as the encoder writes it)
+        let rewrites = [("\\u003c", "<"), ("\\u0026", "&"), ("\u{1}", "\\u0001"), ("\t", "\\t"), ("\\/", "/"), ("\\u00e9", "é")];
+        for run in 0..200 {
+            for (k, &(from, to)) in rewrites.iter().enumerate() {
+                let (mut lit, mut want) = (String::from("\""), String::new());
+                for round in 0..4 {
+                    // Text the encoder writes alike: ASCII, a raw `é`, an escaped quote.
+                    let text: String = ["x", "é", "\\\"", "yz"].iter().cycle().skip(round + k).take(run).copied().collect();
+                    lit.push_str(&text);
+                    want.push_str(&text);
+                    lit.push_str(from);
+                    want.push_str(to);
+                }
+                // A run of growing rewrites, then the end.
+                lit.push_str(&"\u{1f}".repeat(run % 40));
+                want.push_str(&"\\u001f".repeat(run % 40));
+                lit.push('"');
+                let (passed, out) = pass(&lit);
+                assert!(matches!(passed, Passed::Scratch { newline: false }), "{lit:?}: {passed:?}");
+                assert_eq!(String::from_utf8(out).unwrap(), want, "{lit:?}");
+            }
+        }
     }
 
     /// Every `\u00XX`, in either case, alone and between text: as the encoder writes
@@ -636,9 +749,9 @@ mod tests {
                 assert_plain_agrees(&bytes, checked, &want);
             }
         }
-        // Plain text with one byte of each kind at each place.
+        // Plain text with one byte of every value at each place.
         for k in 0..64 {
-            for c in [b'"', b'\\', 0x00, 0x01, 0x1f, b' ', b'~', 0x7f, 0x80, 0xc3, 0xff] {
+            for c in 0..=u8::MAX {
                 let mut bytes = [b'a'; 64];
                 bytes[k] = c;
                 for checked in [false, true] {
