@@ -36,7 +36,7 @@ use std::thread;
 
 use anyhow::Context;
 
-use crate::buffer::writer::{save_checkpoints, BufferWriter};
+use crate::buffer::writer::{save_checkpoints, BufferWriter, Save};
 use crate::buffer::{Buffer, BufferOptions, BufferStats, SinkShare};
 use crate::config::{Config, WatchMode};
 use crate::metrics::{http, Fault, SinkCounters, SinkTelemetry, Telemetry};
@@ -102,7 +102,7 @@ pub async fn run_until(
     // A disk that refuses (full, read-only) is a condition, not an exit: a pod that
     // crash-loops ships nothing.
     let checkpoint_fault = Fault::default();
-    save_checkpoints(&mut checkpoints, &checkpoint_fault);
+    save_checkpoints(&mut checkpoints, &checkpoint_fault, Save::Synced);
     let buffer = open_buffer(&config)?;
     let writer_done = Arc::new(AtomicBool::new(false));
     let mut sinks = Sinks::start(&config, &buffer, &writer_done)?;

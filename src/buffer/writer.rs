@@ -100,7 +100,8 @@ impl BufferWriter {
     fn next_wait(&self) -> Duration {
         let until = |last: Instant, every: Duration| every.saturating_sub(last.elapsed());
         let commit = (!self.pending.is_empty()).then(|| until(self.last_commit, self.opts.fsync_interval));
-        let save = self.checkpoints.unsaved().then(|| until(self.last_save, self.checkpoint_interval));
+        // A save with only the journal's sync left waits for that to be due.
+        let save = self.checkpoints.save_due_in().map(|sync| until(self.last_save, self.checkpoint_interval).max(sync));
         match (commit, save) {
             (Some(a), Some(b)) => a.min(b),
             (Some(a), None) | (None, Some(a)) => a,
@@ -115,7 +116,7 @@ impl BufferWriter {
         self.buffer.settle(self.opts.fsync_interval);
         let safe = self.commit(Duration::ZERO);
         self.checkpoint(safe);
-        save_checkpoints(&mut self.checkpoints, &self.checkpoint_fault);
+        save_checkpoints(&mut self.checkpoints, &self.checkpoint_fault, Save::Synced);
         Ok(())
     }
 
@@ -131,7 +132,7 @@ impl BufferWriter {
         };
         self.checkpoint(safe);
         if self.last_save.elapsed() + slack >= self.checkpoint_interval {
-            save_checkpoints(&mut self.checkpoints, &self.checkpoint_fault);
+            save_checkpoints(&mut self.checkpoints, &self.checkpoint_fault, Save::WhenDue);
             self.last_save = Instant::now();
         }
     }
@@ -280,10 +281,23 @@ fn pieces(data: &[u8], limit: usize) -> impl Iterator<Item = Result<&[u8], &[u8]
     })
 }
 
+/// How a save treats the checkpoint journal's fdatasync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Save {
+    /// At most once a [`crate::tail::checkpoint::JOURNAL_SYNC_INTERVAL`].
+    WhenDue,
+    /// Now: at a start and a stop.
+    Synced,
+}
+
 /// Saves the checkpoints; a failure is kept for `/readyz` (logged once per cause) and
 /// the save is tried again at the next interval.
-pub fn save_checkpoints(checkpoints: &mut Checkpoints, fault: &Fault) {
-    match checkpoints.save() {
+pub fn save_checkpoints(checkpoints: &mut Checkpoints, fault: &Fault, how: Save) {
+    let saved = match how {
+        Save::WhenDue => checkpoints.save(),
+        Save::Synced => checkpoints.save_synced(),
+    };
+    match saved {
         Ok(()) => {
             if fault.clear() {
                 tracing::info!("checkpoints are saved again");
