@@ -132,6 +132,8 @@ pub struct Checkpoints {
     unsynced: bool,
     /// When the journal (or a snapshot) was last made durable.
     last_sync: Option<Instant>,
+    /// [`JOURNAL_SYNC_INTERVAL`] (other values in tests).
+    sync_interval: Duration,
     /// fdatasyncs of the journal so far (for tests).
     journal_syncs: u64,
 }
@@ -153,6 +155,7 @@ impl Checkpoints {
             needs_snapshot: true,
             unsynced: false,
             last_sync: None,
+            sync_interval: JOURNAL_SYNC_INTERVAL,
             journal_syncs: 0,
         };
         let text = match fs::read(&path) {
@@ -277,7 +280,7 @@ impl Checkpoints {
     }
 
     fn sync_due_in(&self) -> Duration {
-        self.last_sync.map_or(Duration::ZERO, |at| JOURNAL_SYNC_INTERVAL.saturating_sub(at.elapsed()))
+        self.last_sync.map_or(Duration::ZERO, |at| self.sync_interval.saturating_sub(at.elapsed()))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -472,13 +475,15 @@ mod tests {
     }
 
     /// Saves write the journal every time and sync it at most once a
-    /// JOURNAL_SYNC_INTERVAL: what was written loads at once (a killed process leaves
+    /// sync interval: what was written loads at once (a killed process leaves
     /// it in the page cache), the sync left over keeps the store unsaved and says when
     /// it is due, and it comes with the first save after that, or a synced save.
     #[test]
     fn the_journal_is_written_at_every_save_and_synced_at_most_once_an_interval() {
         let d = tempfile::tempdir().unwrap();
         let mut c = Checkpoints::load(d.path()).unwrap();
+        // An interval no test run outlasts: nothing here depends on the clock.
+        c.sync_interval = Duration::from_secs(3600);
         c.set(Path::new("/a"), pos(1, 0));
         c.save().unwrap(); // the first snapshot, synced
         assert_eq!((c.unsaved(), c.save_due_in()), (false, None));
@@ -487,15 +492,18 @@ mod tests {
         assert_eq!(c.journal_syncs, 0, "a sync came with the snapshot just now");
         assert!(c.unsaved(), "the sync is still to come");
         let due = c.save_due_in().expect("a sync is due");
-        assert!(!due.is_zero() && due <= JOURNAL_SYNC_INTERVAL, "{due:?}");
+        assert!(due > Duration::from_secs(3000) && due <= c.sync_interval, "{due:?}");
         c.set(Path::new("/a"), pos(1, 20));
         assert_eq!(c.save_due_in(), Some(Duration::ZERO), "changed positions are due at once");
         c.save().unwrap();
         assert_eq!(Checkpoints::load(d.path()).unwrap().get(Path::new("/a")), Some(pos(1, 20)), "written, if not yet synced");
         assert_eq!(c.journal_syncs, 0);
-        std::thread::sleep(due);
+        // The interval over: the sync comes with a save that has nothing new to write.
+        c.sync_interval = Duration::ZERO;
+        assert_eq!(c.save_due_in(), Some(Duration::ZERO));
         c.save().unwrap();
-        assert_eq!((c.journal_syncs, c.unsaved(), c.save_due_in()), (1, false, None), "due: synced by a save with nothing new");
+        assert_eq!((c.journal_syncs, c.unsaved(), c.save_due_in()), (1, false, None));
+        c.sync_interval = Duration::from_secs(3600);
         c.set(Path::new("/a"), pos(1, 30));
         c.save().unwrap();
         assert_eq!((c.journal_syncs, c.unsaved()), (1, true));
