@@ -74,20 +74,27 @@ fn digits(s: &[u8], at: usize, n: usize) -> Option<i64> {
     Some(v)
 }
 
-/// Reads an optional `.` and 1–9 digits; returns nanoseconds and what follows.
+/// Reads an optional `.` and 1–9 digits; returns nanoseconds and what follows. One
+/// pass over the digits (a line's time is parsed for every line).
 fn parse_fraction(s: &[u8]) -> Option<(i64, &[u8])> {
-    if s.first() != Some(&b'.') {
+    const SCALE: [i64; 10] = [0, 100_000_000, 10_000_000, 1_000_000, 100_000, 10_000, 1_000, 100, 10, 1];
+    let Some(digits) = s.strip_prefix(b".") else {
         return Some((0, s));
+    };
+    let mut v = 0i64;
+    let mut n = 0;
+    while let Some(&c) = digits.get(n) {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        if n == 9 {
+            return None;
+        }
+        v = v * 10 + i64::from(d);
+        n += 1;
     }
-    let n = s[1..].iter().take_while(|c| c.is_ascii_digit()).count();
-    if n == 0 || n > 9 {
-        return None;
-    }
-    let mut v = digits(s, 1, n)?;
-    for _ in n..9 {
-        v *= 10;
-    }
-    Some((v, &s[1 + n..]))
+    (n > 0).then(|| (v * SCALE[n], &digits[n..]))
 }
 
 /// `Z` → 0; `+hh:mm` / `-hh:mm` → seconds east of UTC. Nothing may follow.
@@ -230,6 +237,24 @@ mod tests {
         assert_eq!(p("1970-01-01T00:00:01.5Z"), Some(1_500_000_000));
         assert_eq!(p("2016-10-06T00:17:09.669794202Z"), Some(1_475_713_029_669_794_202));
         assert_eq!(p("2016-10-06T00:17:09.669794202z"), Some(1_475_713_029_669_794_202));
+    }
+
+    /// Every count of fraction digits from 1 to 9, trimmed as Go trims them, and the
+    /// characters next to `0` and `9` ending the digits.
+    #[test]
+    fn every_fraction_length_reads_as_nanoseconds() {
+        let second = 1_475_713_029 * NANOS_PER_SEC;
+        for n in 1..=9 {
+            let digits = &"123456789"[..n];
+            let nanos: i64 = format!("{digits:0<9}").parse().unwrap();
+            assert_eq!(p(&format!("2016-10-06T00:17:09.{digits}Z")), Some(second + nanos), "{digits}");
+            assert_eq!(p(&format!("2016-10-06T00:17:09.{digits}+00:00")), Some(second + nanos), "{digits}");
+            for next in ['/', ':', 'a'] {
+                assert_eq!(p(&format!("2016-10-06T00:17:09.{digits}{next}Z")), None, "{digits}{next}");
+            }
+        }
+        assert_eq!(p("2016-10-06T00:17:09.999999999Z"), Some(second + 999_999_999));
+        assert_eq!(p("2016-10-06T00:17:09.000000000Z"), Some(second));
     }
 
     #[test]
