@@ -264,12 +264,6 @@ impl Checkpoints {
         self.streams.len()
     }
 
-    /// Something changed since the last save (or there is no snapshot yet), or the
-    /// journal waits for its sync.
-    pub fn unsaved(&self) -> bool {
-        self.needs_snapshot || !self.changed.is_empty() || self.unsynced
-    }
-
     /// When a save next has work: `None`, nothing to save; zero, positions changed;
     /// otherwise only the journal's sync is left, and it is due in this long.
     pub fn save_due_in(&self) -> Option<Duration> {
@@ -476,8 +470,8 @@ mod tests {
 
     /// Saves write the journal every time and sync it at most once a
     /// sync interval: what was written loads at once (a killed process leaves
-    /// it in the page cache), the sync left over keeps the store unsaved and says when
-    /// it is due, and it comes with the first save after that, or a synced save.
+    /// it in the page cache), the sync left over says when it is due, and it comes
+    /// with the first save after that, or a synced save.
     #[test]
     fn the_journal_is_written_at_every_save_and_synced_at_most_once_an_interval() {
         let d = tempfile::tempdir().unwrap();
@@ -486,11 +480,11 @@ mod tests {
         c.sync_interval = Duration::from_secs(3600);
         c.set(Path::new("/a"), pos(1, 0));
         c.save().unwrap(); // the first snapshot, synced
-        assert_eq!((c.unsaved(), c.save_due_in()), (false, None));
+        assert_eq!(c.save_due_in(), None);
         c.set(Path::new("/a"), pos(1, 10));
         c.save().unwrap();
         assert_eq!(c.journal_syncs, 0, "a sync came with the snapshot just now");
-        assert!(c.unsaved(), "the sync is still to come");
+        assert!(c.save_due_in().is_some(), "the sync is still to come");
         let due = c.save_due_in().expect("a sync is due");
         assert!(due > Duration::from_secs(3000) && due <= c.sync_interval, "{due:?}");
         c.set(Path::new("/a"), pos(1, 20));
@@ -502,13 +496,13 @@ mod tests {
         c.sync_interval = Duration::ZERO;
         assert_eq!(c.save_due_in(), Some(Duration::ZERO));
         c.save().unwrap();
-        assert_eq!((c.journal_syncs, c.unsaved(), c.save_due_in()), (1, false, None));
+        assert_eq!((c.journal_syncs, c.save_due_in()), (1, None));
         c.sync_interval = Duration::from_secs(3600);
         c.set(Path::new("/a"), pos(1, 30));
         c.save().unwrap();
-        assert_eq!((c.journal_syncs, c.unsaved()), (1, true));
+        assert_eq!((c.journal_syncs, c.save_due_in().is_some()), (1, true));
         c.save_synced().unwrap();
-        assert_eq!((c.journal_syncs, c.unsaved()), (2, false), "a stop syncs at once");
+        assert_eq!((c.journal_syncs, c.save_due_in()), (2, None), "a stop syncs at once");
         assert_eq!(Checkpoints::load(d.path()).unwrap().get(Path::new("/a")), Some(pos(1, 30)));
     }
 

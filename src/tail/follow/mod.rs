@@ -276,7 +276,6 @@ impl Follower {
         pool: &mut Vec<Vec<u8>>,
         emit: &mut F,
     ) -> io::Result<ReadOutcome> {
-        self.lend_buffer(pool);
         let outcome = self.read_turn(budget, now, read_time, rotate_wait, pool, emit);
         if let Some(buf) = self.cur.as_mut().and_then(release_buffer) {
             give_back(pool, buf);
@@ -308,11 +307,11 @@ impl Follower {
             if !self.open()? {
                 return Ok(self.when_nothing_to_read(now, rotate_wait, emit));
             }
-            // Just opened: read into a pooled buffer, not a fresh one.
-            self.lend_buffer(pool);
             self.missing_since = None;
             self.mark_gap(emit);
         }
+        // Read into a pooled buffer (a file just opened has none), not a fresh one.
+        self.lend_buffer(pool);
         let start_bytes = self.stats.bytes_read;
         loop {
             let Some(cur) = self.cur.as_mut() else {
