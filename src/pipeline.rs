@@ -108,7 +108,7 @@ pub async fn run_until(
     let mut sinks = Sinks::start(&config, &buffer, &writer_done)?;
 
     let router = Arc::new(Router::new(config.sinks.iter().map(|s| s.route.clone()).collect()));
-    let (batch_tx, batch_rx) = mpsc::sync_channel::<Batch>(CHANNEL_BATCHES);
+    let (batch_tx, batch_rx) = crate::tail::handoff::batch_queue::<Batch>(CHANNEL_BATCHES);
     let (wake_tx, wake_rx) = mpsc::channel::<Wake>();
     let stop = Arc::new(AtomicBool::new(false));
     let tailer = new_tailer(&config, router.clone(), resume, first_start, (&wake_tx, wake_rx), batch_tx, &stop);
@@ -268,7 +268,7 @@ fn new_tailer(
     resume: HashMap<PathBuf, crate::tail::checkpoint::Position>,
     first_start: bool,
     (wake_tx, wake_rx): (&mpsc::Sender<Wake>, mpsc::Receiver<Wake>),
-    batches: mpsc::SyncSender<Batch>,
+    batches: crate::tail::handoff::BatchSender<Batch>,
     stop: &Arc<AtomicBool>,
 ) -> Tailer {
     let settings = TailerSettings {

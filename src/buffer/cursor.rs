@@ -230,14 +230,26 @@ impl Buffer {
 
     /// Sink `sink` has `seq`: once every sink it goes to has, it is released.
     pub fn ack_for(&self, sink: usize, seq: u64) {
+        self.ack_all_for(sink, [seq]);
+    }
+
+    /// [`Self::ack_for`] each of `seqs`, under one lock, waking waiters once.
+    pub fn ack_all_for(&self, sink: usize, seqs: impl IntoIterator<Item = u64>) {
         let mut st = self.lock();
-        let cur = &mut st.cursors[sink];
-        if !cur.outstanding.remove(seq) {
+        let mut released = false;
+        for seq in seqs {
+            if !st.cursors[sink].outstanding.remove(seq) {
+                continue;
+            }
+            released = true;
+            release_range(&mut st, seq, seq + 1);
+        }
+        if !released {
             return;
         }
+        let cur = &mut st.cursors[sink];
         cur.last_ack = Some(Instant::now());
         cur.trim_samples();
-        release_range(&mut st, seq, seq + 1);
         forget_acked_front(&mut st);
         self.delete_acked_segments(&mut st);
         drop(st);

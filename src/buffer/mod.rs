@@ -282,6 +282,11 @@ struct State {
     closed: bool,
     /// Counts [`Buffer::nudge`]s: a reader waiting when it changes returns.
     nudges: u64,
+    /// Appends wake no reader until [`Buffer::announce`] (see
+    /// [`Buffer::hold_announcements`]).
+    quiet: bool,
+    /// Records appended quietly that no reader was woken for yet.
+    unannounced: bool,
     /// When acknowledgements were last saved.
     acks_saved: Instant,
     /// Payload buffers handed back by the readers' callers.
@@ -350,7 +355,12 @@ impl Buffer {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn wait<'a>(&self, st: MutexGuard<'a, State>, timeout: Duration) -> MutexGuard<'a, State> {
+    /// Waits for a change; records appended quietly are announced first (a reader
+    /// may be what the wait is for).
+    fn wait<'a>(&self, mut st: MutexGuard<'a, State>, timeout: Duration) -> MutexGuard<'a, State> {
+        if std::mem::take(&mut st.unannounced) {
+            self.inner.changed.notify_all();
+        }
         self.inner.changed.wait_timeout(st, timeout).unwrap_or_else(|p| p.into_inner()).0
     }
 
@@ -415,10 +425,33 @@ impl Buffer {
                 cur.take(seq, time);
             }
         }
+        if st.quiet {
+            st.unannounced = true;
+            return Ok(seq);
+        }
         // After unlocking: a reader woken while the lock is held would only block on it.
         drop(st);
         self.inner.changed.notify_all();
         Ok(seq)
+    }
+
+    /// Appends from now on wake no reader until [`Self::announce`]: the buffer thread
+    /// appends a tailer round's batches and wakes each sink once for them all, not
+    /// once each. (Any wait inside the buffer announces what was appended first.)
+    pub fn hold_announcements(&self) {
+        self.lock().quiet = true;
+    }
+
+    /// Wakes the readers for what was appended since [`Self::hold_announcements`],
+    /// and appends announce themselves again.
+    pub fn announce(&self) {
+        let mut st = self.lock();
+        st.quiet = false;
+        let wake = std::mem::take(&mut st.unannounced);
+        drop(st);
+        if wake {
+            self.inner.changed.notify_all();
+        }
     }
 
     /// Bytes written to disk since the last fsync.

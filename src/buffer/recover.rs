@@ -93,6 +93,8 @@ fn empty_state(dir: &Path, opts: &BufferOptions, shares: &[SinkShare], disk_erro
         waiting_for: None,
         closed: false,
         nudges: 0,
+        quiet: false,
+        unannounced: false,
         acks_saved: std::time::Instant::now(),
         pool: Vec::new(),
         stats: BufferStats { max_bytes: opts.max_bytes, ..BufferStats::default() },

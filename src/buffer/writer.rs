@@ -14,7 +14,7 @@
 //! in memory. A disk that refuses writes pauses appending (retried with backoff); one
 //! that refuses checkpoints is reported and retried.
 
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -26,6 +26,7 @@ use crate::config::{BufferConfig, Config};
 use crate::metrics::Fault;
 use crate::route::{Mask, RouteCounters};
 use crate::tail::checkpoint::Checkpoints;
+use crate::tail::handoff::BatchReceiver;
 use crate::tail::tailer::{RoomBell, BATCH_BYTES};
 use crate::tail::turn::Batch;
 
@@ -61,26 +62,34 @@ struct PendingPositions {
 }
 
 impl BufferWriter {
-    pub fn run(mut self, batches: Receiver<Batch>) -> anyhow::Result<()> {
+    pub fn run(mut self, batches: BatchReceiver<Batch>) -> anyhow::Result<()> {
         let mut last_seq = 0;
         loop {
             match batches.recv_timeout(self.next_wait()) {
-                Ok(mut batch) => {
-                    self.room.ring();
-                    for part in &mut batch.encoded.parts {
-                        if part.data.is_empty() {
-                            continue;
+                Ok(batch) => {
+                    // The batches queued (a tailer round's, as a rule) are appended
+                    // together, and each sink is woken once for them.
+                    self.buffer.hold_announcements();
+                    let mut next = Some(batch);
+                    while let Some(mut batch) = next {
+                        self.room.ring();
+                        for part in &mut batch.encoded.parts {
+                            if part.data.is_empty() {
+                                continue;
+                            }
+                            let data = Bytes::from(std::mem::take(&mut part.data));
+                            match self.append(part.sinks, data, part.events) {
+                                Some(seq) => last_seq = seq,
+                                // Closed while full at shutdown: not buffered, not checkpointed.
+                                None => return self.finish(),
+                            }
+                            self.routes.add_routed(part.sinks, part.events);
+                            self.hand_back_spares();
                         }
-                        let data = Bytes::from(std::mem::take(&mut part.data));
-                        match self.append(part.sinks, data, part.events) {
-                            Some(seq) => last_seq = seq,
-                            // Closed while full at shutdown: not buffered, not checkpointed.
-                            None => return self.finish(),
-                        }
-                        self.routes.add_routed(part.sinks, part.events);
-                        self.hand_back_spares();
+                        self.pending.push(PendingPositions { seq: last_seq, batch });
+                        next = batches.try_recv();
                     }
-                    self.pending.push(PendingPositions { seq: last_seq, batch });
+                    self.buffer.announce();
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -113,6 +122,7 @@ impl BufferWriter {
     /// At the end: gives the sinks a moment to take what memory holds, then writes
     /// the rest, so that every batch read is checkpointed.
     fn finish(mut self) -> anyhow::Result<()> {
+        self.buffer.announce();
         self.buffer.settle(self.opts.fsync_interval);
         let safe = self.commit(Duration::ZERO);
         self.checkpoint(safe);

@@ -20,4 +20,5 @@ pub mod tailer;
 mod helper;
 pub mod stats;
 pub mod turn;
+pub mod handoff;
 pub mod watch;

@@ -368,6 +368,44 @@ fn block_waits_for_acks_then_continues_with(opts: BufferOptions) {
 }
 
 #[test]
+fn records_appended_quietly_are_announced_before_the_appender_waits_for_room() {
+    // The buffer thread holds announcements while it appends a round: if the buffer
+    // fills meanwhile, the sink must still hear of what it may take, or the two wait
+    // for each other. The reader here waits as long as it likes: only an
+    // announcement wakes it.
+    let opts = BufferOptions { segment_bytes: 16 * 1024, ..BufferOptions::with_cap(64 * 1024, WhenFull::Block) };
+    let dir = tempfile::tempdir().unwrap();
+    let (b, _) = Buffer::open(dir.path(), opts).unwrap();
+    let writer = {
+        let b = b.clone();
+        std::thread::spawn(move || {
+            b.hold_announcements();
+            for i in 0..200 {
+                b.append(i, 1, vec![b'q'; 2000].into()).unwrap();
+            }
+            b.announce();
+        })
+    };
+    let (done, finished) = std::sync::mpsc::channel();
+    let reader = {
+        let b = b.clone();
+        std::thread::spawn(move || {
+            let mut got = 0;
+            while got < 200 {
+                for r in b.read(1 << 20, Duration::from_secs(3600)).unwrap() {
+                    b.ack(r.seq);
+                    got += 1;
+                }
+            }
+            done.send(got).unwrap();
+        })
+    };
+    assert_eq!(finished.recv_timeout(Duration::from_secs(60)), Ok(200), "the reader was never told of records appended quietly");
+    writer.join().unwrap();
+    reader.join().unwrap();
+}
+
+#[test]
 fn oldest_unacked_age_follows_acks() {
     let dir = tempfile::tempdir().unwrap();
     let (b, _) = Buffer::open(dir.path(), opts()).unwrap();

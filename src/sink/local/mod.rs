@@ -4,8 +4,7 @@
 //! fsynced; see [`file`] for its I/O thread and how a torn last line is cut after a
 //! crash). [`LocalShipper`] is such a sink's thread: it reads its cursor's records
 //! from the buffer, writes them pipelined (one write under way while the next is
-//! staged), gathers what comes to an idle file sink for a few milliseconds so that a
-//! tailer's round is one write, and acknowledges each write's records once it is
+//! staged), and acknowledges each write's records once it is
 //! durable (`logferry_sink_requests_total` counts the writes). Output failures
 //! (disk full, a closed pipe) are retried with backoff until they work; the data
 //! waits in the buffer meanwhile and `/readyz` says so.
@@ -31,33 +30,6 @@ const LOCAL_WRITE_BYTES: usize = 8 << 20;
 /// most: the I/O thread nudges the buffer when the write lands (this only bounds a
 /// wait that something went wrong with).
 const LOOK_WHILE_WRITING: Duration = Duration::from_secs(1);
-/// With no write under way, records reaching a file sink are gathered until none has
-/// come for 5 ms before they are written: a tailer's round hands over several batches
-/// within a few milliseconds, and one write (one fsync) for them all costs the disk
-/// and the CPU what one of them did. Never for more than 20 ms after the first of them
-/// arrived: records held are buffers the tailer cannot reuse (held 50 ms on a busy
-/// node, they cost it fresh ones: 7 → 12 % of a core). Standard output, whose writes
-/// cost no fsync, is not gathered.
-const GATHER: Gather = Gather { quiet: Duration::from_millis(5), most: Duration::from_millis(20) };
-const NO_GATHER: Gather = Gather { quiet: Duration::ZERO, most: Duration::ZERO };
-
-/// How long records arriving at an idle sink are gathered; see [`GATHER`].
-#[derive(Debug, Clone, Copy)]
-struct Gather {
-    quiet: Duration,
-    most: Duration,
-}
-
-impl Gather {
-    /// How much longer records that began arriving at `first`, the last at `last`,
-    /// are gathered before they are written (zero: write now).
-    fn left(self, first: Instant, last: Instant, now: Instant) -> Duration {
-        let quiet = self.quiet.saturating_sub(now.saturating_duration_since(last));
-        let most = self.most.saturating_sub(now.saturating_duration_since(first));
-        quiet.min(most)
-    }
-}
-
 /// Writes batches of JSON lines to stdout or a file.
 pub struct JsonLines {
     out: Out,
@@ -159,14 +131,12 @@ pub struct LocalShipper {
     writer_done: Arc<AtomicBool>,
     ack_interval: Duration,
     counters: Arc<SinkCounters>,
-    gather: Gather,
 }
 
 impl LocalShipper {
     /// Opens the sink's output (a file is appended to).
     pub fn open(ship: ShipSettings) -> Result<Self, SinkError> {
         let mut sink = JsonLines::open(&ship.target, false)?;
-        let gather = if matches!(ship.target, Target::File(_)) { GATHER } else { NO_GATHER };
         let buffer = ship.buffer.clone();
         sink.on_landed(Arc::new(move || buffer.nudge()));
         Ok(Self {
@@ -176,7 +146,6 @@ impl LocalShipper {
             writer_done: ship.writer_done,
             ack_interval: ship.ack_interval,
             counters: ship.counters,
-            gather,
         })
     }
 }
@@ -185,8 +154,8 @@ impl LocalShipper {
     /// Returns (records, bytes, events) shipped. Writing is pipelined: while one write
     /// is under way (on the file's I/O thread), what arrives is staged for the next,
     /// so that the disk is kept busy with few, large writes (one fsync each); what
-    /// comes while nothing is under way is gathered as [`GATHER`] says; each write's
-    /// records are acknowledged once it is durable.
+    /// comes while nothing is under way is written at once; each write's records are
+    /// acknowledged once it is durable.
     pub fn run(mut self) -> anyhow::Result<ShipReport> {
         let mut shipped = ShipReport::default();
         let (mut in_flight, mut staged): (Vec<Record>, Vec<Record>) = (Vec::new(), Vec::new());
@@ -195,14 +164,10 @@ impl LocalShipper {
         // Nudges seen: one after this (a write landing, the buffer thread finishing)
         // ends the next wait at once.
         let mut seen = self.buffer.nudges();
-        // With nothing in flight: when the records staged began arriving, and when the
-        // last of them did (see [`GATHER`]).
-        let mut gathering: Option<(Instant, Instant)> = None;
         loop {
             // Waits for records, or for the write under way to land (not at all if it
-            // has: standard output, or a file write already done); while gathering,
-            // for more records until the gathering is over; with neither, until
-            // acknowledgements are due to be saved, or for records only — except once
+            // has: standard output, or a file write already done); with nothing in
+            // flight, until acknowledgements are due to be saved, or for records only — except once
             // the buffer thread has finished: then nothing will nudge, and the end is
             // near (a look, then the check below).
             let wait = if !in_flight.is_empty() {
@@ -213,8 +178,6 @@ impl LocalShipper {
                 }
             } else if self.writer_done.load(Ordering::Acquire) {
                 Duration::ZERO
-            } else if let Some((first, last)) = gathering {
-                self.gather.left(first, last, Instant::now())
             } else {
                 match self.buffer.ack_save_due_in(self.cursor) {
                     None => crate::buffer::IDLE_WAIT,
@@ -228,10 +191,6 @@ impl LocalShipper {
                 break;
             }
             let was_writing = !in_flight.is_empty();
-            if !batch.is_empty() && !was_writing {
-                let now = Instant::now();
-                gathering = Some((gathering.map_or(now, |(first, _)| first), now));
-            }
             for r in batch {
                 retry(&self.counters, || self.sink.write_batch(&r.payload));
                 staged_bytes += r.payload.len();
@@ -244,17 +203,12 @@ impl LocalShipper {
                 retry(&self.counters, || self.sink.wait());
                 self.acknowledge(std::mem::take(&mut in_flight), &mut shipped);
             }
-            // Records that came while a write was under way go at once; records that
-            // came to an idle sink wait for the rest of their round (see [`GATHER`]).
-            let gathered = was_writing
-                || staged_bytes >= LOCAL_WRITE_BYTES
-                || self.writer_done.load(Ordering::Acquire)
-                || gathering.is_none_or(|(first, last)| self.gather.left(first, last, Instant::now()).is_zero());
-            if !staged.is_empty() && gathered {
+            // What is staged goes at once: the buffer thread announces a tailer
+            // round's records together, so they are one write already.
+            if !staged.is_empty() {
                 retry(&self.counters, || self.sink.submit());
                 in_flight = std::mem::take(&mut staged);
                 staged_bytes = 0;
-                gathering = None;
             }
             if last_persist.elapsed() >= self.ack_interval {
                 self.buffer.persist_ack_when_due();
@@ -270,8 +224,8 @@ impl LocalShipper {
     /// write as the sink's request.
     fn acknowledge(&self, records: Vec<Record>, shipped: &mut ShipReport) {
         self.counters.requests_ok.fetch_add(1, Ordering::Relaxed);
+        self.buffer.ack_all_for(self.cursor, records.iter().map(|r| r.seq));
         for r in &records {
-            self.buffer.ack_for(self.cursor, r.seq);
             shipped.records += 1;
             shipped.bytes += r.payload.len() as u64;
             shipped.events += u64::from(r.events);

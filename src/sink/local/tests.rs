@@ -5,12 +5,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{Gather, LocalShipper};
+use super::LocalShipper;
 use crate::buffer::{Buffer, BufferOptions, WhenFull};
 use crate::metrics::SinkCounters;
 use crate::sink::{ShipReport, ShipSettings, Target};
 
-/// A file sink on a fresh buffer, gathering as `gather` says, running on its thread.
+/// A file sink on a fresh buffer, running on its thread.
 struct Running {
     buffer: Buffer,
     counters: Arc<SinkCounters>,
@@ -20,7 +20,7 @@ struct Running {
     _dir: tempfile::TempDir,
 }
 
-fn file_sink(gather: Gather) -> Running {
+fn file_sink() -> Running {
     let dir = tempfile::tempdir().unwrap();
     let (buffer, _) = Buffer::open(&dir.path().join("buffer"), BufferOptions::with_cap(64 << 20, WhenFull::Block)).unwrap();
     let (counters, writer_done) = (Arc::new(SinkCounters::new()), Arc::new(AtomicBool::new(false)));
@@ -33,8 +33,7 @@ fn file_sink(gather: Gather) -> Running {
         counters: counters.clone(),
         target: Target::File(out.clone()),
     };
-    let mut shipper = LocalShipper::open(ship).unwrap();
-    shipper.gather = gather;
+    let shipper = LocalShipper::open(ship).unwrap();
     let thread = thread::spawn(move || shipper.run().unwrap());
     Running { buffer, counters, writer_done, out, thread, _dir: dir }
 }
@@ -68,49 +67,39 @@ impl Running {
 }
 
 #[test]
-fn records_arriving_together_at_an_idle_sink_go_in_one_write() {
-    // A quiet window far longer than the appends take: they are one write, the first
-    // (which an idle sink would write at once) included.
-    let sink = file_sink(Gather { quiet: Duration::from_secs(2), most: Duration::from_secs(60) });
-    sink.append(0);
-    thread::sleep(Duration::from_millis(50));
-    for i in 1..20 {
+fn records_announced_together_go_in_one_write() {
+    // The buffer thread appends a tailer round's records quietly and announces them
+    // once: the idle sink wakes once and writes them all in one go.
+    let sink = file_sink();
+    sink.buffer.hold_announcements();
+    for i in 0..20 {
         sink.append(i);
     }
+    sink.buffer.announce();
     sink.wait_for_events(20);
     assert_eq!(sink.writes(), 1);
     // Later ones are the next write.
+    sink.buffer.hold_announcements();
     for i in 20..25 {
         sink.append(i);
     }
+    sink.buffer.announce();
     sink.wait_for_events(25);
     assert_eq!(sink.writes(), 2);
     sink.finish(25);
 }
 
 #[test]
-fn a_steady_trickle_is_written_at_least_every_most() {
-    // Never quiet for long enough: without the bound, nothing would be written until
-    // the sink stops.
-    let sink = file_sink(Gather { quiet: Duration::from_secs(600), most: Duration::from_millis(100) });
-    for i in 0..30 {
+fn a_record_reaching_an_idle_sink_is_written_without_waiting_for_more() {
+    // Nothing else comes: the record is written all the same (no gathering window
+    // holds it), and so is every one of a trickle.
+    let sink = file_sink();
+    sink.append(0);
+    sink.wait_for_events(1);
+    for i in 1..10 {
         sink.append(i);
-        thread::sleep(Duration::from_millis(20));
+        sink.wait_for_events(i as u64 + 1);
     }
-    sink.wait_for_events(30);
-    assert!(sink.writes() >= 2, "{} writes", sink.writes());
-    sink.finish(30);
-}
-
-#[test]
-fn gathering_ends_after_the_quiet_window_or_the_bound() {
-    let g = Gather { quiet: Duration::from_millis(5), most: Duration::from_millis(50) };
-    let t0 = Instant::now();
-    let ms = |n| t0 + Duration::from_millis(n);
-    assert_eq!(g.left(t0, t0, t0), Duration::from_millis(5));
-    assert_eq!(g.left(t0, ms(2), ms(4)), Duration::from_millis(3));
-    assert_eq!(g.left(t0, ms(2), ms(7)), Duration::ZERO, "quiet for 5 ms");
-    assert_eq!(g.left(t0, ms(48), ms(48)), Duration::from_millis(2), "the bound is nearer");
-    assert_eq!(g.left(t0, ms(50), ms(50)), Duration::ZERO, "50 ms since the first");
-    assert_eq!(g.left(t0, ms(60), ms(61)), Duration::ZERO);
+    assert_eq!(sink.writes(), 10);
+    sink.finish(10);
 }

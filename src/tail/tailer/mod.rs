@@ -16,13 +16,14 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::checkpoint::Position;
 use super::discover::Discovery;
 use super::follow::ReadOutcome;
+use super::handoff::BatchSender;
 use super::helper::{Done, Helper, Job};
 use super::stats::{TailSnapshot, TailStats};
 use super::turn::{take_turn, Batch, Encoded, Followed, Routed, Routing, Turn, TurnLimits};
@@ -106,7 +107,7 @@ pub struct Tailer {
     discovery: Discovery,
     watch: Watch,
     wakes: Receiver<Wake>,
-    out: SyncSender<Batch>,
+    out: BatchSender<Batch>,
     stop: Arc<AtomicBool>,
     streams: HashMap<Arc<Path>, Followed>,
     /// Streams holding lines in memory (a split message, an open multiline group):
@@ -185,7 +186,7 @@ impl Tailer {
         first_start: bool,
         watch: Watch,
         wakes: Receiver<Wake>,
-        out: SyncSender<Batch>,
+        out: BatchSender<Batch>,
         stop: Arc<AtomicBool>,
     ) -> Self {
         let now = Instant::now();
@@ -254,8 +255,11 @@ impl Tailer {
         self.snapshot.clone()
     }
 
+    /// Publishes the snapshot when it is half a period old: a wake-up for reading
+    /// (a busy node's polls come twice a second) does it before its timer is due,
+    /// which then never wakes the thread for it alone.
     fn publish(&mut self, now: Instant) {
-        if now.saturating_duration_since(self.published) < PUBLISH_EVERY {
+        if now.saturating_duration_since(self.published) < PUBLISH_EVERY / 2 {
             return;
         }
         self.published = now;
@@ -300,7 +304,10 @@ impl Tailer {
             self.read_round(now);
             self.flush_quiet_partials(Instant::now());
             // Ship every round: a busy stream must not hold back the others' positions.
-            if self.try_ship() == Handoff::Gone {
+            // The round's batches wake the buffer thread once, now.
+            let shipped = self.try_ship();
+            self.out.ring();
+            if shipped == Handoff::Gone {
                 break;
             }
         }
@@ -310,6 +317,7 @@ impl Tailer {
         if !self.batch.is_empty() {
             let _ = self.out.send(std::mem::take(&mut self.batch));
         }
+        self.out.ring();
         self.totals()
     }
 

@@ -60,7 +60,7 @@ fn helper_turns_keep_every_stream_whole_and_in_order_while_the_next_stage_is_slo
     };
     // A next stage with room for one batch that takes its time: helpers' turns
     // often come back to a full channel.
-    let (batch_tx, batch_rx) = mpsc::sync_channel(1);
+    let (batch_tx, batch_rx) = crate::tail::handoff::batch_queue(1);
     let (_wake_tx, wake_rx) = mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));
     let tailer = Tailer::new(settings, HashMap::new(), true, Watch::polling_only(), wake_rx, batch_tx, stop.clone());
@@ -75,7 +75,7 @@ fn helper_turns_keep_every_stream_whole_and_in_order_while_the_next_stage_is_slo
         }
     }
     stop.store(true, Ordering::Relaxed);
-    while let Ok(batch) = batch_rx.recv() {
+    while let Some(batch) = batch_rx.recv() {
         batch.encoded.parts.iter().for_each(|p| data.extend_from_slice(&p.data));
     }
     let stats = tail.join().unwrap();
