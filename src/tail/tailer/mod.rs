@@ -66,8 +66,12 @@ pub struct TailerSettings {
     pub multiline: Arc<Vec<crate::config::MultilineConfig>>,
 }
 
-/// How often the tailer publishes its [`TailSnapshot`].
+/// How often the tailer publishes its [`TailSnapshot`] while it reads.
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+/// How often when nothing was read since the last time: the numbers have not moved,
+/// and an idle node is not woken every second to say so (the heartbeat, which
+/// `/readyz` finds stuck after two minutes, stays fresh).
+const PUBLISH_IDLE: Duration = Duration::from_secs(10);
 
 /// Batch buffers handed back by the next stage, reused rather than allocated. Once
 /// about a second ([`Spares::trim`]), those that sat unused since the last trim are
@@ -136,6 +140,9 @@ pub struct Tailer {
     buffers: Vec<Vec<u8>>,
     snapshot: Arc<std::sync::Mutex<TailSnapshot>>,
     published: Instant,
+    /// Something was read or (re)scanned since the last publish; if not, the publish
+    /// timer waits [`PUBLISH_IDLE`].
+    unpublished: bool,
     /// Batch buffers handed back by the next stage, reused rather than allocated.
     returned: Receiver<Vec<u8>>,
     /// Handed back and not yet reused.
@@ -223,6 +230,7 @@ impl Tailer {
             buffers: Vec::new(),
             snapshot: Arc::default(),
             published: now,
+            unpublished: true,
             returned,
             spares: Spares::default(),
             giver,
@@ -263,6 +271,7 @@ impl Tailer {
             return;
         }
         self.published = now;
+        self.unpublished = false;
         self.trim_spares();
         let mut stats = self.totals();
         // Asked only of streams that may have something unread: one caught up with,
@@ -288,10 +297,11 @@ impl Tailer {
                 break;
             }
             let now = Instant::now();
-            self.publish(now);
             if self.rescan_now || now >= self.rescan_due {
                 self.rescan(now);
+                self.unpublished = true;
             }
+            self.publish(now);
             if paused {
                 continue;
             }
@@ -301,6 +311,7 @@ impl Tailer {
             }
             self.retry_waiting_for_fd(now);
             self.poll_hot(now);
+            self.unpublished |= !self.ready.is_empty();
             self.read_round(now);
             self.flush_quiet_partials(Instant::now());
             // Ship every round: a busy stream must not hold back the others' positions.
@@ -363,7 +374,8 @@ impl Tailer {
     }
 
     fn next_deadline(&self) -> Instant {
-        let mut next = self.rescan_due.min(self.published + PUBLISH_EVERY);
+        let publish_every = if self.unpublished { PUBLISH_EVERY } else { PUBLISH_IDLE };
+        let mut next = self.rescan_due.min(self.published + publish_every);
         if !self.waiting_fd.is_empty() {
             next = next.min(self.fd_retry_due);
         }
