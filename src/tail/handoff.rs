@@ -52,15 +52,13 @@ impl<T> Shared<T> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes the first item; tells a sender waiting for room.
-    fn take(&self, mut st: MutexGuard<'_, State<T>>) -> Option<T> {
-        let item = st.queue.pop_front();
-        let tell = item.is_some() && st.sender_waits;
+    /// After an item was taken: tells a sender waiting for room (after unlocking).
+    fn taken(&self, st: MutexGuard<'_, State<T>>) {
+        let tell = st.sender_waits;
         drop(st);
         if tell {
             self.room.notify_one();
         }
-        item
     }
 }
 
@@ -156,8 +154,9 @@ impl<T> BatchReceiver<T> {
         let deadline = Instant::now().checked_add(timeout);
         let mut st = self.shared.lock();
         loop {
-            if !st.queue.is_empty() {
-                return self.shared.take(st).ok_or(RecvTimeoutError::Timeout);
+            if let Some(item) = st.queue.pop_front() {
+                self.shared.taken(st);
+                return Ok(item);
             }
             if st.sender_gone {
                 return Err(RecvTimeoutError::Disconnected);
@@ -177,7 +176,10 @@ impl<T> BatchReceiver<T> {
 
     /// The first item queued, if any, without waiting.
     pub fn try_recv(&self) -> Option<T> {
-        self.shared.take(self.shared.lock())
+        let mut st = self.shared.lock();
+        let item = st.queue.pop_front()?;
+        self.shared.taken(st);
+        Some(item)
     }
 
     #[cfg(test)]
