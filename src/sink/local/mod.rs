@@ -4,8 +4,8 @@
 //! fsynced; see [`file`] for its I/O thread and how a torn last line is cut after a
 //! crash). [`LocalShipper`] is such a sink's thread: it reads its cursor's records
 //! from the buffer, writes them pipelined (one write under way while the next is
-//! staged), and acknowledges each write's records once it is
-//! durable (`logferry_sink_requests_total` counts the writes). Output failures
+//! staged), and acknowledges each write's records once it is durable
+//! (`logferry_sink_requests_total` counts the writes). Output failures
 //! (disk full, a closed pipe) are retried with backoff until they work; the data
 //! waits in the buffer meanwhile and `/readyz` says so.
 
@@ -167,9 +167,9 @@ impl LocalShipper {
         loop {
             // Waits for records, or for the write under way to land (not at all if it
             // has: standard output, or a file write already done); with nothing in
-            // flight, until acknowledgements are due to be saved, or for records only — except once
-            // the buffer thread has finished: then nothing will nudge, and the end is
-            // near (a look, then the check below).
+            // flight, until acknowledgements are due to be saved, or for records only
+            // — except once the buffer thread has finished: then nothing will nudge,
+            // and the end is near (a look, then the check below).
             let wait = if !in_flight.is_empty() {
                 if self.sink.busy() {
                     LOOK_WHILE_WRITING
