@@ -71,22 +71,12 @@ impl BufferWriter {
                     // together, and each sink is woken once for them.
                     self.buffer.hold_announcements();
                     let mut next = Some(batch);
-                    while let Some(mut batch) = next {
-                        self.room.ring();
-                        for part in &mut batch.encoded.parts {
-                            if part.data.is_empty() {
-                                continue;
-                            }
-                            let data = Bytes::from(std::mem::take(&mut part.data));
-                            match self.append(part.sinks, data, part.events) {
-                                Some(seq) => last_seq = seq,
-                                // Closed while full at shutdown: not buffered, not checkpointed.
-                                None => return self.finish(),
-                            }
-                            self.routes.add_routed(part.sinks, part.events);
-                            self.hand_back_spares();
+                    while let Some(batch) = next {
+                        match self.append_batch(batch, last_seq) {
+                            Some(seq) => last_seq = seq,
+                            // Closed while full at shutdown: not buffered, not checkpointed.
+                            None => return self.finish(),
                         }
-                        self.pending.push(PendingPositions { seq: last_seq, batch });
                         next = batches.try_recv();
                     }
                     self.buffer.announce();
@@ -100,6 +90,24 @@ impl BufferWriter {
             self.commit_and_checkpoint(self.opts.fsync_interval.min(self.checkpoint_interval) / 2);
         }
         self.finish()
+    }
+
+    /// Appends a batch's parts and queues its positions behind the last of them
+    /// (`last_seq` if it had none); the sequence number of that record, or `None` once
+    /// the buffer is closed.
+    fn append_batch(&mut self, mut batch: Batch, mut last_seq: u64) -> Option<u64> {
+        self.room.ring();
+        for part in &mut batch.encoded.parts {
+            if part.data.is_empty() {
+                continue;
+            }
+            let data = Bytes::from(std::mem::take(&mut part.data));
+            last_seq = self.append(part.sinks, data, part.events)?;
+            self.routes.add_routed(part.sinks, part.events);
+            self.hand_back_spares();
+        }
+        self.pending.push(PendingPositions { seq: last_seq, batch });
+        Some(last_seq)
     }
 
     /// Until the next thing due: with batches pending, the group commit (which also

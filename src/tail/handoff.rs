@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 pub fn batch_queue<T>(cap: usize) -> (BatchSender<T>, BatchReceiver<T>) {
     assert!(cap > 0, "a queue holds at least one item");
     let shared = Arc::new(Shared {
-        state: Mutex::new(State { queue: VecDeque::with_capacity(cap), cap, waiting: false, rings: 0, sender_waits: false, sender_gone: false, receiver_gone: false }),
+        state: Mutex::new(State { queue: VecDeque::with_capacity(cap), waiting: false, rings: 0, sender_waits: false, sender_gone: false, receiver_gone: false }),
+        cap,
         rung: Condvar::new(),
         room: Condvar::new(),
     });
@@ -27,6 +28,8 @@ pub fn batch_queue<T>(cap: usize) -> (BatchSender<T>, BatchReceiver<T>) {
 
 struct Shared<T> {
     state: Mutex<State<T>>,
+    /// The most items queued at once.
+    cap: usize,
     /// The receiver's: rung by the sender.
     rung: Condvar,
     /// The sender's, in [`BatchSender::send`]: an item was taken.
@@ -35,7 +38,6 @@ struct Shared<T> {
 
 struct State<T> {
     queue: VecDeque<T>,
-    cap: usize,
     /// The receiver sleeps in [`BatchReceiver::recv_timeout`]: only then does a ring
     /// cost a wake-up (and a system call).
     waiting: bool,
@@ -80,9 +82,9 @@ impl<T> BatchSender<T> {
         if st.receiver_gone {
             return Err(TrySendError::Disconnected(item));
         }
-        let refused = st.queue.len() >= st.cap;
+        let refused = st.queue.len() >= self.shared.cap;
         let item = if refused { Some(item) } else { st.queue.push_back(item); None };
-        if st.queue.len() >= st.cap {
+        if st.queue.len() >= self.shared.cap {
             self.wake(st);
         }
         match item {
@@ -104,7 +106,7 @@ impl<T> BatchSender<T> {
     /// receiver is gone.
     pub fn send(&self, item: T) -> Result<(), T> {
         let mut st = self.shared.lock();
-        while st.queue.len() >= st.cap && !st.receiver_gone {
+        while st.queue.len() >= self.shared.cap && !st.receiver_gone {
             if take_waiting(&mut st) {
                 self.shared.rung.notify_one();
             }
