@@ -203,8 +203,9 @@ impl Failures {
 /// What a delivery loop does; [`drive`] runs one.
 pub(super) trait Loop {
     type Answer: Send + 'static;
-    /// Takes in a chunk's lines (copying what it keeps: the chunk's buffer goes back
-    /// to whoever can reuse it).
+    /// Takes in a chunk's lines: copying what it keeps (the chunk's buffer then goes
+    /// back to whoever can reuse it), or keeping handles of the chunk's buffer to hand
+    /// back through [`Self::give_back`] once done with them.
     fn take(&mut self, chunk: &Chunk) -> anyhow::Result<()>;
     /// Sends what is due, while there is room in flight (`closing`: everything).
     async fn dispatch(&mut self, closing: bool);
@@ -218,11 +219,14 @@ pub(super) trait Loop {
     fn deadline(&self) -> Option<Instant>;
     fn in_flight(&mut self) -> &mut JoinSet<Self::Answer>;
     fn delivered(&self) -> Delivered;
+    /// Hands `spent` the chunks' handles it kept and no longer needs.
+    fn give_back(&mut self, _spent: &mut impl FnMut(bytes::Bytes)) {}
 }
 
 /// The loop every AWS sink runs: take chunks while there is room, send what is due,
 /// handle answers, and once the input has closed, finish what is left. A chunk's
-/// buffer, once taken, goes to `spent`.
+/// buffer, once taken, goes to `spent`, and so do the handles the loop kept of it
+/// once it gives them back (its last holder can reuse the buffer).
 pub(super) async fn drive<L: Loop>(mut l: L, mut input: mpsc::Receiver<Chunk>, mut spent: impl FnMut(bytes::Bytes)) -> anyhow::Result<Delivered> {
     let mut open = true;
     loop {
@@ -243,6 +247,7 @@ pub(super) async fn drive<L: Loop>(mut l: L, mut input: mpsc::Receiver<Chunk>, m
             },
             Some(answer) = l.in_flight().join_next(), if busy => {
                 l.answer(answer.expect("a put task never panics")).await?;
+                l.give_back(&mut spent);
             }
             _ = sleep_until(wake), if wake.is_some() => {}
         }

@@ -10,8 +10,9 @@
 //! that one takes each record as an owned `Blob` (a copy of the record, which must
 //! stay here for a retry), encodes it into a base64 string of its own and copies that
 //! into the body — three copies of every byte, each into freshly mapped pages. Here
-//! the base64 is written once, from the records as they are, into a body of the exact
-//! size; the SDK still signs, sends and parses the answer.
+//! the base64 is written once, from the records' runs where they are (pieces of the
+//! buffer's chunks, see `batch::firehose`), into a body of the exact size; the SDK
+//! still signs, sends and parses the answer.
 
 use aws_smithy_types::body::SdkBody;
 use bytes::Bytes;
@@ -55,14 +56,20 @@ impl RequestBody {
 /// The body of a `PutRecordBatch` call sending `records` to `stream`, as the SDK's
 /// serializer would write it: `{"DeliveryStreamName":…,"Records":[{"Data":"<base64>"},…]}`,
 /// written into `buffer` (an empty one, or a [reclaimed](RequestBody::reclaim) one).
-pub fn request_body<'a>(stream: &str, records: impl Iterator<Item = &'a [u8]> + Clone, buffer: Vec<u8>) -> RequestBody {
+/// Each record comes as its pieces, in order (runs of several chunks, say): its
+/// base64 is that of the pieces joined.
+pub fn request_body<'a, R>(stream: &str, records: impl Iterator<Item = R> + Clone, buffer: Vec<u8>) -> RequestBody
+where
+    R: IntoIterator<Item = &'a [u8]>,
+{
     let base64 = base64_simd::STANDARD;
     let name = serde_json::to_vec(stream).expect("a string always serializes");
     const HEAD: &[u8] = b"{\"DeliveryStreamName\":";
     const LIST: &[u8] = b",\"Records\":[";
     const DATA: &[u8] = b"{\"Data\":\"";
     const END: &[u8] = b"\"}";
-    let (count, encoded) = records.clone().fold((0, 0), |(n, len), r| (n + 1, len + base64.encoded_length(r.len())));
+    let record_len = |r: R| r.into_iter().map(<[u8]>::len).sum::<usize>();
+    let (count, encoded) = records.clone().fold((0, 0), |(n, len), r| (n + 1, len + base64.encoded_length(record_len(r))));
     let len = HEAD.len() + name.len() + LIST.len() + count * (DATA.len() + END.len()) + count.saturating_sub(1) + encoded + 2;
     let mut json = buffer;
     json.clear();
@@ -75,12 +82,38 @@ pub fn request_body<'a>(stream: &str, records: impl Iterator<Item = &'a [u8]> + 
             json.push(b',');
         }
         json.extend_from_slice(DATA);
-        base64.encode_append(record, &mut json);
+        base64_of_pieces(record, &mut json);
         json.extend_from_slice(END);
     }
     json.extend_from_slice(b"]}");
     debug_assert_eq!(json.len(), len, "the body's size was computed wrong");
     RequestBody { json: json.into(), records: count }
+}
+
+/// Appends the base64 of `pieces` joined, without joining them: each piece's whole
+/// groups of three bytes are encoded where they are; the one to two bytes left at a
+/// piece's end are completed from the next piece's start.
+fn base64_of_pieces<'a>(pieces: impl IntoIterator<Item = &'a [u8]>, out: &mut Vec<u8>) {
+    let base64 = base64_simd::STANDARD;
+    let mut carry = [0u8; 3];
+    let mut carried = 0;
+    for mut piece in pieces {
+        if carried > 0 {
+            let take = (3 - carried).min(piece.len());
+            carry[carried..carried + take].copy_from_slice(&piece[..take]);
+            carried += take;
+            piece = &piece[take..];
+            if carried < 3 {
+                continue;
+            }
+            base64.encode_append(carry, out);
+        }
+        let whole = piece.len() - piece.len() % 3;
+        base64.encode_append(&piece[..whole], out);
+        carried = piece.len() - whole;
+        carry[..carried].copy_from_slice(&piece[whole..]);
+    }
+    base64.encode_append(&carry[..carried], out);
 }
 
 impl Firehose {
@@ -93,9 +126,9 @@ impl Firehose {
         &self.stream
     }
 
-    /// The body of a call sending `records` (each whole lines ending in `\n`) to this
-    /// client's stream, written into `buffer`.
-    pub fn body<'a>(&self, records: impl Iterator<Item = &'a [u8]> + Clone, buffer: Vec<u8>) -> RequestBody {
+    /// The body of a call sending `records` (each whole lines ending in `\n`, as its
+    /// pieces) to this client's stream, written into `buffer`.
+    pub fn body<'a, R: IntoIterator<Item = &'a [u8]>>(&self, records: impl Iterator<Item = R> + Clone, buffer: Vec<u8>) -> RequestBody {
         request_body(&self.stream, records, buffer)
     }
 
@@ -141,7 +174,7 @@ mod tests {
     #[test]
     fn the_body_is_the_sdks_json_with_base64_data() {
         let records = vec![b"{\"message\":\"a\"}\n".to_vec(), Vec::new(), vec![0xff, 0, b'"', b'\\'], b"x\ny\n".to_vec()];
-        let body = request_body("logs-\"1\"", records.iter().map(Vec::as_slice), Vec::new());
+        let body = request_body("logs-\"1\"", records.iter().map(|r| [r.as_slice()]), Vec::new());
         assert_eq!(body.records, 4);
         let parsed: serde_json::Value = serde_json::from_slice(body.json()).unwrap();
         assert_eq!(parsed, sdk_body("logs-\"1\"", &records));
@@ -153,7 +186,7 @@ mod tests {
 
     #[test]
     fn a_body_still_held_elsewhere_is_not_reclaimed() {
-        let body = request_body("s", [&b"line\n"[..]].into_iter(), Vec::new());
+        let body = request_body("s", [[&b"line\n"[..]]].into_iter(), Vec::new());
         let sent = body.clone();
         assert_eq!(body.reclaim(), None, "the SDK may still hold the bytes");
         assert_eq!(sent.reclaim().map(|b| (b.len(), b.capacity() > 0)), Some((0, true)));
@@ -161,21 +194,49 @@ mod tests {
 
     #[test]
     fn a_body_with_no_records_is_an_empty_list() {
-        let body = request_body("s", std::iter::empty(), Vec::new());
+        let body = request_body("s", std::iter::empty::<[&[u8]; 1]>(), Vec::new());
         assert_eq!(body.json(), br#"{"DeliveryStreamName":"s","Records":[]}"#);
     }
 
     proptest! {
         #[test]
         fn every_record_decodes_back(records in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..20)) {
-            let body = request_body("stream", records.iter().map(Vec::as_slice), vec![b'x'; 100]);
+            let body = request_body("stream", records.iter().map(|r| [r.as_slice()]), vec![b'x'; 100]);
             let parsed: serde_json::Value = serde_json::from_slice(body.json()).unwrap();
             prop_assert_eq!(parsed, sdk_body("stream", &records));
             let json = body.json().to_vec();
             let buffer = body.reclaim().expect("nothing else holds the body");
             prop_assert!(buffer.is_empty() && buffer.capacity() >= json.len());
-            let again = request_body("stream", records.iter().map(Vec::as_slice), buffer);
+            let again = request_body("stream", records.iter().map(|r| [r.as_slice()]), buffer);
             prop_assert_eq!(again.json(), &json[..]);
+        }
+
+        /// A record given as pieces cut anywhere (ends of 0 to 5 bytes among them, so
+        /// that a group of three spans several) encodes as the pieces joined.
+        #[test]
+        fn a_record_in_pieces_encodes_as_joined(
+            records in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..8),
+            cuts in proptest::collection::vec(0usize..6, 0..40),
+        ) {
+            let mut cuts = cuts.into_iter().cycle();
+            let pieces: Vec<Vec<&[u8]>> = records
+                .iter()
+                .map(|r| {
+                    let mut rest = r.as_slice();
+                    let mut out = Vec::new();
+                    while !rest.is_empty() {
+                        // An empty piece, then a byte, where the cut is 0.
+                        let n = cuts.next().map_or(rest.len(), |c| c.min(rest.len()));
+                        out.push(&rest[..n]);
+                        let step = if n == 0 { out.push(&rest[..1]); 1 } else { n };
+                        rest = &rest[step..];
+                    }
+                    out
+                })
+                .collect();
+            let body = request_body("stream", pieces.iter().map(|p| p.iter().copied()), Vec::new());
+            let joined = request_body("stream", records.iter().map(|r| [r.as_slice()]), Vec::new());
+            prop_assert_eq!(body.json(), joined.json());
         }
     }
 }

@@ -64,16 +64,11 @@ pub struct FirehoseDelivery<A: FnMut(u64)> {
     /// They exist only while calls follow each other; idle, they are freed. As many
     /// are kept as calls can be in flight: answers come back in bursts.
     body_spares: Vec<Vec<u8>>,
+    /// Chunks' handles from records delivered, to hand back (see [`Loop::give_back`]).
+    delivered_chunks: Vec<bytes::Bytes>,
     counters: Arc<SinkCounters>,
     done: Delivered,
     failures: Failures,
-}
-
-/// Record buffers kept for reuse while busy, in bytes: the records of every request
-/// that can be in flight and of the one being built. Calls answered together hand
-/// back all their records at once; the queue is refilled from these.
-fn spare_record_bytes(max_in_flight: usize) -> usize {
-    (max_in_flight + 1) * MAX_BATCH_BYTES
 }
 
 impl<A: FnMut(u64)> FirehoseDelivery<A> {
@@ -84,9 +79,7 @@ impl<A: FnMut(u64)> FirehoseDelivery<A> {
         counters.set_rate(pacer.bytes_per_second(), pacer.requests_per_second());
         Self {
             firehose,
-            aggregator: Aggregator::new(config.record_max_bytes, config.aggregate)
-                .with_max_events(config.max_events_per_record)
-                .with_spare_bytes(spare_record_bytes(config.max_in_flight)),
+            aggregator: Aggregator::new(config.record_max_bytes, config.aggregate).with_max_events(config.max_events_per_record),
             config,
             pacer,
             backoff,
@@ -97,6 +90,7 @@ impl<A: FnMut(u64)> FirehoseDelivery<A> {
             ledger,
             in_flight: JoinSet::new(),
             body_spares: Vec::new(),
+            delivered_chunks: Vec::new(),
             counters,
             done: Delivered::default(),
             failures: Failures::default(),
@@ -112,7 +106,7 @@ impl<A: FnMut(u64)> FirehoseDelivery<A> {
             };
             match cut {
                 Some(cut) => {
-                    self.aggregator.push_line(&cut, seq);
+                    self.aggregator.push_line(cut.into(), seq);
                     self.done.truncated += 1;
                     self.counters.records_truncated.fetch_add(1, Ordering::Relaxed);
                 }
@@ -237,7 +231,6 @@ impl<A: FnMut(u64)> FirehoseDelivery<A> {
     /// Frees the buffers kept for reuse.
     fn drop_spares(&mut self) {
         self.body_spares = Vec::new();
-        self.aggregator.drop_spares();
     }
 
     fn accepted(&mut self, record: FirehoseRecord) {
@@ -252,7 +245,7 @@ impl<A: FnMut(u64)> FirehoseDelivery<A> {
         for seq in self.ledger.settle_range(record.first, record.last) {
             self.try_ack(seq);
         }
-        self.aggregator.recycle(record.data);
+        self.delivered_chunks.extend(record.data.into_chunks());
     }
 }
 
@@ -323,7 +316,7 @@ impl<A: FnMut(u64)> Loop for FirehoseDelivery<A> {
             let bytes: usize = batch.iter().map(|r| r.data.len()).sum();
             self.queue_bytes -= bytes;
             self.pacer.admit(batch.len() as u64, bytes as u64).await;
-            let body = self.firehose.body(batch.iter().map(|r| r.data.as_slice()), self.body_spares.pop().unwrap_or_default());
+            let body = self.firehose.body(batch.iter().map(|r| r.data.pieces()), self.body_spares.pop().unwrap_or_default());
             let firehose = self.firehose.clone();
             self.in_flight.spawn(async move {
                 let sent = Instant::now();
@@ -356,6 +349,12 @@ impl<A: FnMut(u64)> Loop for FirehoseDelivery<A> {
 
     fn in_flight(&mut self) -> &mut JoinSet<Answer> {
         &mut self.in_flight
+    }
+
+    /// The chunks of the records delivered since: the last holder of each gives its
+    /// buffer back.
+    fn give_back(&mut self, spent: &mut impl FnMut(bytes::Bytes)) {
+        self.delivered_chunks.drain(..).for_each(spent);
     }
 
     fn delivered(&self) -> Delivered {

@@ -199,8 +199,10 @@ pub struct Background {
     spares: mpsc::Receiver<Vec<u8>>,
 }
 
-/// Spent chunk buffers waiting for reuse, at most.
-const BACKGROUND_SPARES: usize = 4;
+/// Spent chunk buffers waiting for reuse, at most: the chunks of a whole request
+/// come back at once when a Firehose sink's call is answered (4 MiB of records
+/// holding runs of some 8 to 16 chunks), not one by one as they are read.
+const BACKGROUND_SPARES: usize = 32;
 
 impl Background {
     /// Connects and starts delivering; returns once the client is set up.
