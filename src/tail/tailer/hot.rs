@@ -93,8 +93,10 @@ impl Tailer {
     /// Stops watching `dir`; its streams are read on the timer from now on.
     fn poll_dir(&mut self, dir: PathBuf, now: Instant) {
         self.watch.unwatch_dir(&dir);
-        for s in self.streams.values_mut().filter(|s| s.dir == dir) {
-            s.polled = true;
+        for key in self.dirs.get(&dir).into_iter().flatten() {
+            if let Some(s) = self.streams.get_mut(key) {
+                s.polled = true;
+            }
         }
         tracing::debug!(dir = %dir.display(), "busy: read on a timer");
         self.polled.dirs.insert(dir, now);
@@ -114,19 +116,15 @@ impl Tailer {
             self.watch.watch_dir(dir);
             tracing::debug!(dir = %dir.display(), "quiet: read on writes again");
         }
-        let keys: Vec<Arc<Path>> = self
-            .streams
-            .iter_mut()
-            .filter(|(_, s)| s.polled)
-            .map(|(k, s)| {
-                if cooled.contains(&s.dir) {
-                    s.polled = false;
-                    // A fresh start: the next pair of reads with data decides again.
-                    s.last_data = None;
-                }
-                k.clone()
-            })
-            .collect();
+        // Every polled stream is read, the cooled directories' ones for the last time.
+        let keys: Vec<Arc<Path>> = self.streams.iter().filter(|(_, s)| s.polled).map(|(k, _)| k.clone()).collect();
+        for key in cooled.iter().filter_map(|dir| self.dirs.get(dir)).flatten() {
+            if let Some(s) = self.streams.get_mut(key) {
+                s.polled = false;
+                // A fresh start: the next pair of reads with data decides again.
+                s.last_data = None;
+            }
+        }
         keys.into_iter().for_each(|k| self.make_ready(k));
         self.polled.due = (!self.polled.dirs.is_empty()).then(|| now + self.settings.tail.busy_poll_interval);
     }

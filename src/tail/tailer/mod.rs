@@ -122,8 +122,10 @@ pub struct Tailer {
     /// Ready to read, in turn order.
     ready: VecDeque<Arc<Path>>,
     queued: HashSet<Arc<Path>>,
-    /// Followed streams per directory, to route directory events.
-    dirs: HashMap<PathBuf, usize>,
+    /// The followed streams of each directory (a container's directory: its log and,
+    /// for a while, the rotated ones), to route directory events and to find a
+    /// directory's streams without looking through thousands.
+    dirs: HashMap<PathBuf, Vec<Arc<Path>>>,
     /// Positions from the last run, consumed as their streams are found.
     resume: HashMap<PathBuf, Position>,
     first_start: bool,
@@ -424,10 +426,9 @@ impl Tailer {
                     return;
                 }
                 let dir = path.parent().unwrap_or(Path::new("/"));
-                if self.dirs.contains_key(dir) {
+                if let Some(keys) = self.dirs.get(dir) {
                     // A rename or creation beside a followed file: rotation, most likely.
-                    let keys: Vec<_> = self.streams.iter().filter(|(_, s)| s.dir == dir).map(|(k, _)| k.clone()).collect();
-                    keys.into_iter().for_each(|k| self.make_ready(k));
+                    keys.clone().into_iter().for_each(|k| self.make_ready(k));
                 } else {
                     self.link_changed(&path);
                 }

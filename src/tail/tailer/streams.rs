@@ -95,8 +95,8 @@ impl Tailer {
         if !polled {
             self.watch.watch_dir(&dir);
         }
-        *self.dirs.entry(dir.clone()).or_default() += 1;
         let key: Arc<Path> = Arc::from(f.key.as_path());
+        self.dirs.entry(dir.clone()).or_default().push(key.clone());
         tracing::debug!(file = %f.key.display(), "following");
         let seen_bytes = follower.stats.bytes_read;
         self.streams.insert(
@@ -111,9 +111,9 @@ impl Tailer {
         let Some(s) = self.streams.remove(key) else { return };
         tracing::debug!(file = %key.display(), "stream finished");
         self.retired.add_stream(&s.follower);
-        if let Some(n) = self.dirs.get_mut(&s.dir) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(keys) = self.dirs.get_mut(&s.dir) {
+            keys.retain(|k| k != key);
+            if keys.is_empty() {
                 self.dirs.remove(&s.dir);
                 if !self.include_watches.contains(&s.dir) {
                     self.watch.unwatch_dir(&s.dir);
