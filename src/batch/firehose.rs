@@ -499,7 +499,7 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
-        /// Runs of whole lines are copied at once where they fit; the records are the
+        /// Runs of whole lines are taken at once where they fit; the records are the
         /// same as those of pushing line by line.
         #[test]
         fn pushing_chunks_packs_as_pushing_lines_does(

@@ -59,8 +59,8 @@ pub struct FirehoseDelivery<A: FnMut(u64)> {
     oldest: Option<Instant>,
     ledger: Ledger<A>,
     in_flight: JoinSet<Answer>,
-    /// Buffers of bodies sent, to write the next ones into: like the aggregator's
-    /// record buffers, reused rather than mapped, faulted in and unmapped per call.
+    /// Buffers of bodies sent, to write the next ones into: reused rather than
+    /// mapped, faulted in and unmapped per call.
     /// They exist only while calls follow each other; idle, they are freed. As many
     /// are kept as calls can be in flight: answers come back in bursts.
     body_spares: Vec<Vec<u8>>,
@@ -228,7 +228,7 @@ impl<A: FnMut(u64)> FirehoseDelivery<A> {
         self.retry_at = Some(self.retry_at.map_or(at, |t| t.max(at)));
     }
 
-    /// Frees the buffers kept for reuse.
+    /// Frees the body buffers kept for reuse.
     fn drop_spares(&mut self) {
         self.body_spares = Vec::new();
     }
