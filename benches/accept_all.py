@@ -8,10 +8,22 @@ that what is measured is logferry's own work.
                                 KEYS_FILE, appends "<unix time> <bytes> <path>" per PUT
 
 It counts records without decoding them (the Data fields are base64, never a quote),
-answers with one RecordId each, and prints totals on SIGTERM.
+answers with one RecordId each, and prints totals on SIGTERM. With the environment's
+ACCEPT_ALL_COUNT=FILE it also hands every PutRecordBatch body to a second process that
+decodes the records as they come (so that the endpoint stays quick), and keeps in
+FILE.last "<calls> <unix time of the last call>"; on SIGTERM that process writes to
+FILE "<events> <torn>": the newline-ended events in the records, and the records that
+did not end with a newline (benches/dense.sh --sink firehose checks both).
+
+    accept_all.py --count FILE  that second process: bodies on stdin, one per line
 """
+import base64
 import http.server
+import os
+import re
+import threading
 import signal
+import subprocess
 import sys
 import time
 
@@ -19,6 +31,32 @@ calls = 0
 keys = None
 records = 0
 body_bytes = 0
+COUNT = os.environ.get("ACCEPT_ALL_COUNT")
+COUNTER = None  # the counting process, with COUNT
+HANDING = threading.Lock()  # calls are answered on threads of their own
+DATA = re.compile(rb'"Data":"([^"]*)"')
+
+
+def hand_to_counter(body):
+    """Passes the body on (one per line: base64 and JSON hold no newline), notes the call."""
+    with HANDING:
+        COUNTER.stdin.write(body + b"\n")
+        with open(COUNT + ".last.tmp", "w") as f:
+            f.write(f"{calls} {time.time():.3f}\n")
+        os.replace(COUNT + ".last.tmp", COUNT + ".last")
+
+
+def count(path):
+    """Events (newlines) in the records of the bodies on stdin, and records not ending
+    with one, written to `path` at the end of the input."""
+    events = torn = 0
+    for body in sys.stdin.buffer:
+        for m in DATA.finditer(body):
+            data = base64.b64decode(m.group(1))
+            events += data.count(b"\n")
+            torn += not data.endswith(b"\n")
+    with open(path, "w") as f:
+        f.write(f"{events} {torn}\n")
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -29,6 +67,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         n = body.count(b'"Data"')
         calls += 1
+        if COUNTER:
+            hand_to_counter(body)
         records += n
         body_bytes += len(body)
         entries = ",".join(['{"RecordId":"r"}'] * n)
@@ -58,7 +98,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 def main():
-    global keys
+    global keys, COUNTER
+    if sys.argv[1] == "--count":
+        count(sys.argv[2])
+        return
+    if COUNT:
+        COUNTER = subprocess.Popen([sys.executable, __file__, "--count", COUNT], stdin=subprocess.PIPE)
     if len(sys.argv) > 2:
         keys = open(sys.argv[2], "a")
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -67,6 +112,10 @@ def main():
 
     def stop(*_):
         print(f"accept_all: {calls} calls, {records} records, {body_bytes} request bytes", file=sys.stderr)
+        if COUNTER:
+            with HANDING:
+                COUNTER.stdin.close()
+            COUNTER.wait()
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, stop)
