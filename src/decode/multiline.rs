@@ -328,13 +328,13 @@ impl Grouper {
     /// is finished: events passing through, and groups the event closes.
     pub fn push<F: FnMut(&Event<'_>)>(&mut self, ev: &Event<'_>, offset: u64, emit: &mut F) {
         let held = Held { end: 0, time: ev.time, offset, partial: ev.partial, truncated: ev.truncated };
-        if ev.escaped {
+        let Some(line) = ev.message.whole().filter(|_| !ev.escaped) else {
             let mut text = std::mem::take(&mut self.text);
             self.take(ev.stream, ev.text(&mut text), held, emit);
             self.text = text;
             return;
-        }
-        self.take(ev.stream, ev.message, held, emit);
+        };
+        self.take(ev.stream, line, held, emit);
     }
 
     fn take<F: FnMut(&Event<'_>)>(&mut self, stream: Stream, line: &[u8], held: Held, emit: &mut F) {

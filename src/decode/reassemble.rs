@@ -253,7 +253,7 @@ fn finish<F: FnMut(&Event<'_>)>(
         stats.partial += u64::from(partial);
         stats.events += 1;
         stats.stderr_events += u64::from(stream == Stream::Stderr);
-        emit(&Event { time: p.time, stream, message, escaped: p.escaped, truncated: p.overflowed, partial, lines: 1 });
+        emit(&Event { time: p.time, stream, message: message.into(), escaped: p.escaped, truncated: p.overflowed, partial, lines: 1 });
     }
     give_back(buf);
     *p = Pending::default();
@@ -285,7 +285,7 @@ fn emit_whole<F: FnMut(&Event<'_>)>(
     stats.partial += u64::from(partial);
     stats.events += 1;
     stats.stderr_events += u64::from(stream == Stream::Stderr);
-    emit(&Event { time, stream, message, escaped, truncated: over, partial, lines: 1 });
+    emit(&Event { time, stream, message: message.into(), escaped, truncated: over, partial, lines: 1 });
 }
 
 /// Drops an incomplete UTF-8 sequence left at the end by a byte cut.

@@ -8,7 +8,7 @@
 //! UTF-8 in a message becomes U+FFFD, so the output is always valid JSON.
 
 use super::time::TimeFormatter;
-use super::Event;
+use super::{Event, Message};
 
 /// How `message` is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,13 +85,15 @@ impl EventEncoder {
         out.extend_from_slice(event.stream.as_str().as_bytes());
         out.extend_from_slice(b"\",\"message\":");
         match self.message_format {
-            MessageFormat::String => write_message(out, event.message, event.escaped),
+            MessageFormat::String => write_message(out, &event.message, event.escaped, &mut self.text),
             MessageFormat::Json => {
                 let text = event.text(&mut self.text);
                 if is_json_object(text) {
                     out.extend_from_slice(trim_ascii(text));
+                } else if event.escaped {
+                    write_passed(out, &event.message);
                 } else {
-                    write_message(out, event.message, event.escaped);
+                    write_json_string(out, text); // the message itself, in one slice
                 }
             }
         }
@@ -135,24 +137,50 @@ fn is_json_object(msg: &[u8]) -> bool {
 }
 
 /// Appends a message as a JSON string literal: escaped, or already escaped
-/// ([`Event::escaped`]) and only quoted.
+/// ([`Event::escaped`]) and only quoted. A message in pieces is escaped piece by piece
+/// when no character is cut between two of them (a piece after the first starting
+/// with a UTF-8 continuation byte, or empty, might be such a cut); else it is joined
+/// into `scratch` first, so that a cut character comes out whole, as it always did.
 #[inline]
-fn write_message(out: &mut Vec<u8>, message: &[u8], escaped: bool) {
+fn write_message(out: &mut Vec<u8>, message: &Message<'_>, escaped: bool, scratch: &mut Vec<u8>) {
     if escaped {
-        out.push(b'"');
-        out.extend_from_slice(message);
-        out.push(b'"');
-    } else {
-        write_json_string(out, message);
+        return write_passed(out, message);
     }
+    if let Some(whole) = message.whole() {
+        return write_json_string(out, whole);
+    }
+    let cut_char = |p: &[u8]| p.first().is_none_or(|&b| b & 0xC0 == 0x80);
+    if message.pieces().skip(1).any(cut_char) {
+        return write_json_string(out, message.join(scratch));
+    }
+    out.push(b'"');
+    for piece in message.pieces() {
+        write_json_string_body(out, piece);
+    }
+    out.push(b'"');
+}
+
+/// Appends an escaped message ([`Event::escaped`]), quoted.
+fn write_passed(out: &mut Vec<u8>, message: &Message<'_>) {
+    out.push(b'"');
+    for piece in message.pieces() {
+        out.extend_from_slice(piece);
+    }
+    out.push(b'"');
 }
 
 /// Appends `s` as a JSON string literal, replacing invalid UTF-8 with U+FFFD.
-/// `s` is escaped first and checked after, and only if the escaping did not find it
-/// all ASCII (most messages are); if it is not UTF-8 after all, it is escaped again,
-/// chunk by chunk.
 pub fn write_json_string(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
+    write_json_string_body(out, s);
+    out.push(b'"');
+}
+
+/// [`write_json_string`] without the quotes. `s` is escaped first and checked after,
+/// and only if the escaping did not find it all ASCII (most messages are); if it is
+/// not UTF-8 after all, it is escaped again, chunk by chunk: each invalid sequence
+/// (an incomplete character at the end included) becomes one U+FFFD.
+fn write_json_string_body(out: &mut Vec<u8>, s: &[u8]) {
     let start = out.len();
     let ascii = write_escaped(out, s);
     if !ascii && simdutf8::basic::from_utf8(s).is_err() {
@@ -164,7 +192,6 @@ pub fn write_json_string(out: &mut Vec<u8>, s: &[u8]) {
             }
         }
     }
-    out.push(b'"');
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -977,6 +1004,73 @@ mod tests {
             let s = encode(ev(not_obj), MessageFormat::Json, b"");
             let v: serde_json::Value = serde_json::from_str(&s).unwrap();
             assert!(v["message"].is_string(), "{s}");
+        }
+    }
+
+    /// `bytes` cut at `cuts` into pieces laid out in a window between other bytes, as
+    /// lines in a read buffer: the window and each piece's (stream offset, length).
+    fn laid_out(bytes: &[u8], cuts: &[usize]) -> (Vec<u8>, Vec<(u64, u32)>) {
+        let mut ends: Vec<usize> = cuts.iter().map(|&c| c.min(bytes.len())).collect();
+        ends.push(bytes.len());
+        ends.sort_unstable();
+        let (mut window, mut places, mut from) = (b"line head ".to_vec(), Vec::new(), 0);
+        for end in ends {
+            places.push((1000 + window.len() as u64, (end - from) as u32));
+            window.extend_from_slice(&bytes[from..end]);
+            window.extend_from_slice(b"\n2026 stdout P ");
+            from = end;
+        }
+        (window, places)
+    }
+
+    fn token() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => "[a-z {}:,\"\\\\\n\t]{1,8}".prop_map(String::into_bytes),
+            2 => any::<char>().prop_map(|c| c.to_string().into_bytes()),
+            1 => any::<u8>().prop_map(|b| vec![b]),
+        ]
+    }
+
+    proptest::proptest! {
+        /// A message in pieces (a split line left where it was read) encodes byte for
+        /// byte as the same message whole, cut anywhere: between the bytes of a
+        /// character, next to invalid ones, into empty pieces; as a string and with the
+        /// `json` format.
+        #[test]
+        fn a_raw_message_in_pieces_encodes_as_the_message_whole(
+            tokens in proptest::collection::vec(token(), 0..40),
+            cuts in proptest::collection::vec(0usize..120, 0..6),
+        ) {
+            let bytes = tokens.concat();
+            let (window, places) = laid_out(&bytes, &cuts);
+            let cut = Event { message: Message::Pieces { window: &window, offset: 1000, pieces: &places }, ..ev(b"") };
+            assert_eq!(cut.message.to_vec(), bytes);
+            for fmt in [MessageFormat::String, MessageFormat::Json] {
+                proptest::prop_assert_eq!(encode(cut, fmt, b""), encode(ev(&bytes), fmt, b""));
+            }
+        }
+
+        /// The same for an escaped message (Docker values passed through): each piece
+        /// an escaped value of its own.
+        #[test]
+        fn an_escaped_message_in_pieces_encodes_as_the_message_whole(
+            texts in proptest::collection::vec(proptest::collection::vec(token(), 0..8), 1..6),
+        ) {
+            let mut escaped = Vec::new();
+            let mut cuts = Vec::new();
+            for text in &texts {
+                write_json_string_body(&mut escaped, String::from_utf8_lossy(&text.concat()).as_bytes());
+                cuts.push(escaped.len());
+            }
+            let (window, places) = laid_out(&escaped, &cuts);
+            let cut = Event { escaped: true, message: Message::Pieces { window: &window, offset: 1000, pieces: &places }, ..ev(b"") };
+            let whole = Event { escaped: true, ..ev(&escaped) };
+            for fmt in [MessageFormat::String, MessageFormat::Json] {
+                proptest::prop_assert_eq!(encode(cut, fmt, b""), encode(whole, fmt, b""));
+            }
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            proptest::prop_assert_eq!(cut.text(&mut a), whole.text(&mut b));
         }
     }
 }

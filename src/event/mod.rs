@@ -1,14 +1,17 @@
 //! The event: one logical log line, and its JSON form — the payload of every sink.
 //!
-//! An [`Event`] borrows its message from whoever produced it (the read buffer, or the
-//! reassembly buffer for a rejoined line), so producing one costs no allocation.
+//! An [`Event`] borrows its message from whoever produced it (the read buffer, in
+//! pieces for a rejoined line, or the reassembly buffer that joined one), so producing
+//! one costs no allocation.
 //! [`encode::EventEncoder`] turns it into the stable wire format documented in the
 //! README: one JSON object per line.
 
 pub mod encode;
+pub mod message;
 pub mod time;
 
 pub use encode::{EventEncoder, KubeMeta, MessageFormat};
+pub use message::Message;
 pub use time::Nanos;
 
 /// Which output stream of the container wrote the line.
@@ -52,9 +55,10 @@ pub struct Event<'a> {
     /// when logferry read it if the line carried no usable time.
     pub time: Nanos,
     pub stream: Stream,
-    /// The line without its trailing newline. Raw bytes: usually UTF-8, but a raw
-    /// (malformed) line may be anything; the encoder repairs it.
-    pub message: &'a [u8],
+    /// The line without its trailing newline, possibly in pieces ([`Message`]). Raw
+    /// bytes: usually UTF-8, but a raw (malformed) line may be anything; the encoder
+    /// repairs it.
+    pub message: Message<'a>,
     /// The message was cut at `max_message_bytes`.
     pub truncated: bool,
     /// The input ended inside a split line; this is what had arrived.
@@ -66,20 +70,22 @@ pub struct Event<'a> {
 impl<'a> Event<'a> {
     /// A lone line's event with raw (not escaped) bytes, flags clear.
     pub fn raw(time: Nanos, stream: Stream, message: &'a [u8]) -> Self {
-        Event { time, stream, message, escaped: false, truncated: false, partial: false, lines: 1 }
+        Event { time, stream, message: Message::Whole(message), escaped: false, truncated: false, partial: false, lines: 1 }
     }
 
-    /// The message as the application wrote it: `message` itself, or unescaped into
-    /// `scratch` (cleared first) when it is [`Event::escaped`] and holds an escape.
+    /// The message as the application wrote it, in one slice: `message` itself, or
+    /// joined or unescaped into `scratch` (cleared first) when it is in pieces, or
+    /// [`Event::escaped`] and holds an escape.
     pub fn text<'s>(&'s self, scratch: &'s mut Vec<u8>) -> &'s [u8] {
-        if !self.escaped || memchr::memchr(b'\\', self.message).is_none() {
-            return self.message;
+        let has_escape = |b: &[u8]| memchr::memchr(b'\\', b).is_some();
+        if !self.escaped || !self.message.pieces().any(has_escape) {
+            return self.message.join(scratch);
         }
         scratch.clear();
-        if crate::decode::docker::unescape(self.message, scratch).is_err() {
+        // Each piece is a whole escaped value (no escape spans two): unescaped in turn.
+        if self.message.pieces().any(|p| crate::decode::docker::unescape(p, scratch).is_err()) {
             // Not what the pass-through writes; shown as it is rather than lost.
-            scratch.clear();
-            scratch.extend_from_slice(self.message);
+            self.message.join(scratch);
         }
         scratch
     }
