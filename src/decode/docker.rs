@@ -55,6 +55,14 @@ pub fn parse<'a>(line: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<DockerLine<
 /// other line (spaces, other keys, another order) goes through the general scanner,
 /// from where the shortcut stopped.
 pub fn parse_as<'a>(line: &'a [u8], scratch: &'a mut Vec<u8>, form: Form) -> Result<DockerLine<'a>, Malformed> {
+    scratch.clear();
+    parse_appending(line, scratch, form)
+}
+
+/// [`parse_as`], but a value that needs `scratch` is appended to what it holds, which
+/// stays as it was: a decoder keeps the values of a split message's earlier pieces
+/// there (see `decode::reassemble`).
+pub fn parse_appending<'a>(line: &'a [u8], scratch: &'a mut Vec<u8>, form: Form) -> Result<DockerLine<'a>, Malformed> {
     let mut p = Parser { s: line, i: 0 };
     let mut fields = Fields::default();
     if line.starts_with(USUAL_START) {
@@ -119,7 +127,7 @@ struct Fields {
 fn docker_line<'a>(line: &'a [u8], scratch: &'a [u8], log: LogValue, stream: Option<Stream>, time: Option<Nanos>) -> DockerLine<'a> {
     let (log, complete, escaped) = match log {
         LogValue::Borrowed { start, end, newline, escaped } => (&line[start..end], newline, escaped),
-        LogValue::Scratch { newline, escaped } => (scratch, newline, escaped),
+        LogValue::Scratch { from, newline, escaped } => (&scratch[from..], newline, escaped),
     };
     DockerLine { log, escaped, complete, stream, time }
 }
@@ -149,8 +157,8 @@ enum LogValue {
     /// In the line itself: no escapes, or only the final `\n` (or, escaped, nothing
     /// to rewrite).
     Borrowed { start: usize, end: usize, newline: bool, escaped: bool },
-    /// In the scratch buffer.
-    Scratch { newline: bool, escaped: bool },
+    /// In the scratch buffer, from `from` to its end.
+    Scratch { from: usize, newline: bool, escaped: bool },
 }
 
 struct Parser<'a> {
@@ -246,18 +254,18 @@ impl Parser<'_> {
             self.i = at + 3;
             return Ok(LogValue::Borrowed { start, end: at, newline: true, escaped: false });
         }
-        scratch.clear();
+        let from = scratch.len();
         scratch.extend_from_slice(&self.s[start..at]);
         at = unescape_run(self.s, at, scratch)?;
         if at == self.s.len() {
             return Err(Malformed); // no closing quote
         }
         self.i = at + 1;
-        let newline = scratch.last() == Some(&b'\n');
+        let newline = scratch.len() > from && scratch.last() == Some(&b'\n');
         if newline {
             scratch.pop();
         }
-        Ok(LogValue::Scratch { newline, escaped: false })
+        Ok(LogValue::Scratch { from, newline, escaped: false })
     }
 
     /// Scans the `log` string, the cursor on its opening quote, passing it through in
@@ -266,13 +274,14 @@ impl Parser<'_> {
         let quote = self.i;
         self.expect(b'"')?;
         let start = self.i;
+        let from = scratch.len();
         let (value, end) = match passthrough::pass_through(self.s, start, scratch)? {
             (Passed::NotUtf8, _) => {
                 self.i = quote;
                 return self.log_string(scratch);
             }
             (Passed::Borrowed { end, newline }, at) => (LogValue::Borrowed { start, end, newline, escaped: true }, at),
-            (Passed::Scratch { newline }, at) => (LogValue::Scratch { newline, escaped: true }, at),
+            (Passed::Scratch { newline }, at) => (LogValue::Scratch { from, newline, escaped: true }, at),
         };
         self.i = end + 1;
         Ok(value)

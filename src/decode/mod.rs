@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::event::{Event, Nanos, Stream};
 use multiline::{Caps, Grouper, Rule};
-pub use reassemble::{Fragment, Oversize, Reassembler};
+pub use reassemble::{Fragment, Oversize, Reassembler, Window};
 
 /// A line that is not of the expected format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -193,6 +193,38 @@ impl FileDecoder {
     /// Decodes one line (without its `\n`) that starts at `offset` in the input and
     /// was read at `read_time`.
     pub fn line<F: FnMut(&Event<'_>)>(&mut self, line: &[u8], offset: u64, read_time: Nanos, emit: &mut F) {
+        self.decode_line(line, offset, read_time, None, emit);
+    }
+
+    /// [`Self::line`] of the line at the end of `window`, starting at `offset`: the
+    /// pieces of a split message may stay in the window rather than be copied. The
+    /// caller keeps the window's bytes from [`Self::keep_from`] on until the next line,
+    /// and calls [`Self::detach`] before it lets go of them or calls anything else.
+    pub fn line_in<F: FnMut(&Event<'_>)>(&mut self, window: Window<'_>, offset: u64, read_time: Nanos, emit: &mut F) {
+        let line = &window.bytes[(offset - window.offset) as usize..];
+        if self.grouper.is_some() {
+            // A multiline rule looks inside every message anyway (one set meanwhile
+            // finds the pieces copied out first).
+            self.reassembler.detach(window, &self.scratch);
+            return self.decode_line(line, offset, read_time, None, emit);
+        }
+        self.decode_line(line, offset, read_time, Some(window), emit);
+        self.reassembler.bound(window, &self.scratch);
+    }
+
+    /// Where the bytes the caller keeps for [`Self::line_in`] must start: the line of
+    /// the oldest piece left in place, if any.
+    pub fn keep_from(&self) -> Option<u64> {
+        self.reassembler.keep_from()
+    }
+
+    /// Copies the pieces left in place out of `window` (kept from [`Self::keep_from`]):
+    /// the caller is about to let go of those bytes.
+    pub fn detach(&mut self, window: Window<'_>) {
+        self.reassembler.detach(window, &self.scratch);
+    }
+
+    fn decode_line<F: FnMut(&Event<'_>)>(&mut self, line: &[u8], offset: u64, read_time: Nanos, window: Option<Window<'_>>, emit: &mut F) {
         self.stats.lines += 1;
         let format = match self.format {
             Some(f) => f,
@@ -202,11 +234,17 @@ impl FileDecoder {
             },
         };
         let Self { scratch, reassembler, stats, grouper, .. } = self;
+        // A split message left in place may have pieces in `scratch`: values are
+        // appended after them then.
+        if reassembler.keep_from().is_none() {
+            scratch.clear();
+        }
         // Docker values pass through escaped, unless a multiline rule will look
         // inside every line.
         let docker_form = if grouper.is_some() { docker::Form::Unescaped } else { docker::Form::Escaped };
         let decoded = match format {
-            Format::Docker => docker_fragment(line, scratch, docker_form, stats, offset, read_time),
+            Format::Docker => docker_fragment(line, scratch, docker_form, stats, offset, read_time)
+                .map(|(f, value)| Fragment { bytes: value.bytes(line, scratch), ..f }),
             Format::Cri => cri::parse(line).map(|c| Fragment {
                 stream: c.stream,
                 time: c.time,
@@ -218,7 +256,10 @@ impl FileDecoder {
         };
         match decoded {
             Ok(frag) => match grouper {
-                None => reassembler.push(frag, stats, emit),
+                None => match window {
+                    Some(w) => reassembler.push_in(frag, w, scratch, stats, emit),
+                    None => reassembler.push(frag, stats, emit),
+                },
                 Some(g) => {
                     // The message this piece finishes (if any) starts at its first piece.
                     let start = reassembler.pending_offset(frag.stream).unwrap_or(frag.offset);
@@ -320,7 +361,7 @@ impl FileDecoder {
     /// Lets go of the unescaping scratch space between turns: a stream holds no
     /// memory for the largest line it once saw (it is allocated again on demand).
     pub fn release_scratch(&mut self) {
-        if self.scratch.capacity() > SCRATCH_KEPT {
+        if self.scratch.capacity() > SCRATCH_KEPT && self.reassembler.keep_from().is_none() {
             self.scratch = Vec::new();
         }
     }
@@ -414,26 +455,57 @@ impl Merged {
     }
 }
 
-/// A Docker line as a fragment; the `log` may live in `scratch`.
-fn docker_fragment<'a>(
-    line: &'a [u8],
-    scratch: &'a mut Vec<u8>,
+/// A Docker line as a fragment, and where its `log` value is: in the line, or
+/// appended to `scratch` (see [`docker::parse_appending`]). The fragment's bytes are
+/// left empty: the caller takes them from there, through a shared borrow of `scratch`,
+/// which a split message left in place reads too.
+fn docker_fragment(
+    line: &[u8],
+    scratch: &mut Vec<u8>,
     form: docker::Form,
     stats: &mut DecodeStats,
     offset: u64,
     read_time: Nanos,
-) -> Result<Fragment<'a>, Malformed> {
-    let d = docker::parse_as(line, scratch, form)?;
+) -> Result<(Fragment<'static>, ValueAt), Malformed> {
+    let d = docker::parse_appending(line, scratch, form)?;
     stats.missing_stream += u64::from(d.stream.is_none());
     stats.missing_time += u64::from(d.time.is_none());
-    Ok(Fragment {
+    let fragment = Fragment {
         stream: d.stream.unwrap_or(Stream::Stdout),
         time: d.time.unwrap_or(read_time),
-        bytes: d.log,
+        bytes: &[],
         escaped: d.escaped,
         last: d.complete,
         offset,
-    })
+    };
+    Ok((fragment, ValueAt::of(d.log, line)))
+}
+
+/// Where a Docker value is.
+#[derive(Debug, Clone, Copy)]
+enum ValueAt {
+    /// In the line, from `.0`, `.1` bytes.
+    Line(usize, usize),
+    /// The last `.0` bytes of the scratch buffer.
+    ScratchEnd(usize),
+}
+
+impl ValueAt {
+    fn of(value: &[u8], line: &[u8]) -> Self {
+        let at = (value.as_ptr() as usize).wrapping_sub(line.as_ptr() as usize);
+        if at <= line.len() && value.len() <= line.len() - at {
+            ValueAt::Line(at, value.len())
+        } else {
+            ValueAt::ScratchEnd(value.len())
+        }
+    }
+
+    fn bytes<'a>(self, line: &'a [u8], scratch: &'a [u8]) -> &'a [u8] {
+        match self {
+            ValueAt::Line(at, len) => &line[at..at + len],
+            ValueAt::ScratchEnd(len) => &scratch[scratch.len() - len..],
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,18 @@
 //!
 //! Pieces are joined as bytes, before any UTF-8 handling: a character cut between two
 //! pieces comes out whole. A single, complete piece is passed through borrowed, with no
-//! copy; only a split line is buffered, and its buffer is released when it is done, so
+//! copy. A split line whose pieces were all read into one buffer stays there: the
+//! caller passes the [`Window`] of bytes it keeps from the line holding the oldest such
+//! piece ([`Reassembler::keep_from`]) to the current line, and the message is emitted
+//! as the list of its pieces' places ([`Message::Pieces`]), not copied. Before the
+//! caller lets go of those bytes (a turn's or a file's end) it calls
+//! [`Reassembler::detach`], which copies the pieces into a buffer of the message's
+//! own; a message spreading over more than [`IN_PLACE_SPAN`] of the input, one near
+//! the cap or of more than [`IN_PLACE_PIECES`] pieces is copied too, so the bytes kept
+//! stay bounded. (A Docker value rewritten while decoding it is in the decoder's own
+//! bytes, which it keeps as they are meanwhile: such a piece stays there the same
+//! way.) Otherwise
+//! a split line is buffered, and its buffer is released when it is done, so
 //! a file that is idle holds no memory here. Released to the thread, which keeps the
 //! two largest (up to [`SPARE_MAX_BYTES`] each; two, since stdout and stderr can each
 //! have a message pending) for the next split messages it reads: a message of 100 KiB
@@ -34,8 +45,11 @@
 //! already be in the file unread: the caller decides when the input has really gone
 //! quiet (see `FileDecoder::flush_stale`) or ended (`flush_all`).
 
+use smallvec::SmallVec;
+
 use super::DecodeStats;
-use crate::event::{Event, Nanos, Stream};
+use crate::event::message::OWN;
+use crate::event::{Event, Message, Nanos, Stream};
 
 /// What to do with a message longer than `max_message_bytes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -60,6 +74,37 @@ pub struct Fragment<'a> {
     /// Where the line holding this piece starts in the input.
     pub offset: u64,
 }
+
+/// Bytes read into one buffer: from stream offset `offset` on, up to the end of the
+/// line being decoded. The caller keeps them there until it next decodes a line, or
+/// calls [`Reassembler::detach`].
+#[derive(Debug, Clone, Copy)]
+pub struct Window<'w> {
+    pub bytes: &'w [u8],
+    pub offset: u64,
+}
+
+impl Window<'_> {
+    /// The stream offset of `piece`, when it lies within the window.
+    fn offset_of(&self, piece: &[u8]) -> Option<u64> {
+        let (base, at) = (self.bytes.as_ptr() as usize, piece.as_ptr() as usize);
+        let inside = at >= base && at + piece.len() <= base + self.bytes.len();
+        inside.then(|| self.offset + (at - base) as u64)
+    }
+
+    /// The stream offset where the window ends.
+    fn end(&self) -> u64 {
+        self.offset + self.bytes.len() as u64
+    }
+}
+
+/// A split message stays where it was read while it spreads over this much of the
+/// input at most (its first piece's line to the current line): a reader's buffer
+/// holds that and a read's worth more.
+pub const IN_PLACE_SPAN: u64 = 256 * 1024;
+
+/// …and has at most this many pieces (its places are kept inline, never allocated).
+pub const IN_PLACE_PIECES: usize = 16;
 
 /// A split message's buffer starts with room for this many pieces like its first.
 const FIRST_PIECES: usize = 4;
@@ -104,6 +149,13 @@ fn give_back(mut buf: Vec<u8>) {
 struct Pending {
     active: bool,
     buf: Vec<u8>,
+    /// The pieces left where they were read, when there are any: (stream offset,
+    /// length) in the window, or with [`OWN`] (offset, length) in the decoder's own
+    /// bytes (values rewritten while decoding, which it keeps meanwhile). `buf` is
+    /// empty then.
+    places: SmallVec<[(u64, u32); IN_PLACE_PIECES]>,
+    /// Their bytes.
+    placed: usize,
     time: Nanos,
     start_offset: u64,
     pieces: u32,
@@ -133,6 +185,7 @@ impl Reassembler {
         let max = self.max_message_bytes;
         let i = frag.stream.index();
         let p = &mut self.pending[i];
+        debug_assert!(p.places.is_empty(), "pieces left in place were not detached");
         if !p.active {
             let head_lost = std::mem::take(&mut self.after_gap[i]);
             if frag.last {
@@ -155,6 +208,7 @@ impl Reassembler {
 
     /// Emits every unfinished message as `partial` (the input ended for good).
     pub fn flush_all<F: FnMut(&Event<'_>)>(&mut self, stats: &mut DecodeStats, emit: &mut F) {
+        debug_assert!(self.keep_from().is_none(), "pieces left in place were not detached");
         for stream in [Stream::Stdout, Stream::Stderr] {
             let p = &mut self.pending[stream.index()];
             if p.active {
@@ -184,6 +238,74 @@ impl Reassembler {
     pub fn pending_offset(&self, stream: Stream) -> Option<u64> {
         let p = &self.pending[stream.index()];
         p.active.then_some(p.start_offset)
+    }
+
+    /// [`Self::push`] of a piece read into `window` (the current line at its end), or
+    /// rewritten into `own` (bytes the caller keeps as they are, appending only, while
+    /// [`Self::keep_from`] is set): a piece of a split message stays where it is while
+    /// it can (see the module doc).
+    pub fn push_in<F: FnMut(&Event<'_>)>(&mut self, frag: Fragment<'_>, window: Window<'_>, own: &[u8], stats: &mut DecodeStats, emit: &mut F) {
+        let i = frag.stream.index();
+        let p = &mut self.pending[i];
+        let len = frag.bytes.len();
+        let stays = |p: &Pending| {
+            p.escaped == frag.escaped
+                && p.placed + len <= self.max_message_bytes
+                && p.places.len() < IN_PLACE_PIECES
+                && window.end() - p.start_offset <= IN_PLACE_SPAN
+        };
+        let at = place_of(frag.bytes, window, own);
+        match at {
+            Some(at) if !p.active && !frag.last && len <= self.max_message_bytes && window.end() - frag.offset <= IN_PLACE_SPAN => {
+                p.active = true;
+                p.time = frag.time;
+                p.start_offset = frag.offset;
+                p.head_lost = std::mem::take(&mut self.after_gap[i]);
+                p.escaped = frag.escaped;
+                p.pieces = 1;
+                p.places.push((at, len as u32));
+                p.placed = len;
+            }
+            Some(at) if p.active && !p.places.is_empty() && stays(p) => {
+                p.pieces += 1;
+                p.places.push((at, len as u32));
+                p.placed += len;
+                if frag.last {
+                    finish_in_place(p, frag.stream, window, own, stats, emit);
+                }
+            }
+            _ => {
+                detach_one(p, window, own, self.max_message_bytes);
+                self.push(frag, stats, emit);
+            }
+        }
+    }
+
+    /// Copies each message left in place that now spreads over more than
+    /// [`IN_PLACE_SPAN`] of the input into a buffer of its own: call after each line
+    /// decoded with [`Self::push_in`], so that the bytes kept stay bounded whatever
+    /// the other stream writes meanwhile.
+    pub fn bound(&mut self, window: Window<'_>, own: &[u8]) {
+        for p in &mut self.pending {
+            if !p.places.is_empty() && window.end() - p.start_offset > IN_PLACE_SPAN {
+                detach_one(p, window, own, self.max_message_bytes);
+            }
+        }
+    }
+
+    /// Where the oldest line holding a piece left in place starts: the caller keeps
+    /// its bytes from there on, up to the line it decodes next.
+    pub fn keep_from(&self) -> Option<u64> {
+        self.pending.iter().filter(|p| !p.places.is_empty()).map(|p| p.start_offset).min()
+    }
+
+    /// Copies the pieces left in place into buffers of their messages' own, from
+    /// `window` (which must start at or before [`Self::keep_from`]) and `own`: the
+    /// caller is about to let go of those bytes.
+    pub fn detach(&mut self, window: Window<'_>, own: &[u8]) {
+        for p in &mut self.pending {
+            detach_one(p, window, own, self.max_message_bytes);
+        }
     }
 
 }
@@ -231,6 +353,42 @@ fn append_capped(p: &mut Pending, bytes: &[u8], max: usize, oversize: Oversize) 
         Oversize::Truncate => p.buf.extend_from_slice(&bytes[..room]),
         Oversize::Drop => p.buf = Vec::new(),
     }
+}
+
+/// Where `piece` is, as a place of [`Message::Pieces`]: in the window, or in `own`.
+fn place_of(piece: &[u8], window: Window<'_>, own: &[u8]) -> Option<u64> {
+    let own = Window { bytes: own, offset: 0 };
+    window.offset_of(piece).or_else(|| own.offset_of(piece).map(|at| OWN | at))
+}
+
+/// `p`'s message left in place, as pieces.
+fn in_place<'a>(p: &'a Pending, window: Window<'a>, own: &'a [u8]) -> Message<'a> {
+    Message::Pieces { window: window.bytes, offset: window.offset, own, pieces: &p.places }
+}
+
+/// Copies `p`'s pieces left in place (if any) into a buffer of its own.
+fn detach_one(p: &mut Pending, window: Window<'_>, own: &[u8], max: usize) {
+    if p.places.is_empty() {
+        return;
+    }
+    let mut buf = take_spare(p.placed, max);
+    for piece in in_place(p, window, own).pieces() {
+        buf.extend_from_slice(piece);
+    }
+    p.buf = buf;
+    p.places.clear();
+    p.placed = 0;
+}
+
+/// Emits a message left in place, its last piece just placed: never cut or dropped
+/// (it stayed within the cap).
+fn finish_in_place<F: FnMut(&Event<'_>)>(p: &mut Pending, stream: Stream, window: Window<'_>, own: &[u8], stats: &mut DecodeStats, emit: &mut F) {
+    stats.rejoined += 1;
+    stats.partial += u64::from(p.head_lost);
+    stats.events += 1;
+    stats.stderr_events += u64::from(stream == Stream::Stderr);
+    emit(&Event { time: p.time, stream, message: in_place(p, window, own), escaped: p.escaped, truncated: false, partial: p.head_lost, lines: 1 });
+    *p = Pending::default();
 }
 
 fn finish<F: FnMut(&Event<'_>)>(
@@ -311,6 +469,8 @@ pub fn cut_at_char_boundary(b: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
 
     fn run(max: usize, oversize: Oversize, frags: &[(Stream, &[u8], bool)]) -> (Vec<(Stream, Vec<u8>, bool)>, DecodeStats) {
         let mut r = Reassembler::new(max, oversize);
@@ -493,6 +653,136 @@ mod tests {
         assert_eq!(run(5, &[(br#"ab\"\"\"cd"#, esc, true)]), vec![(br#"ab""""#.to_vec(), raw, true)]);
         assert_eq!(run(4, &[(br#"\"\""#, esc, false), (br#"\""#, esc, true)]), vec![(br#"""""#.to_vec(), raw, false)]);
         assert_eq!(run(4, &[(br#"\"\""#, esc, false), (br#"\"x\u00e9"#, esc, true)]), vec![(br#""""x"#.to_vec(), raw, true)]);
+    }
+
+    /// One piece as a test lays it out: a line of `pad` header bytes, then the piece,
+    /// or (`rewritten`) the piece in the decoder's own bytes.
+    #[derive(Debug, Clone)]
+    struct Piece {
+        stream: Stream,
+        bytes: Vec<u8>,
+        last: bool,
+        escaped: bool,
+        pad: usize,
+        rewritten: bool,
+    }
+
+    fn piece() -> impl Strategy<Value = Piece> {
+        let bytes = prop_oneof![vec(any::<u8>(), 0..24), Just(br#"a\"b\u00e9"#.to_vec())];
+        let pad = prop_oneof![4 => 0usize..8, 1 => Just(80_000usize)];
+        (any::<bool>(), bytes, any::<bool>(), any::<bool>(), pad, proptest::bool::weighted(0.3)).prop_map(
+            |(stderr, bytes, last, escaped, pad, rewritten)| Piece { stream: if stderr { E } else { O }, bytes, last, escaped, pad, rewritten },
+        )
+    }
+
+    type Seen = (Stream, Vec<u8>, bool, bool, bool, i64);
+
+    fn seen(e: &Event<'_>) -> Seen {
+        (e.stream, e.message.to_vec(), e.escaped, e.truncated, e.partial, e.time)
+    }
+
+    /// The pieces pushed one by one, copied ([`Reassembler::push`]).
+    fn copied(max: usize, pieces: &[Piece], gap_at: usize) -> (Vec<Seen>, DecodeStats) {
+        let mut r = Reassembler::new(max, Oversize::Truncate);
+        let (mut stats, mut out) = (DecodeStats::default(), Vec::new());
+        for (i, p) in pieces.iter().enumerate() {
+            if i == gap_at {
+                r.gap(&mut stats, &mut |e| out.push(seen(e)));
+            }
+            let f = Fragment { stream: p.stream, time: i as i64, bytes: &p.bytes, escaped: p.escaped, last: p.last, offset: 0 };
+            r.push(f, &mut stats, &mut |e| out.push(seen(e)));
+        }
+        r.flush_all(&mut stats, &mut |e| out.push(seen(e)));
+        (out, stats)
+    }
+
+    /// The same pieces as lines of one stream, each decoded in a window of its own (a
+    /// fresh copy of the bytes kept, as a reader that moved them would hand out; the
+    /// same for the own bytes, appended to while something is kept, as the decoder
+    /// does), and let go of where `let_go` says.
+    fn in_place(max: usize, pieces: &[Piece], gap_at: usize, let_go: &[bool]) -> (Vec<Seen>, DecodeStats, usize) {
+        let mut stream = Vec::new();
+        let mut lines = Vec::new();
+        for p in pieces {
+            let start = stream.len();
+            stream.resize(start + p.pad, b'h');
+            stream.extend_from_slice(&p.bytes);
+            lines.push((start, stream.len()));
+            stream.push(b'\n');
+        }
+        let mut r = Reassembler::new(max, Oversize::Truncate);
+        let (mut stats, mut out, mut in_pieces) = (DecodeStats::default(), Vec::new(), 0);
+        let mut own = Vec::new();
+        for (i, p) in pieces.iter().enumerate() {
+            let (start, end) = lines[i];
+            if i == gap_at {
+                r.gap(&mut stats, &mut |e| out.push(seen(e)));
+            }
+            if r.keep_from().is_none() {
+                own.clear();
+            }
+            let from = r.keep_from().map_or(start, |k| k as usize);
+            let window_bytes = stream[from..end].to_vec();
+            let window = Window { bytes: &window_bytes, offset: from as u64 };
+            if p.rewritten {
+                own.extend_from_slice(&p.bytes);
+            }
+            let own_now = own.clone();
+            let bytes = if p.rewritten { &own_now[own.len() - p.bytes.len()..] } else { &window_bytes[start + p.pad - from..] };
+            let f = Fragment { stream: p.stream, time: i as i64, bytes, escaped: p.escaped, last: p.last, offset: start as u64 };
+            r.push_in(f, window, &own_now, &mut stats, &mut |e| {
+                in_pieces += usize::from(e.message.whole().is_none());
+                out.push(seen(e))
+            });
+            r.bound(window, &own_now);
+            if let_go.get(i) == Some(&true) || i + 1 == gap_at || i + 1 == pieces.len() {
+                let from = r.keep_from().map_or(end, |k| k as usize);
+                let (kept, own_now) = (stream[from..end].to_vec(), own.clone());
+                r.detach(Window { bytes: &kept, offset: from as u64 }, &own_now);
+                assert_eq!(r.keep_from(), None);
+            }
+        }
+        r.flush_all(&mut stats, &mut |e| out.push(seen(e)));
+        (out, stats, in_pieces)
+    }
+
+    proptest::proptest! {
+        /// Split messages left in place come out exactly as when every piece is
+        /// copied: same bytes, flags, times and counts, whatever the streams'
+        /// interleaving, escaped and raw pieces, the cap, gaps, the span, and where
+        /// the caller lets go of the bytes it keeps.
+        #[test]
+        fn pieces_left_in_place_come_out_as_pieces_copied(
+            pieces in vec(piece(), 0..40),
+            let_go in vec(proptest::bool::weighted(0.2), 40),
+            max in prop_oneof![8usize..64, Just(1usize << 20)],
+            gap_at in 0usize..60,
+        ) {
+            let (want, want_stats) = copied(max, &pieces, gap_at);
+            let (got, got_stats, _) = in_place(max, &pieces, gap_at, &let_go);
+            proptest::prop_assert_eq!(got, want);
+            proptest::prop_assert_eq!(got_stats, want_stats);
+        }
+    }
+
+    /// A split message read into one window (or rewritten into the own bytes) is
+    /// emitted as its pieces there, uncopied;
+    /// one spreading past [`IN_PLACE_SPAN`], or of more than [`IN_PLACE_PIECES`]
+    /// pieces, is copied.
+    #[test]
+    fn a_message_read_into_one_window_stays_there() {
+        let p = |bytes: &[u8], last, pad| Piece { stream: O, bytes: bytes.to_vec(), last, escaped: false, pad, rewritten: false };
+        let (out, stats, in_pieces) = in_place(1 << 20, &[p(b"ab", false, 3), p(b"", false, 3), p(b"cd", true, 3)], 99, &[]);
+        assert_eq!((out[0].1.as_slice(), in_pieces, stats.rejoined), (&b"abcd"[..], 1, 1));
+        let own = Piece { rewritten: true, ..p(b"XY", false, 3) };
+        let (out, _, in_pieces) = in_place(1 << 20, &[p(b"ab", false, 3), own, p(b"cd", true, 3)], 99, &[]);
+        assert_eq!((out[0].1.as_slice(), in_pieces), (&b"abXYcd"[..], 1), "a rewritten piece stays in the own bytes");
+        let far = [p(b"ab", false, 0), p(b"cd", false, 200_000), p(b"ef", true, 80_000)];
+        let (out, _, in_pieces) = in_place(1 << 20, &far, 99, &[]);
+        assert_eq!((out[0].1.as_slice(), in_pieces), (&b"abcdef"[..], 0));
+        let many: Vec<Piece> = (0..=IN_PLACE_PIECES).map(|i| p(b"x", i == IN_PLACE_PIECES, 0)).collect();
+        let (out, _, in_pieces) = in_place(1 << 20, &many, 99, &[]);
+        assert_eq!((out[0].1.len(), in_pieces), (IN_PLACE_PIECES + 1, 0));
     }
 
     #[test]

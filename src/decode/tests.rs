@@ -111,3 +111,142 @@ fn docker_values_pass_through_escaped_until_a_rule_looks_inside() {
     dec.finish(&mut |e| out.push((e.message.to_vec(), e.escaped)));
     assert_eq!(out, vec![(br#"first "half" second"#.to_vec(), false), (br#"next "one""#.to_vec(), false)]);
 }
+
+/// A container log file for [`messages_left_in_place_decode_as_lines_alone`]: each
+/// message cut into pieces of `cut` bytes (Docker: at characters, as Go writes only
+/// UTF-8; CRI: anywhere), a line of the other stream now and then among them, and a
+/// malformed line; Docker values escaped as Go does (`<` as `\u003c`: rewritten).
+fn split_log(docker: bool, messages: &[(bool, String, usize, bool)]) -> Vec<u8> {
+    let mut file = Vec::new();
+    let line = |file: &mut Vec<u8>, stderr: bool, piece: &[u8], last: bool| {
+        let stream = if stderr { "stderr" } else { "stdout" };
+        if docker {
+            let mut text = String::from_utf8(piece.to_vec()).unwrap();
+            if last {
+                text.push('\n');
+            }
+            let value = serde_json::to_string(&text).unwrap().replace('<', "\\u003c").replace('&', "\\u0026");
+            file.extend_from_slice(format!(r#"{{"log":{value},"stream":"{stream}","time":"2026-11-21T10:00:00.000000001Z"}}"#).as_bytes());
+        } else {
+            file.extend_from_slice(format!("2026-11-21T10:00:00.000000001Z {stream} {} ", if last { 'F' } else { 'P' }).as_bytes());
+            file.extend_from_slice(piece);
+        }
+        file.push(b'\n');
+    };
+    for (stderr, text, cut, interleave) in messages {
+        let bytes = text.as_bytes();
+        let mut at = 0;
+        loop {
+            let mut end = (at + cut.max(&1)).min(bytes.len());
+            while docker && !text.is_char_boundary(end) {
+                end += 1;
+            }
+            line(&mut file, *stderr, &bytes[at..end], end == bytes.len());
+            if *interleave && end < bytes.len() {
+                line(&mut file, !stderr, b"between", true);
+            }
+            if end == bytes.len() {
+                break;
+            }
+            at = end;
+        }
+        if *interleave {
+            file.extend_from_slice(b"not a log line\n");
+        }
+    }
+    file
+}
+
+/// Returns at most `.1` bytes per read.
+struct Trickle<'a>(&'a [u8], usize);
+
+impl std::io::Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.len().min(self.1).min(buf.len());
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
+}
+
+type Decoded = (Stream, Vec<u8>, bool, bool, bool, String);
+
+fn decoded(e: &Event<'_>, encoder: &mut crate::event::EventEncoder) -> Decoded {
+    let mut json = Vec::new();
+    encoder.encode(e, b"", &mut json);
+    (e.stream, e.message.to_vec(), e.escaped, e.truncated, e.partial, String::from_utf8(json).unwrap())
+}
+
+proptest::proptest! {
+    /// The pieces of split messages left in the reader's buffer (and in the decoder's
+    /// own bytes, for rewritten Docker values) give exactly the events, JSON and counts
+    /// of decoding each line alone, whatever the reads (the kept bytes moved by each
+    /// refill), where the reader lets go of them (a turn's end), the cap and the
+    /// interleaving of the streams.
+    #[test]
+    fn messages_left_in_place_decode_as_lines_alone(
+        docker in proptest::bool::ANY,
+        messages in proptest::collection::vec(
+            (proptest::bool::ANY, "[a-z <&\"\\\\é日😀]{0,120}", 1usize..40, proptest::bool::weighted(0.3)),
+            1..20,
+        ),
+        read_size in 1usize..400,
+        let_go in proptest::collection::vec(proptest::bool::weighted(0.1), 200),
+        max_message_bytes in proptest::prop_oneof![proptest::strategy::Just(1usize << 20), 20usize..80],
+    ) {
+        use crate::tail::lines::LineReader;
+        let file = split_log(docker, &messages);
+        let opts = DecodeOptions { max_message_bytes, ..DecodeOptions::default() };
+        let mut encoder = crate::event::EventEncoder::default();
+
+        let mut alone = FileDecoder::new(&opts);
+        let (mut want, mut offset) = (Vec::new(), 0u64);
+        for line in file.split_inclusive(|&b| b == b'\n') {
+            alone.line(&line[..line.len() - 1], offset, 0, &mut |e| want.push(decoded(e, &mut encoder)));
+            offset += line.len() as u64;
+        }
+        alone.finish(&mut |e| want.push(decoded(e, &mut encoder)));
+
+        let mut kept = FileDecoder::new(&opts);
+        let mut reader = LineReader::new(Trickle(&file, read_size), 1 << 20, 0);
+        let (mut got, mut n) = (Vec::new(), 0);
+        while let Some(line) = reader.next_line().unwrap() {
+            let window = Window { bytes: line.window, offset: line.window_offset };
+            kept.line_in(window, line.offset, 0, &mut |e| got.push(decoded(e, &mut encoder)));
+            reader.keep_from(kept.keep_from());
+            if let_go[n % let_go.len()] {
+                let (bytes, offset) = reader.kept();
+                kept.detach(Window { bytes, offset });
+                reader.keep_from(None);
+            }
+            n += 1;
+        }
+        let (bytes, offset) = reader.kept();
+        kept.detach(Window { bytes, offset });
+        reader.keep_from(None);
+        kept.finish(&mut |e| got.push(decoded(e, &mut encoder)));
+        proptest::prop_assert_eq!(got, want);
+        proptest::prop_assert_eq!(kept.stats, alone.stats);
+    }
+}
+
+/// A split message read whole into the reader's buffer comes out in pieces there, the
+/// rewritten Docker values among them in the decoder's own bytes.
+#[test]
+fn a_split_message_read_at_once_is_not_copied() {
+    use crate::tail::lines::LineReader;
+    for docker in [true, false] {
+        let text = "first <part> & second part, third part".to_string();
+        let file = split_log(docker, &[(false, text.clone(), 10, false)]);
+        let mut dec = FileDecoder::new(&DecodeOptions::default());
+        let mut reader = LineReader::new(std::io::Cursor::new(file), 1 << 20, 0);
+        let mut got = Vec::new();
+        while let Some(line) = reader.next_line().unwrap() {
+            let window = Window { bytes: line.window, offset: line.window_offset };
+            dec.line_in(window, line.offset, 0, &mut |e| got.push((e.message.whole().is_none(), e.text(&mut Vec::new()).to_vec())));
+            reader.keep_from(dec.keep_from());
+        }
+        assert_eq!(got, vec![(true, text.into_bytes())], "docker: {docker}");
+        assert_eq!(dec.stats.rejoined, 1);
+    }
+}

@@ -137,10 +137,9 @@ fn is_json_object(msg: &[u8]) -> bool {
 }
 
 /// Appends a message as a JSON string literal: escaped, or already escaped
-/// ([`Event::escaped`]) and only quoted. A message in pieces is escaped piece by piece
-/// when no character is cut between two of them (a piece after the first starting
-/// with a UTF-8 continuation byte, or empty, might be such a cut); else it is joined
-/// into `scratch` first, so that a cut character comes out whole, as it always did.
+/// ([`Event::escaped`]) and only quoted. A message in pieces is written piece by piece
+/// ([`write_pieces`]); one with a piece after the first shorter than 4 bytes (rare) is
+/// joined into `scratch` first.
 #[inline]
 fn write_message(out: &mut Vec<u8>, message: &Message<'_>, escaped: bool, scratch: &mut Vec<u8>) {
     if escaped {
@@ -149,15 +148,40 @@ fn write_message(out: &mut Vec<u8>, message: &Message<'_>, escaped: bool, scratc
     if let Some(whole) = message.whole() {
         return write_json_string(out, whole);
     }
-    let cut_char = |p: &[u8]| p.first().is_none_or(|&b| b & 0xC0 == 0x80);
-    if message.pieces().skip(1).any(cut_char) {
+    if message.pieces().skip(1).any(|p| p.len() < 4) {
         return write_json_string(out, message.join(scratch));
     }
     out.push(b'"');
-    for piece in message.pieces() {
-        write_json_string_body(out, piece);
-    }
+    write_pieces(out, message);
     out.push(b'"');
+}
+
+/// Escapes a message's pieces (each after the first at least 4 bytes long) as
+/// escaping them joined would. The runtime cuts lines by bytes, so a character may
+/// be cut between two pieces: the end of a piece from its last character's first byte
+/// on (if that character is incomplete there) and the continuation bytes (up to 3)
+/// that start the next are escaped together, from a few bytes on the stack. Every
+/// place the text is cut at is a character boundary of the joined text (a byte that is
+/// not a continuation byte always starts one, and so does each continuation byte past
+/// a character's end), so each part comes out as it would within the whole.
+fn write_pieces(out: &mut Vec<u8>, message: &Message<'_>) {
+    let mut cut = [0u8; 8];
+    let mut held = 0;
+    let mut pieces = message.pieces().peekable();
+    let mut first = true;
+    while let Some(mut piece) = pieces.next() {
+        if !first {
+            let k = piece.iter().take(3).take_while(|&&b| b & 0xC0 == 0x80).count();
+            cut[held..held + k].copy_from_slice(&piece[..k]);
+            write_json_string_body(out, &cut[..held + k]);
+            piece = &piece[k..];
+        }
+        first = false;
+        let body = if pieces.peek().is_some() { crate::decode::reassemble::cut_at_char_boundary(piece) } else { piece };
+        write_json_string_body(out, body);
+        held = piece.len() - body.len();
+        cut[..held].copy_from_slice(&piece[body.len()..]);
+    }
 }
 
 /// Appends an escaped message ([`Event::escaped`]), quoted.
@@ -1008,19 +1032,26 @@ mod tests {
     }
 
     /// `bytes` cut at `cuts` into pieces laid out in a window between other bytes, as
-    /// lines in a read buffer: the window and each piece's (stream offset, length).
-    fn laid_out(bytes: &[u8], cuts: &[usize]) -> (Vec<u8>, Vec<(u64, u32)>) {
+    /// lines in a read buffer, every third in the decoder's own bytes: the window, the
+    /// own bytes and each piece's place.
+    fn laid_out(bytes: &[u8], cuts: &[usize]) -> (Vec<u8>, Vec<u8>, Vec<(u64, u32)>) {
         let mut ends: Vec<usize> = cuts.iter().map(|&c| c.min(bytes.len())).collect();
         ends.push(bytes.len());
         ends.sort_unstable();
-        let (mut window, mut places, mut from) = (b"line head ".to_vec(), Vec::new(), 0);
-        for end in ends {
-            places.push((1000 + window.len() as u64, (end - from) as u32));
-            window.extend_from_slice(&bytes[from..end]);
+        let (mut window, mut own, mut places, mut from) = (b"line head ".to_vec(), b"other".to_vec(), Vec::new(), 0);
+        for (i, end) in ends.into_iter().enumerate() {
+            let len = (end - from) as u32;
+            if i % 3 == 2 {
+                places.push((crate::event::message::OWN | own.len() as u64, len));
+                own.extend_from_slice(&bytes[from..end]);
+            } else {
+                places.push((1000 + window.len() as u64, len));
+                window.extend_from_slice(&bytes[from..end]);
+            }
             window.extend_from_slice(b"\n2026 stdout P ");
             from = end;
         }
-        (window, places)
+        (window, own, places)
     }
 
     fn token() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
@@ -1043,8 +1074,8 @@ mod tests {
             cuts in proptest::collection::vec(0usize..120, 0..6),
         ) {
             let bytes = tokens.concat();
-            let (window, places) = laid_out(&bytes, &cuts);
-            let cut = Event { message: Message::Pieces { window: &window, offset: 1000, pieces: &places }, ..ev(b"") };
+            let (window, own, places) = laid_out(&bytes, &cuts);
+            let cut = Event { message: Message::Pieces { window: &window, offset: 1000, own: &own, pieces: &places }, ..ev(b"") };
             assert_eq!(cut.message.to_vec(), bytes);
             for fmt in [MessageFormat::String, MessageFormat::Json] {
                 proptest::prop_assert_eq!(encode(cut, fmt, b""), encode(ev(&bytes), fmt, b""));
@@ -1063,8 +1094,8 @@ mod tests {
                 write_json_string_body(&mut escaped, String::from_utf8_lossy(&text.concat()).as_bytes());
                 cuts.push(escaped.len());
             }
-            let (window, places) = laid_out(&escaped, &cuts);
-            let cut = Event { escaped: true, message: Message::Pieces { window: &window, offset: 1000, pieces: &places }, ..ev(b"") };
+            let (window, own, places) = laid_out(&escaped, &cuts);
+            let cut = Event { escaped: true, message: Message::Pieces { window: &window, offset: 1000, own: &own, pieces: &places }, ..ev(b"") };
             let whole = Event { escaped: true, ..ev(&escaped) };
             for fmt in [MessageFormat::String, MessageFormat::Json] {
                 proptest::prop_assert_eq!(encode(cut, fmt, b""), encode(whole, fmt, b""));

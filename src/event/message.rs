@@ -16,10 +16,15 @@
 pub enum Message<'a> {
     /// All in one slice.
     Whole(&'a [u8]),
-    /// In pieces, in order, within `window`: each `(offset, len)` is a stream offset
-    /// and a length, and `window[0]` is at stream offset `offset`.
-    Pieces { window: &'a [u8], offset: u64, pieces: &'a [(u64, u32)] },
+    /// In pieces, in order: each `(at, len)` is a stream offset and a length within
+    /// `window` (whose first byte is at stream offset `offset`), or, with [`OWN`] set
+    /// in `at`, an offset and a length within `own` (a piece that had to be copied,
+    /// such as a value rewritten while decoding it).
+    Pieces { window: &'a [u8], offset: u64, own: &'a [u8], pieces: &'a [(u64, u32)] },
 }
+
+/// The flag of a piece in [`Message::Pieces`]'s `own` bytes.
+pub const OWN: u64 = 1 << 63;
 
 impl<'a> From<&'a [u8]> for Message<'a> {
     fn from(bytes: &'a [u8]) -> Self {
@@ -37,11 +42,11 @@ impl<'a> Message<'a> {
     /// The message's bytes in order: one slice, or each piece.
     pub fn pieces(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
         let empty: &'a [(u64, u32)] = &[];
-        let (whole, window, offset, pieces) = match *self {
-            Message::Whole(b) => (Some(b), &b[..0], 0, empty),
-            Message::Pieces { window, offset, pieces } => (None, window, offset, pieces),
+        let (whole, window, offset, own, pieces) = match *self {
+            Message::Whole(b) => (Some(b), &b[..0], 0, &b[..0], empty),
+            Message::Pieces { window, offset, own, pieces } => (None, window, offset, own, pieces),
         };
-        whole.into_iter().chain(pieces.iter().map(move |&(at, len)| piece(window, offset, at, len)))
+        whole.into_iter().chain(pieces.iter().map(move |&(at, len)| piece(window, offset, own, at, len)))
     }
 
     /// The bytes when they are in one slice.
@@ -94,9 +99,9 @@ impl<'a> Message<'a> {
     }
 }
 
-fn piece(window: &[u8], offset: u64, at: u64, len: u32) -> &[u8] {
-    let from = (at - offset) as usize;
-    &window[from..from + len as usize]
+fn piece<'a>(window: &'a [u8], offset: u64, own: &'a [u8], at: u64, len: u32) -> &'a [u8] {
+    let (bytes, from) = if at & OWN == 0 { (window, at - offset) } else { (own, at & !OWN) };
+    &bytes[from as usize..from as usize + len as usize]
 }
 
 /// Equal when the bytes are, however they are cut.
@@ -142,19 +147,19 @@ mod tests {
     use super::*;
 
     fn cut<'a>(window: &'a [u8], pieces: &'a [(u64, u32)]) -> Message<'a> {
-        Message::Pieces { window, offset: 100, pieces }
+        Message::Pieces { window, offset: 100, own: b"OWNxy", pieces }
     }
 
     #[test]
-    fn pieces_read_from_the_window_by_stream_offset() {
+    fn pieces_read_from_the_window_by_stream_offset_or_from_their_own_bytes() {
         let window = b"P:abc|P:de|F:fgh";
-        let pieces = [(102, 3), (108, 2), (113, 3)];
+        let pieces = [(102, 3), (108, 2), (OWN | 3, 2), (113, 3)];
         let m = cut(window, &pieces);
-        assert_eq!(m.pieces().collect::<Vec<_>>(), [&b"abc"[..], b"de", b"fgh"]);
-        assert_eq!(m.len(), 8);
-        assert_eq!(m.to_vec(), b"abcdefgh");
+        assert_eq!(m.pieces().collect::<Vec<_>>(), [&b"abc"[..], b"de", b"xy", b"fgh"]);
+        assert_eq!(m.len(), 10);
+        assert_eq!(m.to_vec(), b"abcdexyfgh");
         let mut scratch = b"old".to_vec();
-        assert_eq!(m.join(&mut scratch), b"abcdefgh");
+        assert_eq!(m.join(&mut scratch), b"abcdexyfgh");
         assert_eq!(m.whole(), None);
     }
 

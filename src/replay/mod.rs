@@ -16,7 +16,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::decode::{DecodeOptions, DecodeStats, FileDecoder};
+use crate::decode::reassemble::IN_PLACE_SPAN;
+use crate::decode::{DecodeOptions, DecodeStats, FileDecoder, Window};
 use crate::event::{time, Event, EventEncoder, KubeMeta, MessageFormat};
 use crate::route::{Filtered, Mask, Router};
 use crate::batch::cloudwatch::{age, Age};
@@ -150,7 +151,9 @@ struct Output {
     masks: [Mask; 2],
     filtered: Filtered,
     /// The read buffer, lent to each file's reader in turn: a reader of its own
-    /// zeroed and faulted in 256 KiB per file, for a file of one line too.
+    /// zeroed and faulted in 256 KiB per file, for a file of one line too. It is
+    /// [`READ_BUFFER`] long: a split message waits in it (see `decode::reassemble`),
+    /// and is moved to the front only when a read finds it at the end.
     read_buffer: Vec<u8>,
 }
 
@@ -175,7 +178,7 @@ impl Output {
             router: opts.router.clone(),
             masks: [0; 2],
             filtered: Filtered::default(),
-            read_buffer: Vec::new(),
+            read_buffer: vec![0; READ_BUFFER],
         }
     }
 
@@ -322,6 +325,10 @@ fn open_input(file: &SourceFile, count: Rc<Cell<u64>>) -> io::Result<Box<dyn Rea
     })
 }
 
+/// The read buffer's length: four times a split message's [`IN_PLACE_SPAN`], so that
+/// the bytes moved to make room for a read are a small part of those read.
+const READ_BUFFER: usize = 4 * IN_PLACE_SPAN as usize;
+
 /// Lines longer than this are cut (a Docker line holds at most 16 KiB of `log`,
 /// escaped up to six times over, so only a non-container file gets near it).
 fn max_line(opts: &DecodeOptions) -> usize {
@@ -352,17 +359,27 @@ fn replay_file(
             Err(e) => break Err(FileError::Input(e)),
         };
         let emit = &mut |ev: &Event<'_>| out.event(ev, kube);
-        match line.kind {
-            LineKind::Overlong => decoder.overlong_line(line.bytes, line.offset, read_time, emit),
-            LineKind::Complete | LineKind::Unterminated => decoder.line(line.bytes, line.offset, read_time, emit),
+        if line.kind == LineKind::Overlong {
+            decoder.overlong_line(line.bytes, line.offset, read_time, emit);
+            // What is skipped of it is not to be kept.
+            let_go_of_kept(&mut reader, decoder);
+        } else {
+            let window = Window { bytes: line.window, offset: line.window_offset };
+            decoder.line_in(window, line.offset, read_time, emit);
+            // The pieces of a split message wait where they were read.
+            reader.keep_from(decoder.keep_from());
         }
-        out.ship_if_full()?;
+        if let Err(e) = out.ship_if_full() {
+            break Err(e.into());
+        }
         if reader.bytes_read() != seen {
             seen = reader.bytes_read();
             read_time = time::now();
             progress.update(disk.get(), summary.stats.events + decoder.stats.events);
         }
     };
+    // The next file of the set is read into another buffer.
+    let_go_of_kept(&mut reader, decoder);
     // A last line without a newline: the file ended for good, so it is a line.
     if let Some(line) = reader.take_unterminated() {
         decoder.line(line.bytes, line.offset, read_time, &mut |ev| out.event(ev, kube));
@@ -373,6 +390,14 @@ fn replay_file(
         out.read_buffer = buffer;
     }
     result
+}
+
+/// Copies the pieces of split messages left in `reader`'s buffer out of it, and lets
+/// the reader reuse those bytes.
+fn let_go_of_kept<R: std::io::Read>(reader: &mut LineReader<R>, decoder: &mut FileDecoder) {
+    let (kept, offset) = reader.kept();
+    decoder.detach(Window { bytes: kept, offset });
+    reader.keep_from(None);
 }
 
 impl std::fmt::Display for Summary {

@@ -6,6 +6,12 @@
 //! and the rest is skipped up to the next newline, so memory stays bounded whatever
 //! the input. Reading on after the end of a growing file picks up appended data, so
 //! the same reader serves replay (ends for good) and following (ends for now).
+//!
+//! A caller may ask it to keep lines it handed out ([`LineReader::keep_from`]): the
+//! pieces of a split message then stay where they were read, and each line comes with
+//! the window of kept bytes before it. A refill moves what is kept to the front with
+//! the incomplete line (the only copy of those bytes, and only of a message open
+//! across a refill).
 
 use std::io::{self, Read};
 
@@ -28,6 +34,11 @@ pub struct Line<'a> {
     /// Where the line starts in the stream.
     pub offset: u64,
     pub kind: LineKind,
+    /// The bytes kept ([`LineReader::keep_from`]) up to the line's end, the line
+    /// included; just the line when nothing is kept.
+    pub window: &'a [u8],
+    /// Where `window` starts in the stream.
+    pub window_offset: u64,
 }
 
 #[derive(Debug)]
@@ -45,6 +56,8 @@ pub struct LineReader<R> {
     /// Discarding the tail of an overlong line up to its newline.
     skipping: bool,
     bytes_read: u64,
+    /// Bytes handed out but kept from `buf[kept]` on ([`Self::keep_from`]).
+    kept: Option<usize>,
 }
 
 impl<R: Read> LineReader<R> {
@@ -60,7 +73,27 @@ impl<R: Read> LineReader<R> {
             max_line: max_line.max(1),
             skipping: false,
             bytes_read: 0,
+            kept: None,
         }
+    }
+
+    /// Keeps the bytes from stream offset `from` on in the buffer (lines already
+    /// handed out, which must still be there: at or after the start of the last
+    /// line's [`Line::window`]) until told otherwise, and hands them out again as part
+    /// of each line's window; `None` lets them go. A decoder leaves the pieces of a
+    /// split message there rather than copy them; the bytes kept are its to bound.
+    pub fn keep_from(&mut self, from: Option<u64>) {
+        self.kept = from.map(|from| {
+            let back = usize::try_from(self.offset - from).expect("kept bytes are behind the reader");
+            self.start.checked_sub(back).expect("kept bytes are still in the buffer")
+        });
+    }
+
+    /// The bytes kept (see [`Self::keep_from`]) that were handed out, and where they
+    /// start in the stream: empty when nothing is kept.
+    pub fn kept(&self) -> (&[u8], u64) {
+        let from = self.kept.unwrap_or(self.start);
+        (&self.buf[from..self.start], self.offset - (self.start - from) as u64)
     }
 
     /// The longest line handed out whole.
@@ -86,7 +119,10 @@ impl<R: Read> LineReader<R> {
                 if std::mem::take(&mut self.skipping) {
                     continue;
                 }
-                return Ok(Some(Line { bytes: &self.buf[start..nl], offset, kind: LineKind::Complete }));
+                let from = self.kept.unwrap_or(start);
+                let window_offset = offset - (start - from) as u64;
+                let (bytes, window) = (&self.buf[start..nl], &self.buf[from..nl]);
+                return Ok(Some(Line { bytes, offset, kind: LineKind::Complete, window, window_offset }));
             }
             self.scanned = self.end;
             let pending = self.end - self.start;
@@ -96,7 +132,8 @@ impl<R: Read> LineReader<R> {
                 let (start, offset) = (self.start, self.offset);
                 self.skipping = true;
                 self.consume_to(self.end);
-                return Ok(Some(Line { bytes: &self.buf[start..start + self.max_line], offset, kind: LineKind::Overlong }));
+                let bytes = &self.buf[start..start + self.max_line];
+                return Ok(Some(Line { bytes, offset, kind: LineKind::Overlong, window: bytes, window_offset: offset }));
             }
             if up_to == 0 || !self.fill(up_to)? {
                 return Ok(None);
@@ -111,9 +148,11 @@ impl<R: Read> LineReader<R> {
             self.consume_to(self.end);
             return None;
         }
+        debug_assert!(self.kept.is_none(), "let go of the kept bytes first");
         let (start, end, offset) = (self.start, self.end, self.offset);
         self.consume_to(end);
-        Some(Line { bytes: &self.buf[start..end], offset, kind: LineKind::Unterminated })
+        let bytes = &self.buf[start..end];
+        Some(Line { bytes, offset, kind: LineKind::Unterminated, window: bytes, window_offset: offset })
     }
 
     /// Stream offset of the first byte not yet handed out as part of a line.
@@ -135,6 +174,7 @@ impl<R: Read> LineReader<R> {
     /// the exact-size copy of an incomplete line that [`Self::shrink`] left): what it
     /// held moves to the front of `buf`. Returns `buf` when it was not needed.
     pub fn lend(&mut self, mut buf: Vec<u8>) -> Option<Vec<u8>> {
+        debug_assert!(self.kept.is_none(), "let go of the kept bytes first");
         if self.buf.capacity() >= READ_SIZE || buf.capacity() <= self.buf.capacity() {
             return Some(buf);
         }
@@ -165,6 +205,7 @@ impl<R: Read> LineReader<R> {
     /// source, which the caller moves back by the returned number of bytes. The
     /// stream offset is unchanged: those bytes were never handed out.
     pub fn unread_held(&mut self) -> usize {
+        debug_assert!(self.kept.is_none(), "let go of the kept bytes first");
         let held = self.end - self.start;
         self.bytes_read -= held as u64;
         self.end = self.start;
@@ -175,6 +216,7 @@ impl<R: Read> LineReader<R> {
     /// Keeps the incomplete line held (if any) in an exact-size copy and returns the
     /// read buffer, for a source that cannot move back (gzip).
     pub fn shrink(&mut self) -> Option<Vec<u8>> {
+        debug_assert!(self.kept.is_none(), "let go of the kept bytes first");
         if self.end == self.start {
             return self.reclaim();
         }
@@ -192,7 +234,7 @@ impl<R: Read> LineReader<R> {
     /// Takes the buffer back when it holds nothing unconsumed, so that a caller
     /// following many files needs buffers only for those being read right now.
     pub fn reclaim(&mut self) -> Option<Vec<u8>> {
-        if self.start != self.end || self.buf.capacity() == 0 {
+        if self.start != self.end || self.kept.is_some() || self.buf.capacity() == 0 {
             return None;
         }
         self.start = 0;
@@ -218,15 +260,18 @@ impl<R: Read> LineReader<R> {
     /// Reads more; `false` at end of input. Moves an incomplete line to the front
     /// first, and grows the buffer only while a line is longer than it.
     fn fill(&mut self, up_to: usize) -> io::Result<bool> {
-        if self.start == self.end {
+        let from = self.kept.unwrap_or(self.start);
+        if from == self.end {
             self.start = 0;
             self.end = 0;
             self.scanned = 0;
-        } else if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.scanned -= self.start;
-            self.start = 0;
+            self.kept = self.kept.map(|_| 0);
+        } else if from > 0 {
+            self.buf.copy_within(from..self.end, 0);
+            self.end -= from;
+            self.scanned -= from;
+            self.start -= from;
+            self.kept = self.kept.map(|_| 0);
         }
         // Read at least a quarter of READ_SIZE at a time; grow only for a long line
         // (an incomplete line near the end of the buffer doubles it otherwise).

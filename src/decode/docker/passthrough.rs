@@ -24,7 +24,7 @@ use crate::event::encode::ESCAPES;
 pub(super) enum Passed {
     /// In the line, from the value's start to `end`: it needed no rewrite.
     Borrowed { end: usize, newline: bool },
-    /// Rewritten into the scratch buffer.
+    /// Rewritten into the scratch buffer, after what it held.
     Scratch { newline: bool },
     /// The line is not valid UTF-8: the value must be unescaped instead.
     NotUtf8,
@@ -418,7 +418,8 @@ fn printable_ascii_escape(digits: Option<&[u8]>) -> Option<u8> {
     ((high | low) & 0x10 == 0 && (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\').then_some(c)
 }
 
-/// The value as it is until the first rewrite; from then on copied into `scratch`.
+/// The value as it is until the first rewrite; from then on copied into `scratch`,
+/// after what it held.
 ///
 /// While rewriting, `scratch` has room for the rest of the line and [`SLACK`] bytes
 /// more: `spare capacity ≥ s.len() - copied + SLACK`. Every rewrite but a raw control
@@ -461,15 +462,12 @@ impl Rewrite<'_> {
         at
     }
 
-    /// Starts rewriting (an empty `scratch`), and makes the room the invariant needs,
-    /// plus `grow` bytes for a rewrite longer than what it replaces.
+    /// Starts rewriting (after what `scratch` holds), and makes the room the invariant
+    /// needs, plus `grow` bytes for a rewrite longer than what it replaces.
     #[cold]
     #[inline(never)]
     fn make_room(&mut self, grow: usize) {
-        if !self.rewriting {
-            self.scratch.clear();
-            self.rewriting = true;
-        }
+        self.rewriting = true;
         self.scratch.reserve(self.s.len() - self.copied + SLACK + grow);
     }
 
