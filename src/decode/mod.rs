@@ -212,6 +212,13 @@ impl FileDecoder {
         self.reassembler.bound(window, &self.scratch);
     }
 
+    /// Leaves split messages in place for [`Self::line_in`] while they spread over
+    /// `span` bytes of input at most (default [`reassemble::IN_PLACE_SPAN`]).
+    pub fn with_in_place_span(mut self, span: u64) -> Self {
+        self.reassembler.set_in_place_span(span);
+        self
+    }
+
     /// Where the bytes the caller keeps for [`Self::line_in`] must start: the line of
     /// the oldest piece left in place, if any.
     pub fn keep_from(&self) -> Option<u64> {

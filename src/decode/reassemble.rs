@@ -98,9 +98,10 @@ impl Window<'_> {
     }
 }
 
-/// A split message stays where it was read while it spreads over this much of the
-/// input at most (its first piece's line to the current line): a reader's buffer
-/// holds that and a read's worth more.
+/// By default a split message stays where it was read while it spreads over this
+/// much of the input at most (its first piece's line to the current line): a reader's
+/// buffer holds that and a read's worth more. [`Reassembler::set_in_place_span`]
+/// changes it.
 pub const IN_PLACE_SPAN: u64 = 256 * 1024;
 
 /// …and has at most this many pieces (its places are kept inline, never allocated).
@@ -170,6 +171,8 @@ struct Pending {
 pub struct Reassembler {
     max_message_bytes: usize,
     oversize: Oversize,
+    /// See [`IN_PLACE_SPAN`].
+    in_place_span: u64,
     pending: [Pending; 2],
     /// Per stream: the next message follows a gap in the input.
     after_gap: [bool; 2],
@@ -177,7 +180,13 @@ pub struct Reassembler {
 
 impl Reassembler {
     pub fn new(max_message_bytes: usize, oversize: Oversize) -> Self {
-        Self { max_message_bytes, oversize, pending: Default::default(), after_gap: [false; 2] }
+        Self { max_message_bytes, oversize, in_place_span: IN_PLACE_SPAN, pending: Default::default(), after_gap: [false; 2] }
+    }
+
+    /// Leaves a split message in place while it spreads over `span` bytes of input at
+    /// most (see [`IN_PLACE_SPAN`]): what the caller's buffer can keep without growing.
+    pub fn set_in_place_span(&mut self, span: u64) {
+        self.in_place_span = span;
     }
 
     /// Takes one piece; emits a message when `frag.last` completes one.
@@ -252,11 +261,11 @@ impl Reassembler {
             p.escaped == frag.escaped
                 && p.placed + len <= self.max_message_bytes
                 && p.places.len() < IN_PLACE_PIECES
-                && window.end() - p.start_offset <= IN_PLACE_SPAN
+                && window.end() - p.start_offset <= self.in_place_span
         };
         let at = place_of(frag.bytes, window, own);
         match at {
-            Some(at) if !p.active && !frag.last && len <= self.max_message_bytes && window.end() - frag.offset <= IN_PLACE_SPAN => {
+            Some(at) if !p.active && !frag.last && len <= self.max_message_bytes && window.end() - frag.offset <= self.in_place_span => {
                 p.active = true;
                 p.time = frag.time;
                 p.start_offset = frag.offset;
@@ -282,12 +291,12 @@ impl Reassembler {
     }
 
     /// Copies each message left in place that now spreads over more than
-    /// [`IN_PLACE_SPAN`] of the input into a buffer of its own: call after each line
+    /// the in-place span ([`IN_PLACE_SPAN`]) of the input into a buffer of its own: call after each line
     /// decoded with [`Self::push_in`], so that the bytes kept stay bounded whatever
     /// the other stream writes meanwhile.
     pub fn bound(&mut self, window: Window<'_>, own: &[u8]) {
         for p in &mut self.pending {
-            if !p.places.is_empty() && window.end() - p.start_offset > IN_PLACE_SPAN {
+            if !p.places.is_empty() && window.end() - p.start_offset > self.in_place_span {
                 detach_one(p, window, own, self.max_message_bytes);
             }
         }

@@ -49,7 +49,7 @@ use members::{find_stamp, list_members, live_member, open_member, rotated_exists
 mod members;
 mod read;
 mod resume;
-use read::{drain_lines, give_back, release_buffer, Drained};
+use read::{drain_lines, give_back, release_buffer, Drained, IN_PLACE_SPAN};
 use crate::decode::{DecodeOptions, FileDecoder};
 use crate::event::{Event, Nanos};
 
@@ -128,7 +128,7 @@ impl Follower {
         Self {
             key,
             kube,
-            decoder: FileDecoder::new(opts),
+            decoder: FileDecoder::new(opts).with_in_place_span(IN_PLACE_SPAN),
             max_line: (opts.max_message_bytes + 64 * 1024).max(256 * 1024),
             cur: None,
             resume,

@@ -1,13 +1,14 @@
 //! One turn's reading of the current file: lines handed to the decoder within the
-//! turn's budget (a split message finished first), and the read buffer given back at
-//! the end so that no stream holds one between turns.
+//! turn's budget (a split message finished first, its pieces left in the read buffer
+//! meanwhile), and the read buffer given back at the end so that no stream holds one
+//! between turns.
 
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom};
 
 use super::members::{Current, Source};
 use super::{FINISH_STEP, MAX_POOLED_BUFFERS, MAX_POOLED_CAPACITY};
-use crate::decode::FileDecoder;
+use crate::decode::{FileDecoder, Window};
 use crate::event::{Event, Nanos};
 use crate::tail::lines::{LineKind, READ_SIZE};
 
@@ -21,7 +22,31 @@ pub(super) enum Drained {
     Budget,
 }
 
+/// A split message waits where it was read while it spreads over this much of the
+/// file at most: half a read buffer, so that keeping it never grows the buffer (a
+/// refill keeps it and reads at least a quarter of [`READ_SIZE`] more).
+pub(super) const IN_PLACE_SPAN: u64 = READ_SIZE as u64 / 2;
+
+/// Hands the lines of the current file to the decoder within the turn's budget (see
+/// [`drain_kept`]); the pieces of a split message left in the read buffer are copied
+/// out at the end, since the buffer goes back to the pool.
 pub(super) fn drain_lines<F: FnMut(&Event<'_>, &[u8])>(
+    cur: &mut Current,
+    decoder: &mut FileDecoder,
+    kube: &[u8],
+    budget: usize,
+    read_time: Nanos,
+    emit: &mut F,
+) -> io::Result<Drained> {
+    let drained = drain_kept(cur, decoder, kube, budget, read_time, emit);
+    let (kept, offset) = cur.reader.kept();
+    decoder.detach(Window { bytes: kept, offset: cur.base + offset });
+    cur.reader.keep_from(None);
+    drained
+}
+
+/// [`drain_lines`], leaving the pieces of a split message in the read buffer.
+fn drain_kept<F: FnMut(&Event<'_>, &[u8])>(
     cur: &mut Current,
     decoder: &mut FileDecoder,
     kube: &[u8],
@@ -69,10 +94,16 @@ pub(super) fn drain_lines<F: FnMut(&Event<'_>, &[u8])>(
         };
         any = Drained::Some;
         let offset = cur.base + line.offset;
-        match line.kind {
-            LineKind::Overlong => decoder.overlong_line(line.bytes, offset, read_time, emit),
-            _ => decoder.line(line.bytes, offset, read_time, emit),
+        if line.kind == LineKind::Overlong {
+            decoder.overlong_line(line.bytes, offset, read_time, emit);
+            // What is skipped of it is not to be kept.
+            let (kept, at) = cur.reader.kept();
+            decoder.detach(Window { bytes: kept, offset: cur.base + at });
+        } else {
+            let window = Window { bytes: line.window, offset: cur.base + line.window_offset };
+            decoder.line_in(window, offset, read_time, emit);
         }
+        cur.reader.keep_from(decoder.keep_from().map(|at| at - cur.base));
     }
 }
 

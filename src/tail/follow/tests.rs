@@ -218,6 +218,42 @@ fn a_turn_ends_between_messages_not_inside_a_split_one() {
     assert!(turns >= 100, "about one message per turn ({turns} turns)");
 }
 
+/// Split messages read within one turn come out as their pieces in the read buffer,
+/// uncopied, and the buffer does not grow for them; a message whose last piece is
+/// written only after the turn ended (its pieces copied out then, as the buffer goes
+/// back to the pool) comes out whole at the next.
+#[test]
+fn split_messages_stay_in_the_read_buffer_within_a_turn() {
+    let line = |stream: &str, tag: char, text: &str| format!("2026-11-21T10:00:00.000000001Z {stream} {tag} {text}\n");
+    let piece = "p".repeat(16 * 1024);
+    let mut data = String::new();
+    for i in 0..20 {
+        for _ in 0..3 {
+            data += &line("stdout", 'P', &piece);
+            data += &line("stderr", 'F', &format!("between {i}"));
+        }
+        data += &line("stdout", 'F', &format!("end {i}"));
+    }
+    data += &line("stdout", 'P', "first half, ");
+    let (_dir, path, mut f, mut pool) = follower_with_marked_buffer(data.as_bytes());
+    let mut got = Vec::new();
+    let mut emit = |e: &Event<'_>, _: &[u8]| got.push((e.stream, e.message.whole().is_none(), e.message.to_vec()));
+    f.read(1 << 30, Instant::now(), 0, Duration::from_secs(30), &mut pool, &mut emit).unwrap();
+    assert!(f.has_pending(), "the last message waits for its end");
+    assert_eq!(capacities(&pool), vec![MARKED], "the turn read into the pooled buffer and gave it back as it was");
+    let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    std::io::Write::write_all(&mut file, line("stdout", 'F', "second half").as_bytes()).unwrap();
+    f.read(1 << 30, Instant::now(), 0, Duration::from_secs(30), &mut pool, &mut emit).unwrap();
+    let stdout: Vec<_> = got.iter().filter(|(s, ..)| *s == crate::event::Stream::Stdout).collect();
+    assert_eq!(stdout.len(), 21);
+    for (i, (_, in_pieces, message)) in stdout.iter().take(20).enumerate() {
+        assert_eq!(*message, format!("{}end {i}", piece.repeat(3)).into_bytes());
+        assert!(in_pieces, "message {i} was copied");
+    }
+    assert_eq!(stdout[20].2, b"first half, second half", "copied out at the turn's end, finished at the next");
+    assert_eq!(got.len(), 21 + 60);
+}
+
 /// A stream parked at the end of its live file is seen unchanged (and its turn
 /// skipped) until the file is written to, replaced or the stream is on its way out;
 /// one parked before the end, or inside an unterminated line, never is.
