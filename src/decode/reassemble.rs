@@ -45,8 +45,6 @@
 //! already be in the file unread: the caller decides when the input has really gone
 //! quiet (see `FileDecoder::flush_stale`) or ended (`flush_all`).
 
-use smallvec::SmallVec;
-
 use super::DecodeStats;
 use crate::event::message::OWN;
 use crate::event::{Event, Message, Nanos, Stream};
@@ -104,7 +102,7 @@ impl Window<'_> {
 /// changes it.
 pub const IN_PLACE_SPAN: u64 = 256 * 1024;
 
-/// …and has at most this many pieces (its places are kept inline, never allocated).
+/// …and has at most this many pieces.
 pub const IN_PLACE_PIECES: usize = 16;
 
 /// A split message's buffer starts with room for this many pieces like its first.
@@ -120,15 +118,45 @@ thread_local! {
 }
 
 /// A buffer for a split message whose first piece is `first` bytes: the thread's
-/// larger spare if it has one.
+/// larger spare if it has one. Room for a few pieces up front: growing by doubling
+/// from one piece copied most split messages twice over.
 fn take_spare(first: usize, max: usize) -> Vec<u8> {
+    spare_with_room((FIRST_PIECES * first).min(max))
+}
+
+/// The thread's larger spare (or a new buffer), with room for `bytes`.
+fn spare_with_room(bytes: usize) -> Vec<u8> {
     let [a, b] = SPARES.take();
     let (mut buf, other) = if a.capacity() >= b.capacity() { (a, b) } else { (b, a) };
     SPARES.set([other, Vec::new()]);
-    // Room for a few pieces up front: growing by doubling from one piece copied most
-    // split messages twice over.
-    buf.reserve((FIRST_PIECES * first).min(max));
+    buf.reserve(bytes);
     buf
+}
+
+thread_local! {
+    /// Room for the places of the thread's messages left in place (two: one per
+    /// stream), taken while a message is in place and given back when it is done.
+    static PLACES: std::cell::Cell<[Vec<(u64, u32)>; 2]> = const { std::cell::Cell::new([Vec::new(), Vec::new()]) };
+}
+
+/// Room for a message's places, [`IN_PLACE_PIECES`] of them: the thread's spare.
+fn take_places() -> Vec<(u64, u32)> {
+    let [a, b] = PLACES.take();
+    let (mut places, other) = if a.capacity() >= b.capacity() { (a, b) } else { (b, a) };
+    PLACES.set([other, Vec::new()]);
+    places.reserve_exact(IN_PLACE_PIECES);
+    places
+}
+
+/// Keeps `places`' room for the thread's next message left in place.
+fn give_back_places(mut places: Vec<(u64, u32)>) {
+    places.clear();
+    let mut spares = PLACES.take();
+    let smaller = usize::from(spares[1].capacity() < spares[0].capacity());
+    if places.capacity() > spares[smaller].capacity() {
+        spares[smaller] = places;
+    }
+    PLACES.set(spares);
 }
 
 /// Keeps `buf` for the thread's next split message in place of the smaller spare,
@@ -154,7 +182,9 @@ struct Pending {
     /// length) in the window, or with [`OWN`] (offset, length) in the decoder's own
     /// bytes (values rewritten while decoding, which it keeps meanwhile). `buf` is
     /// empty then.
-    places: SmallVec<[(u64, u32); IN_PLACE_PIECES]>,
+    /// Its buffer is the thread's ([`take_places`]) while the message is in place: a
+    /// file followed holds no room for places between turns.
+    places: Vec<(u64, u32)>,
     /// Their bytes.
     placed: usize,
     time: Nanos,
@@ -272,6 +302,7 @@ impl Reassembler {
                 p.head_lost = std::mem::take(&mut self.after_gap[i]);
                 p.escaped = frag.escaped;
                 p.pieces = 1;
+                p.places = take_places();
                 p.places.push((at, len as u32));
                 p.placed = len;
             }
@@ -380,12 +411,13 @@ fn detach_one(p: &mut Pending, window: Window<'_>, own: &[u8], max: usize) {
     if p.places.is_empty() {
         return;
     }
-    let mut buf = take_spare(p.placed, max);
+    // Room for what was placed and two more pieces like them.
+    let mut buf = spare_with_room((p.placed + 2 * p.placed / p.pieces.max(1) as usize).min(max));
     for piece in in_place(p, window, own).pieces() {
         buf.extend_from_slice(piece);
     }
     p.buf = buf;
-    p.places.clear();
+    give_back_places(std::mem::take(&mut p.places));
     p.placed = 0;
 }
 
@@ -397,6 +429,7 @@ fn finish_in_place<F: FnMut(&Event<'_>)>(p: &mut Pending, stream: Stream, window
     stats.events += 1;
     stats.stderr_events += u64::from(stream == Stream::Stderr);
     emit(&Event { time: p.time, stream, message: in_place(p, window, own), escaped: p.escaped, truncated: false, partial: p.head_lost, lines: 1 });
+    give_back_places(std::mem::take(&mut p.places));
     *p = Pending::default();
 }
 
