@@ -427,4 +427,39 @@ mod tests {
         let l = r.next_line().unwrap().unwrap();
         assert_eq!((l.bytes, l.offset), (&b"bc"[..], 2));
     }
+
+    /// Lines kept stay in the buffer, whatever the reads, and come with each later
+    /// line's window, from where they start: a refill moves them with the incomplete
+    /// line; letting go of them lets the reader drop them; the buffer is not handed
+    /// back while it holds them.
+    #[test]
+    fn kept_lines_come_with_every_later_line_until_let_go() {
+        let input: Vec<u8> = (0..200).flat_map(|i| format!("line {i:03}\n").into_bytes()).collect();
+        for chunk in [1, 7, 64, 4096] {
+            let mut r = LineReader::new(Trickle(&input, chunk), 100, 0);
+            let mut kept_from = None;
+            let mut n = 0;
+            while let Some(l) = r.next_line().unwrap() {
+                let from = kept_from.unwrap_or(l.offset);
+                assert_eq!(l.window_offset, from, "chunk {chunk}, line {n}");
+                assert_eq!(l.window, &input[from as usize..l.offset as usize + l.bytes.len()], "chunk {chunk}, line {n}");
+                let offset = l.offset;
+                // Keep lines 10..40 and 100..180, let go in between.
+                kept_from = match n {
+                    10 | 100 => Some(offset),
+                    40 | 180 => None,
+                    _ => kept_from,
+                };
+                r.keep_from(kept_from);
+                if let Some(from) = kept_from {
+                    assert!(r.reclaim().is_none(), "a buffer holding kept lines is not handed back");
+                    assert_eq!(r.kept(), (&input[from as usize..(offset + 9) as usize], from));
+                } else {
+                    assert_eq!(r.kept().0, b"");
+                }
+                n += 1;
+            }
+            assert_eq!(n, 200);
+        }
+    }
 }
