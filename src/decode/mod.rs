@@ -499,11 +499,9 @@ enum ValueAt {
 
 impl ValueAt {
     fn of(value: &[u8], line: &[u8]) -> Self {
-        let at = (value.as_ptr() as usize).wrapping_sub(line.as_ptr() as usize);
-        if at <= line.len() && value.len() <= line.len() - at {
-            ValueAt::Line(at, value.len())
-        } else {
-            ValueAt::ScratchEnd(value.len())
+        match reassemble::offset_in(value, line) {
+            Some(at) => ValueAt::Line(at, value.len()),
+            None => ValueAt::ScratchEnd(value.len()),
         }
     }
 

@@ -81,12 +81,16 @@ pub struct Window<'w> {
     pub offset: u64,
 }
 
+/// Where `part` starts within `whole`, when it lies within it (a slice of it).
+pub(crate) fn offset_in(part: &[u8], whole: &[u8]) -> Option<usize> {
+    let at = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    (at <= whole.len() && part.len() <= whole.len() - at).then_some(at)
+}
+
 impl Window<'_> {
     /// The stream offset of `piece`, when it lies within the window.
     fn offset_of(&self, piece: &[u8]) -> Option<u64> {
-        let (base, at) = (self.bytes.as_ptr() as usize, piece.as_ptr() as usize);
-        let inside = at >= base && at + piece.len() <= base + self.bytes.len();
-        inside.then(|| self.offset + (at - base) as u64)
+        offset_in(piece, self.bytes).map(|at| self.offset + at as u64)
     }
 
     /// The stream offset where the window ends.
@@ -110,67 +114,52 @@ const FIRST_PIECES: usize = 4;
 /// The largest buffer a thread keeps for its next split message.
 pub const SPARE_MAX_BYTES: usize = 1 << 20;
 
+/// A thread's two spare vectors of one kind: two, since each stream of a file can
+/// have a message pending.
+type Spares<T> = std::cell::Cell<[Vec<T>; 2]>;
+
 thread_local! {
-    /// The buffers of this thread's last split messages, emptied (see the module doc):
-    /// two, since each stream of a file can have one pending.
-    static SPARES: std::cell::Cell<[Vec<u8>; 2]> = const { std::cell::Cell::new([Vec::new(), Vec::new()]) };
+    /// The buffers of this thread's last split messages, emptied (see the module doc).
+    static SPARES: Spares<u8> = const { std::cell::Cell::new([Vec::new(), Vec::new()]) };
+    /// Room for the places of the thread's messages left in place, taken while a
+    /// message is in place and given back when it is done.
+    static PLACES: Spares<(u64, u32)> = const { std::cell::Cell::new([Vec::new(), Vec::new()]) };
+}
+
+/// The larger of a thread's spares (or a new vector), with room for `n` more.
+fn take_larger<T: 'static>(spares: &'static std::thread::LocalKey<Spares<T>>, n: usize) -> Vec<T> {
+    let [a, b] = spares.take();
+    let (mut v, other) = if a.capacity() >= b.capacity() { (a, b) } else { (b, a) };
+    spares.set([other, Vec::new()]);
+    v.reserve(n);
+    v
+}
+
+/// Keeps `v`, emptied, in place of the smaller of a thread's spares, unless it is
+/// smaller than both.
+fn keep_larger<T: 'static>(spares: &'static std::thread::LocalKey<Spares<T>>, mut v: Vec<T>) {
+    let mut kept = spares.take();
+    let smaller = usize::from(kept[1].capacity() < kept[0].capacity());
+    if v.capacity() > kept[smaller].capacity() {
+        v.clear();
+        kept[smaller] = v;
+    }
+    spares.set(kept);
 }
 
 /// A buffer for a split message whose first piece is `first` bytes: the thread's
 /// larger spare if it has one. Room for a few pieces up front: growing by doubling
 /// from one piece copied most split messages twice over.
 fn take_spare(first: usize, max: usize) -> Vec<u8> {
-    spare_with_room((FIRST_PIECES * first).min(max))
+    take_larger(&SPARES, (FIRST_PIECES * first).min(max))
 }
 
-/// The thread's larger spare (or a new buffer), with room for `bytes`.
-fn spare_with_room(bytes: usize) -> Vec<u8> {
-    let [a, b] = SPARES.take();
-    let (mut buf, other) = if a.capacity() >= b.capacity() { (a, b) } else { (b, a) };
-    SPARES.set([other, Vec::new()]);
-    buf.reserve(bytes);
-    buf
-}
-
-thread_local! {
-    /// Room for the places of the thread's messages left in place (two: one per
-    /// stream), taken while a message is in place and given back when it is done.
-    static PLACES: std::cell::Cell<[Vec<(u64, u32)>; 2]> = const { std::cell::Cell::new([Vec::new(), Vec::new()]) };
-}
-
-/// Room for a message's places, [`IN_PLACE_PIECES`] of them: the thread's spare.
-fn take_places() -> Vec<(u64, u32)> {
-    let [a, b] = PLACES.take();
-    let (mut places, other) = if a.capacity() >= b.capacity() { (a, b) } else { (b, a) };
-    PLACES.set([other, Vec::new()]);
-    places.reserve_exact(IN_PLACE_PIECES);
-    places
-}
-
-/// Keeps `places`' room for the thread's next message left in place.
-fn give_back_places(mut places: Vec<(u64, u32)>) {
-    places.clear();
-    let mut spares = PLACES.take();
-    let smaller = usize::from(spares[1].capacity() < spares[0].capacity());
-    if places.capacity() > spares[smaller].capacity() {
-        spares[smaller] = places;
+/// Keeps `buf` for the thread's next split message, unless it is larger than
+/// [`SPARE_MAX_BYTES`] (or smaller than both spares).
+fn give_back(buf: Vec<u8>) {
+    if buf.capacity() <= SPARE_MAX_BYTES {
+        keep_larger(&SPARES, buf);
     }
-    PLACES.set(spares);
-}
-
-/// Keeps `buf` for the thread's next split message in place of the smaller spare,
-/// unless it is too large or smaller than both.
-fn give_back(mut buf: Vec<u8>) {
-    if buf.capacity() > SPARE_MAX_BYTES {
-        return;
-    }
-    let mut spares = SPARES.take();
-    let smaller = usize::from(spares[1].capacity() < spares[0].capacity());
-    if buf.capacity() > spares[smaller].capacity() {
-        buf.clear();
-        spares[smaller] = buf;
-    }
-    SPARES.set(spares);
 }
 
 #[derive(Debug, Default)]
@@ -180,11 +169,9 @@ struct Pending {
     /// The pieces left where they were read, when there are any: (stream offset,
     /// length) in the window, or with [`OWN`] (offset, length) in the decoder's own
     /// bytes (values rewritten while decoding, which it keeps meanwhile). `buf` is
-    /// empty then. Its room is the thread's ([`take_places`]) while the message is in
+    /// empty then. Its room is the thread's ([`PLACES`]) while the message is in
     /// place: a file followed holds none between turns.
     places: Vec<(u64, u32)>,
-    /// Their bytes.
-    placed: usize,
     time: Nanos,
     start_offset: u64,
     pieces: u32,
@@ -193,6 +180,13 @@ struct Pending {
     overflowed: bool,
     /// Its first piece came right after a gap in the input: the head may be lost.
     head_lost: bool,
+}
+
+impl Pending {
+    /// The bytes of the pieces left in place.
+    fn placed(&self) -> usize {
+        self.places.iter().map(|&(_, len)| len as usize).sum()
+    }
 }
 
 #[derive(Debug)]
@@ -287,7 +281,7 @@ impl Reassembler {
         let len = frag.bytes.len();
         let stays = |p: &Pending| {
             p.escaped == frag.escaped
-                && p.placed + len <= self.max_message_bytes
+                && p.placed() + len <= self.max_message_bytes
                 && p.places.len() < IN_PLACE_PIECES
                 && window.end() - p.start_offset <= self.in_place_span
         };
@@ -300,14 +294,12 @@ impl Reassembler {
                 p.head_lost = std::mem::take(&mut self.after_gap[i]);
                 p.escaped = frag.escaped;
                 p.pieces = 1;
-                p.places = take_places();
+                p.places = take_larger(&PLACES, IN_PLACE_PIECES);
                 p.places.push((at, len as u32));
-                p.placed = len;
             }
             Some(at) if p.active && !p.places.is_empty() && stays(p) => {
                 p.pieces += 1;
                 p.places.push((at, len as u32));
-                p.placed += len;
                 if frag.last {
                     finish_in_place(p, frag.stream, window, own, stats, emit);
                 }
@@ -395,8 +387,7 @@ fn append_capped(p: &mut Pending, bytes: &[u8], max: usize, oversize: Oversize) 
 
 /// Where `piece` is, as a place of [`Message::Pieces`]: in the window, or in `own`.
 fn place_of(piece: &[u8], window: Window<'_>, own: &[u8]) -> Option<u64> {
-    let own = Window { bytes: own, offset: 0 };
-    window.offset_of(piece).or_else(|| own.offset_of(piece).map(|at| OWN | at))
+    window.offset_of(piece).or_else(|| offset_in(piece, own).map(|at| OWN | at as u64))
 }
 
 /// `p`'s message left in place, as pieces.
@@ -410,13 +401,13 @@ fn detach_one(p: &mut Pending, window: Window<'_>, own: &[u8], max: usize) {
         return;
     }
     // Room for what was placed and two more pieces like them.
-    let mut buf = spare_with_room((p.placed + 2 * p.placed / p.pieces.max(1) as usize).min(max));
+    let placed = p.placed();
+    let mut buf = take_larger(&SPARES, (placed + 2 * placed / p.pieces.max(1) as usize).min(max));
     for piece in in_place(p, window, own).pieces() {
         buf.extend_from_slice(piece);
     }
     p.buf = buf;
-    give_back_places(std::mem::take(&mut p.places));
-    p.placed = 0;
+    keep_larger(&PLACES, std::mem::take(&mut p.places));
 }
 
 /// Emits a message left in place, its last piece just placed: never cut or dropped
@@ -427,7 +418,7 @@ fn finish_in_place<F: FnMut(&Event<'_>)>(p: &mut Pending, stream: Stream, window
     stats.events += 1;
     stats.stderr_events += u64::from(stream == Stream::Stderr);
     emit(&Event { time: p.time, stream, message: in_place(p, window, own), escaped: p.escaped, truncated: false, partial: p.head_lost, lines: 1 });
-    give_back_places(std::mem::take(&mut p.places));
+    keep_larger(&PLACES, std::mem::take(&mut p.places));
     *p = Pending::default();
 }
 

@@ -157,18 +157,6 @@ fn split_log(docker: bool, messages: &[(bool, String, usize, bool)]) -> Vec<u8> 
     file
 }
 
-/// Returns at most `.1` bytes per read.
-struct Trickle<'a>(&'a [u8], usize);
-
-impl std::io::Read for Trickle<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.0.len().min(self.1).min(buf.len());
-        buf[..n].copy_from_slice(&self.0[..n]);
-        self.0 = &self.0[n..];
-        Ok(n)
-    }
-}
-
 type Decoded = (Stream, Vec<u8>, bool, bool, bool, String);
 
 fn decoded(e: &Event<'_>, encoder: &mut crate::event::EventEncoder) -> Decoded {
@@ -194,7 +182,7 @@ proptest::proptest! {
         let_go in proptest::collection::vec(proptest::bool::weighted(0.1), 200),
         max_message_bytes in proptest::prop_oneof![proptest::strategy::Just(1usize << 20), 20usize..80],
     ) {
-        use crate::tail::lines::LineReader;
+        use crate::tail::lines::{LineReader, Trickle};
         let file = split_log(docker, &messages);
         let opts = DecodeOptions { max_message_bytes, ..DecodeOptions::default() };
         let mut encoder = crate::event::EventEncoder::default();

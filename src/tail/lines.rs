@@ -295,21 +295,24 @@ impl<R: Read> LineReader<R> {
     }
 }
 
+/// Returns at most `.1` bytes per read, to cut lines at every possible place (tests
+/// of the reader and of what reads through it).
+#[cfg(test)]
+pub(crate) struct Trickle<'a>(pub &'a [u8], pub usize);
+
+#[cfg(test)]
+impl Read for Trickle<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = self.1.min(out.len()).min(self.0.len());
+        out[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Returns at most `n` bytes per read, to cut lines at every possible place.
-    struct Trickle<'a>(&'a [u8], usize);
-
-    impl Read for Trickle<'_> {
-        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-            let n = self.1.min(out.len()).min(self.0.len());
-            out[..n].copy_from_slice(&self.0[..n]);
-            self.0 = &self.0[n..];
-            Ok(n)
-        }
-    }
 
     fn all_lines(input: &[u8], chunk: usize, max_line: usize) -> Vec<(Vec<u8>, u64, LineKind)> {
         let mut r = LineReader::new(Trickle(input, chunk), max_line, 0);
