@@ -416,13 +416,19 @@ fn has_avx512_compress() -> bool {
         && std::arch::is_x86_feature_detected!("avx2")
 }
 
-/// `s` escaped onto `out` whole, 32 bytes at a time; returns whether it is all ASCII. A block without specials is stored as it is. In one with specials,
-/// `\n`, `\t`, `\r`, `\b`, `\f` are turned into their letters, each byte is widened
-/// to two — a `\` and itself — and one compression keeps the `\` only where a byte is
-/// special: 32 bytes in, 32 to 64 out, the same few instructions whatever the
-/// specials. The last 1–31 bytes are loaded under a mask and go the same way. Only a
-/// block with a control written `\u00XX` goes to the SSSE3 halves (or, last bytes,
-/// to [`escape_tail_ssse3`]).
+/// `s` escaped onto `out` whole, 32 bytes at a time; returns whether it is all ASCII.
+///
+/// Two loops. Until a block has a special, blocks are stored as they are (a load,
+/// three compares, a store). From a block with specials on, every block is escaped
+/// by compression, whether it has specials or not: `\n`, `\t`, `\r`, `\b`, `\f` are
+/// turned into their letters, each byte is widened to two — a `\` and itself — and
+/// one compression keeps the `\` only where a byte is special: 32 bytes in, 32 to 64
+/// out, the same few instructions whatever the specials, and no branch on them (in
+/// text where a block in three has a special, that branch is mispredicted so often
+/// that it cost more than the escaping). After [`DENSE_UNTIL_CLEAN`] blocks in a row
+/// without specials, it goes back to storing them. The last 1–31 bytes are loaded
+/// under a mask and go the same way. Only a block with a control written `\u00XX`
+/// goes to the SSSE3 halves (or, last bytes, to [`escape_tail_ssse3`]).
 ///
 /// # Safety
 /// The CPU must have what [`has_avx512_compress`] checks.
@@ -439,6 +445,20 @@ unsafe fn escape_avx512(out: &mut Vec<u8>, s: &[u8]) -> bool {
         let backslash = _mm256_cmpeq_epi8_mask(v, _mm256_set1_epi8(b'\\' as i8));
         (control, quote | backslash | control)
     }
+    // The block at `i`: 32 bytes, or the last 1–31 under a mask (zero past them).
+    #[target_feature(enable = "avx512bw,avx512vl")]
+    #[inline]
+    fn block_at(s: &[u8], i: usize) -> (__m256i, usize, u32) {
+        let n = (s.len() - i).min(32);
+        if n == 32 {
+            // SAFETY: the 32 bytes at `i` are in `s`.
+            (unsafe { _mm256_loadu_si256(s.as_ptr().add(i).cast::<__m256i>()) }, 32, u32::MAX)
+        } else {
+            let live = (1u32 << n) - 1;
+            // SAFETY: a masked load reads only the `n` bytes at `i`, which are in `s`.
+            (unsafe { _mm256_maskz_loadu_epi8(live, s.as_ptr().add(i).cast::<i8>()) }, n, live)
+        }
+    }
     let mut i = 0;
     let mut seen = _mm256_setzero_si256();
     // By low nibble: the letter of each control character with a two-byte escape.
@@ -451,12 +471,12 @@ unsafe fn escape_avx512(out: &mut Vec<u8>, s: &[u8]) -> bool {
         if out.capacity() - out.len() < rest + 64 {
             out.reserve(rest + 64);
         }
-        let (at, mut len) = (out.as_mut_ptr(), out.len());
+        let (mut at, mut len, mut cap) = (out.as_mut_ptr(), out.len(), out.capacity());
         // SAFETY (all the intrinsics): the CPU has AVX-512 F, BW, VL and VBMI2 (the
-        // caller's promise); the loads read `s[i..i + n]` (a masked load: the bytes
-        // past `n` are not read, and zero); the stores write at most 64 bytes at `len`
-        // into the room made above (a run stores no more than it takes of `s`), and
-        // `set_len` covers only the bytes output.
+        // caller's promise); the loads read `s[i..i + n]` (`block_at`); a clean block
+        // stores 32 bytes at `len` into the room made above (a run stores no more
+        // than it takes of `s`), a compressed one 64 bytes, only with 64 bytes of
+        // room (checked before each); `set_len` covers only the bytes output.
         unsafe {
             let mut found = None;
             while i + 32 <= s.len() {
@@ -472,10 +492,7 @@ unsafe fn escape_avx512(out: &mut Vec<u8>, s: &[u8]) -> bool {
                 i += 32;
             }
             if found.is_none() && i < s.len() {
-                // The last 1–31 bytes.
-                let n = s.len() - i;
-                let live = (1u32 << n) - 1;
-                let v = _mm256_maskz_loadu_epi8(live, s.as_ptr().add(i).cast::<i8>());
+                let (v, n, live) = block_at(s, i);
                 seen = _mm256_or_si256(seen, v);
                 let (control, special) = specials(v, live);
                 if special == 0 {
@@ -487,12 +504,16 @@ unsafe fn escape_avx512(out: &mut Vec<u8>, s: &[u8]) -> bool {
                 }
             }
             out.set_len(len);
-            let Some((mut v, n, control, special)) = found else { break };
-            if control != 0 {
+            let Some(mut block) = found else { break };
+            // Dense: every block escaped by compression until enough come clean.
+            let mut clean_run = 0;
+            loop {
+                let (v, n, control, special) = block;
                 let letter = _mm256_shuffle_epi8(letters, v);
                 let short = _mm256_test_epi8_mask(letter, letter) & _mm256_cmplt_epu8_mask(v, _mm256_set1_epi8(0x10));
                 if control & !short != 0 {
                     // A control written `\u00XX`: the SSSE3 way.
+                    out.set_len(len);
                     if n == 32 {
                         let controls = _mm256_movm_epi8(control);
                         let (low, high) = (_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
@@ -502,24 +523,44 @@ unsafe fn escape_avx512(out: &mut Vec<u8>, s: &[u8]) -> bool {
                     } else {
                         escape_tail_ssse3(out, s, i);
                     }
-                    i += n;
-                    continue;
+                    (at, len, cap) = (out.as_mut_ptr(), out.len(), out.capacity());
+                } else {
+                    let v = _mm256_mask_mov_epi8(v, control, letter);
+                    // Byte k becomes the pair (`\`, byte k); the `\` is kept where k is special.
+                    let high = _mm512_slli_epi16::<8>(_mm512_cvtepu8_epi16(v));
+                    let pairs = _mm512_mask_mov_epi16(high, special, _mm512_or_si512(high, _mm512_set1_epi16(b'\\' as i16)));
+                    // Bytes past `n` are zero pairs, and no byte kept is zero (controls are
+                    // letters by now): keep the bytes that are not zero.
+                    let packed = _mm512_maskz_compress_epi8(_mm512_test_epi8_mask(pairs, pairs), pairs);
+                    _mm512_storeu_si512(at.add(len).cast::<__m512i>(), packed);
+                    len += n + special.count_ones() as usize;
                 }
-                v = _mm256_mask_mov_epi8(v, control, letter);
+                i += n;
+                // No branch on `special`: the count of clean blocks in a row.
+                clean_run = (clean_run + 1) * u32::from(special == 0);
+                if i == s.len() || clean_run == DENSE_UNTIL_CLEAN {
+                    break;
+                }
+                if cap - len < 64 {
+                    out.set_len(len);
+                    out.reserve(s.len() - i + 64);
+                    (at, len, cap) = (out.as_mut_ptr(), out.len(), out.capacity());
+                }
+                let (v, n, live) = block_at(s, i);
+                seen = _mm256_or_si256(seen, v);
+                let (control, special) = specials(v, live);
+                block = (v, n, control, special);
             }
-            // Byte k becomes the pair (`\`, byte k); the `\` is kept where k is special.
-            let high = _mm512_slli_epi16::<8>(_mm512_cvtepu8_epi16(v));
-            let pairs = _mm512_mask_mov_epi16(high, special, _mm512_or_si512(high, _mm512_set1_epi16(b'\\' as i16)));
-            // Bytes past `n` are zero pairs, and no byte kept is zero (controls are
-            // letters by now): keep the bytes that are not zero.
-            let packed = _mm512_maskz_compress_epi8(_mm512_test_epi8_mask(pairs, pairs), pairs);
-            _mm512_storeu_si512(at.add(len).cast::<__m512i>(), packed);
-            out.set_len(len + n + special.count_ones() as usize);
-            i += n;
+            out.set_len(len);
         }
     }
     _mm256_movemask_epi8(seen) == 0
 }
+
+/// Blocks in a row without specials after which [`escape_avx512`] stores blocks as
+/// they are again.
+#[cfg(target_arch = "x86_64")]
+const DENSE_UNTIL_CLEAN: u32 = 4;
 
 /// A 32-byte block whose specials (`mask`, bit `k`: byte `k`) are all `"` or `\`,
 /// escaped onto `out`: a `\` before each. Each 8-byte group expands as
@@ -935,6 +976,35 @@ mod tests {
             write_json_string(&mut got, msg.as_bytes());
             assert_eq!(String::from_utf8(got).unwrap(), want, "{msg:?}");
             check_every_path(&msg);
+        }
+    }
+
+    /// Runs of clean blocks (up to twice as many in a row as end the AVX-512 path's
+    /// compressing) between blocks with specials, at every alignment, and long runs of
+    /// specials only (each block doubling: the room made is outgrown mid-loop), as
+    /// serde_json writes them, on every path.
+    #[test]
+    fn clean_runs_between_special_blocks_come_out_as_serde_json_writes_them() {
+        let specials: [&str; 8] = ["\"", "\\", "\n", "\t", "\u{1}", "\u{1b}", "é", "日"];
+        let mut state = 0x6a09_e667_f3bc_c908_u64;
+        for case in 0..3000 {
+            let mut msg = "p".repeat(case % 37);
+            for _ in 0..case % 11 {
+                crate::xorshift(&mut state);
+                let clean_blocks = (state % (2 * DENSE_UNTIL_CLEAN as u64 + 1)) as usize;
+                msg.push_str(&"c".repeat(32 * clean_blocks + (state >> 8) as usize % 32));
+                for _ in 0..1 + (state >> 16) % 3 {
+                    crate::xorshift(&mut state);
+                    msg.push_str(specials[(state % specials.len() as u64) as usize]);
+                }
+            }
+            check_every_path(&msg);
+        }
+        for len in [31, 32, 33, 64, 100, 257, 700, 2049] {
+            for special in ["\"", "\\", "\n", "\u{1}"] {
+                check_every_path(&special.repeat(len));
+                check_every_path(&format!("{}{}", "c".repeat(len), special.repeat(len)));
+            }
         }
     }
 
