@@ -58,6 +58,16 @@ pub struct LineReader<R> {
     bytes_read: u64,
     /// Bytes handed out but kept from `buf[kept]` on ([`Self::keep_from`]).
     kept: Option<usize>,
+    /// A read that returns less than asked means the end (a regular file's way; see
+    /// [`Self::end_at_short_reads`]).
+    short_read_ends: bool,
+    /// The last read was short: the next fill says "the end" without reading (once:
+    /// the fill after reads), unless the buffer is given back (or the source moved
+    /// back) first — a turn that ended before it came to the end — since more may be
+    /// written by the next turn.
+    short: bool,
+    /// The last end was known from a short read, not from a read that found nothing.
+    ended_short: bool,
 }
 
 impl<R: Read> LineReader<R> {
@@ -74,7 +84,31 @@ impl<R: Read> LineReader<R> {
             skipping: false,
             bytes_read: 0,
             kept: None,
+            short_read_ends: false,
+            short: false,
+            ended_short: false,
         }
+    }
+
+    /// Takes a read that returns less than it asked for as the end of what the source
+    /// holds for now, rather than read again to hear "nothing": true of a regular file
+    /// (a read stops short only at its end), which a follower reads to its end twice
+    /// a second, so that this saves a system call each time. Wrong for a pipe or a
+    /// decompressor, which may return less at any time. Where it is wrong anyway (a
+    /// file system that reads short mid-file), the next read goes on where this one
+    /// stopped: the end said is only early — so only for an end that is "for now": a
+    /// caller about to decide that a file is finished wants a read that finds nothing
+    /// after it looked (`false`).
+    pub fn end_at_short_reads(&mut self, yes: bool) {
+        self.short_read_ends = yes;
+        self.short &= yes;
+    }
+
+    /// Whether the last time no line was left, the end was known from a short read
+    /// (the source held exactly what was read a moment before), not from a read that
+    /// returned nothing (it may hold less than was read: truncated).
+    pub fn ended_short(&self) -> bool {
+        self.ended_short
     }
 
     /// Keeps the bytes from stream offset `from` on in the buffer (lines already
@@ -206,6 +240,7 @@ impl<R: Read> LineReader<R> {
     /// stream offset is unchanged: those bytes were never handed out.
     pub fn unread_held(&mut self) -> usize {
         debug_assert!(self.kept.is_none(), "let go of the kept bytes first");
+        self.short = false;
         let held = self.end - self.start;
         self.bytes_read -= held as u64;
         self.end = self.start;
@@ -217,6 +252,7 @@ impl<R: Read> LineReader<R> {
     /// read buffer, for a source that cannot move back (gzip).
     pub fn shrink(&mut self) -> Option<Vec<u8>> {
         debug_assert!(self.kept.is_none(), "let go of the kept bytes first");
+        self.short = false;
         if self.end == self.start {
             return self.reclaim();
         }
@@ -234,6 +270,7 @@ impl<R: Read> LineReader<R> {
     /// Takes the buffer back when it holds nothing unconsumed, so that a caller
     /// following many files needs buffers only for those being read right now.
     pub fn reclaim(&mut self) -> Option<Vec<u8>> {
+        self.short = false;
         if self.start != self.end || self.kept.is_some() || self.buf.capacity() == 0 {
             return None;
         }
@@ -279,6 +316,11 @@ impl<R: Read> LineReader<R> {
             let cap = self.buf.capacity();
             self.buf.resize(if self.end + READ_SIZE / 4 <= cap { cap } else { self.end + READ_SIZE }, 0);
         }
+        if std::mem::take(&mut self.short) {
+            self.ended_short = true;
+            return Ok(false);
+        }
+        self.ended_short = false;
         // A line longer than `up_to` still gets the room it needs.
         let room = (self.buf.len() - self.end).min(up_to.max(READ_SIZE / 4));
         loop {
@@ -286,6 +328,7 @@ impl<R: Read> LineReader<R> {
                 Ok(n) => {
                     self.end += n;
                     self.bytes_read += n as u64;
+                    self.short = self.short_read_ends && n > 0 && n < room;
                     return Ok(n > 0);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -429,6 +472,76 @@ mod tests {
         r.get_mut().set_position(pos);
         let l = r.next_line().unwrap().unwrap();
         assert_eq!((l.bytes, l.offset), (&b"bc"[..], 2));
+    }
+
+    /// A source that counts its reads that found nothing.
+    struct Counted(io::Cursor<Vec<u8>>, usize);
+
+    impl Read for Counted {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = self.0.read(out)?;
+            self.1 += usize::from(n == 0);
+            Ok(n)
+        }
+    }
+
+    /// Told that a short read is the end, the reader comes to the end of a file
+    /// without a read that finds nothing, and says the end was known that way; the
+    /// next call reads again (a file grows), and so does the first call after a turn
+    /// that ended before the end (the buffer given back, or the incomplete line
+    /// unread): a short read then is old news.
+    #[test]
+    fn a_short_read_is_the_end_once_for_a_reader_told_so() {
+        let input: Vec<u8> = (0..100).flat_map(|i| format!("line {i:03}\n").into_bytes()).collect();
+        let mut r = LineReader::new(Counted(io::Cursor::new(input.clone()), 0), 100, 0);
+        r.end_at_short_reads(true);
+        let mut n = 0;
+        while r.next_line().unwrap().is_some() {
+            n += 1;
+        }
+        assert_eq!((n, r.get_ref().1), (100, 0), "every line, and no read that found nothing");
+        assert!(r.ended_short());
+        r.get_mut().0.get_mut().extend_from_slice(b"late\n");
+        assert_eq!(r.next_line().unwrap().unwrap().bytes, b"late", "the next call reads");
+        assert!(r.next_line().unwrap().is_none());
+        assert!(r.ended_short() && r.get_ref().1 == 0);
+        // A turn that stops before the end: the short read is forgotten with the buffer.
+        for give_back in [true, false] {
+            let mut r = LineReader::new(Counted(io::Cursor::new(input.clone()), 0), 100, 0);
+            r.end_at_short_reads(true);
+            r.next_line().unwrap().unwrap();
+            r.get_mut().0.get_mut().extend_from_slice(b"late\n");
+            if give_back {
+                // Everything read is handed out first, as a turn's end does.
+                for _ in 1..100 {
+                    r.next_line_reading(0).unwrap().unwrap();
+                }
+                assert!(r.reclaim().is_some());
+            } else {
+                let held = r.unread_held();
+                let pos = r.get_ref().0.position();
+                r.get_mut().0.set_position(pos - held as u64);
+                for _ in 1..100 {
+                    r.next_line().unwrap().unwrap();
+                }
+            }
+            assert_eq!(r.next_line().unwrap().unwrap().bytes, b"late", "give_back={give_back}");
+        }
+        // Without being told, or told no more after a short read (a rotated file about
+        // to be finished), the end is a read that finds nothing.
+        for told_then_not in [false, true] {
+            let mut r = LineReader::new(Counted(io::Cursor::new(input.clone()), 0), 100, 0);
+            r.end_at_short_reads(told_then_not);
+            r.next_line().unwrap().unwrap();
+            r.end_at_short_reads(false);
+            r.get_mut().0.get_mut().extend_from_slice(b"late\n");
+            let mut n = 1;
+            while r.next_line().unwrap().is_some() {
+                n += 1;
+            }
+            assert_eq!((n, r.get_ref().1), (101, 1), "told_then_not={told_then_not}");
+            assert!(!r.ended_short());
+        }
     }
 
     /// Lines kept stay in the buffer, whatever the reads, and come with each later

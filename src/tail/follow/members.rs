@@ -105,8 +105,11 @@ pub(super) fn open_member(m: &SetMember, chain_base: u64, max_line: usize, offse
         file.seek(SeekFrom::Start(offset))?;
         (Source::Plain(file), id)
     };
+    let mut reader = LineReader::new(source, max_line, offset);
+    // The live file's end is only "for now"; a rotated file's decides that it is done.
+    reader.end_at_short_reads(!m.gzipped && m.stamp.is_none());
     Ok(Some(Current {
-        reader: LineReader::new(source, max_line, offset),
+        reader,
         id,
         base: chain_base,
         live: m.stamp.is_none(),

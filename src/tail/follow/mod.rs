@@ -521,20 +521,27 @@ impl Follower {
     }
 
     /// At the end of the live file: has it been rotated, truncated or deleted?
+    ///
+    /// A file whose last read stopped short just now ended exactly where it was read
+    /// to: not truncated, and its size is not asked for again (two reads a second of
+    /// each busy file, each a system call saved).
     fn check_live(&mut self, now: Instant) -> io::Result<LiveState> {
         let cur = self.cur.as_mut().expect("a file is open");
         let Source::Plain(file) = cur.reader.get_ref() else { return Ok(LiveState::Unchanged) };
-        let md = file.metadata()?;
+        let md = if cur.reader.ended_short() { None } else { Some(file.metadata()?) };
         let read_to = cur.opened_at + cur.reader.bytes_read();
-        if md.len() < read_to {
+        if let Some(md) = md.as_ref().filter(|md| md.len() < read_to) {
             self.stats.truncations += 1;
             tracing::info!(file = %self.key.display(), size = md.len(), read = read_to, "file truncated in place; reading it again from the start");
             return Ok(LiveState::Truncated);
         }
         match fs::metadata(&self.key) {
-            Ok(now_md) if now_md.dev() == md.dev() && now_md.ino() == md.ino() => Ok(LiveState::Unchanged),
+            Ok(now_md) if now_md.dev() == cur.id.dev && now_md.ino() == cur.id.ino => Ok(LiveState::Unchanged),
             Ok(_) => {
-                // The runtime reopened: no more writes to ours. Read its tail, then move on.
+                // The runtime reopened: no more writes to ours. Read its tail, then move
+                // on — once a read after this finds nothing (the runtime's last write
+                // may have landed while the lines of the last read were handed out).
+                cur.reader.end_at_short_reads(false);
                 cur.live = false;
                 cur.stamp = find_stamp(&self.key, &cur.id)?;
                 if cur.stamp.is_none() {
@@ -543,7 +550,11 @@ impl Follower {
                 Ok(LiveState::Rotated)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if md.nlink() == 0 {
+                let nlink = match md {
+                    Some(md) => md.nlink(),
+                    None => file.metadata()?.nlink(),
+                };
+                if nlink == 0 {
                     self.gone_since.get_or_insert(now);
                 }
                 Ok(LiveState::Waiting)
@@ -561,6 +572,7 @@ impl Follower {
         let base = cur.base + cur.opened_at + cur.reader.bytes_read();
         let id = FileId::from_metadata(&f.metadata()?, None);
         let mut reader = LineReader::new(Source::Plain(f), self.max_line, 0);
+        reader.end_at_short_reads(true);
         // (copytruncate rotates this way every time)
         cur.reader.pass_buffer_to(&mut reader);
         *cur = Current { reader, id, base, live: true, stamp: None, opened_at: 0 };
