@@ -61,13 +61,22 @@ pub struct LineReader<R> {
     /// A read that returns less than asked means the end (a regular file's way; see
     /// [`Self::end_at_short_reads`]).
     short_read_ends: bool,
-    /// The last read was short: the next fill says "the end" without reading (once:
-    /// the fill after reads), unless the buffer is given back (or the source moved
-    /// back) first — a turn that ended before it came to the end — since more may be
-    /// written by the next turn.
-    short: bool,
-    /// The last end was known from a short read, not from a read that found nothing.
-    ended_short: bool,
+    /// What the last short read says of the end.
+    short: ShortRead,
+}
+
+/// A short read and the end (see [`LineReader::end_at_short_reads`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ShortRead {
+    /// Nothing known: the next fill reads.
+    Unknown,
+    /// The last read was short: the next fill says "the end" without reading —
+    /// unless the buffer is given back (or the source moved back) first, a turn that
+    /// ended before it came to the end: more may be written by the next turn.
+    Pending,
+    /// The last end said was known from a short read, not from a read that found
+    /// nothing.
+    Said,
 }
 
 impl<R: Read> LineReader<R> {
@@ -85,8 +94,7 @@ impl<R: Read> LineReader<R> {
             bytes_read: 0,
             kept: None,
             short_read_ends: false,
-            short: false,
-            ended_short: false,
+            short: ShortRead::Unknown,
         }
     }
 
@@ -101,14 +109,16 @@ impl<R: Read> LineReader<R> {
     /// after it looked (`false`).
     pub fn end_at_short_reads(&mut self, yes: bool) {
         self.short_read_ends = yes;
-        self.short &= yes;
+        if !yes {
+            self.short = ShortRead::Unknown;
+        }
     }
 
     /// Whether the last time no line was left, the end was known from a short read
     /// (the source held exactly what was read a moment before), not from a read that
     /// returned nothing (it may hold less than was read: truncated).
     pub fn ended_short(&self) -> bool {
-        self.ended_short
+        self.short == ShortRead::Said
     }
 
     /// Keeps the bytes from stream offset `from` on in the buffer (lines already
@@ -240,7 +250,7 @@ impl<R: Read> LineReader<R> {
     /// stream offset is unchanged: those bytes were never handed out.
     pub fn unread_held(&mut self) -> usize {
         debug_assert!(self.kept.is_none(), "let go of the kept bytes first");
-        self.short = false;
+        self.short = ShortRead::Unknown;
         let held = self.end - self.start;
         self.bytes_read -= held as u64;
         self.end = self.start;
@@ -252,7 +262,7 @@ impl<R: Read> LineReader<R> {
     /// read buffer, for a source that cannot move back (gzip).
     pub fn shrink(&mut self) -> Option<Vec<u8>> {
         debug_assert!(self.kept.is_none(), "let go of the kept bytes first");
-        self.short = false;
+        self.short = ShortRead::Unknown;
         if self.end == self.start {
             return self.reclaim();
         }
@@ -270,7 +280,7 @@ impl<R: Read> LineReader<R> {
     /// Takes the buffer back when it holds nothing unconsumed, so that a caller
     /// following many files needs buffers only for those being read right now.
     pub fn reclaim(&mut self) -> Option<Vec<u8>> {
-        self.short = false;
+        self.short = ShortRead::Unknown;
         if self.start != self.end || self.kept.is_some() || self.buf.capacity() == 0 {
             return None;
         }
@@ -297,6 +307,11 @@ impl<R: Read> LineReader<R> {
     /// Reads more; `false` at end of input. Moves an incomplete line to the front
     /// first, and grows the buffer only while a line is longer than it.
     fn fill(&mut self, up_to: usize) -> io::Result<bool> {
+        if self.short == ShortRead::Pending {
+            self.short = ShortRead::Said;
+            return Ok(false);
+        }
+        self.short = ShortRead::Unknown;
         let from = self.kept.unwrap_or(self.start);
         if from == self.end {
             self.start = 0;
@@ -316,11 +331,6 @@ impl<R: Read> LineReader<R> {
             let cap = self.buf.capacity();
             self.buf.resize(if self.end + READ_SIZE / 4 <= cap { cap } else { self.end + READ_SIZE }, 0);
         }
-        if std::mem::take(&mut self.short) {
-            self.ended_short = true;
-            return Ok(false);
-        }
-        self.ended_short = false;
         // A line longer than `up_to` still gets the room it needs.
         let room = (self.buf.len() - self.end).min(up_to.max(READ_SIZE / 4));
         loop {
@@ -328,7 +338,9 @@ impl<R: Read> LineReader<R> {
                 Ok(n) => {
                     self.end += n;
                     self.bytes_read += n as u64;
-                    self.short = self.short_read_ends && n > 0 && n < room;
+                    if self.short_read_ends && n > 0 && n < room {
+                        self.short = ShortRead::Pending;
+                    }
                     return Ok(n > 0);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
