@@ -52,6 +52,10 @@ const ALIGN: usize = 4096;
 /// Staging capacity allocated up front; it grows when one sync's worth is larger.
 const STAGE_BYTES: usize = 4 << 20;
 
+/// Stages this large start on a huge page and ask to be backed by huge pages
+/// (see [`Stage::with_capacity`]).
+const HUGE_PAGE: usize = 2 << 20;
+
 /// Appends to one file; see the module doc.
 pub struct OutputFile {
     path: PathBuf,
@@ -498,7 +502,7 @@ fn open_direct(path: &Path) -> io::Result<Option<File>> {
 }
 
 /// A growable byte buffer whose first byte is `ALIGN`-aligned (a `Vec` with slack in
-/// front; no unsafe code).
+/// front), backed by huge pages where it can be.
 struct Stage {
     vec: Vec<u8>,
     /// Index of the aligned first byte in `vec`.
@@ -507,9 +511,24 @@ struct Stage {
 }
 
 impl Stage {
+    /// A stage of at least [`HUGE_PAGE`] starts on a huge page boundary and asks the
+    /// kernel to back it with huge pages (`MADV_HUGEPAGE`; a hint, ignored where
+    /// transparent huge pages are off). A direct write pins every page of the memory
+    /// it writes from, one 4 KiB page at a time, and the copy into the stage walks
+    /// the page tables once per page; in a virtual machine each of those walks is a
+    /// nested one. With 2 MiB pages, pinning and copying on the live node took 40 %
+    /// less (BENCHMARKS.md). The slack before the aligned start is allocated zeroed
+    /// and never written, so it is not resident.
     fn with_capacity(capacity: usize) -> Self {
-        let vec = vec![0u8; capacity + ALIGN];
-        let start = vec.as_ptr().align_offset(ALIGN);
+        let align = if capacity >= HUGE_PAGE { HUGE_PAGE } else { ALIGN };
+        let vec = vec![0u8; capacity + align];
+        let start = vec.as_ptr().align_offset(align);
+        if align == HUGE_PAGE {
+            let whole_pages = (vec.len() - start) / HUGE_PAGE * HUGE_PAGE;
+            // SAFETY: advice about memory `vec` owns (from `start`, a page boundary, for
+            // whole huge pages within it); it changes neither contents nor mappings.
+            let _ = unsafe { libc::madvise(vec.as_ptr().add(start) as *mut libc::c_void, whole_pages, libc::MADV_HUGEPAGE) };
+        }
         Self { vec, start, len: 0 }
     }
 

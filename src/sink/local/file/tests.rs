@@ -9,6 +9,21 @@ fn write_all(file: &mut OutputFile, pieces: &[&[u8]]) {
 }
 
 #[test]
+fn a_stage_starts_on_a_block_and_a_large_one_on_a_huge_page_keeping_its_bytes_as_it_grows() {
+    let mut stage = Stage::with_capacity(64 << 10);
+    assert_eq!(stage.bytes().as_ptr() as usize % ALIGN, 0);
+    let bytes: Vec<u8> = (0..3 * HUGE_PAGE + 77).map(|i| (i % 253) as u8).collect();
+    for chunk in bytes.chunks(100_003) {
+        stage.extend(chunk);
+    }
+    assert_eq!(stage.bytes(), &bytes[..]);
+    assert_eq!(stage.bytes().as_ptr() as usize % HUGE_PAGE, 0, "grown past a huge page, the stage starts on one");
+    stage.consume(2 * ALIGN);
+    assert_eq!(stage.bytes(), &bytes[2 * ALIGN..]);
+    assert_eq!(Stage::with_capacity(STAGE_BYTES).bytes().as_ptr() as usize % HUGE_PAGE, 0);
+}
+
+#[test]
 fn appends_exactly_what_it_is_given_across_partial_blocks() {
     for direct in [true, false] {
         let dir = tempfile::tempdir().unwrap();
