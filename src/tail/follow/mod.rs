@@ -120,8 +120,18 @@ pub struct Follower {
     /// Input before the next file to read was lost unread (its position's file was
     /// gone, rotated files were deleted): that file starts after a gap.
     lost_ahead: bool,
+    /// The tailer watches the live file for renames and removals (`tailer::moves`):
+    /// while it does, a path found naming the open file is trusted without a look
+    /// until the watch reports something (or for [`PATH_RECHECK`]).
+    path_watched: bool,
+    /// The file (device, inode) the path was last found to name while watched, and when.
+    path_names: Option<(u64, u64, Instant)>,
     pub stats: FollowStats,
 }
+
+/// A watched path is looked up again after this long even without an event: inotify
+/// does not report what happens to a parent directory (renamed, a mount over it).
+pub const PATH_RECHECK: Duration = Duration::from_secs(10);
 
 impl Follower {
     pub fn new(key: PathBuf, kube: Vec<u8>, opts: &DecodeOptions, resume: Option<Position>, start: StartFrom) -> Self {
@@ -141,8 +151,23 @@ impl Follower {
             missing_since: None,
             seen_rotated: Default::default(),
             lost_ahead: false,
+            path_watched: false,
+            path_names: None,
             stats: FollowStats::default(),
         }
+    }
+
+    /// Whether a watch reports a rename or removal of the file the path names now (set
+    /// by the tailer after adding or losing one, and after each report). Either way
+    /// the path is looked up at the next end of the live file; while watched, what it
+    /// finds is then trusted until the next report.
+    pub fn set_path_watched(&mut self, watched: bool) {
+        self.path_watched = watched;
+        self.path_names = None;
+    }
+
+    pub fn path_watched(&self) -> bool {
+        self.path_watched
     }
 
     pub fn is_open(&self) -> bool {
@@ -524,7 +549,9 @@ impl Follower {
     ///
     /// A file whose last read stopped short just now ended exactly where it was read
     /// to: not truncated, and its size is not asked for again (two reads a second of
-    /// each busy file, each a system call saved).
+    /// each busy file, each a system call saved). A path watched for renames and
+    /// found naming the open file since is not looked up either
+    /// ([`Self::set_path_watched`]).
     fn check_live(&mut self, now: Instant) -> io::Result<LiveState> {
         let cur = self.cur.as_mut().expect("a file is open");
         let Source::Plain(file) = cur.reader.get_ref() else { return Ok(LiveState::Unchanged) };
@@ -535,8 +562,17 @@ impl Follower {
             tracing::info!(file = %self.key.display(), size = md.len(), read = read_to, "file truncated in place; reading it again from the start");
             return Ok(LiveState::Truncated);
         }
+        let names_ours = |&(dev, ino, at): &(u64, u64, Instant)| dev == cur.id.dev && ino == cur.id.ino && now.saturating_duration_since(at) < PATH_RECHECK;
+        if self.path_watched && self.path_names.as_ref().is_some_and(names_ours) {
+            return Ok(LiveState::Unchanged);
+        }
         match fs::metadata(&self.key) {
-            Ok(now_md) if now_md.dev() == cur.id.dev && now_md.ino() == cur.id.ino => Ok(LiveState::Unchanged),
+            Ok(now_md) if now_md.dev() == cur.id.dev && now_md.ino() == cur.id.ino => {
+                if self.path_watched {
+                    self.path_names = Some((cur.id.dev, cur.id.ino, now));
+                }
+                Ok(LiveState::Unchanged)
+            }
             Ok(_) => {
                 // The runtime reopened: no more writes to ours. Read its tail, then move
                 // on — once a read after this finds nothing (the runtime's last write

@@ -84,6 +84,49 @@ fn a_rotation_keeps_the_read_buffer() {
     assert_eq!(capacities(&pool), [MARKED], "the same buffer, no fresh one");
 }
 
+/// A turn at `now`, with the messages it emitted.
+fn turn_at(f: &mut Follower, pool: &mut Vec<Vec<u8>>, now: Instant) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    f.read(1 << 20, now, 0, Duration::from_secs(30), pool, &mut |e, _| got.push(e.message.to_vec())).unwrap();
+    got
+}
+
+/// A watched path is looked up once after the watch is set, then trusted until the
+/// tailer reports a move (or for `PATH_RECHECK`): a rotation the watch would have
+/// reported is seen only once it is; without a watch, at the next end of the file.
+#[test]
+fn a_watched_path_is_trusted_until_a_move_is_reported_or_it_is_old() {
+    let (dir, live, mut f, mut pool) = follower_with_marked_buffer(&cri_lines(100, ""));
+    let t0 = Instant::now();
+    f.set_path_watched(true);
+    assert_eq!(turn_at(&mut f, &mut pool, t0).len(), 100, "the first end looks the path up and trusts it");
+    let rotate = |n: usize, stamp: &str| {
+        let mut file = std::fs::OpenOptions::new().append(true).open(&live).unwrap();
+        std::io::Write::write_all(&mut file, &cri_lines(n, "")).unwrap();
+        std::fs::rename(&live, dir.path().join(format!("0.log.{stamp}"))).unwrap();
+        std::fs::write(&live, cri_lines(7, "")).unwrap();
+    };
+    rotate(5, "20261121-100001");
+    assert_eq!(turn_at(&mut f, &mut pool, t0 + Duration::from_secs(1)).len(), 5, "trusted: the old file is read on");
+    assert_eq!(f.stats.rotations, 0);
+    f.set_path_watched(true); // the move reported, the new file watched
+    assert_eq!(turn_at(&mut f, &mut pool, t0 + Duration::from_secs(2)).len(), 7, "looked up: the new file");
+    assert_eq!(f.stats.rotations, 1);
+
+    // Trusted again (the lookup at the new file's end), but not for ever.
+    rotate(2, "20261121-100002");
+    assert_eq!(turn_at(&mut f, &mut pool, t0 + Duration::from_secs(3)).len(), 2);
+    assert_eq!(f.stats.rotations, 1);
+    assert_eq!(turn_at(&mut f, &mut pool, t0 + Duration::from_secs(3) + PATH_RECHECK).len(), 7, "looked up again after PATH_RECHECK");
+    assert_eq!(f.stats.rotations, 2);
+
+    // Not watched: looked up at every end.
+    f.set_path_watched(false);
+    rotate(1, "20261121-100003");
+    assert_eq!(turn_at(&mut f, &mut pool, t0 + Duration::from_secs(20)).len(), 8);
+    assert_eq!(f.stats.rotations, 3);
+}
+
 /// A file truncated in place (copytruncate) is read again from its start in the
 /// same read buffer.
 #[test]

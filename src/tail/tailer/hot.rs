@@ -91,11 +91,12 @@ impl Tailer {
     }
 
     /// Stops watching `dir`; its streams are read on the timer from now on.
-    fn poll_dir(&mut self, dir: PathBuf, now: Instant) {
+    pub(super) fn poll_dir(&mut self, dir: PathBuf, now: Instant) {
         self.watch.unwatch_dir(&dir);
         for key in self.dirs.get(&dir).into_iter().flatten() {
             if let Some(s) = self.streams.get_mut(key) {
                 s.polled = true;
+                s.follower.set_path_watched(self.moves.watch(key));
             }
         }
         tracing::debug!(dir = %dir.display(), "busy: read on a timer");
@@ -123,9 +124,33 @@ impl Tailer {
                 s.polled = false;
                 // A fresh start: the next pair of reads with data decides again.
                 s.last_data = None;
+                self.moves.unwatch(key);
+                s.follower.set_path_watched(false);
             }
         }
+        self.note_moves(&keys);
         keys.into_iter().for_each(|k| self.make_ready(k));
         self.polled.due = (!self.polled.dirs.is_empty()).then(|| now + self.settings.tail.busy_poll_interval);
+    }
+
+    /// Watches a polled stream's live file for renames and removals (`tailer::moves`).
+    pub(super) fn watch_moves(&mut self, key: &Arc<Path>) {
+        if let Some(s) = self.streams.get_mut(key) {
+            s.follower.set_path_watched(self.moves.watch(key));
+        }
+    }
+
+    /// Before a poll: the streams whose file was renamed or removed since the last
+    /// are watched again by path (their new file), and look their path up at their
+    /// end; so do the polled streams not watched yet (mid-rotation, no file to watch).
+    fn note_moves(&mut self, polled: &[Arc<Path>]) {
+        for key in self.moves.moved() {
+            self.watch_moves(&key);
+        }
+        for key in polled {
+            if let Some(s) = self.streams.get_mut(key).filter(|s| s.polled && !s.follower.path_watched()) {
+                s.follower.set_path_watched(self.moves.watch(key));
+            }
+        }
     }
 }

@@ -30,6 +30,7 @@ use super::turn::{take_turn, Batch, Encoded, Followed, Routed, Routing, Turn, Tu
 use super::watch::{Reload, Wake, Watch};
 
 mod hot;
+mod moves;
 mod streams;
 use crate::config::TailConfig;
 use crate::decode::DecodeOptions;
@@ -165,6 +166,8 @@ pub struct Tailer {
     waiting_for_room: Arc<AtomicBool>,
     /// Busy directories, read on a timer rather than on each write.
     polled: hot::Polled,
+    /// Polled streams' live files, watched for renames and removals.
+    moves: moves::FileMoves,
     /// The directories watched for the include globs (see `watch_include_dirs`).
     include_watches: Vec<PathBuf>,
 }
@@ -245,6 +248,7 @@ impl Tailer {
             helper_turns: 0,
             waiting_for_room: Arc::default(),
             polled: hot::Polled::default(),
+            moves: moves::FileMoves::new(),
             include_watches: Vec::new(),
         }
     }

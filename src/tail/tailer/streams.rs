@@ -103,6 +103,9 @@ impl Tailer {
             key.clone(),
             Followed { follower, routes, kube: f.kube.clone(), key: key.clone(), dir, last_active: now, warned: false, backlogged: false, seen_bytes, last_data: None, polled },
         );
+        if polled {
+            self.watch_moves(&key);
+        }
         self.make_ready(key);
     }
 
@@ -110,6 +113,7 @@ impl Tailer {
     pub(super) fn retire(&mut self, key: &Arc<Path>) {
         let Some(s) = self.streams.remove(key) else { return };
         tracing::debug!(file = %key.display(), "stream finished");
+        self.moves.unwatch(key);
         self.retired.add_stream(&s.follower);
         if let Some(keys) = self.dirs.get_mut(&s.dir) {
             keys.retain(|k| k != key);

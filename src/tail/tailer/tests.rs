@@ -120,3 +120,59 @@ fn spares_in_use_are_kept_and_those_unused_for_a_trim_are_freed() {
     spares.trim();
     assert_eq!(spares.held.len(), SPARE_BATCH_BUFFERS);
 }
+
+/// The glue between the polled streams and `moves`: a busy stream's file is watched;
+/// after a rotation the next poll learns of it from the watch and the stream looks its
+/// path up again (the follower alone would trust it for `PATH_RECHECK`); once quiet,
+/// the watch is removed.
+#[test]
+fn a_polled_stream_learns_of_its_rotation_from_the_watch_on_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let app = root.join("var/log/pods/ns_pod_uid/app");
+    std::fs::create_dir_all(&app).unwrap();
+    let live = app.join("0.log");
+    let line = |n: usize| format!("2026-11-22T00:00:00.000000000Z stdout F line-{n:03}\n");
+    std::fs::write(&live, line(0)).unwrap();
+    let text = format!(
+        "data_dir = \"{r}/data\"\n[tail]\ninclude = [\"{r}/var/log/pods/*/*/*.log\"]\nroots = [\"{r}/var/log/pods\"]\n[sink]\ntype = \"stdout\"\n",
+        r = root.display()
+    );
+    let config = Config::from_toml_str_with_env(&text, &EnvView::default()).unwrap();
+    let settings = TailerSettings {
+        tail: config.tail.clone(),
+        decode: config.decode,
+        message_format: config.message_format,
+        partial_flush_timeout: config.partial_flush_timeout,
+        router: Arc::new(crate::route::Router::everything()),
+        multiline: Arc::default(),
+    };
+    let (batch_tx, _batch_rx) = crate::tail::handoff::batch_queue(16);
+    let (_wake_tx, wake_rx) = mpsc::channel();
+    let mut tailer = Tailer::new(settings, HashMap::new(), true, Watch::polling_only(), wake_rx, batch_tx, Arc::default());
+    let mut now = Instant::now();
+    tailer.rescan(now);
+    let key: Arc<Path> = Arc::from(live.as_path());
+    assert!(tailer.streams.contains_key(&key));
+    tailer.poll_dir(app.clone(), now);
+    assert_eq!(tailer.moves.len(), 1, "this test needs inotify");
+    tailer.read_round(now);
+    let rotations = |t: &Tailer| t.streams[&key].follower.stats.rotations;
+
+    // Rotated while polled: no lookup of the path would see it before PATH_RECHECK.
+    let mut file = std::fs::OpenOptions::new().append(true).open(&live).unwrap();
+    std::io::Write::write_all(&mut file, line(1).as_bytes()).unwrap();
+    std::fs::rename(&live, app.join("0.log.20261122-000001")).unwrap();
+    std::fs::write(&live, line(2)).unwrap();
+    now += tailer.settings.tail.busy_poll_interval;
+    tailer.poll_hot(now);
+    tailer.read_round(now);
+    assert_eq!(rotations(&tailer), 1, "the watch reported the rename and the path was looked up");
+    assert_eq!(tailer.moves.len(), 1, "the new file is watched");
+
+    // Quiet: watched by directory again, no longer by file.
+    now += hot::COOL_AFTER;
+    tailer.poll_hot(now);
+    assert_eq!(tailer.moves.len(), 0);
+    assert!(!tailer.streams[&key].follower.path_watched());
+}
