@@ -166,6 +166,7 @@ impl Follower {
         self.path_names = None;
     }
 
+    /// What [`Self::set_path_watched`] was last told.
     pub fn path_watched(&self) -> bool {
         self.path_watched
     }

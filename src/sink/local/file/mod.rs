@@ -519,12 +519,16 @@ impl Stage {
     /// nested one. With 2 MiB pages, pinning and copying on the live node took 40 %
     /// less (BENCHMARKS.md). The slack before the aligned start is allocated zeroed
     /// and never written, so it is not resident.
+    ///
+    /// Only the first [`STAGE_BYTES`] ask for huge pages: a huge page is resident
+    /// whole once touched, and a stage grown for a catch-up's large writes is not
+    /// always filled to its end, while the live node's writes fit in the first pages.
     fn with_capacity(capacity: usize) -> Self {
         let align = if capacity >= HUGE_PAGE { HUGE_PAGE } else { ALIGN };
         let vec = vec![0u8; capacity + align];
         let start = vec.as_ptr().align_offset(align);
         if align == HUGE_PAGE {
-            let whole_pages = (vec.len() - start) / HUGE_PAGE * HUGE_PAGE;
+            let whole_pages = (vec.len() - start).min(STAGE_BYTES) / HUGE_PAGE * HUGE_PAGE;
             // SAFETY: advice about memory `vec` owns (from `start`, a page boundary, for
             // whole huge pages within it); it changes neither contents nor mappings.
             let _ = unsafe { libc::madvise(vec.as_ptr().add(start) as *mut libc::c_void, whole_pages, libc::MADV_HUGEPAGE) };
