@@ -30,6 +30,23 @@ fn write_pods(root: &Path) {
     }
 }
 
+/// A tailer's settings for the pod logs under `root` (`tail` adds to the `[tail]` table).
+fn settings_for_pods(root: &Path, tail: &str) -> TailerSettings {
+    let text = format!(
+        "data_dir = \"{r}/data\"\n[tail]\ninclude = [\"{r}/var/log/pods/*/*/*.log\"]\nroots = [\"{r}/var/log/pods\"]\n{tail}[sink]\ntype = \"stdout\"\n",
+        r = root.display()
+    );
+    let config = Config::from_toml_str_with_env(&text, &EnvView::default()).unwrap();
+    TailerSettings {
+        tail: config.tail.clone(),
+        decode: config.decode,
+        message_format: config.message_format,
+        partial_flush_timeout: config.partial_flush_timeout,
+        router: Arc::new(crate::route::Router::everything()),
+        multiline: Arc::default(),
+    }
+}
+
 /// The stream number and line number of each event, in the order shipped.
 fn shipped(data: &[u8]) -> Vec<(usize, usize)> {
     data.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| {
@@ -45,19 +62,7 @@ fn helper_turns_keep_every_stream_whole_and_in_order_while_the_next_stage_is_slo
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     write_pods(root);
-    let text = format!(
-        "data_dir = \"{r}/data\"\n[tail]\ninclude = [\"{r}/var/log/pods/*/*/*.log\"]\nroots = [\"{r}/var/log/pods\"]\nread_bytes_per_turn = 65536\nwatch = \"poll\"\n[sink]\ntype = \"stdout\"\n",
-        r = root.display()
-    );
-    let config = Config::from_toml_str_with_env(&text, &EnvView::default()).unwrap();
-    let settings = TailerSettings {
-        tail: config.tail.clone(),
-        decode: config.decode,
-        message_format: config.message_format,
-        partial_flush_timeout: config.partial_flush_timeout,
-        router: Arc::new(crate::route::Router::everything()),
-        multiline: Arc::default(),
-    };
+    let settings = settings_for_pods(root, "read_bytes_per_turn = 65536\nwatch = \"poll\"\n");
     // A next stage with room for one batch that takes its time: helpers' turns
     // often come back to a full channel.
     let (batch_tx, batch_rx) = crate::tail::handoff::batch_queue(1);
@@ -134,19 +139,7 @@ fn a_polled_stream_learns_of_its_rotation_from_the_watch_on_its_file() {
     let live = app.join("0.log");
     let line = |n: usize| format!("2026-11-22T00:00:00.000000000Z stdout F line-{n:03}\n");
     std::fs::write(&live, line(0)).unwrap();
-    let text = format!(
-        "data_dir = \"{r}/data\"\n[tail]\ninclude = [\"{r}/var/log/pods/*/*/*.log\"]\nroots = [\"{r}/var/log/pods\"]\n[sink]\ntype = \"stdout\"\n",
-        r = root.display()
-    );
-    let config = Config::from_toml_str_with_env(&text, &EnvView::default()).unwrap();
-    let settings = TailerSettings {
-        tail: config.tail.clone(),
-        decode: config.decode,
-        message_format: config.message_format,
-        partial_flush_timeout: config.partial_flush_timeout,
-        router: Arc::new(crate::route::Router::everything()),
-        multiline: Arc::default(),
-    };
+    let settings = settings_for_pods(root, "");
     let (batch_tx, _batch_rx) = crate::tail::handoff::batch_queue(16);
     let (_wake_tx, wake_rx) = mpsc::channel();
     let mut tailer = Tailer::new(settings, HashMap::new(), true, Watch::polling_only(), wake_rx, batch_tx, Arc::default());
