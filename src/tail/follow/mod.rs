@@ -120,12 +120,9 @@ pub struct Follower {
     /// Input before the next file to read was lost unread (its position's file was
     /// gone, rotated files were deleted): that file starts after a gap.
     lost_ahead: bool,
-    /// The tailer watches the live file for renames and removals (`tailer::moves`):
-    /// while it does, a path found naming the open file is trusted without a look
-    /// until the watch reports something (or for [`PATH_RECHECK`]).
-    path_watched: bool,
-    /// The file (device, inode) the path was last found to name while watched, and when.
-    path_names: Option<(u64, u64, Instant)>,
+    /// Whether the tailer watches the live file for renames and removals
+    /// (`tailer::moves`), and what the path was found to name since.
+    path: PathWatch,
     pub stats: FollowStats,
 }
 
@@ -151,8 +148,7 @@ impl Follower {
             missing_since: None,
             seen_rotated: Default::default(),
             lost_ahead: false,
-            path_watched: false,
-            path_names: None,
+            path: PathWatch::Off,
             stats: FollowStats::default(),
         }
     }
@@ -162,13 +158,12 @@ impl Follower {
     /// the path is looked up at the next end of the live file; while watched, what it
     /// finds is then trusted until the next report.
     pub fn set_path_watched(&mut self, watched: bool) {
-        self.path_watched = watched;
-        self.path_names = None;
+        self.path = if watched { PathWatch::Unverified } else { PathWatch::Off };
     }
 
     /// What [`Self::set_path_watched`] was last told.
     pub fn path_watched(&self) -> bool {
-        self.path_watched
+        self.path != PathWatch::Off
     }
 
     pub fn is_open(&self) -> bool {
@@ -563,14 +558,15 @@ impl Follower {
             tracing::info!(file = %self.key.display(), size = md.len(), read = read_to, "file truncated in place; reading it again from the start");
             return Ok(LiveState::Truncated);
         }
-        let names_ours = |&(dev, ino, at): &(u64, u64, Instant)| dev == cur.id.dev && ino == cur.id.ino && now.saturating_duration_since(at) < PATH_RECHECK;
-        if self.path_watched && self.path_names.as_ref().is_some_and(names_ours) {
-            return Ok(LiveState::Unchanged);
+        if let PathWatch::Names { dev, ino, at } = self.path {
+            if dev == cur.id.dev && ino == cur.id.ino && now.saturating_duration_since(at) < PATH_RECHECK {
+                return Ok(LiveState::Unchanged);
+            }
         }
         match fs::metadata(&self.key) {
             Ok(now_md) if now_md.dev() == cur.id.dev && now_md.ino() == cur.id.ino => {
-                if self.path_watched {
-                    self.path_names = Some((cur.id.dev, cur.id.ino, now));
+                if self.path != PathWatch::Off {
+                    self.path = PathWatch::Names { dev: cur.id.dev, ino: cur.id.ino, at: now };
                 }
                 Ok(LiveState::Unchanged)
             }
@@ -617,6 +613,18 @@ impl Follower {
         self.chain.push((id, base));
         Ok(())
     }
+}
+
+/// A watch on the live file (see [`Follower::set_path_watched`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PathWatch {
+    /// No watch: the path is looked up at every end of the live file.
+    Off,
+    /// Watched, not looked up since: the next end looks.
+    Unverified,
+    /// Watched, and found at `at` to name this file (device, inode): trusted until a
+    /// report, or for [`PATH_RECHECK`].
+    Names { dev: u64, ino: u64, at: Instant },
 }
 
 /// What says a file is as it was: which file, its size, when it was last written.
