@@ -128,6 +128,13 @@ pub fn write(dir: &Path, sink: &str, acked: &Acked) -> io::Result<()> {
     crate::durable::replace_file(&path(dir, sink), acked.encode().as_bytes())
 }
 
+/// [`write`] without the syncs, for a save that protects nothing on disk (see
+/// `Buffer::persist_ack`): a crash may leave the file damaged, which reads as
+/// nothing acknowledged.
+pub fn write_unsynced(dir: &Path, sink: &str, acked: &Acked) -> io::Result<()> {
+    crate::durable::replace_file_unsynced(&path(dir, sink), acked.encode().as_bytes())
+}
+
 /// Removes what a logferry with one sink saved, once every sink has its own file.
 pub fn remove_shared(dir: &Path) -> io::Result<()> {
     for name in [SHARED_FILE_NAME, OLD_FILE_NAME] {

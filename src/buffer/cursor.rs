@@ -299,11 +299,19 @@ impl Buffer {
 
     /// Saves which records each sink acknowledged, where that changed (see [`acks`]).
     /// Once every sink has its own file, what a one-sink logferry left is removed.
+    ///
+    /// Synced only while some segment holds a record: with none on disk, the saved
+    /// acknowledgements protect nothing (a crash leaves no record to send again, and
+    /// the records written after this save are numbered past it), so a file that a
+    /// machine crash damages costs nothing — it reads as nothing acknowledged. A sink
+    /// keeping up from memory then saves every [`MEMORY_ACKS_EVERY`] without the two
+    /// syncs (each a device cache flush), still finding a full or read-only data_dir.
     pub fn persist_ack(&self) -> Result<(), BufferError> {
         let _one_at_a_time = self.inner.persisting.lock().unwrap_or_else(|p| p.into_inner());
-        let changed: Vec<(usize, String, acks::Acked)> = {
+        let (changed, synced): (Vec<(usize, String, acks::Acked)>, bool) = {
             let st = self.lock();
-            st.cursors
+            let changed = st
+                .cursors
                 .iter()
                 .enumerate()
                 .filter_map(|(i, c)| {
@@ -311,14 +319,22 @@ impl Buffer {
                     let acked = acks::Acked { through, ranges: c.outstanding.gaps(through + 1, st.next_seq, acks::MAX_RANGES) };
                     (acked != c.persisted).then(|| (i, c.share.name.clone(), acked))
                 })
-                .collect()
+                .collect();
+            (changed, st.segments.iter().any(|s| s.last_seq > 0))
         };
         let dir = &self.inner.dir;
         for (i, name, acked) in changed {
-            if let Err(e) = acks::write(dir, &name, &acked) {
+            let written = if synced { acks::write(dir, &name, &acked) } else { acks::write_unsynced(dir, &name, &acked) };
+            if let Err(e) = written {
                 return Err(disk_failed(&mut self.lock(), io_err(&acks::path(dir, &name))(e)));
             }
-            self.lock().cursors[i].persisted = acked;
+            let mut st = self.lock();
+            st.cursors[i].persisted = acked;
+            if synced {
+                st.stats.ack_saves_synced += 1;
+            } else {
+                st.stats.ack_saves_unsynced += 1;
+            }
         }
         let mut st = self.lock();
         if !st.shared_acks_removed {

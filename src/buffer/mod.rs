@@ -203,6 +203,10 @@ pub struct BufferStats {
     /// acknowledged while still in memory).
     pub written_records: u64,
     pub written_bytes: u64,
+    /// Saves of the sinks' acknowledgements: synced (some record was on disk), and
+    /// not (none was: see [`Buffer::persist_ack`]).
+    pub ack_saves_synced: u64,
+    pub ack_saves_unsynced: u64,
 }
 
 /// What recovery found.

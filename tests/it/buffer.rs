@@ -491,3 +491,40 @@ fn a_record_of_the_largest_admitted_size_is_recovered() {
     assert_eq!(back[0].0, seq);
     assert!(back[0].1 == payload, "the payload came back changed");
 }
+
+/// Saved acknowledgements are synced only while a segment holds a record: with none
+/// on disk they protect nothing (a machine crash that damages the file sends nothing
+/// again), so they are replaced without the two syncs. Either way the file holds them
+/// and a restart reads them back.
+#[test]
+fn acknowledgements_are_synced_only_while_a_record_is_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, _) = Buffer::open(dir.path(), opts()).unwrap();
+    let saved = |b: &Buffer| (b.stats().ack_saves_synced, b.stats().ack_saves_unsynced);
+
+    let first = b.append(1, 1, Bytes::from_static(b"in memory only\n")).unwrap();
+    assert_eq!(b.read(1 << 20, Duration::ZERO).unwrap().len(), 1);
+    b.ack(first);
+    b.persist_ack().unwrap();
+    assert_eq!(b.stats().written_records, 0, "the record never left memory");
+    assert_eq!(saved(&b), (0, 1), "nothing on disk: saved without syncing");
+    let acked = logferry::buffer::acks::read(dir.path(), "default").unwrap();
+    assert!(acked.contains(first), "the unsynced save is in the file: {acked:?}");
+
+    let second = b.append(2, 1, Bytes::from_static(b"on disk, acknowledged\n")).unwrap();
+    let third = b.append(3, 1, Bytes::from_static(b"on disk, outstanding\n")).unwrap();
+    b.sync().unwrap();
+    assert_eq!(b.stats().written_records, 2);
+    assert_eq!(b.read(1 << 20, Duration::ZERO).unwrap().len(), 2);
+    b.ack(second);
+    b.persist_ack().unwrap();
+    assert_eq!(saved(&b), (1, 1), "a record on disk: synced");
+
+    b.close();
+    drop(b);
+    let (b, _) = Buffer::open(dir.path(), opts()).unwrap();
+    let again: Vec<u64> = read_all(&b).into_iter().map(|(seq, _)| seq).collect();
+    assert_eq!(again, vec![third], "only the outstanding record comes back");
+    let next = b.append(4, 1, Bytes::from_static(b"after\n")).unwrap();
+    assert!(next > third, "numbers go on past what was saved: {next}");
+}
