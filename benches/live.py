@@ -92,6 +92,10 @@ class Window:
         by_name = {}
         for tid, (name, n) in w1.items():
             by_name[name] = by_name.get(name, 0) + n - self.w0.get(tid, (name, 0))[1]
+        cpu_by_name = {}
+        for tid, ns in r1.items():
+            name = w1.get(tid, ("?", 0))[0]
+            cpu_by_name[name] = cpu_by_name.get(name, 0) + ns - self.r0.get(tid, 0)
         # Threads that ended in the window still count what they did before.
         return {
             "seconds": round(span, 2),
@@ -102,6 +106,7 @@ class Window:
             "cpu_pct_ns": round(100.0 * sum(ns - self.r0.get(tid, 0) for tid, ns in r1.items()) / 1e9 / span, 3),
             "wakeups_per_s": round(sum(by_name.values()) / span, 1),
             "wakeups_per_s_by_thread": {n: round(v / span, 1) for n, v in sorted(by_name.items(), key=lambda kv: -kv[1]) if v},
+            "cpu_pct_ns_by_thread": {n: round(100.0 * v / 1e9 / span, 3) for n, v in sorted(cpu_by_name.items(), key=lambda kv: -kv[1]) if v},
         }
 
 
@@ -170,6 +175,8 @@ def main():
     p.add_argument("--idle-seconds", type=float, default=20)
     p.add_argument("--max-size", default="4Mi")
     p.add_argument("--json")
+    p.add_argument("--tail-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an extra [tail] setting, as TOML (e.g. busy_poll_interval=\"750ms\"); repeatable")
     p.add_argument("--dump-latency", metavar="FILE", help="every event's time, latency and pod, one per line")
     a = p.parse_args()
 
@@ -184,6 +191,8 @@ def main():
     with open(config, "w") as f:
         f.write('data_dir = "%s/data"\n[metrics]\nlisten = "127.0.0.1:0"\n' % work)
         f.write('[tail]\ninclude = ["%s/node/var/log/containers/*.log"]\nroots = ["%s/node/var/log/pods"]\n' % (work, work))
+        for option in a.tail_option:
+            f.write(option + "\n")
         f.write('[sink]\ntype = "file"\npath = "%s"\n' % out)
 
     env = dict(os.environ)
@@ -264,6 +273,7 @@ def main():
              hwm / 1024), file=sys.stderr)
     print("  busy wake-ups by thread: %s" % busy_result["wakeups_per_s_by_thread"], file=sys.stderr)
     print("  idle wake-ups by thread: %s" % idle_result["wakeups_per_s_by_thread"], file=sys.stderr)
+    print("  busy CPU %% of a core by thread: %s" % busy_result["cpu_pct_ns_by_thread"], file=sys.stderr)
     if reader.events != summary["messages"]:
         sys.exit("live.py: %d events in the sink, %d messages written" % (reader.events, summary["messages"]))
 
