@@ -300,12 +300,16 @@ impl Buffer {
     /// Saves which records each sink acknowledged, where that changed (see [`acks`]).
     /// Once every sink has its own file, what a one-sink logferry left is removed.
     ///
-    /// Synced only while some segment holds a record: with none on disk, the saved
-    /// acknowledgements protect nothing (a crash leaves no record to send again, and
-    /// the records written after this save are numbered past it), so a file that a
-    /// machine crash damages costs nothing — it reads as nothing acknowledged. A sink
-    /// keeping up from memory then saves every [`MEMORY_ACKS_EVERY`] without the two
-    /// syncs (each a device cache flush), still finding a full or read-only data_dir.
+    /// Synced while some segment holds a record. With none on disk the saved
+    /// acknowledgements protect nothing — a crash leaves no record to send again, and
+    /// records written later are numbered past them — so a file a machine crash
+    /// damages costs nothing (it reads as nothing acknowledged): a sink keeping up from
+    /// memory saves every [`MEMORY_ACKS_EVERY`] without the two syncs (each a device
+    /// cache flush), still finding a full or read-only data_dir. Saves are synced too
+    /// until one was since the start: its fsync of the directory makes durable the
+    /// deletion of the segments recovery found acknowledged, which a machine crash
+    /// could otherwise bring back beside a damaged file. (While running, the segment
+    /// being written is never deleted, so a deletion leaves a record on disk.)
     pub fn persist_ack(&self) -> Result<(), BufferError> {
         let _one_at_a_time = self.inner.persisting.lock().unwrap_or_else(|p| p.into_inner());
         let (changed, synced): (Vec<(usize, String, acks::Acked)>, bool) = {
@@ -320,9 +324,10 @@ impl Buffer {
                     (acked != c.persisted).then(|| (i, c.share.name.clone(), acked))
                 })
                 .collect();
-            (changed, st.segments.iter().any(|s| s.last_seq > 0))
+            (changed, !st.acks_synced_since_start || st.segments.iter().any(|s| s.last_seq > 0))
         };
         let dir = &self.inner.dir;
+        let synced_one = synced && !changed.is_empty();
         for (i, name, acked) in changed {
             let written = if synced { acks::write(dir, &name, &acked) } else { acks::write_unsynced(dir, &name, &acked) };
             if let Err(e) = written {
@@ -337,6 +342,7 @@ impl Buffer {
             }
         }
         let mut st = self.lock();
+        st.acks_synced_since_start |= synced_one;
         if !st.shared_acks_removed {
             if let Err(e) = acks::remove_shared(dir) {
                 return Err(disk_failed(&mut st, io_err(dir)(e)));

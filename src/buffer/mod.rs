@@ -293,6 +293,9 @@ struct State {
     unannounced: bool,
     /// When acknowledgements were last saved.
     acks_saved: Instant,
+    /// Acknowledgements were saved with syncs since the start (until then, every save
+    /// is: see [`Buffer::persist_ack`]).
+    acks_synced_since_start: bool,
     /// Payload buffers handed back by the readers' callers.
     pool: Vec<Vec<u8>>,
     stats: BufferStats,

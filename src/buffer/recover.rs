@@ -96,6 +96,7 @@ fn empty_state(dir: &Path, opts: &BufferOptions, shares: &[SinkShare], disk_erro
         quiet: false,
         unannounced: false,
         acks_saved: std::time::Instant::now(),
+        acks_synced_since_start: false,
         pool: Vec::new(),
         stats: BufferStats { max_bytes: opts.max_bytes, ..BufferStats::default() },
     })

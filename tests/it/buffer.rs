@@ -492,22 +492,31 @@ fn a_record_of_the_largest_admitted_size_is_recovered() {
     assert!(back[0].1 == payload, "the payload came back changed");
 }
 
-/// Saved acknowledgements are synced only while a segment holds a record: with none
-/// on disk they protect nothing (a machine crash that damages the file sends nothing
-/// again), so they are replaced without the two syncs. Either way the file holds them
-/// and a restart reads them back.
+/// Saved acknowledgements are synced while a segment holds a record, and until one
+/// save was since the start (whose directory fsync makes recovery's deletions
+/// durable); otherwise they protect nothing (a machine crash that damages the file
+/// sends nothing again), so they are replaced without the two syncs. Either way the
+/// file holds them and a restart reads them back.
 #[test]
-fn acknowledgements_are_synced_only_while_a_record_is_on_disk() {
+fn acknowledgements_are_synced_only_while_they_protect_something() {
     let dir = tempfile::tempdir().unwrap();
     let (b, _) = Buffer::open(dir.path(), opts()).unwrap();
     let saved = |b: &Buffer| (b.stats().ack_saves_synced, b.stats().ack_saves_unsynced);
+    let in_memory = |b: &Buffer, text: &'static [u8]| {
+        let seq = b.append(1, 1, Bytes::from_static(text)).unwrap();
+        assert_eq!(b.read(1 << 20, Duration::ZERO).unwrap().len(), 1);
+        b.ack(seq);
+        b.persist_ack().unwrap();
+        seq
+    };
 
-    let first = b.append(1, 1, Bytes::from_static(b"in memory only\n")).unwrap();
-    assert_eq!(b.read(1 << 20, Duration::ZERO).unwrap().len(), 1);
-    b.ack(first);
     b.persist_ack().unwrap();
-    assert_eq!(b.stats().written_records, 0, "the record never left memory");
-    assert_eq!(saved(&b), (0, 1), "nothing on disk: saved without syncing");
+    assert_eq!(saved(&b), (0, 0), "nothing acknowledged, nothing saved");
+    in_memory(&b, b"the first after the start\n");
+    assert_eq!(saved(&b), (1, 0), "the first save after a start is synced");
+    let first = in_memory(&b, b"in memory only\n");
+    assert_eq!(b.stats().written_records, 0, "no record left memory");
+    assert_eq!(saved(&b), (1, 1), "nothing on disk: saved without syncing");
     let acked = logferry::buffer::acks::read(dir.path(), "default").unwrap();
     assert!(acked.contains(first), "the unsynced save is in the file: {acked:?}");
 
@@ -518,13 +527,19 @@ fn acknowledgements_are_synced_only_while_a_record_is_on_disk() {
     assert_eq!(b.read(1 << 20, Duration::ZERO).unwrap().len(), 2);
     b.ack(second);
     b.persist_ack().unwrap();
-    assert_eq!(saved(&b), (1, 1), "a record on disk: synced");
+    assert_eq!(saved(&b), (2, 1), "a record on disk: synced");
+    b.ack(third);
+    in_memory(&b, b"beside acknowledged records on disk\n");
+    assert_eq!(saved(&b), (3, 1), "records on disk, all acknowledged: still synced");
 
     b.close();
     drop(b);
     let (b, _) = Buffer::open(dir.path(), opts()).unwrap();
-    let again: Vec<u64> = read_all(&b).into_iter().map(|(seq, _)| seq).collect();
-    assert_eq!(again, vec![third], "only the outstanding record comes back");
-    let next = b.append(4, 1, Bytes::from_static(b"after\n")).unwrap();
-    assert!(next > third, "numbers go on past what was saved: {next}");
+    assert!(read_all(&b).is_empty(), "nothing acknowledged comes back");
+    let fourth = in_memory(&b, b"after the restart\n");
+    assert!(fourth > third, "numbers go on past what was saved: {fourth}");
+    assert_eq!(b.stats().segments, 1, "recovery deleted the acknowledged segment");
+    assert_eq!(saved(&b), (1, 0), "the first save after a start is synced");
+    in_memory(&b, b"in memory again\n");
+    assert_eq!(saved(&b), (1, 1), "then nothing on disk: not synced");
 }
