@@ -49,12 +49,21 @@ use std::thread::{self, JoinHandle};
 /// logical block size).
 const ALIGN: usize = 4096;
 
-/// Staging capacity allocated up front; it grows when one sync's worth is larger.
-const STAGE_BYTES: usize = 4 << 20;
+/// Staging capacity allocated up front: the sink's largest write (4 MiB, see
+/// `LOCAL_WRITE_BYTES`) plus the record that crosses it and the partial block before
+/// it, so that a stage does not grow in a catch-up (growing holds the old stage and
+/// its copy at once). Only the pages written to are resident. A stage still grows
+/// when one sync's worth is larger.
+const STAGE_BYTES: usize = 6 << 20;
 
 /// Stages this large start on a huge page and ask to be backed by huge pages
-/// (see [`Stage::with_capacity`]).
+/// (see [`Stage::with_capacity`]), for their first [`HUGE_BYTES`].
 const HUGE_PAGE: usize = 2 << 20;
+
+/// The part of a stage backed by huge pages: one write's worth. A huge page is
+/// resident whole once touched, so the slack past it (for the record that crosses a
+/// write's end) stays in small pages.
+const HUGE_BYTES: usize = 4 << 20;
 
 /// Appends to one file; see the module doc.
 pub struct OutputFile {
@@ -520,15 +529,15 @@ impl Stage {
     /// less (BENCHMARKS.md). The slack before the aligned start is allocated zeroed
     /// and never written, so it is not resident.
     ///
-    /// Only the first [`STAGE_BYTES`] ask for huge pages: a huge page is resident
-    /// whole once touched, and a stage grown for a catch-up's large writes is not
-    /// always filled to its end, while the live node's writes fit in the first pages.
+    /// Only the first [`HUGE_BYTES`] ask for huge pages: a huge page is resident
+    /// whole once touched, and the end of a stage is not always filled, while the
+    /// live node's writes fit in the first pages.
     fn with_capacity(capacity: usize) -> Self {
         let align = if capacity >= HUGE_PAGE { HUGE_PAGE } else { ALIGN };
         let vec = vec![0u8; capacity + align];
         let start = vec.as_ptr().align_offset(align);
         if align == HUGE_PAGE {
-            let whole_pages = (vec.len() - start).min(STAGE_BYTES) / HUGE_PAGE * HUGE_PAGE;
+            let whole_pages = (vec.len() - start).min(HUGE_BYTES) / HUGE_PAGE * HUGE_PAGE;
             // SAFETY: advice about memory `vec` owns (from `start`, a page boundary, for
             // whole huge pages within it); it changes neither contents nor mappings.
             let _ = unsafe { libc::madvise(vec.as_ptr().add(start) as *mut libc::c_void, whole_pages, libc::MADV_HUGEPAGE) };

@@ -24,6 +24,21 @@ fn a_stage_starts_on_a_block_and_a_large_one_on_a_huge_page_keeping_its_bytes_as
 }
 
 #[test]
+fn a_stage_holds_a_write_and_the_record_that_crosses_it_without_growing() {
+    // The partial block carried over, a write's worth but a byte, then the largest
+    // record a tailer's batch is sized for (`tail.read_bytes_per_turn` at its default):
+    // a catch-up's stage never grows (growing holds the old stage and its copy at once).
+    let largest_record = crate::tail::tailer::BATCH_BYTES + 2 * (512 << 10);
+    let mut stage = Stage::with_capacity(STAGE_BYTES);
+    let at = stage.bytes().as_ptr();
+    for (byte, len) in [(b'a', ALIGN - 1), (b'b', super::super::LOCAL_WRITE_BYTES - 1), (b'c', largest_record)] {
+        stage.extend(&vec![byte; len]);
+    }
+    assert_eq!(stage.len(), ALIGN - 1 + super::super::LOCAL_WRITE_BYTES - 1 + largest_record);
+    assert_eq!(stage.bytes().as_ptr(), at, "the stage grew");
+}
+
+#[test]
 fn appends_exactly_what_it_is_given_across_partial_blocks() {
     for direct in [true, false] {
         let dir = tempfile::tempdir().unwrap();
