@@ -299,6 +299,10 @@ struct State {
     /// Payload buffers handed back by the readers' callers.
     pool: Vec<Vec<u8>>,
     stats: BufferStats,
+    /// See [`Buffer::wake_when_safe`]: the record whose safety calls `safe_waker`
+    /// (0: none asked for).
+    wake_at: u64,
+    safe_waker: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 struct Inner {
@@ -470,6 +474,32 @@ impl Buffer {
     /// fsynced: file checkpoints may cover everything up to it.
     pub fn safe_seq(&self) -> u64 {
         safe_seq(&self.lock())
+    }
+
+    /// What [`Self::wake_when_safe`] calls (on the thread of the sink whose
+    /// acknowledgement made the record safe).
+    pub fn set_safe_waker(&self, waker: impl Fn() + Send + Sync + 'static) {
+        self.lock().safe_waker = Some(Arc::new(waker));
+    }
+
+    /// Calls the safe waker once every record up to `seq` is safe (see
+    /// [`Self::safe_seq`]) by a sink's acknowledgement; replaces an earlier request,
+    /// and 0 withdraws it. The buffer thread asks for this before it sleeps, so that
+    /// the positions of what the sinks have are saved as soon as they have it, not at
+    /// its next commit: a killed logferry repeats only what was delivered since.
+    pub fn wake_when_safe(&self, seq: u64) {
+        let mut st = self.lock();
+        if seq == 0 || safe_seq(&st) < seq {
+            st.wake_at = seq;
+            return;
+        }
+        // Safe already (acknowledged since the caller looked): now.
+        st.wake_at = 0;
+        let wake = st.safe_waker.clone();
+        drop(st);
+        if let Some(wake) = wake {
+            wake();
+        }
     }
 
     /// Waits up to `wait` for the sinks to acknowledge what memory holds (at

@@ -99,6 +99,8 @@ fn empty_state(dir: &Path, opts: &BufferOptions, shares: &[SinkShare], disk_erro
         acks_synced_since_start: false,
         pool: Vec::new(),
         stats: BufferStats { max_bytes: opts.max_bytes, ..BufferStats::default() },
+        wake_at: 0,
+        safe_waker: None,
     })
 }
 

@@ -7,7 +7,12 @@
 //! was written (every `fsync_interval` or `fsync_bytes`). A batch's file positions go
 //! into the checkpoints (saved every `checkpoint_interval`) only once the batch, and
 //! every one before it, is acknowledged or fsynced: a checkpoint never covers data
-//! that is neither delivered nor on disk, so a crash re-reads, never skips.
+//! that is neither delivered nor on disk, so a crash re-reads, never skips. The thread
+//! is woken when the sinks have acknowledged the last batch appended
+//! ([`Buffer::wake_when_safe`]), so that positions are saved as soon as what they cover
+//! is delivered rather than at the next commit: a killed logferry repeats only what
+//! was delivered since (with the checkpoints saved at the commit, a tailer round's
+//! whole batch was in that window for up to `fsync_interval`).
 //!
 //! While appending waits for room (a sink down or slow), what was appended before
 //! keeps being committed and checkpointed, so a long outage leaves nothing read only
@@ -64,7 +69,11 @@ struct PendingPositions {
 impl BufferWriter {
     pub fn run(mut self, batches: BatchReceiver<Batch>) -> anyhow::Result<()> {
         let mut last_seq = 0;
+        self.buffer.set_safe_waker(batches.poker());
         loop {
+            // Woken when the sinks have every batch appended (or at the next commit,
+            // whichever is first), to save their positions at once.
+            self.buffer.wake_when_safe(self.pending.last().map_or(0, |p| p.seq));
             match batches.recv_timeout(self.next_wait()) {
                 Ok(batch) => {
                     // The batches queued (a tailer round's, as a rule) are appended
@@ -149,7 +158,10 @@ impl BufferWriter {
             self.buffer.safe_seq()
         };
         self.checkpoint(safe);
-        if self.last_save.elapsed() + slack >= self.checkpoint_interval {
+        // A save that would write nothing does not count against the interval: the
+        // positions a sink's acknowledgement makes safe a moment later are saved then.
+        let anything = self.checkpoints.save_due_in().is_some_and(|d| d.is_zero());
+        if anything && self.last_save.elapsed() + slack >= self.checkpoint_interval {
             save_checkpoints(&mut self.checkpoints, &self.checkpoint_fault, Save::WhenDue);
             self.last_save = Instant::now();
         }

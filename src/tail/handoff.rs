@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 pub fn batch_queue<T>(cap: usize) -> (BatchSender<T>, BatchReceiver<T>) {
     assert!(cap > 0, "a queue holds at least one item");
     let shared = Arc::new(Shared {
-        state: Mutex::new(State { queue: VecDeque::with_capacity(cap), waiting: false, rings: 0, sender_waits: false, sender_gone: false, receiver_gone: false }),
+        state: Mutex::new(State { queue: VecDeque::with_capacity(cap), waiting: false, rings: 0, sender_waits: false, sender_gone: false, receiver_gone: false, poked: false }),
         cap,
         rung: Condvar::new(),
         room: Condvar::new(),
@@ -47,6 +47,8 @@ struct State<T> {
     sender_waits: bool,
     sender_gone: bool,
     receiver_gone: bool,
+    /// A [`BatchReceiver::poker`] was called: the next wait returns at once.
+    poked: bool,
 }
 
 impl<T> Shared<T> {
@@ -163,6 +165,9 @@ impl<T> BatchReceiver<T> {
             if st.sender_gone {
                 return Err(RecvTimeoutError::Disconnected);
             }
+            if std::mem::take(&mut st.poked) {
+                return Err(RecvTimeoutError::Timeout);
+            }
             st.waiting = true;
             st = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
                 Some(left) if left.is_zero() => {
@@ -173,6 +178,24 @@ impl<T> BatchReceiver<T> {
                 None => self.shared.rung.wait(st).unwrap_or_else(|p| p.into_inner()),
             };
             st.waiting = false;
+        }
+    }
+
+    /// Something another thread calls to end the receiver's wait (now, or its next
+    /// one if it is awake) without an item: [`Self::recv_timeout`] returns `Timeout`.
+    pub fn poker(&self) -> impl Fn() + Send + Sync + 'static
+    where
+        T: Send + 'static,
+    {
+        let shared = self.shared.clone();
+        move || {
+            let mut st = shared.lock();
+            st.poked = true;
+            let sleeping = take_waiting(&mut st);
+            drop(st);
+            if sleeping {
+                shared.rung.notify_one();
+            }
         }
     }
 
@@ -284,6 +307,23 @@ mod tests {
         tx.try_send(3).unwrap();
         assert_eq!(tx.try_send(4), Err(TrySendError::Full(4)));
         assert_eq!(rx.len(), 2);
+    }
+
+    #[test]
+    fn a_poke_ends_the_wait_without_an_item_and_one_made_while_awake_is_kept() {
+        let (tx, rx) = batch_queue::<u32>(2);
+        let poke = rx.poker();
+        poke();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(3600)), Err(RecvTimeoutError::Timeout), "poked while awake");
+        let waiter = thread::spawn(move || (rx.recv_timeout(Duration::from_secs(3600)), rx));
+        until_waiting(&tx);
+        poke();
+        let (got, rx) = waiter.join().unwrap();
+        assert_eq!(got, Err(RecvTimeoutError::Timeout), "poked while waiting");
+        tx.try_send(7).unwrap();
+        poke();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(3600)), Ok(7), "an item first");
+        assert_eq!(rx.recv_timeout(Duration::from_secs(3600)), Err(RecvTimeoutError::Timeout), "then the poke");
     }
 
     #[test]

@@ -302,3 +302,42 @@ fn a_one_sink_buffer_is_shipped_by_every_sink_after_an_upgrade() {
     b.persist_ack().unwrap();
     assert!(!dir.path().join("acks").exists(), "replaced by one file per sink");
 }
+
+/// The buffer thread's wake-up once records are safe: called when the sinks'
+/// acknowledgements cover the record asked for (every sink it goes to), at once when
+/// they already do, once per request, and never after the request is withdrawn.
+#[test]
+fn the_safe_waker_is_called_once_every_sink_has_the_record_asked_for() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let share = |n: &str| SinkShare { name: n.into(), max_bytes: 1 << 30, when_full: WhenFull::Block };
+    let (b, _) = Buffer::open_for(dir.path(), opts(), &[share("x"), share("y")]).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    b.set_safe_waker(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    let called = || calls.load(Ordering::SeqCst);
+
+    let first = b.append_to(0b11, 0, 1, "for both\n".into()).unwrap();
+    let second = b.append_to(0b01, 0, 1, "for x\n".into()).unwrap();
+    b.wake_when_safe(second);
+    b.ack_for(0, second);
+    assert_eq!(called(), 0, "the record before is not acknowledged yet");
+    b.ack_for(0, first);
+    assert_eq!(called(), 0, "y has not acknowledged the first record");
+    b.ack_for(1, first);
+    assert_eq!(called(), 1, "both records are safe");
+    b.ack_for(1, first);
+    assert_eq!(called(), 1, "once per request");
+
+    b.wake_when_safe(second);
+    assert_eq!(called(), 2, "asked for what is safe already: at once");
+
+    let third = b.append_to(0b01, 0, 1, "for x\n".into()).unwrap();
+    b.wake_when_safe(third);
+    b.wake_when_safe(0);
+    b.ack_for(0, third);
+    assert_eq!(called(), 2, "withdrawn");
+}

@@ -390,6 +390,35 @@ fn sigkill_loses_nothing_and_duplicates_only_what_was_in_flight() {
     assert!(dups < all.len(), "{dups} duplicates of {}", all.len());
 }
 
+/// A line's position is saved as soon as the sink acknowledges it, not at the
+/// buffer's next commit (a minute away here; only a start's first batch is committed
+/// at once) nor the checkpoint journal's next sync (five seconds): so a logferry
+/// killed a second after the sink had a batch repeats none of it.
+#[test]
+fn a_kill_after_the_sink_has_a_batch_repeats_none_of_it() {
+    let node = Node::new();
+    let live = node.container("default", "web", "app", 0);
+    // Nor a tailer's timer within the second: its rescans and polls of a written file
+    // hand the buffer thread a batch, which wakes it too.
+    let config = node.config_with("busy_poll_interval = \"20s\"\nrescan_interval = \"30s\"", "[buffer]\nfsync_interval = \"60s\"\n");
+    let mut all = Vec::new();
+    for round in 0..3 {
+        let mut shipper = Shipper::start(std::process::Command::new(env!("CARGO_BIN_EXE_logferry")), &config, node.out());
+        for batch in ["first", "second"] {
+            let lines = numbered(&format!("round-{round}-{batch}"), 50);
+            append_cri(&live, &lines);
+            all.extend(lines);
+            node.wait_for(&all, WAIT);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        shipper.kill();
+    }
+    // Once more, to stop cleanly: nothing is left to read.
+    let mut shipper = Shipper::start(std::process::Command::new(env!("CARGO_BIN_EXE_logferry")), &config, node.out());
+    shipper.metrics_addr();
+    shipper.stop_and_check(&node, &all);
+}
+
 #[test]
 fn polling_mode_follows_writes_and_rotations_without_inotify() {
     let node = Node::new();
