@@ -72,8 +72,10 @@ impl BufferWriter {
         self.buffer.set_safe_waker(batches.poker());
         loop {
             // Woken when the sinks have every batch appended (or at the next commit,
-            // whichever is first), to save their positions at once.
-            self.buffer.wake_when_safe(self.pending.last().map_or(0, |p| p.seq));
+            // whichever is first), to save their positions at once — when a save is
+            // due: between saves, the positions only wait for the next one.
+            let ask = if self.save_due(self.slack()) { self.pending.last().map_or(0, |p| p.seq) } else { 0 };
+            self.buffer.wake_when_safe(ask);
             match batches.recv_timeout(self.next_wait()) {
                 Ok(batch) => {
                     // The batches queued (a tailer round's, as a rule) are appended
@@ -96,7 +98,7 @@ impl BufferWriter {
             // Whatever wakes the thread, what is due within half an interval is done
             // now too: the commit, the save and the batches go together rather than
             // each waking the thread a moment after the other.
-            self.commit_and_checkpoint(self.opts.fsync_interval.min(self.checkpoint_interval) / 2);
+            self.commit_and_checkpoint(self.slack());
         }
         self.finish()
     }
@@ -128,12 +130,10 @@ impl BufferWriter {
         let commit = (!self.pending.is_empty()).then(|| until(self.last_commit, self.opts.fsync_interval));
         // A save with only the journal's sync left waits for that to be due.
         let save = self.checkpoints.save_due_in().map(|sync| until(self.last_save, self.checkpoint_interval).max(sync));
-        match (commit, save) {
-            (Some(a), Some(b)) => a.min(b),
-            (Some(a), None) | (None, Some(a)) => a,
-            (None, None) => super::IDLE_WAIT,
-        }
-        .max(Duration::from_millis(1))
+        // With batches pending and no save due yet: when one is, to ask the sinks'
+        // acknowledgement to wake the thread (see `run`).
+        let ask = (!self.pending.is_empty() && !self.save_due(self.slack())).then(|| until(self.last_save, self.checkpoint_interval.saturating_sub(self.slack())));
+        [commit, save, ask].into_iter().flatten().min().unwrap_or(super::IDLE_WAIT).max(Duration::from_millis(1))
     }
 
     /// At the end: gives the sinks a moment to take what memory holds, then writes
@@ -145,6 +145,16 @@ impl BufferWriter {
         self.checkpoint(safe);
         save_checkpoints(&mut self.checkpoints, &self.checkpoint_fault, Save::Synced);
         Ok(())
+    }
+
+    /// Whatever wakes the thread, what is due within this is done now too.
+    fn slack(&self) -> Duration {
+        self.opts.fsync_interval.min(self.checkpoint_interval) / 2
+    }
+
+    /// A save of the checkpoints is due, or due within `slack`.
+    fn save_due(&self, slack: Duration) -> bool {
+        self.last_save.elapsed() + slack >= self.checkpoint_interval
     }
 
     /// Group commit when due (or due within `slack`), checkpoints over what became
@@ -161,7 +171,7 @@ impl BufferWriter {
         // A save that would write nothing does not count against the interval: the
         // positions a sink's acknowledgement makes safe a moment later are saved then.
         let anything = self.checkpoints.save_due_in().is_some_and(|d| d.is_zero());
-        if anything && self.last_save.elapsed() + slack >= self.checkpoint_interval {
+        if anything && self.save_due(slack) {
             save_checkpoints(&mut self.checkpoints, &self.checkpoint_fault, Save::WhenDue);
             self.last_save = Instant::now();
         }
