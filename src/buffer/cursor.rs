@@ -17,7 +17,7 @@ use bytes::Bytes;
 use super::segment::{self, Record, HEADER_LEN};
 use super::seqset::SeqSet;
 use super::disk::disk_failed;
-use super::{acks, forget_acked_front, io_err, release_range, safe_seq, Buffer, BufferError, Segment, SinkShare, State, SAMPLE_EVERY_NS};
+use super::{acks, forget_acked_front, io_err, release_range, take_due_waker, Buffer, BufferError, Segment, SinkShare, State, SAMPLE_EVERY_NS};
 
 /// A sink's reading position and what it owes.
 pub(super) struct Cursor {
@@ -252,12 +252,7 @@ impl Buffer {
         cur.trim_samples();
         forget_acked_front(&mut st);
         self.delete_acked_segments(&mut st);
-        let wake = if st.wake_at != 0 && safe_seq(&st) >= st.wake_at {
-            st.wake_at = 0;
-            st.safe_waker.clone()
-        } else {
-            None
-        };
+        let wake = take_due_waker(&mut st);
         drop(st);
         self.inner.changed.notify_all();
         if let Some(wake) = wake {

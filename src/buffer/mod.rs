@@ -489,13 +489,9 @@ impl Buffer {
     /// its next commit: a killed logferry repeats only what was delivered since.
     pub fn wake_when_safe(&self, seq: u64) {
         let mut st = self.lock();
-        if seq == 0 || safe_seq(&st) < seq {
-            st.wake_at = seq;
-            return;
-        }
+        st.wake_at = seq;
         // Safe already (acknowledged since the caller looked): now.
-        st.wake_at = 0;
-        let wake = st.safe_waker.clone();
+        let wake = take_due_waker(&mut st);
         drop(st);
         if let Some(wake) = wake {
             wake();
@@ -594,6 +590,16 @@ fn forget_acked_front(st: &mut State) {
 /// What memory holds, framed as it would be on disk.
 fn held_framed(st: &State) -> u64 {
     st.held_bytes + (RECORD_HEADER_LEN * st.held.len()) as u64
+}
+
+/// The safe waker, if the record [`Buffer::wake_when_safe`] asked for is safe now
+/// (the request is then done); to be called after unlocking.
+fn take_due_waker(st: &mut State) -> Option<Arc<dyn Fn() + Send + Sync>> {
+    if st.wake_at == 0 || safe_seq(st) < st.wake_at {
+        return None;
+    }
+    st.wake_at = 0;
+    st.safe_waker.clone()
 }
 
 /// See [`Buffer::safe_seq`]: just below the oldest outstanding record that is not

@@ -49,12 +49,12 @@ use std::thread::{self, JoinHandle};
 /// logical block size).
 const ALIGN: usize = 4096;
 
-/// Staging capacity allocated up front: the sink's largest write (4 MiB, see
-/// `LOCAL_WRITE_BYTES`) plus the record that crosses it and the partial block before
-/// it, so that a stage does not grow in a catch-up (growing holds the old stage and
-/// its copy at once). Only the pages written to are resident. A stage still grows
-/// when one sync's worth is larger.
-const STAGE_BYTES: usize = 6 << 20;
+/// Staging capacity allocated up front: the sink's largest write
+/// ([`super::LOCAL_WRITE_BYTES`]) plus room for the record that crosses it and the
+/// partial block before it, so that a stage does not grow in a catch-up (growing holds
+/// the old stage and its copy at once). Only the pages written to are resident. A
+/// stage still grows when one sync's worth is larger.
+const STAGE_BYTES: usize = super::LOCAL_WRITE_BYTES + (2 << 20);
 
 /// Stages this large start on a huge page and ask to be backed by huge pages
 /// (see [`Stage::with_capacity`]), for their first [`HUGE_BYTES`].
@@ -63,7 +63,7 @@ const HUGE_PAGE: usize = 2 << 20;
 /// The part of a stage backed by huge pages: one write's worth. A huge page is
 /// resident whole once touched, so the slack past it (for the record that crosses a
 /// write's end) stays in small pages.
-const HUGE_BYTES: usize = 4 << 20;
+const HUGE_BYTES: usize = super::LOCAL_WRITE_BYTES;
 
 /// Appends to one file; see the module doc.
 pub struct OutputFile {
